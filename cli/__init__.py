@@ -1,0 +1,1 @@
+"""Command-line interface of resdsl (installed as the ``resdsl_cli`` package)."""

@@ -1,0 +1,114 @@
+"""`resdsl` command line: click commands only; all work happens in resdsl.pipeline and the backends."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from resdsl.cost import human
+from resdsl.errors import SpecError
+
+EXIT_SPEC = 1  # a bad spec, a failed expect
+EXIT_USAGE = 2  # click's own usage errors
+EXIT_INTERNAL = 70
+
+
+def _fail(err: SpecError) -> None:
+    click.echo(err.render(), err=True)
+    sys.exit(EXIT_SPEC)
+
+
+def _guard(fn):
+    """Run a command body; spec errors become located messages, and nothing becomes a traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SpecError as err:
+            _fail(err)
+        except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
+            raise
+        except RecursionError:
+            click.echo("resdsl: error: the spec nests too deeply to compile", err=True)
+            sys.exit(EXIT_SPEC)
+        except BrokenPipeError:
+            sys.exit(EXIT_SPEC)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+            if os.environ.get("RESDSL_DEBUG"):
+                raise
+            click.echo(f"resdsl: internal error: {type(exc).__name__}: {exc}\n"
+                       "hint: this is a bug in resdsl; rerun with RESDSL_DEBUG=1 for the traceback and report it",
+                       err=True)
+            sys.exit(EXIT_INTERNAL)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="resdsl", prog_name="resdsl")
+def main() -> None:
+    """resdsl: describe residual networks exactly, check them before they run."""
+
+
+def _summary(net) -> str:
+    rows = [("stage", "units", "output", "params", "MACs")]
+    g = net.groups
+    rows.append(("stem", "-", "x".join(map(str, g["stem"]["output"])), f"{g['stem']['params']:,}",
+                 human(g["stem"]["macs"])))
+    for st in net.stages():
+        rows.append((st["name"], str(st["units"]), "x".join(map(str, st["output"])), f"{st['params']:,}",
+                     human(st["macs"])))
+    rows.append(("head", "-", "x".join(map(str, g["head"]["output"])), f"{g['head']['params']:,}",
+                 human(g["head"]["macs"])))
+    rows.append(("total", "", "", f"{net.params:,}", human(net.macs)))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    align = ["<", ">", "<", ">", ">"]
+    out = [f"{net.name}  ({net.spec.path})",
+           f"input {'x'.join(map(str, net.input_shape))} -> output {'x'.join(map(str, net.output_shape))}, "
+           f"order {net.graph.graph['order']}, {net.layers} layers",
+           ""]
+    for i, r in enumerate(rows):
+        out.append("  ".join(f"{c:{a}{w}}" for c, a, w in zip(r, align, widths)).rstrip())
+        if i == 0 or i == len(rows) - 2:
+            out.append("  ".join("-" * w for w in widths))
+    out.append(f"MACs are multiply-accumulates for one image; FLOPs = 2 x MACs = {human(net.flops)}")
+    if net.recipe:
+        r = net.recipe
+        out.append(f"recipe {r['name']}: {r['optimizer']} lr {r['lr']:g}, batch {r['batch']}, "
+                   f"{r['length']['value']} {r['length']['unit']}")
+    for e in net.expects:
+        status = "ok" if e.ok else "FAILED"
+        out.append(f"expect {e.what} {e.expected}: {status} (actual {e.actual})")
+    return "\n".join(out)
+
+
+@main.command("compile")
+@click.argument("spec", type=click.Path(dir_okay=True, path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the counts and expectations.")
+@click.option("--dump-ir", is_flag=True, help="Print the checked IR, one operation per line.")
+@_guard
+def compile_cmd(spec: str, as_json: bool, dump_ir: bool) -> None:
+    """Parse, check and count SPEC; print a per-stage summary (exit 1 if any expect fails)."""
+    from resdsl.pipeline import compile_spec
+
+    net = compile_spec(spec)
+    if as_json:
+        click.echo(json.dumps(net.to_json(), indent=2))
+    elif dump_ir:
+        click.echo(net.dump_ir(), nl=False)
+    else:
+        click.echo(_summary(net))
+    for e in net.expects:
+        if not e.ok:
+            click.echo(f"{spec}:{e.line}: error: expect {e.what} {e.expected} does not hold: actual {e.actual}",
+                       err=True)
+    if not net.ok:
+        sys.exit(EXIT_SPEC)
+
+
+if __name__ == "__main__":
+    main()

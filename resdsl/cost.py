@@ -1,0 +1,52 @@
+"""Cost pass: parameters and multiply-accumulates per node, rolled up per stage (resnet-papers.md section 7)."""
+from __future__ import annotations
+
+import math
+
+
+def node_cost(d: dict) -> tuple[int, int]:
+    """(params, macs) of one shaped node: weights and BN affine terms count; MACs only for conv and fc."""
+    op = d["op"]
+    if op == "conv":
+        kh, kw = d["kernel"]
+        weights = kh * kw * d["in_channels"] * d["out_channels"]
+        params = weights + (d["out_channels"] if d.get("bias") else 0)
+        _, oh, ow = d["shape"]
+        return params, weights * oh * ow
+    if op == "bn":
+        return 2 * d["channels"], 0
+    if op == "fc":
+        weights = d["in_features"] * d["out_features"]
+        return weights + (d["out_features"] if d.get("bias") else 0), weights
+    return 0, 0
+
+
+def count(g) -> dict:
+    """Annotate ``params``/``macs`` on nodes; return totals, per-group rows and the paper-style layer count."""
+    groups: dict[str, dict] = {}
+    layers = 0
+    for _, d in g.nodes(data=True):
+        params, macs = node_cost(d)
+        d["params"], d["macs"] = params, macs
+        row = groups.setdefault(d["group"], {"params": 0, "macs": 0, "output": None})
+        row["params"] += params
+        row["macs"] += macs
+        if d["op"] not in ("output",):
+            row["output"] = list(d["shape"])
+        if d.get("main"):
+            layers += 1
+    total_params = sum(r["params"] for r in groups.values())
+    total_macs = sum(r["macs"] for r in groups.values())
+    return {"params": total_params, "macs": total_macs, "layers": layers, "groups": groups}
+
+
+def human(n: float, digits: int = 3) -> str:
+    """21797672 -> '21.8M' style, for summaries."""
+    if n == 0:
+        return "0"
+    for exp, suffix in ((12, "T"), (9, "G"), (6, "M"), (3, "K")):
+        if abs(n) >= 10 ** exp:
+            v = n / 10 ** exp
+            decimals = max(0, digits - 1 - int(math.floor(math.log10(abs(v)))))
+            return f"{v:.{decimals}f}{suffix}"
+    return str(n)

@@ -1,0 +1,316 @@
+"""Resolve a spec file with its `extends` parents and `include`d recipe files into one settled spec."""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, replace
+
+from . import syntax as ast
+from .errors import Span, SpecError
+from .parse import parse_file, parse_text
+
+MAX_CHAIN = 32
+DATASETS = ("cifar10", "cifar100", "imagenet", "fashion-mnist", "mnist", "synthetic")
+OPTIMIZERS = ("sgd",)
+
+# statements that appear at most once per file and that a child file overrides
+_SINGULAR = {
+    ast.Network: "network", ast.Input: "input", ast.Stem: "stem", ast.Unit: "unit", ast.Order: "order",
+    ast.Shortcut: "shortcut", ast.Stages: "stages", ast.Head: "head", ast.Init: "init",
+    ast.RecipeUse: "recipe", ast.Extends: "extends",
+}
+REQUIRED = ("network", "input", "stem", "unit", "shortcut", "stages", "head")
+
+
+@dataclass
+class ResolvedSpec:
+    """Every setting of a network after inheritance, each still pointing at the statement that set it."""
+
+    path: str
+    source: str
+    settings: dict[str, ast.Statement] = field(default_factory=dict)
+    overrides: dict[int, dict[str, ast.Statement]] = field(default_factory=dict)
+    expects: list[ast.ExpectItem] = field(default_factory=list)
+    recipes: dict[str, ast.RecipeDef] = field(default_factory=dict)
+    recipe: dict | None = None
+    recipe_span: Span | None = None
+    files: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def get(self, key: str):
+        return self.settings.get(key)
+
+
+def resolve_path(path: str) -> ResolvedSpec:
+    """Parse ``path`` and everything it extends or includes, and settle every setting."""
+    spec_file = parse_file(path)
+    return _resolve(spec_file, chain=())
+
+
+def resolve_text(text: str, path: str = "<spec>") -> ResolvedSpec:
+    """Like ``resolve_path`` for text in memory; relative includes resolve against the current directory."""
+    return _resolve(parse_text(text, path), chain=())
+
+
+def _with_source(err: SpecError, sources: dict[str, str]) -> SpecError:
+    if err.source is None and err.span is not None:
+        err.source = sources.get(err.span.path)
+    return err
+
+
+def _resolve(spec_file: ast.SpecFile, chain: tuple[str, ...]) -> ResolvedSpec:
+    sources = {spec_file.path: spec_file.source}
+    try:
+        resolved = _resolve_inner(spec_file, chain, sources)
+        _settle(resolved)
+    except SpecError as err:
+        raise _with_source(err, sources) from None
+    resolved.sources.update(sources)
+    return resolved
+
+
+def _child_path(base_file: str, rel: str) -> str:
+    if os.path.isabs(rel):
+        return rel
+    base_dir = os.path.dirname(base_file) if base_file and not base_file.startswith("<") else ""
+    return os.path.normpath(os.path.join(base_dir, rel)) if base_dir else os.path.normpath(rel)
+
+
+def _key(path: str) -> str:
+    try:
+        return os.path.realpath(path)
+    except (OSError, ValueError):
+        return path
+
+
+def _load_child(stmt, spec_file: ast.SpecFile, chain, sources, what: str) -> ast.SpecFile:
+    child = _child_path(spec_file.path, stmt.path)
+    if _key(child) in chain or _key(child) == _key(spec_file.path):
+        names = " -> ".join(os.path.basename(c) for c in (*chain, _key(spec_file.path), _key(child)))
+        raise SpecError(f"cyclic {what}: {names}", stmt.span, hint=f"a spec cannot {what} itself, directly or not")
+    if len(chain) >= MAX_CHAIN:
+        raise SpecError(f"{what} chain deeper than {MAX_CHAIN} files", stmt.span)
+    parsed = parse_file(child, stmt.span)
+    sources[parsed.path] = parsed.source
+    return parsed
+
+
+def _resolve_inner(spec_file: ast.SpecFile, chain: tuple[str, ...], sources: dict[str, str]) -> ResolvedSpec:
+    chain = (*chain, _key(spec_file.path))
+    own: dict[str, ast.Statement] = {}
+    for stmt in spec_file.statements:
+        key = _SINGULAR.get(type(stmt))
+        if key is None:
+            continue
+        if key in own:
+            first = own[key].span
+            raise SpecError(f"'{key}' is given twice in this file (first at line {first.line})", stmt.span,
+                            hint="each setting appears once per file; a spec that extends another overrides it")
+        own[key] = stmt
+
+    if "extends" in own:
+        parent_file = _load_child(own["extends"], spec_file, chain, sources, "extends")
+        resolved = _resolve_inner(parent_file, chain, sources)
+        resolved.expects = []  # expectations are about one file; they are never inherited
+    else:
+        resolved = ResolvedSpec(spec_file.path, spec_file.source)
+    resolved.path = spec_file.path
+    resolved.source = spec_file.source
+    resolved.files.append(spec_file.path)
+
+    local_recipes: dict[str, ast.RecipeDef] = {}
+    for stmt in spec_file.statements:
+        if isinstance(stmt, ast.Include):
+            inc = _load_child(stmt, spec_file, chain, sources, "include")
+            for name, rdef in _recipes_of_include(inc, chain, sources).items():
+                _add_recipe(resolved.recipes, name, rdef)
+        elif isinstance(stmt, ast.RecipeDef):
+            if stmt.name in local_recipes:
+                raise SpecError(f"recipe '{stmt.name}' is defined twice in this file "
+                                f"(first at line {local_recipes[stmt.name].span.line})", stmt.span)
+            local_recipes[stmt.name] = stmt
+        elif isinstance(stmt, ast.StageOverride):
+            idx = stmt.index.value
+            if idx < 1:
+                raise SpecError("stages are numbered from 1", stmt.index.span)
+            slot = resolved.overrides.setdefault(idx, {})
+            kind = _SINGULAR[type(stmt.statement)]
+            slot[kind] = stmt.statement
+        elif isinstance(stmt, ast.Expect):
+            resolved.expects.extend(stmt.items)
+    for name, rdef in local_recipes.items():
+        resolved.recipes[name] = rdef  # a file's own definition overrides an inherited one
+    for key, stmt in own.items():
+        if key != "extends":
+            resolved.settings[key] = stmt
+    return resolved
+
+
+def _recipes_of_include(inc: ast.SpecFile, chain, sources) -> dict[str, ast.RecipeDef]:
+    out: dict[str, ast.RecipeDef] = {}
+    for stmt in inc.statements:
+        if isinstance(stmt, ast.RecipeDef):
+            _add_recipe(out, stmt.name, stmt)
+        elif isinstance(stmt, ast.Include):
+            sub = _load_child(stmt, inc, (*chain, _key(inc.path)), sources, "include")
+            for name, rdef in _recipes_of_include(sub, (*chain, _key(inc.path)), sources).items():
+                _add_recipe(out, name, rdef)
+        else:
+            raise SpecError("an included file may only define recipes (and include other recipe files)",
+                            stmt.span, hint="use 'extends' to inherit a network")
+    return out
+
+
+def _add_recipe(table: dict[str, ast.RecipeDef], name: str, rdef: ast.RecipeDef) -> None:
+    prev = table.get(name)
+    if prev is not None and prev.span != rdef.span:
+        raise SpecError(f"recipe '{name}' is defined twice (also at {prev.span})", rdef.span)
+    table[name] = rdef
+
+
+# ---------------------------------------------------------------------------------------------
+# settling: required statements, value ranges, recipe
+
+
+def _settle(r: ResolvedSpec) -> None:
+    top = Span(r.path, 1, 1)
+    for key in REQUIRED:
+        if key not in r.settings:
+            raise SpecError(f"the spec never says '{key}'", top, hint=_REQUIRED_HINTS[key])
+    if "order" not in r.settings:
+        r.settings["order"] = ast.Order(top, "post")
+    if "init" not in r.settings:
+        r.settings["init"] = ast.Init(top)
+    n_stages = len(r.settings["stages"].entries)
+    for idx, slot in sorted(r.overrides.items()):
+        if idx > n_stages:
+            stmt = next(iter(slot.values()))
+            raise SpecError(f"stage {idx} does not exist: the network has {n_stages} stage(s)", stmt.span)
+    if "recipe" in r.settings:
+        use = r.settings["recipe"]
+        r.recipe = resolve_recipe(use.name, r.recipes, use.span)
+        r.recipe_span = use.span
+
+
+_REQUIRED_HINTS = {
+    "network": "start the spec with 'network NAME'",
+    "input": "say the input shape, e.g. 'input 3x32x32'",
+    "stem": "e.g. 'stem cifar 16' or 'stem imagenet'",
+    "unit": "e.g. 'unit basic' or 'unit bottleneck'",
+    "shortcut": "e.g. 'shortcut A', 'shortcut B' or 'shortcut none' for a plain net",
+    "stages": "e.g. 'stages 16x3, 32x3 /2, 64x3 /2'",
+    "head": "e.g. 'head avgpool fc 10'",
+}
+
+RECIPE_DEFAULTS = {
+    "optimizer": "sgd", "momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "schedule": {"kind": "constant"},
+    "warmup": None, "augment": [], "normalize": "none", "dataset": None, "split": None, "label_smoothing": 0.0,
+    "test": "single-view",
+}
+RECIPE_REQUIRED = ("lr", "batch", "length")
+
+
+def resolve_recipe(name: str, recipes: dict[str, ast.RecipeDef], span: Span) -> dict:
+    """Merge a recipe with its bases, fill defaults, validate ranges; returns a JSON-ready dict."""
+    chain: list[ast.RecipeDef] = []
+    seen: set[str] = set()
+    current, where = name, span
+    while current is not None:
+        if current in seen:
+            raise SpecError(f"cyclic recipe extends: {' -> '.join([*[c.name for c in chain], current])}", where)
+        rdef = recipes.get(current)
+        if rdef is None:
+            known = ", ".join(sorted(recipes)) or "none defined"
+            raise SpecError(f"unknown recipe '{current}'", where,
+                            hint=f"known recipes: {known}; define one with 'recipe NAME {{ ... }}' or include a file")
+        seen.add(current)
+        chain.append(rdef)
+        current, where = (rdef.base.value, rdef.base.span) if rdef.base else (None, None)
+    fields: dict[str, ast.RecipeField] = {}
+    for rdef in reversed(chain):
+        local: dict[str, ast.RecipeField] = {}
+        for f in rdef.fields:
+            if f.key in local:
+                raise SpecError(f"recipe field '{f.key}' is given twice (first at line {local[f.key].span.line})",
+                                f.span)
+            local[f.key] = f
+        fields.update(local)
+    out = dict(RECIPE_DEFAULTS)
+    out.update({k: f.value for k, f in fields.items()})
+    for key in RECIPE_REQUIRED:
+        if key not in fields:
+            raise SpecError(f"recipe '{name}' does not set '{key}'", chain[0].span,
+                            hint={"lr": "e.g. 'lr 0.1'", "batch": "e.g. 'batch 128'",
+                                  "length": "e.g. 'length 64000 iterations'"}[key])
+    _validate_recipe(out, fields, chain[0].span)
+    out["name"] = name
+    return out
+
+
+def _validate_recipe(r: dict, fields: dict[str, ast.RecipeField], default_span: Span) -> None:
+    def at(key):
+        return fields[key].span if key in fields else default_span
+
+    def bad(key, msg, hint=None):
+        raise SpecError(msg, at(key), hint=hint)
+
+    if r["optimizer"] not in OPTIMIZERS:
+        bad("optimizer", f"unknown optimizer '{r['optimizer']}'", hint="supported: " + ", ".join(OPTIMIZERS))
+    if not r["lr"] > 0:
+        bad("lr", "learning rate must be positive")
+    if not 0 <= r["momentum"] < 1:
+        bad("momentum", "momentum must be in [0, 1)")
+    if r["weight_decay"] < 0:
+        bad("weight_decay", "weight decay cannot be negative")
+    if r["batch"] < 1:
+        bad("batch", "batch size must be at least 1")
+    if r["length"]["value"] < 1:
+        bad("length", "training length must be at least 1")
+    if not 0 <= r["label_smoothing"] < 1:
+        bad("label_smoothing", "label smoothing must be in [0, 1)")
+    sched = r["schedule"]
+    if sched["kind"] == "step":
+        ms = sched["milestones"]
+        if any(b <= a for a, b in zip(ms, ms[1:])):
+            bad("schedule", "schedule milestones must increase")
+        if ms and ms[-1] >= r["length"]["value"]:
+            bad("schedule", f"milestone {ms[-1]} is not before the end of training "
+                            f"({r['length']['value']} {r['length']['unit']})",
+                hint="milestones are counted in the same unit as 'length'")
+    if sched["kind"] in ("step", "plateau") and not 0 < sched["gamma"] <= 1:
+        bad("schedule", "gamma must be in (0, 1]")
+    if sched["kind"] == "plateau" and sched["patience"] < 1:
+        bad("schedule", "patience must be at least 1")
+    w = r["warmup"]
+    if w is not None:
+        if w["unit"] is None:
+            w["unit"] = r["length"]["unit"]
+        if not w["lr"] > 0:
+            bad("warmup", "warm-up learning rate must be positive")
+        total = r["length"]["value"] if w["unit"] == r["length"]["unit"] else None
+        if total is not None and w["length"] >= total:
+            bad("warmup", "warm-up is not shorter than the whole run")
+        if w["until_error"] is not None and not 0 < w["until_error"] <= 100:
+            bad("warmup", "until-error is a percentage in (0, 100]")
+    for aug in r["augment"]:
+        if aug["kind"] == "scale" and not 0 < aug["min"] <= aug["max"]:
+            bad("augment", "scale augmentation needs 0 < min <= max")
+        if aug["kind"] == "scale" and aug["crop"] > aug["min"]:
+            bad("augment", f"crop {aug['crop']} is larger than the shortest resized side {aug['min']}")
+        if aug["kind"] == "random-resized-crop" and aug["size"] < 1:
+            bad("augment", "crop size must be positive")
+    if r["dataset"] is not None and r["dataset"] not in DATASETS:
+        bad("dataset", f"unknown dataset '{r['dataset']}'", hint="known datasets: " + ", ".join(DATASETS))
+    if r["split"] is not None and min(r["split"]) < 1:
+        bad("split", "both parts of a train/val split must be positive")
+    for key in ("lr", "momentum", "weight_decay", "label_smoothing"):
+        if not math.isfinite(r[key]):
+            bad(key, f"{key} is not a finite number")
+
+
+def stage_setting(r: ResolvedSpec, stage: int, key: str) -> ast.Statement:
+    """The unit/order/shortcut statement in force for a stage (1-based), override first."""
+    return r.overrides.get(stage, {}).get(key) or r.settings[key]
+
+
+__all__ = ["ResolvedSpec", "resolve_path", "resolve_text", "resolve_recipe", "stage_setting", "replace"]

@@ -1,0 +1,157 @@
+"""Frozen AST dataclasses for spec files; every node carries the span of its source text."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import Span
+
+
+@dataclass(frozen=True)
+class Value:
+    """A scalar written in the spec, with where it was written."""
+
+    value: object
+    span: Span
+
+
+@dataclass(frozen=True)
+class Statement:
+    span: Span
+
+
+@dataclass(frozen=True)
+class Network(Statement):
+    name: str
+
+
+@dataclass(frozen=True)
+class Extends(Statement):
+    path: str
+
+
+@dataclass(frozen=True)
+class Include(Statement):
+    path: str
+
+
+@dataclass(frozen=True)
+class Input(Statement):
+    channels: Value
+    height: Value
+    width: Value
+
+
+@dataclass(frozen=True)
+class Pool:
+    kind: str  # "max" | "avg"
+    kernel: Value  # (k, k)
+    stride: Value
+    span: Span
+
+
+@dataclass(frozen=True)
+class Stem(Statement):
+    kind: str  # "imagenet" | "cifar" | "conv"
+    width: Value
+    kernel: Value | None = None  # (kh, kw) for kind "conv"
+    stride: Value | None = None
+    pool: Pool | None = None
+
+
+@dataclass(frozen=True)
+class Unit(Statement):
+    kind: str  # "basic" | "bottleneck" | "single"
+    expansion: Value | None = None
+    stride_at: Value | None = None  # "1x1" | "3x3"
+
+
+@dataclass(frozen=True)
+class Order(Statement):
+    name: str
+
+
+@dataclass(frozen=True)
+class Gate:
+    kind: str  # "exclusive" | "shortcut-only"
+    bias: Value
+    span: Span
+
+
+@dataclass(frozen=True)
+class Shortcut(Statement):
+    kind: str  # "A" | "B" | "C" | "none" | "identity"
+    scale: Value | None = None
+    residual_scale: Value | None = None
+    gate: Gate | None = None
+    dropout: Value | None = None
+    projection_bn: Value | None = None
+
+
+@dataclass(frozen=True)
+class StageEntry:
+    width: Value
+    units: Value
+    stride: Value
+    span: Span
+
+
+@dataclass(frozen=True)
+class Stages(Statement):
+    entries: tuple[StageEntry, ...]
+
+
+@dataclass(frozen=True)
+class StageOverride(Statement):
+    index: Value
+    statement: Statement  # Unit | Order | Shortcut
+
+
+@dataclass(frozen=True)
+class Head(Statement):
+    classes: Value | None  # None: features only (global average pool, no fc)
+
+
+@dataclass(frozen=True)
+class Init(Statement):
+    scheme: str = "he"
+    fan: str = "fan-out"
+    zero_last_bn: bool = False
+
+
+@dataclass(frozen=True)
+class ExpectItem:
+    what: str  # params | macs | flops | layers | output
+    text: str  # as written, e.g. "21.8M" or "64x8x8"
+    approx: bool
+    span: Span
+
+
+@dataclass(frozen=True)
+class Expect(Statement):
+    items: tuple[ExpectItem, ...]
+
+
+@dataclass(frozen=True)
+class RecipeUse(Statement):
+    name: str
+
+
+@dataclass(frozen=True)
+class RecipeField:
+    key: str
+    value: object  # a plain value or a small dict (schedule, warmup, augment)
+    span: Span
+
+
+@dataclass(frozen=True)
+class RecipeDef(Statement):
+    name: str
+    base: Value | None
+    fields: tuple[RecipeField, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class SpecFile:
+    path: str
+    source: str
+    statements: tuple[Statement, ...]
