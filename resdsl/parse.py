@@ -44,7 +44,8 @@ _TERMINAL_WORDS = {
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
     grammar = (Path(__file__).parent / "grammar.lark").read_text()
-    return Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=False)
+    return Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=False,
+                cache=True)
 
 
 def read_spec_text(path: str, span: Span | None = None) -> str:

@@ -16,6 +16,10 @@ def _where(d: dict) -> str:
 
 
 def _spatial(d, h, w, k, s, pad):
+    if h < s or w < s:
+        raise SpecError(f"the feature map shrinks to nothing in {_where(d)}: a {h}x{w} map cannot be "
+                        f"downsampled by {s}", d["span"],
+                        hint="use a larger input, fewer downsampling stages or smaller strides")
     oh = (h + 2 * pad[0] - k[0]) // s + 1
     ow = (w + 2 * pad[1] - k[1]) // s + 1
     if oh < 1 or ow < 1:
@@ -26,6 +30,8 @@ def _spatial(d, h, w, k, s, pad):
 
 
 def _check_divisible(d, h, w, s):
+    if h < s or w < s:
+        _spatial(d, h, w, (1, 1), s, (0, 0))
     if d.get("check_divisible") and (h % s or w % s):
         raise SpecError(f"{_where(d)} downsamples a {h}x{w} map by {s}, which does not divide it", d["span"],
                         hint=f"the residual and shortcut paths must agree exactly; choose an input size whose "

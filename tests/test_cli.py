@@ -1,0 +1,82 @@
+"""`resdsl compile`: summary, --json, --dump-ir, exit codes, located errors on stderr."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from resdsl_cli.main import main
+from conftest import CIFAR20
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_summary_rows(at_root):
+    r = run("compile", "specs/resnet34_optionB.res")
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    assert "resnet34_optionB" in out and "34 layers" in out
+    for row in ("stem", "layer1", "layer4", "head", "total"):
+        assert any(line.startswith(row) for line in out.splitlines()), row
+    assert "21,797,672" in out and "expect params 21.8M: ok" in out
+
+
+def test_json_schema(at_root):
+    r = run("compile", "specs/resnet20.res", "--json")
+    d = json.loads(r.stdout)
+    assert {"name", "input", "output", "params", "macs", "flops", "layers", "stages", "expect"} <= set(d)
+    assert d["input"] == [3, 32, 32] and d["output"] == [10] and d["flops"] == 2 * d["macs"]
+    assert d["stages"][2] == {"name": "layer3", "units": 3, "output": [64, 8, 8], "params": d["stages"][2]["params"],
+                              "macs": d["stages"][2]["macs"]}
+    assert sum(s["params"] for s in d["stages"]) + d["stem"]["params"] + d["head"]["params"] == d["params"]
+    assert all(e["ok"] for e in d["expect"]) and {"what", "expected", "actual", "ok"} <= set(d["expect"][0])
+
+
+def test_failed_expect_exits_1(write_spec):
+    path = write_spec(CIFAR20 + "expect params 1M\n")
+    r = run("compile", path, "--json")
+    assert r.exit_code == 1
+    assert json.loads(r.stdout)["expect"][0]["ok"] is False
+    assert r.stderr.startswith(f"{path}:8: error: expect params 1M does not hold")
+
+
+def test_spec_error_format(write_spec):
+    path = write_spec(CIFAR20.replace("shortcut A", "shortcut Q"))
+    r = run("compile", path)
+    assert r.exit_code == 1 and r.stdout == ""
+    lines = r.stderr.splitlines()
+    assert lines[0] == f"{path}:5:10: error: unexpected 'Q'"
+    assert lines[1] == "    shortcut Q" and lines[2] == "             ^" and lines[3].startswith("hint:")
+
+
+def test_missing_file_and_directory(tmp_path):
+    r = run("compile", str(tmp_path / "nope.res"))
+    assert r.exit_code == 1 and r.stderr.startswith(f"{tmp_path / 'nope.res'}:1:1: error: cannot read spec")
+    r = run("compile", str(tmp_path))
+    assert r.exit_code == 1 and "is a directory" in r.stderr
+
+
+def test_usage_errors_exit_2():
+    assert run("compile").exit_code == 2
+    assert run("compile", "x.res", "--bogus").exit_code == 2
+    assert run("frobnicate").exit_code == 2
+
+
+def test_dump_ir(at_root):
+    r = run("compile", "specs/resnet20.res", "--dump-ir")
+    assert r.exit_code == 0 and r.stdout.startswith("# network resnet20")
+    assert "layer2.0.shortcut_pad = pad /2 16->32 (layer1.2.relu_out) : 32x16x16" in r.stdout
+
+
+def test_real_process_does_not_import_torch(at_root):
+    code = ("import sys, runpy; sys.argv=['resdsl','compile','specs/resnet1001_preact.res','--json'];\n"
+            "try:\n runpy.run_module('resdsl_cli.main', run_name='__main__')\n"
+            "except SystemExit as e: assert not e.code, e.code\n"
+            "assert 'torch' not in sys.modules, 'compiling imported torch'\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["params"] == 10_327_706

@@ -1,0 +1,34 @@
+"""`expect` compares at the precision written: 21.8M holds for anything that rounds to 21.8M."""
+from __future__ import annotations
+
+import pytest
+
+import resdsl
+from resdsl.errors import SpecError
+from conftest import CIFAR20  # params 269,722; macs 40,551,040; layers 20
+
+
+@pytest.mark.parametrize("line,ok", [
+    ("params 269722", True), ("params 269_722", True), ("params 269723", False),
+    ("params 0.27M", True), ("params 0.270M", True), ("params 0.2697M", True), ("params 0.2698M", False),
+    ("params 270K", True), ("params 269.7K", True), ("params 269.8K", False), ("params 0.3M", True),
+    ("params 0.26M", False), ("params ~0.26M", True), ("params ~0.25M", False),
+    ("macs 40.55M", True), ("macs 40.5M", False), ("macs ~40.5M", True), ("flops 81.1M", True),
+    ("macs 0.04G", True), ("layers 20", True), ("layers 21", False), ("output 10", True), ("output 100", False),
+])
+def test_precision(line, ok):
+    net = resdsl.compile_spec(text=CIFAR20 + f"expect {line}\n", name="t.res")
+    assert net.ok is ok, net.expects
+
+
+def test_output_shape_without_fc():
+    net = resdsl.compile_spec(text=CIFAR20.replace("head avgpool fc 10", "head avgpool") + "expect output 64\n")
+    assert net.ok and net.output_shape == (64,)
+
+
+@pytest.mark.parametrize("line,fragment", [("output 21.8M", "not a shape"), ("params 64x8x8", "not a shape")
+                                           if False else ("params 64x8x8", "a count, not a shape")])
+def test_wrong_kind_of_figure(line, fragment):
+    with pytest.raises(SpecError) as info:
+        resdsl.compile_spec(text=CIFAR20 + f"expect {line}\n", name="t.res")
+    assert fragment in info.value.message and info.value.span.line == 8

@@ -1,0 +1,93 @@
+"""Parser: text to AST with spans; syntax errors name the word, the place and what was expected."""
+from __future__ import annotations
+
+import pytest
+
+from resdsl import syntax as ast
+from resdsl.errors import SpecError
+from resdsl.parse import parse_text
+
+
+def test_statements_and_spans():
+    f = parse_text("# c\nnetwork n   # trailing comment\n\nstages 64x3, 128x4 /2\n", "x.res")
+    net, stages = f.statements
+    assert isinstance(net, ast.Network) and net.name == "n"
+    assert (net.span.path, net.span.line, net.span.column) == ("x.res", 2, 1)
+    e = stages.entries[1]
+    assert (e.width.value, e.units.value, e.stride.value) == (128, 4, 2)
+    assert (e.span.line, e.span.column) == (4, 14)
+
+
+def test_shortcut_options_and_gate():
+    (sc,) = parse_text("shortcut A scale 0.5 residual 0.5 gate exclusive bias -6 dropout 0.1\n").statements
+    assert sc.kind == "A" and sc.scale.value == 0.5 and sc.residual_scale.value == 0.5
+    assert sc.gate.kind == "exclusive" and sc.gate.bias.value == -6 and sc.dropout.value == 0.1
+
+
+def test_bottleneck_options_and_stage_override():
+    unit, over = parse_text("unit bottleneck expansion 2 stride-at 3x3\nstage 2: order preact\n").statements
+    assert unit.kind == "bottleneck" and unit.expansion.value == 2 and unit.stride_at.value == "3x3"
+    assert over.index.value == 2 and isinstance(over.statement, ast.Order) and over.statement.name == "preact"
+
+
+def test_stem_kinds():
+    a, b, c = parse_text("stem imagenet\nstem cifar 16\nstem conv 5x5 /2 32 pool max 3x3 /2\n").statements
+    assert (a.kind, a.width.value) == ("imagenet", 64)
+    assert (b.kind, b.width.value) == ("cifar", 16)
+    assert c.kernel.value == (5, 5) and c.stride.value == 2 and c.width.value == 32
+    assert c.pool.kind == "max" and c.pool.stride.value == 2
+
+
+def test_recipe_block():
+    (r,) = parse_text("recipe x extends y {\n  lr 0.1\n  schedule step 10, 20 gamma 0.2\n"
+                      "  warmup 5 lr 0.01 until-error 80%\n  augment pad-crop 4, flip\n}\n").statements
+    fields = {f.key: f.value for f in r.fields}
+    assert r.name == "x" and r.base.value == "y"
+    assert fields["schedule"] == {"kind": "step", "milestones": [10, 20], "gamma": 0.2}
+    assert fields["warmup"]["until_error"] == 80.0
+    assert fields["augment"] == [{"kind": "pad-crop", "padding": 4}, {"kind": "flip"}]
+
+
+def test_expect_items():
+    (e,) = parse_text("expect params 21.8M, macs ~3.6G, output 64x8x8\n").statements
+    assert [(i.what, i.text, i.approx) for i in e.items] == [
+        ("params", "21.8M", False), ("macs", "3.6G", True), ("output", "64x8x8", False)]
+
+
+def _err(text: str) -> SpecError:
+    with pytest.raises(SpecError) as info:
+        parse_text(text, "s.res")
+    return info.value
+
+
+def test_unknown_statement_suggests():
+    err = _err("network n\nstagez 64x3\n")
+    assert err.render().splitlines()[0] == "s.res:2:1: error: unknown statement 'stagez'"
+    assert "did you mean 'stage" in err.hint
+
+
+def test_unknown_order_lists_choices():
+    err = _err("order preactivation\n")
+    assert (err.span.line, err.span.column) == (1, 7)
+    assert "preact" in err.hint and "bn-after-add" in err.hint
+
+
+def test_caret_under_the_word():
+    lines = _err("shortcut D\n").render().splitlines()
+    assert lines[0] == "s.res:1:10: error: unexpected 'D'"
+    assert lines[1].strip() == "shortcut D" and lines[2] == "    " + " " * 9 + "^"
+    assert lines[3].startswith("hint: expected one of: A, B, C")
+
+
+def test_missing_value_at_end_of_line():
+    err = _err("unit bottleneck expansion\n")
+    assert err.message == "unexpected end of line" and "integer" in err.hint
+
+
+def test_unclosed_recipe_is_end_of_file():
+    assert _err("recipe a {\n lr 0.1\n").message == "unexpected end of file"
+
+
+def test_nul_byte_and_huge_number():
+    assert "NUL" in _err("network a\x00\n").message
+    assert "out of range" in _err("recipe a {\n lr 1e999\n}\n").message

@@ -1,0 +1,104 @@
+"""Extends, include and recipes: inheritance rules and their located errors."""
+from __future__ import annotations
+
+import pytest
+
+import resdsl
+from resdsl.errors import SpecError
+from conftest import CIFAR20
+
+RECIPES = """\
+recipe base {
+  lr 0.1
+  batch 128
+  length 100 iterations
+  schedule step 50, 75
+}
+recipe small extends base {
+  batch 64
+}
+"""
+
+
+def test_child_overrides_and_expect_not_inherited(write_spec):
+    write_spec(CIFAR20 + "expect params 1\n", name="parent.res")
+    path = write_spec('extends "parent.res"\nnetwork child\nstages 16x1, 32x1 /2, 64x1 /2\nexpect layers 8\n')
+    net = resdsl.compile_spec(path)
+    assert net.name == "child" and net.layers == 8
+    assert [e.what for e in net.expects] == ["layers"] and net.ok  # the parent's failing expect is not inherited
+
+
+def test_recipe_include_and_extends(write_spec):
+    path = write_spec(CIFAR20 + 'include "r/recipes.res"\nrecipe small\n', **{"r__recipes.res": RECIPES})
+    r = resdsl.compile_spec(path).recipe
+    assert (r["name"], r["batch"], r["lr"], r["momentum"]) == ("small", 64, 0.1, 0.9)
+    assert r["schedule"]["milestones"] == [50, 75]
+
+
+def _err(path) -> SpecError:
+    with pytest.raises(SpecError) as info:
+        resdsl.compile_spec(path)
+    return info.value
+
+
+def test_cyclic_extends_is_located(write_spec):
+    write_spec('extends "net.res"\n' + CIFAR20, name="b.res")
+    path = write_spec('extends "b.res"\n' + CIFAR20)
+    err = _err(path)
+    assert "cyclic extends" in err.message and err.span.path.endswith("b.res") and err.span.line == 1
+
+
+def test_missing_parent_points_at_extends_line(write_spec):
+    path = write_spec(CIFAR20 + 'extends "nope.res"\n')
+    err = _err(path)
+    assert err.span.path == path and err.span.line == 8 and "no such file" in err.message
+
+
+def test_included_file_may_not_define_network(write_spec):
+    path = write_spec(CIFAR20 + 'include "other.res"\n', **{"other.res": CIFAR20})
+    err = _err(path)
+    assert err.span.path.endswith("other.res") and "only define recipes" in err.message
+
+
+def test_duplicate_statement(write_spec):
+    err = _err(write_spec(CIFAR20 + "unit bottleneck\n"))
+    assert "'unit' is given twice" in err.message and err.span.line == 8
+
+
+def test_missing_required(write_spec):
+    err = _err(write_spec(CIFAR20.replace("head avgpool fc 10\n", "")))
+    assert "never says 'head'" in err.message and (err.span.line, err.span.column) == (1, 1)
+
+
+@pytest.mark.parametrize("body,fragment", [
+    ("lr 0.1\nbatch 1\n", "does not set 'length'"),
+    ("lr 0\nbatch 1\nlength 5 epochs\n", "learning rate must be positive"),
+    ("lr 0.1\nbatch 1\nlength 5 epochs\nschedule step 3, 2\n", "milestones must increase"),
+    ("lr 0.1\nbatch 1\nlength 5 epochs\nschedule step 5\n", "not before the end"),
+    ("lr 0.1\nbatch 1\nlength 5 epochs\ndataset imagenette\n", "unknown dataset"),
+    ("lr 0.1\nbatch 1\nlength 5 epochs\noptimizer adam\n", "unknown optimizer"),
+    ("lr 0.1\nbatch 1\nlength 5 epochs\nmomentum 1\n", "momentum"),
+])
+def test_recipe_validation(write_spec, body, fragment):
+    err = _err(write_spec(CIFAR20 + "recipe r {\n" + body + "}\nrecipe r\n"))
+    assert fragment in err.message
+
+
+def test_unknown_recipe_lists_known(write_spec):
+    err = _err(write_spec(CIFAR20 + 'include "r.res"\nrecipe nope\n', **{"r.res": RECIPES}))
+    assert "unknown recipe 'nope'" in err.message and "base, small" in err.hint
+
+
+def test_stage_override_out_of_range(write_spec):
+    err = _err(write_spec(CIFAR20 + "stage 4: shortcut B\n"))
+    assert "stage 4 does not exist" in err.message
+
+
+def test_paper_recipes(at_root):
+    r = resdsl.compile_spec("specs/resnet110.res").recipe
+    assert (r["lr"], r["momentum"], r["weight_decay"], r["batch"]) == (0.1, 0.9, 1e-4, 128)
+    assert r["schedule"] == {"kind": "step", "milestones": [32000, 48000], "gamma": 0.1}
+    assert r["length"] == {"value": 64000, "unit": "iterations"}
+    assert r["warmup"] == {"length": 400, "unit": "iterations", "lr": 0.01, "until_error": 80.0}
+    assert resdsl.compile_spec("specs/resnet1001_preact_cifar100.res").recipe["dataset"] == "cifar100"
+    assert resdsl.compile_spec("specs/resnet200.res").recipe["schedule"]["milestones"] == [30, 60]
