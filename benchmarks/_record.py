@@ -1,0 +1,32 @@
+"""Shared helper: replace one named section of benchmarks/RESULTS.md with fresh figures."""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import re
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def record(section: str, command: str, body: str) -> None:
+    """Write `## section` with date, machine and command into RESULTS.md, replacing an older copy."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nRecorded by the scripts in benchmarks/.\n"
+    block = (f"## {section}\n\n- date: {_dt.date.today().isoformat()}\n- machine: {machine()}\n"
+             f"- command: `{command}`\n\n{body.strip()}\n\n")
+    pattern = re.compile(rf"^## {re.escape(section)}\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
+    RESULTS.write_text(text.rstrip() + "\n")

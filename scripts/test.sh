@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Set up (editable install with the test extras) and run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install -q -e '.[test]'
+python3 -m pytest -q "$@"
