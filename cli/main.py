@@ -86,16 +86,60 @@ def _summary(net) -> str:
     return "\n".join(out)
 
 
+def _write_output(path: str, text: str) -> None:
+    """Write a generated file atomically; a missing folder or a full disk is a clear error, not a traceback."""
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise click.ClickException(f"cannot write {path}: folder {folder} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".resdsl-", suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except (OSError, UnboundLocalError):
+            pass
+        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 @main.command("compile")
 @click.argument("spec", type=click.Path(dir_okay=True, path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the counts and expectations.")
 @click.option("--dump-ir", is_flag=True, help="Print the checked IR, one operation per line.")
+@click.option("--emit-python", "emit_py", type=click.Path(dir_okay=False, writable=True),
+              help="Write standalone PyTorch source (imports only torch) with a build() function.")
+@click.option("--onnx", "onnx_out", type=click.Path(dir_okay=False, writable=True),
+              help="Export the model as ONNX and validate it with onnx.checker (needs torch and onnx).")
 @_guard
-def compile_cmd(spec: str, as_json: bool, dump_ir: bool) -> None:
+def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, onnx_out: str | None) -> None:
     """Parse, check and count SPEC; print a per-stage summary (exit 1 if any expect fails)."""
     from resdsl.pipeline import compile_spec
 
     net = compile_spec(spec)
+    info = sys.stderr if as_json or dump_ir else sys.stdout
+    if emit_py:
+        from resdsl.backends.python_source import emit_python
+
+        _write_output(emit_py, emit_python(net))
+        click.echo(f"wrote {emit_py}", file=info)
+    if onnx_out:
+        try:
+            from resdsl.backends.onnx_export import export_onnx
+        except ImportError as exc:
+            raise click.ClickException(f"--onnx needs PyTorch: {exc}") from None
+        try:
+            facts = export_onnx(net, onnx_out)
+        except (ImportError, RuntimeError) as exc:
+            raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {onnx_out}: {exc.strerror or exc}") from None
+        click.echo(f"wrote {onnx_out} (opset {facts['opset']}, {facts['nodes']} nodes, checked)", file=info)
     if as_json:
         click.echo(json.dumps(net.to_json(), indent=2))
     elif dump_ir:

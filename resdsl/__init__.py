@@ -8,5 +8,20 @@
 from .errors import ExpectFailed, Span, SpecError
 from .pipeline import CheckedNetwork, compile_spec
 
-__all__ = ["compile_spec", "CheckedNetwork", "SpecError", "ExpectFailed", "Span"]
+
+def build_model(spec, **overrides):
+    """A freshly initialised ``torch.nn.Module`` for a spec (path, text or CheckedNetwork); imports torch."""
+    from .backends.torch_module import build_model as _build
+
+    return _build(spec, **overrides)
+
+
+def emit_python(spec) -> str:
+    """Standalone PyTorch source (imports only torch) for a spec path or CheckedNetwork."""
+    from .backends.python_source import emit_python as _emit
+
+    return _emit(spec if isinstance(spec, CheckedNetwork) else compile_spec(spec))
+
+
+__all__ = ["compile_spec", "build_model", "emit_python", "CheckedNetwork", "SpecError", "ExpectFailed", "Span"]
 __version__ = "0.1.0"

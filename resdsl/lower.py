@@ -150,15 +150,17 @@ def _build_stem(b: GraphBuilder, x: str, stem: ast.Stem, in_ch: int, order: str)
 
 
 def _unit_convs(unit: ast.Unit, width: int, stride: int):
-    """(kernel, out_channels, stride) of each conv on the residual path."""
+    """(kernel, out_channels, stride, out_channels role, stride role) of each conv on the residual path.
+
+    The roles name the unit constructor argument each number comes from (see ``sym`` node attributes)."""
     if unit.kind == "basic":
-        return [(3, width, stride), (3, width, 1)]
+        return [(3, width, stride, "width", "stride"), (3, width, 1, "width", None)]
     if unit.kind == "single":
-        return [(3, width, stride)]
+        return [(3, width, stride, "width", "stride")]
     e = unit.expansion.value if unit.expansion else 4
     at = unit.stride_at.value if unit.stride_at else "1x1"
-    s1, s3 = (stride, 1) if at == "1x1" else (1, stride)
-    return [(1, width, s1), (3, width, s3), (1, width * e, 1)]
+    (s1, r1), (s3, r3) = ((stride, "stride"), (1, None)) if at == "1x1" else ((1, None), (stride, "stride"))
+    return [(1, width, s1, "width", r1), (3, width, s3, "width", r3), (1, width * e, 1, "out_channels", None)]
 
 
 def _build_unit(b, x, in_ch, p, stage, entry, stride, unit, order, sc, ctx):
@@ -167,12 +169,13 @@ def _build_unit(b, x, in_ch, p, stage, entry, stride, unit, order, sc, ctx):
     group = f"layer{stage}"
     convs = _unit_convs(unit, entry.width.value, stride)
     out_ch = convs[-1][1]
+    extra_sym = {"in_channels": in_ch, "width": entry.width.value, "out_channels": out_ch, "stride": stride}
     o = order.name
     changes = stride != 1 or in_ch != out_ch
     projection = sc.kind == "C" or (sc.kind == "B" and changes)
     pad = sc.kind == "A" and changes
     has_shortcut = sc.kind != "none"
-    extra = {"stage": stage, "unit": int(p.split(".")[1])}
+    extra = {"stage": stage, "unit": int(p.split(".")[1]), "unit_args": extra_sym, "unit_kind": unit.kind}
 
     def add(name, op, ins, span=sp, **kw):
         return b.add(p + name, op, ins, span, group=group, **extra, **kw)
@@ -189,30 +192,34 @@ def _build_unit(b, x, in_ch, p, stage, entry, stride, unit, order, sc, ctx):
             pre_mode = "residual"
         if pre_mode == "shared":
             if o == "preact":
-                split = add("bn1", "bn", [split], path="shared", channels=in_ch)
+                split = add("bn1", "bn", [split], path="shared", channels=in_ch, sym={"channels": "in_channels"})
             split = add("relu1", "relu", [split], path="shared")
 
     # residual path F
     h = split
-    cin = in_ch
+    cin, cin_role = in_ch, "in_channels"
     last_bn = None
-    for k, (kernel, cout, s) in enumerate(convs, start=1):
+    for k, (kernel, cout, s, cout_role, s_role) in enumerate(convs, start=1):
         if o in PRE_ORDERS and not (k == 1 and pre_mode in ("shared", "none")):
             if o == "preact":
-                h = last_bn = add(f"bn{k}", "bn", [h], path="residual", channels=cin)
+                h = last_bn = add(f"bn{k}", "bn", [h], path="residual", channels=cin, sym={"channels": cin_role})
             h = add(f"relu{k}", "relu", [h], path="residual")
+        sym = {"in_channels": cin_role, "out_channels": cout_role}
+        if s_role:
+            sym["stride"] = s_role
         h = _conv(b, p + f"conv{k}", h, cin, cout, kernel, s, sp, group, ctx.init, main=True,
-                  path="residual", check_divisible=(s > 1), **extra)
+                  path="residual", check_divisible=(s > 1), sym=sym, **extra)
         last = k == len(convs)
         if o == "relu-preact" or o in ("post", "relu-before-add") or (o == "bn-after-add" and not last):
-            h = last_bn = add(f"bn{k}", "bn", [h], path="residual", channels=cout)
+            h = last_bn = add(f"bn{k}", "bn", [h], path="residual", channels=cout, sym={"channels": cout_role})
         if o in ("post", "bn-after-add") and not last:
             h = add(f"relu{k}", "relu", [h], path="residual")
         if o == "relu-before-add":
             h = add(f"relu{k}", "relu", [h], path="residual")
-        cin = cout
+        cin, cin_role = cout, cout_role
     if ctx.init.zero_last_bn and last_bn is not None:
         b.g.nodes[last_bn]["zero_init"] = True
+    io_sym = {"in_channels": "in_channels", "out_channels": "out_channels", "stride": "stride"}
     if sc.residual_scale is not None:
         h = add("residual_scale", "scale", [h], span=sc.span, path="residual", factor=sc.residual_scale.value)
 
@@ -223,13 +230,13 @@ def _build_unit(b, x, in_ch, p, stage, entry, stride, unit, order, sc, ctx):
         t = split
         if pad:
             t = add("shortcut_pad", "pad", [t], span=sp, path="shortcut", in_channels=in_ch, out_channels=out_ch,
-                    stride=stride, check_divisible=(stride > 1), origin=sc.span)
+                    stride=stride, check_divisible=(stride > 1), origin=sc.span, sym=io_sym)
         elif projection:
             t = _conv(b, p + "downsample.0", t, in_ch, out_ch, 1, stride, sp, group, ctx.init, path="shortcut",
-                      check_divisible=(stride > 1), origin=sc.span, **extra)
+                      check_divisible=(stride > 1), origin=sc.span, sym=io_sym, **extra)
             proj_bn = sc.projection_bn.value if sc.projection_bn else o not in ("preact", "bn-after-add")
             if proj_bn:
-                t = add("downsample.1", "bn", [t], path="shortcut", channels=out_ch)
+                t = add("downsample.1", "bn", [t], path="shortcut", channels=out_ch, sym={"channels": "out_channels"})
         if sc.dropout is not None:
             t = add("shortcut_dropout", "dropout", [t], span=sc.span, path="shortcut", p=sc.dropout.value)
         if sc.scale is not None:
@@ -238,7 +245,7 @@ def _build_unit(b, x, in_ch, p, stage, entry, stride, unit, order, sc, ctx):
         gate_kind = None
         if sc.gate is not None:
             g = _conv(b, p + "gate", split, in_ch, out_ch, 1, stride, sc.gate.span, group, ctx.init, bias=True,
-                      path="gate", bias_init=sc.gate.bias.value, **extra)
+                      path="gate", bias_init=sc.gate.bias.value, sym=io_sym, **extra)
             g = add("gate_sigmoid", "sigmoid", [g], span=sc.gate.span, path="gate")
             ins.append(g)
             gate_kind = sc.gate.kind
@@ -246,7 +253,7 @@ def _build_unit(b, x, in_ch, p, stage, entry, stride, unit, order, sc, ctx):
 
     # after the merge
     if o == "bn-after-add":
-        y = add("bn_out", "bn", [y], path="merge", channels=out_ch)
+        y = add("bn_out", "bn", [y], path="merge", channels=out_ch, sym={"channels": "out_channels"})
     if o in ("post", "bn-after-add"):
         y = add("relu_out", "relu", [y], path="merge")
     return y, out_ch

@@ -87,17 +87,44 @@ class CheckedNetwork:
         return json.dumps(self.to_json(), indent=2, sort_keys=False)
 
 
-def compile_spec(path: str | os.PathLike | None = None, *, text: str | None = None,
-                 name: str = "<spec>") -> CheckedNetwork:
+def compile_spec(path: str | os.PathLike | None = None, *, text: str | None = None, name: str = "<spec>",
+                 num_classes: int | None = None, in_channels: int | None = None,
+                 input_size: tuple[int, int] | None = None) -> CheckedNetwork:
     """Compile a spec file (``path``) or spec ``text`` into a checked network.
 
-    Raises ``SpecError`` (with ``.render()`` for the located message) for any problem in the spec.
-    `expect` lines are evaluated, not raised: see ``CheckedNetwork.expects`` and ``.ok``.
+    ``num_classes``, ``in_channels`` and ``input_size`` (H, W) replace the spec's head and input, e.g. to fit
+    a dataset; the shape checks then run on the new shapes. Raises ``SpecError`` (``.render()`` gives the
+    located message) for any problem in the spec. `expect` lines are evaluated, not raised: see
+    ``CheckedNetwork.expects`` and ``.ok``.
     """
     if (path is None) == (text is None):
         raise TypeError("compile_spec takes a path or text=..., not both")
     resolved = resolve_path(os.fspath(path)) if path is not None else resolve_text(text, name)
+    if num_classes is not None or in_channels is not None or input_size is not None:
+        override(resolved, num_classes=num_classes, in_channels=in_channels, input_size=input_size)
     return check(resolved)
+
+
+def override(resolved: ResolvedSpec, *, num_classes=None, in_channels=None, input_size=None) -> None:
+    """Replace the input shape and/or class count of a resolved spec (spans stay at the original statements)."""
+    from dataclasses import replace
+
+    from .syntax import Value
+
+    inp = resolved.settings["input"]
+    if in_channels is not None:
+        inp = replace(inp, channels=Value(int(in_channels), inp.channels.span))
+    if input_size is not None:
+        h, w = input_size
+        inp = replace(inp, height=Value(int(h), inp.height.span), width=Value(int(w), inp.width.span))
+    resolved.settings["input"] = inp
+    if num_classes is not None:
+        head = resolved.settings["head"]
+        if head.classes is None:
+            raise SpecError("this network has no classifier ('head avgpool' without fc), so the number of "
+                            "classes cannot be set", head.span, source=resolved.sources.get(head.span.path))
+        resolved.settings["head"] = replace(head, classes=Value(int(num_classes), head.classes.span))
+    resolved.expects = []  # the spec's expectations are about the spec's own shapes
 
 
 def check(resolved: ResolvedSpec) -> CheckedNetwork:

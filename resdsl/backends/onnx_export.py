@@ -1,0 +1,27 @@
+"""Checked IR -> ONNX file (through the torch backend), validated with onnx.checker."""
+from __future__ import annotations
+
+import warnings
+
+
+def export_onnx(net, out_path: str, *, model=None, batch: int = 1, opset: int = 17) -> dict:
+    """Write ``net`` (or ``model``, a module built from it, e.g. trained) as ONNX with a dynamic batch axis,
+    in eval mode; returns facts about the file for the CLI to print."""
+    import torch
+
+    from .torch_module import build_model
+
+    try:
+        import onnx
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise RuntimeError("ONNX export needs the 'onnx' package: pip install onnx") from exc
+    model = (model if model is not None else build_model(net)).eval()
+    x = torch.zeros(batch, *net.input_shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), out_path, dynamo=False, opset_version=opset, input_names=["input"],
+                          output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    proto = onnx.load(out_path)
+    onnx.checker.check_model(proto)
+    return {"path": out_path, "opset": opset, "nodes": len(proto.graph.node),
+            "initializers": len(proto.graph.initializer)}

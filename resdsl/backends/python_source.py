@@ -1,0 +1,318 @@
+"""Checked IR -> readable, standalone PyTorch source (imports only torch); the torch backend executes it.
+
+Each distinct residual unit in the IR becomes one named ``nn.Module`` class (units whose generated code is
+identical share a class); stages become ``nn.Sequential`` lists built with loops; module names follow
+torchvision's (``layer1.0.conv1``, ``layer2.0.downsample.0``, ``fc``) so its state_dicts load unchanged.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from ..ir import inputs_of
+
+_ORDER_WORD = {"post": "", "bn-after-add": "BnAfterAdd", "relu-before-add": "ReluBeforeAdd",
+               "relu-preact": "ReluPreact", "preact": "Preact"}
+_ORDER_DOC = {"post": "original post-activation ([I] Fig. 4a)", "bn-after-add": "BN after addition ([I] Fig. 4b)",
+              "relu-before-add": "ReLU before addition ([I] Fig. 4c)",
+              "relu-preact": "ReLU-only pre-activation ([I] Fig. 4d)", "preact": "full pre-activation ([I] Fig. 4e)"}
+_PATH_VAR = {"shared": "x", "residual": "out", "shortcut": "identity", "gate": "g", "merge": "out"}
+_ARGS = ("in_channels", "width", "out_channels", "stride")
+
+
+def _lit(v) -> str:
+    return repr(float(v)) if isinstance(v, float) else repr(v)
+
+
+def _num(d: dict, key: str, self_prefix: str = "") -> str:
+    """A numeric attribute as code: the unit argument it comes from, or a literal."""
+    role = d.get("sym", {}).get(key)
+    return f"{self_prefix}{role}" if role else _lit(d[key])
+
+
+def _module_expr(d: dict) -> str | None:
+    op = d["op"]
+    if op == "conv":
+        k = d["kernel"][0]
+        args = f"{_num(d, 'in_channels')}, {_num(d, 'out_channels')}, kernel_size={k}"
+        stride = _num(d, "stride")
+        if stride != "1":
+            args += f", stride={stride}"
+        if d["padding"][0]:
+            args += f", padding={d['padding'][0]}"
+        return f"nn.Conv2d({args}, bias={d.get('bias', False)})"
+    if op == "bn":
+        return f"nn.BatchNorm2d({_num(d, 'channels')})"
+    if op == "dropout":
+        return f"nn.Dropout(p={_lit(d['p'])})"
+    if op in ("maxpool", "avgpool"):
+        cls = "nn.MaxPool2d" if op == "maxpool" else "nn.AvgPool2d"
+        return f"{cls}(kernel_size={d['kernel'][0]}, stride={d['stride']}, padding={d['padding'][0]})"
+    if op == "global_avgpool":
+        return "nn.AdaptiveAvgPool2d(1)"
+    if op == "fc":
+        return f"nn.Linear({d['in_features']}, {d['out_features']})"
+    return None
+
+
+class _Emitter:
+    def __init__(self, net):
+        self.net = net
+        self.g = net.graph
+        self.classes: OrderedDict[str, str] = OrderedDict()  # class body -> class name
+        self.class_docs: dict[str, str] = {}
+        self.uses_pad = False
+
+    # ---- units -------------------------------------------------------------------------------
+    def unit_nodes(self) -> OrderedDict:
+        units: OrderedDict[tuple, list] = OrderedDict()
+        for n, d in self.g.nodes(data=True):
+            if "stage" in d:
+                units.setdefault((d["stage"], d["unit"]), []).append(n)
+        return units
+
+    def unit_body(self, nodes: list[str]) -> tuple[str, list[str]]:
+        """(class body without the class line, special-init lines) for one unit's nodes."""
+        g = self.g
+        prefix = nodes[0].rsplit(".", 1)[0] if "downsample" not in nodes[0] else None
+        first = g.nodes[nodes[0]]
+        prefix = f"layer{first['stage']}.{first['unit']}."
+        local = {n: n[len(prefix):] for n in nodes}
+        inside = set(nodes)
+        var_of: dict[str, str] = {}
+        init_lines, fwd, special = [], [], []
+        need_args = set()
+        declared_seq = False
+        for n in nodes:
+            d = g.nodes[n]
+            name = local[n]
+            ins = [var_of[u] if u in inside else "x" for u in inputs_of(g, n)]
+            var = _PATH_VAR[d["path"]]
+            op = d["op"]
+            for role in d.get("sym", {}).values():
+                need_args.add(role)
+            expr = _module_expr(d)
+            if name.startswith("downsample."):
+                if not declared_seq:
+                    parts = [_module_expr(g.nodes[m]) for m in nodes if local[m].startswith("downsample.")]
+                    init_lines.append(f"self.downsample = nn.Sequential({', '.join(parts)})")
+                    fwd.append(f"{var} = self.downsample({ins[0]})")
+                    declared_seq = True
+                var_of[n] = var
+                continue
+            if expr is not None:
+                init_lines.append(f"self.{name} = {expr}")
+                fwd.append(f"{var} = self.{name}({ins[0]})")
+            elif op == "relu":
+                src = inputs_of(g, n)[0]
+                inplace = src in inside and g.out_degree(src) == 1 and g.nodes[src]["op"] != "relu"
+                fwd.append(f"{var} = F.relu({ins[0]}{', inplace=True' if inplace else ''})")
+            elif op == "sigmoid":
+                fwd.append(f"{var} = torch.sigmoid({ins[0]})")
+            elif op == "scale":
+                fwd.append(f"{var} = {ins[0]} * {_lit(d['factor'])}")
+            elif op == "pad":
+                self.uses_pad = True
+                fwd.append(f"{var} = shortcut_pad({ins[0]}, self.out_channels, self.stride)")
+            elif op == "add":
+                r, s = ins[0], ins[1]
+                if d.get("gate") == "exclusive":
+                    fwd.append(f"{var} = {ins[2]} * {r} + (1 - {ins[2]}) * {s}")
+                elif d.get("gate") == "shortcut-only":
+                    fwd.append(f"{var} = {r} + (1 - {ins[2]}) * {s}")
+                else:
+                    fwd.append(f"{var} = {r} + {s}")
+            else:
+                raise AssertionError(f"no Python form for IR op {op}")
+            var_of[n] = var
+            if d.get("zero_init"):
+                special.append(f"nn.init.zeros_(self.{name}.weight)")
+            if op == "conv" and d.get("bias_init") is not None:
+                special.append(f"nn.init.constant_(self.{name}.bias, {_lit(float(d['bias_init']))})")
+        fwd.append(f"return {var_of[nodes[-1]]}")
+        lines = ["def __init__(self, in_channels, width, out_channels, stride=1):",
+                 "    super().__init__()"]
+        if self.uses_pad and any(g.nodes[n]["op"] == "pad" for n in nodes):
+            lines += ["    self.out_channels = out_channels", "    self.stride = stride"]
+        lines += [f"    {ln}" for ln in init_lines]
+        if special:
+            lines += ["", "def init_unit_parameters(self):",
+                      "    \"\"\"Unit-specific initialisation, applied after the network-wide He/BN init.\"\"\""]
+            lines += [f"    {ln}" for ln in special]
+        lines += ["", "def forward(self, x):"] + [f"    {ln}" for ln in fwd]
+        return "\n".join(lines), nodes
+
+    def class_name(self, nodes: list[str], taken: set[str]) -> str:
+        g = self.g
+        d0 = g.nodes[nodes[0]]
+        stage = self.g.graph["stages"][d0["stage"] - 1]
+        base = f"{_ORDER_WORD[stage['order']]}{d0['unit_kind'].capitalize()}Unit"
+        ops = {g.nodes[n]["op"] for n in nodes}
+        names = {n.rsplit(".", 1)[-1] if "downsample" not in n else "downsample" for n in nodes}
+        words = []
+        if "downsample" in names:
+            words.append("Projection")
+        if "pad" in ops:
+            words.append("Pad")
+        if any(g.nodes[n]["path"] == "shared" for n in nodes) and "Projection" not in words:
+            words.append("PreactShared")
+        if "sigmoid" in ops:
+            words.append("Gated")
+        if "dropout" in ops:
+            words.append("Dropout")
+        if "scale" in ops:
+            words.append("Scaled")
+        name = base + "".join(words)
+        candidate, k = name, 2
+        while candidate in taken:
+            candidate, k = f"{name}{k}", k + 1
+        return candidate
+
+    def class_doc(self, nodes: list[str]) -> str:
+        g = self.g
+        d0 = g.nodes[nodes[0]]
+        st = g.graph["stages"][d0["stage"] - 1]
+        ops = [g.nodes[n] for n in nodes]
+        kind = {"basic": "[3x3, 3x3]", "single": "[3x3]"}.get(d0["unit_kind"], "[1x1, 3x3, 1x1] bottleneck")
+        sc = "projection shortcut" if any("downsample" in n for n in nodes) else (
+            "zero-padding shortcut (option A)" if any(o["op"] == "pad" for o in ops) else (
+                "identity shortcut" if any(o["op"] == "add" for o in ops) else "no shortcut (plain)"))
+        spans = sorted({(o["span"].path, o["span"].line) for o in ops}
+                       | {(o["origin"].path, o["origin"].line) for o in ops if o.get("origin")})
+        where = ", ".join(f"{p}:{ln}" for p, ln in spans)
+        return f"{kind} unit, {_ORDER_DOC[st['order']]}, {sc}. Spec: {where}."
+
+    # ---- whole file ------------------------------------------------------------------------------
+    def emit(self) -> str:
+        from .. import __version__
+
+        net, g = self.net, self.g
+        stage_runs: list[list[tuple[str, tuple]]] = [[] for _ in g.graph["stages"]]
+        taken: set[str] = set()
+        for (stage, _unit), nodes in self.unit_nodes().items():
+            self.uses_pad = self.uses_pad or any(g.nodes[n]["op"] == "pad" for n in nodes)
+            body, _ = self.unit_body(nodes)
+            if body not in self.classes:
+                cname = self.class_name(nodes, taken)
+                taken.add(cname)
+                self.classes[body] = cname
+                self.class_docs[cname] = self.class_doc(nodes)
+            a = g.nodes[nodes[0]]["unit_args"]
+            stage_runs[stage - 1].append((self.classes[body], tuple(a[k] for k in _ARGS)))
+        out = [self.header(__version__), "import torch", "import torch.nn.functional as F", "from torch import nn", ""]
+        out += [f"SPEC = {net.spec.path!r}", f"INPUT_SHAPE = {tuple(net.input_shape)!r}",
+                f"OUTPUT_SHAPE = {tuple(net.output_shape)!r}", f"PARAMS = {net.params}", f"MACS = {net.macs}",
+                f"LAYERS = {net.layers}", "", ""]
+        if self.uses_pad:
+            out += ["def shortcut_pad(x, out_channels, stride):",
+                    "    \"\"\"Option A shortcut: subsample by the stride, then append zero channels.\"\"\"",
+                    "    if stride > 1:", "        x = x[:, :, ::stride, ::stride]",
+                    "    return F.pad(x, (0, 0, 0, 0, 0, out_channels - x.shape[1]))", "", ""]
+        for body, cname in self.classes.items():
+            out.append(f"class {cname}(nn.Module):")
+            out.append(f"    \"\"\"{self.class_doc_text(cname)}\"\"\"")
+            out.append("")
+            out += [f"    {ln}" if ln else "" for ln in body.splitlines()]
+            out += ["", ""]
+        out += self.network_class(stage_runs)
+        out += self.init_and_build()
+        return "\n".join(out).rstrip() + "\n"
+
+    def class_doc_text(self, cname: str) -> str:
+        return self.class_docs[cname]
+
+    def header(self, version: str) -> str:
+        net = self.net
+        shape = "x".join(map(str, net.input_shape))
+        return (f'"""{net.name}: PyTorch model generated by resdsl {version} from {net.spec.path}.\n\n'
+                f"Checked by the compiler: {net.params:,} parameters, {net.macs:,} multiply-accumulates per "
+                f"{shape} image\n({2 * net.macs / 1e9:.3f} GFLOPs), {net.layers} layers, output "
+                f"{'x'.join(map(str, net.output_shape))}.\n"
+                f"Imports only torch. `build()` returns the initialised model.\n\"\"\"")
+
+    def _top_nodes(self, group: str) -> list[str]:
+        return [n for n, d in self.g.nodes(data=True) if d["group"] == group and d["op"] not in ("input", "output")]
+
+    def network_class(self, stage_runs) -> list[str]:
+        g = self.g
+        init, fwd = [], []
+        stem, head = self._top_nodes("stem"), self._top_nodes("head")
+        for n in stem + ["@stages"] + head:
+            if n == "@stages":
+                for i, runs in enumerate(stage_runs, start=1):
+                    st = g.graph["stages"][i - 1]
+                    init.append(f"# stage {i}: {st['units']} x {st['unit']} units, width {st['width']}, "
+                                f"stride {st['stride']} ({st['span'].path}:{st['span'].line})")
+                    init.append(f"self.layer{i} = nn.Sequential(")
+                    for cname, args, count in _runs(runs):
+                        call = f"{cname}({args[0]}, {args[1]}, {args[2]}" + (
+                            f", stride={args[3]})" if args[3] != 1 else ")")
+                        init.append(f"    {call}," if count == 1 else f"    *[{call} for _ in range({count})],")
+                    init.append(")")
+                    fwd.append(f"x = self.layer{i}(x)")
+                continue
+            d = g.nodes[n]
+            expr = _module_expr(d)
+            if expr is not None:
+                init.append(f"self.{n} = {expr}")
+                fwd.append(f"x = self.{n}(x)")
+                if d["op"] == "global_avgpool":
+                    fwd.append("x = torch.flatten(x, 1)")
+            elif d["op"] == "relu":
+                fwd.append("x = F.relu(x, inplace=True)")
+            else:
+                raise AssertionError(f"no Python form for top-level op {d['op']}")
+        lines = ["class Network(nn.Module):",
+                 f"    \"\"\"{self.net.name}: {len(stage_runs)} stages, {self.net.layers} layers.\"\"\"", "",
+                 "    def __init__(self):", "        super().__init__()"]
+        lines += [f"        {ln}" for ln in init]
+        lines += ["", "    def forward(self, x):"] + [f"        {ln}" for ln in fwd] + ["        return x", "", ""]
+        return lines
+
+    def init_and_build(self) -> list[str]:
+        init = self.g.graph["init"]
+        mode = "fan_out" if init["fan"] == "fan-out" else "fan_in"
+        return [
+            "def init_weights(model):",
+            f"    \"\"\"He (MSRA) normal init, {mode}, for convolutions ([R]); BN gamma 1, beta 0; then unit-specific",
+            "    initialisation (gate biases, zero-init of last BNs). Linear layers keep PyTorch's default.\"\"\"",
+            "    for m in model.modules():",
+            "        if isinstance(m, nn.Conv2d):",
+            f"            nn.init.kaiming_normal_(m.weight, mode={mode!r}, nonlinearity=\"relu\")",
+            "            if m.bias is not None:",
+            "                nn.init.zeros_(m.bias)",
+            "        elif isinstance(m, nn.BatchNorm2d):",
+            "            nn.init.ones_(m.weight)",
+            "            nn.init.zeros_(m.bias)",
+            "    for m in model.modules():",
+            "        if hasattr(m, \"init_unit_parameters\"):",
+            "            m.init_unit_parameters()",
+            "    return model",
+            "",
+            "",
+            "def build():",
+            "    \"\"\"The initialised network.\"\"\"",
+            "    return init_weights(Network())",
+            "",
+            "",
+            "if __name__ == \"__main__\":",
+            "    model = build()",
+            "    n = sum(p.numel() for p in model.parameters())",
+            "    y = model.eval()(torch.zeros(1, *INPUT_SHAPE))",
+            "    print(f\"{SPEC}: {n:,} parameters (expected {PARAMS:,}), output {tuple(y.shape[1:])}\")",
+        ]
+
+
+def _runs(units: list[tuple[str, tuple]]):
+    """Collapse consecutive identical (class, args) into (class, args, count)."""
+    out: list[list] = []
+    for cname, args in units:
+        if out and out[-1][0] == cname and out[-1][1] == args:
+            out[-1][2] += 1
+        else:
+            out.append([cname, args, 1])
+    return [tuple(r) for r in out]
+
+
+def emit_python(net) -> str:
+    """Standalone PyTorch source for a checked network (deterministic: same IR, same text)."""
+    return _Emitter(net).emit()

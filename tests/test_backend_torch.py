@@ -1,0 +1,287 @@
+"""Torch backend: torchvision parity, every unit against the hand-written reference, counts against reality."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+
+import resdsl  # noqa: E402
+from resdsl.backends.python_source import emit_python  # noqa: E402
+from resdsl.backends.torch_module import load_source  # noqa: E402
+from regen_golden import spec_paths  # noqa: E402
+import reference  # noqa: E402
+
+TV = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def _tv_check(model, name):
+    ref = getattr(torchvision.models, name)()
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in ref.parameters())
+    model.load_state_dict(ref.state_dict(), strict=True)
+    model.eval(), ref.eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", TV)
+def test_torchvision_parity_in_process_and_emitted(name, at_root, tmp_path):
+    _tv_check(resdsl.build_model(f"specs/torchvision/{name}.res"), name)
+    if name in ("resnet18", "resnet50"):  # the emitted file, imported from disk
+        path = tmp_path / f"{name}.py"
+        path.write_text(emit_python(resdsl.compile_spec(f"specs/torchvision/{name}.res")))
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(f"emitted_{name}", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        _tv_check(mod.build(), name)
+
+
+def test_paper_v1_resnet50_loads_torchvision_weights(at_root):
+    model = resdsl.build_model("specs/resnet50.res")
+    model.load_state_dict(torchvision.models.resnet50().state_dict(), strict=True)
+    assert model.layer2[0].conv1.stride == (2, 2) and model.layer2[0].conv2.stride == (1, 1)
+
+
+def test_emitted_source_runs_without_resdsl(at_root, tmp_path):
+    path = tmp_path / "resnet1001_preact.py"
+    path.write_text(emit_python(resdsl.compile_spec("specs/resnet1001_preact.res")))
+    code = ("import sys, runpy\n"
+            "sys.modules['resdsl'] = None  # any import of resdsl now fails\n"
+            f"ns = runpy.run_path({str(path)!r})\n"
+            "m = ns['build']()\n"
+            "print(sum(p.numel() for p in m.parameters()), tuple(m.eval()(ns['torch'].zeros(1, 3, 32, 32)).shape))\n")
+    r = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split(maxsplit=1) == ["10327706", "(1, 10)\n"]
+
+
+def test_emitted_source_is_deterministic_and_readable(at_root):
+    net = resdsl.compile_spec("specs/resnet1001_preact.res")
+    src = emit_python(net)
+    assert src == emit_python(resdsl.compile_spec("specs/resnet1001_preact.res"))
+    assert src.count("class ") == 3  # two unit classes and the network
+    assert "for _ in range(110)" in src and len(src.splitlines()) < 200
+    assert "import resdsl" not in src and "10,327,706 parameters" in src
+
+
+# ---------------------------------------------------------------------------------------------
+# every unit kind against the reference
+
+CASES = {
+    # name: (spec fragment, reference kwargs for stage-2 unit 0 and unit 1)
+    "basic-post-A": ("unit basic\norder post\nshortcut A", dict(kind="basic", order="post", shortcut="pad")),
+    "basic-post-B": ("unit basic\norder post\nshortcut B", dict(kind="basic", order="post", shortcut="projection")),
+    "basic-post-C": ("unit basic\norder post\nshortcut C", dict(kind="basic", order="post", shortcut="projection")),
+    "basic-plain": ("unit basic\norder post\nshortcut none", dict(kind="basic", order="post", shortcut="none")),
+    "bottleneck-1x1": ("unit bottleneck stride-at 1x1\nshortcut B",
+                       dict(kind="bottleneck", order="post", shortcut="projection", stride_at="1x1")),
+    "bottleneck-3x3": ("unit bottleneck stride-at 3x3\nshortcut B",
+                       dict(kind="bottleneck", order="post", shortcut="projection", stride_at="3x3")),
+    "single": ("unit single\nshortcut A", dict(kind="single", order="post", shortcut="pad")),
+    "bn-after-add": ("unit basic\norder bn-after-add\nshortcut A", dict(kind="basic", order="bn-after-add",
+                                                                          shortcut="pad")),
+    "relu-before-add": ("unit basic\norder relu-before-add\nshortcut A",
+                        dict(kind="basic", order="relu-before-add", shortcut="pad")),
+    "relu-preact": ("unit basic\norder relu-preact\nshortcut A", dict(kind="basic", order="relu-preact",
+                                                                        shortcut="pad")),
+    "preact-A": ("unit basic\norder preact\nshortcut A", dict(kind="basic", order="preact", shortcut="pad")),
+    "preact-bottleneck-B": ("unit bottleneck\norder preact\nshortcut B",
+                            dict(kind="bottleneck", order="preact", shortcut="projection", projection_bn=False)),
+    "scale": ("unit basic\nshortcut A scale 0.5 residual 0.5",
+              dict(kind="basic", order="post", shortcut="pad", scale=0.5, residual_scale=0.5)),
+    "exclusive-gate": ("unit basic\nshortcut A gate exclusive bias -2",
+                       dict(kind="basic", order="post", shortcut="pad", gate="exclusive")),
+    "shortcut-gate": ("unit basic\nshortcut A gate shortcut-only bias -2",
+                      dict(kind="basic", order="post", shortcut="pad", gate="shortcut-only")),
+}
+TEMPLATE = "network t\ninput 3x16x16\nstem cifar 8\n{frag}\nstages 8x2, 16x2 /2\nhead avgpool fc 5\n"
+
+
+def _randomise(model):
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if t.is_floating_point():
+                t.copy_(torch.rand_like(t) + 0.5 if "running_var" in name else torch.randn_like(t) * 0.5)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_unit_matches_reference(case, training):
+    frag, kw = CASES[case]
+    model = resdsl.build_model(TEMPLATE.format(frag=frag))
+    _randomise(model)
+    model.train(training)
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(4, 8 * (4 if kw["kind"] == "bottleneck" else 1), 16, 16)
+    width_out = 16 * (4 if kw["kind"] == "bottleneck" else 1)
+    u0, u1 = model.layer2[0], model.layer2[1]
+    with torch.no_grad():
+        got0 = u0(x.clone())
+        got1 = u1(got0.clone())
+    first_kw = dict(kw)
+    if kw["order"] in ("preact", "relu-preact") and kw["shortcut"] == "projection":
+        first_kw["preact_shared"] = True
+    want0 = reference.unit(x, sd, "layer2.0.", stride=2, out_channels=width_out, training=training, **first_kw)
+    later = dict(kw, shortcut="none" if kw["shortcut"] == "none" else (
+        "projection" if case == "basic-post-C" else "identity"))
+    want1 = reference.unit(want0, sd, "layer2.1.", stride=1, out_channels=width_out, training=training, **later)
+    torch.testing.assert_close(got0, want0, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got1, want1, rtol=1e-5, atol=1e-5)
+
+
+def test_preact_network_first_and_last_unit():
+    text = TEMPLATE.format(frag="unit basic\norder preact\nshortcut A")
+    model = resdsl.build_model(text)
+    _randomise(model)
+    model.eval()
+    sd = model.state_dict()
+    x = torch.randn(2, 3, 16, 16)
+    h = reference.conv(x, sd, "conv1")
+    h = reference.unit(h, sd, "layer1.0.", kind="basic", order="preact", stride=1, shortcut="identity",
+                       out_channels=8, training=False, preact_shared=True)
+    h = reference.unit(h, sd, "layer1.1.", kind="basic", order="preact", stride=1, shortcut="identity",
+                       out_channels=8, training=False)
+    h = reference.unit(h, sd, "layer2.0.", kind="basic", order="preact", stride=2, shortcut="pad",
+                       out_channels=16, training=False)
+    h = reference.unit(h, sd, "layer2.1.", kind="basic", order="preact", stride=1, shortcut="identity",
+                       out_channels=16, training=False)
+    h = torch.relu(reference.bn(h, sd, "final_bn", False)).mean((2, 3))
+    want = h @ sd["fc.weight"].T + sd["fc.bias"]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_dropout_shortcut_is_dropout_in_training_only():
+    model = resdsl.build_model(TEMPLATE.format(frag="unit basic\nshortcut A dropout 0.5"))
+    assert isinstance(model.layer1[0].shortcut_dropout, torch.nn.Dropout)
+    assert model.layer1[0].shortcut_dropout.p == 0.5
+
+
+def test_initialisation():
+    model = resdsl.build_model(TEMPLATE.format(frag="unit basic\nshortcut A gate exclusive bias -6")
+                               .replace("head", "init he fan-out zero-last-bn\nhead"))
+    u = model.layer1[0]
+    assert torch.all(u.gate.bias == -6) and torch.all(u.bn2.weight == 0) and torch.all(u.bn1.weight == 1)
+    big = resdsl.build_model("network b\ninput 3x8x8\nstem cifar 256\nunit basic\nshortcut A\nstages 256x1\n"
+                             "head avgpool fc 2\n")
+    w = big.layer1[0].conv1.weight
+    expected = (2 / (3 * 3 * 256)) ** 0.5  # He normal, fan-out = k*k*out_channels ([R], [13])
+    assert abs(w.std().item() / expected - 1) < 0.02 and abs(w.mean().item()) < 1e-3
+
+
+def test_overrides_rerun_shape_checks(at_root):
+    model = resdsl.build_model("specs/resnet20.res", num_classes=3, in_channels=1, input_size=(28, 28))
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 3)
+    with pytest.raises(resdsl.SpecError) as info:
+        resdsl.build_model("specs/resnet20.res", input_size=(30, 30))
+    assert info.value.span.path == "specs/resnet20.res" and info.value.span.line == 9
+
+
+# ---------------------------------------------------------------------------------------------
+# counts against reality, for every spec
+
+@pytest.mark.parametrize("rel", spec_paths())
+def test_module_matches_ir_counts(rel, at_root):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = resdsl.compile_spec(rel)
+    model = resdsl.build_model(net).eval()
+    assert sum(p.numel() for p in model.parameters()) == net.params
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        y = model(torch.zeros(1, *net.input_shape))
+    assert tuple(y.shape[1:]) == net.output_shape
+    assert counter.get_total_flops() == 2 * net.macs
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU-readiness features, checked on CPU
+
+def test_channels_last_and_bf16_autocast(at_root):
+    model = resdsl.build_model("specs/resnet20.res").eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        model = model.to(memory_format=torch.channels_last)
+        out = model(x.to(memory_format=torch.channels_last))
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x)
+    assert low.dtype == torch.bfloat16 and (low.float() - ref).abs().max() < 0.1 * ref.abs().max() + 0.1
+
+
+@pytest.mark.parametrize("text_or_path", [
+    "specs/resnet50.res", "specs/resnet110_exclusive_gate.res", "preact50"])
+def test_no_graph_breaks(text_or_path, at_root):
+    import torch._dynamo as dynamo
+
+    if text_or_path == "preact50":
+        spec = open("specs/resnet50.res").read().replace("order post", "order preact")
+        model, shape = resdsl.build_model(spec.replace('include "recipes.res"', 'include "specs/recipes.res"')), 224
+    else:
+        model, shape = resdsl.build_model(text_or_path), resdsl.compile_spec(text_or_path).input_shape[1]
+    dynamo.reset()
+    explanation = dynamo.explain(model.eval())(torch.zeros(1, 3, shape, shape))
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+
+
+def test_torch_export(at_root):
+    model = resdsl.build_model("specs/resnet110_preact.res").eval()
+    x = torch.randn(2, 3, 32, 32)
+    exported = torch.export.export(model, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(x), model(x))
+
+
+def test_onnx_export_matches_onnxruntime(at_root, tmp_path):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from click.testing import CliRunner
+
+    from resdsl_cli.main import main
+
+    out = tmp_path / "resnet20.onnx"
+    r = CliRunner().invoke(main, ["compile", "specs/resnet20.res", "--onnx", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "checked" in r.stdout
+    import onnx
+
+    onnx.checker.check_model(onnx.load(out))
+    from resdsl.backends.onnx_export import export_onnx
+
+    net = resdsl.compile_spec("specs/resnet20.res")
+    model = resdsl.build_model(net)
+    _randomise(model)
+    out = tmp_path / "random.onnx"
+    export_onnx(net, str(out), model=model)
+    x = torch.randn(3, 3, 32, 32)
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (y,) = sess.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(y), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_emit_python_cli(at_root, tmp_path):
+    from click.testing import CliRunner
+
+    from resdsl_cli.main import main
+
+    out = tmp_path / "m.py"
+    r = CliRunner().invoke(main, ["compile", "specs/resnet56.res", "--emit-python", str(out)])
+    assert r.exit_code == 0 and out.read_text() == emit_python(resdsl.compile_spec("specs/resnet56.res"))
+    model = load_source(out.read_text())["build"]()
+    assert sum(p.numel() for p in model.parameters()) == 853_018
+    r = CliRunner().invoke(main, ["compile", "specs/resnet56.res", "--emit-python", str(tmp_path / "no" / "m.py")])
+    assert r.exit_code == 1 and "does not exist" in r.stderr
