@@ -86,7 +86,7 @@ def _summary(net) -> str:
     return "\n".join(out)
 
 
-def _write_output(path: str, text: str) -> None:
+def _write_output(path: str, text: str | bytes) -> None:
     """Write a generated file atomically; a missing folder or a full disk is a clear error, not a traceback."""
     import tempfile
 
@@ -95,7 +95,7 @@ def _write_output(path: str, text: str) -> None:
         raise click.ClickException(f"cannot write {path}: folder {folder} does not exist")
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".resdsl-", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
@@ -152,6 +152,64 @@ def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, on
                        err=True)
     if not net.ok:
         sys.exit(EXIT_SPEC)
+
+
+FORMATS = ("svg", "png", "pdf", "dot")
+
+
+@main.command("viz")
+@click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str),
+              help="Output file (default: NAME-VIEW.FORMAT in the current folder; '-' for stdout).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), help="Output format (default: from -o's extension, "
+              "else svg).")
+@click.option("--view", type=click.Choice(["overview", "unit", "full"]), default="overview", show_default=True,
+              help="overview: stages with collapsed repeats ([R] Fig. 3); unit: the distinct units ([I] Fig. 2/4); "
+                   "full: every layer with tensor shapes.")
+@click.option("--all-units", is_flag=True, help="With several specs and --view unit, draw every distinct unit of "
+              "each, not only its most common one.")
+@_guard
+def viz_cmd(specs: tuple[str, ...], output: str | None, fmt: str | None, view: str, all_units: bool) -> None:
+    """Draw a block diagram of SPEC (several SPECs side by side with --view unit)."""
+    from resdsl.backends import graphviz as gv
+    from resdsl.pipeline import compile_spec
+
+    if len(specs) > 1 and view != "unit":
+        raise click.UsageError("several specs can only be drawn together with --view unit")
+    if fmt is None:
+        ext = os.path.splitext(output)[1].lstrip(".").lower() if output and output != "-" else ""
+        if ext and ext not in FORMATS:
+            raise click.UsageError(f"cannot tell the format from '{output}': use --format with one of "
+                                   f"{', '.join(FORMATS)}")
+        fmt = ext or "svg"
+    nets = [compile_spec(p) for p in specs]
+    if view == "overview":
+        dot = gv.overview_dot(nets[0])
+    elif view == "full":
+        try:
+            dot = gv.full_dot(nets[0])
+        except ValueError as exc:
+            click.echo(f"resdsl: error: {exc}", err=True)
+            sys.exit(EXIT_SPEC)
+    else:
+        dot = gv.unit_dot([(n, os.path.splitext(os.path.basename(p))[0]) for n, p in zip(nets, specs)],
+                          typical_only=len(nets) > 1 and not all_units)
+    if fmt == "dot":
+        data = dot.encode()
+    else:
+        try:
+            data = gv.render(dot, fmt)
+        except gv.RenderError as exc:
+            click.echo(f"resdsl: error: {exc}", err=True)
+            sys.exit(EXIT_SPEC)
+    if output == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    if output is None:
+        output = f"{nets[0].name}-{view}.{fmt}" if len(nets) == 1 else f"units.{fmt}"
+    _write_output(output, data)
+    click.echo(f"wrote {output} ({view} view, {fmt}, {len(data):,} bytes)")
 
 
 if __name__ == "__main__":

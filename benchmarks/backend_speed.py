@@ -1,0 +1,148 @@
+"""Backend speed: forward+backward time of resdsl modules against torchvision and a hand-written CIFAR ResNet,
+and the time to build the deepest models.
+
+Interleaved runs (A, B, A, B, ...), medians and the ratio resdsl / reference; target ratio <= 1.02.
+Usage: python benchmarks/backend_speed.py [--rounds N] [--device cpu|cuda] [--record]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import resdsl  # noqa: E402
+
+
+class HandBasic(nn.Module):
+    """A hand-written [R] CIFAR basic unit, option A, for comparison."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.stride, self.extra = stride, cout - cin
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = self.bn2(self.conv2(out))
+        sc = x if self.stride == 1 else x[:, :, ::self.stride, ::self.stride]
+        if self.extra:
+            sc = F.pad(sc, (0, 0, 0, 0, 0, self.extra))
+        return F.relu(out + sc, inplace=True)
+
+
+class HandCifarResNet(nn.Module):
+    def __init__(self, n, classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        layers, cin = [], 16
+        for width, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(n):
+                layers.append(HandBasic(cin, width, stride if i == 0 else 1))
+                cin = width
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(64, classes)
+
+    def forward(self, x):
+        x = self.layers(F.relu(self.bn1(self.conv1(x)), inplace=True))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def step_time(model, x, y, sync):
+    model.zero_grad(set_to_none=True)
+    t = time.perf_counter()
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    sync()
+    return time.perf_counter() - t
+
+
+def compare(name, ours, ref, shape, batch, rounds, device):
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    ours, ref = ours.to(device).train(), ref.to(device).train()
+    x = torch.randn(batch, *shape, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    for m in (ours, ref):  # warm-up
+        for _ in range(2):
+            step_time(m, x, y, sync)
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(step_time(ours, x, y, sync))
+        b.append(step_time(ref, x, y, sync))
+    ma, mb = statistics.median(a), statistics.median(b)
+    return f"| {name} | {batch}x{'x'.join(map(str, shape))} | {ma * 1000:.1f} | {mb * 1000:.1f} | {ma / mb:.3f} |", ma / mb
+
+
+def build_time(spec, repeats=3):
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        resdsl.build_model(spec)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> int:
+    import torchvision
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--record", action="store_true")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    rows = ["| model | input | resdsl fwd+bwd (ms) | reference fwd+bwd (ms) | ratio |", "|---|---|---|---|---|"]
+    ratios = []
+    big = args.device == "cuda"
+    for name, spec, ref, shape, batch in (
+        ("resnet18 vs torchvision", "specs/torchvision/resnet18.res", torchvision.models.resnet18(), (3, 224, 224),
+         64 if big else 8),
+        ("resnet50 vs torchvision", "specs/torchvision/resnet50.res", torchvision.models.resnet50(), (3, 224, 224),
+         64 if big else 4),
+        ("CIFAR resnet56 vs hand-written", "specs/resnet56.res", HandCifarResNet(9), (3, 32, 32), 128 if big else 32),
+    ):
+        row, ratio = compare(name, resdsl.build_model(str(ROOT / spec)), ref, shape, batch, args.rounds, args.device)
+        print(row, flush=True)
+        rows.append(row)
+        ratios.append(ratio)
+    build_rows = ["| model | build time, median of 3 (s) |", "|---|---|"]
+    for spec in ("specs/resnet1202.res", "specs/resnet1001_preact.res", "specs/torchvision/resnet152.res"):
+        build_rows.append(f"| resdsl {spec} | {build_time(str(ROOT / spec)):.3f} |")
+    hand = []
+    for _ in range(3):
+        t = time.perf_counter()
+        HandCifarResNet(200)
+        hand.append(time.perf_counter() - t)
+    build_rows.append(f"| hand-written CIFAR ResNet-1202 (constructor only, PyTorch default init) | "
+                      f"{statistics.median(hand):.3f} |")
+    t = time.perf_counter()
+    torchvision.models.resnet152()
+    build_rows.append(f"| torchvision resnet152() | {time.perf_counter() - t:.3f} |")
+    print("\n".join(build_rows))
+    verdict = f"worst ratio {max(ratios):.3f} ({'meets' if max(ratios) <= 1.02 else 'misses'} the 1.02 target)"
+    body = "\n".join(rows) + f"\n\n{verdict}; medians of {args.rounds} interleaved rounds, train mode, fp32.\n\n" + \
+        "\n".join(build_rows)
+    print(verdict)
+    if args.record:
+        from _record import record
+
+        record(f"Backend speed, {args.device} (issue 3)", f"python benchmarks/backend_speed.py --device {args.device} --record",
+               body)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,109 @@
+"""`resdsl viz`: the DOT drawn from the IR (nodes, edges, labels, collapsed repeats, dashed projections) and
+real rendering through graphviz."""
+from __future__ import annotations
+
+import shutil
+import xml.etree.ElementTree as ET
+
+import pytest
+from click.testing import CliRunner
+
+import resdsl
+from resdsl.backends import graphviz as gv
+from resdsl_cli.main import main
+
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz program not installed")
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_overview_collapses_repeats_and_marks_projections(at_root):
+    dot = gv.overview_dot(resdsl.compile_spec("specs/resnet1001_preact.res"))
+    assert "[1x1, 16; 3x3, 16; 1x1, 64] x 110" in dot
+    assert "[1x1, 32; 3x3, 32; 1x1, 128]\\n/2 (downsampling)" in dot
+    assert dot.count("[style=dashed, label=\"1x1 projection\"]") == 3
+    assert dot.count("[style=solid, label=\"identity x 110\"]") == 3
+    assert "10,327,706 params" in dot and "1001 layers" in dot
+    assert len(dot.splitlines()) < 80  # as small as ResNet-20's drawing
+    small = gv.overview_dot(resdsl.compile_spec("specs/resnet20.res"))
+    assert abs(len(small.splitlines()) - len(dot.splitlines())) <= 10
+    assert "zero-pad (A)" in small and "[3x3, 32; 3x3, 32] x 2" in small
+
+
+def test_overview_of_plain_net_has_no_shortcuts(at_root):
+    dot = gv.overview_dot(resdsl.compile_spec("specs/plain34.res"))
+    assert "identity" not in dot.split("cluster_legend")[0] and "+" not in dot.split("cluster_legend")[0]
+    assert "stem: 7x7 conv, 64, /2, BN, ReLU, 3x3 max pool, /2" in dot
+
+
+def test_unit_view_shows_every_op_in_order(at_root):
+    net = resdsl.compile_spec("specs/resnet110_preact.res")
+    units = gv.distinct_units(net)
+    assert [(name, count) for name, _, count in units] == [
+        ("PreactBasicUnitPreactShared", 1), ("PreactBasicUnit", 51), ("PreactBasicUnitPad", 2)]
+    dot = gv.unit_dot([(net, "resnet110_preact")], typical_only=False)
+    assert dot.count("subgraph cluster_s0u") == 3
+    assert "zero-pad to 32, /2" in dot and "PreactBasicUnit (x51), order preact" in dot
+
+
+def test_fig4_side_by_side(at_root):
+    orders = ["", "_bn_after_add", "_relu_before_add", "_relu_preact", "_preact"]
+    paths = [f"specs/resnet110{o}.res" for o in orders]
+    r = run("viz", *paths, "--view", "unit", "--format", "dot", "-o", "-")
+    assert r.exit_code == 0, r.output
+    dot = r.stdout
+    assert dot.count("subgraph cluster_s") == 5
+    for o in orders:
+        assert f"resnet110{o}\\n" in dot
+    # the labels of cluster 4 (full pre-activation) in order: BN, ReLU, conv, BN, ReLU, conv, +
+    cluster = dot.split("subgraph cluster_s4u0")[1].split("}")[0]
+    labels = [line.split('label="')[1].split('"')[0] for line in cluster.splitlines() if "[label=" in line]
+    assert labels[1:8] == ["BN", "ReLU", "3x3 conv, 16", "BN", "ReLU", "3x3 conv, 16", "+"]
+
+
+def test_gates_and_scales_in_unit_view(at_root):
+    dot = gv.unit_dot([(resdsl.compile_spec("specs/resnet110_exclusive_gate.res"), "g")], typical_only=True)
+    assert "gate: 1x1 conv, 16 + bias (-6)" in dot and "g·F + (1-g)·h" in dot and "sigmoid g(x)" in dot
+
+
+def test_full_view_has_shapes_on_edges_and_refuses_big_nets(at_root):
+    dot = gv.full_dot(resdsl.compile_spec("specs/resnet20.res"))
+    assert '[label="32x16x16"]' in dot and '[label="16x32x32", style=dashed]' in dot
+    r = run("viz", "specs/resnet1001_preact.res", "--view", "full", "--format", "dot", "-o", "-")
+    assert r.exit_code == 1 and "use --view overview" in r.stderr.lower()
+
+
+def test_usage_errors(at_root, tmp_path):
+    assert run("viz", "specs/resnet20.res", "specs/resnet32.res").exit_code == 2
+    assert run("viz", "specs/resnet20.res", "-o", str(tmp_path / "x.bmp")).exit_code == 2
+    r = run("viz", "specs/nope.res")
+    assert r.exit_code == 1 and "specs/nope.res:1:1: error:" in r.stderr
+
+
+def test_missing_graphviz_program(at_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    r = run("viz", "specs/resnet20.res", "-o", str(tmp_path / "x.svg"))
+    assert r.exit_code == 1 and "apt-get install graphviz" in r.stderr
+    r = run("viz", "specs/resnet20.res", "-o", str(tmp_path / "x.dot"))
+    assert r.exit_code == 0 and (tmp_path / "x.dot").read_text().startswith("digraph")
+
+
+@needs_dot
+@pytest.mark.parametrize("view", ["overview", "unit", "full"])
+def test_renders_valid_svg_and_png(at_root, tmp_path, view):
+    svg, png = tmp_path / "a.svg", tmp_path / "a.png"
+    assert run("viz", "specs/resnet20.res", "--view", view, "-o", str(svg)).exit_code == 0
+    root = ET.parse(svg).getroot()
+    assert root.tag.endswith("svg") and len(root.findall(".//{http://www.w3.org/2000/svg}g")) > 5
+    assert run("viz", "specs/resnet20.res", "--view", view, "-o", str(png)).exit_code == 0
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+@needs_dot
+def test_pdf(at_root, tmp_path):
+    out = tmp_path / "a.pdf"
+    assert run("viz", "specs/resnet50.res", "-o", str(out)).exit_code == 0
+    assert out.read_bytes().startswith(b"%PDF")
