@@ -117,10 +117,14 @@ def _write_output(path: str, text: str | bytes) -> None:
 @click.option("--dump-ir", is_flag=True, help="Print the checked IR, one operation per line.")
 @click.option("--emit-python", "emit_py", type=click.Path(dir_okay=False, writable=True),
               help="Write standalone PyTorch source (imports only torch) with a build() function.")
+@click.option("--emit-trainer", "trainer_dir", type=click.Path(file_okay=False),
+              help="Write a self-contained folder (model.py, the trainer, recipe.json, train.py) that trains with only "
+                   "torch and torchvision installed.")
 @click.option("--onnx", "onnx_out", type=click.Path(dir_okay=False, writable=True),
               help="Export the model as ONNX and validate it with onnx.checker (needs torch and onnx).")
 @_guard
-def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, onnx_out: str | None) -> None:
+def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, trainer_dir: str | None,
+                onnx_out: str | None) -> None:
     """Parse, check and count SPEC; print a per-stage summary (exit 1 if any expect fails)."""
     from resdsl.pipeline import compile_spec
 
@@ -131,6 +135,15 @@ def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, on
 
         _write_output(emit_py, emit_python(net))
         click.echo(f"wrote {emit_py}", file=info)
+    if trainer_dir:
+        from resdsl.backends.trainer_folder import emit_trainer
+
+        try:
+            files = emit_trainer(net, trainer_dir)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {trainer_dir}: {exc.strerror or exc}") from None
+        click.echo(f"wrote {trainer_dir}/ ({len(files)} files); run: python {trainer_dir}/train.py --data ...",
+                   file=info)
     if onnx_out:
         try:
             from resdsl.backends.onnx_export import export_onnx
@@ -155,6 +168,130 @@ def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, on
                        err=True)
     if not net.ok:
         sys.exit(EXIT_SPEC)
+
+
+@main.command("train", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                        "help_option_names": []}, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@_guard
+def train_cmd(args: tuple[str, ...]) -> None:
+    """Train SPEC with its recipe (see `resdsl train --help`)."""
+    from resdsl.train.cli import make_parser, options_from, relaunch_with_torchrun
+
+    parser = make_parser("resdsl train", with_spec=True)
+    ns = parser.parse_args(list(args))
+    if ns.nproc and "RANK" not in os.environ:
+        sys.exit(relaunch_with_torchrun(ns.nproc, ["-m", "resdsl_cli.main", "train", *args]))
+    spec = ns.spec
+    if spec is None:
+        if not ns.resume:
+            parser.error("give a SPEC to train (or --resume RUNDIR)")
+        spec = _spec_of_run(ns.resume)
+    _run_training(spec, ns, options_from)
+
+
+def _spec_of_run(run_dir: str) -> str:
+    try:
+        with open(os.path.join(run_dir, "config.json")) as fh:
+            return json.load(fh)["spec"]
+    except (OSError, ValueError, KeyError):
+        raise click.ClickException(f"--resume {run_dir}: not a run directory (no readable config.json)") from None
+
+
+def _model_fn(spec_path: str):
+    """Build the spec's model for a dataset's shape, re-running the shape checks (located errors)."""
+    from resdsl.backends.torch_module import build_model
+
+    def model_fn(shape, num_classes):
+        return build_model(spec_path, num_classes=num_classes, in_channels=shape[0], input_size=tuple(shape[1:]))
+
+    return model_fn
+
+
+def _run_training(spec: str, ns, options_from) -> None:
+    from resdsl import __version__
+    from resdsl.errors import Span
+    from resdsl.pipeline import compile_spec
+    from resdsl.train.loop import run_with_errors, train
+
+    net = compile_spec(spec)
+    if net.recipe is None:
+        raise SpecError("the spec names no training recipe", Span(spec, 1, 1), source=net.spec.source,
+                        hint="add e.g. 'include \"recipes.res\"' and 'recipe cifar_resnet'")
+    opts = options_from(ns, net.name)
+    opts.extra_config = {"spec": spec, "network": net.name, "resdsl": __version__, "params": net.params,
+                         "macs": net.macs}
+    result, failure = run_with_errors(train, _model_fn(spec), net.recipe, opts)
+    if failure:
+        message, code = failure
+        click.echo(f"resdsl: {'stopped' if code == 130 else 'error'}: {message}", err=True)
+        sys.exit(code)
+    last = result["last"]
+    if last is not None:
+        click.echo(f"done: {result['iterations']} iterations, test error {last['test_error']:.2f}% "
+                   f"(top-5 {last['test_top5_error']:.2f}%), run directory {result['run_dir']}")
+
+
+@main.command("eval")
+@click.argument("spec", type=click.Path(path_type=str))
+@click.option("--checkpoint", required=True, type=click.Path(path_type=str), help="checkpoint.pt or a run directory")
+@click.option("--data", help="dataset name or ImageNet-layout folder (default: the recipe's)")
+@click.option("--data-dir", help="where datasets are")
+@click.option("--test-subset", type=click.IntRange(min=1), help="evaluate on the first N test images")
+@click.option("--view", type=click.Choice(["auto", "single", "10-crop"]), default="auto", show_default=True,
+              help="auto: 10-crop for image folders, single view otherwise")
+@click.option("--device", type=click.Choice(["auto", "cuda", "mps", "cpu"]), default="auto")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--no-download", is_flag=True)
+@_guard
+def eval_cmd(spec, checkpoint, data, data_dir, test_subset, view, device, batch_size, no_download) -> None:
+    """Report top-1 and top-5 test error of a trained SPEC."""
+    from resdsl.pipeline import compile_spec
+    from resdsl.train import checkpoint as ckpt
+    from resdsl.train.data import BatchPipeline, DataError, FolderData, load_dataset
+    from resdsl.train.loop import TrainingError, evaluate, pick_device
+
+    net = compile_spec(spec)
+    recipe = net.recipe or {}
+    if os.path.isdir(checkpoint):
+        checkpoint = os.path.join(checkpoint, "checkpoint.pt")
+    try:
+        state = ckpt.load(checkpoint)
+        recipe = state.get("recipe", recipe)
+        name = data or recipe.get("dataset")
+        if not name:
+            raise click.UsageError("pass --data: neither the spec's recipe nor the checkpoint names a dataset")
+        ds = load_dataset(name, data_dir, download=not no_download, test_subset=test_subset)
+        dev = pick_device(device)
+        model = _model_fn(spec)(ds.shape, ds.num_classes)
+        model.load_state_dict(state["model"])
+        model.to(dev)
+        ten = view == "10-crop" or (view == "auto" and isinstance(ds, FolderData))
+        if isinstance(ds, FolderData):
+            import torch
+
+            test = ds.test_dataset(crop=ds.shape[1], resize=max(256, round(ds.shape[1] * 256 / 224)), ten_crop=ten)
+            batches = torch.utils.data.DataLoader(test, batch_size=max(1, batch_size // (10 if ten else 1)))
+        else:
+            if view == "10-crop":
+                raise click.UsageError("10-crop testing needs an image-folder dataset")
+            ds = ds.to(dev)
+            pipeline = BatchPipeline(ds, recipe.get("normalize", "none"), [])
+            if state.get("normalization"):
+                pipeline.load_stats(state["normalization"])
+            batches = pipeline.test_batches(batch_size)
+        res = evaluate(model, batches, dev)
+    except (ckpt.CheckpointError, DataError, TrainingError) as exc:
+        click.echo(f"resdsl: error: {exc}", err=True)
+        sys.exit(EXIT_SPEC)
+    except RuntimeError as exc:
+        if "state_dict" in str(exc) or "size mismatch" in str(exc):
+            click.echo(f"resdsl: error: {checkpoint} does not fit {spec}: {str(exc).splitlines()[0]}", err=True)
+            sys.exit(EXIT_SPEC)
+        raise
+    views = "10-crop" if ten else "single view"
+    click.echo(f"{net.name} on {name} ({views}): top-1 error {res['error']:.2f}%, top-5 error "
+               f"{res['top5_error']:.2f}%, loss {res['loss']:.4f}")
 
 
 FORMATS = ("svg", "png", "pdf", "dot")

@@ -252,6 +252,10 @@ class _Emitter:
                 continue
             d = g.nodes[n]
             expr = _module_expr(d)
+            if n == "conv1":
+                expr = expr.replace(f"nn.Conv2d({d['in_channels']},", "nn.Conv2d(in_channels,", 1)
+            if d["op"] == "fc":
+                expr = f"nn.Linear({d['in_features']}, num_classes)"
             if expr is not None:
                 init.append(f"self.{n} = {expr}")
                 fwd.append(f"x = self.{n}(x)")
@@ -261,9 +265,12 @@ class _Emitter:
                 fwd.append("x = F.relu(x, inplace=True)")
             else:
                 raise AssertionError(f"no Python form for top-level op {d['op']}")
+        params = f"in_channels={self.net.input_shape[0]}"
+        if "fc" in g:
+            params += f", num_classes={g.nodes['fc']['out_features']}"
         lines = ["class Network(nn.Module):",
                  f"    \"\"\"{self.net.name}: {len(stage_runs)} stages, {self.net.layers} layers.\"\"\"", "",
-                 "    def __init__(self):", "        super().__init__()"]
+                 f"    def __init__(self, {params}):", "        super().__init__()"]
         lines += [f"        {ln}" for ln in init]
         lines += ["", "    def forward(self, x):"] + [f"        {ln}" for ln in fwd] + ["        return x", "", ""]
         return lines
@@ -289,9 +296,9 @@ class _Emitter:
             "    return model",
             "",
             "",
-            "def build():",
-            "    \"\"\"The initialised network.\"\"\"",
-            "    return init_weights(Network())",
+            "def build(**kwargs):",
+            "    \"\"\"The initialised network; kwargs (in_channels, num_classes) adapt it to another dataset.\"\"\"",
+            "    return init_weights(Network(**kwargs))",
             "",
             "",
             "if __name__ == \"__main__\":",

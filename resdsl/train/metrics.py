@@ -1,0 +1,76 @@
+"""What a run writes besides checkpoints: metrics.jsonl, TensorBoard events, curves.png like the papers' plots."""
+from __future__ import annotations
+
+import json
+import os
+
+
+class MetricsLog:
+    """One JSON object per evaluation in ``metrics.jsonl``; TensorBoard and curves.png when those libraries exist."""
+
+    def __init__(self, run_dir: str, enabled: bool = True):
+        self.run_dir = run_dir
+        self.path = os.path.join(run_dir, "metrics.jsonl")
+        self.enabled = enabled
+        self.rows: list[dict] = []
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(os.path.join(run_dir, "tensorboard"))
+            except ImportError:  # tensorboard is optional (e.g. in an emitted trainer folder)
+                self.tb = None
+
+    def resume(self, up_to_iter: int) -> None:
+        """Keep the rows written up to the checkpoint's iteration; later ones will be written again."""
+        if not os.path.exists(self.path):
+            return
+        with open(self.path) as fh:
+            rows = [json.loads(line) for line in fh if line.strip()]
+        self.rows = [r for r in rows if r["iter"] <= up_to_iter]
+        if self.enabled:
+            with open(self.path, "w") as fh:
+                fh.writelines(json.dumps(r) + "\n" for r in self.rows)
+
+    def write(self, row: dict) -> None:
+        self.rows.append(row)
+        if not self.enabled:
+            return
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        if self.tb is not None:
+            for key in ("lr", "train_loss", "train_error", "test_loss", "test_error", "test_top5_error"):
+                if row.get(key) is not None:
+                    self.tb.add_scalar(key, row[key], row["iter"])
+            self.tb.flush()
+        self.plot()
+
+    def plot(self) -> None:
+        """curves.png: training error dashed, test error solid, against iterations (as in [R] Fig. 1, 4, 6)."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return
+        its = [r["iter"] for r in self.rows]
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        ax.plot(its, [r["train_error"] for r in self.rows], "--", color="C0", label="training error")
+        ax.plot(its, [r["test_error"] for r in self.rows], "-", color="C0", label="test error")
+        ax.set_xlabel("iterations")
+        ax.set_ylabel("error (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        tmp = os.path.join(self.run_dir, ".curves.png.tmp")
+        fig.savefig(tmp, format="png")
+        plt.close(fig)
+        os.replace(tmp, os.path.join(self.run_dir, "curves.png"))
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()

@@ -1,0 +1,52 @@
+"""Learning-rate schedules: the papers' step decay, warm-up that really returns to the base lr, plateau."""
+from __future__ import annotations
+
+import pytest
+
+from resdsl.train.schedule import LRSchedule, from_recipe
+
+CIFAR = {"lr": 0.1, "length": {"value": 64000, "unit": "iterations"},
+         "schedule": {"kind": "step", "milestones": [32000, 48000], "gamma": 0.1},
+         "warmup": {"length": 400, "unit": "iterations", "lr": 0.01, "until_error": None}}
+
+
+def test_cifar_recipe_lr_curve():
+    s, total = from_recipe(CIFAR, iters_per_epoch=390)
+    assert total == 64000
+    assert [s.lr_at(i) for i in (0, 399)] == [0.01, 0.01]
+    s.observe_train_error(399, 90.0)  # the warm-up ends by count
+    assert s.lr_at(400) == 0.1 and s.lr_at(31999) == 0.1
+    assert s.lr_at(32000) == pytest.approx(0.01) and s.lr_at(48000) == pytest.approx(0.001)
+
+
+def test_warmup_until_error_ends_early_and_returns_to_base():
+    recipe = dict(CIFAR, warmup=dict(CIFAR["warmup"], until_error=80.0))
+    s, _ = from_recipe(recipe, 390)
+    s.observe_train_error(10, 85.0)
+    assert s.lr_at(11) == 0.01
+    s.observe_train_error(11, 79.0)
+    assert s.lr_at(12) == 0.1 and s.lr_at(200) == 0.1
+    restored = from_recipe(recipe, 390)[0]
+    restored.load_state_dict(s.state_dict())
+    assert restored.lr_at(12) == 0.1
+
+
+def test_length_override_scales_milestones_and_warmup():
+    s, total = from_recipe(CIFAR, 390, length_override=(640, "iterations"))
+    assert total == 640 and s.milestones == [320, 480] and s.warmup_iters == 4
+    s, total = from_recipe(CIFAR, 100, length_override=(2, "epochs"))
+    assert total == 200 and s.milestones == [100, 150]
+
+
+def test_epoch_schedule():
+    recipe = {"lr": 0.1, "length": {"value": 90, "unit": "epochs"},
+              "schedule": {"kind": "step", "milestones": [30, 60], "gamma": 0.1}, "warmup": None}
+    s, total = from_recipe(recipe, iters_per_epoch=10)
+    assert total == 900 and s.lr_at(299) == 0.1 and s.lr_at(300) == pytest.approx(0.01)
+
+
+def test_plateau():
+    s = LRSchedule(0.1, 1000, "plateau", gamma=0.1, patience=2)
+    for err in (50, 40, 41, 40.5):
+        s.observe_val_error(err)
+    assert s.lr_at(0) == pytest.approx(0.01)
