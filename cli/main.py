@@ -262,6 +262,11 @@ def eval_cmd(spec, checkpoint, data, data_dir, test_subset, view, device, batch_
         if not name:
             raise click.UsageError("pass --data: neither the spec's recipe nor the checkpoint names a dataset")
         ds = load_dataset(name, data_dir, download=not no_download, test_subset=test_subset)
+        if isinstance(ds, FolderData):
+            from resdsl.train.data import crop_size
+
+            size = crop_size(recipe.get("augment", []))
+            ds.shape = (3, size, size)
         dev = pick_device(device)
         model = _model_fn(spec)(ds.shape, ds.num_classes)
         model.load_state_dict(state["model"])
@@ -270,7 +275,7 @@ def eval_cmd(spec, checkpoint, data, data_dir, test_subset, view, device, batch_
         if isinstance(ds, FolderData):
             import torch
 
-            test = ds.test_dataset(crop=ds.shape[1], resize=max(256, round(ds.shape[1] * 256 / 224)), ten_crop=ten)
+            test = ds.test_dataset(crop=ds.shape[1], resize=round(ds.shape[1] * 256 / 224), ten_crop=ten)
             batches = torch.utils.data.DataLoader(test, batch_size=max(1, batch_size // (10 if ten else 1)))
         else:
             if view == "10-crop":

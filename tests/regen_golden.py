@@ -27,6 +27,17 @@ def golden_name(rel: str) -> str:
     return rel.removeprefix("specs/").removesuffix(".res").replace("/", "__") + ".ir.txt"
 
 
+# specs whose emitted PyTorch source is kept verbatim (one per unit family)
+PYTHON_GOLDEN = ["specs/resnet20.res", "specs/torchvision/resnet50.res", "specs/resnet1001_preact.res",
+                 "specs/resnet110_exclusive_gate.res", "specs/resnet110_frozen_gate.res",
+                 "specs/resnet110_dropout_shortcut.res", "specs/resnet110_relu_preact.res",
+                 "specs/resnet164_bn_after_add.res", "specs/resnet110_1layer.res", "specs/plain34.res"]
+
+
+def python_golden_name(rel: str) -> str:
+    return "python/" + rel.removeprefix("specs/").removesuffix(".res").replace("/", "__") + ".py.txt"
+
+
 def summary(net) -> dict:
     data = net.to_json()
     data.pop("recipe")
@@ -46,6 +57,9 @@ def main() -> int:
         (GOLDEN / golden_name(rel)).write_text(net.dump_ir())
         counts[rel] = summary(net)
     (GOLDEN / "counts.json").write_text(json.dumps(counts, indent=1, sort_keys=True) + "\n")
+    (GOLDEN / "python").mkdir(exist_ok=True)
+    for rel in PYTHON_GOLDEN:
+        (GOLDEN / python_golden_name(rel)).write_text(resdsl.emit_python(rel))
     print(f"wrote {len(counts)} IR dumps and counts.json to {GOLDEN.relative_to(ROOT)}")
     return 0
 

@@ -41,3 +41,10 @@ def test_spec_matches_golden(rel, at_root):
     assert net.ok, [e for e in net.expects if not e.ok]
     assert summary(net) == COUNTS[rel]
     assert net.dump_ir() == (GOLDEN / golden_name(rel)).read_text()
+
+
+@pytest.mark.parametrize("rel", __import__("regen_golden").PYTHON_GOLDEN)
+def test_emitted_python_matches_golden(rel, at_root):
+    from regen_golden import python_golden_name
+
+    assert resdsl.emit_python(rel) == (GOLDEN / python_golden_name(rel)).read_text()

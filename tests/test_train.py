@@ -217,3 +217,18 @@ def test_fashion_mnist_learns(tmp_path):
     assert r.returncode == 0, r.stderr
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert row["test_error"] < 45.0, row  # 10 classes: chance is 90%
+
+
+def test_image_folder_training_and_ten_crop_eval(tmp_path):
+    from test_train_data import make_folder
+
+    make_folder(tmp_path / "imgs", per_class=4, size=(48, 40))
+    out = tmp_path / "run"
+    r = resdsl("train", "tests/specs/tiny_folder.res", "--data", str(tmp_path / "imgs"), "--workers", "0",
+               "--device", "cpu", "--quiet", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["dataset"]["shape"] == [3, 32, 32] and cfg["dataset"]["classes"] == 2 and cfg["iterations"] == 3
+    r = resdsl("eval", "tests/specs/tiny_folder.res", "--checkpoint", str(out), "--data", str(tmp_path / "imgs"))
+    assert r.returncode == 0, r.stderr
+    assert "(10-crop): top-1 error" in r.stdout

@@ -176,6 +176,17 @@ class _Emitter:
         sc = "projection shortcut" if any("downsample" in n for n in nodes) else (
             "zero-padding shortcut (option A)" if any(o["op"] == "pad" for o in ops) else (
                 "identity shortcut" if any(o["op"] == "add" for o in ops) else "no shortcut (plain)"))
+        extras = []
+        for o in ops:
+            if o["op"] == "conv" and o.get("path") == "gate":
+                add = next(a for a in ops if a["op"] == "add")
+                extras.append(f"{add['gate']} gating g = sigmoid(1x1 conv + b), b initialised to {o['bias_init']:g}")
+            elif o["op"] == "scale":
+                extras.append(f"{o['path']} path scaled by {o['factor']:g}")
+            elif o["op"] == "dropout":
+                extras.append(f"dropout {o['p']:g} on the shortcut")
+        if extras:
+            sc += ", " + ", ".join(extras)
         spans = sorted({(o["span"].path, o["span"].line) for o in ops}
                        | {(o["origin"].path, o["origin"].line) for o in ops if o.get("origin")})
         where = ", ".join(f"{p}:{ln}" for p, ln in spans)

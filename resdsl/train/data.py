@@ -102,6 +102,16 @@ class _RandomShorterSide:
         return TF.resize(img, size)
 
 
+def crop_size(augment: list, default: int = 224) -> int:
+    """The training crop an augment list produces (scale ... crop N, random-resized-crop N), else ``default``."""
+    for a in augment:
+        if a["kind"] == "scale":
+            return a["crop"]
+        if a["kind"] == "random-resized-crop":
+            return a["size"]
+    return default
+
+
 def train_transform(augment: list, crop: int):
     """torchvision transforms for an image folder from a recipe's augment list."""
     from torchvision import transforms as T

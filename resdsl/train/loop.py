@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt
-from .data import BatchPipeline, DataError, FolderData, InMemoryData, epoch_permutation, load_dataset
+from .data import BatchPipeline, DataError, FolderData, InMemoryData, crop_size, epoch_permutation, load_dataset
 from .metrics import MetricsLog
 from .schedule import from_recipe
 
@@ -164,7 +164,7 @@ def evaluate(model, batches, device, amp_dtype=None, channels_last=False) -> dic
 def test_batches(data, pipeline, opts, batch_size, ten_crop=False):
     if isinstance(data, InMemoryData):
         return pipeline.test_batches(batch_size)
-    ds = data.test_dataset(crop=data.shape[1], resize=max(256, round(data.shape[1] * 256 / 224)), ten_crop=ten_crop)
+    ds = data.test_dataset(crop=data.shape[1], resize=round(data.shape[1] * 256 / 224), ten_crop=ten_crop)
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=opts.workers,
                                        pin_memory=torch.cuda.is_available())
 
@@ -241,6 +241,8 @@ def train(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
     data = load_dataset(recipe["dataset"], opts.data_dir, download=opts.download, split=tuple(recipe["split"])
                         if recipe.get("split") else None, train_subset=opts.train_subset,
                         test_subset=opts.test_subset)
+    if isinstance(data, FolderData):  # image folders: the network sees the recipe's crop size
+        data.shape = (3, crop_size(recipe.get("augment", [])), crop_size(recipe.get("augment", [])))
     torch.manual_seed(opts.seed)
     model = model_fn(data.shape, data.num_classes)
     batch = recipe["batch"]
@@ -411,13 +413,13 @@ class _FolderBatches:
     def __init__(self, data: FolderData, recipe, opts, batch, rank, world):
         self.ds = data.train_dataset(recipe.get("augment", []), crop=data.shape[1])
         self.n = len(self.ds)
-        self.opts, self.batch, self.rank, self.world = opts, batch, rank, world
+        self.opts, self.batch_size, self.rank, self.world = opts, batch, rank, world
         self.epoch, self.iter = None, None
 
     def _start(self, epoch, pos):
         perm = epoch_permutation(self.n, self.opts.seed, epoch).tolist()
-        per_iter = [perm[i * self.batch:(i + 1) * self.batch][self.rank::self.world]
-                    for i in range(pos, self.n // self.batch)]
+        per_iter = [perm[i * self.batch_size:(i + 1) * self.batch_size][self.rank::self.world]
+                    for i in range(pos, self.n // self.batch_size)]
         gen = torch.Generator().manual_seed(_seed_for(self.opts.seed, "loader", epoch, pos))
         loader = torch.utils.data.DataLoader(self.ds, batch_sampler=per_iter, num_workers=self.opts.workers,
                                              pin_memory=torch.cuda.is_available(), generator=gen,
