@@ -232,3 +232,11 @@ def test_image_folder_training_and_ten_crop_eval(tmp_path):
     r = resdsl("eval", "tests/specs/tiny_folder.res", "--checkpoint", str(out), "--data", str(tmp_path / "imgs"))
     assert r.returncode == 0, r.stderr
     assert "(10-crop): top-1 error" in r.stdout
+
+
+def test_bf16_channels_last_run(tmp_path):
+    r = resdsl("train", "tests/specs/tiny.res", *QUICK, "--iters", "2", "--amp", "bf16", "--channels-last",
+               "--out", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["iter"] == 2 and row["test_loss"] == row["test_loss"]  # finite, not NaN

@@ -51,7 +51,7 @@ def make_parser(prog: str, with_spec: bool) -> argparse.ArgumentParser:
     x.add_argument("--out", help="run directory (default runs/<spec>-<time>/)")
     x.add_argument("--resume", metavar="RUNDIR", help="continue a stopped run exactly where it stopped")
     x.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
-    x.add_argument("--amp", choices=["bf16", "fp16", "none"], default=None, help="autocast precision")
+    x.add_argument("--amp", choices=["bf16", "none"], default=None, help="bf16 autocast (no loss scaling needed)")
     x.add_argument("--channels-last", action="store_true")
     x.add_argument("--compile", action="store_true", help="torch.compile the model")
     x.add_argument("--seed", type=int, default=0)

@@ -234,9 +234,9 @@ def train(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    amp_dtype = {None: None, "none": None, "bf16": torch.bfloat16, "fp16": torch.float16}.get(opts.amp, "bad")
+    amp_dtype = {None: None, "none": None, "bf16": torch.bfloat16}.get(opts.amp, "bad")
     if amp_dtype == "bad":
-        raise TrainingError(f"--amp {opts.amp}: use bf16, fp16 or none")
+        raise TrainingError(f"--amp {opts.amp}: use bf16 or none")
 
     data = load_dataset(recipe["dataset"], opts.data_dir, download=opts.download, split=tuple(recipe["split"])
                         if recipe.get("split") else None, train_subset=opts.train_subset,
