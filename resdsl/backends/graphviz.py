@@ -118,7 +118,7 @@ def _shortcut_kind(g, nodes: list[str]) -> str | None:
     return "identity"
 
 
-def _stage_runs(g, stage: int, stage_units: list[list[str]]) -> list[list]:
+def _stage_runs(g, stage_units: list[list[str]]) -> list[list]:
     """Consecutive units of a stage that draw the same, as [(notation, shortcut, stride), count, nodes]."""
     runs: list[list] = []
     for nodes in stage_units:
@@ -153,7 +153,7 @@ def overview_dot(net) -> str:
     prev = "stem"
     for st, row in zip(g.graph["stages"], net.stages()):
         i = st["index"]
-        runs = _stage_runs(g, i, [nodes for (s, _), nodes in units.items() if s == i])
+        runs = _stage_runs(g, [nodes for (s, _), nodes in units.items() if s == i])
         caption = (f"layer{i}: {st['units']} {st['unit']} units, out {_shape(row['output'])}, "
                    f"{row['params']:,} params, {human(row['macs'])} MACs")
         out.append(f"  subgraph cluster_layer{i} {{")
@@ -211,7 +211,7 @@ def distinct_units(net) -> list[tuple[str, list[str], int]]:
     seen: OrderedDict[str, list] = OrderedDict()
     taken: set[str] = set()
     for nodes in _units(net.graph).values():
-        body, _ = emitter.unit_body(nodes)
+        body = emitter.unit_body(nodes)
         if body not in seen:
             name = emitter.class_name(nodes, taken)
             taken.add(name)

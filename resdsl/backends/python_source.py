@@ -70,17 +70,15 @@ class _Emitter:
                 units.setdefault((d["stage"], d["unit"]), []).append(n)
         return units
 
-    def unit_body(self, nodes: list[str]) -> tuple[str, list[str]]:
-        """(class body without the class line, special-init lines) for one unit's nodes."""
+    def unit_body(self, nodes: list[str]) -> str:
+        """The class body (without the class line) for one unit's nodes."""
         g = self.g
-        prefix = nodes[0].rsplit(".", 1)[0] if "downsample" not in nodes[0] else None
         first = g.nodes[nodes[0]]
         prefix = f"layer{first['stage']}.{first['unit']}."
         local = {n: n[len(prefix):] for n in nodes}
         inside = set(nodes)
         var_of: dict[str, str] = {}
         init_lines, fwd, special = [], [], []
-        need_args = set()
         declared_seq = False
         for n in nodes:
             d = g.nodes[n]
@@ -88,8 +86,6 @@ class _Emitter:
             ins = [var_of[u] if u in inside else "x" for u in inputs_of(g, n)]
             var = _PATH_VAR[d["path"]]
             op = d["op"]
-            for role in d.get("sym", {}).values():
-                need_args.add(role)
             expr = _module_expr(d)
             if name.startswith("downsample."):
                 if not declared_seq:
@@ -139,7 +135,7 @@ class _Emitter:
                       "    \"\"\"Unit-specific initialisation, applied after the network-wide He/BN init.\"\"\""]
             lines += [f"    {ln}" for ln in special]
         lines += ["", "def forward(self, x):"] + [f"    {ln}" for ln in fwd]
-        return "\n".join(lines), nodes
+        return "\n".join(lines)
 
     def class_name(self, nodes: list[str], taken: set[str]) -> str:
         g = self.g
@@ -201,7 +197,7 @@ class _Emitter:
         taken: set[str] = set()
         for (stage, _unit), nodes in self.unit_nodes().items():
             self.uses_pad = self.uses_pad or any(g.nodes[n]["op"] == "pad" for n in nodes)
-            body, _ = self.unit_body(nodes)
+            body = self.unit_body(nodes)
             if body not in self.classes:
                 cname = self.class_name(nodes, taken)
                 taken.add(cname)
@@ -220,16 +216,13 @@ class _Emitter:
                     "    return F.pad(x, (0, 0, 0, 0, 0, out_channels - x.shape[1]))", "", ""]
         for body, cname in self.classes.items():
             out.append(f"class {cname}(nn.Module):")
-            out.append(f"    \"\"\"{self.class_doc_text(cname)}\"\"\"")
+            out.append(f"    \"\"\"{self.class_docs[cname]}\"\"\"")
             out.append("")
             out += [f"    {ln}" if ln else "" for ln in body.splitlines()]
             out += ["", ""]
         out += self.network_class(stage_runs)
         out += self.init_and_build()
         return "\n".join(out).rstrip() + "\n"
-
-    def class_doc_text(self, cname: str) -> str:
-        return self.class_docs[cname]
 
     def header(self, version: str) -> str:
         net = self.net
