@@ -162,10 +162,12 @@ def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, tr
         click.echo(net.dump_ir(), nl=False)
     else:
         click.echo(_summary(net))
+    from resdsl.errors import render_diagnostic
+
     for e in net.expects:
         if not e.ok:
-            click.echo(f"{spec}:{e.line}: error: expect {e.what} {e.expected} does not hold: actual {e.actual}",
-                       err=True)
+            click.echo(render_diagnostic("error", f"expect {e.what} {e.expected} does not hold: actual {e.actual}",
+                                         e.span, None, net.spec.sources.get(e.span.path)), err=True)
     if not net.ok:
         sys.exit(EXIT_SPEC)
 

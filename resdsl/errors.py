@@ -64,10 +64,10 @@ def render_diagnostic(kind: str, message: str, span: Span | None, hint: str | No
 def _source_line(source: str | None, line: int) -> str | None:
     if source is None or line < 1:
         return None
-    lines = source.splitlines()
+    lines = source.split("\n")  # as the parser counts lines: only \n ends one
     if line > len(lines):
         return None
-    text = lines[line - 1]
+    text = lines[line - 1].removesuffix("\r")
     # keep the caret line readable for binary junk or absurdly long lines
     text = "".join(ch if ch.isprintable() or ch == "\t" else "?" for ch in text)
     return text[:200]

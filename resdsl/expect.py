@@ -19,6 +19,7 @@ class ExpectResult:
     actual: str
     ok: bool
     line: int
+    span: object = None  # the Span of the expect item, for located messages
 
     def to_json(self) -> dict:
         return {"what": self.what, "expected": self.expected, "actual": self.actual, "ok": self.ok,
@@ -62,7 +63,8 @@ def check(items: list[ast.ExpectItem], facts: dict) -> list[ExpectResult]:
             else:
                 raise SpecError(f"'{item.text}' is not a shape", item.span, hint="e.g. 'output 1000' or 'output 64x8x8'")
             got = tuple(facts["output"])
-            results.append(ExpectResult("output", written, "x".join(map(str, got)), got == want, item.span.line))
+            results.append(ExpectResult("output", written, "x".join(map(str, got)), got == want, item.span.line,
+                                        item.span))
             continue
         if "x" in item.text:
             raise SpecError(f"'{item.what}' is a count, not a shape", item.span)
@@ -70,5 +72,6 @@ def check(items: list[ast.ExpectItem], facts: dict) -> list[ExpectResult]:
         value, unit = _quantity(item)
         diff = abs(Decimal(actual) - value)
         ok = diff < unit if item.approx else (value - unit / 2 <= actual < value + unit / 2)
-        results.append(ExpectResult(item.what, written, _format_actual(actual, item), bool(ok), item.span.line))
+        results.append(ExpectResult(item.what, written, _format_actual(actual, item), bool(ok), item.span.line,
+                                    item.span))
     return results

@@ -14,6 +14,8 @@ from . import syntax as ast
 from .errors import Span, SpecError
 
 MAX_SPEC_BYTES = 1_000_000
+MAX_DIGITS = 100
+_LONG_NUMBER = re.compile(r"[0-9]{%d,}" % (MAX_DIGITS + 1))
 
 # How expected terminals are named in syntax errors.
 _TERMINAL_WORDS = {
@@ -68,7 +70,7 @@ def read_spec_text(path: str, span: Span | None = None) -> str:
     if len(data) > MAX_SPEC_BYTES:
         raise SpecError(f"spec '{path}' is larger than {MAX_SPEC_BYTES} bytes; is it really a spec?", where)
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a byte order mark, as some editors write, is not part of the spec
     except UnicodeDecodeError as exc:
         before = data[: exc.start]
         line = before.count(b"\n") + 1
@@ -92,6 +94,8 @@ def parse_text(text: str, path: str = "<spec>") -> ast.SpecFile:
         line = text.count("\n", 0, idx) + 1
         col = idx - (text.rfind("\n", 0, idx) + 1) + 1
         raise SpecError("spec contains a NUL byte; is it a binary file?", Span(path, line, col), source=text)
+    text = text.removeprefix("\ufeff")  # a byte order mark is not part of the spec
+    _check_number_lengths(text, path)
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as exc:
@@ -107,6 +111,18 @@ def parse_text(text: str, path: str = "<spec>") -> ast.SpecFile:
     return ast.SpecFile(path=path, source=text, statements=tuple(statements))
 
 
+def _check_number_lengths(text: str, path: str) -> None:
+    """Refuse absurdly long digit runs up front (outside comments): they mean nothing in a spec, and converting
+    them would hit Python's int-size limit or take quadratic time."""
+    for number, line in enumerate(text.split("\n"), start=1):
+        code = line.split("#", 1)[0]
+        m = _LONG_NUMBER.search(code)
+        if m:
+            digits = m.end() - m.start()
+            raise SpecError(f"number '{m.group()[:12]}...' has {digits} digits; resdsl reads numbers of at most "
+                            f"{MAX_DIGITS} digits", Span(path, number, m.start() + 1, m.start() + 13), source=text)
+
+
 # ---------------------------------------------------------------------------------------------
 # syntax errors
 
@@ -115,10 +131,11 @@ _WORD = re.compile(r"[A-Za-z0-9_.\-~%]+")
 
 def _syntax_error(exc: UnexpectedInput, text: str, path: str) -> SpecError:
     """Turn a Lark error into a message naming the offending word and what was expected there."""
-    lines = text.splitlines() or [""]
+    lines = text.split("\n")
     if isinstance(exc, UnexpectedEOF) or getattr(exc, "token", None) is not None and exc.token.type == "$END":
-        line = len(lines)
-        col = len(lines[-1]) + 1
+        last = len(lines) - 1 if len(lines) > 1 and lines[-1] == "" else len(lines)  # the last line with text
+        line = last
+        col = len(lines[last - 1].removesuffix("\r")) + 1
         return SpecError("unexpected end of file", Span(path, line, col), hint=_expected_hint(text, len(text), None),
                          source=text)
     line, col = exc.line, exc.column
@@ -142,11 +159,12 @@ def _syntax_error(exc: UnexpectedInput, text: str, path: str) -> SpecError:
     elif word.strip() == "":
         message = "unexpected character"
     else:
-        message = f"unexpected '{word}'"
+        shown = word if len(word) <= 40 else word[:40] + "..."
+        message = f"unexpected '{shown}'"
     expected = _expected_at(text, offset)
     hint = _expected_hint(text, offset, word, expected)
     if expected is not None and _is_statement_start(expected) and word:
-        message = f"unknown statement '{word}'"
+        message = f"unknown statement '{word if len(word) <= 40 else word[:40] + '...'}'"
     span = Span(path, line, start + 1, start + 1 + max(1, len(word)))
     return SpecError(message, span, hint=hint, source=text)
 

@@ -61,7 +61,7 @@ def _with_source(err: SpecError, sources: dict[str, str]) -> SpecError:
 def _resolve(spec_file: ast.SpecFile, chain: tuple[str, ...]) -> ResolvedSpec:
     sources = {spec_file.path: spec_file.source}
     try:
-        resolved = _resolve_inner(spec_file, chain, sources)
+        resolved = _resolve_inner(spec_file, chain, sources, {})
         _settle(resolved)
     except SpecError as err:
         raise _with_source(err, sources) from None
@@ -95,7 +95,9 @@ def _load_child(stmt, spec_file: ast.SpecFile, chain, sources, what: str) -> ast
     return parsed
 
 
-def _resolve_inner(spec_file: ast.SpecFile, chain: tuple[str, ...], sources: dict[str, str]) -> ResolvedSpec:
+def _resolve_inner(spec_file: ast.SpecFile, chain: tuple[str, ...], sources: dict[str, str],
+                   memo: dict) -> ResolvedSpec:
+    """``memo`` maps an included file's real path to its recipes, so a file included many times is read once."""
     chain = (*chain, _key(spec_file.path))
     own: dict[str, ast.Statement] = {}
     for stmt in spec_file.statements:
@@ -110,7 +112,7 @@ def _resolve_inner(spec_file: ast.SpecFile, chain: tuple[str, ...], sources: dic
 
     if "extends" in own:
         parent_file = _load_child(own["extends"], spec_file, chain, sources, "extends")
-        resolved = _resolve_inner(parent_file, chain, sources)
+        resolved = _resolve_inner(parent_file, chain, sources, memo)
         resolved.expects = []  # expectations are about one file; they are never inherited
     else:
         resolved = ResolvedSpec(spec_file.path, spec_file.source)
@@ -121,8 +123,7 @@ def _resolve_inner(spec_file: ast.SpecFile, chain: tuple[str, ...], sources: dic
     local_recipes: dict[str, ast.RecipeDef] = {}
     for stmt in spec_file.statements:
         if isinstance(stmt, ast.Include):
-            inc = _load_child(stmt, spec_file, chain, sources, "include")
-            for name, rdef in _recipes_of_include(inc, chain, sources).items():
+            for name, rdef in _included_recipes(stmt, spec_file, chain, sources, memo).items():
                 _add_recipe(resolved.recipes, name, rdef)
         elif isinstance(stmt, ast.RecipeDef):
             if stmt.name in local_recipes:
@@ -146,14 +147,23 @@ def _resolve_inner(spec_file: ast.SpecFile, chain: tuple[str, ...], sources: dic
     return resolved
 
 
-def _recipes_of_include(inc: ast.SpecFile, chain, sources) -> dict[str, ast.RecipeDef]:
+def _included_recipes(stmt: ast.Include, parent: ast.SpecFile, chain, sources, memo) -> dict[str, ast.RecipeDef]:
+    """The recipes an `include` statement brings in (read once per file and resolution)."""
+    key = _key(_child_path(parent.path, stmt.path))
+    if key in memo and key not in chain:
+        return memo[key]
+    inc = _load_child(stmt, parent, chain, sources, "include")
+    memo[key] = _recipes_of_include(inc, chain, sources, memo)
+    return memo[key]
+
+
+def _recipes_of_include(inc: ast.SpecFile, chain, sources, memo) -> dict[str, ast.RecipeDef]:
     out: dict[str, ast.RecipeDef] = {}
     for stmt in inc.statements:
         if isinstance(stmt, ast.RecipeDef):
             _add_recipe(out, stmt.name, stmt)
         elif isinstance(stmt, ast.Include):
-            sub = _load_child(stmt, inc, (*chain, _key(inc.path)), sources, "include")
-            for name, rdef in _recipes_of_include(sub, (*chain, _key(inc.path)), sources).items():
+            for name, rdef in _included_recipes(stmt, inc, (*chain, _key(inc.path)), sources, memo).items():
                 _add_recipe(out, name, rdef)
         else:
             raise SpecError("an included file may only define recipes (and include other recipe files)",

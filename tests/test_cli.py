@@ -41,7 +41,7 @@ def test_failed_expect_exits_1(write_spec):
     r = run("compile", path, "--json")
     assert r.exit_code == 1
     assert json.loads(r.stdout)["expect"][0]["ok"] is False
-    assert r.stderr.startswith(f"{path}:8: error: expect params 1M does not hold")
+    assert r.stderr.startswith(f"{path}:8:8: error: expect params 1M does not hold")
 
 
 def test_spec_error_format(write_spec):

@@ -102,3 +102,25 @@ def test_paper_recipes(at_root):
     assert r["warmup"] == {"length": 400, "unit": "iterations", "lr": 0.01, "until_error": 80.0}
     assert resdsl.compile_spec("specs/resnet1001_preact_cifar100.res").recipe["dataset"] == "cifar100"
     assert resdsl.compile_spec("specs/resnet200.res").recipe["schedule"]["milestones"] == [30, 60]
+
+
+def test_file_included_many_times_is_read_once(write_spec, monkeypatch):
+    """A diamond of includes 14 levels deep (2**14 paths) resolves by reading each file once."""
+    from resdsl import resolve
+
+    files = {f"f{i}.res": f'include "f{i + 1}.res"\ninclude "f{i + 1}.res"\n' for i in range(14)}
+    files["f14.res"] = RECIPES
+    path = write_spec(CIFAR20 + 'include "f0.res"\nrecipe small\n', **files)
+    reads = []
+    real = resolve.parse_file
+    monkeypatch.setattr(resolve, "parse_file", lambda p, span=None: reads.append(p) or real(p, span))
+    assert resdsl.compile_spec(path).recipe["batch"] == 64
+    assert len(reads) == 16  # the spec and f0 ... f14
+
+
+def test_byte_order_mark_is_ignored(write_spec):
+    assert resdsl.compile_spec(text="\ufeff" + CIFAR20).params == 269_722
+    path = write_spec("")
+    with open(path, "wb") as fh:
+        fh.write(b"\xef\xbb\xbf" + CIFAR20.encode())
+    assert resdsl.compile_spec(path).params == 269_722

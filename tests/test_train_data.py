@@ -10,9 +10,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")
+pytest.importorskip("torchvision")
 
-from resdsl.train.data import (DEBIAN_FASHION_MNIST, BatchPipeline, DataError, FolderData, InMemoryData,  # noqa: E402
-                               epoch_permutation, load_dataset, read_idx)
+from resdsl.train.data import (DATASETS, DEBIAN_FASHION_MNIST, BatchPipeline, DataError, FolderData,  # noqa: E402
+                               InMemoryData, epoch_permutation, load_dataset, read_idx)
+
+# ---------------------------------------------------------------------------------------------------
+# IDX files (MNIST, Fashion-MNIST)
 
 
 def write_idx(path, array: np.ndarray, compress=True):
@@ -23,20 +27,47 @@ def write_idx(path, array: np.ndarray, compress=True):
 
 
 def make_mnist(folder, n_train=20, n_test=8, compress=True):
+    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     ext = ".gz" if compress else ""
-    write_idx(folder / f"train-images-idx3-ubyte{ext}", rng.integers(0, 255, (n_train, 28, 28)), compress)
-    write_idx(folder / f"train-labels-idx1-ubyte{ext}", rng.integers(0, 10, (n_train,)), compress)
-    write_idx(folder / f"t10k-images-idx3-ubyte{ext}", rng.integers(0, 255, (n_test, 28, 28)), compress)
-    write_idx(folder / f"t10k-labels-idx1-ubyte{ext}", rng.integers(0, 10, (n_test,)), compress)
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 255, (n_train, 28, 28)),
+              "train-labels-idx1-ubyte": rng.integers(0, 10, (n_train,)),
+              "t10k-images-idx3-ubyte": rng.integers(0, 255, (n_test, 28, 28)),
+              "t10k-labels-idx1-ubyte": rng.integers(0, 10, (n_test,))}
+    for name, a in arrays.items():
+        write_idx(folder / f"{name}{ext}", a, compress)
+    return arrays
 
 
 @pytest.mark.parametrize("compress", [True, False])
 def test_idx_files(tmp_path, compress):
-    make_mnist(tmp_path, compress=compress)
+    arrays = make_mnist(tmp_path, compress=compress)
     d = load_dataset("mnist", str(tmp_path), download=False)
-    assert d.train_x.shape == (20, 1, 28, 28) and d.test_y.shape == (8,) and d.train_x.dtype == torch.uint8
+    assert isinstance(d, InMemoryData) and d.name == "mnist"
+    assert d.train_x.shape == (20, 1, 28, 28) and d.test_x.shape == (8, 1, 28, 28) and d.test_y.shape == (8,)
+    assert d.train_x.dtype == torch.uint8 and d.train_y.dtype == torch.int64
     assert d.num_classes == 10 and d.shape == (1, 28, 28)
+    # the values, byte for byte, in the right order (big-endian dims, row-major data)
+    assert torch.equal(d.train_x[:, 0], torch.from_numpy(arrays["train-images-idx3-ubyte"].astype(np.uint8)))
+    assert d.test_y.tolist() == arrays["t10k-labels-idx1-ubyte"].tolist()
+
+
+def test_read_idx_dims_and_shapes(tmp_path):
+    a = np.arange(2 * 3 * 300, dtype=np.int64).reshape(2, 3, 300) % 256  # a dim > 255 checks 32-bit big-endian
+    write_idx(tmp_path / "a.idx", a, compress=False)
+    t = read_idx(str(tmp_path / "a.idx"))
+    assert t.shape == (2, 3, 300) and t.dtype == torch.uint8 and torch.equal(t, torch.from_numpy(a.astype(np.uint8)))
+    write_idx(tmp_path / "empty.idx.gz", np.zeros((0, 28, 28)))
+    assert read_idx(str(tmp_path / "empty.idx.gz")).shape == (0, 28, 28)
+
+
+def test_torchvision_layout_is_found(tmp_path):
+    """data_dir/MNIST/raw (torchvision's layout) and data_dir/FashionMNIST/raw are looked in, too."""
+    make_mnist(tmp_path / "MNIST" / "raw", n_train=5, n_test=3)
+    make_mnist(tmp_path / "FashionMNIST" / "raw", n_train=7, n_test=2, compress=False)
+    assert load_dataset("mnist", str(tmp_path), download=False).train_x.shape[0] == 5
+    f = load_dataset("fashion-mnist", str(tmp_path), download=False)
+    assert f.name == "fashion-mnist" and f.train_x.shape[0] == 7  # the data_dir copy wins over Debian's
 
 
 def test_truncated_idx_is_a_clear_error(tmp_path):
@@ -46,74 +77,170 @@ def test_truncated_idx_is_a_clear_error(tmp_path):
     p.write_bytes(gzip.compress(raw[:-100]))
     with pytest.raises(DataError, match="truncated or corrupt"):
         load_dataset("mnist", str(tmp_path), download=False)
+    p.write_bytes(gzip.compress(raw + b"xx"))
+    with pytest.raises(DataError, match="2 bytes too many"):
+        read_idx(str(p))
+    p.write_bytes(gzip.compress(raw)[:-30])  # a cut-off gzip stream
+    with pytest.raises(DataError, match="truncated or corrupt") as info:
+        read_idx(str(p))
+    assert "--data-dir" in str(info.value)
+    p.write_bytes(b"\x1f\x8b" + b"\x00" * 40)  # a gzip header and garbage
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        read_idx(str(p))
     p.write_bytes(b"not an idx file at all")
     with pytest.raises(DataError, match="bad magic number"):
         read_idx(str(p))
+    p.write_bytes(b"\x00\x00\x08\x03\x00\x00")  # ends inside the dimensions
+    with pytest.raises(DataError, match="header"):
+        read_idx(str(p))
+    p.write_bytes(b"\x00\x00\x0d\x01\x00\x00\x00\x01" + b"\x00" * 4)  # an IDX file of floats
+    with pytest.raises(DataError, match="float"):
+        read_idx(str(p))
+
+
+def test_mismatched_idx_files(tmp_path):
+    make_mnist(tmp_path)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(7))  # 8 images, 7 labels
+    with pytest.raises(DataError, match="do not match"):
+        load_dataset("mnist", str(tmp_path), download=False)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.full(8, 12))
+    with pytest.raises(DataError, match="label 12"):
+        load_dataset("mnist", str(tmp_path), download=False)
 
 
 def test_mnist_missing_offline(tmp_path):
-    with pytest.raises(DataError, match="--data-dir"):
+    with pytest.raises(DataError, match="--data-dir") as info:
         load_dataset("mnist", str(tmp_path), download=False)
+    msg = str(info.value)
+    assert str(tmp_path) in msg and os.path.join(str(tmp_path), "MNIST", "raw") in msg  # the places looked at
+    assert "\n" not in msg
+
+
+def test_mnist_download_failure(tmp_path, monkeypatch):
+    import urllib.error
+
+    import torchvision.datasets.mnist as mnist_mod
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setattr(mnist_mod, "download_and_extract_archive", offline)
+    with pytest.raises(DataError, match="could not be downloaded") as info:
+        load_dataset("mnist", str(tmp_path), download=True)
+    assert "--data-dir" in str(info.value) and "\n" not in str(info.value)
 
 
 @pytest.mark.skipif(not os.path.isdir(DEBIAN_FASHION_MNIST), reason="Debian's dataset-fashion-mnist not installed")
 def test_debian_fashion_mnist():
     d = load_dataset("fashion-mnist", None, download=False)
     assert d.train_x.shape == (60000, 1, 28, 28) and d.test_x.shape == (10000, 1, 28, 28)
+    assert d.train_y.shape == (60000,) and d.test_y.shape == (10000,)
+    assert d.train_x.dtype == torch.uint8 and d.train_y.dtype == torch.int64 and d.num_classes == 10
     assert int(d.train_y.min()) == 0 and int(d.train_y.max()) == 9
+    assert torch.bincount(d.train_y).tolist() == [6000] * 10
     assert torch.bincount(d.test_y).tolist() == [1000] * 10
+    assert int(d.train_x.max()) == 255 and int(d.train_x.min()) == 0
+    raw = read_idx(os.path.join(DEBIAN_FASHION_MNIST, "t10k-labels-idx1-ubyte.gz"))
+    assert raw.shape == (10000,) and torch.equal(raw.long(), d.test_y)
 
 
-def make_cifar(root, n=10):
-    """A tiny CIFAR-10 in torchvision's on-disk format (cifar-10-batches-py/ with pickled batches)."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
+# ---------------------------------------------------------------------------------------------------
+# CIFAR in torchvision's on-disk format
+
+
+def make_cifar(root, n=10, hundred=False):
+    """A tiny CIFAR-10 (or -100) in torchvision's on-disk format: cifar-10-batches-py/ with pickled batches
+    (cifar-100-python/ with train, test, meta)."""
     rng = np.random.default_rng(1)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {"data": rng.integers(0, 255, (n, 3 * 32 * 32), dtype=np.uint8),
-                 "labels": rng.integers(0, 10, n).tolist(), "batch_label": name}
+    if hundred:
+        folder = root / "cifar-100-python"
+        files = {"train": 5 * n, "test": n}
+        meta = ("meta", {"fine_label_names": [f"c{i}" for i in range(100)]})
+        key, k = "fine_labels", 100
+    else:
+        folder = root / "cifar-10-batches-py"
+        files = {**{f"data_batch_{i}": n for i in range(1, 6)}, "test_batch": n}
+        meta = ("batches.meta", {"label_names": [f"c{i}" for i in range(10)]})
+        key, k = "labels", 10
+    folder.mkdir(parents=True)
+    for name, count in files.items():
+        batch = {"data": rng.integers(0, 255, (count, 3 * 32 * 32), dtype=np.uint8),
+                 key: rng.integers(0, k, count).tolist(), "batch_label": name}
         with open(folder / name, "wb") as fh:
             pickle.dump(batch, fh)
-    with open(folder / "batches.meta", "wb") as fh:
-        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, fh)
+    with open(folder / meta[0], "wb") as fh:
+        pickle.dump(meta[1], fh)
+    return folder
 
 
-def test_cifar_from_torchvision_format(tmp_path, monkeypatch):
+@pytest.fixture
+def no_md5(monkeypatch):
+    """torchvision checks the md5 of every real CIFAR file (in CIFAR10._check_integrity and _load_meta, both
+    through the module's check_integrity). Our small stand-ins cannot match those sums, so that one check is
+    bypassed; everything else (file names, pickle layout, reshaping to HWC) is torchvision's real loader."""
     import torchvision.datasets.cifar as cifar_mod
 
-    make_cifar(tmp_path)
-    # torchvision checks the md5 of the real CIFAR files; our small stand-ins cannot match it, so that one
-    # check is bypassed and everything else (file names, pickle layout, reshaping) is the real loader's
     monkeypatch.setattr(cifar_mod, "check_integrity", lambda *a, **k: True)
+
+
+def test_cifar_from_torchvision_format(tmp_path, no_md5):
+    folder = make_cifar(tmp_path)
     d = load_dataset("cifar10", str(tmp_path), download=False)
     assert d.train_x.shape == (50, 3, 32, 32) and d.test_x.shape == (10, 3, 32, 32) and d.num_classes == 10
-    raw = pickle.load(open(tmp_path / "cifar-10-batches-py" / "data_batch_1", "rb"))["data"][0]
-    assert torch.equal(d.train_x[0], torch.from_numpy(raw.reshape(3, 32, 32)))
+    assert d.train_x.dtype == torch.uint8 and d.train_y.dtype == torch.int64 and d.train_x.is_contiguous()
+    with open(folder / "data_batch_1", "rb") as fh:
+        batch = pickle.load(fh)
+    assert torch.equal(d.train_x[0], torch.from_numpy(batch["data"][0].reshape(3, 32, 32)))  # CHW, not HWC
+    assert d.train_y[:10].tolist() == batch["labels"]
+    # --data-dir may also name the batches folder itself
+    assert torch.equal(load_dataset("cifar10", str(folder), download=False).test_x, d.test_x)
+
+
+def test_cifar100_from_torchvision_format(tmp_path, no_md5):
+    make_cifar(tmp_path, n=4, hundred=True)
+    d = load_dataset("cifar100", str(tmp_path), download=False)
+    assert d.train_x.shape == (20, 3, 32, 32) and d.test_x.shape == (4, 3, 32, 32) and d.num_classes == 100
 
 
 def test_cifar_offline_names_data_dir(tmp_path, monkeypatch):
     import urllib.error
 
-    from torchvision.datasets import utils
-
-    def offline(*a, **k):
-        raise urllib.error.URLError("offline")
-
-    monkeypatch.setattr(utils, "download_url", offline)
-    monkeypatch.setattr(utils, "download_and_extract_archive", offline)
     import torchvision.datasets.cifar as cifar_mod
+
+    calls = []
+
+    def offline(*a, **k):  # instead of the network: fail at once, as an offline machine would
+        calls.append(a)
+        raise urllib.error.URLError("offline")
 
     monkeypatch.setattr(cifar_mod, "download_and_extract_archive", offline)
     with pytest.raises(DataError) as info:
-        load_dataset("cifar10", str(tmp_path), download=True)
-    assert "--data-dir" in str(info.value) and "cifar-10-batches-py" in str(info.value)
+        load_dataset("cifar10", str(tmp_path / "empty"), download=True)
+    msg = str(info.value)
+    assert calls and "could not be downloaded" in msg and "--data-dir" in msg and "cifar-10-batches-py" in msg
+    with pytest.raises(DataError, match="cifar-100-python") as info:
+        load_dataset("cifar100", str(tmp_path / "empty"), download=True)
+    with pytest.raises(DataError, match="downloads are off") as info:  # never tries the network
+        load_dataset("cifar10", str(tmp_path / "empty"), download=False)
+    assert len(calls) == 2 and "--data-dir" in str(info.value)
 
 
-def make_folder(root, classes=("cat", "dog"), per_class=3, size=(40, 30)):
+def test_corrupt_cifar(tmp_path):
+    make_cifar(tmp_path)  # the md5 check is real here: the stand-ins fail it
+    with pytest.raises(DataError, match="incomplete or corrupt") as info:
+        load_dataset("cifar10", str(tmp_path), download=False)
+    assert "--data-dir" in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------------
+# ImageNet-layout folders
+
+
+def make_folder(root, classes=("cat", "dog"), per_class=3, size=(40, 30), parts=("train", "val")):
     from PIL import Image
 
     rng = np.random.default_rng(2)
-    for part in ("train", "val"):
+    for part in parts:
         for c in classes:
             (root / part / c).mkdir(parents=True, exist_ok=True)
             for i in range(per_class):
@@ -124,24 +251,129 @@ def make_folder(root, classes=("cat", "dog"), per_class=3, size=(40, 30)):
 def test_imagenet_layout_folder(tmp_path):
     make_folder(tmp_path)
     d = load_dataset(str(tmp_path))
-    assert isinstance(d, FolderData) and d.classes == ["cat", "dog"] and d.train_size == 6 and d.test_size == 6
+    assert isinstance(d, FolderData) and d.classes == ["cat", "dog"] and d.num_classes == 2
+    assert d.train_size == 6 and d.test_size == 6 and d.shape == (3, 224, 224) and d.name == tmp_path.name
     train = d.train_dataset([{"kind": "scale", "min": 32, "max": 48, "crop": 24}, {"kind": "flip"},
                              {"kind": "color"}], crop=24)
+    assert len(train) == 6
     x, y = train[0]
-    assert x.shape == (3, 24, 24) and y == 0
+    assert x.shape == (3, 24, 24) and x.dtype == torch.float32 and y == 0 and train[5][1] == 1
+    x, _ = d.train_dataset([{"kind": "random-resized-crop", "size": 20}], crop=20)[3]
+    assert x.shape == (3, 20, 20)
+    x, _ = d.train_dataset([], crop=16)[1]  # no cropping step: resize and center crop
+    assert x.shape == (3, 16, 16)
     ten = d.test_dataset(crop=24, resize=28, ten_crop=True)
-    assert ten[0][0].shape == (10, 3, 24, 24)
-    assert d.test_dataset(crop=24, resize=28)[5][0].shape == (3, 24, 24)
+    views, label = ten[4]
+    assert views.shape == (10, 3, 24, 24) and label == 1
+    single = d.test_dataset(crop=24, resize=28)
+    assert single[5][0].shape == (3, 24, 24) and len(single) == 6
+    assert torch.allclose(views[4], single[4][0])  # TenCrop's fifth view is the center crop
+    # ... and its tenth is that, mirrored (exactly so when the margins are even: 40x30 images, 24x24 crops)
+    views = d.test_dataset(crop=24, resize=30, ten_crop=True)[2][0]
+    assert torch.allclose(views[9], d.test_dataset(crop=24, resize=30)[2][0].flip(2))
+    with pytest.raises(DataError, match="unknown augmentation 'jitter'"):
+        d.train_dataset([{"kind": "jitter"}], crop=24)
+
+
+def test_folder_datasets_pickle_for_workers(tmp_path):
+    """DataLoader workers started with spawn pickle the dataset: no lambdas in the transforms."""
+    make_folder(tmp_path, per_class=1)
+    d = load_dataset(str(tmp_path))
+    for ds in (d.test_dataset(crop=16, resize=20, ten_crop=True),
+               d.train_dataset([{"kind": "scale", "min": 20, "max": 24, "crop": 16}, {"kind": "color"}], 16)):
+        assert pickle.loads(pickle.dumps(ds))[0][0].shape[-2:] == (16, 16)
+
+
+def test_folder_subsets_and_split(tmp_path):
+    make_folder(tmp_path)
+    d = load_dataset(str(tmp_path), train_subset=4, test_subset=2)
+    assert d.train_size == 4 and d.test_size == 2
+    train = d.train_dataset([{"kind": "flip"}], crop=16)
+    assert isinstance(train, torch.utils.data.Subset) and list(train.indices) == [0, 1, 2, 3]
+    assert len(d.test_dataset(crop=16, resize=20)) == 2
+    with pytest.raises(DataError, match="larger than"):
+        load_dataset(str(tmp_path), test_subset=7)
+    s = load_dataset(str(tmp_path), split=(4, 2), seed=3)
+    assert s.train_size == 4 and s.test_size == 2
+    tr, te = s.train_dataset([], crop=16), s.test_dataset(crop=16, resize=16)
+    order = torch.randperm(6, generator=torch.Generator().manual_seed(3)).tolist()
+    assert list(tr.indices) == order[:4] and list(te.indices) == order[4:]
+    assert te.dataset.root.endswith("train")  # held out of train/, val/ untouched
+    with pytest.raises(DataError, match="needs 8"):
+        load_dataset(str(tmp_path), split=(4, 4))
 
 
 def test_bad_folders(tmp_path):
-    with pytest.raises(DataError, match="no such folder"):
+    with pytest.raises(DataError, match="no such folder") as info:
         load_dataset(str(tmp_path / "missing") + "/")
+    assert "--data" in str(info.value)
     (tmp_path / "train").mkdir()
     with pytest.raises(DataError, match="no val/ folder"):
         load_dataset(str(tmp_path))
-    with pytest.raises(DataError, match="unknown dataset 'imagenette'"):
+    (tmp_path / "val").mkdir()
+    with pytest.raises(DataError, match="holds no images"):  # empty train/
+        load_dataset(str(tmp_path))
+    with pytest.raises(DataError, match="unknown dataset 'imagenette'") as info:
         load_dataset("imagenette")
+    assert all(n in str(info.value) for n in DATASETS) and "--data" in str(info.value)
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(DataError, match="not a folder"):
+        load_dataset(str(tmp_path / "file.txt"))
+
+
+def test_folder_class_mismatch(tmp_path):
+    make_folder(tmp_path, per_class=1, parts=("train",))
+    make_folder(tmp_path, classes=("cat", "cow"), per_class=1, parts=("val",))
+    with pytest.raises(DataError, match="different class folders") as info:
+        load_dataset(str(tmp_path))
+    assert "dog" in str(info.value) and "cow" in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------------
+# synthetic data, splits, subsets, epoch order
+
+
+def test_synthetic_is_deterministic_and_learnable():
+    a = load_dataset("synthetic", synthetic_shape=(3, 8, 8), synthetic_classes=4, synthetic_size=(400, 100))
+    b = load_dataset("synthetic", synthetic_shape=(3, 8, 8), synthetic_classes=4, synthetic_size=(400, 100))
+    c = load_dataset("synthetic", synthetic_shape=(3, 8, 8), synthetic_classes=4, synthetic_size=(400, 100),
+                     seed=1)
+    assert torch.equal(a.train_x, b.train_x) and torch.equal(a.test_y, b.test_y)
+    assert not torch.equal(a.train_x, c.train_x)
+    assert a.train_x.shape == (400, 3, 8, 8) and a.test_x.shape == (100, 3, 8, 8) and a.shape == (3, 8, 8)
+    assert a.train_x.dtype == torch.uint8 and a.train_y.dtype == torch.int64 and a.num_classes == 4
+    assert set(a.train_y.tolist()) == {0, 1, 2, 3}
+    # learnable: the nearest class mean of the training set classifies the test set
+    means = torch.stack([a.train_x[a.train_y == k].float().mean(0) for k in range(4)]).flatten(1)
+    pred = torch.cdist(a.test_x.float().flatten(1), means).argmin(1)
+    assert (pred == a.test_y).float().mean() > 0.9
+
+
+def test_split_subsets_and_permutation():
+    full = load_dataset("synthetic")
+    d = load_dataset("synthetic", split=(700, 200))
+    order = torch.randperm(1024, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(d.train_x, full.train_x[order[:700]]) and torch.equal(d.test_x, full.train_x[order[-200:]])
+    assert torch.equal(d.test_y, full.train_y[order[-200:]])
+    d = load_dataset("synthetic", split=(700, 200), train_subset=100, test_subset=50)
+    assert d.train_x.shape[0] == 100 and d.test_x.shape[0] == 50
+    assert torch.equal(d.train_x, full.train_x[order[:100]]) and torch.equal(d.test_x, full.train_x[order[-200:-150]])
+    assert torch.equal(load_dataset("synthetic", test_subset=10).test_x, full.test_x[:10])
+    with pytest.raises(DataError, match="needs 2000"):
+        load_dataset("synthetic", split=(1000, 1000))
+    with pytest.raises(DataError, match="larger than"):
+        load_dataset("synthetic", train_subset=5000)
+    with pytest.raises(DataError, match="--test-subset"):
+        load_dataset("synthetic", test_subset=0)
+    assert torch.equal(epoch_permutation(100, 1, 2), epoch_permutation(100, 1, 2))
+    assert not torch.equal(epoch_permutation(100, 1, 2), epoch_permutation(100, 1, 3))
+    assert not torch.equal(epoch_permutation(100, 1, 2), epoch_permutation(100, 2, 2))
+    assert sorted(epoch_permutation(100, 1, 2).tolist()) == list(range(100))
+    assert epoch_permutation(100, 1, 2).dtype == torch.int64
+
+
+# ---------------------------------------------------------------------------------------------------
+# the in-memory batch pipeline
 
 
 def small(n=16):
@@ -150,26 +382,44 @@ def small(n=16):
     return InMemoryData("t", x, torch.arange(n) % 10, x[:4].clone(), torch.arange(4), 10)
 
 
+def test_in_memory_data_to_and_shape():
+    d = small()
+    assert d.shape == (3, 8, 8) and all(type(s) is int for s in d.shape)
+    e = d.to("cpu")
+    assert e is not d and torch.equal(e.train_x, d.train_x) and e.name == "t"
+
+
 def test_pipeline_determinism_and_augmentation():
     p = BatchPipeline(small(), "per-pixel-mean", [{"kind": "pad-crop", "padding": 2}, {"kind": "flip"}])
     idx = torch.arange(16)
-    a, _ = p.train_batch(idx, torch.Generator().manual_seed(1))
+    a, ya = p.train_batch(idx, torch.Generator().manual_seed(1))
     b, _ = p.train_batch(idx, torch.Generator().manual_seed(1))
     c, _ = p.train_batch(idx, torch.Generator().manual_seed(2))
     assert torch.equal(a, b) and not torch.equal(a, c) and a.shape == (16, 3, 8, 8)
+    assert a.dtype == torch.float32 and ya.dtype == torch.int64
+    # the generator is the only source of randomness: the global RNG does not matter
+    torch.manual_seed(123)
+    d, _ = p.train_batch(idx, torch.Generator().manual_seed(1))
+    assert torch.equal(a, d)
+    # labels follow the indices
+    _, y = p.train_batch(torch.tensor([3, 12, 5]), torch.Generator())
+    assert y.tolist() == [3, 2, 5]
 
 
 def test_pad_crop_shifts_and_flip_flips():
     data = small()
     plain = BatchPipeline(data, "none", [])
     x0, _ = plain.train_batch(torch.arange(16), torch.Generator())
+    assert torch.allclose(x0, data.train_x.float() / 255)
     flip = BatchPipeline(data, "none", [{"kind": "flip"}])
     g = torch.Generator().manual_seed(3)
     mask = torch.rand(16, generator=torch.Generator().manual_seed(3)) < 0.5
     xf, _ = flip.train_batch(torch.arange(16), g)
+    assert 0 < int(mask.sum()) < 16
     assert torch.equal(xf[mask], x0[mask].flip(3)) and torch.equal(xf[~mask], x0[~mask])
     crop = BatchPipeline(data, "none", [{"kind": "pad-crop", "padding": 2}])
     xc, _ = crop.train_batch(torch.arange(16), torch.Generator().manual_seed(4))
+    assert xc.shape == x0.shape
     shifted = 0
     for i in range(16):  # every crop is the image shifted by some (dy, dx) in [-2, 2], zeros outside
         padded = torch.nn.functional.pad(x0[i], (2, 2, 2, 2))
@@ -179,25 +429,52 @@ def test_pad_crop_shifts_and_flip_flips():
     assert shifted > 8
 
 
+def test_padding_is_zero_after_normalisation():
+    data = small(32)
+    p = BatchPipeline(data, "per-pixel-mean", [{"kind": "pad-crop", "padding": 4}])
+    x, _ = p.train_batch(torch.arange(32), torch.Generator().manual_seed(0))
+    norm = data.train_x.float() / 255 - p.mean
+    # where the crop starts at row 0 of the padded image, its top 4 rows are the padding: exact zeros, not -mean
+    oy = torch.randint(0, 9, (32,), generator=torch.Generator().manual_seed(0))  # drawn first, as the pipeline does
+    top = (oy == 0).nonzero().flatten().tolist()
+    assert top
+    for i in top:
+        assert torch.all(x[i, :, :4] == 0) and not torch.all(norm[i, :, :4] == 0)
+
+
 def test_per_pixel_mean_and_stats_roundtrip():
     data = small(64)
     p = BatchPipeline(data, "per-pixel-mean", [])
+    assert p.mean.shape == (3, 8, 8) and p.mean.dtype == torch.float32 and p.std is None
     x, _ = p.train_batch(torch.arange(64), torch.Generator())
     assert x.mean(0).abs().max() < 1e-5
+    ref = (data.train_x.double() / 255).mean(0).float()
+    assert torch.allclose(p.mean, ref, atol=1e-7)
     q = BatchPipeline(small(8), "per-pixel-mean", [])
     q.load_stats(p.stats())
     assert torch.equal(q.mean, p.mean)
     with pytest.raises(DataError, match="image-folder"):
         BatchPipeline(data, "none", [{"kind": "color"}])
+    with pytest.raises(DataError, match="image-folder"):
+        BatchPipeline(data, "none", [{"kind": "scale", "min": 256, "max": 480, "crop": 224}])
+    with pytest.raises(DataError, match="unknown normalisation 'zca'"):
+        BatchPipeline(data, "zca", [])
 
 
-def test_split_subsets_and_permutation():
-    d = load_dataset("synthetic", split=(700, 200), train_subset=100, test_subset=50)
-    assert d.train_x.shape[0] == 100 and d.test_x.shape[0] == 50
-    with pytest.raises(DataError, match="needs 2000"):
-        load_dataset("synthetic", split=(1000, 1000))
-    with pytest.raises(DataError, match="larger than"):
-        load_dataset("synthetic", train_subset=5000)
-    assert torch.equal(epoch_permutation(100, 1, 2), epoch_permutation(100, 1, 2))
-    assert not torch.equal(epoch_permutation(100, 1, 2), epoch_permutation(100, 1, 3))
-    assert sorted(epoch_permutation(100, 1, 2).tolist()) == list(range(100))
+def test_mean_std_normalisation():
+    data = small(64)
+    p = BatchPipeline(data, "mean-std", [])
+    x, _ = p.train_batch(torch.arange(64), torch.Generator())
+    assert p.mean.shape == (3, 1, 1) and p.std.shape == (3, 1, 1)
+    assert x.mean((0, 2, 3)).abs().max() < 1e-5 and (x.std((0, 2, 3)) - 1).abs().max() < 1e-4
+
+
+def test_test_batches_in_order_without_augmentation():
+    data = small(16)
+    data.test_x, data.test_y = data.train_x[:10].clone(), torch.arange(10)
+    p = BatchPipeline(data, "per-pixel-mean", [{"kind": "pad-crop", "padding": 2}, {"kind": "flip"}])
+    batches = list(p.test_batches(4))
+    assert [b[0].shape[0] for b in batches] == [4, 4, 2]
+    x = torch.cat([b[0] for b in batches])
+    assert torch.cat([b[1] for b in batches]).tolist() == list(range(10))
+    assert torch.allclose(x, data.test_x.float() / 255 - p.mean)
