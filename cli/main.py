@@ -263,7 +263,8 @@ def eval_cmd(spec, checkpoint, data, data_dir, test_subset, view, device, batch_
         name = data or recipe.get("dataset")
         if not name:
             raise click.UsageError("pass --data: neither the spec's recipe nor the checkpoint names a dataset")
-        ds = load_dataset(name, data_dir, download=not no_download, test_subset=test_subset)
+        split = tuple(recipe["split"]) if recipe.get("split") else None  # evaluate on the held-out part it trained beside
+        ds = load_dataset(name, data_dir, download=not no_download, split=split, test_subset=test_subset)
         if isinstance(ds, FolderData):
             from resdsl.train.data import crop_size
 
