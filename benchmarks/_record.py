@@ -1,10 +1,13 @@
-"""Shared helper: replace one named section of benchmarks/RESULTS.md with fresh figures."""
+"""Shared helpers of the benchmark scripts: timing whole commands, and recording figures in RESULTS.md."""
 from __future__ import annotations
 
 import datetime as _dt
 import os
 import platform
 import re
+import statistics
+import subprocess
+import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -30,3 +33,13 @@ def record(section: str, command: str, body: str) -> None:
     pattern = re.compile(rf"^## {re.escape(section)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
     RESULTS.write_text(text.rstrip() + "\n")
+
+
+def time_command(cmd: list[str], cwd, repeats: int) -> float:
+    """Median wall time (s) of running ``cmd`` to completion ``repeats`` times; a failure raises."""
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        subprocess.run(cmd, cwd=cwd, check=True, capture_output=True)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)

@@ -6,16 +6,14 @@ resnet1001_preact. Usage: python benchmarks/compile_speed.py [--record]
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _record import record, time_command  # noqa: E402
 SPECS = ["specs/resnet1202.res", "specs/resnet1001_preact.res"]
 
 
@@ -34,16 +32,6 @@ def in_process(spec: str, repeats: int) -> tuple[float, float, int]:
     return float(first), float(median), int(nodes)
 
 
-def whole_command(spec: str, repeats: int) -> float:
-    exe = [sys.executable, "-m", "resdsl_cli.main", "compile", spec, "--json"]
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        subprocess.run(exe, cwd=ROOT, capture_output=True, check=True)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeats", type=int, default=7)
@@ -54,15 +42,13 @@ def main() -> int:
     ok = True
     for spec in SPECS:
         first, median, nodes = in_process(spec, args.repeats)
-        wall = whole_command(spec, args.repeats)
+        wall = time_command([sys.executable, "-m", "resdsl_cli.main", "compile", spec, "--json"], ROOT, args.repeats)
         ok &= max(first, median) < 0.3 and wall < 1.0
         rows.append(f"| {spec} | {nodes} | {first:.3f} | {median:.3f} | {wall:.3f} |")
     verdict = "targets met (in-process < 0.3 s, whole command < 1 s)" if ok else "TARGETS MISSED"
     table = "\n".join(rows) + f"\n\n{verdict}; medians of {args.repeats} runs."
     print(table)
     if args.record:
-        from _record import record
-
         record("Compile speed (issue 2)", "python benchmarks/compile_speed.py --record", table)
     return 0 if ok else 1
 

@@ -3,15 +3,13 @@ resnet1001_preact under 3 s, full view of resnet20 under 10 s). Usage: python be
 from __future__ import annotations
 
 import argparse
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _record import record, time_command  # noqa: E402
 CASES = [("specs/resnet1001_preact.res", "overview", 3.0), ("specs/resnet20.res", "full", 10.0),
          ("specs/resnet110.res", "unit", 3.0)]
 
@@ -26,20 +24,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for spec, view, target in CASES:
             out = Path(tmp) / f"{view}.svg"
-            times = []
-            for _ in range(args.repeats):
-                t = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "resdsl_cli.main", "viz", spec, "--view", view, "-o", str(out)],
-                               cwd=ROOT, check=True, capture_output=True)
-                times.append(time.perf_counter() - t)
-            med = statistics.median(times)
+            med = time_command([sys.executable, "-m", "resdsl_cli.main", "viz", spec, "--view", view, "-o", str(out)],
+                               ROOT, args.repeats)
             ok &= med < target
             rows.append(f"| {spec} | {view} | {out.stat().st_size:,} | {med:.3f} | {target:g} |")
     table = "\n".join(rows) + f"\n\n{'targets met' if ok else 'TARGETS MISSED'}; medians of {args.repeats} runs."
     print(table)
     if args.record:
-        from _record import record
-
         record("Drawing speed (issue 4)", "python benchmarks/viz_speed.py --record", table)
     return 0 if ok else 1
 

@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass
 
 from . import syntax as ast
-from .errors import Span, SpecError
+from .errors import SpecError
 from .ir import GraphBuilder
 from .resolve import ResolvedSpec, stage_setting
 

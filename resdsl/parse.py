@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from lark import Lark, Token, Transformer, UnexpectedInput, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken, VisitError
+from lark.exceptions import UnexpectedEOF, UnexpectedToken, VisitError
 
 from . import syntax as ast
 from .errors import Span, SpecError

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from . import syntax as ast
 from .errors import Span, SpecError
@@ -323,4 +323,4 @@ def stage_setting(r: ResolvedSpec, stage: int, key: str) -> ast.Statement:
     return r.overrides.get(stage, {}).get(key) or r.settings[key]
 
 
-__all__ = ["ResolvedSpec", "resolve_path", "resolve_text", "resolve_recipe", "stage_setting", "replace"]
+__all__ = ["ResolvedSpec", "resolve_path", "resolve_text", "resolve_recipe", "stage_setting"]

@@ -1,7 +1,6 @@
 """Torch backend: torchvision parity, every unit against the hand-written reference, counts against reality."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 

@@ -2,7 +2,7 @@
 the full layer graph. Produces DOT text; rendering to SVG/PNG/PDF goes through the graphviz program."""
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 
 from ..cost import human
 from ..ir import inputs_of
