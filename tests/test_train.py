@@ -240,3 +240,15 @@ def test_bf16_channels_last_run(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert row["iter"] == 2 and row["test_loss"] == row["test_loss"]  # finite, not NaN
+
+
+def test_eval_uses_the_recipes_split(tmp_path):
+    """With `split`, training evaluates on the held-out part of the training set; so must `resdsl eval`."""
+    out = tmp_path / "run"
+    r = resdsl("train", "tests/specs/tiny_split.res", "--data", "synthetic", "--batch-size", "32", "--iters", "4",
+               "--eval-every", "4", "--device", "cpu", "--quiet", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    r = resdsl("eval", "tests/specs/tiny_split.res", "--checkpoint", str(out))
+    assert r.returncode == 0, r.stderr
+    assert f"top-1 error {row['test_error']:.2f}%" in r.stdout
