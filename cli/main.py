@@ -178,26 +178,58 @@ def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, tr
 @_guard
 def train_cmd(args: tuple[str, ...]) -> None:
     """Train SPEC with its recipe (see `resdsl train --help`)."""
-    from resdsl.train.cli import make_parser, options_from, relaunch_with_torchrun
+    from resdsl.train.cli import make_parser, options_from
 
     parser = make_parser("resdsl train", with_spec=True)
     ns = parser.parse_args(list(args))
-    if ns.nproc and "RANK" not in os.environ:
-        sys.exit(relaunch_with_torchrun(ns.nproc, ["-m", "resdsl_cli.main", "train", *args]))
     spec = ns.spec
     if spec is None:
         if not ns.resume:
             parser.error("give a SPEC to train (or --resume RUNDIR)")
         spec = _spec_of_run(ns.resume)
+    if ns.nproc and "RANK" not in os.environ:
+        sys.exit(_launch_processes(spec, ns, list(args)))
     _run_training(spec, ns, options_from)
 
 
 def _spec_of_run(run_dir: str) -> str:
+    from resdsl.train.rundir import RunDirError, read_config
+
     try:
-        with open(os.path.join(run_dir, "config.json")) as fh:
-            return json.load(fh)["spec"]
-    except (OSError, ValueError, KeyError):
-        raise click.ClickException(f"--resume {run_dir}: not a run directory (no readable config.json)") from None
+        cfg = read_config(run_dir)
+    except RunDirError as exc:
+        raise click.ClickException(str(exc)) from None
+    spec = cfg.get("spec_path") or cfg.get("spec")
+    if not isinstance(spec, str):
+        raise click.ClickException(f"--resume {run_dir}: config.json names no spec; give the spec as well")
+    return spec
+
+
+def _launch_processes(spec: str, ns, args: list[str]) -> int:
+    """--nproc N: check what can be checked once, fix the run directory for all ranks, then start torchrun."""
+    import datetime as dt
+
+    from resdsl.pipeline import compile_spec
+    from resdsl.train.cli import relaunch_with_torchrun
+    from resdsl.train.rundir import default_path
+
+    net = compile_spec(spec)
+    batch = ns.batch_size or (net.recipe or {}).get("batch")
+    if batch and batch % ns.nproc:
+        raise click.ClickException(f"the batch size {batch} does not split evenly over --nproc {ns.nproc} "
+                                   "processes; choose a batch size that is a multiple of it")
+    if not ns.out and not ns.resume:  # every rank must write to the same run directory
+        args += ["--out", default_path("runs", net.name, dt.datetime.now().strftime("%Y%m%d-%H%M%S"))]
+    return relaunch_with_torchrun(ns.nproc, ["-m", "resdsl_cli.main", "train", *args])
+
+
+def spec_hash(net) -> str:
+    """What identifies a run's network and recipe: the checked IR without source locations, and the recipe."""
+    import hashlib
+
+    ir = "\n".join(line.rsplit(" @", 1)[0] for line in net.dump_ir().splitlines())
+    text = ir + "\n" + json.dumps(net.recipe, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _model_fn(spec_path: str):
@@ -221,12 +253,14 @@ def _run_training(spec: str, ns, options_from) -> None:
         raise SpecError("the spec names no training recipe", Span(spec, 1, 1), source=net.spec.source,
                         hint="add e.g. 'include \"recipes.res\"' and 'recipe cifar_resnet'")
     opts = options_from(ns, net.name)
-    opts.extra_config = {"spec": spec, "network": net.name, "resdsl": __version__, "params": net.params,
-                         "macs": net.macs}
+    opts.extra_config = {"spec": spec, "spec_path": os.path.abspath(spec) if os.path.isfile(spec) else spec,
+                         "spec_hash": spec_hash(net), "network": net.name, "resdsl": __version__,
+                         "params": net.params, "macs": net.macs}
     result, failure = run_with_errors(train, _model_fn(spec), net.recipe, opts)
     if failure:
         message, code = failure
-        click.echo(f"resdsl: {'stopped' if code == 130 else 'error'}: {message}", err=True)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike; one message is enough
+            click.echo(f"resdsl: {'stopped' if code == 130 else 'error'}: {message}", err=True)
         sys.exit(code)
     last = result["last"]
     if last is not None:
@@ -272,7 +306,7 @@ def eval_cmd(spec, checkpoint, data, data_dir, test_subset, view, device, batch_
             ds.shape = (3, size, size)
         dev = pick_device(device)
         model = _model_fn(spec)(ds.shape, ds.num_classes)
-        model.load_state_dict(state["model"])
+        ckpt.load_weights(model, state["model"], checkpoint)
         model.to(dev)
         ten = view == "10-crop" or (view == "auto" and isinstance(ds, FolderData))
         if isinstance(ds, FolderData):
@@ -292,11 +326,6 @@ def eval_cmd(spec, checkpoint, data, data_dir, test_subset, view, device, batch_
     except (ckpt.CheckpointError, DataError, TrainingError) as exc:
         click.echo(f"resdsl: error: {exc}", err=True)
         sys.exit(EXIT_SPEC)
-    except RuntimeError as exc:
-        if "state_dict" in str(exc) or "size mismatch" in str(exc):
-            click.echo(f"resdsl: error: {checkpoint} does not fit {spec}: {str(exc).splitlines()[0]}", err=True)
-            sys.exit(EXIT_SPEC)
-        raise
     views = "10-crop" if ten else "single view"
     click.echo(f"{net.name} on {name} ({views}): top-1 error {res['error']:.2f}%, top-5 error "
                f"{res['top5_error']:.2f}%, loss {res['loss']:.4f}")

@@ -30,7 +30,7 @@ def resdsl(*args, check=False, timeout=300, **kw):
 
 
 def weights(run_dir):
-    return torch.load(Path(run_dir) / "checkpoint.pt", weights_only=False)["model"]
+    return torch.load(Path(run_dir) / "checkpoint.pt", weights_only=True)["model"]
 
 
 def test_train_package_imports_nothing_else_of_resdsl():
@@ -56,14 +56,14 @@ def test_kill_and_resume_is_bitwise_exact(tmp_path):
         ck = cut / "checkpoint.pt"
         if ck.exists():
             try:
-                if torch.load(ck, weights_only=False)["state"]["iter"] >= 30:
+                if torch.load(ck, weights_only=True)["state"]["iter"] >= 30:
                     break
             except Exception:  # noqa: BLE001 - caught mid-rename; try again
                 pass
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
-    stopped_at = torch.load(cut / "checkpoint.pt", weights_only=False)["state"]["iter"]
+    stopped_at = torch.load(cut / "checkpoint.pt", weights_only=True)["state"]["iter"]
     assert 30 <= stopped_at < 120
     r = resdsl("train", "--resume", str(cut), "--quiet", check=True)
     assert "done: 120 iterations" in r.stdout
@@ -87,7 +87,7 @@ def test_two_process_gloo_matches_one_process(tmp_path):
     a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
-    assert not torch.equal(a["0.weight"], torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=False)
+    assert not torch.equal(a["0.weight"], torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=True)
                            ["model"]["0.weight"] * 0)
 
 
@@ -132,7 +132,7 @@ def test_sigterm_checkpoints_and_resumes(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "SIGTERM received" in err and f"--resume {out}" in err and "Traceback" not in err
-    it = torch.load(out / "checkpoint.pt", weights_only=False)["state"]["iter"]
+    it = torch.load(out / "checkpoint.pt", weights_only=True)["state"]["iter"]
     assert 0 < it < 400
 
 
@@ -142,7 +142,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path):
                "--out", str(out))
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "the loss became" in r.stderr or "the weights diverged" in r.stderr
-    ck = torch.load(out / "checkpoint.pt", weights_only=False)
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
 
 
@@ -170,7 +170,7 @@ def test_full_disk_keeps_previous_checkpoint(tmp_path, monkeypatch):
         train(lambda shape, k: rd.build_model(net, num_classes=k), net.recipe, opts)
     assert "No space left on device" in str(info.value) and "previous checkpoint is intact" in str(info.value)
     monkeypatch.setattr(ckpt.torch, "save", real_save)
-    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["state"]["iter"] == 4
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["state"]["iter"] == 4
     assert not list((tmp_path / "run").glob(".ckpt-*"))
 
 

@@ -1,11 +1,21 @@
-"""Atomic checkpoints: write to a temporary file, fsync, rename; a failed write never harms the previous one."""
+"""Checkpoints that are data, not code: written atomically, read with ``torch.load(weights_only=True)``.
+
+A checkpoint holds only tensors, numbers, strings, lists, tuples and dicts (the RNG states too), so loading one never
+unpickles an arbitrary object: a planted ``checkpoint.pt`` cannot run code. A failed write never harms the previous
+checkpoint (temporary file, fsync, rename).
+"""
 from __future__ import annotations
 
-import os
+import pickle
 import random
-import tempfile
 
 import torch
+
+from .fileio import OutputError, atomic_write
+
+FORMAT = "resdsl-checkpoint"
+VERSION = 2
+KEYS = ("model", "optimizer", "schedule", "state", "rng")
 
 
 class CheckpointError(Exception):
@@ -13,15 +23,17 @@ class CheckpointError(Exception):
 
 
 def rng_state() -> dict:
+    """Every random generator the trainer draws from, as tensors and plain numbers."""
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     try:
         import numpy as np
-
-        state["numpy"] = np.random.get_state()
     except ImportError:  # pragma: no cover
-        pass
+        return state
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state["numpy"] = {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached": float(cached)}
     return state
 
 
@@ -33,41 +45,57 @@ def set_rng_state(state: dict) -> None:
     if "numpy" in state:
         import numpy as np
 
-        np.random.set_state(state["numpy"])
+        s = state["numpy"]
+        np.random.set_state((s["kind"], s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["cached"]))
 
 
 def save_atomic(obj: dict, path: str) -> None:
-    """torch.save to ``path`` atomically (temp file in the same folder, fsync, rename, fsync the folder)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = None
+    """Write a checkpoint dict to ``path`` atomically, marked with this format so that :func:`load` knows it."""
+    obj = {"format": FORMAT, "version": VERSION, **obj}
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".ckpt-", suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError as exc:
-        kept = "the previous checkpoint is intact" if os.path.exists(path) else "no earlier checkpoint exists"
-        raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc} ({kept})") from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        atomic_write(path, lambda fh: torch.save(obj, fh))
+    except OutputError as exc:
+        message = str(exc).replace("cannot write", "cannot write checkpoint", 1)
+        raise CheckpointError(message.replace("previous file", "previous checkpoint")) from None
+    except RuntimeError as exc:  # torch.save's own writer reports a full disk as a RuntimeError
+        kept = "the previous checkpoint is intact"
+        raise CheckpointError(f"cannot write checkpoint {path}: {str(exc).splitlines()[0]} ({kept})") from None
 
 
 def load(path: str, map_location="cpu") -> dict:
+    """Read a resdsl checkpoint; anything else (a foreign pickle, a corrupt or truncated file) is refused."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        obj = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint at {path}") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path} is a folder, not a checkpoint") from None
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path} is not a resdsl checkpoint: it holds Python objects other than tensors, "
+                              "numbers and strings, and resdsl never unpickles those (loading them can run code)") \
+            from None
     except Exception as exc:  # noqa: BLE001 - a corrupt file must not become a traceback
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0] if str(exc) else exc!r}") \
+            from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a resdsl checkpoint (no '{FORMAT}' marker); was it written by another "
+                              "program or by an older resdsl?")
+    missing = [k for k in KEYS if k not in obj]
+    if missing:
+        raise CheckpointError(f"{path} is an incomplete resdsl checkpoint (missing {', '.join(missing)})")
+    return obj
+
+
+def load_weights(model, weights: dict, path: str) -> None:
+    """``model.load_state_dict(weights)``; a checkpoint of another network is named by its first differences."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    reshaped = [f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in own
+                if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
+    problems = [f"{what}: {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''} ({len(keys)} in all)"
+                for what, keys in (("missing from the checkpoint", missing), ("not in the network", unexpected),
+                                   ("of another shape (checkpoint vs network)", reshaped)) if keys]
+    if problems:
+        raise CheckpointError(f"{path} holds the weights of another network; " + "; ".join(problems))
+    model.load_state_dict(weights)

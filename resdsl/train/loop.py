@@ -16,11 +16,18 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt
+from . import rundir
 from .data import BatchPipeline, DataError, FolderData, InMemoryData, crop_size, epoch_permutation, load_dataset
+from .fileio import OutputError
 from .metrics import MetricsLog
 from .schedule import from_recipe
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = rundir.CHECKPOINT
+MAX_SEED = 2**63 - 1
+MAX_LR = 3.4e38  # the largest float32: SGD keeps its learning rate in the parameters' precision
+# options a resumed run takes from its config.json; giving another value on resume is refused, not ignored
+RESUMED_OPTIONS = ("data", "seed", "train_subset", "test_subset", "iters", "epochs", "eval_every",
+                   "checkpoint_every", "amp", "channels_last", "deterministic", "batch_size", "lr")
 
 
 class TrainingError(Exception):
@@ -43,8 +50,9 @@ class RunOptions:
     amp: str | None = None
     channels_last: bool = False
     compile: bool = False
-    seed: int = 0
+    seed: int | None = None  # None: 0 for a new run, the run's own seed on resume
     deterministic: bool = False
+    overwrite: bool = False
     iters: int | None = None
     epochs: int | None = None
     train_subset: int | None = None
@@ -94,9 +102,10 @@ def _apply_overrides(recipe: dict, opts: RunOptions) -> dict:
             raise TrainingError("--batch-size must be at least 1")
         r["batch"] = opts.batch_size
     if opts.lr is not None:
-        if not opts.lr > 0:
-            raise TrainingError("--lr must be positive")
         r["lr"] = opts.lr
+    for what, lr in (("learning rate", r["lr"]), ("warm-up learning rate", (r.get("warmup") or {}).get("lr", 1))):
+        if not 0 < lr <= MAX_LR:
+            raise TrainingError(f"the {what} {lr:g} is not a positive number up to {MAX_LR:g} (the largest float32)")
     if opts.iters is not None and opts.epochs is not None:
         raise TrainingError("give --iters or --epochs, not both")
     if opts.data is not None:
@@ -118,15 +127,31 @@ def _versions() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__}
 
 
-def _prepare_run_dir(path: str) -> None:
-    try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, ".write-test")
-        with open(probe, "w") as fh:
-            fh.write("ok")
-        os.remove(probe)
-    except OSError as exc:
-        raise TrainingError(f"cannot use run directory {path}: {exc.strerror or exc}") from None
+def _resume_options(opts: RunOptions, saved: dict) -> dict:
+    """Take a resumed run's options from its config.json; a flag given with another value is an error."""
+    old, recipe = saved["options"], saved["recipe"]
+    old = dict(old, batch_size=recipe.get("batch"), lr=recipe.get("lr"))
+    for key in RESUMED_OPTIONS:
+        given = getattr(opts, key)
+        if given not in (None, False) and given != old.get(key):
+            flag = "--" + key.replace("_", "-")
+            raise TrainingError(f"--resume {opts.resume} continues the run exactly as it was started, with "
+                                f"{flag} {old.get(key)}; {flag} {given} cannot change now. Drop the flag, or start "
+                                "a new run with --out")
+        setattr(opts, key, old.get(key))
+    opts.data_dir = opts.data_dir or old.get("data_dir")
+    spec_hash, old_hash = opts.extra_config.get("spec_hash"), saved.get("spec_hash")
+    if spec_hash and old_hash and spec_hash != old_hash:
+        raise TrainingError(f"--resume {opts.resume}: the spec {opts.extra_config.get('spec')} is not the one this "
+                            f"run was trained from ({saved.get('spec')}, recorded by its hash in config.json): the "
+                            "network or its recipe differs. Resume with the run's own spec, or start a new run")
+    return recipe
+
+
+def _check_seed(seed: int) -> int:
+    if not 0 <= seed <= MAX_SEED:
+        raise TrainingError(f"--seed {seed} is out of range: use a whole number from 0 to {MAX_SEED}")
+    return seed
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -202,26 +227,32 @@ def train(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
     ``model_fn`` receives the dataset's image shape (C, H, W) and class count and returns an ``nn.Module``.
     """
     rank, world = distributed_env()
+    pick_device(opts.device)  # an unavailable device is refused before a run directory is made
     resume_dir = opts.resume
     if resume_dir is not None:
-        cfg_path = os.path.join(resume_dir, "config.json")
-        if not os.path.exists(os.path.join(resume_dir, CHECKPOINT)):
-            raise TrainingError(f"--resume {resume_dir}: no {CHECKPOINT} there to resume from")
-        with open(cfg_path) as fh:
-            saved = json.load(fh)
-        recipe, old = saved["recipe"], saved["options"]
-        for key in ("data", "data_dir", "seed", "train_subset", "test_subset", "iters", "epochs", "eval_every",
-                    "checkpoint_every", "amp", "channels_last", "deterministic"):
-            setattr(opts, key, old.get(key))
-        opts.out = resume_dir
-        run_dir = resume_dir
+        saved = rundir.read_config(resume_dir)
+        recipe = _resume_options(opts, saved)
+        opts.out = run_dir = resume_dir
+        lock = rundir.resume(run_dir) if rank == 0 else None
     else:
         recipe = _apply_overrides(recipe, opts)
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = opts.out or os.path.join("runs", f"{opts.name}-{stamp}")
-        if rank == 0:
-            _prepare_run_dir(run_dir)
+        opts.seed = _check_seed(opts.seed or 0)
+        run_dir = opts.out or rundir.default_path("runs", opts.name, dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+        fresh = not os.path.exists(run_dir)
+        lock = rundir.start(run_dir, opts.overwrite) if rank == 0 else None
+    try:
+        return _train(model_fn, recipe, opts, run_dir, rank, world)
+    except BaseException:
+        if lock is not None and resume_dir is None and fresh:
+            rundir.remove_if_unused(run_dir)  # a run that failed before its first record leaves no empty folder
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
 
+
+def _train(model_fn, recipe, opts, run_dir, rank, world) -> dict:
+    resume_dir = opts.resume
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() and opts.device in ("auto", "cuda") else "gloo"
         torch.distributed.init_process_group(backend=backend)
@@ -278,19 +309,24 @@ def train(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
     path = os.path.join(run_dir, CHECKPOINT)
     if resume_dir is not None:
         saved_ckpt = ckpt.load(path)
-        model.load_state_dict(saved_ckpt["model"])
-        optimizer.load_state_dict(saved_ckpt["optimizer"])
+        ckpt.load_weights(model, saved_ckpt["model"], path)
+        try:
+            optimizer.load_state_dict(saved_ckpt["optimizer"])
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise ckpt.CheckpointError(f"{path}: the optimizer state does not fit this network ({exc})") from None
         schedule.load_state_dict(saved_ckpt["schedule"])
         state.update(saved_ckpt["state"])
         ckpt.set_rng_state(saved_ckpt["rng"])
+        if state["iter"] >= total:
+            raise TrainingError(f"--resume {resume_dir}: the run already finished all {total} iterations, so there "
+                                "is nothing to continue. To train longer, start a new run (e.g. --iters N --out NEW)")
         metrics.resume(state["iter"])
     elif rank == 0:
         config = {"name": opts.name, "recipe": recipe, "options": asdict(opts), "versions": _versions(),
                   "seed": opts.seed, "world_size": world, "dataset": {"name": recipe["dataset"],
                   "shape": list(data.shape), "classes": data.num_classes, "train_size": n_train},
                   "iterations": total, "iters_per_epoch": iters_per_epoch, **opts.extra_config}
-        with open(os.path.join(run_dir, "config.json"), "w") as fh:
-            json.dump(config, fh, indent=2, default=str)
+        rundir.write_config(run_dir, config)
 
     net = model
     if world > 1:
@@ -471,7 +507,10 @@ def run_with_errors(fn, *args, **kwargs):
         return fn(*args, **kwargs), None
     except Interrupted as exc:
         return None, (str(exc), 130)
-    except (TrainingError, DataError, ckpt.CheckpointError) as exc:
+    except (TrainingError, DataError, ckpt.CheckpointError, rundir.RunDirError) as exc:
+        return None, (str(exc), 1)
+    except OutputError as exc:  # a full disk or a vanished folder while writing a run's records
+        return None, (f"{exc}; the last checkpoint is intact", 1)
         return None, (str(exc), 1)
 
 

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+
+from .fileio import OutputError, atomic_write
 
 
 class MetricsLog:
@@ -23,24 +26,45 @@ class MetricsLog:
                 self.tb = None
 
     def resume(self, up_to_iter: int) -> None:
-        """Keep the rows written up to the checkpoint's iteration; later ones will be written again."""
-        if not os.path.exists(self.path):
+        """Keep the rows written up to the checkpoint's iteration; later ones will be written again. A line that
+        does not parse (a run killed mid-write, a full disk) is dropped with a warning: it is re-evaluated."""
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as fh:
+                lines = fh.read().split("\n")
+        except FileNotFoundError:
             return
-        with open(self.path) as fh:
-            rows = [json.loads(line) for line in fh if line.strip()]
+        except OSError as exc:
+            raise OutputError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        rows, dropped = [], []
+        for number, line in enumerate(lines, start=1):
+            try:
+                row = json.loads(line) if line.strip() else None
+            except ValueError:
+                row = None
+                dropped.append(number)
+            if isinstance(row, dict) and isinstance(row.get("iter"), int):
+                rows.append(row)
+            elif row is not None:
+                dropped.append(number)
+        if dropped:
+            print(f"warning: {self.path}: dropped unreadable line(s) {', '.join(map(str, dropped[:5]))}; "
+                  "they are evaluated again where the checkpoint allows", file=sys.stderr)
         self.rows = [r for r in rows if r["iter"] <= up_to_iter]
         if self.enabled:
-            with open(self.path, "w") as fh:
-                fh.writelines(json.dumps(r) + "\n" for r in self.rows)
+            text = "".join(json.dumps(r) + "\n" for r in self.rows)
+            atomic_write(self.path, lambda fh: fh.write(text.encode()))
 
     def write(self, row: dict) -> None:
         self.rows.append(row)
         if not self.enabled:
             return
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         if self.tb is not None:
             for key in ("lr", "train_loss", "train_error", "test_loss", "test_error", "test_top5_error"):
                 if row.get(key) is not None:
@@ -66,10 +90,10 @@ class MetricsLog:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        tmp = os.path.join(self.run_dir, ".curves.png.tmp")
-        fig.savefig(tmp, format="png")
-        plt.close(fig)
-        os.replace(tmp, os.path.join(self.run_dir, "curves.png"))
+        try:
+            atomic_write(os.path.join(self.run_dir, "curves.png"), lambda fh: fig.savefig(fh, format="png"))
+        finally:
+            plt.close(fig)
 
     def close(self) -> None:
         if self.tb is not None:

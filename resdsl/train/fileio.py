@@ -1,0 +1,170 @@
+"""Writing files without losing anything: atomic replacement of regular files only, write-through to devices and
+pipes, and a lock for what a process owns.
+
+Every file resdsl writes goes through here (compiled outputs, drawings, checkpoints, run records). Write-temp-then-
+rename is only right for regular files: applied to ``/dev/null`` or a named pipe it would replace the node with a
+regular file, and applied to a symbolic link it would replace the link. So a regular file (through any links) is
+replaced atomically where it lies, a character device or a pipe with a reader is written through, and anything
+else is refused with a clear message.
+
+This module imports nothing from the rest of resdsl (it ships beside emitted trainers) and not torch.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import tempfile
+from typing import BinaryIO, Callable
+
+try:  # POSIX; on Windows runs are not locked (there is no fcntl)
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
+
+class OutputError(Exception):
+    """A file could not be written; the message names the file and the reason, and says what was kept."""
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def atomic_write(path: str, fill: Callable[[BinaryIO], None]) -> None:
+    """Create or replace the regular file ``path``: ``fill`` writes into a temporary file in the same folder, which
+    is flushed to disk and renamed over ``path``; on any failure ``path`` is left as it was."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise OutputError(f"cannot write {path}: folder {folder} does not exist")
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".resdsl-", suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            fill(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+        tmp = None
+        _fsync_folder(folder)
+    except OSError as exc:
+        kept = "the previous file is intact" if os.path.exists(path) else "nothing was written"
+        raise OutputError(f"cannot write {path}: {_reason(exc)} ({kept})") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def _fsync_folder(folder: str) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some systems cannot open folders; the rename itself is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_output(path: str, data: bytes | str) -> None:
+    """Write ``data`` to a path the user named as an output.
+
+    A new path or a regular file (also behind symbolic links, which stay links) is replaced atomically; a character
+    device (``/dev/null``, a terminal) or a named pipe with a reader is written through; a pipe without a reader,
+    a dangling link, a folder, a block device or a socket is refused.
+    """
+    blob = data.encode() if isinstance(data, str) else data
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise OutputError(f"cannot write {path}: it is a symbolic link to {os.readlink(path)!r}, which does "
+                              "not exist; remove the link or name another output") from None
+        atomic_write(path, lambda fh: fh.write(blob))
+        return
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
+    real = os.path.realpath(path)
+    if stat.S_ISREG(st.st_mode) and not real.startswith(("/proc/", "/dev/")):
+        atomic_write(real, lambda fh: fh.write(blob))
+    elif stat.S_ISREG(st.st_mode) or stat.S_ISCHR(st.st_mode):  # /dev/stdout to a file, /dev/null, a terminal
+        _write_through(path, blob, os.O_WRONLY | os.O_APPEND if stat.S_ISREG(st.st_mode) else os.O_WRONLY)
+    elif stat.S_ISFIFO(st.st_mode):
+        _write_through(path, blob, os.O_WRONLY | os.O_NONBLOCK)
+    elif stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"cannot write {path}: it is a folder; name a file inside it")
+    else:
+        kind = "a block device" if stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else \
+            "not a regular file"
+        raise OutputError(f"cannot write {path}: it is {kind}; resdsl writes only regular files, character devices "
+                          "and pipes")
+
+
+def _write_through(path: str, blob: bytes, flags: int) -> None:
+    """Write into an existing device, pipe or descriptor path without replacing it."""
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise OutputError(f"cannot write {path}: it is a named pipe and nothing is reading from it") from None
+        raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
+    try:
+        if flags & os.O_NONBLOCK:
+            os.set_blocking(fd, True)
+        view = memoryview(blob)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
+    finally:
+        os.close(fd)
+
+
+class FolderLock:
+    """An exclusive lock on a folder a process owns (a run directory), held until :meth:`release` or exit.
+
+    The lock is an ``flock`` on ``FOLDER/.lock``: the kernel drops it when the process dies, so a killed run never
+    leaves a stale lock behind, and a second process asking for it is refused at once.
+    """
+
+    def __init__(self, folder: str, what: str = "folder"):
+        self.path = os.path.join(folder, ".lock")
+        self.fd = None
+        if fcntl is None:  # pragma: no cover
+            return
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OutputError(f"cannot lock {what} {folder}: {_reason(exc)}") from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self.fd)
+            self.fd = None
+            raise OutputError(f"{what} {folder} is in use by another process (it holds {self.path}); wait for it to "
+                              "finish or stop it first") from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()

@@ -1,0 +1,134 @@
+"""Run directories: one run per folder, locked while a process owns it, never overwritten by accident.
+
+A run directory holds ``config.json`` (what ran), ``checkpoint.pt``, ``metrics.jsonl``, ``curves.png`` and
+``tensorboard/``. A new run refuses a folder that already holds files (unless asked to ``--overwrite`` a previous
+run's files), and a resumed run must find the folder's record intact and writable.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from .fileio import FolderLock, OutputError, atomic_write
+
+CONFIG = "config.json"
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+RUN_FILES = (CONFIG, CHECKPOINT, METRICS, "curves.png", "tensorboard", "train.log")
+_LOCK = ".lock"
+
+
+class RunDirError(Exception):
+    """A run directory cannot be used as asked; the message says why and what to do instead."""
+
+
+def _lock(path: str) -> FolderLock:
+    try:
+        return FolderLock(path, "run directory")
+    except OutputError as exc:
+        raise RunDirError(str(exc)) from None
+
+
+def _check_writable(path: str, why: str) -> None:
+    probe = os.path.join(path, ".write-test")
+    try:
+        with open(probe, "w") as fh:
+            fh.write("ok")
+        os.remove(probe)
+    except OSError as exc:
+        raise RunDirError(f"cannot use run directory {path}: {exc.strerror or exc}; {why}") from None
+
+
+def start(path: str, overwrite: bool = False) -> FolderLock:
+    """Create and lock the run directory of a new run; a folder holding anything is refused unless
+    ``overwrite`` (which removes a previous run's files, and never a file resdsl did not write)."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"cannot use run directory {path}: {exc.strerror or exc}") from None
+    if not os.path.isdir(path):
+        raise RunDirError(f"cannot use run directory {path}: it is not a folder")
+    _check_writable(path, "a run needs to write there")
+    lock = _lock(path)
+    try:
+        present = sorted(n for n in os.listdir(path) if n != _LOCK)
+        foreign = [n for n in present if n not in RUN_FILES]
+        if present and not overwrite:
+            what = "a run" if CONFIG in present else "files"
+            raise RunDirError(f"run directory {path} already holds {what} ({', '.join(present[:5])}"
+                              f"{', ...' if len(present) > 5 else ''}); continue it with --resume {path}, choose "
+                              "another --out, or pass --overwrite to replace the previous run")
+        if foreign:
+            raise RunDirError(f"--overwrite {path}: the folder holds files that are not a resdsl run's "
+                              f"({', '.join(foreign[:5])}); resdsl does not delete them. Choose another --out")
+        for name in present:
+            target = os.path.join(path, name)
+            shutil.rmtree(target) if os.path.isdir(target) and not os.path.islink(target) else os.remove(target)
+    except OSError as exc:
+        lock.release()
+        raise RunDirError(f"--overwrite {path}: cannot remove the previous run: {exc.strerror or exc}") from None
+    except RunDirError:
+        lock.release()
+        raise
+    return lock
+
+
+def remove_if_unused(path: str) -> None:
+    """Remove a run directory this process created if nothing but its lock was written into it."""
+    try:
+        if set(os.listdir(path)) <= {_LOCK}:
+            shutil.rmtree(path)
+    except OSError:
+        pass
+
+
+def default_path(root: str, name: str, stamp: str) -> str:
+    """``root/name-stamp``, with -2, -3, ... when runs start within the same second."""
+    path, k = os.path.join(root, f"{name}-{stamp}"), 2
+    while os.path.exists(path):
+        path, k = os.path.join(root, f"{name}-{stamp}-{k}"), k + 1
+    return path
+
+
+def read_config(path: str) -> dict:
+    """The record of a run to resume; every way it can be missing or damaged is a clear error."""
+    if not os.path.isdir(path):
+        raise RunDirError(f"--resume {path}: not a run directory (no such folder)")
+    cfg_path = os.path.join(path, CONFIG)
+    try:
+        with open(cfg_path, encoding="utf-8") as fh:
+            cfg = json.load(fh)
+    except FileNotFoundError:
+        raise RunDirError(f"--resume {path}: not a run directory (no {CONFIG}, which records how the run was "
+                          "started, so it cannot be continued exactly)") from None
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"--resume {path}: {CONFIG} is damaged ({_short(exc)}), so the run cannot be continued "
+                          "exactly; its checkpoint is left as it is") from None
+    need = ("recipe", "options", "iterations")
+    if not isinstance(cfg, dict) or any(k not in cfg for k in need) or not isinstance(cfg["options"], dict):
+        raise RunDirError(f"--resume {path}: {CONFIG} is not a resdsl run record (it lacks "
+                          f"{', '.join(k for k in need if not isinstance(cfg, dict) or k not in cfg) or 'options'})")
+    if not os.path.exists(os.path.join(path, CHECKPOINT)):
+        raise RunDirError(f"--resume {path}: no {CHECKPOINT} there to resume from (the run stopped before its first "
+                          "checkpoint); start it again instead")
+    return cfg
+
+
+def resume(path: str) -> FolderLock:
+    """Lock a run directory to continue it; it must be writable (a read-only copy cannot take new checkpoints)."""
+    _check_writable(path, "resuming writes new checkpoints there (copy the run to a writable place first)")
+    return _lock(path)
+
+
+def write_config(path: str, config: dict) -> None:
+    text = json.dumps(config, indent=2, default=str) + "\n"
+    try:
+        atomic_write(os.path.join(path, CONFIG), lambda fh: fh.write(text.encode()))
+    except OutputError as exc:
+        raise RunDirError(str(exc)) from None
+
+
+def _short(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200]
