@@ -87,28 +87,14 @@ def _summary(net) -> str:
 
 
 def _write_output(path: str, text: str | bytes) -> None:
-    """Write a generated file atomically; a missing folder or a full disk is a clear error, not a traceback."""
-    import tempfile
+    """Write a generated file: atomically where it is a regular file or new, through where it is a device or a
+    pipe; a missing folder, a full disk or an unsuitable target is a clear error, not a traceback."""
+    from resdsl.train.fileio import OutputError, write_output
 
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise click.ClickException(f"cannot write {path}: folder {folder} does not exist")
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".resdsl-", suffix=".tmp")
-        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except (OSError, UnboundLocalError):
-            pass
-        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
+        write_output(path, text)
+    except OutputError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command("compile")
@@ -284,7 +270,7 @@ def eval_cmd(spec, checkpoint, data, data_dir, test_subset, view, device, batch_
     """Report top-1 and top-5 test error of a trained SPEC."""
     from resdsl.pipeline import compile_spec
     from resdsl.train import checkpoint as ckpt
-    from resdsl.train.data import BatchPipeline, DataError, FolderData, load_dataset
+    from resdsl.train.data import BatchPipeline, DataError, FolderData, load_dataset, worker_errors_unwrapped
     from resdsl.train.loop import TrainingError, evaluate, pick_device
 
     net = compile_spec(spec)
@@ -313,7 +299,8 @@ def eval_cmd(spec, checkpoint, data, data_dir, test_subset, view, device, batch_
             import torch
 
             test = ds.test_dataset(crop=ds.shape[1], resize=round(ds.shape[1] * 256 / 224), ten_crop=ten)
-            batches = torch.utils.data.DataLoader(test, batch_size=max(1, batch_size // (10 if ten else 1)))
+            batches = worker_errors_unwrapped(
+                torch.utils.data.DataLoader(test, batch_size=max(1, batch_size // (10 if ten else 1))))
         else:
             if view == "10-crop":
                 raise click.UsageError("10-crop testing needs an image-folder dataset")

@@ -23,7 +23,9 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-DATASETS = ("cifar10", "cifar100", "fashion-mnist", "mnist", "synthetic")
+from .vocabulary import DATASETS, FOLDER_DATASETS
+
+MAX_IDX_BYTES = int(os.environ.get("RESDSL_MAX_IDX_BYTES", 2**31))  # a 60,000-image MNIST set is 47 MB
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 DEFAULT_ROOT = os.path.join("~", ".cache", "resdsl", "data")
 NORMALIZATIONS = ("per-pixel-mean", "mean-std", "none")
@@ -285,6 +287,10 @@ def load_dataset(name_or_path: str, data_dir: str | None = None, *, download: bo
         data = _synthetic(synthetic_shape, synthetic_classes, synthetic_size, seed)
     elif os.path.isdir(os.path.expanduser(name)):
         return _folder(os.path.expanduser(name), split, train_subset, test_subset, seed)
+    elif name in FOLDER_DATASETS:
+        raise DataError(f"the recipe trains on {name}, which is an image folder resdsl cannot download: pass "
+                        f"--data /path/to/{name} (a folder with train/<class>/<image> and val/<class>/<image> "
+                        "inside, as torchvision's ImageFolder reads it)")
     elif os.path.exists(os.path.expanduser(name)):
         raise DataError(f"--data {name}: this is a file, not a folder; an image-folder dataset is a folder with "
                         "train/<class>/ and val/<class>/ inside")
@@ -382,7 +388,7 @@ def read_idx(path: str) -> torch.Tensor:
         with open(path, "rb") as fh:
             compressed = fh.read(2) == b"\x1f\x8b"
         with (gzip.open if compressed else open)(path, "rb") as fh:
-            data = bytearray(fh.read())
+            data = _read_idx_bytes(fh, path)
     except FileNotFoundError:
         raise DataError(f"{path} does not exist; point --data-dir at the folder holding the IDX files") from None
     except (OSError, EOFError, zlib.error) as exc:
@@ -419,6 +425,23 @@ def read_idx(path: str) -> torch.Tensor:
     return torch.frombuffer(data, dtype=torch.uint8, offset=start, count=count).reshape(dims)
 
 
+def _read_idx_bytes(fh, path: str) -> bytearray:
+    """The header, then only as many bytes as the header promises (checked against :data:`MAX_IDX_BYTES` first),
+    so that a small compressed file that inflates to gigabytes is refused before it is inflated."""
+    data = bytearray(fh.read(4))
+    if len(data) == 4 and data[0] == data[1] == 0 and 1 <= data[3] <= 4:
+        data += fh.read(4 * data[3])
+        if len(data) == 4 + 4 * data[3]:
+            count = 1
+            for d in struct.unpack(f">{data[3]}I", bytes(data[4:])):
+                count *= d
+            if count > MAX_IDX_BYTES:
+                raise DataError(f"{path}: its header promises {count:,} bytes of images, more than the limit of "
+                                f"{MAX_IDX_BYTES:,} (set RESDSL_MAX_IDX_BYTES to raise it); is it really an IDX file?")
+            data += fh.read(count + 1)  # one byte more than promised tells a file that is too long
+    return data
+
+
 def _find_idx(folder: str) -> dict | None:
     """The four IDX files in ``folder`` (each .gz or uncompressed), or None unless all four are there."""
     found = {}
@@ -430,13 +453,25 @@ def _find_idx(folder: str) -> dict | None:
     return found if len(found) == 4 else None
 
 
+def _check_partial_idx(name: str, places: list[str]) -> None:
+    """A folder with some but not all four IDX files is a mistake to report, not a reason to look elsewhere."""
+    for folder in places:
+        have = [stem for stem in _IDX.values() if any(os.path.isfile(os.path.join(folder, stem + ext))
+                                                      for ext in (".gz", ""))]
+        if 0 < len(have) < len(_IDX):
+            missing = [stem + "[.gz]" for stem in _IDX.values() if stem not in have]
+            raise DataError(f"{name}: {folder} holds {len(have)} of the 4 IDX files; {', '.join(missing)} "
+                            "is missing. Complete the folder or point --data-dir at a complete copy")
+
+
 def _mnist(name: str, data_dir, download: bool) -> InMemoryData:
     sub = "FashionMNIST" if name == "fashion-mnist" else "MNIST"  # torchvision's layout: ROOT/<sub>/raw/
     root = _root(data_dir)
     places = [root, os.path.join(root, sub, "raw")] if data_dir else [os.path.join(root, sub, "raw")]
-    if name == "fashion-mnist":
+    if name == "fashion-mnist" and not data_dir:  # an explicit --data-dir is the only place looked at
         places.append(DEBIAN_FASHION_MNIST)
     places = list(dict.fromkeys(places))
+    _check_partial_idx(name, places)
     files = next((f for f in map(_find_idx, places) if f), None)
     files_named = ", ".join(s + "[.gz]" for s in _IDX.values())
     fix = (f"Put the four IDX files ({files_named}) in a folder DIR (or DIR/{sub}/raw/) and pass --data-dir DIR"
@@ -505,10 +540,34 @@ def _scan_folder(root: str, part: str):
     from torchvision import datasets
 
     try:
-        return datasets.ImageFolder(os.path.join(root, part))
+        return datasets.ImageFolder(os.path.join(root, part), loader=load_image)
     except (FileNotFoundError, OSError) as exc:
         raise DataError(f"--data {root}: {part}/ holds no images in class folders ({_reason(exc)}); an "
                         f"image-folder dataset needs {part}/<class>/<image> files") from None
+
+
+def load_image(path: str):
+    """An image file as an RGB PIL image; a file PIL cannot decode is a DataError that names it."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as fh:
+            img = Image.open(fh)
+            return img.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot decode the image {path} ({_reason(exc)}); remove or replace the file") from None
+
+
+def worker_errors_unwrapped(batches):
+    """Iterate a DataLoader; a DataError raised in a worker process comes out as its own message (DataLoader
+    re-raises it in this process with the worker's traceback folded into the message)."""
+    try:
+        yield from batches
+    except DataError as exc:
+        text = str(exc)
+        if "Traceback" in text:
+            text = text.rstrip().splitlines()[-1].split("DataError: ", 1)[-1]
+        raise DataError(text) from None
 
 
 def _folder(root: str, split, train_subset, test_subset, seed) -> FolderData:

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from . import checkpoint as ckpt
 from . import rundir
-from .data import BatchPipeline, DataError, FolderData, InMemoryData, crop_size, epoch_permutation, load_dataset
+from .data import (BatchPipeline, DataError, FolderData, InMemoryData, crop_size, epoch_permutation, load_dataset,
+                   worker_errors_unwrapped)
 from .fileio import OutputError
 from .metrics import MetricsLog
 from .schedule import from_recipe
@@ -190,8 +191,9 @@ def test_batches(data, pipeline, opts, batch_size, ten_crop=False):
     if isinstance(data, InMemoryData):
         return pipeline.test_batches(batch_size)
     ds = data.test_dataset(crop=data.shape[1], resize=round(data.shape[1] * 256 / 224), ten_crop=ten_crop)
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=opts.workers,
-                                       pin_memory=torch.cuda.is_available())
+    return worker_errors_unwrapped(torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False,
+                                                               num_workers=opts.workers,
+                                                               pin_memory=torch.cuda.is_available()))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -460,7 +462,7 @@ class _FolderBatches:
         loader = torch.utils.data.DataLoader(self.ds, batch_sampler=per_iter, num_workers=self.opts.workers,
                                              pin_memory=torch.cuda.is_available(), generator=gen,
                                              persistent_workers=False)
-        self.epoch, self.next_pos, self.iter = epoch, pos, iter(loader)
+        self.epoch, self.next_pos, self.iter = epoch, pos, worker_errors_unwrapped(loader)
 
     def batch(self, epoch, pos):
         if self.epoch != epoch or self.next_pos != pos:
