@@ -8,7 +8,7 @@ import sys
 import click
 
 from resdsl.cost import human
-from resdsl.errors import SpecError
+from resdsl.errors import SpecError, printable
 
 EXIT_SPEC = 1  # a bad spec, a failed expect
 EXIT_USAGE = 2  # click's own usage errors
@@ -67,7 +67,7 @@ def _summary(net) -> str:
     rows.append(("total", "", "", f"{net.params:,}", human(net.macs)))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     align = ["<", ">", "<", ">", ">"]
-    out = [f"{net.name}  ({net.spec.path})",
+    out = [f"{net.name}  ({printable(net.spec.path)})",
            f"input {'x'.join(map(str, net.input_shape))} -> output {'x'.join(map(str, net.output_shape))}, "
            f"order {net.graph.graph['order']}, {net.layers} layers",
            ""]
@@ -135,9 +135,11 @@ def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, tr
             from resdsl.backends.onnx_export import export_onnx
         except ImportError as exc:
             raise click.ClickException(f"--onnx needs PyTorch: {exc}") from None
+        from resdsl.train.fileio import OutputError
+
         try:
             facts = export_onnx(net, onnx_out)
-        except (ImportError, RuntimeError) as exc:
+        except (ImportError, RuntimeError, OutputError) as exc:
             raise click.ClickException(str(exc)) from None
         except OSError as exc:
             raise click.ClickException(f"cannot write {onnx_out}: {exc.strerror or exc}") from None

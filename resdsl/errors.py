@@ -1,6 +1,8 @@
 """Source spans and user-facing diagnostics (``file:line:col: error: message``)."""
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 
 
@@ -20,16 +22,19 @@ class Span:
 class SpecError(Exception):
     """A problem in a spec, located at a span; the only exception users should ever see."""
 
-    def __init__(self, message: str, span: Span | None, hint: str | None = None, source: str | None = None):
+    def __init__(self, message: str, span: Span | None, hint: str | None = None, source: str | None = None, *,
+                 show_source: bool = True):
         super().__init__(message)
         self.message = message
         self.span = span
         self.hint = hint
         self.source = source  # the full text of span.path, for the caret line
+        self.show_source = show_source  # False for a file that is not a spec: none of its text is ever shown
 
     def render(self) -> str:
         """The diagnostic as printed: location line, source line, caret, hint."""
-        return render_diagnostic("error", self.message, self.span, self.hint, self.source)
+        return render_diagnostic("error", self.message, self.span, self.hint,
+                                 self.source if self.show_source else None)
 
 
 class ExpectFailed(Exception):
@@ -43,9 +48,9 @@ class ExpectFailed(Exception):
 def render_diagnostic(kind: str, message: str, span: Span | None, hint: str | None, source: str | None) -> str:
     """Format ``PATH:LINE:COL: kind: MESSAGE`` plus the source line with a caret and an optional hint."""
     if span is None:
-        lines = [f"resdsl: {kind}: {message}"]
+        lines = [printable(f"resdsl: {kind}: {message}")]
     else:
-        lines = [f"{span}: {kind}: {message}"]
+        lines = [printable(f"{span}: {kind}: {message}")]
         text = _source_line(source, span.line)
         if text is not None:
             shown = text.expandtabs(1)
@@ -57,8 +62,29 @@ def render_diagnostic(kind: str, message: str, span: Span | None, hint: str | No
             width = max(1, min(width, max(1, len(shown) - col + 1)))
             lines.append("    " + " " * (col - 1) + "^" * width)
     if hint:
-        lines.append(f"hint: {hint}")
+        lines.append(printable(f"hint: {hint}"))
     return "\n".join(lines)
+
+
+def printable(text: str) -> str:
+    """``text`` with every unprintable character (line breaks of any kind, controls, undecodable file-name bytes)
+    written as its Python escape, so a file name cannot break a diagnostic's lines or the terminal."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def env_limit(name: str, default: float) -> float:
+    """A size limit the user may lift through the environment variable ``name`` (a number, or ``inf``)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not value >= 0:  # also refuses nan
+        raise SpecError(f"{name}={raw!r} is not a limit: give a non-negative number such as {default:.0f}, or inf",
+                        None)
+    return value
 
 
 def _source_line(source: str | None, line: int) -> str | None:

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from . import syntax as ast
 from .errors import Span, SpecError
 from .parse import parse_file, parse_text
+from .train.vocabulary import RECIPE_DATASETS as DATASETS  # the trainer's own words (a torch-free module)
 
 MAX_CHAIN = 32
-DATASETS = ("cifar10", "cifar100", "imagenet", "fashion-mnist", "mnist", "synthetic")
 OPTIMIZERS = ("sgd",)
 
 # statements that appear at most once per file and that a child file overrides

@@ -1,6 +1,7 @@
 """Torch backend: torchvision parity, every unit against the hand-written reference, counts against reality."""
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -284,3 +285,69 @@ def test_emit_python_cli(at_root, tmp_path):
     assert sum(p.numel() for p in model.parameters()) == 853_018
     r = CliRunner().invoke(main, ["compile", "specs/resnet56.res", "--emit-python", str(tmp_path / "no" / "m.py")])
     assert r.exit_code == 1 and "does not exist" in r.stderr
+
+
+# ---- bounded resources: refused from the compiled counts, before any tensor is allocated ------------------------
+
+
+def _no_allocation(monkeypatch):
+    from resdsl.backends import torch_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was built")
+
+    monkeypatch.setattr(torch_module, "load_source", refuse)
+
+
+def test_parameter_limit(at_root, monkeypatch):
+    _no_allocation(monkeypatch)
+    monkeypatch.setenv("RESDSL_MAX_PARAMS", "200000")
+    with pytest.raises(resdsl.SpecError) as info:
+        resdsl.build_model("specs/resnet20.res")
+    err = info.value
+    assert err.span.line == 2 and "269,722 parameters" in err.message and "200,000" in err.message
+    assert "RESDSL_MAX_PARAMS" in err.hint and "    network resnet20" in err.render()
+
+
+def test_activation_limit(at_root, monkeypatch):
+    from resdsl.backends.torch_module import activation_bytes
+
+    _no_allocation(monkeypatch)
+    net = resdsl.compile_spec("specs/resnet20.res")
+    need = activation_bytes(net)
+    assert need == 4 * sum(math.prod(d["shape"]) for _, d in net.graph.nodes(data=True) if d["op"] != "output")
+    monkeypatch.setenv("RESDSL_MAX_ACTIVATION_BYTES", str(need - 1))
+    with pytest.raises(resdsl.SpecError) as info:
+        resdsl.build_model(net)
+    err = info.value
+    assert err.span.line == 4 and f"{need:,} bytes" in err.message and "RESDSL_MAX_ACTIVATION_BYTES" in err.hint
+    monkeypatch.setenv("RESDSL_MAX_ACTIVATION_BYTES", "inf")
+    with pytest.raises(AssertionError, match="was built"):  # within the limit: it goes on to build
+        resdsl.build_model(net)
+
+
+def test_default_limits_refuse_absurd_networks(monkeypatch, tmp_path):
+    """A 3x16384x16384 input and a ~29-billion-parameter network fail at once with located errors (exit 1)."""
+    from click.testing import CliRunner
+
+    from resdsl_cli.main import main
+
+    _no_allocation(monkeypatch)
+    for name, frag, line, words in [("wide", "input 3x16384x16384\nstages 16x1", 2, "GiB"),
+                                    ("deep", "input 3x32x32\nstages 40000x1", 1, "parameters")]:
+        spec = tmp_path / f"{name}.res"
+        spec.write_text(f"network {name}\n{frag}\nstem cifar 16\nunit basic\nshortcut B\nhead avgpool fc 10\n")
+        r = CliRunner().invoke(main, ["compile", str(spec), "--onnx", str(tmp_path / "x.onnx")])
+        assert r.exit_code == 1 and f"{spec}:{line}:1: error:" in r.stderr and words in r.stderr, r.output
+        assert not (tmp_path / "x.onnx").exists()
+
+
+def test_onnx_export_of_a_given_model_is_checked(at_root, monkeypatch, tmp_path):
+    pytest.importorskip("onnx")
+    from resdsl.backends.onnx_export import export_onnx
+
+    net = resdsl.compile_spec("specs/resnet20.res")
+    model = resdsl.build_model(net)
+    monkeypatch.setenv("RESDSL_MAX_ACTIVATION_BYTES", "1000")
+    with pytest.raises(resdsl.SpecError, match="activations"):
+        export_onnx(net, str(tmp_path / "m.onnx"), model=model)

@@ -107,3 +107,55 @@ def test_pdf(at_root, tmp_path):
     out = tmp_path / "a.pdf"
     assert run("viz", "specs/resnet50.res", "-o", str(out)).exit_code == 0
     assert out.read_bytes().startswith(b"%PDF")
+
+
+def _no_graphviz_run(monkeypatch):
+    import subprocess
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("graphviz was started")
+
+    monkeypatch.setattr(subprocess, "run", refuse)
+
+
+@pytest.mark.parametrize("view", ["overview", "unit", "full"])
+def test_every_view_is_capped_before_graphviz_runs(at_root, tmp_path, monkeypatch, view):
+    monkeypatch.setenv("RESDSL_VIZ_MAX_NODES", "10")
+    _no_graphviz_run(monkeypatch)
+    r = run("viz", "specs/resnet20.res", "--view", view, "-o", str(tmp_path / "x.svg"))
+    assert r.exit_code == 1 and "RESDSL_VIZ_MAX_NODES" in r.stderr and "10 nodes" in r.stderr, r.output
+    assert not (tmp_path / "x.svg").exists()
+    r = run("viz", "specs/resnet20.res", "--view", view, "-o", str(tmp_path / "x.dot"))  # no layout, no cap
+    assert r.exit_code == 0, r.output
+
+
+def test_huge_overview_is_refused_quickly(tmp_path, monkeypatch):
+    """1,100 stages draw as 2,200+ nodes: over the default cap, refused without starting graphviz."""
+    _no_graphviz_run(monkeypatch)
+    spec = tmp_path / "long.res"
+    spec.write_text("network long\ninput 3x32x32\nstem cifar 16\nunit basic\nshortcut A\n"
+                    f"stages {', '.join(['16x1'] * 1100)}\nhead avgpool fc 10\n")
+    r = run("viz", str(spec), "-o", str(tmp_path / "x.svg"))
+    assert r.exit_code == 1 and f"{gv.MAX_RENDER_NODES:,} nodes" in r.stderr, r.output
+    nodes, edges = gv.dot_size(gv.overview_dot(resdsl.compile_spec(spec)))
+    assert nodes > 2200 and edges > 3300
+
+
+def test_bad_limit_value_is_a_clear_error(at_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("RESDSL_VIZ_MAX_NODES", "lots")
+    r = run("viz", "specs/resnet20.res", "-o", str(tmp_path / "x.svg"))
+    assert r.exit_code == 1 and "RESDSL_VIZ_MAX_NODES='lots' is not a limit" in r.stderr, r.output
+
+
+@needs_dot
+def test_graphviz_timeout_is_a_clear_error(at_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("RESDSL_VIZ_TIMEOUT", "0.000001")
+    r = run("viz", "specs/resnet1001_preact.res", "--view", "unit", "-o", str(tmp_path / "x.svg"))
+    assert r.exit_code == 1 and "did not finish" in r.stderr and "RESDSL_VIZ_TIMEOUT" in r.stderr, r.output
+
+
+def test_captions_with_hostile_names_stay_one_dot_line(at_root):
+    net = resdsl.compile_spec("specs/resnet20.res")
+    dot = gv.unit_dot([(net, 'a\nb\r"c\\N\u2028\udcff')], typical_only=True)
+    assert all(line.isprintable() for line in dot.splitlines())
+    assert 'a\\nb\\\\r\\"c\\\\N\\\\u2028\\\\udcff\\n' in dot

@@ -2,9 +2,11 @@
 the full layer graph. Produces DOT text; rendering to SVG/PNG/PDF goes through the graphviz program."""
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 
 from ..cost import human
+from ..errors import env_limit
 from ..ir import inputs_of
 from .python_source import _Emitter
 
@@ -13,7 +15,9 @@ COLOURS = OrderedDict([
     ("conv", "#cfe2f3"), ("bn", "#fff2cc"), ("relu", "#d9ead3"), ("add", "#ffffff"), ("pool", "#e0e0e0"),
     ("fc", "#f9cb9c"), ("shortcut op", "#e6d0f0"), ("gate", "#f4cccc"), ("stage", "#eef3fb"),
 ])
-MAX_FULL_NODES = 600
+MAX_FULL_NODES = 600  # readability of --view full
+MAX_RENDER_NODES = 2000  # what graphviz is asked to lay out (about 10 s); RESDSL_VIZ_MAX_NODES lifts it
+RENDER_TIMEOUT_S = 120  # RESDSL_VIZ_TIMEOUT lifts it
 
 
 def _op_colour(op: str) -> str:
@@ -26,8 +30,19 @@ def _op_colour(op: str) -> str:
 
 
 def _q(text: str) -> str:
-    """A DOT double-quoted string."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    """A DOT double-quoted string on one line. Captions hold file names, so every unprintable character (another
+    line break, an undecodable byte) is drawn as its Python escape, and backslashes stay literal (no \\N, \\G)."""
+    out = []
+    for ch in text:
+        if ch == "\n":
+            out.append("\\n")  # a line break in the label
+        elif ch in '\\"':
+            out.append("\\" + ch)
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(ascii(ch)[1:-1].replace("\\", "\\\\"))
+    return '"' + "".join(out) + '"'
 
 
 def _shape(shape) -> str:
@@ -309,16 +324,48 @@ class RenderError(Exception):
 
 
 def render(dot: str, fmt: str) -> bytes:
-    """Render DOT text with the graphviz `dot` program (svg, png or pdf)."""
+    """Render DOT text with the graphviz `dot` program (svg, png or pdf), refusing drawings too large to lay out
+    in reasonable time and memory before the program starts."""
     import shutil
     import subprocess
 
+    check_size(dot)
     exe = shutil.which("dot")
     if exe is None:
         raise RenderError("the graphviz program 'dot' is not installed, so only --format dot works; install it "
                           "with 'apt-get install graphviz' (Debian/Ubuntu), 'brew install graphviz' (macOS) or "
                           "'conda install graphviz'")
-    proc = subprocess.run([exe, f"-T{fmt}"], input=dot.encode(), capture_output=True, timeout=300)
+    timeout = env_limit("RESDSL_VIZ_TIMEOUT", RENDER_TIMEOUT_S)
+    try:
+        proc = subprocess.run([exe, f"-T{fmt}"], input=dot.encode(), capture_output=True,
+                              timeout=None if timeout == float("inf") else timeout)
+    except subprocess.TimeoutExpired:
+        raise RenderError(f"graphviz did not finish within {timeout:g} s; draw a smaller view, use --format dot, "
+                          "or set the environment variable RESDSL_VIZ_TIMEOUT to more seconds (or inf)") from None
+    except OSError as exc:
+        raise RenderError(f"cannot run graphviz ({exe}): {exc.strerror or exc}") from None
     if proc.returncode != 0:
         raise RenderError(f"graphviz failed: {proc.stderr.decode(errors='replace').strip()}")
     return proc.stdout
+
+
+# one statement per line (labels never hold a raw line break): `name [attrs];` declares a node, `a -> b` an edge
+_NODE_LINE = re.compile(r"^\s*(?!graph\b|node\b|edge\b)\w+ \[")
+_EDGE_LINE = re.compile(r"^\s*\w+ -> \w+")
+
+
+def dot_size(dot: str) -> tuple[int, int]:
+    """(nodes, edges) of DOT text written by this module."""
+    lines = dot.splitlines()
+    return sum(1 for ln in lines if _NODE_LINE.match(ln)), sum(1 for ln in lines if _EDGE_LINE.match(ln))
+
+
+def check_size(dot: str) -> None:
+    """Refuse (RenderError) a drawing with more nodes than RESDSL_VIZ_MAX_NODES or more than twice as many edges:
+    graphviz's layout time and memory grow faster than the drawing."""
+    limit = env_limit("RESDSL_VIZ_MAX_NODES", MAX_RENDER_NODES)
+    nodes, edges = dot_size(dot)
+    if nodes > limit or edges > 2 * limit:
+        raise RenderError(f"the drawing has {nodes:,} nodes and {edges:,} edges, more than graphviz is asked to lay "
+                          f"out ({limit:,.0f} nodes, {2 * limit:,.0f} edges); draw another view, use --format dot "
+                          "(no layout), or set the environment variable RESDSL_VIZ_MAX_NODES to a larger number")

@@ -6,6 +6,9 @@ torchvision's (``layer1.0.conv1``, ``layer2.0.downsample.0``, ``fc``) so its sta
 """
 from __future__ import annotations
 
+import keyword
+import math
+import re
 from collections import OrderedDict
 
 from ..ir import inputs_of
@@ -19,8 +22,62 @@ _PATH_VAR = {"shared": "x", "residual": "out", "shortcut": "identity", "gate": "
 _ARGS = ("in_channels", "width", "out_channels", "stride")
 
 
+# ---- escaping: every value that enters generated source passes through py_text -- inside literals (py_str, _lit),
+# comments (py_text) and docstrings (py_doc); identifiers made from spec words pass through py_ident. Spec-derived
+# strings (file names, extends/include paths, the network name) are untrusted: a quote, a line break of any kind
+# Python or an editor knows (\n, \r, \x0b, \x0c, \x1c-\x1e, \x85, \u2028, \u2029), a backslash or an undecodable
+# byte must never end a literal, a comment or a docstring, nor make the file invalid or non-ASCII.
+
+
+def py_text(value) -> str:
+    """``str(value)`` as the body of a Python string literal: printable ASCII only, with backslashes, both quote
+    characters and every other character escaped. The result can stand inside '...', "...", a docstring or a
+    comment without ending it, and ``eval("'" + py_text(v) + "'") == str(v)``."""
+    out = []
+    for ch in str(value):
+        if ch in "\\'\"":
+            out.append("\\" + ch)
+        elif " " <= ch <= "~":
+            out.append(ch)
+        else:
+            out.append(ascii(ch)[1:-1])  # \n, \x85, \u2028, \udcff (an undecodable file-name byte), ...
+    return "".join(out)
+
+
+def py_str(value) -> str:
+    """A Python string literal for ``str(value)``: pure ASCII, on one line; evaluates to ``str(value)``."""
+    return "'" + py_text(value) + "'"
+
+
+def py_doc(value) -> str:
+    """Docstring text showing ``value`` as ``py_text`` writes it: the docstring's value is then printable ASCII too
+    (a docstring holding an undecodable byte, as a surrogate, breaks ``nn.Module`` subclassing)."""
+    return py_text(py_text(value))
+
+
+def py_ident(value, default: str = "model") -> str:
+    """A Python identifier made from ``value``: ASCII letters, digits and underscores only, never a keyword."""
+    name = re.sub(r"[^A-Za-z0-9_]", "_", str(value)) or default
+    if name[0].isdigit() or keyword.iskeyword(name):
+        name = "_" + name
+    return name
+
+
 def _lit(v) -> str:
-    return repr(float(v)) if isinstance(v, float) else repr(v)
+    """A value from the IR as a Python literal (numbers and flags by type, strings escaped)."""
+    if isinstance(v, bool):
+        return "True" if v else "False"
+    if isinstance(v, int):
+        return str(int(v))
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ValueError(f"no Python literal for the number {v!r}")
+        return repr(float(v))
+    if isinstance(v, str):
+        return py_str(v)
+    if isinstance(v, tuple):
+        return "(" + ", ".join(map(_lit, v)) + ("," if len(v) == 1 else "") + ")"
+    raise TypeError(f"no Python literal for {type(v).__name__}")
 
 
 def _num(d: dict, key: str, self_prefix: str = "") -> str:
@@ -32,25 +89,25 @@ def _num(d: dict, key: str, self_prefix: str = "") -> str:
 def _module_expr(d: dict) -> str | None:
     op = d["op"]
     if op == "conv":
-        k = d["kernel"][0]
-        args = f"{_num(d, 'in_channels')}, {_num(d, 'out_channels')}, kernel_size={k}"
+        args = f"{_num(d, 'in_channels')}, {_num(d, 'out_channels')}, kernel_size={_lit(d['kernel'][0])}"
         stride = _num(d, "stride")
         if stride != "1":
             args += f", stride={stride}"
         if d["padding"][0]:
-            args += f", padding={d['padding'][0]}"
-        return f"nn.Conv2d({args}, bias={d.get('bias', False)})"
+            args += f", padding={_lit(d['padding'][0])}"
+        return f"nn.Conv2d({args}, bias={_lit(bool(d.get('bias', False)))})"
     if op == "bn":
         return f"nn.BatchNorm2d({_num(d, 'channels')})"
     if op == "dropout":
         return f"nn.Dropout(p={_lit(d['p'])})"
     if op in ("maxpool", "avgpool"):
         cls = "nn.MaxPool2d" if op == "maxpool" else "nn.AvgPool2d"
-        return f"{cls}(kernel_size={d['kernel'][0]}, stride={d['stride']}, padding={d['padding'][0]})"
+        return (f"{cls}(kernel_size={_lit(d['kernel'][0])}, stride={_lit(d['stride'])}, "
+                f"padding={_lit(d['padding'][0])})")
     if op == "global_avgpool":
         return "nn.AdaptiveAvgPool2d(1)"
     if op == "fc":
-        return f"nn.Linear({d['in_features']}, {d['out_features']})"
+        return f"nn.Linear({_lit(d['in_features'])}, {_lit(d['out_features'])})"
     return None
 
 
@@ -185,7 +242,7 @@ class _Emitter:
             sc += ", " + ", ".join(extras)
         spans = sorted({(o["span"].path, o["span"].line) for o in ops}
                        | {(o["origin"].path, o["origin"].line) for o in ops if o.get("origin")})
-        where = ", ".join(f"{p}:{ln}" for p, ln in spans)
+        where = ", ".join(f"{py_doc(p)}:{ln}" for p, ln in spans)  # file names are untrusted
         return f"{kind} unit, {_ORDER_DOC[st['order']]}, {sc}. Spec: {where}."
 
     # ---- whole file ------------------------------------------------------------------------------
@@ -206,9 +263,9 @@ class _Emitter:
             a = g.nodes[nodes[0]]["unit_args"]
             stage_runs[stage - 1].append((self.classes[body], tuple(a[k] for k in _ARGS)))
         out = [self.header(__version__), "import torch", "import torch.nn.functional as F", "from torch import nn", ""]
-        out += [f"SPEC = {net.spec.path!r}", f"INPUT_SHAPE = {tuple(net.input_shape)!r}",
-                f"OUTPUT_SHAPE = {tuple(net.output_shape)!r}", f"PARAMS = {net.params}", f"MACS = {net.macs}",
-                f"LAYERS = {net.layers}", "", ""]
+        out += [f"SPEC = {py_str(net.spec.path)}", f"INPUT_SHAPE = {_lit(tuple(net.input_shape))}",
+                f"OUTPUT_SHAPE = {_lit(tuple(net.output_shape))}", f"PARAMS = {_lit(net.params)}",
+                f"MACS = {_lit(net.macs)}", f"LAYERS = {_lit(net.layers)}", "", ""]
         if self.uses_pad:
             out += ["def shortcut_pad(x, out_channels, stride):",
                     "    \"\"\"Option A shortcut: subsample by the stride, then append zero channels.\"\"\"",
@@ -227,7 +284,8 @@ class _Emitter:
     def header(self, version: str) -> str:
         net = self.net
         shape = "x".join(map(str, net.input_shape))
-        return (f'"""{net.name}: PyTorch model generated by resdsl {version} from {net.spec.path}.\n\n'
+        return (f'"""{py_doc(net.name)}: PyTorch model generated by resdsl {py_doc(version)} from '
+                f'{py_doc(net.spec.path)}.\n\n'
                 f"Checked by the compiler: {net.params:,} parameters, {net.macs:,} multiply-accumulates per "
                 f"{shape} image\n({2 * net.macs / 1e9:.3f} GFLOPs), {net.layers} layers, output "
                 f"{'x'.join(map(str, net.output_shape))}.\n"
@@ -245,11 +303,11 @@ class _Emitter:
                 for i, runs in enumerate(stage_runs, start=1):
                     st = g.graph["stages"][i - 1]
                     init.append(f"# stage {i}: {st['units']} x {st['unit']} units, width {st['width']}, "
-                                f"stride {st['stride']} ({st['span'].path}:{st['span'].line})")
+                                f"stride {st['stride']} ({py_text(st['span'].path)}:{st['span'].line})")
                     init.append(f"self.layer{i} = nn.Sequential(")
                     for cname, args, count in _runs(runs):
-                        call = f"{cname}({args[0]}, {args[1]}, {args[2]}" + (
-                            f", stride={args[3]})" if args[3] != 1 else ")")
+                        call = f"{cname}({_lit(args[0])}, {_lit(args[1])}, {_lit(args[2])}" + (
+                            f", stride={_lit(args[3])})" if args[3] != 1 else ")")
                         init.append(f"    {call}," if count == 1 else f"    *[{call} for _ in range({count})],")
                     init.append(")")
                     fwd.append(f"x = self.layer{i}(x)")
@@ -257,9 +315,9 @@ class _Emitter:
             d = g.nodes[n]
             expr = _module_expr(d)
             if n == "conv1":
-                expr = expr.replace(f"nn.Conv2d({d['in_channels']},", "nn.Conv2d(in_channels,", 1)
+                expr = expr.replace(f"nn.Conv2d({_lit(d['in_channels'])},", "nn.Conv2d(in_channels,", 1)
             if d["op"] == "fc":
-                expr = f"nn.Linear({d['in_features']}, num_classes)"
+                expr = f"nn.Linear({_lit(d['in_features'])}, num_classes)"
             if expr is not None:
                 init.append(f"self.{n} = {expr}")
                 fwd.append(f"x = self.{n}(x)")
@@ -269,11 +327,11 @@ class _Emitter:
                 fwd.append("x = F.relu(x, inplace=True)")
             else:
                 raise AssertionError(f"no Python form for top-level op {d['op']}")
-        params = f"in_channels={self.net.input_shape[0]}"
+        params = f"in_channels={_lit(self.net.input_shape[0])}"
         if "fc" in g:
-            params += f", num_classes={g.nodes['fc']['out_features']}"
+            params += f", num_classes={_lit(g.nodes['fc']['out_features'])}"
         lines = ["class Network(nn.Module):",
-                 f"    \"\"\"{self.net.name}: {len(stage_runs)} stages, {self.net.layers} layers.\"\"\"", "",
+                 f"    \"\"\"{py_doc(self.net.name)}: {len(stage_runs)} stages, {self.net.layers} layers.\"\"\"", "",
                  f"    def __init__(self, {params}):", "        super().__init__()"]
         lines += [f"        {ln}" for ln in init]
         lines += ["", "    def forward(self, x):"] + [f"        {ln}" for ln in fwd] + ["        return x", "", ""]

@@ -7,15 +7,21 @@ from __future__ import annotations
 
 import itertools
 import linecache
+import math
 import os
 
-from .python_source import emit_python
+from ..errors import SpecError, env_limit
+from .python_source import emit_python, py_ident
 
 _counter = itertools.count()
+MAX_PARAMS = 2_000_000_000  # default limits, lifted with the environment variables below
+MAX_ACTIVATION_BYTES = 16 * 2**30
+BYTES_PER_VALUE = 4  # float32
 
 
 def load_source(source: str, name: str = "resdsl_model") -> dict:
     """Execute generated model source as a fresh module namespace (registered with linecache for tracebacks)."""
+    name = py_ident(name)
     filename = f"<resdsl-generated {name} #{next(_counter)}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     namespace: dict = {"__name__": f"resdsl_generated_{name}"}
@@ -25,10 +31,12 @@ def load_source(source: str, name: str = "resdsl_model") -> dict:
 
 def build_model(spec, *, num_classes: int | None = None, in_channels: int | None = None,
                 input_size: tuple[int, int] | None = None):
-    """A freshly initialised ``nn.Module`` for a spec path, spec text (``str`` containing a newline) or
-    ``CheckedNetwork``. ``num_classes``, ``in_channels`` and ``input_size`` override the spec's head and input
-    (the shape checks run again, so an impossible combination fails with a located ``SpecError``)."""
+    """A freshly initialised ``nn.Module`` for a spec path, spec text (a ``str`` containing a newline that names
+    no file; pass a ``pathlib.Path`` to mean a path) or ``CheckedNetwork``. ``num_classes``, ``in_channels`` and
+    ``input_size`` override the spec's head and input (the shape checks run again, so an impossible combination
+    fails with a located ``SpecError``)."""
     net = checked(spec, num_classes=num_classes, in_channels=in_channels, input_size=input_size)
+    check_limits(net)
     model = load_source(emit_python(net), net.name)["build"]()
     model.resdsl_network = net.name
     return model
@@ -44,6 +52,44 @@ def checked(spec, *, num_classes=None, in_channels=None, input_size=None):
             return spec
         return compile_spec(spec.spec.path, **overrides) if not spec.spec.path.startswith("<") else \
             compile_spec(text=spec.spec.source, name=spec.spec.path, **overrides)
-    if isinstance(spec, str) and "\n" in spec:
+    if isinstance(spec, str) and "\n" in spec and not os.path.lexists(spec):  # a file name may hold a line feed
         return compile_spec(text=spec, **overrides)
     return compile_spec(os.fspath(spec), **overrides)
+
+
+def activation_bytes(net) -> int:
+    """Estimated float32 memory of every operation's output for one image (what training keeps for the
+    backward pass), from the checked IR's shapes."""
+    return BYTES_PER_VALUE * sum(math.prod(d["shape"]) for _, d in net.graph.nodes(data=True) if d["op"] != "output")
+
+
+def check_limits(net) -> None:
+    """Refuse, before any tensor is allocated, a network whose weights or activations would exhaust memory:
+    parameters against RESDSL_MAX_PARAMS, one image's activations against RESDSL_MAX_ACTIVATION_BYTES."""
+    settings = net.spec.settings
+    limit = env_limit("RESDSL_MAX_PARAMS", MAX_PARAMS)
+    if net.params > limit:
+        span = settings["network"].span
+        raise SpecError(f"{net.name} has {net.params:,} parameters ({_gib(net.params * BYTES_PER_VALUE)} of "
+                        f"float32 weights), more than the {limit:,.0f} resdsl builds", span,
+                        hint="set the environment variable RESDSL_MAX_PARAMS to a larger number (or inf) to build "
+                             "it anyway", source=net.spec.sources.get(span.path))
+    limit = env_limit("RESDSL_MAX_ACTIVATION_BYTES", MAX_ACTIVATION_BYTES)
+    need = activation_bytes(net)
+    if need > limit:
+        span = settings["input"].span
+        shape = "x".join(map(str, net.input_shape))
+        raise SpecError(f"one {shape} image needs about {_gib(need)} ({need:,} bytes) of float32 activations, "
+                        f"more than the limit of {_gib(limit)} ({limit:,.0f} bytes)", span,
+                        hint="use a smaller input, or set the environment variable RESDSL_MAX_ACTIVATION_BYTES to "
+                             "a larger number of bytes (or inf)", source=net.spec.sources.get(span.path))
+
+
+def _gib(n: float) -> str:
+    """Bytes for people: 2.5 GiB, 312 MiB, 40 KiB."""
+    if math.isinf(n):
+        return "unlimited"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n:.0f} bytes"
