@@ -292,7 +292,7 @@ def test_idx_bomb_is_refused_before_inflating(tmp_path, monkeypatch):
     path = tmp_path / "bomb-idx3-ubyte.gz"
     with gzip.open(path, "wb", compresslevel=9) as fh:  # promises 60000x1000x1000 bytes, holds 1 MB of zeros
         fh.write(struct.pack(">BBBBIII", 0, 0, 8, 3, 60000, 1000, 1000) + bytes(1 << 20))
-    monkeypatch.setattr(data, "MAX_IDX_BYTES", 10 << 20)
+    monkeypatch.setenv("RESDSL_MAX_IDX_BYTES", str(10 << 20))
     with pytest.raises(data.DataError) as info:
         data.read_idx(str(path))
     assert "60,000,000,000 bytes" in str(info.value) and "RESDSL_MAX_IDX_BYTES" in str(info.value)

@@ -25,7 +25,7 @@ import torch
 
 from .vocabulary import DATASETS, FOLDER_DATASETS
 
-MAX_IDX_BYTES = int(os.environ.get("RESDSL_MAX_IDX_BYTES", 2**31))  # a 60,000-image MNIST set is 47 MB
+MAX_IDX_BYTES = 2**31  # default of RESDSL_MAX_IDX_BYTES; a 60,000-image MNIST set is 47 MB
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 DEFAULT_ROOT = os.path.join("~", ".cache", "resdsl", "data")
 NORMALIZATIONS = ("per-pixel-mean", "mean-std", "none")
@@ -435,11 +435,21 @@ def _read_idx_bytes(fh, path: str) -> bytearray:
             count = 1
             for d in struct.unpack(f">{data[3]}I", bytes(data[4:])):
                 count *= d
-            if count > MAX_IDX_BYTES:
+            limit = _max_idx_bytes()
+            if count > limit:
                 raise DataError(f"{path}: its header promises {count:,} bytes of images, more than the limit of "
-                                f"{MAX_IDX_BYTES:,} (set RESDSL_MAX_IDX_BYTES to raise it); is it really an IDX file?")
+                                f"{limit:,.0f} (set RESDSL_MAX_IDX_BYTES to raise it, inf for none); is it really an "
+                                "IDX file?")
             data += fh.read(count + 1)  # one byte more than promised tells a file that is too long
     return data
+
+
+def _max_idx_bytes() -> float:
+    raw = os.environ.get("RESDSL_MAX_IDX_BYTES", "").strip()
+    try:
+        return float(raw) if raw else MAX_IDX_BYTES
+    except ValueError:
+        raise DataError(f"RESDSL_MAX_IDX_BYTES={raw!r} is not a number of bytes (or inf)") from None
 
 
 def _find_idx(folder: str) -> dict | None:
