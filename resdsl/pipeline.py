@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from . import cost as cost_pass
 from . import expect as expect_pass
 from . import ir as ir_mod
+from .catalog import locate
 from .errors import SpecError
 from .lower import lower
 from .resolve import ResolvedSpec, resolve_path, resolve_text
@@ -90,7 +91,8 @@ class CheckedNetwork:
 def compile_spec(path: str | os.PathLike | None = None, *, text: str | None = None, name: str = "<spec>",
                  num_classes: int | None = None, in_channels: int | None = None,
                  input_size: tuple[int, int] | None = None) -> CheckedNetwork:
-    """Compile a spec file (``path``) or spec ``text`` into a checked network.
+    """Compile a spec file (``path``), a packaged spec by name (``"resnet50"``, ``"torchvision/resnet50"``: see
+    ``resdsl list`` and resdsl.catalog; an existing file wins over a name) or spec ``text`` into a checked network.
 
     ``num_classes``, ``in_channels`` and ``input_size`` (H, W) replace the spec's head and input, e.g. to fit
     a dataset; the shape checks then run on the new shapes. Raises ``SpecError`` (``.render()`` gives the
@@ -99,7 +101,7 @@ def compile_spec(path: str | os.PathLike | None = None, *, text: str | None = No
     """
     if (path is None) == (text is None):
         raise TypeError("compile_spec takes a path or text=..., not both")
-    resolved = resolve_path(os.fspath(path)) if path is not None else resolve_text(text, name)
+    resolved = resolve_path(locate(path)) if path is not None else resolve_text(text, name)
     if num_classes is not None or in_channels is not None or input_size is not None:
         override(resolved, num_classes=num_classes, in_channels=in_channels, input_size=input_size)
     return check(resolved)

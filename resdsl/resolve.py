@@ -324,3 +324,46 @@ def stage_setting(r: ResolvedSpec, stage: int, key: str) -> ast.Statement:
 
 
 __all__ = ["ResolvedSpec", "resolve_path", "resolve_text", "resolve_recipe", "stage_setting"]
+
+
+# ---------------------------------------------------------------------------------------------
+# `resdsl train --set FIELD=VALUE`: recipe overrides written and checked exactly as in a recipe block
+
+SET_PATH = "--set"
+
+
+def recipe_with_settings(resolved: ResolvedSpec, settings: list[str]) -> dict:
+    """The spec's recipe with each ``FIELD=VALUE`` of ``settings`` (``momentum=0.95``, ``schedule=step 100, 150``)
+    applied: the settings become the fields of a recipe that extends the spec's, parsed by the same grammar and
+    validated by the same rules; an error is located at the offending setting (``--set:N:COL``, N counting the
+    --set flags)."""
+    if resolved.recipe is None:
+        raise SpecError("--set changes the training recipe, but the spec names none", Span(resolved.path, 1, 1),
+                        hint="add e.g. 'include \"recipes.res\"' and 'recipe cifar_resnet'")
+    lines = [_setting_line(item, number) for number, item in enumerate(settings, start=1)]
+    body = "\n".join(lines)
+    source = f"recipe cli_settings extends {resolved.recipe['name']} {{\n{body}\n}}\n"
+    try:
+        (rdef,) = parse_text(source, SET_PATH).statements
+        recipe = resolve_recipe("cli_settings", {**resolved.recipes, "cli_settings": rdef}, rdef.span)
+    except SpecError as err:
+        raise _setting_error(err, body) from None
+    recipe["name"] = resolved.recipe["name"]  # the run records its --set list beside the recipe
+    return recipe
+
+
+def _setting_line(item: str, number: int) -> str:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip() or not value.strip() or "\n" in item or "{" in item or "}" in item:
+        raise SpecError(f"--set {item!r}: write one recipe field as FIELD=VALUE, e.g. --set momentum=0.95 or "
+                        "--set 'schedule=step 32000, 48000'", Span(SET_PATH, number, 1))
+    return f"{key.strip().replace('_', '-')} {value.strip()}"
+
+
+def _setting_error(err: SpecError, body: str) -> SpecError:
+    """Re-locate an error in the synthetic recipe at the setting it came from (line 1 is the recipe's header)."""
+    span = err.span
+    if span is None or span.path != SET_PATH or not 2 <= span.line <= body.count("\n") + 2:
+        return SpecError(err.message, Span(SET_PATH, 1, 1), hint=err.hint)
+    return SpecError(err.message, Span(SET_PATH, span.line - 1, span.column, span.end_column), hint=err.hint,
+                     source=body)

@@ -179,7 +179,8 @@ def test_full_disk_keeps_previous_checkpoint(tmp_path, monkeypatch):
     (["--out", "/proc/forbidden/run"], 1, "cannot use run directory"),
     (["--iters", "0"], 2, "--iters"),
     (["--lr", "abc"], 2, "--lr"),
-    (["--bogus-flag"], 2, "unrecognized arguments"),
+    (["--bogus-flag"], 2, "No such option '--bogus-flag'"),
+    (["--iter", "3"], 2, "No such option '--iter'"),  # no abbreviations: click throughout
     (["--resume", "/nonexistent/run"], 1, "not a run directory"),
 ])
 def test_bad_flags_are_clear_errors(args, code, fragment):

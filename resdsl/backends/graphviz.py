@@ -8,6 +8,8 @@ from collections import OrderedDict
 from ..cost import human
 from ..errors import env_limit
 from ..ir import inputs_of
+from .drawing_words import (LINES, VARIANT_LEGEND, line_kind, is_shortcut_edge, op_label, unit_caption,
+                            unit_notation, variant_families, variants)
 from .python_source import _Emitter
 
 FONT = "Helvetica"
@@ -15,18 +17,21 @@ COLOURS = OrderedDict([
     ("conv", "#cfe2f3"), ("bn", "#fff2cc"), ("relu", "#d9ead3"), ("add", "#ffffff"), ("pool", "#e0e0e0"),
     ("fc", "#f9cb9c"), ("shortcut op", "#e6d0f0"), ("gate", "#f4cccc"), ("stage", "#eef3fb"),
 ])
+# op -> (its COLOURS entry, its word in the legend); input and output are plain white boxes, not in the legend
+OP_LOOK = OrderedDict([
+    ("conv", ("conv", "conv")), ("bn", ("bn", "BN")), ("relu", ("relu", "ReLU")), ("add", ("add", "addition")),
+    ("maxpool", ("pool", "max pool")), ("avgpool", ("pool", "avg pool")),
+    ("global_avgpool", ("pool", "global avg pool")), ("fc", ("fc", "fc")), ("pad", ("shortcut op", "zero-pad")),
+    ("scale", ("shortcut op", "scale")), ("dropout", ("shortcut op", "dropout")),
+    ("sigmoid", ("gate", "gate sigmoid")),
+])
 MAX_FULL_NODES = 600  # readability of --view full
 MAX_RENDER_NODES = 2000  # what graphviz is asked to lay out (about 10 s); RESDSL_VIZ_MAX_NODES lifts it
 RENDER_TIMEOUT_S = 120  # RESDSL_VIZ_TIMEOUT lifts it
 
 
 def _op_colour(op: str) -> str:
-    return {
-        "conv": COLOURS["conv"], "bn": COLOURS["bn"], "relu": COLOURS["relu"], "add": COLOURS["add"],
-        "maxpool": COLOURS["pool"], "avgpool": COLOURS["pool"], "global_avgpool": COLOURS["pool"],
-        "fc": COLOURS["fc"], "pad": COLOURS["shortcut op"], "scale": COLOURS["shortcut op"],
-        "dropout": COLOURS["shortcut op"], "sigmoid": COLOURS["gate"], "input": "#ffffff", "output": "#ffffff",
-    }[op]
+    return COLOURS[OP_LOOK[op][0]] if op in OP_LOOK else "#ffffff"
 
 
 def _q(text: str) -> str:
@@ -49,43 +54,6 @@ def _shape(shape) -> str:
     return "x".join(str(s) for s in shape)
 
 
-def op_label(d: dict) -> str:
-    """A node label in the papers' notation ("3x3 conv, 64, /2", "BN", "ReLU", "+")."""
-    op = d["op"]
-    if op == "conv":
-        k = d["kernel"][0]
-        label = f"{k}x{k} conv, {d['out_channels']}" + (f", /{d['stride']}" if d["stride"] > 1 else "")
-        if d.get("path") == "gate":
-            label = f"gate: {label} + bias ({d['bias_init']:g})"
-        return label
-    if op == "bn":
-        return "BN" + (" (γ=0)" if d.get("zero_init") else "")
-    if op == "relu":
-        return "ReLU"
-    if op == "sigmoid":
-        return "sigmoid g(x)"
-    if op in ("maxpool", "avgpool"):
-        k = d["kernel"][0]
-        return f"{k}x{k} {'max' if op == 'maxpool' else 'avg'} pool, /{d['stride']}"
-    if op == "global_avgpool":
-        return "global avg pool"
-    if op == "fc":
-        return f"fc {d['out_features']}"
-    if op == "pad":
-        return f"zero-pad to {d['out_channels']}" + (f", /{d['stride']}" if d["stride"] > 1 else "")
-    if op == "scale":
-        return f"x {d['factor']:g}"
-    if op == "dropout":
-        return f"dropout {d['p']:g}"
-    if op == "add":
-        return {"exclusive": "g·F + (1-g)·h", "shortcut-only": "F + (1-g)·h"}.get(d.get("gate"), "+")
-    if op == "input":
-        return f"input {_shape(d['shape'])}"
-    if op == "output":
-        return f"output {_shape(d['shape'])}"
-    return op
-
-
 def _header(title: str, rankdir: str = "TB") -> list[str]:
     return [
         "digraph resdsl {",
@@ -96,17 +64,40 @@ def _header(title: str, rankdir: str = "TB") -> list[str]:
     ]
 
 
-def _legend(kinds: list[str]) -> list[str]:
+def _legend_items(ops: set[str], lines: set[str], families: set[str], how: str) -> list[tuple[list[str], str]]:
+    """(DOT statements, the node the legend's column is chained through) for each entry the picture needs."""
+    items = []
+    for k, line in enumerate(LINES[k] for k in LINES if k in lines):
+        a, b = f"legend_line{k}", f"legend_line{k}_text"
+        items.append(([f"{a} [label=\"\", shape=point, width=0.05];",
+                       f"{b} [label={_q(line.legend)}, shape=plaintext, style=\"\", fontsize=9];",
+                       f"{{ rank=same; {a}; {b}; }}", f"{a} -> {b} [style={line.style}, minlen=2];"], a))
+    if families:
+        note = VARIANT_LEGEND[how].format(", ".join(sorted(families)))
+        items.append(([f"legend_variants [label={_q(note)}, shape=plaintext, style=\"\", fontsize=9];"],
+                      "legend_variants"))
+    colours: OrderedDict[str, list] = OrderedDict((c, []) for c in COLOURS)
+    for op, (colour, word) in OP_LOOK.items():
+        if op in ops:
+            colours[colour].append(word)
+    for k, (colour, words) in enumerate((c, w) for c, w in colours.items() if w):
+        items.append(([f"legend_op{k} [label={_q(', '.join(words))}, fillcolor={_q(COLOURS[colour])}, "
+                       "fontsize=9];"], f"legend_op{k}"))
+    return items
+
+
+def _legend(ops: set[str], lines: set[str], families: set[str], how: str) -> list[str]:
+    """Only what the picture holds, in one column: a sample of each kind of shortcut line present, a note on
+    [I] Fig. 2's variants ("ops" or "words": how they are drawn), one box per colour in use naming its ops."""
+    items = _legend_items(ops, lines, families, how)
+    if not items:
+        return []
     out = ["  subgraph cluster_legend {", "    label=\"legend\"; fontsize=10; color=\"#bbbbbb\"; style=rounded;"]
-    prev = None
-    for k in kinds:
-        name = f"legend_{k.replace(' ', '_')}"
-        out.append(f"    {name} [label={_q(k)}, fillcolor={_q(COLOURS[k])}, fontsize=9];")
-        if prev:
-            out.append(f"    {prev} -> {name} [style=invis];")
-        prev = name
-    out.append("  }")
-    return out
+    for k, (statements, anchor) in enumerate(items):
+        out += [f"    {st}" for st in statements]
+        if k:
+            out.append(f"    {items[k - 1][1]} -> {anchor} [style=invis];")
+    return out + ["  }"]
 
 
 def _title(net) -> str:
@@ -114,38 +105,8 @@ def _title(net) -> str:
             f"{_shape(net.input_shape)} -> {_shape(net.output_shape)}")
 
 
-# ---- overview --------------------------------------------------------------------------------------
-
-def _unit_notation(g, first_unit_nodes: list[str]) -> str:
-    """[R] Table 1 notation of one stage's unit: [3x3, 64; 3x3, 64] or [1x1, 64; 3x3, 64; 1x1, 256]."""
-    convs = [g.nodes[n] for n in first_unit_nodes if g.nodes[n]["op"] == "conv" and g.nodes[n]["path"] == "residual"]
-    return "[" + "; ".join(f"{d['kernel'][0]}x{d['kernel'][0]}, {d['out_channels']}" for d in convs) + "]"
-
-
-def _shortcut_kind(g, nodes: list[str]) -> str | None:
-    ops = {g.nodes[n]["op"] for n in nodes}
-    if "add" not in ops:
-        return None
-    if any(n.rsplit(".", 2)[-2:] == ["downsample", "0"] for n in nodes):
-        return "projection"
-    if "pad" in ops:
-        return "zero-pad"
-    return "identity"
-
-
-def _stage_runs(g, stage_units: list[list[str]]) -> list[list]:
-    """Consecutive units of a stage that draw the same, as [(notation, shortcut, stride), count, nodes]."""
-    runs: list[list] = []
-    for nodes in stage_units:
-        key = (_unit_notation(g, nodes), _shortcut_kind(g, nodes), g.nodes[nodes[0]]["unit_args"]["stride"])
-        if runs and runs[-1][0] == key:
-            runs[-1][1] += 1
-        else:
-            runs.append([key, 1, nodes])
-    return runs
-
-
 def _units(g) -> OrderedDict:
+    """(stage, unit) -> the unit's nodes, in network order."""
     units: OrderedDict[tuple, list] = OrderedDict()
     for n, d in g.nodes(data=True):
         if "stage" in d:
@@ -153,13 +114,62 @@ def _units(g) -> OrderedDict:
     return units
 
 
+# ---- overview --------------------------------------------------------------------------------------
+
+def _stage_runs(g, stage_units: list[list[str]]) -> list[list]:
+    """Consecutive units of a stage that draw the same, as [(notation, line, variants, stride), count, nodes]."""
+    runs: list[list] = []
+    for nodes in stage_units:
+        key = (unit_notation(g, nodes), line_kind(g, nodes), tuple(variants(g, nodes)),
+               g.nodes[nodes[0]]["unit_args"]["stride"])
+        if runs and runs[-1][0] == key:
+            runs[-1][1] += 1
+        else:
+            runs.append([key, 1, nodes])
+    return runs
+
+
+def _run_lines(name: str, prev: str, key: tuple, count: int) -> tuple[list[str], list[str], str]:
+    """DOT of one run of identical units: (nodes inside the stage cluster, edges, the node the next run follows)."""
+    notation, line, changes, stride = key
+    label = notation + (f" x {count}" if count > 1 else "") + (f"\n/{stride} (downsampling)" if stride > 1 else "")
+    nodes = [f"    {name} [label={_q(label)}, fillcolor=\"#ffffff\"];"]
+    edges = [f"  {prev} -> {name};"]
+    if line is None:  # plain net: no shortcut, no addition
+        return nodes, edges, name
+    add = f"{name}_add"
+    nodes.append(f"    {add} [label=\"+\", shape=circle, width=0.3, fixedsize=true, fillcolor=\"#ffffff\"];")
+    tag = LINES[line].short + (f" x {count}" if count > 1 else "") + "".join("\n" + w for w in changes)
+    edges += [f"  {name} -> {add};", f"  {prev} -> {add} [style={LINES[line].style}, label={_q(tag)}];"]
+    return nodes, edges, add
+
+
+def _stem_head(net, group: str) -> list[dict]:
+    return [d for _, d in net.graph.nodes(data=True) if d["group"] == group and d["op"] not in ("input", "output")]
+
+
+def _overview_stage(g, st: dict, row: dict, stage_units: list[list[str]], prev: str) -> tuple[list[str], str]:
+    """One stage's cluster of runs and the edges through it; returns them and the node the next stage follows."""
+    i = st["index"]
+    caption = (f"layer{i}: {st['units']} {st['unit']} units, out {_shape(row['output'])}, "
+               f"{row['params']:,} params, {human(row['macs'])} MACs")
+    out = [f"  subgraph cluster_layer{i} {{",
+           f"    label={_q(caption)}; fontsize=11; style=\"rounded,filled\"; "
+           f"fillcolor={_q(COLOURS['stage'])}; color=\"#8aa4c8\";"]
+    edges = []
+    for k, (key, count, _nodes) in enumerate(_stage_runs(g, stage_units)):
+        inside, run_edges, prev = _run_lines(f"layer{i}_{k}", prev, key, count)
+        out += inside
+        edges += run_edges
+    return out + ["  }"] + edges, prev
+
+
 def overview_dot(net) -> str:
     """Stem, one block per run of identical units in each stage (repeats collapsed), shortcuts, head."""
     g = net.graph
     units = _units(g)
     out = _header(_title(net))
-    stem_nodes = [d for _, d in g.nodes(data=True) if d["group"] == "stem" and d["op"] != "input"]
-    gs = net.groups["stem"]
+    stem_nodes, gs = _stem_head(net, "stem"), net.groups["stem"]
     stem_label = "stem: " + ", ".join(op_label(d) for d in stem_nodes) + \
         f"\nout {_shape(stem_nodes[-1]['shape'])}\n{gs['params']:,} params, {human(gs['macs'])} MACs"
     out.append(f"  input [label={_q('input ' + _shape(net.input_shape))}, shape=plaintext, style=\"\"];")
@@ -167,61 +177,26 @@ def overview_dot(net) -> str:
     out.append("  input -> stem;")
     prev = "stem"
     for st, row in zip(g.graph["stages"], net.stages()):
-        i = st["index"]
-        runs = _stage_runs(g, [nodes for (s, _), nodes in units.items() if s == i])
-        caption = (f"layer{i}: {st['units']} {st['unit']} units, out {_shape(row['output'])}, "
-                   f"{row['params']:,} params, {human(row['macs'])} MACs")
-        out.append(f"  subgraph cluster_layer{i} {{")
-        out.append(f"    label={_q(caption)}; fontsize=11; style=\"rounded,filled\"; "
-                   f"fillcolor={_q(COLOURS['stage'])}; color=\"#8aa4c8\";")
-        edges = []
-        for k, ((notation, sc, stride), count, _nodes) in enumerate(runs):
-            name = f"layer{i}_{k}"
-            label = notation + (f" x {count}" if count > 1 else "")
-            if stride > 1:
-                label += f"\n/{stride} (downsampling)"
-            out.append(f"    {name} [label={_q(label)}, fillcolor=\"#ffffff\"];")
-            edges.append(f"  {prev} -> {name};")
-            if sc is None:  # plain net: no shortcut, no addition
-                prev = name
-                continue
-            add = f"{name}_add"
-            out.append(f"    {add} [label=\"+\", shape=circle, width=0.3, fixedsize=true, fillcolor=\"#ffffff\"];")
-            edges.append(f"  {name} -> {add};")
-            style = "solid" if sc == "identity" else "dashed"
-            tag = {"identity": "identity", "projection": "1x1 projection", "zero-pad": "zero-pad (A)"}[sc]
-            edges.append(f"  {prev} -> {add} [style={style}, label={_q(tag + (f' x {count}' if count > 1 else ''))}];")
-            prev = add
-        out.append("  }")
-        out += edges
-    head_nodes = [d for _, d in g.nodes(data=True) if d["group"] == "head" and d["op"] != "output"]
-    head_label = "head: " + ", ".join(op_label(d) for d in head_nodes) + f"\n{net.groups['head']['params']:,} params"
+        stage_lines, prev = _overview_stage(g, st, row, [n for (s, _), n in units.items() if s == st["index"]], prev)
+        out += stage_lines
+    head_label = "head: " + ", ".join(op_label(d) for d in _stem_head(net, "head")) + \
+        f"\n{net.groups['head']['params']:,} params"
     out.append(f"  head [label={_q(head_label)}, fillcolor={_q(COLOURS['fc'])}];")
     out.append(f"  output [label={_q('output ' + _shape(net.output_shape))}, shape=plaintext, style=\"\"];")
     out.append(f"  {prev} -> head;")
     out.append("  head -> output;")
-    out += _legend_overview()
+    drawn = list(units.values())
+    out += _legend(set(), {line_kind(g, n) for n in drawn} - {None},
+                   set().union(*(variant_families(g, n) for n in drawn)), "words")
     out.append("}")
     return "\n".join(out) + "\n"
 
 
-def _legend_overview() -> list[str]:
-    return [
-        "  subgraph cluster_legend {",
-        "    label=\"shortcuts\"; fontsize=10; color=\"#bbbbbb\"; style=rounded;",
-        "    legend_a [label=\"\", shape=point, width=0.05]; legend_b [label=\"\", shape=point, width=0.05];",
-        "    legend_c [label=\"\", shape=point, width=0.05]; legend_d [label=\"\", shape=point, width=0.05];",
-        "    legend_a -> legend_b [label=\"identity\"];",
-        "    legend_c -> legend_d [label=\"projection / zero-pad\", style=dashed];",
-        "  }",
-    ]
-
-
 # ---- units -------------------------------------------------------------------------------------------
 
-def distinct_units(net) -> list[tuple[str, list[str], int]]:
-    """(class name, nodes of its first instance, how many units share it), in network order; units are the
-    same kind when the emitted PyTorch code for them is identical."""
+def _unit_kinds(net) -> list[tuple[str, list[list[str]]]]:
+    """(class name, every instance's nodes) per distinct unit, in network order; units are the same kind when the
+    emitted PyTorch code for them is identical (the class name is for --emit-python readers, never a caption)."""
     emitter = _Emitter(net)
     seen: OrderedDict[str, list] = OrderedDict()
     taken: set[str] = set()
@@ -230,57 +205,68 @@ def distinct_units(net) -> list[tuple[str, list[str], int]]:
         if body not in seen:
             name = emitter.class_name(nodes, taken)
             taken.add(name)
-            seen[body] = [name, nodes, 0]
-        seen[body][2] += 1
+            seen[body] = [name, []]
+        seen[body][1].append(nodes)
     return [tuple(v) for v in seen.values()]
+
+
+def distinct_units(net) -> list[tuple[str, list[str], int]]:
+    """(class name, nodes of its first instance, how many units share it), in network order."""
+    return [(name, instances[0], len(instances)) for name, instances in _unit_kinds(net)]
+
+
+def _edge_attrs(g, v: str, port: int, style: str | None, unit_view: bool) -> list[str]:
+    """A shortcut edge takes its unit's line style; the unit view also names the addition's inputs."""
+    attrs = [f"style={style}"] if style and is_shortcut_edge(g, v, port) else []
+    if unit_view and g.nodes[v]["op"] == "add" and port > 0:
+        attrs.append("label=\"shortcut\"" if port == 1 else "label=\"g\"")
+    return attrs
 
 
 def _unit_cluster(net, cid: str, caption: str, nodes: list[str]) -> list[str]:
     g = net.graph
     inside = set(nodes)
+    line = line_kind(g, nodes)
+    style = LINES[line].style if line else None
     out = [f"  subgraph cluster_{cid} {{",
-           f"    label={_q(caption)}; fontsize=12; color=\"#999999\"; style=rounded; labelloc=b;"]
-    x_in = f"{cid}_x"
-    out.append(f"    {x_in} [label=\"x\", shape=plaintext, style=\"\"];")
-    ids = {}
-    for k, n in enumerate(nodes):
-        d = g.nodes[n]
-        ids[n] = f"{cid}_{k}"
-        shape = "circle" if d["op"] == "add" and not d.get("gate") else "box"
-        extra = ", width=0.35, fixedsize=true" if shape == "circle" else ""
-        out.append(f"    {ids[n]} [label={_q(op_label(d))}, shape={shape}{extra}, fillcolor={_q(_op_colour(d['op']))}];")
-    x_out = f"{cid}_y"
-    out.append(f"    {x_out} [label=\"x_next\", shape=plaintext, style=\"\"];")
+           f"    label={_q(caption)}; fontsize=12; color=\"#999999\"; style=rounded; labelloc=b;",
+           f"    {cid}_x [label=\"x\", shape=plaintext, style=\"\"];"]
+    ids = {n: f"{cid}_{k}" for k, n in enumerate(nodes)}
     for n in nodes:
         d = g.nodes[n]
+        look = ", shape=circle, width=0.35, fixedsize=true" if d["op"] == "add" and not d.get("gate") else ""
+        out.append(f"    {ids[n]} [label={_q(op_label(d))}{look}, fillcolor={_q(_op_colour(d['op']))}];")
+    out.append(f"    {cid}_y [label=\"x_next\", shape=plaintext, style=\"\"];")
+    for n in nodes:
         for port, u in enumerate(inputs_of(g, n)):
-            src = ids[u] if u in inside else x_in
-            attrs = []
-            if d["op"] == "add" and port == 1:
-                attrs.append("style=bold" if not any(g.nodes[m]["path"] == "shortcut" for m in nodes) else "style=dashed")
-                attrs.append("label=\"shortcut\"")
-            if d["op"] == "add" and port == 2:
-                attrs.append("label=\"g\"")
+            attrs = _edge_attrs(g, n, port, style, unit_view=True)
+            src = ids[u] if u in inside else f"{cid}_x"
             out.append(f"    {src} -> {ids[n]}" + (f" [{', '.join(attrs)}];" if attrs else ";"))
-    out.append(f"    {ids[nodes[-1]]} -> {x_out};")
+    out.append(f"    {ids[nodes[-1]]} -> {cid}_y;")
     out.append("  }")
-    return [ln for ln in out if ln]
+    return out
 
 
 def unit_dot(nets_and_names: list[tuple[object, str]], typical_only: bool) -> str:
-    """One cluster per distinct unit (or, with several specs, each spec's most common unit) side by side."""
+    """One cluster per distinct unit (or, with several specs, each spec's most common unit) side by side, each
+    captioned in the papers' words (drawing_words.unit_caption)."""
     title = "residual units" if len(nets_and_names) > 1 else f"{nets_and_names[0][0].name}: distinct residual units"
     out = _header(title)
     out.insert(2, "  graph [newrank=true];")
+    ops, lines, families = set(), set(), set()
     for si, (net, caption_name) in enumerate(nets_and_names):
-        units = distinct_units(net)
+        g = net.graph
+        kinds = _unit_kinds(net)
         if typical_only:
-            units = [max(units, key=lambda u: u[2])]
-        for ui, (cls, nodes, count) in enumerate(units):
-            st = net.graph.graph["stages"][net.graph.nodes[nodes[0]]["stage"] - 1]
-            caption = f"{caption_name}\n{cls} (x{count}), order {st['order']}"
+            kinds = [max(kinds, key=lambda k: len(k[1]))]
+        for ui, (_cls, instances) in enumerate(kinds):
+            nodes = instances[0]
+            caption = "\n".join([caption_name, *unit_caption(g, instances)])
             out += _unit_cluster(net, f"s{si}u{ui}", caption, nodes)
-    out += _legend(["conv", "bn", "relu", "add", "shortcut op", "gate"])
+            ops |= {g.nodes[n]["op"] for n in nodes}
+            lines |= {line_kind(g, nodes)} - {None}
+            families |= variant_families(g, nodes)
+    out += _legend(ops, lines, families, "ops")
     out.append("}")
     return "\n".join(out) + "\n"
 
@@ -293,7 +279,24 @@ def full_dot(net) -> str:
     if g.number_of_nodes() > MAX_FULL_NODES:
         raise ValueError(f"{net.name} has {g.number_of_nodes()} operations; the full view is unreadable above "
                          f"{MAX_FULL_NODES}. Use --view overview (or --view unit)")
-    out = _header(_title(net))
+    out = _header(_title(net)) + _full_nodes(g)
+    units = _units(g)
+    line_of = {key: line_kind(g, nodes) for key, nodes in units.items()}
+    ids = {n: f"n{k}" for k, n in enumerate(g.nodes)}
+    for u, v, e in g.edges(data=True):
+        line = line_of.get((g.nodes[v].get("stage"), g.nodes[v].get("unit")))
+        attrs = [f"label={_q(_shape(g.nodes[u]['shape']))}",
+                 *_edge_attrs(g, v, e["port"], LINES[line].style if line else None, unit_view=False)]
+        out.append(f"  {ids[u]} -> {ids[v]} [{', '.join(attrs)}];")
+    out += _legend({d["op"] for _, d in g.nodes(data=True)}, set(line_of.values()) - {None},
+                   set().union(*(variant_families(g, n) for n in units.values())), "ops")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def _full_nodes(g) -> list[str]:
+    """Every op as a node named n<position>, each stage's in its own cluster."""
+    out = []
     ids = {n: f"n{k}" for k, n in enumerate(g.nodes)}
     groups: OrderedDict[str, list] = OrderedDict()
     for n, d in g.nodes(data=True):
@@ -309,12 +312,7 @@ def full_dot(net) -> str:
             out.append(f"    {ids[n]} [label={_q(label)}, shape={shape}, fillcolor={_q(_op_colour(d['op']))}];")
         if group.startswith("layer"):
             out.append("  }")
-    for u, v, e in g.edges(data=True):
-        style = ", style=dashed" if g.nodes[v]["op"] == "add" and e["port"] == 1 else ""
-        out.append(f"  {ids[u]} -> {ids[v]} [label={_q(_shape(g.nodes[u]['shape']))}{style}];")
-    out += _legend(["conv", "bn", "relu", "add", "pool", "fc", "shortcut op", "gate"])
-    out.append("}")
-    return "\n".join(out) + "\n"
+    return out
 
 
 # ---- rendering -----------------------------------------------------------------------------------------
@@ -323,9 +321,35 @@ class RenderError(Exception):
     """The graphviz program is missing or failed."""
 
 
+# graphviz's warnings a reader can act on -> what to add after its words
+WARNING_HINTS = {
+    "too large for cairo-renderer bitmaps": "the PNG is smaller than the drawing; --format svg or pdf keeps it whole",
+}
+_WARNING_PREFIX = re.compile(r"^(?:(?:warning|dot)\s*:\s*)+", re.IGNORECASE)
+
+
 def render(dot: str, fmt: str) -> bytes:
+    """The rendered drawing alone (see render_with_warnings), for callers that show no warnings."""
+    return render_with_warnings(dot, fmt)[0]
+
+
+def graphviz_warnings(stderr: bytes) -> list[str]:
+    """One message per distinct line graphviz wrote to stderr, its "Warning:" / "dot:" prefix dropped, unprintable
+    characters escaped, and a hint where one helps."""
+    seen: list[str] = []
+    for line in stderr.decode(errors="replace").splitlines():
+        text = _WARNING_PREFIX.sub("", line.strip())
+        text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+        if text and text not in seen:  # graphviz repeats a warning for every node or edge it concerns
+            seen.append(text)
+    return [f"graphviz: {t}" + "".join(f" ({hint})" for key, hint in WARNING_HINTS.items() if key in t)
+            for t in seen]
+
+
+def render_with_warnings(dot: str, fmt: str) -> tuple[bytes, list[str]]:
     """Render DOT text with the graphviz `dot` program (svg, png or pdf), refusing drawings too large to lay out
-    in reasonable time and memory before the program starts."""
+    in reasonable time and memory before the program starts. Returns the drawing and graphviz's warnings, which
+    it prints and still succeeds (a PNG too large for its bitmaps is silently scaled down, for one)."""
     import shutil
     import subprocess
 
@@ -346,7 +370,7 @@ def render(dot: str, fmt: str) -> bytes:
         raise RenderError(f"cannot run graphviz ({exe}): {exc.strerror or exc}") from None
     if proc.returncode != 0:
         raise RenderError(f"graphviz failed: {proc.stderr.decode(errors='replace').strip()}")
-    return proc.stdout
+    return proc.stdout, graphviz_warnings(proc.stderr)
 
 
 # one statement per line (labels never hold a raw line break): `name [attrs];` declares a node, `a -> b` an edge

@@ -41,28 +41,24 @@ def spec_hash():
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    ns = make_parser("train.py", with_spec=False).parse_args(argv)
+    ns = make_parser("train.py").parse_args(argv)
     if ns.nproc and "RANK" not in os.environ:
         return relaunch_with_torchrun(ns.nproc, [os.path.abspath(__file__), *argv])
     with open(os.path.join(HERE, "recipe.json")) as fh:
         recipe = json.load(fh)
-    opts = options_from(ns, {name})
+    opts = options_from(vars(ns), {name})
     opts.extra_config = {{"spec": {spec}, "network": {name}, "emitted": True, "spec_hash": spec_hash()}}
 
     def model_fn(shape, num_classes):
         return model.build(in_channels=shape[0], {classes_kw})
 
-    result, failure = run_with_errors(train, model_fn, recipe, opts)
+    _, failure = run_with_errors(train, model_fn, recipe, opts)  # the trainer prints its banner and last line
     if failure:
         message, code = failure
         if os.environ.get("RANK", "0") != "0":  # under torchrun every rank fails alike; rank 0 says why
             return code
         print(f"train.py: {{'stopped' if code == 130 else 'error'}}: {{message}}", file=sys.stderr)
         return code
-    last = result["last"]
-    if last is not None:
-        print(f"done: {{result['iterations']}} iterations, test error {{last['test_error']:.2f}}%, "
-              f"run directory {{result['run_dir']}}")
     return 0
 
 

@@ -21,11 +21,11 @@ from .data import (BatchPipeline, DataError, FolderData, InMemoryData, crop_size
                    worker_errors_unwrapped)
 from .fileio import OutputError
 from .metrics import MetricsLog
+from .options import MAX_LR, MAX_SEED
+from .report import Progress, RunLog, banner, device_words, effective_recipe, precision_words
 from .schedule import from_recipe
 
 CHECKPOINT = rundir.CHECKPOINT
-MAX_SEED = 2**63 - 1
-MAX_LR = 3.4e38  # the largest float32: SGD keeps its learning rate in the parameters' precision
 # options a resumed run takes from its config.json; giving another value on resume is refused, not ignored
 RESUMED_OPTIONS = ("data", "seed", "train_subset", "test_subset", "iters", "epochs", "eval_every",
                    "checkpoint_every", "amp", "channels_last", "deterministic", "batch_size", "lr")
@@ -242,18 +242,35 @@ def train(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
         run_dir = opts.out or rundir.default_path("runs", opts.name, dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
         fresh = not os.path.exists(run_dir)
         lock = rundir.start(run_dir, opts.overwrite) if rank == 0 else None
+    log = RunLog(run_dir, enabled=rank == 0)
     try:
-        return _train(model_fn, recipe, opts, run_dir, rank, world)
-    except BaseException:
+        result = _train(model_fn, recipe, opts, run_dir, rank, world, log)
+    except BaseException as exc:
+        log.say(f"{'stopped' if isinstance(exc, Interrupted) else 'error'}: {exc}", err=True, show=False)
         if lock is not None and resume_dir is None and fresh:
             rundir.remove_if_unused(run_dir)  # a run that failed before its first record leaves no empty folder
         raise
     finally:
         if lock is not None:
             lock.release()
+    last = result["last"]
+    if last is not None:
+        log.say(f"done: {result['iterations']} iterations, test error {last['test_error']:.2f}% (top-5 "
+                f"{last['test_top5_error']:.2f}%), run directory {run_dir}")
+    return result
 
 
-def _train(model_fn, recipe, opts, run_dir, rank, world) -> dict:
+def _data_words(data, recipe, n_train) -> str:
+    """``fashion-mnist, 1x28x28 images, 10 classes: 60,000 train / 10,000 test`` (the test part is held out of the
+    training set when the recipe has a split)."""
+    n_test = data.test_x.shape[0] if isinstance(data, InMemoryData) else data.test_size
+    held = " held out of the training set" if recipe.get("split") else ""
+    shape = "x".join(map(str, data.shape))
+    return (f"{recipe['dataset']}, {shape} images, {data.num_classes} classes: {n_train:,} train / {n_test:,} "
+            f"test{held}")
+
+
+def _train(model_fn, recipe, opts, run_dir, rank, world, log) -> dict:
     resume_dir = opts.resume
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() and opts.device in ("auto", "cuda") else "gloo"
@@ -319,15 +336,23 @@ def _train(model_fn, recipe, opts, run_dir, rank, world) -> dict:
         schedule.load_state_dict(saved_ckpt["schedule"])
         state.update(saved_ckpt["state"])
         ckpt.set_rng_state(saved_ckpt["rng"])
+        if rank != 0:  # rank 0's checkpoint holds the whole window's running sums
+            state["loss_sum"], state["wrong"], state["seen"] = 0.0, 0, 0
         if state["iter"] >= total:
             raise TrainingError(f"--resume {resume_dir}: the run already finished all {total} iterations, so there "
                                 "is nothing to continue. To train longer, start a new run (e.g. --iters N --out NEW)")
         metrics.resume(state["iter"])
-    elif rank == 0:
-        config = {"name": opts.name, "recipe": recipe, "options": asdict(opts), "versions": _versions(),
-                  "seed": opts.seed, "world_size": world, "dataset": {"name": recipe["dataset"],
-                  "shape": list(data.shape), "classes": data.num_classes, "train_size": n_train},
-                  "iterations": total, "iters_per_epoch": iters_per_epoch, **opts.extra_config}
+    if rank == 0:
+        for line in banner(opts, recipe, model, _data_words(data, recipe, n_train), device, schedule, total,
+                           iters_per_epoch, run_dir, state["iter"]):
+            log.say(line)
+    if resume_dir is None and rank == 0:
+        config = {"name": opts.name, "recipe": effective_recipe(recipe, schedule, total), "spec_recipe": recipe,
+                  "options": asdict(opts), "device": device_words(device), "precision": precision_words(opts),
+                  "command": list(sys.argv), "versions": _versions(), "seed": opts.seed, "world_size": world,
+                  "dataset": {"name": recipe["dataset"], "shape": list(data.shape), "classes": data.num_classes,
+                              "train_size": n_train}, "iterations": total, "iters_per_epoch": iters_per_epoch,
+                  **opts.extra_config}
         rundir.write_config(run_dir, config)
 
     net = model
@@ -355,7 +380,7 @@ def _train(model_fn, recipe, opts, run_dir, rank, world) -> dict:
                           "recipe": recipe, "normalization": pipeline.stats() if pipeline is not None else None},
                          path)
 
-    progress = _progress(total, state["iter"], quiet=opts.quiet or rank != 0)
+    progress = Progress(total, state["iter"], quiet=opts.quiet or rank != 0, log=log)
     start_time = time.perf_counter() - state["elapsed"]
     perm_epoch, perm = -1, None
     last_row = None
@@ -404,6 +429,8 @@ def _train(model_fn, recipe, opts, run_dir, rank, world) -> dict:
                                              amp_dtype, state, it, iters_per_epoch, lr, start_time, metrics,
                                              schedule, rank, world, progress)
             if (it + 1) % ckpt_every == 0 or done or stop.requested:
+                if (it + 1) % ckpt_every == 0 or done:  # a collective: only where every rank is, never on a signal
+                    _reduce_window(state, device, rank, world)
                 state["elapsed"] = time.perf_counter() - start_time
                 save()
             if stop.requested and not done:
@@ -418,9 +445,23 @@ def _train(model_fn, recipe, opts, run_dir, rank, world) -> dict:
     return {"run_dir": run_dir, "last": last_row, "iterations": total, "model": model}
 
 
+def _reduce_window(state, device, rank, world) -> None:
+    """Sum the running training loss and error of every rank's shard into rank 0's (the others restart at zero),
+    so that the logged training figures are the whole batch's, and a checkpoint (written by rank 0) holds them."""
+    if world == 1:
+        return
+    totals = torch.tensor([state["loss_sum"], float(state["wrong"]), float(state["seen"])], dtype=torch.float64,
+                          device=device if torch.distributed.get_backend() == "nccl" else "cpu")
+    torch.distributed.all_reduce(totals)
+    if rank != 0:
+        totals.zero_()
+    state["loss_sum"], state["wrong"], state["seen"] = totals[0].item(), int(totals[1].item()), int(totals[2].item())
+
+
 def _evaluate_and_log(model, data, pipeline, opts, batch, device, amp_dtype, state, it, ipe, lr, start_time,
                       metrics, schedule, rank, world, progress) -> dict | None:
     row = None
+    _reduce_window(state, device, rank, world)
     if rank == 0:
         res = evaluate(model, test_batches(data, pipeline, opts, max(batch, 256)), device, amp_dtype,
                        opts.channels_last)
@@ -469,38 +510,6 @@ class _FolderBatches:
             self._start(epoch, pos)
         self.next_pos += 1
         return next(self.iter)
-
-
-class _progress:
-    """A tqdm bar with rate, loss, error and lr; silent with --quiet or when stderr is not a terminal."""
-
-    def __init__(self, total, initial, quiet):
-        self.bar = None
-        self.quiet = quiet
-        if quiet or not sys.stderr.isatty():
-            return
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            return
-        self.bar = tqdm(total=total, initial=initial, unit="it", dynamic_ncols=True, file=sys.stderr)
-
-    def update(self, loss, error, lr):
-        if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss:.3f}", err=f"{error:.1f}%", lr=f"{lr:g}", refresh=False)
-            self.bar.update(1)
-
-    def note(self, row):
-        text = (f"iter {row['iter']}: train loss {row['train_loss']:.4f}, train error {row['train_error']:.2f}%, "
-                f"test error {row['test_error']:.2f}%, lr {row['lr']:g}")
-        if self.bar is not None:
-            self.bar.write(text, file=sys.stderr)
-        elif not self.quiet:
-            print(text, file=sys.stderr, flush=True)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
 
 
 def run_with_errors(fn, *args, **kwargs):

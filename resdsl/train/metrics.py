@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 
@@ -55,6 +56,8 @@ class MetricsLog:
             atomic_write(self.path, lambda fh: fh.write(text.encode()))
 
     def write(self, row: dict) -> None:
+        # JSON has no NaN or infinity: a diverged figure is written as null
+        row = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
         self.rows.append(row)
         if not self.enabled:
             return
@@ -83,8 +86,11 @@ class MetricsLog:
             return
         its = [r["iter"] for r in self.rows]
         fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-        ax.plot(its, [r["train_error"] for r in self.rows], "--", color="C0", label="training error")
-        ax.plot(its, [r["test_error"] for r in self.rows], "-", color="C0", label="test error")
+        nan = float("nan")  # a null figure is a gap in the curve
+        ax.plot(its, [nan if r["train_error"] is None else r["train_error"] for r in self.rows], "--", color="C0",
+                label="training error")
+        ax.plot(its, [nan if r["test_error"] is None else r["test_error"] for r in self.rows], "-", color="C0",
+                label="test error")
         ax.set_xlabel("iterations")
         ax.set_ylabel("error (%)")
         ax.grid(alpha=0.3)

@@ -75,9 +75,10 @@ def start(path: str, overwrite: bool = False) -> FolderLock:
 
 
 def remove_if_unused(path: str) -> None:
-    """Remove a run directory this process created if nothing but its lock was written into it."""
+    """Remove a run directory this process created if nothing but its lock and log were written into it (the log
+    only repeats what was printed)."""
     try:
-        if set(os.listdir(path)) <= {_LOCK}:
+        if set(os.listdir(path)) <= {_LOCK, "train.log"}:
             shutil.rmtree(path)
     except OSError:
         pass

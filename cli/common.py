@@ -1,0 +1,56 @@
+"""What every `resdsl` command shares: exit statuses, the guard that turns errors into messages, output files."""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+import click
+
+from resdsl.errors import SpecError
+
+EXIT_SPEC = 1  # a bad spec, a failed expect
+EXIT_USAGE = 2  # click's own usage errors
+EXIT_INTERNAL = 70
+
+
+def fail(err: SpecError) -> None:
+    click.echo(err.render(), err=True)
+    sys.exit(EXIT_SPEC)
+
+
+def guard(fn):
+    """Run a command body; spec errors become located messages, and nothing becomes a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SpecError as err:
+            fail(err)
+        except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
+            raise
+        except RecursionError:
+            click.echo("resdsl: error: the spec nests too deeply to compile", err=True)
+            sys.exit(EXIT_SPEC)
+        except BrokenPipeError:
+            sys.exit(EXIT_SPEC)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+            if os.environ.get("RESDSL_DEBUG"):
+                raise
+            click.echo(f"resdsl: internal error: {type(exc).__name__}: {exc}\n"
+                       "hint: this is a bug in resdsl; rerun with RESDSL_DEBUG=1 for the traceback and report it",
+                       err=True)
+            sys.exit(EXIT_INTERNAL)
+
+    return wrapper
+
+
+def write_output(path: str, text: str | bytes) -> None:
+    """Write a generated file: atomically where it is a regular file or new, through where it is a device or a
+    pipe; a missing folder, a full disk or an unsuitable target is a clear error, not a traceback."""
+    from resdsl.train.fileio import OutputError, write_output
+
+    try:
+        write_output(path, text)
+    except OutputError as exc:
+        raise click.ClickException(str(exc)) from None

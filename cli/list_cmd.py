@@ -1,0 +1,71 @@
+"""`resdsl list`: the packaged specs with their paper, table or figure, parameters and multiply-adds."""
+from __future__ import annotations
+
+import fnmatch
+import json
+import sys
+
+import click
+
+from resdsl import catalog
+from resdsl.cost import human
+from resdsl.pipeline import compile_spec
+
+from .common import EXIT_SPEC, guard
+
+PAPER_CHOICES = tuple(catalog.PAPERS)  # R, I, torchvision
+
+
+def _row(entry: catalog.Entry) -> dict:
+    """One spec's line, compiled live (all 52 compile in about a second) so the counts cannot go stale."""
+    net = compile_spec(str(entry.path))
+    return {"name": entry.name, "paper": entry.paper, "where": entry.where, "network": net.name,
+            "params": net.params, "macs": net.macs, "layers": net.layers, "path": str(entry.path)}
+
+
+def _table(rows: list[dict]) -> str:
+    cells = [("name", "paper", "table/figure", "params", "MACs")]
+    for r in rows:
+        paper = f"[{r['paper']}]" if r["paper"] in ("R", "I") else r["paper"]
+        cells.append((r["name"], paper, r["where"], human(r["params"]), human(r["macs"])))
+    widths = [max(len(c[i]) for c in cells) for i in range(5)]
+    align = ("<", "<", "<", ">", ">")
+    return "\n".join("  ".join(f"{c:{a}{w}}" for c, a, w in zip(line, align, widths)).rstrip() for line in cells)
+
+
+@click.command("list")
+@click.argument("pattern", required=False)
+@click.option("--paper", type=click.Choice(PAPER_CHOICES, case_sensitive=False),
+              help="Only the specs of one source: R ([R] Deep Residual Learning), I ([I] Identity Mappings) "
+                   "or torchvision.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list: name, paper, where, network, params, "
+              "macs, layers, path.")
+@guard
+def list_cmd(pattern: str | None, paper: str | None, as_json: bool) -> None:
+    """List the packaged specs, with their sources and counts.
+
+    Every command takes a packaged spec's name wherever it takes a spec path. A name is the spec's path under
+    specs/ without .res (resnet50 is the paper's, torchvision/resnet50 torchvision's); an existing file of the
+    same name wins. One line per spec: its name, the paper ([R] = "Deep Residual Learning for Image
+    Recognition", [I] = "Identity Mappings in Deep Residual Networks", or torchvision), the table or figure it
+    reproduces, and its parameters and multiply-adds for one image. PATTERN filters the names (shell-style
+    wildcards).
+
+    \b
+    Examples:
+      resdsl list                       # every packaged spec
+      resdsl list 'resnet110*' --paper I
+      resdsl compile resnet1001_preact  # then use a name anywhere a spec path goes
+      resdsl train resnet20 --data fashion-mnist
+    """
+    rows = [_row(e) for e in catalog.entries() if _wanted(e, pattern, paper)]
+    if not rows:
+        click.echo("resdsl: no packaged spec matches" + (f" '{pattern}'" if pattern else ""), err=True)
+        sys.exit(EXIT_SPEC)
+    click.echo(json.dumps(rows, indent=2) if as_json else _table(rows))
+
+
+def _wanted(entry: catalog.Entry, pattern: str | None, paper: str | None) -> bool:
+    if paper and entry.paper.lower() != paper.lower():
+        return False
+    return pattern is None or fnmatch.fnmatchcase(entry.name, pattern)

@@ -1,0 +1,267 @@
+"""`resdsl train` and `resdsl eval`: click front ends of resdsl.train. The training options come from the table in
+resdsl/train/options.py, which an emitted trainer's argparse front end reads too."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import click
+
+from resdsl.train.options import OPTIONS
+
+from .common import EXIT_SPEC, guard
+
+TRAIN_EXAMPLES = """\b
+Examples:
+  resdsl train specs/resnet110.res                       # the spec's recipe: CIFAR-10, 64k iterations
+  resdsl train resnet20 --data fashion-mnist --epochs 1  # quick run; milestones scale with the length
+  resdsl train resnet20 --set momentum=0.95 --set 'schedule=step 100, 150' --iters 200
+  resdsl train resnet50 --data /data/imagenet --nproc 8  # an ImageNet folder, 8 processes
+  resdsl train --resume runs/resnet20-20261122-101500    # continue exactly where it stopped
+"""
+
+EVAL_EXAMPLES = """\b
+Examples:
+  resdsl eval runs/resnet20-20261122-101500              # a run directory: its spec, checkpoint and data
+  resdsl eval specs/resnet20.res --checkpoint runs/resnet20-20261122-101500 --data fashion-mnist
+  resdsl eval resnet50 --checkpoint model.pt --data /data/imagenet --view 10-crop
+"""
+
+
+class _Parsed(click.ParamType):
+    """A click type from one of the option table's parse functions (text -> value, ValueError with a message)."""
+
+    def __init__(self, parse):
+        self.parse = parse
+        self.name = parse.__name__.replace("_", " ")
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        try:
+            return self.parse(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _table_options(fn):
+    """Apply every option of the trainer's table as a click option, in the table's order."""
+    for opt in reversed(OPTIONS):
+        if opt.is_flag:
+            fn = click.option(opt.flag, is_flag=True, help=opt.help)(fn)
+            continue
+        kind = click.Choice(opt.choices) if opt.choices else (_Parsed(opt.parse) if opt.parse else str)
+        fn = click.option(opt.flag, type=kind, default=opt.default, metavar=opt.metavar, help=opt.help,
+                          show_default=opt.default is not None)(fn)
+    return fn
+
+
+@click.command("train", epilog=TRAIN_EXAMPLES)
+@click.argument("spec", required=False)
+@_table_options
+@click.option("--set", "settings", multiple=True, metavar="FIELD=VALUE",
+              help="override any recipe field, written as in a spec's recipe block and checked like one, e.g. "
+                   "--set momentum=0.95 or --set 'schedule=step 100, 150' (repeat for several).")
+@guard
+def train_cmd(spec, settings, **values) -> None:
+    """Train SPEC (a file or a packaged spec's name) with its recipe, or continue a run with --resume."""
+    if spec is None and not values["resume"]:
+        raise click.UsageError("give a SPEC to train (or --resume RUNDIR)")
+    if values["resume"] and settings:
+        raise click.UsageError("--set changes the recipe, and a resumed run keeps its own; start a new run instead")
+    given = spec
+    spec = spec or _spec_of_run(values["resume"])
+    if values["nproc"] and "RANK" not in os.environ:
+        sys.exit(_launch_processes(spec, given, values, settings))
+    _run_training(spec, values, list(settings))
+
+
+def _spec_of_run(run_dir: str) -> str:
+    from resdsl.train.rundir import RunDirError, read_config
+
+    try:
+        cfg = read_config(run_dir)
+    except RunDirError as exc:
+        raise click.ClickException(str(exc)) from None
+    spec = cfg.get("spec_path") or cfg.get("spec")
+    if not isinstance(spec, str):
+        raise click.ClickException(f"{run_dir}: config.json names no spec; give the spec as well")
+    return spec
+
+
+def _as_args(spec, values: dict, settings) -> list[str]:
+    """The command line that gives ``values`` again (for the processes torchrun starts)."""
+    args = [spec] if spec else []
+    for opt in OPTIONS:
+        value = values[opt.dest]
+        if opt.dest == "nproc" or value is None or value is False or (value == opt.default and not opt.is_flag):
+            continue
+        args += [opt.flag] if opt.is_flag else [opt.flag, str(value)]
+    for item in settings:
+        args += ["--set", item]
+    return args
+
+
+def _launch_processes(spec: str, given, values: dict, settings) -> int:
+    """--nproc N: check what can be checked once, fix the run directory for all ranks, then start torchrun."""
+    import datetime as dt
+
+    from resdsl.pipeline import compile_spec
+    from resdsl.train.cli import relaunch_with_torchrun
+    from resdsl.train.rundir import default_path
+
+    net = compile_spec(spec)
+    nproc = values["nproc"]
+    batch = values["batch_size"] or (net.recipe or {}).get("batch")
+    if batch and batch % nproc:
+        raise click.ClickException(f"the batch size {batch} does not split evenly over --nproc {nproc} "
+                                   "processes; choose a batch size that is a multiple of it")
+    if not values["out"] and not values["resume"]:  # every rank must write to the same run directory
+        values = dict(values, out=default_path("runs", net.name, dt.datetime.now().strftime("%Y%m%d-%H%M%S")))
+    return relaunch_with_torchrun(nproc, ["-m", "resdsl_cli.main", "train", *_as_args(given, values, settings)])
+
+
+def spec_hash(net) -> str:
+    """What identifies a run's spec: the checked IR without source locations, and the spec's own recipe."""
+    import hashlib
+
+    ir = "\n".join(line.rsplit(" @", 1)[0] for line in net.dump_ir().splitlines())
+    text = ir + "\n" + json.dumps(net.recipe, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def git_commit() -> str | None:
+    """The commit of the resdsl source that runs, when it is a git checkout ("-dirty" with local changes)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        head = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if head.returncode:
+            return None
+        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def _model_fn(spec_path: str):
+    """Build the spec's model for a dataset's shape, re-running the shape checks (located errors)."""
+    from resdsl.backends.torch_module import build_model
+
+    def model_fn(shape, num_classes):
+        return build_model(spec_path, num_classes=num_classes, in_channels=shape[0], input_size=tuple(shape[1:]))
+
+    return model_fn
+
+
+def _run_training(spec: str, values: dict, settings: list[str]) -> None:
+    from resdsl import __version__
+    from resdsl.errors import Span, SpecError
+    from resdsl.pipeline import compile_spec
+    from resdsl.resolve import recipe_with_settings
+    from resdsl.train.cli import options_from
+    from resdsl.train.loop import run_with_errors, train
+
+    net = compile_spec(spec)
+    if net.recipe is None:
+        raise SpecError("the spec names no training recipe", Span(net.spec.path, 1, 1), source=net.spec.source,
+                        hint="add e.g. 'include \"recipes.res\"' and 'recipe cifar_resnet'")
+    recipe = recipe_with_settings(net.spec, settings) if settings else net.recipe
+    opts = options_from(values, net.name)
+    opts.extra_config = {"spec": spec, "spec_path": os.path.abspath(spec) if os.path.isfile(spec) else spec,
+                         "spec_hash": spec_hash(net), "set": settings, "network": net.name, "resdsl": __version__,
+                         "git_commit": git_commit(), "params": net.params, "macs": net.macs}
+    result, failure = run_with_errors(train, _model_fn(spec), recipe, opts)
+    if failure:
+        message, code = failure
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike; one message is enough
+            click.echo(f"resdsl: {'stopped' if code == 130 else 'error'}: {message}", err=True)
+        sys.exit(code)
+
+
+@click.command("eval", epilog=EVAL_EXAMPLES)
+@click.argument("target", metavar="RUNDIR|SPEC")
+@click.option("--checkpoint", type=click.Path(path_type=str),
+              help="checkpoint.pt or a run directory (default: RUNDIR's checkpoint; required with a SPEC)")
+@click.option("--data", help="dataset name or ImageNet-layout folder (default: the run's, else the recipe's)")
+@click.option("--data-dir", help="where named datasets are (default: the run's --data-dir)")
+@click.option("--test-subset", type=click.IntRange(min=1), help="evaluate on the first N test images")
+@click.option("--view", type=click.Choice(["auto", "single", "10-crop"]), default="auto", show_default=True,
+              help="auto: 10-crop for image folders, single view otherwise")
+@click.option("--device", type=click.Choice(["auto", "cuda", "mps", "cpu"]), default="auto", show_default=True,
+              help="where to evaluate: auto picks CUDA, then Apple MPS, then the CPU")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="images per evaluation batch (10-crop divides it by 10)")
+@click.option("--no-download", is_flag=True, help="never download; fail if the data is not local")
+@guard
+def eval_cmd(target, checkpoint, data, data_dir, test_subset, view, device, batch_size, no_download) -> None:
+    """Report top-1 and top-5 test error of a run directory, or of a SPEC's weights in --checkpoint."""
+    from resdsl.pipeline import compile_spec
+    from resdsl.train import checkpoint as ckpt
+    from resdsl.train.data import DataError
+    from resdsl.train.loop import TrainingError
+
+    spec = target
+    if os.path.isdir(target):
+        spec, run = _spec_of_run(target), _run_options(target)
+        checkpoint = checkpoint or target
+        data, data_dir = data or run.get("data"), data_dir or run.get("data_dir")
+        test_subset = test_subset or run.get("test_subset")
+    elif checkpoint is None:
+        raise click.UsageError("give --checkpoint with a SPEC (or give a run directory instead of the spec)")
+    net = compile_spec(spec)
+    if os.path.isdir(checkpoint):
+        checkpoint = os.path.join(checkpoint, "checkpoint.pt")
+    try:
+        name, views, res = _evaluate(net, spec, checkpoint, data, data_dir, test_subset, view, device, batch_size,
+                                     not no_download)
+    except (ckpt.CheckpointError, DataError, TrainingError) as exc:
+        click.echo(f"resdsl: error: {exc}", err=True)
+        sys.exit(EXIT_SPEC)
+    click.echo(f"{net.name} on {name} ({views}): top-1 error {res['error']:.2f}%, top-5 error "
+               f"{res['top5_error']:.2f}%, loss {res['loss']:.4f}")
+
+
+def _run_options(run_dir: str) -> dict:
+    from resdsl.train.rundir import read_config
+
+    return read_config(run_dir).get("options", {})
+
+
+def _evaluate(net, spec, checkpoint, data, data_dir, test_subset, view, device, batch_size, download):
+    from resdsl.train import checkpoint as ckpt
+    from resdsl.train.data import BatchPipeline, FolderData, crop_size, load_dataset, worker_errors_unwrapped
+    from resdsl.train.loop import evaluate, pick_device
+
+    state = ckpt.load(checkpoint)
+    recipe = state.get("recipe") or net.recipe or {}
+    name = data or recipe.get("dataset")
+    if not name:
+        raise click.UsageError("pass --data: neither the spec's recipe nor the checkpoint names a dataset")
+    split = tuple(recipe["split"]) if recipe.get("split") else None  # the held-out part it trained beside
+    ds = load_dataset(name, data_dir, download=download, split=split, test_subset=test_subset)
+    if isinstance(ds, FolderData):
+        size = crop_size(recipe.get("augment", []))
+        ds.shape = (3, size, size)
+    dev = pick_device(device)
+    model = _model_fn(spec)(ds.shape, ds.num_classes)
+    ckpt.load_weights(model, state["model"], checkpoint)
+    model.to(dev)
+    ten = view == "10-crop" or (view == "auto" and isinstance(ds, FolderData))
+    if isinstance(ds, FolderData):
+        import torch
+
+        test = ds.test_dataset(crop=ds.shape[1], resize=round(ds.shape[1] * 256 / 224), ten_crop=ten)
+        batches = worker_errors_unwrapped(
+            torch.utils.data.DataLoader(test, batch_size=max(1, batch_size // (10 if ten else 1))))
+    else:
+        if view == "10-crop":
+            raise click.UsageError("10-crop testing needs an image-folder dataset")
+        ds = ds.to(dev)
+        pipeline = BatchPipeline(ds, recipe.get("normalize", "none"), [])
+        if state.get("normalization"):
+            pipeline.load_stats(state["normalization"])
+        batches = pipeline.test_batches(batch_size)
+    return name, "10-crop" if ten else "single view", evaluate(model, batches, dev)

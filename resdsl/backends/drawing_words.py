@@ -1,0 +1,200 @@
+"""The papers' words for what the drawings show, read from the IR (node attributes and the stage records), never
+from generated class names: op labels, [I] Fig. 4's orders, [R] Table 1's unit notation, [R]'s shortcut options
+and [I] Fig. 2's shortcut variants, and how each kind of shortcut line is drawn in every view."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..ir import PORT_SHORTCUT
+
+# [I] Fig. 4 and Table 2, with the figure's letters
+ORDER_WORDS = {
+    "post": "(a) original",
+    "bn-after-add": "(b) BN after addition",
+    "relu-before-add": "(c) ReLU before addition",
+    "relu-preact": "(d) ReLU-only pre-activation",
+    "preact": "(e) full pre-activation",
+}
+# [R] Fig. 5 / Table 1 ("basic", "bottleneck") and [I] Table 3 ("ResNet-110 (1-layer skip)")
+UNIT_WORDS = {"basic": "basic", "bottleneck": "bottleneck", "single": "1-layer skip"}
+
+
+@dataclass(frozen=True)
+class Line:
+    """How one kind of shortcut h(x) is drawn: the same edge style in the overview, unit and full views."""
+
+    style: str  # graphviz edge style
+    short: str  # on the overview's shortcut edges
+    legend: str
+
+
+# [R] Fig. 3 draws identity shortcuts solid and "the dotted shortcuts increase dimensions" (by option A or B);
+# here a 1x1 projection (option B/C, [I]'s "1x1 conv shortcut") is dashed and option A's parameter-free
+# zero-padding dotted, so the two ways of increasing dimensions stay apart. [I] Fig. 2's scaling, gating and dropout change an identity shortcut:
+# it stays solid and the change is drawn on it (an op box, or words on the overview's edge label).
+LINES = {
+    "identity": Line("solid", "identity", "identity shortcut"),
+    "zero-pad": Line("dotted", "zero-pad (A)", "zero-padding shortcut (option A)"),
+    "projection": Line("dashed", "1x1 projection", "1x1 projection shortcut (option B/C)"),
+}
+LINE_OF_SHORTCUT_OP = {"conv": "projection", "pad": "zero-pad"}  # an op on the shortcut path -> its line
+# caption words of a unit's shortcut line; a projection is named by the stage's option ([R] B, or C = [I] Fig. 2(e))
+CAPTION_LINE_WORDS = {None: "plain net: no shortcut", "identity": "identity shortcut",
+                      "zero-pad": "zero-padding shortcut (option A)"}
+PROJECTION_WORDS = {"B": "1x1 projection shortcut (option B)", "C": "1x1 conv shortcut (option C)"}
+# how [I] Fig. 2's variants show: as their ops (unit and full views) or as words (the overview's edge labels)
+VARIANT_LEGEND = {"ops": "{} ([I] Fig. 2): drawn as their ops;\nthe shortcut line keeps its style",
+                  "words": "{} ([I] Fig. 2): named on the shortcut line,\nwhich keeps its style"}
+
+
+def _gate_words(d: dict) -> str | None:
+    return f"{d['gate']} gating" if d.get("gate") else None
+
+
+# [I] Table 1 / Fig. 2: the ops that change a shortcut (or scale F), in the table's order:
+# (op, path, variant family for the legend, words; None where the node changes nothing)
+VARIANTS = [
+    ("scale", "shortcut", "constant scaling", lambda d: f"constant scaling {d['factor']:g}"),
+    ("scale", "residual", "constant scaling", lambda d: f"F scaled by {d['factor']:g}"),
+    ("add", "merge", "gating", _gate_words),
+    ("conv", "gate", "gating", lambda d: f"init b_g = {d['bias_init']:g}"),
+    ("dropout", "shortcut", "dropout", lambda d: f"dropout shortcut {d['p']:g}"),
+]
+
+
+def op_label(d: dict) -> str:
+    """A node label in the papers' notation ("3x3 conv, 64, /2", "BN", "ReLU", "+")."""
+    op = d["op"]
+    if op == "conv":
+        k = d["kernel"][0]
+        label = f"{k}x{k} conv, {d['out_channels']}" + (f", /{d['stride']}" if d["stride"] > 1 else "")
+        if d.get("path") == "gate":
+            label = f"gate: {label} + bias ({d['bias_init']:g})"
+        return label
+    if op == "bn":
+        return "BN" + (" (γ=0)" if d.get("zero_init") else "")
+    if op == "relu":
+        return "ReLU"
+    if op == "sigmoid":
+        return "sigmoid g(x)"
+    if op in ("maxpool", "avgpool"):
+        k = d["kernel"][0]
+        return f"{k}x{k} {'max' if op == 'maxpool' else 'avg'} pool, /{d['stride']}"
+    if op == "global_avgpool":
+        return "global avg pool"
+    if op == "fc":
+        return f"fc {d['out_features']}"
+    if op == "pad":
+        return f"zero-pad to {d['out_channels']}" + (f", /{d['stride']}" if d["stride"] > 1 else "")
+    if op == "scale":
+        return f"x {d['factor']:g}"
+    if op == "dropout":
+        return f"dropout {d['p']:g}"
+    if op == "add":
+        return {"exclusive": "g·F + (1-g)·h", "shortcut-only": "F + (1-g)·h"}.get(d.get("gate"), "+")
+    if op in ("input", "output"):
+        return f"{op} {'x'.join(str(s) for s in d['shape'])}"
+    return op
+
+
+# ---- shortcuts -----------------------------------------------------------------------------------------
+
+def line_kind(g, nodes: list[str]) -> str | None:
+    """The LINES key of one unit's shortcut (None: a plain unit, no addition)."""
+    if not any(g.nodes[n]["op"] == "add" for n in nodes):
+        return None
+    for n in nodes:
+        d = g.nodes[n]
+        if d.get("path") == "shortcut" and d["op"] in LINE_OF_SHORTCUT_OP:
+            return LINE_OF_SHORTCUT_OP[d["op"]]
+    return "identity"
+
+
+def is_shortcut_edge(g, v: str, port: int) -> bool:
+    """Whether the edge entering node v at this port is part of a shortcut path h(x)."""
+    d = g.nodes[v]
+    return d.get("path") == "shortcut" or (d["op"] == "add" and port == PORT_SHORTCUT)
+
+
+def _variant_hits(g, nodes: list[str]) -> list[tuple[str, str]]:
+    """(family, words) of every VARIANTS record this unit matches, in VARIANTS order."""
+    hits = []
+    for op, path, family, say in VARIANTS:
+        words = [say(g.nodes[n]) for n in nodes if g.nodes[n]["op"] == op and g.nodes[n].get("path") == path]
+        if words and words[0]:
+            hits.append((family, words[0]))
+    return hits
+
+
+def variants(g, nodes: list[str]) -> list[str]:
+    """[I] Fig. 2's words for what changes this unit's shortcut or scales its F ("constant scaling 0.5", ...)."""
+    words = [w for _, w in _variant_hits(g, nodes)]
+    scales = [g.nodes[n]["factor"] for n in nodes if g.nodes[n]["op"] == "scale"]
+    if len(scales) == 2 and math.isclose(sum(scales), 1):  # shortcut x λ and F x (1-λ): [I]'s "frozen gating"
+        words.append("frozen gating")
+    return words
+
+
+def variant_families(g, nodes: list[str]) -> set[str]:
+    """Which of [I] Fig. 2's variant families (constant scaling, gating, dropout) this unit shows."""
+    return {family for family, _ in _variant_hits(g, nodes)}
+
+
+# ---- unit captions -------------------------------------------------------------------------------------
+
+def unit_notation(g, nodes: list[str]) -> str:
+    """[R] Table 1 notation of one unit's residual path: [3x3, 64; 3x3, 64] or [1x1, 64; 3x3, 64; 1x1, 256]."""
+    convs = [g.nodes[n] for n in nodes if g.nodes[n]["op"] == "conv" and g.nodes[n].get("path") == "residual"]
+    return "[" + "; ".join(f"{d['kernel'][0]}x{d['kernel'][0]}, {d['out_channels']}" for d in convs) + "]"
+
+
+def _shortcut_words(g, nodes: list[str], stage: dict) -> str:
+    kind = line_kind(g, nodes)
+    if kind == "projection":
+        return PROJECTION_WORDS.get(stage["shortcut"], LINES["projection"].legend)
+    return CAPTION_LINE_WORDS[kind]
+
+
+def _shared_words(g, nodes: list[str]) -> str | None:
+    """[I]: a pre-activation unit's first unit (or projection unit) activates before splitting into two paths."""
+    shared = [op_label(g.nodes[n]) for n in nodes if g.nodes[n].get("path") == "shared"]
+    return "-".join(shared) + " before splitting into two paths" if shared else None
+
+
+MAX_STAGE_ROWS = 4
+
+
+def _stage_rows(g, instances: list[list[str]]) -> list[str]:
+    """One row per stage, as [R] Table 1 lists them: the unit's notation there and how many units it has."""
+    per_stage: dict[int, list] = {}
+    for nodes in instances:
+        per_stage.setdefault(g.nodes[nodes[0]]["stage"], [nodes, 0])[1] += 1
+    rows = []
+    for s, (nodes, count) in per_stage.items():
+        where = g.graph["stages"][s - 1]["name"]
+        stride = g.nodes[nodes[0]]["unit_args"]["stride"]  # only a stage's first unit downsamples ([R] conv3_1)
+        if stride > 1:
+            where += f", stride {stride}" if count == 1 else f", the first with stride {stride}"
+        rows.append(f"{unit_notation(g, nodes)} x {count} ({where})")
+    if len(rows) > MAX_STAGE_ROWS:
+        rest = sum(c for _, c in list(per_stage.values())[MAX_STAGE_ROWS - 1:])
+        rows[MAX_STAGE_ROWS - 1:] = [f"and {rest} more in {len(rows) - MAX_STAGE_ROWS + 1} more stages"]
+    return rows
+
+
+def unit_caption(g, instances: list[list[str]]) -> list[str]:
+    """Caption lines for one kind of unit (all its instances, in network order): "(b) BN after addition;
+    identity shortcut", [I] Fig. 2's changes and the pre-activation before the split where present, then
+    "basic [3x3, 16; 3x3, 16] x 18 (layer1)" and one such row per further stage."""
+    first = instances[0]
+    d0 = g.nodes[first[0]]
+    stage = g.graph["stages"][d0["stage"] - 1]
+    order = ORDER_WORDS.get(stage["order"], stage["order"])
+    # [I] Fig. 4's orders are orders of residual units; a plain net's unit (no addition) is named as such
+    lines = [f"{order}; {_shortcut_words(g, first, stage)}" if line_kind(g, first) else CAPTION_LINE_WORDS[None]]
+    changes = ", ".join(variants(g, first))
+    lines += [words for words in (changes, _shared_words(g, first)) if words]
+    rows = _stage_rows(g, instances)
+    rows[0] = f"{UNIT_WORDS.get(d0['unit_kind'], d0['unit_kind'])} {rows[0]}"
+    return lines + rows

@@ -1,0 +1,118 @@
+"""The trainer's command-line options, described once as data.
+
+`resdsl train` builds click options from this table and an emitted trainer's train.py builds argparse options from
+it (so that it needs only torch); neither describes an option itself. Imports nothing (not torch): reading the table
+must not slow down `resdsl --help`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+MAX_SEED = 2**63 - 1
+MAX_LR = 3.4e38  # the largest float32: SGD keeps its learning rate in the parameters' precision
+DEVICES = ("auto", "cuda", "mps", "cpu")
+
+
+def _int(text) -> int:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"'{text}' is not a whole number") from None
+
+
+def positive_int(text) -> int:
+    value = _int(text)
+    if value < 1:
+        raise ValueError(f"must be at least 1, got {value}")
+    return value
+
+
+def count(text) -> int:
+    value = _int(text)
+    if value < 0:
+        raise ValueError(f"must be 0 or more, got {value}")
+    return value
+
+
+def seed(text) -> int:
+    value = count(text)
+    if value > MAX_SEED:
+        raise ValueError(f"must be at most {MAX_SEED} (2**63 - 1), got {value}")
+    return value
+
+
+def learning_rate(text) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"'{text}' is not a number") from None
+    if not 0 < value <= MAX_LR:
+        raise ValueError(f"must be a positive number up to {MAX_LR:g}, got {text}")
+    return value
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option: its flag, its help, its group in --help, and how its text becomes a value."""
+
+    flag: str
+    help: str
+    group: str
+    parse: Callable | None = None  # text -> value, raising ValueError with a message; None: a string
+    metavar: str | None = None
+    default: object = None
+    choices: tuple | None = None
+    is_flag: bool = False
+
+    @property
+    def dest(self) -> str:
+        return self.flag[2:].replace("-", "_")
+
+
+OPTIONS = (
+    Option("--data", "cifar10, cifar100, fashion-mnist, mnist, synthetic, or an ImageNet-layout folder (train/, "
+           "val/); default: the recipe's dataset", "data", metavar="NAME|DIR"),
+    Option("--data-dir", "where named datasets are (or are downloaded to); when given, the only place looked at",
+           "data", metavar="DIR"),
+    Option("--no-download", "never download; fail if the data is not local", "data", is_flag=True),
+    Option("--train-subset", "train on the first N training images only", "data", positive_int, "N"),
+    Option("--test-subset", "evaluate on the first N test images only", "data", positive_int, "N"),
+    Option("--workers", "DataLoader worker processes for image folders", "data", count, "N", default=4),
+    Option("--iters", "train for N iterations (milestones and warm-up scale with the length)", "recipe",
+           positive_int, "N"),
+    Option("--epochs", "train for N epochs (milestones and warm-up scale with the length)", "recipe",
+           positive_int, "N"),
+    Option("--batch-size", "global batch size (the recipe's 'batch')", "recipe", positive_int, "N"),
+    Option("--lr", "base learning rate (the recipe's 'lr')", "recipe", learning_rate, "LR"),
+    Option("--out", "run directory (default runs/<network>-<time>/); it must be new or empty", "run", metavar="DIR"),
+    Option("--overwrite", "replace the previous run's files in --out (never files resdsl did not write)", "run",
+           is_flag=True),
+    Option("--resume", "continue the run in RUNDIR exactly where it stopped", "run", metavar="RUNDIR"),
+    Option("--seed", "random seed of weights, data order and augmentation (default 0; on --resume the run's own)",
+           "run", seed, "N"),
+    Option("--deterministic", "deterministic algorithms only (bitwise-exact resume on the GPU)", "run",
+           is_flag=True),
+    Option("--eval-every", "evaluate every N iterations (default: each epoch, at most 10 times a run)", "run",
+           positive_int, "N"),
+    Option("--checkpoint-every", "checkpoint every N iterations (default: at each evaluation)", "run",
+           positive_int, "N"),
+    Option("--quiet", "no progress bar and no per-evaluation lines (the banner and train.log stay)", "run",
+           is_flag=True),
+    Option("--device", "where to train: auto picks CUDA, then Apple MPS, then the CPU", "device", choices=DEVICES,
+           default="auto"),
+    Option("--amp", "bf16 autocast (no loss scaling needed) or none", "device", choices=("bf16", "none")),
+    Option("--channels-last", "NHWC memory layout (faster convolutions on tensor cores)", "device", is_flag=True),
+    Option("--compile", "torch.compile the model", "device", is_flag=True),
+    Option("--sync-bn", "SyncBatchNorm across processes (CUDA only)", "device", is_flag=True),
+    Option("--nproc", "launch N processes with torchrun (DistributedDataParallel)", "device", positive_int, "N"),
+)
+
+GROUPS = {"data": "data", "recipe": "recipe overrides", "run": "run", "device": "device and speed"}
+
+# the examples at the end of an emitted trainer's `python train.py --help` (`resdsl train --help` has its own)
+EMITTED_EXAMPLES = """examples:
+  python train.py --data fashion-mnist --epochs 1     # a quick run; milestones scale with the length
+  python train.py --data cifar10 --out runs/mine      # the recipe as the spec gives it
+  python train.py --resume runs/mine                  # continue a stopped run exactly
+"""

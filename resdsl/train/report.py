@@ -1,0 +1,126 @@
+"""What a run tells its user: the banner at the start, a line per evaluation, the closing line, all of it also
+appended to ``RUN/train.log``; and the progress bar (terminal only)."""
+from __future__ import annotations
+
+import os
+import sys
+
+LOG = "train.log"
+
+
+class RunLog:
+    """Prints lines and appends every one of them to ``RUN/train.log`` (rank 0 only; other ranks stay silent)."""
+
+    def __init__(self, run_dir: str, enabled: bool = True):
+        self.path = os.path.join(run_dir, LOG)
+        self.enabled = enabled
+
+    def say(self, text: str, err: bool = False, show: bool = True) -> None:
+        """Print ``text`` (to stderr with ``err``; not at all without ``show``) and append it to train.log."""
+        if not self.enabled:
+            return
+        if show:
+            print(text, file=sys.stderr if err else sys.stdout, flush=True)
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+        except OSError:  # the log is a copy of what was printed; a full disk is reported by the real records
+            pass
+
+
+class Progress:
+    """A tqdm bar with rate, loss, error and lr; silent with --quiet or when stderr is not a terminal."""
+
+    def __init__(self, total, initial, quiet, log: RunLog):
+        self.bar, self.quiet, self.log = None, quiet, log
+        if quiet or not sys.stderr.isatty():
+            return
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return
+        self.bar = tqdm(total=total, initial=initial, unit="it", dynamic_ncols=True, file=sys.stderr)
+
+    def update(self, loss, error, lr):
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.3f}", err=f"{error:.1f}%", lr=f"{lr:g}", refresh=False)
+            self.bar.update(1)
+
+    def note(self, row):
+        text = (f"iter {row['iter']}: train loss {_num(row['train_loss'], '.4f')}, train error "
+                f"{_num(row['train_error'], '.2f')}%, test error {_num(row['test_error'], '.2f')}%, lr {row['lr']:g}")
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        self.log.say(text, err=True, show=self.bar is None and not self.quiet)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _num(value, fmt: str) -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def device_words(device) -> str:
+    """``cuda:0 (NVIDIA H100 80GB HBM3)``, ``cpu``, ``mps``."""
+    import torch
+
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def precision_words(opts) -> str:
+    words = ["bf16 autocast" if opts.amp == "bf16" else "fp32"]
+    words += [w for w, on in (("channels-last", opts.channels_last), ("torch.compile", opts.compile),
+                              ("deterministic", opts.deterministic)) if on]
+    return ", ".join(words)
+
+
+def schedule_words(recipe: dict, schedule, total: int, per_epoch: int) -> str:
+    """The schedule as it will run, in iterations: milestones and warm-up already scaled to the run's length."""
+    kind = recipe["schedule"]["kind"]
+    text = f"{total:,} iterations ({total / per_epoch:.4g} epochs of {per_epoch:,})"
+    if kind == "step":
+        text += f", lr x{schedule.gamma:g} at " + (", ".join(f"{m:,}" for m in schedule.milestones) or "no milestone")
+    elif kind == "plateau":
+        text += f", lr x{schedule.gamma:g} after {schedule.patience} evaluations without improvement"
+    else:
+        text += f", {kind} lr"
+    if schedule.warmup_iters:
+        text += f"; warm-up lr {schedule.warmup_lr:g} for {schedule.warmup_iters:,} iterations"
+        if schedule.warmup_until_error is not None:
+            text += f" or until training error < {schedule.warmup_until_error:g}%"
+    return text
+
+
+def banner(opts, recipe, model, data_words: str, device, schedule, total, per_epoch, run_dir, start_iter) -> list:
+    """The lines printed when a run starts: what is trained, where, on what, how, and where it is written."""
+    cfg = opts.extra_config
+    params = sum(p.numel() for p in model.parameters())
+    spec = f" ({cfg['spec']})" if cfg.get("spec") else ""
+    macs = f", {cfg['macs'] / 1e6:,.1f}M MACs per image of the spec's input" if cfg.get("macs") else ""
+    r = recipe
+    return [
+        f"network {cfg.get('network', opts.name)}{spec}: {params:,} parameters{macs}",
+        f"device {device_words(device)}, {precision_words(opts)}",
+        f"data {data_words}",
+        f"recipe {r.get('name', '')}: {r['optimizer']} lr {r['lr']:g}, momentum {r['momentum']:g}"
+        f"{', nesterov' if r.get('nesterov') else ''}, weight decay {r['weight_decay']:g}, batch {r['batch']}, "
+        f"seed {opts.seed}",
+        f"schedule {schedule_words(recipe, schedule, total, per_epoch)}",
+        f"run directory {run_dir}" + (f" (resumed at iteration {start_iter:,})" if start_iter else ""),
+    ]
+
+
+def effective_recipe(recipe: dict, schedule, total: int) -> dict:
+    """The recipe as it ran, in iterations: the length, the scaled milestones and warm-up (what config.json keeps,
+    and what a resumed run reads back unchanged)."""
+    r = {**recipe, "length": {"value": total, "unit": "iterations"}}
+    r["schedule"] = dict(recipe["schedule"])
+    if "milestones" in r["schedule"]:
+        r["schedule"]["milestones"] = list(schedule.milestones)
+    if recipe.get("warmup"):
+        r["warmup"] = {**recipe["warmup"], "length": schedule.warmup_iters, "unit": "iterations"}
+    return r
