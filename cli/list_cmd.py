@@ -33,7 +33,16 @@ def _table(rows: list[dict]) -> str:
     return "\n".join("  ".join(f"{c:{a}{w}}" for c, a, w in zip(line, align, widths)).rstrip() for line in cells)
 
 
-@click.command("list")
+LIST_EXAMPLES = """\b
+Examples:
+  resdsl list                       # every packaged spec
+  resdsl list 'resnet110*' --paper I
+  resdsl compile resnet1001_preact  # then use a name anywhere a spec path goes
+  resdsl train resnet20 --data fashion-mnist
+"""
+
+
+@click.command("list", epilog=LIST_EXAMPLES)
 @click.argument("pattern", required=False)
 @click.option("--paper", type=click.Choice(PAPER_CHOICES, case_sensitive=False),
               help="Only the specs of one source: R ([R] Deep Residual Learning), I ([I] Identity Mappings) "
@@ -50,13 +59,6 @@ def list_cmd(pattern: str | None, paper: str | None, as_json: bool) -> None:
     Recognition", [I] = "Identity Mappings in Deep Residual Networks", or torchvision), the table or figure it
     reproduces, and its parameters and multiply-adds for one image. PATTERN filters the names (shell-style
     wildcards).
-
-    \b
-    Examples:
-      resdsl list                       # every packaged spec
-      resdsl list 'resnet110*' --paper I
-      resdsl compile resnet1001_preact  # then use a name anywhere a spec path goes
-      resdsl train resnet20 --data fashion-mnist
     """
     rows = [_row(e) for e in catalog.entries() if _wanted(e, pattern, paper)]
     if not rows:

@@ -50,7 +50,24 @@ def _summary(net) -> str:
     return "\n".join(out)
 
 
-@main.command("compile")
+COMPILE_EXAMPLES = """\b
+Examples:
+  resdsl compile specs/resnet34_optionB.res          # a spec file: per-stage summary and every expect
+  resdsl compile resnet1001_preact --json            # a packaged spec by name (resdsl list), as JSON
+  resdsl compile resnet20 --emit-python model.py     # standalone PyTorch source
+  resdsl compile resnet20 --emit-trainer trainer/    # a folder that trains with only torch installed
+"""
+
+VIZ_EXAMPLES = """\b
+Examples:
+  resdsl viz resnet1001_preact                       # overview: stages with collapsed repeats
+  resdsl viz resnet110 --view unit -o units.png      # every distinct unit, each operation in order
+  resdsl viz resnet110 resnet110_preact --view unit  # several specs' units side by side
+  resdsl viz resnet20 --view full -o net.pdf         # every layer with tensor shapes
+"""
+
+
+@main.command("compile", epilog=COMPILE_EXAMPLES)
 @click.argument("spec", type=click.Path(dir_okay=True, path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the counts and expectations.")
 @click.option("--dump-ir", is_flag=True, help="Print the checked IR, one operation per line.")
@@ -116,7 +133,7 @@ def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, tr
 FORMATS = ("svg", "png", "pdf", "dot")
 
 
-@main.command("viz")
+@main.command("viz", epilog=VIZ_EXAMPLES)
 @click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str),
               help="Output file (default: NAME-VIEW.FORMAT in the current folder; '-' for stdout).")

@@ -89,6 +89,11 @@ def test_two_process_gloo_matches_one_process(tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
     assert not torch.equal(a["0.weight"], torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=True)
                            ["model"]["0.weight"] * 0)
+    # the logged training figures are the whole batch's (reduced over ranks), not rank 0's shard
+    one, two = ([json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+                for d in ("one", "two"))
+    assert one[-1]["train_loss"] == pytest.approx(two[-1]["train_loss"], rel=1e-4)
+    assert one[-1]["train_error"] == pytest.approx(two[-1]["train_error"], abs=0.6)
 
 
 def test_nproc_flag_launches_torchrun(tmp_path):
