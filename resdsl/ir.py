@@ -56,18 +56,24 @@ def _fmt_shape(shape) -> str:
     return "x".join(str(s) for s in shape) if shape is not None else "?"
 
 
+def _window(d: dict) -> str:
+    """'3x3/2' for a conv or pool window; the padding is named only where it is not the centred k // 2 (an even
+    window, docs/language.md "Feature-map sizes")."""
+    kh, kw = d["kernel"]
+    pad = d["padding"][0]
+    return f"{kh}x{kw}/{d['stride']}" + (f" pad {pad}" if pad != kh // 2 else "")
+
+
 def describe(d: dict) -> str:
     """A short, paper-style description of one op's attributes."""
     op = d["op"]
     if op == "conv":
-        kh, kw = d["kernel"]
-        s = f"{kh}x{kw}/{d['stride']} {d['in_channels']}->{d['out_channels']}"
+        s = f"{_window(d)} {d['in_channels']}->{d['out_channels']}"
         return s + (" +bias" if d.get("bias") else "")
     if op == "bn":
         return f"{d['channels']}" + (" zero-init" if d.get("zero_init") else "")
     if op in ("maxpool", "avgpool"):
-        kh, kw = d["kernel"]
-        return f"{kh}x{kw}/{d['stride']}"
+        return _window(d)
     if op == "pad":
         return f"/{d['stride']} {d['in_channels']}->{d['out_channels']}"
     if op == "scale":

@@ -14,6 +14,10 @@ MAX_SPATIAL = 1 << 16
 MAX_UNITS = 5000
 MAX_CLASSES = 10_000_000
 PRE_ORDERS = ("preact", "relu-preact")
+# The stem's pooling module: torchvision's `maxpool` for a max pool. An average pool cannot be `avgpool`, the
+# head's global pool in torchvision (and here); it is `pool1`, the stem pool's name in [R]'s released Caffe
+# models. Pools hold no weights, so no state_dict key depends on either name.
+STEM_POOL_NAMES = {"max": "maxpool", "avg": "pool1"}
 
 
 @dataclass
@@ -103,9 +107,19 @@ def _check_shortcut(sc: ast.Shortcut) -> None:
                         sc.projection_bn.span)
 
 
+def window_padding(k: int, stride: int) -> int:
+    """Zero padding on each side of a k x k convolution or pooling window with this stride (docs/language.md,
+    "Feature-map sizes"). An odd window is centred on its pixel: k // 2, as in torchvision (7x7 -> 3, 3x3 -> 1,
+    1x1 -> 0), so an H-pixel map gives ceil(H / stride). An even window has no centre pixel: (k - stride) // 2,
+    at least 0, so windows that do not overlap (k == stride: a 4x4/4 "patchify" stem as in ConvNeXt, a 2x2/2
+    pool as in VGG) tile the map unpadded, giving floor(H / stride), and a 4x4/2 window gets 1."""
+    return k // 2 if k % 2 else max(0, (k - stride) // 2)
+
+
 def _conv(b, name, x, cin, cout, k, stride, span, group, init, main=False, bias=False, **extra) -> str:
+    pad = window_padding(k, stride)
     return b.add(name, "conv", [x], span, group=group, in_channels=cin, out_channels=cout, kernel=(k, k),
-                 stride=stride, padding=(k // 2, k // 2), bias=bias, main=main, init=f"he-{init.fan}", **extra)
+                 stride=stride, padding=(pad, pad), bias=bias, main=main, init=f"he-{init.fan}", **extra)
 
 
 def _build_stem(b: GraphBuilder, x: str, stem: ast.Stem, in_ch: int, order: str):
@@ -144,8 +158,9 @@ def _build_stem(b: GraphBuilder, x: str, stem: ast.Stem, in_ch: int, order: str)
         activated = False
     if pool is not None:
         kind, pk, ps = pool
-        x = b.add(f"{kind}pool", f"{kind}pool", [x], stem.pool.span if stem.pool else sp, group="stem",
-                  kernel=(pk, pk), stride=ps, padding=(pk // 2, pk // 2))
+        pad = window_padding(pk, ps)
+        x = b.add(STEM_POOL_NAMES[kind], f"{kind}pool", [x], stem.pool.span if stem.pool else sp, group="stem",
+                  kernel=(pk, pk), stride=ps, padding=(pad, pad))
     return x, w, activated
 
 
@@ -208,7 +223,7 @@ def _build_unit(b, x, in_ch, p, stage, entry, stride, unit, order, sc, ctx):
         if s_role:
             sym["stride"] = s_role
         h = _conv(b, p + f"conv{k}", h, cin, cout, kernel, s, sp, group, ctx.init, main=True,
-                  path="residual", check_divisible=(s > 1), sym=sym, **extra)
+                  path="residual", sym=sym, **extra)
         last = k == len(convs)
         if o == "relu-preact" or o in ("post", "relu-before-add") or (o == "bn-after-add" and not last):
             h = last_bn = add(f"bn{k}", "bn", [h], path="residual", channels=cout, sym={"channels": cout_role})
@@ -230,10 +245,10 @@ def _build_unit(b, x, in_ch, p, stage, entry, stride, unit, order, sc, ctx):
         t = split
         if pad:
             t = add("shortcut_pad", "pad", [t], span=sp, path="shortcut", in_channels=in_ch, out_channels=out_ch,
-                    stride=stride, check_divisible=(stride > 1), origin=sc.span, sym=io_sym)
+                    stride=stride, origin=sc.span, sym=io_sym)
         elif projection:
             t = _conv(b, p + "downsample.0", t, in_ch, out_ch, 1, stride, sp, group, ctx.init, path="shortcut",
-                      check_divisible=(stride > 1), origin=sc.span, sym=io_sym, **extra)
+                      origin=sc.span, sym=io_sym, **extra)
             proj_bn = sc.projection_bn.value if sc.projection_bn else o not in ("preact", "bn-after-add")
             if proj_bn:
                 t = add("downsample.1", "bn", [t], path="shortcut", channels=out_ch, sym={"channels": "out_channels"})

@@ -15,27 +15,26 @@ def _where(d: dict) -> str:
     return {"stem": "the stem", "head": "the head"}.get(d.get("group"), "the network")
 
 
-def _spatial(d, h, w, k, s, pad):
-    if h < s or w < s:
-        raise SpecError(f"the feature map shrinks to nothing in {_where(d)}: a {h}x{w} map cannot be "
-                        f"downsampled by {s}", d["span"],
-                        hint="use a larger input, fewer downsampling stages or smaller strides")
-    oh = (h + 2 * pad[0] - k[0]) // s + 1
-    ow = (w + 2 * pad[1] - k[1]) // s + 1
+def out_size(n: int, k: int, stride: int, pad: int) -> int:
+    """Output size of a convolution or pooling window along one axis, as PyTorch computes it (nn.Conv2d,
+    nn.MaxPool2d, nn.AvgPool2d without ceil_mode): floor((n + 2 * pad - k) / stride) + 1. A stride that does not
+    divide n is no error: the windows that do not fit are dropped, as in PyTorch."""
+    return (n + 2 * pad - k) // stride + 1
+
+
+_HINTS = {"stem": "use a larger input, or a smaller kernel or stride in the stem"}
+
+
+def _spatial(d, h, w):
+    """(H, W) after the node's window; a map that vanishes (size < 1) is the only size error."""
+    k, s, pad = d["kernel"], d["stride"], d["padding"]
+    oh, ow = out_size(h, k[0], s, pad[0]), out_size(w, k[1], s, pad[1])
     if oh < 1 or ow < 1:
-        raise SpecError(f"the feature map shrinks to nothing in {_where(d)}: {h}x{w} cannot take a "
-                        f"{k[0]}x{k[1]}/{s} window", d["span"],
-                        hint="use a larger input, fewer downsampling stages or smaller strides")
+        raise SpecError(f"the feature map shrinks to nothing in {_where(d)}: the {h}x{w} map padded by {pad[0]} "
+                        f"is smaller than the {k[0]}x{k[1]}/{s} window", d["span"],
+                        hint=_HINTS.get(d.get("group"),
+                                        "use a larger input, fewer downsampling stages or smaller strides"))
     return oh, ow
-
-
-def _check_divisible(d, h, w, s):
-    if h < s or w < s:
-        _spatial(d, h, w, (1, 1), s, (0, 0))
-    if d.get("check_divisible") and (h % s or w % s):
-        raise SpecError(f"{_where(d)} downsamples a {h}x{w} map by {s}, which does not divide it", d["span"],
-                        hint=f"the residual and shortcut paths must agree exactly; choose an input size whose "
-                             f"feature maps stay divisible by {s} (e.g. a multiple of the total stride)")
 
 
 def infer_shapes(g) -> None:
@@ -50,18 +49,16 @@ def infer_shapes(g) -> None:
             if c != d["in_channels"]:
                 raise SpecError(f"channel mismatch in {_where(d)}: the convolution expects {d['in_channels']} "
                                 f"channels, its input has {c}", d["span"])
-            _check_divisible(d, h, w, d["stride"])
-            shape = (d["out_channels"], *_spatial(d, h, w, d["kernel"], d["stride"], d["padding"]))
+            shape = (d["out_channels"], *_spatial(d, h, w))
         elif op in ("maxpool", "avgpool"):
             c, h, w = ins[0]
-            shape = (c, *_spatial(d, h, w, d["kernel"], d["stride"], d["padding"]))
+            shape = (c, *_spatial(d, h, w))
         elif op == "pad":
             c, h, w = ins[0]
             if d["out_channels"] < c:
                 raise SpecError(f"shortcut A cannot shrink channels ({c} -> {d['out_channels']}) in {_where(d)}",
                                 d["span"], hint="option A only zero-pads; use 'shortcut B' to project down")
-            _check_divisible(d, h, w, d["stride"])
-            s = d["stride"]
+            s = d["stride"]  # x[:, :, ::s, ::s] keeps ceil(H / s) rows, as many as a centred odd window gives
             shape = (d["out_channels"], -(-h // s), -(-w // s))
         elif op == "bn":
             if ins[0][0] != d["channels"]:

@@ -196,10 +196,14 @@ def test_bad_flags_are_clear_errors(args, code, fragment):
 
 
 def test_spec_that_cannot_take_the_dataset_fails_before_training(tmp_path):
-    r = resdsl("train", "specs/resnet50.res", "--data", "fashion-mnist", "--out", str(tmp_path / "x"), "--quiet")
-    assert r.returncode == 1 and r.stderr.startswith("specs/resnet50.res:")
-    assert "does not divide" in r.stderr.splitlines()[0] or "shrinks" in r.stderr.splitlines()[0]
-    assert not (tmp_path / "x" / "checkpoint.pt").exists()
+    """An 8x8/8 stem and a 4x4/4 pool fit the spec's 32x32 input, but Fashion-MNIST's 28x28 vanishes: the rebuilt
+    model's shape check fails at the stem, before any run directory is made."""
+    spec = tmp_path / "patchify.res"
+    spec.write_text(f'extends "{ROOT / "tests/specs/tiny.res"}"\nstem conv 8x8 /8 8 pool avg 4x4 /4\n')
+    r = resdsl("train", str(spec), "--data", "fashion-mnist", "--out", str(tmp_path / "x"), "--quiet")
+    assert r.returncode == 1 and r.stderr.startswith(f"{spec}:2:"), r.stderr
+    assert "shrinks to nothing in the stem" in r.stderr.splitlines()[0]
+    assert not (tmp_path / "x").exists()
 
 
 def test_emitted_trainer_runs_without_resdsl(tmp_path):
