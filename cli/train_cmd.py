@@ -19,6 +19,7 @@ Examples:
   resdsl train resnet20 --data fashion-mnist --epochs 1  # quick run; milestones scale with the length
   resdsl train resnet20 --set momentum=0.95 --set 'schedule=step 100, 150' --iters 200
   resdsl train resnet50 --data /data/imagenet --nproc 8  # an ImageNet folder, 8 processes
+  resdsl train resnet20 --data fashion-mnist --seeds 0-4 # five seeds side by side, in OUT/seed-N
   resdsl train --resume runs/resnet20-20261122-101500    # continue exactly where it stopped
 """
 
@@ -73,6 +74,10 @@ def train_cmd(spec, settings, **values) -> None:
         raise click.UsageError("--set changes the recipe, and a resumed run keeps its own; start a new run instead")
     given = spec
     spec = spec or _spec_of_run(values["resume"])
+    if values["seeds"]:
+        sys.exit(_launch_seeds(spec, given, values, settings))
+    if values["parallel"]:
+        raise click.UsageError("--parallel goes with --seeds")
     if values["nproc"] and "RANK" not in os.environ:
         sys.exit(_launch_processes(spec, given, values, settings))
     _run_training(spec, values, list(settings))
@@ -96,7 +101,7 @@ def _as_args(spec, values: dict, settings) -> list[str]:
     args = [spec] if spec else []
     for opt in OPTIONS:
         value = values[opt.dest]
-        if opt.dest == "nproc" or value is None or value is False or (value == opt.default and not opt.is_flag):
+        if opt.dest in ("nproc", "seeds", "parallel") or value is None or value is False or (value == opt.default and not opt.is_flag):
             continue
         args += [opt.flag] if opt.is_flag else [opt.flag, str(value)]
     for item in settings:
@@ -121,6 +126,37 @@ def _launch_processes(spec: str, given, values: dict, settings) -> int:
     if not values["out"] and not values["resume"]:  # every rank must write to the same run directory
         values = dict(values, out=default_path("runs", net.name, dt.datetime.now().strftime("%Y%m%d-%H%M%S")))
     return relaunch_with_torchrun(nproc, ["-m", "resdsl_cli.main", "train", *_as_args(given, values, settings)])
+
+
+def _launch_seeds(spec: str, given, values: dict, settings) -> int:
+    """--seeds: one run per seed, each the run `--seed N --out OUT/seed-N` alone makes, side by side."""
+    import datetime as dt
+
+    from resdsl.pipeline import compile_spec
+    from resdsl.train.rundir import default_path
+    from resdsl.train.seeds import run_seeds
+
+    for flag in ("seed", "resume", "nproc"):
+        if values[flag] is not None:
+            raise click.UsageError(f"--seeds runs one process per seed; it does not go with --{flag} (resume one "
+                                   "seed's run with --resume OUT/seed-N)")
+    net = compile_spec(spec)  # a bad spec is one message here, not one per seed
+    out = values["out"] or default_path("runs", net.name, dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    click.echo(f"{len(values['seeds'])} runs of {net.name}, seeds {', '.join(map(str, values['seeds']))}, in {out}")
+
+    def command_for(seed: int, folder: str) -> list[str]:
+        args = _as_args(given or spec, dict(values, seed=seed, out=folder, quiet=True), settings)
+        return [sys.executable, "-m", "resdsl_cli.main", "train", *args]
+
+    return run_seeds(values["seeds"], out, command_for, gpus=_gpus(values["device"]), parallel=values["parallel"])
+
+
+def _gpus(device: str) -> int:
+    if device not in ("auto", "cuda"):
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def spec_hash(net) -> str:

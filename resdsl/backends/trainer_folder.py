@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -28,6 +29,7 @@ sys.path.insert(0, HERE)
 import model  # noqa: E402
 from resdsl_train.cli import make_parser, options_from, relaunch_with_torchrun  # noqa: E402
 from resdsl_train.loop import run_with_errors, train  # noqa: E402
+from resdsl_train.seeds import run_seeds, without  # noqa: E402
 
 
 def spec_hash():
@@ -41,7 +43,15 @@ def spec_hash():
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    ns = make_parser("train.py").parse_args(argv)
+    parser = make_parser("train.py")
+    ns = parser.parse_args(argv)
+    if ns.seeds:
+        if ns.seed is not None or ns.resume or ns.nproc:
+            parser.error("--seeds runs one process per seed; it does not go with --seed, --resume or --nproc")
+        out = ns.out or os.path.join("runs", {name} + "-seeds-" + time.strftime("%Y%m%d-%H%M%S"))
+        rest = without(argv, ("--seeds", "--out", "--parallel"))
+        return run_seeds(ns.seeds, out, lambda seed, folder: [sys.executable, os.path.abspath(__file__), *rest,
+                         "--seed", str(seed), "--out", folder, "--quiet"], parallel=ns.parallel)
     if ns.nproc and "RANK" not in os.environ:
         return relaunch_with_torchrun(ns.nproc, [os.path.abspath(__file__), *argv])
     with open(os.path.join(HERE, "recipe.json")) as fh:

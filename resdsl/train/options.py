@@ -42,6 +42,28 @@ def seed(text) -> int:
     return value
 
 
+MAX_SEEDS = 64
+
+
+def seed_list(text) -> list[int]:
+    """``0,1,2`` or ``0-4`` (or a mix: ``0-2,7``): distinct seeds in the order given."""
+    seeds: list[int] = []
+    for part in str(text).split(","):
+        lo, dash, hi = part.strip().partition("-")
+        if dash and lo.strip():
+            first, last = seed(lo), seed(hi)
+            if last < first:
+                raise ValueError(f"the range {part.strip()} runs backwards")
+            seeds += range(first, last + 1)
+        else:
+            seeds.append(seed(part.strip()))
+        if len(seeds) > MAX_SEEDS:
+            raise ValueError(f"at most {MAX_SEEDS} seeds at once")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"a seed is given twice in {text}")
+    return seeds
+
+
 def learning_rate(text) -> float:
     try:
         value = float(text)
@@ -91,6 +113,9 @@ OPTIONS = (
     Option("--resume", "continue the run in RUNDIR exactly where it stopped", "run", metavar="RUNDIR"),
     Option("--seed", "random seed of weights, data order and augmentation (default 0; on --resume the run's own)",
            "run", seed, "N"),
+    Option("--seeds", "one run per seed, side by side, in OUT/seed-N (e.g. 0,1,2,3,4 or 0-4); each is the run "
+           "--seed N alone makes, resumable with --resume OUT/seed-N", "run", seed_list, "LIST"),
+    Option("--parallel", "with --seeds: how many runs at once (default: all of them)", "run", positive_int, "N"),
     Option("--deterministic", "deterministic algorithms only (bitwise-exact resume on the GPU)", "run",
            is_flag=True),
     Option("--eval-every", "evaluate every N iterations (default: each epoch, at most 10 times a run)", "run",

@@ -1,0 +1,94 @@
+"""`--seeds`: one run per seed side by side, each exactly the run `--seed N` alone makes, each resumable."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import ROOT  # noqa: E402
+from test_train import ENV, resdsl  # noqa: E402
+
+BASE = ["train", "tests/specs/tiny.res", "--data", "synthetic", "--train-subset", "256", "--test-subset", "64",
+        "--batch-size", "32", "--device", "cpu", "--quiet", "--deterministic"]
+
+
+def _weights(run):
+    return torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+
+
+def _rows(run):
+    return [{k: v for k, v in json.loads(x).items() if k != "seconds"}
+            for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _same_run(a, b):
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert _rows(a) == _rows(b)
+
+
+def test_seeds_equal_single_runs(tmp_path):
+    r = resdsl(*BASE, "--iters", "6", "--eval-every", "3", "--seeds", "0-2", "--out", str(tmp_path / "multi"))
+    assert r.returncode == 0, r.stderr
+    assert "done: 3 runs (seeds 0, 1, 2)" in r.stdout and "[seed 2] done: 6 iterations" in r.stdout
+    for seed in (0, 1, 2):
+        single = tmp_path / f"single-{seed}"
+        resdsl(*BASE, "--iters", "6", "--eval-every", "3", "--seed", str(seed), "--out", str(single), check=True)
+        _same_run(tmp_path / "multi" / f"seed-{seed}", single)
+        assert json.loads((single / "config.json").read_text())["seed"] == seed
+    assert not torch.equal(_weights(tmp_path / "single-0")["fc.weight"], _weights(tmp_path / "single-1")["fc.weight"])
+
+
+def test_one_seed_of_a_killed_multi_seed_run_resumes_exactly(tmp_path):
+    multi = tmp_path / "multi"
+    args = [*BASE, "--iters", "80", "--eval-every", "20", "--checkpoint-every", "5"]
+    proc = subprocess.Popen([sys.executable, "-m", "resdsl_cli.main", *args, "--seeds", "0,1", "--out", str(multi)],
+                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    ck = multi / "seed-1" / "checkpoint.pt"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if ck.exists() and torch.load(ck, weights_only=True)["state"]["iter"] >= 10:
+                break
+        except Exception:  # noqa: BLE001 - caught mid-rename; look again
+            pass
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every seed's process, as a kill of the job would
+    proc.wait()
+    stopped = torch.load(ck, weights_only=True)["state"]["iter"]
+    assert 10 <= stopped < 80, "the run finished before it could be killed"
+    r = resdsl("train", "--resume", str(multi / "seed-1"), "--quiet", check=True)
+    assert "done: 80 iterations" in r.stdout
+    single = tmp_path / "single"
+    resdsl(*args, "--seed", "1", "--out", str(single), check=True)
+    _same_run(multi / "seed-1", single)
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--seeds", "0,1", "--seed", "3"], "does not go with --seed"),
+    (["--seeds", "0,0"], "given twice"),
+    (["--seeds", "3-1"], "runs backwards"),
+    (["--parallel", "2"], "--parallel goes with --seeds"),
+])
+def test_bad_seed_lists(args, fragment, tmp_path):
+    r = resdsl(*BASE, "--iters", "2", "--out", str(tmp_path / "x"), *args)
+    assert r.returncode == 2 and fragment in r.stderr, r.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_emitted_trainer_runs_seeds(tmp_path):
+    folder = tmp_path / "trainer"
+    resdsl("compile", "tests/specs/tiny.res", "--emit-trainer", str(folder), check=True)
+    r = subprocess.run([sys.executable, str(folder / "train.py"), *BASE[2:], "--iters", "2", "--seeds", "4,5",
+                        "--out", str(tmp_path / "runs")], capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["seed-4", "seed-5"]
+    assert json.loads((tmp_path / "runs" / "seed-5" / "config.json").read_text())["seed"] == 5
