@@ -267,37 +267,16 @@ def _run_options(run_dir: str) -> dict:
 
 
 def _evaluate(net, spec, checkpoint, data, data_dir, test_subset, view, device, batch_size, download):
+    """The checkpoint's weights on its recipe's test set, through the trainer's front door."""
     from resdsl.train import checkpoint as ckpt
-    from resdsl.train.data import BatchPipeline, FolderData, crop_size, load_dataset, worker_errors_unwrapped
-    from resdsl.train.loop import evaluate, pick_device
+    from resdsl.train.session import RunOptions, evaluate_checkpoint
 
     state = ckpt.load(checkpoint)
     recipe = state.get("recipe") or net.recipe or {}
     name = data or recipe.get("dataset")
     if not name:
         raise click.UsageError("pass --data: neither the spec's recipe nor the checkpoint names a dataset")
-    split = tuple(recipe["split"]) if recipe.get("split") else None  # the held-out part it trained beside
-    ds = load_dataset(name, data_dir, download=download, split=split, test_subset=test_subset)
-    if isinstance(ds, FolderData):
-        size = crop_size(recipe.get("augment", []))
-        ds.shape = (3, size, size)
-    dev = pick_device(device)
-    model = _model_fn(spec)(ds.shape, ds.num_classes)
-    ckpt.load_weights(model, state["model"], checkpoint)
-    model.to(dev)
-    ten = view == "10-crop" or (view == "auto" and isinstance(ds, FolderData))
-    if isinstance(ds, FolderData):
-        import torch
-
-        test = ds.test_dataset(crop=ds.shape[1], resize=round(ds.shape[1] * 256 / 224), ten_crop=ten)
-        batches = worker_errors_unwrapped(
-            torch.utils.data.DataLoader(test, batch_size=max(1, batch_size // (10 if ten else 1))))
-    else:
-        if view == "10-crop":
-            raise click.UsageError("10-crop testing needs an image-folder dataset")
-        ds = ds.to(dev)
-        pipeline = BatchPipeline(ds, recipe.get("normalize", "none"), [])
-        if state.get("normalization"):
-            pipeline.load_stats(state["normalization"])
-        batches = pipeline.test_batches(batch_size)
-    return name, "10-crop" if ten else "single view", evaluate(model, batches, dev)
+    opts = RunOptions(data=name, data_dir=data_dir, test_subset=test_subset, device=device, download=download)
+    views, result = evaluate_checkpoint(_model_fn(spec), state, checkpoint, dict(recipe, dataset=name), opts, view,
+                                        batch_size)
+    return name, views, result

@@ -1,125 +1,37 @@
-"""The training loop: any ``nn.Module`` with a recipe, exact resume, single process or torch.distributed."""
+"""The training loop: any ``nn.Module`` with a recipe, exact resume, single process or torch.distributed.
+
+`train` owns the run directory (lock, records, the closing line); `session.prepare` builds what the run trains;
+the loop steps through iterations without waiting for the device (steps.Window) and stops to read, evaluate and
+checkpoint at fixed iterations, so a run's figures do not depend on where it was stopped and resumed.
+"""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import os
 import platform
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from . import checkpoint as ckpt
 from . import rundir
-from .data import (BatchPipeline, DataError, FolderData, InMemoryData, crop_size, epoch_permutation, load_dataset,
-                   worker_errors_unwrapped)
+from .data import DataError
 from .fileio import OutputError
 from .metrics import MetricsLog
-from .options import MAX_LR, MAX_SEED
+from .options import MAX_SEED
 from .report import Progress, RunLog, banner, device_words, effective_recipe, precision_words
-from .schedule import from_recipe
+from .session import (FolderBatches, Interrupted, RunOptions, Session, TrainingError, apply_overrides,
+                      distributed_env, evaluate, pick_device, prepare, test_batches)
+from .steps import InMemoryBatches, Window, train_step
 
 CHECKPOINT = rundir.CHECKPOINT
 # options a resumed run takes from its config.json; giving another value on resume is refused, not ignored
 RESUMED_OPTIONS = ("data", "seed", "train_subset", "test_subset", "iters", "epochs", "eval_every",
                    "checkpoint_every", "amp", "channels_last", "deterministic", "batch_size", "lr")
-
-
-class TrainingError(Exception):
-    """A run stopped for a reason the user must see (NaN loss, bad option, unwritable run directory)."""
-
-
-class Interrupted(Exception):
-    """Ctrl-C or SIGTERM: a checkpoint was written; the run can be resumed."""
-
-
-@dataclass
-class RunOptions:
-    """Everything about a run that is not the model or the recipe (the CLI flags)."""
-
-    data: str | None = None
-    data_dir: str | None = None
-    out: str | None = None
-    resume: str | None = None
-    device: str = "auto"
-    amp: str | None = None
-    channels_last: bool = False
-    compile: bool = False
-    seed: int | None = None  # None: 0 for a new run, the run's own seed on resume
-    deterministic: bool = False
-    overwrite: bool = False
-    iters: int | None = None
-    epochs: int | None = None
-    train_subset: int | None = None
-    test_subset: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    eval_every: int | None = None
-    checkpoint_every: int | None = None
-    quiet: bool = False
-    sync_bn: bool = False
-    workers: int = 4
-    download: bool = True
-    name: str = "run"
-    extra_config: dict = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------------------------------------------
-# setup
-
-
-def pick_device(choice: str) -> torch.device:
-    """auto: CUDA if present, else Apple MPS, else CPU; an unavailable explicit choice is an error."""
-    if choice == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("--device cuda was asked for, but PyTorch sees no CUDA GPU (use --device auto or cpu)")
-    if choice == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise TrainingError("--device mps was asked for, but Apple's MPS backend is not available")
-    if choice == "cuda":
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device(choice)
-
-
-def distributed_env() -> tuple[int, int]:
-    """(rank, world size) from torchrun's environment; (0, 1) when not launched by torchrun."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def _apply_overrides(recipe: dict, opts: RunOptions) -> dict:
-    r = json.loads(json.dumps(recipe))
-    if opts.batch_size is not None:
-        if opts.batch_size < 1:
-            raise TrainingError("--batch-size must be at least 1")
-        r["batch"] = opts.batch_size
-    if opts.lr is not None:
-        r["lr"] = opts.lr
-    for what, lr in (("learning rate", r["lr"]), ("warm-up learning rate", (r.get("warmup") or {}).get("lr", 1))):
-        if not 0 < lr <= MAX_LR:
-            raise TrainingError(f"the {what} {lr:g} is not a positive number up to {MAX_LR:g} (the largest float32)")
-    if opts.iters is not None and opts.epochs is not None:
-        raise TrainingError("give --iters or --epochs, not both")
-    if opts.data is not None:
-        r["dataset"] = opts.data
-    if not r.get("dataset"):
-        raise TrainingError("the recipe names no dataset: pass --data (cifar10, cifar100, fashion-mnist, mnist, "
-                            "synthetic or an ImageNet-layout folder)")
-    return r
-
-
-def _seed_for(*parts) -> int:
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 def _versions() -> dict:
@@ -153,51 +65,6 @@ def _check_seed(seed: int) -> int:
     if not 0 <= seed <= MAX_SEED:
         raise TrainingError(f"--seed {seed} is out of range: use a whole number from 0 to {MAX_SEED}")
     return seed
-
-
-# ---------------------------------------------------------------------------------------------------
-# evaluation
-
-
-@torch.no_grad()
-def evaluate(model, batches, device, amp_dtype=None, channels_last=False) -> dict:
-    """Mean loss, top-1 and top-5 error (%) over ``batches`` of (x, y); a (B, K, C, H, W) x averages K crops."""
-    was_training = model.training
-    model.eval()
-    total, loss_sum, wrong1, wrong5 = 0, 0.0, 0, 0
-    for x, y in batches:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        crops = x.dim() == 5
-        if crops:
-            b, k = x.shape[:2]
-            x = x.flatten(0, 1)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(x).float()
-        if crops:
-            logits = logits.view(b, k, -1).softmax(-1).mean(1).log()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        wrong1 += (top[:, 0] != y).sum().item()
-        wrong5 += (~(top == y[:, None]).any(1)).sum().item()
-        total += y.numel()
-    model.train(was_training)
-    total = max(total, 1)
-    return {"loss": loss_sum / total, "error": 100.0 * wrong1 / total, "top5_error": 100.0 * wrong5 / total}
-
-
-def test_batches(data, pipeline, opts, batch_size, ten_crop=False):
-    if isinstance(data, InMemoryData):
-        return pipeline.test_batches(batch_size)
-    ds = data.test_dataset(crop=data.shape[1], resize=round(data.shape[1] * 256 / 224), ten_crop=ten_crop)
-    return worker_errors_unwrapped(torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False,
-                                                               num_workers=opts.workers,
-                                                               pin_memory=torch.cuda.is_available()))
-
-
-# ---------------------------------------------------------------------------------------------------
-# the loop
 
 
 class _Stop:
@@ -237,7 +104,7 @@ def train(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
         opts.out = run_dir = resume_dir
         lock = rundir.resume(run_dir) if rank == 0 else None
     else:
-        recipe = _apply_overrides(recipe, opts)
+        recipe = apply_overrides(recipe, opts)
         opts.seed = _check_seed(opts.seed or 0)
         run_dir = opts.out or rundir.default_path("runs", opts.name, dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
         fresh = not os.path.exists(run_dir)
@@ -263,7 +130,7 @@ def train(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
 def _data_words(data, recipe, n_train) -> str:
     """``fashion-mnist, 1x28x28 images, 10 classes: 60,000 train / 10,000 test`` (the test part is held out of the
     training set when the recipe has a split)."""
-    n_test = data.test_x.shape[0] if isinstance(data, InMemoryData) else data.test_size
+    n_test = data.test_x.shape[0] if hasattr(data, "test_x") else data.test_size
     held = " held out of the training set" if recipe.get("split") else ""
     shape = "x".join(map(str, data.shape))
     return (f"{recipe['dataset']}, {shape} images, {data.num_classes} classes: {n_train:,} train / {n_test:,} "
@@ -271,178 +138,153 @@ def _data_words(data, recipe, n_train) -> str:
 
 
 def _train(model_fn, recipe, opts, run_dir, rank, world, log) -> dict:
-    resume_dir = opts.resume
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and opts.device in ("auto", "cuda") else "gloo"
-        torch.distributed.init_process_group(backend=backend)
-    device = pick_device(opts.device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if opts.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=False)
-        torch.backends.cudnn.benchmark = False
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    elif device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    amp_dtype = {None: None, "none": None, "bf16": torch.bfloat16}.get(opts.amp, "bad")
-    if amp_dtype == "bad":
-        raise TrainingError(f"--amp {opts.amp}: use bf16 or none")
-
-    data = load_dataset(recipe["dataset"], opts.data_dir, download=opts.download, split=tuple(recipe["split"])
-                        if recipe.get("split") else None, train_subset=opts.train_subset,
-                        test_subset=opts.test_subset)
-    if isinstance(data, FolderData):  # image folders: the network sees the recipe's crop size
-        data.shape = (3, crop_size(recipe.get("augment", [])), crop_size(recipe.get("augment", [])))
-    torch.manual_seed(opts.seed)
-    model = model_fn(data.shape, data.num_classes)
-    batch = recipe["batch"]
-    if batch % world:
-        raise TrainingError(f"the batch size {batch} does not split evenly over {world} processes")
-    if isinstance(data, InMemoryData):
-        n_train = data.train_x.shape[0]
-        data = data.to(device)
-        pipeline = BatchPipeline(data, recipe.get("normalize", "none"), recipe.get("augment", []))
-    else:
-        n_train, pipeline = data.train_size, None
-    iters_per_epoch = n_train // batch
-    if iters_per_epoch < 1:
-        raise TrainingError(f"the batch size {batch} is larger than the training set ({n_train} images)")
-    length = (opts.iters, "iterations") if opts.iters else ((opts.epochs, "epochs") if opts.epochs else None)
-    if length and length[0] < 1:
-        raise TrainingError("--iters/--epochs must be at least 1")
-    schedule, total = from_recipe(recipe, iters_per_epoch, length)
-    eval_every = opts.eval_every or min(iters_per_epoch, max(1, total // 10))
-    ckpt_every = opts.checkpoint_every or eval_every
-
-    model = model.to(device)
-    if opts.sync_bn and world > 1:
-        if device.type != "cuda":
-            raise TrainingError("--sync-bn needs CUDA GPUs (PyTorch's SyncBatchNorm does not run on the CPU)")
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if opts.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
-                                nesterov=recipe.get("nesterov", False), weight_decay=recipe["weight_decay"])
+    s = prepare(model_fn, recipe, opts, rank, world)
     state = {"iter": 0, "elapsed": 0.0, "loss_sum": 0.0, "wrong": 0, "seen": 0, "recent_errors": []}
     metrics = MetricsLog(run_dir, enabled=rank == 0)
     path = os.path.join(run_dir, CHECKPOINT)
-    if resume_dir is not None:
-        saved_ckpt = ckpt.load(path)
-        ckpt.load_weights(model, saved_ckpt["model"], path)
-        try:
-            optimizer.load_state_dict(saved_ckpt["optimizer"])
-        except (ValueError, KeyError, RuntimeError) as exc:
-            raise ckpt.CheckpointError(f"{path}: the optimizer state does not fit this network ({exc})") from None
-        schedule.load_state_dict(saved_ckpt["schedule"])
-        state.update(saved_ckpt["state"])
-        ckpt.set_rng_state(saved_ckpt["rng"])
-        if rank != 0:  # rank 0's checkpoint holds the whole window's running sums
-            state["loss_sum"], state["wrong"], state["seen"] = 0.0, 0, 0
-        if state["iter"] >= total:
-            raise TrainingError(f"--resume {resume_dir}: the run already finished all {total} iterations, so there "
-                                "is nothing to continue. To train longer, start a new run (e.g. --iters N --out NEW)")
-        metrics.resume(state["iter"])
+    if opts.resume is not None:
+        _restore(s, state, path, metrics)
     if rank == 0:
-        for line in banner(opts, recipe, model, _data_words(data, recipe, n_train), device, schedule, total,
-                           iters_per_epoch, run_dir, state["iter"]):
+        for line in banner(opts, s.recipe, s.model, _data_words(s.data, s.recipe, s.n_train), s.device, s.schedule,
+                           s.total, s.iters_per_epoch, run_dir, state["iter"]):
             log.say(line)
-    if resume_dir is None and rank == 0:
-        config = {"name": opts.name, "recipe": effective_recipe(recipe, schedule, total), "spec_recipe": recipe,
-                  "options": asdict(opts), "device": device_words(device), "precision": precision_words(opts),
-                  "command": list(sys.argv), "versions": _versions(), "seed": opts.seed, "world_size": world,
-                  "dataset": {"name": recipe["dataset"], "shape": list(data.shape), "classes": data.num_classes,
-                              "train_size": n_train}, "iterations": total, "iters_per_epoch": iters_per_epoch,
-                  **opts.extra_config}
-        rundir.write_config(run_dir, config)
+        if opts.resume is None:
+            rundir.write_config(run_dir, _config(s))
+    return _loop(s, state, metrics, log, run_dir, path)
 
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                        else None)
-    if opts.compile:
-        net = torch.compile(net)
 
-    folder_iter = None
-    if pipeline is None:
-        folder_iter = _FolderBatches(data, recipe, opts, batch, rank, world)
+def _restore(s: Session, state: dict, path: str, metrics: MetricsLog) -> None:
+    """Model, optimizer, schedule, running figures and RNG states from the run's checkpoint."""
+    saved = ckpt.load(path)
+    ckpt.load_weights(s.model, saved["model"], path)
+    try:
+        s.optimizer.load_state_dict(saved["optimizer"])
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise ckpt.CheckpointError(f"{path}: the optimizer state does not fit this network ({exc})") from None
+    s.schedule.load_state_dict(saved["schedule"])
+    state.update(saved["state"])
+    ckpt.set_rng_state(saved["rng"])
+    if s.rank != 0:  # rank 0's checkpoint holds the whole window's running sums
+        state["loss_sum"], state["wrong"], state["seen"] = 0.0, 0, 0
+    if state["iter"] >= s.total:
+        raise TrainingError(f"--resume {s.opts.resume}: the run already finished all {s.total} iterations, so there "
+                            "is nothing to continue. To train longer, start a new run (e.g. --iters N --out NEW)")
+    metrics.resume(state["iter"])
 
-    def save():
-        if rank != 0:
-            return
-        bad = next((n for n, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()),
-                   None)
-        if bad is not None:
-            kept = f"the last good checkpoint is {path}" if os.path.exists(path) else "no checkpoint was written"
-            raise TrainingError(f"the weights diverged ({bad} is not finite) by iteration {state['iter']}; "
-                                f"training stopped; {kept}. Try a lower --lr or a warm-up")
-        ckpt.save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "schedule": schedule.state_dict(), "state": dict(state), "rng": ckpt.rng_state(),
-                          "recipe": recipe, "normalization": pipeline.stats() if pipeline is not None else None},
-                         path)
 
-    progress = Progress(total, state["iter"], quiet=opts.quiet or rank != 0, log=log)
-    start_time = time.perf_counter() - state["elapsed"]
-    perm_epoch, perm = -1, None
+def _config(s: Session) -> dict:
+    """config.json: what runs, as it runs (the recipe in iterations, the device chosen, the command line)."""
+    opts = s.opts
+    return {"name": opts.name, "recipe": effective_recipe(s.recipe, s.schedule, s.total), "spec_recipe": s.recipe,
+            "options": asdict(opts), "device": device_words(s.device), "precision": precision_words(opts),
+            "command": list(sys.argv), "versions": _versions(), "seed": opts.seed, "world_size": s.world,
+            "dataset": {"name": s.recipe["dataset"], "shape": list(s.data.shape), "classes": s.data.num_classes,
+                        "train_size": s.n_train}, "iterations": s.total, "iters_per_epoch": s.iters_per_epoch,
+            **opts.extra_config}
+
+
+def _network(s: Session):
+    net = s.model
+    if s.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(s.model, device_ids=[s.device.index]
+                                                        if s.device.type == "cuda" else None)
+    return torch.compile(net) if s.opts.compile else net
+
+
+def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: str, path: str) -> dict:
+    net = _network(s)
+    batches = InMemoryBatches(s) if s.pipeline is not None else \
+        FolderBatches(s.data, s.recipe, s.opts, s.recipe["batch"], s.rank, s.world)
+    window = Window(s.device, state)
+    progress = Progress(s.total, state["iter"], quiet=s.opts.quiet or s.rank != 0, log=log)
+    start = time.perf_counter() - state["elapsed"]
     last_row = None
     net.train()
     with _Stop() as stop:
-        for it in range(state["iter"], total):
-            epoch, pos = divmod(it, iters_per_epoch)
-            if pipeline is not None:
-                if epoch != perm_epoch:
-                    perm, perm_epoch = epoch_permutation(n_train, opts.seed, epoch), epoch
-                idx = perm[pos * batch:(pos + 1) * batch]
-                gen = torch.Generator().manual_seed(_seed_for(opts.seed, it))
-                x, y = pipeline.train_batch(idx, gen)
-                x, y = x[rank::world], y[rank::world]
-            else:
-                x, y = folder_iter.batch(epoch, pos)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if opts.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            lr = schedule.lr_at(it)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = net(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.get("label_smoothing", 0.0))
-            if not torch.isfinite(loss):
-                kept = f"the last good checkpoint is {path}" if os.path.exists(path) else "no checkpoint was written"
-                raise TrainingError(f"the loss became {loss.item()} at iteration {it + 1} (lr {lr:g}); training "
-                                    f"stopped; {kept}. Try a lower --lr or a warm-up")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            wrong = (logits.argmax(1) != y).sum().item()
-            state["loss_sum"] += loss.item() * y.numel()
-            state["wrong"] += wrong
-            state["seen"] += y.numel()
-            batch_error = 100.0 * wrong / y.numel()
-            recent = (state["recent_errors"] + [batch_error])[-20:]
-            state["recent_errors"] = recent
-            schedule.observe_train_error(it, sum(recent) / len(recent))
+        for it in range(state["iter"], s.total):
+            x, y = _batch(s, batches, it)
+            lr = s.schedule.lr_at(it)
+            check = _loss_check(s, it, lr, path) if s.opts.sync_every_step else None
+            loss, logits = train_step(s, net, x, y, lr, check)
+            wrong = window.add(it, loss, logits, y)
+            _observe_warmup(s, state, it, wrong, y.numel())
             state["iter"] = it + 1
-            progress.update(loss.item(), batch_error, lr)
-            done = it + 1 == total
-            if (it + 1) % eval_every == 0 or done:
-                last_row = _evaluate_and_log(model, data, pipeline, opts, batch, device,
-                                             amp_dtype, state, it, iters_per_epoch, lr, start_time, metrics,
-                                             schedule, rank, world, progress)
-            if (it + 1) % ckpt_every == 0 or done or stop.requested:
-                if (it + 1) % ckpt_every == 0 or done:  # a collective: only where every rank is, never on a signal
-                    _reduce_window(state, device, rank, world)
-                state["elapsed"] = time.perf_counter() - start_time
-                save()
+            progress.update(it, loss, wrong, y.numel(), lr)
+            done = it + 1 == s.total
+            if (it + 1) % s.eval_every == 0 or done:
+                _check_finite(s, window, lr, path)
+                last_row = _evaluate_and_log(s, state, window, it, lr, start, metrics, progress)
+            if (it + 1) % s.ckpt_every == 0 or done or stop.requested:
+                _check_finite(s, window, lr, path)
+                state.update(window.read())
+                if (it + 1) % s.ckpt_every == 0 or done:  # a collective: only where every rank is, never on a signal
+                    _reduce_window(state, s.device, s.rank, s.world)
+                    window.set(state["loss_sum"], state["wrong"], state["seen"])
+                state["elapsed"] = time.perf_counter() - start
+                _save(s, state, path)
             if stop.requested and not done:
                 progress.close()
                 metrics.close()
-                raise Interrupted(f"{stop.requested} received: stopped after iteration {it + 1} of {total}; "
+                raise Interrupted(f"{stop.requested} received: stopped after iteration {it + 1} of {s.total}; "
                                   f"checkpoint written. Resume with: --resume {run_dir}")
     progress.close()
     metrics.close()
-    if world > 1:
+    if s.world > 1:
         torch.distributed.barrier()
-    return {"run_dir": run_dir, "last": last_row, "iterations": total, "model": model}
+    return {"run_dir": run_dir, "last": last_row, "iterations": s.total, "model": s.model}
+
+
+def _batch(s: Session, batches, it: int):
+    if s.pipeline is not None:
+        return batches.batch(it)
+    x, y = batches.batch(*divmod(it, s.iters_per_epoch))
+    return x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
+
+
+def _kept(path: str) -> str:
+    return f"the last good checkpoint is {path}" if os.path.exists(path) else "no checkpoint was written"
+
+
+def _loss_check(s: Session, it: int, lr: float, path: str):
+    """--sync-every-step: stop at the first non-finite loss, before its step (the plain loop's behaviour)."""
+    def check(loss):
+        if not torch.isfinite(loss):
+            raise TrainingError(f"the loss became {loss.item()} at iteration {it + 1} (lr {lr:g}); training "
+                                f"stopped; {_kept(path)}. Try a lower --lr or a warm-up")
+    return check
+
+
+def _check_finite(s: Session, window: Window, lr: float, path: str) -> None:
+    """Where the loop reads its figures: any non-finite loss since the last read stops the run, unsaved."""
+    first = window.first_nonfinite()
+    if first is not None:
+        raise TrainingError(f"the loss became non-finite at iteration {first + 1} (lr {s.schedule.lr_at(first):g}); "
+                            f"training stopped; {_kept(path)}. Try a lower --lr or a warm-up")
+
+
+def _observe_warmup(s: Session, state: dict, it: int, wrong, n: int) -> None:
+    """[R]'s warm-up "until training error is below 80%" needs each batch's error on the host (one read per
+    iteration while the warm-up lasts; none after)."""
+    if s.schedule.warmup_done:
+        return
+    recent = (state["recent_errors"] + [100.0 * int(wrong.item()) / n])[-20:]
+    state["recent_errors"] = recent
+    s.schedule.observe_train_error(it, sum(recent) / len(recent))
+
+
+def _save(s: Session, state: dict, path: str) -> None:
+    if s.rank != 0:
+        return
+    model = s.model
+    bad = next((n for n, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()),
+               None)
+    if bad is not None:
+        raise TrainingError(f"the weights diverged ({bad} is not finite) by iteration {state['iter']}; training "
+                            f"stopped; {_kept(path)}. Try a lower --lr or a warm-up")
+    ckpt.save_atomic({"model": model.state_dict(), "optimizer": s.optimizer.state_dict(),
+                      "schedule": s.schedule.state_dict(), "state": dict(state), "rng": ckpt.rng_state(),
+                      "recipe": s.recipe, "normalization": s.pipeline.stats() if s.pipeline is not None else None},
+                     path)
 
 
 def _reduce_window(state, device, rank, world) -> None:
@@ -458,58 +300,36 @@ def _reduce_window(state, device, rank, world) -> None:
     state["loss_sum"], state["wrong"], state["seen"] = totals[0].item(), int(totals[1].item()), int(totals[2].item())
 
 
-def _evaluate_and_log(model, data, pipeline, opts, batch, device, amp_dtype, state, it, ipe, lr, start_time,
-                      metrics, schedule, rank, world, progress) -> dict | None:
+def _evaluate_and_log(s: Session, state: dict, window: Window, it: int, lr: float, start: float,
+                      metrics: MetricsLog, progress: Progress) -> dict | None:
     row = None
-    _reduce_window(state, device, rank, world)
-    if rank == 0:
-        res = evaluate(model, test_batches(data, pipeline, opts, max(batch, 256)), device, amp_dtype,
-                       opts.channels_last)
+    state.update(window.read())
+    _reduce_window(state, s.device, s.rank, s.world)
+    if s.rank == 0:
+        res = evaluate(s.model, test_batches(s.data, s.pipeline, s.opts, max(s.recipe["batch"], 256)), s.device,
+                       s.amp_dtype, s.opts.channels_last)
         seen = max(state["seen"], 1)
-        row = {"iter": it + 1, "epoch": round((it + 1) / ipe, 4), "lr": lr,
+        row = {"iter": it + 1, "epoch": round((it + 1) / s.iters_per_epoch, 4), "lr": lr,
                "train_loss": state["loss_sum"] / seen, "train_error": 100.0 * state["wrong"] / seen,
                "test_loss": res["loss"], "test_error": res["error"], "test_top5_error": res["top5_error"],
-               "seconds": round(time.perf_counter() - start_time, 3)}
+               "seconds": round(time.perf_counter() - start, 3)}
         metrics.write(row)
         progress.note(row)
-        schedule.observe_val_error(res["error"])
-    if world > 1:
-        # every rank must take the same plateau decision; rank 0's evaluation decides
-        flag = torch.tensor([schedule.plateau_scale, schedule.plateau_best, schedule.plateau_bad],
-                            dtype=torch.float64, device="cuda" if torch.cuda.is_available() and
-                            torch.distributed.get_backend() == "nccl" else "cpu")
-        torch.distributed.broadcast(flag, 0)
-        schedule.plateau_scale, schedule.plateau_best, schedule.plateau_bad = flag[0].item(), flag[1].item(), \
-            int(flag[2].item())
+        s.schedule.observe_val_error(res["error"])
+    if s.world > 1:
+        _share_plateau(s)
     state["loss_sum"], state["wrong"], state["seen"] = 0.0, 0, 0
+    window.reset()
     return row
 
 
-class _FolderBatches:
-    """Batches of an image-folder dataset in the exact order of (seed, epoch, position), through DataLoader
-    workers with pinned memory; a resumed run restarts at the same position of the same permutation."""
-
-    def __init__(self, data: FolderData, recipe, opts, batch, rank, world):
-        self.ds = data.train_dataset(recipe.get("augment", []), crop=data.shape[1])
-        self.n = len(self.ds)
-        self.opts, self.batch_size, self.rank, self.world = opts, batch, rank, world
-        self.epoch, self.iter = None, None
-
-    def _start(self, epoch, pos):
-        perm = epoch_permutation(self.n, self.opts.seed, epoch).tolist()
-        per_iter = [perm[i * self.batch_size:(i + 1) * self.batch_size][self.rank::self.world]
-                    for i in range(pos, self.n // self.batch_size)]
-        gen = torch.Generator().manual_seed(_seed_for(self.opts.seed, "loader", epoch, pos))
-        loader = torch.utils.data.DataLoader(self.ds, batch_sampler=per_iter, num_workers=self.opts.workers,
-                                             pin_memory=torch.cuda.is_available(), generator=gen,
-                                             persistent_workers=False)
-        self.epoch, self.next_pos, self.iter = epoch, pos, worker_errors_unwrapped(loader)
-
-    def batch(self, epoch, pos):
-        if self.epoch != epoch or self.next_pos != pos:
-            self._start(epoch, pos)
-        self.next_pos += 1
-        return next(self.iter)
+def _share_plateau(s: Session) -> None:
+    """Every rank must take the same plateau decision; rank 0's evaluation decides."""
+    sch = s.schedule
+    flag = torch.tensor([sch.plateau_scale, sch.plateau_best, sch.plateau_bad], dtype=torch.float64,
+                        device=s.device if torch.distributed.get_backend() == "nccl" else "cpu")
+    torch.distributed.broadcast(flag, 0)
+    sch.plateau_scale, sch.plateau_best, sch.plateau_bad = flag[0].item(), flag[1].item(), int(flag[2].item())
 
 
 def run_with_errors(fn, *args, **kwargs):
@@ -522,7 +342,6 @@ def run_with_errors(fn, *args, **kwargs):
         return None, (str(exc), 1)
     except OutputError as exc:  # a full disk or a vanished folder while writing a run's records
         return None, (f"{exc}; the last checkpoint is intact", 1)
-        return None, (str(exc), 1)
 
 
 __all__ = ["RunOptions", "train", "evaluate", "TrainingError", "Interrupted", "run_with_errors", "pick_device"]

@@ -122,6 +122,9 @@ OPTIONS = (
            positive_int, "N"),
     Option("--checkpoint-every", "checkpoint every N iterations (default: at each evaluation)", "run",
            positive_int, "N"),
+    Option("--sync-every-step", "read the loss after every iteration and stop at the first non-finite one before "
+           "its step (the plain loop; the default reads it at evaluations and checkpoints, which gives the same "
+           "weights without making the host wait for the GPU each step)", "run", is_flag=True),
     Option("--quiet", "no progress bar and no per-evaluation lines (the banner and train.log stay)", "run",
            is_flag=True),
     Option("--device", "where to train: auto picks CUDA, then Apple MPS, then the CPU", "device", choices=DEVICES,

@@ -41,10 +41,15 @@ class Progress:
             return
         self.bar = tqdm(total=total, initial=initial, unit="it", dynamic_ncols=True, file=sys.stderr)
 
-    def update(self, loss, error, lr):
-        if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss:.3f}", err=f"{error:.1f}%", lr=f"{lr:g}", refresh=False)
-            self.bar.update(1)
+    def update(self, it, loss, wrong, n, lr, every: int = 25):
+        """One iteration done; the loss and error shown are read from the device only every ``every`` iterations
+        (a read waits for the device)."""
+        if self.bar is None:
+            return
+        if it % every == 0:
+            self.bar.set_postfix(loss=f"{loss.item():.3f}", err=f"{100.0 * wrong.item() / n:.1f}%", lr=f"{lr:g}",
+                                 refresh=False)
+        self.bar.update(1)
 
     def note(self, row):
         text = (f"iter {row['iter']}: train loss {_num(row['train_loss'], '.4f')}, train error "

@@ -1,0 +1,289 @@
+"""The training front door: everything a run needs (recipe, device, data, model, schedule, optimizer), prepared
+in one place that `resdsl train`, `resdsl eval`, `--seeds` runs and an emitted trainer all go through."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .data import (BatchPipeline, FolderData, InMemoryData, crop_size, epoch_permutation, load_dataset,
+                   worker_errors_unwrapped)
+from .options import MAX_LR
+from .schedule import LRSchedule, from_recipe
+from .steps import seed_for
+
+
+class TrainingError(Exception):
+    """A run stopped for a reason the user must see (NaN loss, bad option, unwritable run directory)."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM: a checkpoint was written; the run can be resumed."""
+
+
+@dataclass
+class RunOptions:
+    """Everything about a run that is not the model or the recipe (the CLI flags)."""
+
+    data: str | None = None
+    data_dir: str | None = None
+    out: str | None = None
+    resume: str | None = None
+    device: str = "auto"
+    amp: str | None = None
+    channels_last: bool = False
+    compile: bool = False
+    seed: int | None = None  # None: 0 for a new run, the run's own seed on resume
+    deterministic: bool = False
+    sync_every_step: bool = False
+    overwrite: bool = False
+    iters: int | None = None
+    epochs: int | None = None
+    train_subset: int | None = None
+    test_subset: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    eval_every: int | None = None
+    checkpoint_every: int | None = None
+    quiet: bool = False
+    sync_bn: bool = False
+    workers: int = 4
+    download: bool = True
+    name: str = "run"
+    extra_config: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------
+# setup
+
+
+def pick_device(choice: str) -> torch.device:
+    """auto: CUDA if present, else Apple MPS, else CPU; an unavailable explicit choice is an error."""
+    if choice == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("--device cuda was asked for, but PyTorch sees no CUDA GPU (use --device auto or cpu)")
+    if choice == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise TrainingError("--device mps was asked for, but Apple's MPS backend is not available")
+    if choice == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device(choice)
+
+
+def distributed_env() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment; (0, 1) when not launched by torchrun."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def apply_overrides(recipe: dict, opts: RunOptions) -> dict:
+    r = json.loads(json.dumps(recipe))
+    if opts.batch_size is not None:
+        if opts.batch_size < 1:
+            raise TrainingError("--batch-size must be at least 1")
+        r["batch"] = opts.batch_size
+    if opts.lr is not None:
+        r["lr"] = opts.lr
+    for what, lr in (("learning rate", r["lr"]), ("warm-up learning rate", (r.get("warmup") or {}).get("lr", 1))):
+        if not 0 < lr <= MAX_LR:
+            raise TrainingError(f"the {what} {lr:g} is not a positive number up to {MAX_LR:g} (the largest float32)")
+    if opts.iters is not None and opts.epochs is not None:
+        raise TrainingError("give --iters or --epochs, not both")
+    if opts.data is not None:
+        r["dataset"] = opts.data
+    if not r.get("dataset"):
+        raise TrainingError("the recipe names no dataset: pass --data (cifar10, cifar100, fashion-mnist, mnist, "
+                            "synthetic or an ImageNet-layout folder)")
+    return r
+
+
+@torch.no_grad()
+def evaluate(model, batches, device, amp_dtype=None, channels_last=False) -> dict:
+    """Mean loss, top-1 and top-5 error (%) over ``batches`` of (x, y); a (B, K, C, H, W) x averages K crops."""
+    was_training = model.training
+    model.eval()
+    total, loss_sum, wrong1, wrong5 = 0, 0.0, 0, 0
+    for x, y in batches:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        crops = x.dim() == 5
+        if crops:
+            b, k = x.shape[:2]
+            x = x.flatten(0, 1)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(x).float()
+        if crops:
+            logits = logits.view(b, k, -1).softmax(-1).mean(1).log()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        wrong1 += (top[:, 0] != y).sum().item()
+        wrong5 += (~(top == y[:, None]).any(1)).sum().item()
+        total += y.numel()
+    model.train(was_training)
+    total = max(total, 1)
+    return {"loss": loss_sum / total, "error": 100.0 * wrong1 / total, "top5_error": 100.0 * wrong5 / total}
+
+
+def test_batches(data, pipeline, opts, batch_size, ten_crop=False):
+    if isinstance(data, InMemoryData):
+        return pipeline.test_batches(batch_size)
+    ds = data.test_dataset(crop=data.shape[1], resize=round(data.shape[1] * 256 / 224), ten_crop=ten_crop)
+    return worker_errors_unwrapped(torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False,
+                                                               num_workers=opts.workers,
+                                                               pin_memory=torch.cuda.is_available()))
+
+
+class FolderBatches:
+    """Batches of an image-folder dataset in the exact order of (seed, epoch, position), through DataLoader
+    workers with pinned memory; a resumed run restarts at the same position of the same permutation."""
+
+    def __init__(self, data: FolderData, recipe, opts, batch, rank, world):
+        self.ds = data.train_dataset(recipe.get("augment", []), crop=data.shape[1])
+        self.n = len(self.ds)
+        self.opts, self.batch_size, self.rank, self.world = opts, batch, rank, world
+        self.epoch, self.iter = None, None
+
+    def _start(self, epoch, pos):
+        perm = epoch_permutation(self.n, self.opts.seed, epoch).tolist()
+        per_iter = [perm[i * self.batch_size:(i + 1) * self.batch_size][self.rank::self.world]
+                    for i in range(pos, self.n // self.batch_size)]
+        gen = torch.Generator().manual_seed(seed_for(self.opts.seed, "loader", epoch, pos))
+        loader = torch.utils.data.DataLoader(self.ds, batch_sampler=per_iter, num_workers=self.opts.workers,
+                                             pin_memory=torch.cuda.is_available(), generator=gen,
+                                             persistent_workers=False)
+        self.epoch, self.next_pos, self.iter = epoch, pos, worker_errors_unwrapped(loader)
+
+    def batch(self, epoch, pos):
+        if self.epoch != epoch or self.next_pos != pos:
+            self._start(epoch, pos)
+        self.next_pos += 1
+        return next(self.iter)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the front door
+
+
+@dataclass
+class Session:
+    """A prepared run: what the loop, the evaluation and the checkpoints work on."""
+
+    recipe: dict
+    opts: RunOptions
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    data: InMemoryData | FolderData
+    pipeline: BatchPipeline | None  # in-memory data: batches made on the device
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    n_train: int
+    iters_per_epoch: int
+    total: int
+    eval_every: int
+    ckpt_every: int
+    rank: int = 0
+    world: int = 1
+
+
+def setup_device(opts: RunOptions, world: int) -> tuple[torch.device, torch.dtype | None]:
+    """The device (after joining the process group under torchrun), cuDNN's mode and the autocast type."""
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and opts.device in ("auto", "cuda") else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+    device = pick_device(opts.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if opts.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    amp_dtype = {None: None, "none": None, "bf16": torch.bfloat16}.get(opts.amp, "bad")
+    if amp_dtype == "bad":
+        raise TrainingError(f"--amp {opts.amp}: use bf16 or none")
+    return device, amp_dtype
+
+
+def load_data(recipe: dict, opts: RunOptions, test_subset=None):
+    """The recipe's dataset (or --data's), with its split and subsets; image folders at the recipe's crop size."""
+    data = load_dataset(recipe["dataset"], opts.data_dir, download=opts.download,
+                        split=tuple(recipe["split"]) if recipe.get("split") else None,
+                        train_subset=opts.train_subset, test_subset=test_subset or opts.test_subset)
+    if isinstance(data, FolderData):  # image folders: the network sees the recipe's crop size
+        size = crop_size(recipe.get("augment", []))
+        data.shape = (3, size, size)
+    return data
+
+
+def _model_on(model, opts: RunOptions, device, world: int):
+    model = model.to(device)
+    if opts.sync_bn and world > 1:
+        if device.type != "cuda":
+            raise TrainingError("--sync-bn needs CUDA GPUs (PyTorch's SyncBatchNorm does not run on the CPU)")
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if opts.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def prepare(model_fn: Callable, recipe: dict, opts: RunOptions, rank: int = 0, world: int = 1) -> Session:
+    """Device, data, model, schedule and optimizer of a run, in the order that makes it reproducible."""
+    device, amp_dtype = setup_device(opts, world)
+    data = load_data(recipe, opts)
+    torch.manual_seed(opts.seed)
+    model = model_fn(data.shape, data.num_classes)
+    batch = recipe["batch"]
+    if batch % world:
+        raise TrainingError(f"the batch size {batch} does not split evenly over {world} processes")
+    pipeline = None
+    if isinstance(data, InMemoryData):
+        n_train = data.train_x.shape[0]
+        data = data.to(device)
+        pipeline = BatchPipeline(data, recipe.get("normalize", "none"), recipe.get("augment", []))
+    else:
+        n_train = data.train_size
+    iters_per_epoch = n_train // batch
+    if iters_per_epoch < 1:
+        raise TrainingError(f"the batch size {batch} is larger than the training set ({n_train} images)")
+    length = (opts.iters, "iterations") if opts.iters else ((opts.epochs, "epochs") if opts.epochs else None)
+    schedule, total = from_recipe(recipe, iters_per_epoch, length)
+    eval_every = opts.eval_every or min(iters_per_epoch, max(1, total // 10))
+    model = _model_on(model, opts, device, world)
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
+                                nesterov=recipe.get("nesterov", False), weight_decay=recipe["weight_decay"])
+    return Session(recipe, opts, device, amp_dtype, data, pipeline, model, optimizer, schedule, n_train,
+                   iters_per_epoch, total, eval_every, opts.checkpoint_every or eval_every, rank, world)
+
+
+def evaluate_checkpoint(model_fn: Callable, state: dict, path: str, recipe: dict, opts: RunOptions, view: str,
+                        batch_size: int) -> tuple[str, dict]:
+    """Top-1/top-5 error of a checkpoint's weights on the test set its recipe trained beside (``resdsl eval``);
+    returns the views used ("single view" or "10-crop") and the result."""
+    from . import checkpoint as ckpt
+
+    device, _ = setup_device(opts, 1)
+    data = load_data(recipe, opts)
+    model = model_fn(data.shape, data.num_classes)
+    ckpt.load_weights(model, state["model"], path)
+    model.to(device)
+    ten = view == "10-crop" or (view == "auto" and isinstance(data, FolderData))
+    if ten and not isinstance(data, FolderData):
+        raise TrainingError("10-crop testing needs an image-folder dataset")
+    pipeline = None
+    if isinstance(data, InMemoryData):
+        data = data.to(device)
+        pipeline = BatchPipeline(data, recipe.get("normalize", "none"), [])
+        if state.get("normalization"):
+            pipeline.load_stats(state["normalization"])
+    batches = test_batches(data, pipeline, opts, max(1, batch_size // (10 if ten else 1)), ten_crop=ten)
+    return ("10-crop" if ten else "single view"), evaluate(model, batches, device)

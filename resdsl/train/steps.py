@@ -1,0 +1,100 @@
+"""One training iteration, and the running figures of an evaluation window kept on the device.
+
+The loop never waits for the device inside a window: the loss sum, the error count and the first iteration whose
+loss was not finite are accumulated as device tensors, and read (one synchronisation) only where the loop logs,
+evaluates or checkpoints. A checkpoint is written only after that read found every loss finite, so a NaN never
+reaches one. `--sync-every-step` reads them after each iteration instead, as the plain loop did; both give the same
+weights and figures bit for bit.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import torch
+import torch.nn.functional as F
+
+from .data import epoch_permutation
+
+
+class Window:
+    """Training loss, errors and images seen since the last evaluation, and the first non-finite loss, on the
+    device. ``read`` brings them to the host; ``state`` is what a checkpoint stores."""
+
+    def __init__(self, device, state: dict):
+        self.device = device
+        self.loss_sum = torch.tensor(float(state["loss_sum"]), dtype=torch.float64, device=device)
+        self.wrong = torch.tensor(int(state["wrong"]), dtype=torch.int64, device=device)
+        self.seen = int(state["seen"])  # known on the host without a sync
+        self.first_bad = torch.tensor(-1, dtype=torch.int64, device=device)
+
+    def add(self, it: int, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Count one batch; returns its wrong predictions (a device tensor)."""
+        n = y.numel()
+        wrong = (logits.argmax(1) != y).sum()
+        # float64 on the device: the same arithmetic as a Python float summing loss.item() * n
+        self.loss_sum += loss.detach().double() * n
+        self.wrong += wrong
+        self.seen += n
+        bad = (self.first_bad < 0) & ~torch.isfinite(loss.detach())
+        self.first_bad = torch.where(bad, torch.full_like(self.first_bad, it), self.first_bad)
+        return wrong
+
+    def first_nonfinite(self) -> int | None:
+        """The 0-based iteration of the first non-finite loss of this window, or None (one synchronisation)."""
+        value = int(self.first_bad.item())
+        return None if value < 0 else value
+
+    def read(self) -> dict:
+        return {"loss_sum": float(self.loss_sum.item()), "wrong": int(self.wrong.item()), "seen": self.seen}
+
+    def set(self, loss_sum: float, wrong: int, seen: int) -> None:
+        self.loss_sum.fill_(loss_sum)
+        self.wrong.fill_(wrong)
+        self.seen = seen
+
+    def reset(self) -> None:
+        self.set(0.0, 0, 0)
+        self.first_bad.fill_(-1)
+
+
+def seed_for(*parts) -> int:
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class InMemoryBatches:
+    """Batch ``it`` of an in-memory dataset: the epoch's permutation, augmentation seeded by (seed, iteration),
+    this rank's shard; everything made on the device by the data's BatchPipeline."""
+
+    def __init__(self, session):
+        self.s = session
+        self.epoch, self.perm = -1, None
+
+    def batch(self, it: int):
+        s = self.s
+        epoch, pos = divmod(it, s.iters_per_epoch)
+        if epoch != self.epoch:
+            self.perm, self.epoch = epoch_permutation(s.n_train, s.opts.seed, epoch), epoch
+        b = s.recipe["batch"]
+        gen = torch.Generator().manual_seed(seed_for(s.opts.seed, it))
+        x, y = s.pipeline.train_batch(self.perm[pos * b:(pos + 1) * b], gen)
+        return x[s.rank::s.world], y[s.rank::s.world]
+
+
+def train_step(session, net, x, y, lr: float, check=None):
+    """Forward, backward and SGD step at learning rate ``lr``; returns the (device) loss and logits. ``check``,
+    if given, sees the loss before the step (and may stop the run there)."""
+    s = session
+    if s.opts.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    for group in s.optimizer.param_groups:
+        group["lr"] = lr
+    with torch.autocast(s.device.type, dtype=s.amp_dtype, enabled=s.amp_dtype is not None):
+        logits = net(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=s.recipe.get("label_smoothing", 0.0))
+    if check is not None:
+        check(loss)
+    s.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    s.optimizer.step()
+    return loss, logits

@@ -1,0 +1,47 @@
+"""The loop that does not wait for the device each step gives the plain loop's results bit for bit, and still
+never lets a non-finite loss reach a checkpoint."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from test_train import QUICK, resdsl  # noqa: E402
+
+TINY = "tests/specs/tiny.res"
+
+
+def _run(tmp_path, name, *extra):
+    out = tmp_path / name
+    r = resdsl("train", TINY, *QUICK, "--iters", "24", "--eval-every", "8", "--checkpoint-every", "4",
+               "--out", str(out), *extra)
+    assert r.returncode == 0, r.stderr
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    rows = [{k: v for k, v in json.loads(x).items() if k != "seconds"}
+            for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return ck, rows
+
+
+@pytest.mark.parametrize("recipe", [[], ["--set", "warmup=6 iterations lr 0.01 until-error 95%"]])
+def test_sync_free_loop_equals_the_plain_loop(tmp_path, recipe):
+    fast, fast_rows = _run(tmp_path, "fast", *recipe)
+    plain, plain_rows = _run(tmp_path, "plain", "--sync-every-step", *recipe)
+    assert fast["model"].keys() == plain["model"].keys()
+    assert all(torch.equal(fast["model"][k], plain["model"][k]) for k in fast["model"])
+    assert fast_rows == plain_rows and len(fast_rows) == 3
+    drop = lambda state: {k: v for k, v in state.items() if k != "elapsed"}  # noqa: E731 - wall time differs
+    assert drop(fast["state"]) == drop(plain["state"]) and fast["schedule"] == plain["schedule"]
+
+
+@pytest.mark.parametrize("mode", [[], ["--sync-every-step"]])
+def test_non_finite_loss_never_reaches_a_checkpoint(tmp_path, mode):
+    out = tmp_path / "run"
+    r = resdsl("train", TINY, *QUICK, "--iters", "40", "--lr", "1e12", "--checkpoint-every", "1", "--out", str(out),
+               *mode)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "the loss became" in r.stderr or "the weights diverged" in r.stderr
+    if (out / "checkpoint.pt").exists():
+        ck = torch.load(out / "checkpoint.pt", weights_only=True)
+        assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
