@@ -182,12 +182,13 @@ def git_commit() -> str | None:
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def _model_fn(spec_path: str):
-    """Build the spec's model for a dataset's shape, re-running the shape checks (located errors)."""
+def _model_fn(net):
+    """Build a compiled spec's model for a dataset's shape, re-running the shape checks (located errors) on the
+    already resolved spec."""
     from resdsl.backends.torch_module import build_model
 
     def model_fn(shape, num_classes):
-        return build_model(spec_path, num_classes=num_classes, in_channels=shape[0], input_size=tuple(shape[1:]))
+        return build_model(net, num_classes=num_classes, in_channels=shape[0], input_size=tuple(shape[1:]))
 
     return model_fn
 
@@ -209,7 +210,7 @@ def _run_training(spec: str, values: dict, settings: list[str]) -> None:
     opts.extra_config = {"spec": spec, "spec_path": os.path.abspath(spec) if os.path.isfile(spec) else spec,
                          "spec_hash": spec_hash(net), "set": settings, "network": net.name, "resdsl": __version__,
                          "git_commit": git_commit(), "params": net.params, "macs": net.macs}
-    result, failure = run_with_errors(train, _model_fn(spec), recipe, opts)
+    result, failure = run_with_errors(train, _model_fn(net), recipe, opts)
     if failure:
         message, code = failure
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike; one message is enough
@@ -277,6 +278,6 @@ def _evaluate(net, spec, checkpoint, data, data_dir, test_subset, view, device, 
     if not name:
         raise click.UsageError("pass --data: neither the spec's recipe nor the checkpoint names a dataset")
     opts = RunOptions(data=name, data_dir=data_dir, test_subset=test_subset, device=device, download=download)
-    views, result = evaluate_checkpoint(_model_fn(spec), state, checkpoint, dict(recipe, dataset=name), opts, view,
+    views, result = evaluate_checkpoint(_model_fn(net), state, checkpoint, dict(recipe, dataset=name), opts, view,
                                         batch_size)
     return name, views, result

@@ -50,11 +50,22 @@ def checked(spec, *, num_classes=None, in_channels=None, input_size=None):
     if isinstance(spec, CheckedNetwork):
         if all(v is None for v in overrides.values()):
             return spec
-        return compile_spec(spec.spec.path, **overrides) if not spec.spec.path.startswith("<") else \
-            compile_spec(text=spec.spec.source, name=spec.spec.path, **overrides)
+        return recheck(spec, **overrides)
     if isinstance(spec, str) and "\n" in spec and not os.path.lexists(spec):  # a file name may hold a line feed
         return compile_spec(text=spec, **overrides)
     return compile_spec(os.fspath(spec), **overrides)
+
+
+def recheck(net, **overrides):
+    """``net`` lowered and checked again with another input or class count, from its resolved spec: the spec files
+    are not read or parsed again (a training run compiles its spec once)."""
+    from dataclasses import replace
+
+    from ..pipeline import check, override
+
+    resolved = replace(net.spec, settings=dict(net.spec.settings), expects=list(net.spec.expects))
+    override(resolved, **overrides)
+    return check(resolved)
 
 
 def activation_bytes(net) -> int:
