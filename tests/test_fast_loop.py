@@ -8,6 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import ROOT  # noqa: E402
 from test_train import QUICK, resdsl  # noqa: E402
 
 TINY = "tests/specs/tiny.res"
@@ -45,3 +46,41 @@ def test_non_finite_loss_never_reaches_a_checkpoint(tmp_path, mode):
     if (out / "checkpoint.pt").exists():
         ck = torch.load(out / "checkpoint.pt", weights_only=True)
         assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+def _folder_run(tmp_path, name, imgs, workers, **kw):
+    import resdsl as rd
+    from resdsl.train.loop import RunOptions, train
+
+    net = rd.compile_spec(str(ROOT / "tests/specs/tiny_folder.res"))
+    opts = RunOptions(data=str(imgs), workers=workers, device="cpu", quiet=True, iters=8, eval_every=4,
+                      checkpoint_every=2, out=str(tmp_path / name), **kw)
+    train(lambda shape, k: rd.build_model(net, num_classes=k, input_size=tuple(shape[1:])), net.recipe, opts)
+    return torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["model"]
+
+
+def test_image_folder_runs_do_not_depend_on_workers_or_resume(tmp_path, monkeypatch):
+    """Each image's augmentation is seeded by (seed, epoch, position): 0 or 2 workers, and a run stopped at
+    iteration 4 and resumed, all give the same weights."""
+    import shutil
+
+    from resdsl.train import loop
+    from test_train_data import make_folder
+
+    make_folder(tmp_path / "imgs", per_class=8, size=(48, 40))
+    one = _folder_run(tmp_path, "w0", tmp_path / "imgs", 0)
+    two = _folder_run(tmp_path, "w2", tmp_path / "imgs", 2)
+    assert all(torch.equal(one[k], two[k]) for k in one)
+
+    real_save = loop._save
+
+    def save_and_copy_at_4(s, state, path):  # keep the run as it was at iteration 4, as a kill would
+        real_save(s, state, path)
+        if state["iter"] == 4:
+            shutil.copytree(tmp_path / "full", tmp_path / "stopped", ignore=shutil.ignore_patterns(".lock"))
+
+    monkeypatch.setattr(loop, "_save", save_and_copy_at_4)
+    _folder_run(tmp_path, "full", tmp_path / "imgs", 2)
+    monkeypatch.setattr(loop, "_save", real_save)
+    resumed = _folder_run(tmp_path, "stopped", tmp_path / "imgs", 2, resume=str(tmp_path / "stopped"))
+    assert all(torch.equal(one[k], resumed[k]) for k in one)

@@ -193,8 +193,7 @@ def _network(s: Session):
 
 def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: str, path: str) -> dict:
     net = _network(s)
-    batches = InMemoryBatches(s) if s.pipeline is not None else \
-        FolderBatches(s.data, s.recipe, s.opts, s.recipe["batch"], s.rank, s.world)
+    batches = InMemoryBatches(s) if s.pipeline is not None else FolderBatches(s)
     window = Window(s.device, state)
     progress = Progress(s.total, state["iter"], quiet=s.opts.quiet or s.rank != 0, log=log)
     start = time.perf_counter() - state["elapsed"]
@@ -235,9 +234,7 @@ def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: st
 
 
 def _batch(s: Session, batches, it: int):
-    if s.pipeline is not None:
-        return batches.batch(it)
-    x, y = batches.batch(*divmod(it, s.iters_per_epoch))
+    x, y = batches.batch(it)
     return x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -141,30 +142,69 @@ def test_batches(data, pipeline, opts, batch_size, ten_crop=False):
                                                                pin_memory=torch.cuda.is_available()))
 
 
+class _SeededSamples(torch.utils.data.Dataset):
+    """Reads item ``(index, seed)`` with torch's and Python's generators seeded by the sample's own seed, and puts
+    them back afterwards: an image's augmentation depends only on (run seed, epoch, position), not on which worker
+    loads it, how many workers there are, or where a run was resumed."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, item):
+        index, seed = item
+        state = random.getstate()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            random.seed(seed)
+            sample = self.ds[index]
+        random.setstate(state)
+        return sample
+
+
+class _EpochBatches:
+    """The batches from iteration ``start`` to the end of the run, epoch after epoch, as lists of
+    ``(index, sample seed)`` of this rank's shard: one DataLoader reads them all, so its workers start once."""
+
+    def __init__(self, s: "Session", n: int, start: int):
+        self.s, self.n, self.start = s, n, start
+
+    def __iter__(self):
+        s, b, seed = self.s, self.s.recipe["batch"], self.s.opts.seed
+        epoch, perm = -1, None
+        for it in range(self.start, s.total):
+            e, pos = divmod(it, s.iters_per_epoch)
+            if e != epoch:
+                epoch, perm = e, epoch_permutation(self.n, seed, e).tolist()
+            batch = [(i, seed_for(seed, "sample", e, pos, k)) for k, i in enumerate(perm[pos * b:(pos + 1) * b])]
+            yield batch[s.rank::s.world]
+
+    def __len__(self):
+        return self.s.total - self.start
+
+
 class FolderBatches:
-    """Batches of an image-folder dataset in the exact order of (seed, epoch, position), through DataLoader
-    workers with pinned memory; a resumed run restarts at the same position of the same permutation."""
+    """Batches of an image-folder dataset in the order of (seed, epoch, position), through DataLoader workers
+    with pinned memory that live for the whole run; a resumed run restarts at the same position with the same
+    augmentations."""
 
-    def __init__(self, data: FolderData, recipe, opts, batch, rank, world):
-        self.ds = data.train_dataset(recipe.get("augment", []), crop=data.shape[1])
-        self.n = len(self.ds)
-        self.opts, self.batch_size, self.rank, self.world = opts, batch, rank, world
-        self.epoch, self.iter = None, None
+    def __init__(self, s: "Session"):
+        self.s = s
+        self.ds = _SeededSamples(s.data.train_dataset(s.recipe.get("augment", []), crop=s.data.shape[1]))
+        self.next_it, self.iter = None, None
 
-    def _start(self, epoch, pos):
-        perm = epoch_permutation(self.n, self.opts.seed, epoch).tolist()
-        per_iter = [perm[i * self.batch_size:(i + 1) * self.batch_size][self.rank::self.world]
-                    for i in range(pos, self.n // self.batch_size)]
-        gen = torch.Generator().manual_seed(seed_for(self.opts.seed, "loader", epoch, pos))
-        loader = torch.utils.data.DataLoader(self.ds, batch_sampler=per_iter, num_workers=self.opts.workers,
-                                             pin_memory=torch.cuda.is_available(), generator=gen,
-                                             persistent_workers=False)
-        self.epoch, self.next_pos, self.iter = epoch, pos, worker_errors_unwrapped(loader)
+    def _start(self, it: int) -> None:
+        s = self.s
+        loader = torch.utils.data.DataLoader(self.ds, batch_sampler=_EpochBatches(s, len(self.ds), it),
+                                             num_workers=s.opts.workers, pin_memory=torch.cuda.is_available())
+        self.next_it, self.iter = it, worker_errors_unwrapped(loader)
 
-    def batch(self, epoch, pos):
-        if self.epoch != epoch or self.next_pos != pos:
-            self._start(epoch, pos)
-        self.next_pos += 1
+    def batch(self, it: int):
+        if self.next_it != it:
+            self._start(it)
+        self.next_it += 1
         return next(self.iter)
 
 
