@@ -1,0 +1,167 @@
+"""In-memory datasets and their batches: :class:`InMemoryData` (a small dataset held whole as uint8 tensors),
+the seeded orders the trainer draws from (:func:`epoch_permutation` for each epoch, :func:`_split_order` for a
+held-out split), and :class:`BatchPipeline`, which normalises and augments batches on the data's device with no
+DataLoader. Imports nothing from the rest of resdsl: it is shipped beside emitted trainers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from .dataerror import DataError
+
+NORMALIZATIONS = ("per-pixel-mean", "mean-std", "none")
+IN_MEMORY_AUGMENTATIONS = ("pad-crop", "flip")
+
+
+@dataclass
+class InMemoryData:
+    """A small dataset held whole: uint8 images (N, C, H, W) and int64 labels (N,); the trainer moves it to
+    the GPU with :meth:`to` and makes its batches there with :class:`BatchPipeline`."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        return tuple(int(s) for s in self.train_x.shape[1:])
+
+    def to(self, device) -> "InMemoryData":
+        """A copy with all four tensors on ``device``."""
+        return replace(self, train_x=self.train_x.to(device), train_y=self.train_y.to(device),
+                       test_x=self.test_x.to(device), test_y=self.test_y.to(device))
+
+
+# ---------------------------------------------------------------------------------------------------
+# orders and batches
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of training examples in ``epoch``: a permutation of range(n) that depends only on
+    (seed, epoch), so a resumed run and every process of a distributed run see the same order."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def _split_order(total: int, seed: int) -> torch.Tensor:
+    """The shuffled training set a split cuts: train = the first n_train, test = the last n_val."""
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+
+
+def _channel_sums(x: torch.Tensor, fn, chunk: int):
+    """sum over images of fn(image chunk as float64 in [0, 1]), without a float64 copy of the whole set."""
+    total = None
+    for i in range(0, x.shape[0], chunk):
+        s = fn(x[i:i + chunk].double() / 255)
+        total = s if total is None else total + s
+    return total
+
+
+class BatchPipeline:
+    """Normalises and augments batches of an InMemoryData on its device, with no DataLoader.
+
+    ``normalize``: ``"per-pixel-mean"`` subtracts the training set's mean image ([R] 4.2; no division),
+    ``"mean-std"`` the per-channel mean and divides by the per-channel std of the training set, ``"none"`` only
+    scales to [0, 1]. Images are always scaled to [0, 1] first (x / 255). The statistics are computed once, in
+    float64 on the data's device, and kept as float32.
+
+    ``augment`` (in memory): ``{"kind": "pad-crop", "padding": P}`` pads P zeros on every side (after
+    normalisation) and takes a random HxW crop per image; ``{"kind": "flip"}`` flips each image horizontally
+    with probability 1/2. The other kinds need an image-folder dataset.
+    """
+
+    def __init__(self, data: InMemoryData, normalize: str, augment: list):
+        self.data = data
+        self.pad, self.flip = 0, False
+        for a in augment:
+            kind = a.get("kind")
+            if kind == "pad-crop":
+                self.pad = int(a.get("padding", 0))
+                if self.pad < 0:
+                    raise DataError(f"pad-crop needs a padding of 0 or more pixels, not {self.pad}")
+            elif kind == "flip":
+                self.flip = True
+            else:
+                raise DataError(f"augmentation '{kind}' needs an image-folder dataset (--data FOLDER with train/ "
+                                f"and val/); {data.name} is held in memory, where only "
+                                f"{', '.join(IN_MEMORY_AUGMENTATIONS)} are supported")
+        x = data.train_x
+        if x.dtype != torch.uint8 or x.dim() != 4:
+            raise DataError(f"{data.name}: the training images must be uint8 (N, C, H, W), not {x.dtype} "
+                            f"{tuple(x.shape)}")
+        if x.shape[0] == 0 and normalize != "none":
+            raise DataError(f"{data.name}: the training set is empty, so it has no mean to subtract")
+        chunk = max(1, (1 << 22) // max(1, x[0].numel()))
+        if normalize == "per-pixel-mean":  # [R] 4.2: "the per-pixel mean is subtracted"
+            self.mean = (_channel_sums(x, lambda c: c.sum(0), chunk) / x.shape[0]).float()
+            self.std = None
+        elif normalize == "mean-std":
+            per_channel = x.shape[0] * x.shape[2] * x.shape[3]
+            mean = _channel_sums(x, lambda c: c.sum((0, 2, 3)), chunk) / per_channel
+            m = mean.view(-1, 1, 1)
+            var = _channel_sums(x, lambda c: ((c - m) ** 2).sum((0, 2, 3)), chunk) / max(1, per_channel - 1)
+            self.mean = mean.float().view(-1, 1, 1)
+            self.std = var.sqrt().float().view(-1, 1, 1).clamp_min(1e-6)
+        elif normalize == "none":
+            self.mean, self.std = None, None
+        else:
+            raise DataError(f"unknown normalisation '{normalize}' in the recipe; use one of "
+                            f"{', '.join(NORMALIZATIONS)}")
+
+    def stats(self) -> dict:
+        """The normalisation statistics (saved in checkpoints, so evaluation normalises exactly as training)."""
+        return {"mean": None if self.mean is None else self.mean.cpu(),
+                "std": None if self.std is None else self.std.cpu()}
+
+    def load_stats(self, stats: dict) -> None:
+        """Use saved statistics (from :meth:`stats`) instead of this training set's."""
+        dev = self.data.train_x.device
+        self.mean = None if stats["mean"] is None else stats["mean"].to(dev)
+        self.std = None if stats["std"] is None else stats["std"].to(dev)
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float() / 255
+        if self.mean is not None:
+            x = x - self.mean
+        if self.std is not None:
+            x = x / self.std
+        return x
+
+    def train_batch(self, indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The augmented, normalised training images at ``indices`` (float32 (B, C, H, W)) and their labels.
+
+        All randomness comes from ``generator`` (on the CPU), drawn in a fixed order (crop rows, crop columns,
+        flip mask) and then moved to the data's device: the same indices and generator state give a bitwise
+        identical batch."""
+        dev = self.data.train_x.device
+        idx = indices.to(device=dev, dtype=torch.int64)
+        x = self._normalise(self.data.train_x[idx])
+        y = self.data.train_y[idx]
+        b, c, h, w = x.shape
+        if self.pad:
+            p = self.pad
+            padded = torch.nn.functional.pad(x, (p, p, p, p))  # zeros, after normalisation
+            oy = torch.randint(0, 2 * p + 1, (b,), generator=generator).to(dev)
+            ox = torch.randint(0, 2 * p + 1, (b,), generator=generator).to(dev)
+            rows = (oy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
+            cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, None, :]
+            bi = torch.arange(b, device=dev)[:, None, None, None]
+            ci = torch.arange(c, device=dev)[None, :, None, None]
+            x = padded[bi, ci, rows, cols]
+        if self.flip:
+            mask = (torch.rand(b, generator=generator) < 0.5).to(dev)
+            x = torch.where(mask[:, None, None, None], x.flip(3), x)
+        return x.contiguous(), y
+
+    def test_batches(self, batch_size: int):
+        """The whole test set in order, normalised, without augmentation: (float32 images, int64 labels)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, not {batch_size}")
+        n = self.data.test_x.shape[0]
+        for i in range(0, n, batch_size):
+            yield self._normalise(self.data.test_x[i:i + batch_size]), self.data.test_y[i:i + batch_size]

@@ -1,0 +1,133 @@
+"""The named in-memory datasets: ``cifar10`` / ``cifar100`` through torchvision's own loaders (and on-disk
+format), ``fashion-mnist`` / ``mnist`` from their IDX files (Debian's ``dataset-fashion-mnist`` package is used
+when present, torchvision downloads only as a last resort), and ``synthetic``, a deterministic, learnable random
+dataset for smoke tests. Each loader returns an :class:`InMemoryData`; :func:`.data.load_dataset` picks one by
+name. Imports nothing from the rest of resdsl: it is shipped beside emitted trainers.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .batches import InMemoryData
+from .dataerror import DataError, _reason
+from .idx import _IDX, _check_partial_idx, _find_idx, read_idx
+
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+DEFAULT_ROOT = os.path.join("~", ".cache", "resdsl", "data")
+
+_CIFAR = {"cifar10": ("CIFAR10", "cifar-10-batches-py", "cifar-10-python.tar.gz", 10),
+          "cifar100": ("CIFAR100", "cifar-100-python", "cifar-100-python.tar.gz", 100)}
+
+
+def _root(data_dir) -> str:
+    return os.path.expanduser(data_dir or DEFAULT_ROOT)
+
+
+# CIFAR ---------------------------------------------------------------------------------------------
+
+
+def _cifar(name: str, data_dir, download: bool) -> InMemoryData:
+    from torchvision import datasets
+
+    cls_name, folder, archive, classes = _CIFAR[name]
+    cls = getattr(datasets, cls_name)
+    root = os.path.normpath(_root(data_dir))
+    if os.path.basename(root) == folder:  # --data-dir pointed at the batches folder itself: that is fine too
+        root = os.path.dirname(root)
+    where = os.path.join(root, folder)
+    present = os.path.isdir(where)
+    fix = (f"Put torchvision's '{folder}/' folder (what {archive} unpacks to) in a folder DIR and pass "
+           "--data-dir DIR")
+    try:
+        train = cls(root=root, train=True, download=download)
+        test = cls(root=root, train=False, download=False)
+    except Exception as exc:  # noqa: BLE001 - offline, a firewall, a corrupt file: one clear message
+        if present:
+            raise DataError(f"{name}: {where}/ is incomplete or corrupt ({_reason(exc)}). Delete it and let "
+                            f"resdsl download it again, or fix it: {fix} (--data {name} --data-dir DIR)") from None
+        if download:
+            raise DataError(f"{name} is not in {root} and could not be downloaded ({_reason(exc)}). Without "
+                            f"internet access: {fix}") from None
+        raise DataError(f"{name} is not in {root} ({where}/ does not exist) and downloads are off. {fix}, or "
+                        "drop --no-download") from None
+
+    def tensors(ds):
+        x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, H, W, C) -> (N, C, H, W)
+        return x, torch.as_tensor(ds.targets, dtype=torch.int64)
+
+    (trx, try_), (tex, tey) = tensors(train), tensors(test)
+    return InMemoryData(name, trx, try_, tex, tey, classes)
+
+
+# MNIST and Fashion-MNIST ----------------------------------------------------------------------------------
+
+
+def _mnist(name: str, data_dir, download: bool) -> InMemoryData:
+    sub = "FashionMNIST" if name == "fashion-mnist" else "MNIST"  # torchvision's layout: ROOT/<sub>/raw/
+    root = _root(data_dir)
+    places = [root, os.path.join(root, sub, "raw")] if data_dir else [os.path.join(root, sub, "raw")]
+    if name == "fashion-mnist" and not data_dir:  # an explicit --data-dir is the only place looked at
+        places.append(DEBIAN_FASHION_MNIST)
+    places = list(dict.fromkeys(places))
+    _check_partial_idx(name, places)
+    files = next((f for f in map(_find_idx, places) if f), None)
+    files_named = ", ".join(s + "[.gz]" for s in _IDX.values())
+    fix = (f"Put the four IDX files ({files_named}) in a folder DIR (or DIR/{sub}/raw/) and pass --data-dir DIR"
+           + (" (on Debian: apt install dataset-fashion-mnist)" if name == "fashion-mnist" else ""))
+    if files is None and download:
+        from torchvision import datasets
+
+        cls = getattr(datasets, sub)
+        try:
+            cls(root=root, train=True, download=True)
+        except Exception as exc:  # noqa: BLE001 - offline etc.
+            raise DataError(f"{name} is not in any of {', '.join(places)} and could not be downloaded "
+                            f"({_reason(exc)}). {fix}") from None
+        files = _find_idx(os.path.join(root, sub, "raw"))
+        if files is None:
+            raise DataError(f"{name} was downloaded to {os.path.join(root, sub, 'raw')}, but its IDX files are not "
+                            f"all there. {fix}")
+    if files is None:
+        raise DataError(f"{name} is not in any of {', '.join(places)}, and downloads are off. {fix}, or drop "
+                        "--no-download")
+    t = {k: read_idx(p) for k, p in files.items()}
+    for part in ("train", "test"):
+        x, y = t[f"{part}_x"], t[f"{part}_y"]
+        if x.dim() != 3 or y.dim() != 1 or x.shape[0] != y.shape[0]:
+            raise DataError(f"{name}: the {part} images {files[part + '_x']} ({'x'.join(map(str, x.shape))}) and "
+                            f"labels {files[part + '_y']} ({'x'.join(map(str, y.shape))}) do not match (N images "
+                            f"of HxW and N labels). {fix}")
+        if y.numel() and int(y.max()) >= 10:
+            raise DataError(f"{name}: {files[part + '_y']} has label {int(y.max())}; {name} has 10 classes (0-9). "
+                            f"{fix}")
+    return InMemoryData(name, t["train_x"][:, None], t["train_y"].long(), t["test_x"][:, None],
+                        t["test_y"].long(), 10)
+
+
+# synthetic ---------------------------------------------------------------------------------------
+
+
+def _synthetic(shape, classes, sizes, seed) -> InMemoryData:
+    """Learnable random uint8 images, deterministic in ``seed``: each class has its own random brightness
+    pattern (uniform in [48, 208] per pixel), and every image is its class's pattern plus N(0, 40) noise."""
+    try:
+        c, h, w = (int(s) for s in shape)
+        n_train, n_test = (int(s) for s in sizes)
+        classes = int(classes)
+    except (TypeError, ValueError):
+        raise DataError(f"synthetic data needs a (C, H, W) shape and (train, test) sizes, not {shape!r} and "
+                        f"{sizes!r}") from None
+    if min(c, h, w, classes, n_train, n_test) < 1:
+        raise DataError(f"synthetic data needs positive sizes: shape {shape}, {classes} classes, sizes {sizes}")
+    g = torch.Generator().manual_seed(seed)
+    patterns = torch.rand(classes, c, h, w, generator=g) * 160 + 48
+
+    def make(n):
+        y = torch.randint(0, classes, (n,), generator=g)
+        noise = torch.randn(n, c, h, w, generator=g) * 40
+        return (patterns[y] + noise).clamp(0, 255).to(torch.uint8), y
+
+    (trx, try_), (tex, tey) = make(n_train), make(n_test)
+    return InMemoryData("synthetic", trx, try_, tex, tey, classes)
