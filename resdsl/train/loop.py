@@ -110,6 +110,7 @@ def train(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
         fresh = not os.path.exists(run_dir)
         lock = rundir.start(run_dir, opts.overwrite) if rank == 0 else None
     log = RunLog(run_dir, enabled=rank == 0)
+    owns_group = world > 1 and not torch.distributed.is_initialized()  # prepare() joins the process group
     try:
         result = _train(model_fn, recipe, opts, run_dir, rank, world, log)
     except BaseException as exc:
@@ -120,6 +121,8 @@ def train(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
     finally:
         if lock is not None:
             lock.release()
+        if owns_group and torch.distributed.is_initialized():  # leaving gloo's threads running can abort the exit
+            torch.distributed.destroy_process_group()
     last = result["last"]
     if last is not None:
         log.say(f"done: {result['iterations']} iterations, test error {last['test_error']:.2f}% (top-5 "
