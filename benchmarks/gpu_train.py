@@ -1,0 +1,449 @@
+"""GPU training benchmark (issue 10): how fast `resdsl train` trains on one GPU, against the issue's goals.
+
+On a machine with one CUDA GPU, from the repository root, with resdsl installed (`pip install -e '.[train]'`, or
+offline `pip install --no-deps --no-build-isolation -e .`) and Fashion-MNIST's four IDX .gz files in DIR:
+
+    python benchmarks/gpu_train.py --data-dir DIR --record       # about 8-10 minutes on an H100
+
+It records into benchmarks/RESULTS.md after every part (a run stopped by a time limit keeps what it measured);
+to split it, `--only train,graph --record`, then `--only seeds,jpeg --record` (each records its own section).
+Without --data-dir resdsl finds Fashion-MNIST itself (Debian's package, ~/.cache/resdsl/data); nothing is
+downloaded. Smoke test anywhere: `--quick --device cpu` (ResNet-20 only, batch 8, 8 JPEGs at crop 32; figures
+meaningless, --record refuses them). What cannot run is reported as "not measured: <why>".
+
+ train  ResNet-20/56/110 on Fashion-MNIST, batch 128, via `resdsl train`: the default (sync-free) and the plain
+        (--sync-every-step) loop, each in fp32 and with --amp bf16 --channels-last. One run per configuration of
+        4.5*E iterations with --eval-every E: metrics.jsonl rows at E, 2E, 3E, 4E, 4.5E, whose `seconds` (since
+        the loop began, taken after each evaluation) make each interval L iterations + one evaluation + one
+        checkpoint: d = L*t + c. The first two intervals are dropped (cuDNN autotuning, clock warm-up; the first
+        curves.png, TensorBoard event and checkpoint import matplotlib and more); a least-squares line through
+        the others (L = E, E, E/2) gives t, one iteration, and c, one evaluation with its checkpoint and records.
+        images/s = batch / t. The 64k estimate extrapolates the measured run: its wall time (process start to
+        exit) + (64000 - iterations) * t + (137 - evaluations) * c, 137 being the evaluations and checkpoints
+        of a default 64k run (one per epoch). Run folders are on /dev/shm when it has 4 GiB free: a disk's fsync
+        stalls would blur single intervals (so c holds no disk time). A short warm-up run goes first.
+ seeds  `resdsl train resnet20 --seeds 0-4` (fp32, default loop) beside one run of the same length, each seed
+        timed as above while all five share the GPU; the five-seed 64k estimate is the whole command's wall time
+        plus the extrapolation of its slowest seed.
+ jpeg   ResNet-50 (`resnet50`, [R]'s v1) from an ImageNet-layout folder of generated JPEGs (make_jpeg_folder.py:
+        --jpegs (20,000) train + 1,000 val images, 500x375, ~100 KB, made once into --jpeg-dir) via `resdsl train
+        resnet50 --data FOLDER --workers N --amp bf16 --channels-last` (batch 256, the recipe's scale/crop 224/
+        flip/colour augmentation, --lr 0.01 as the labels are random). Timed as `train` with E = one epoch, so
+        every interval holds one DataLoader restart, which goes into c (an ImageNet epoch is 5,000 iterations,
+        not 78); images/s = 256 / t. Beside it the model alone on synthetic tensors, bf16 + channels_last,
+        eager (backend_speed.py's training_throughput method without torch.compile).
+ graph  The whole-step CUDA-graph floor: resdsl.build_model(name, num_classes=10, in_channels=1, input_size=(28,
+        28)), SGD (momentum 0.9, weight decay 1e-4, foreach; capturable where PyTorch offers it), cross-entropy;
+        forward+backward+step captured in one torch.cuda.graph by PyTorch's whole-network recipe (warm-up on a
+        side stream, static input and target, zero_grad(set_to_none=True) before capture, autocast with
+        cache_enabled=False), replayed and timed with CUDA events (median of 3 x 200 replays); fp32 and bf16 +
+        channels_last, batch 128, beside the trainer's t. Runs last, so a failed capture harms no other part.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import inspect
+import json
+import os
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+PARTS = ("train", "seeds", "jpeg", "graph")
+NETS = (("resnet20", 500), ("resnet56", 250), ("resnet110", 160))  # network, evaluation interval E (iterations)
+LOOPS = (("default", []), ("plain", ["--sync-every-step"]))
+PRECISIONS = (("fp32", []), ("bf16+CL", ["--amp", "bf16", "--channels-last"]))
+FULL, FULL_EVALS = 64000, 137  # the recipe's length; evaluations of a default 64k run at batch 128
+QUICK_BATCH, QUICK_EVERY, QUICK_TEST = 8, 4, 32
+JPEG_SIZE = (500, 375)
+QUICK_JPEG = (8, 4, 2, 2)  # train images, val images, classes, batch
+QUICK_CROP = ["--set", "augment=scale 32-40 crop 32, flip, color"]  # --quick only: a CPU cannot do 224 in minutes
+GOALS = {"r20": 3.5, "r110": 17, "seeds": 5, "floor": 1.15, "jpeg": 3000}  # minutes, minutes, minutes, ratio, img/s
+
+
+class NotMeasured(Exception):
+    """A figure that could not be measured; the message says why."""
+
+
+def rate(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def run(cmd: list[str], log: Path, timeout: float) -> float:
+    """Run ``cmd`` (output to ``log``) in its own process group; its wall time, or NotMeasured."""
+    start = time.perf_counter()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            code = proc.wait(timeout=timeout)
+        except BaseException as exc:  # the time limit, or Ctrl-C: the run and every process it started go
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            if isinstance(exc, subprocess.TimeoutExpired):
+                raise NotMeasured(f"stopped at the {timeout:.0f} s time limit") from None
+            raise
+    wall = time.perf_counter() - start
+    if code:
+        tail = log.read_text(errors="replace").strip().splitlines() or [""]
+        print("\n".join(tail[-12:]), file=sys.stderr)
+        raise NotMeasured(f"exit status {code}: {tail[-1][:160]}")
+    return wall
+
+
+def fit(rows: list[tuple[int, float]]) -> tuple[float, float]:
+    """(t per iteration, c per evaluation + checkpoint) from metrics rows (iteration, seconds): the first two
+    intervals dropped, least squares of d = L*t + c over the intervals between the later rows."""
+    pts = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(rows[2:], rows[3:])]
+    if len({n for n, _ in pts}) < 2:
+        raise NotMeasured(f"{len(rows)} evaluation rows cannot separate steps from evaluations")
+    ml, md = statistics.mean(n for n, _ in pts), statistics.mean(d for _, d in pts)
+    t = sum((n - ml) * (d - md) for n, d in pts) / sum((n - ml) ** 2 for n, _ in pts)
+    if t <= 0:
+        raise NotMeasured(f"inconsistent timings (intervals {pts})")
+    return t, md - t * ml
+
+
+def measure(out: Path, wall: float, iters: int) -> dict:
+    try:
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    except (OSError, ValueError) as exc:
+        raise NotMeasured(f"no metrics.jsonl in {out} ({exc})") from None
+    t, c = fit([(r["iter"], r["seconds"]) for r in rows])
+    m = {"t": t, "c": c, "wall": wall, "iters": iters, "evals": len(rows)}
+    m["est"] = wall + (FULL - iters) * t + (FULL_EVALS - len(rows)) * c  # meant for Fashion-MNIST at batch 128
+    return m
+
+
+def train(spec: str, args, tag: str, every: int, extra: list[str], seeds: int = 0) -> tuple[float, Path, int]:
+    """One `resdsl train` run (or --seeds 0-N) of 4.5 evaluation intervals: (wall time, run folder, iterations)."""
+    out, iters = args.work / tag, every * 4 + every // 2
+    print(f"  {tag}: {iters} iterations ...", flush=True)
+    cmd = [sys.executable, "-m", "resdsl_cli.main", "train", spec, "--device", args.device, "--quiet", "--out",
+           str(out), "--iters", str(iters), "--eval-every", str(every), *extra]
+    return run(cmd + (["--seeds", f"0-{seeds - 1}"] if seeds else []), args.work / f"{tag}.log", args.timeout), \
+        out, iters
+
+
+def can_train(args) -> None:
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise NotMeasured("no CUDA GPU visible to PyTorch")
+    if importlib.util.find_spec("resdsl_cli") is None:
+        raise NotMeasured("resdsl is not installed (pip install -e '.[train]')")
+
+
+def fmnist(args) -> list[str]:
+    """Fashion-MNIST options; NotMeasured unless `resdsl train` can run here with them."""
+    can_train(args)
+    extra = ["--data", "fashion-mnist", "--no-download"] + (["--data-dir", args.data_dir] if args.data_dir else [])
+    extra += ["--batch-size", str(QUICK_BATCH), "--test-subset", str(QUICK_TEST)] if args.quick else []
+    if not args.warm:  # once: the data are there; a fresh machine's one-off caches (CUDA kernels, fonts) filled
+        from resdsl.train.data import DataError, load_dataset
+
+        try:
+            load_dataset("fashion-mnist", args.data_dir, download=False)
+        except DataError as exc:
+            raise NotMeasured(f"no Fashion-MNIST: {str(exc).split('. ')[0][:150]}") from None
+        args.warm = True
+        run([sys.executable, "-m", "resdsl_cli.main", "train", "resnet20", "--device", args.device, "--quiet", "--out",
+             str(args.work / "warm-up"), "--iters", "4", "--eval-every", "2", "--test-subset", "256", *extra],
+            args.work / "warm-up.log", args.timeout)
+    return extra
+
+
+def part_train(args, res: dict) -> list[str]:
+    lines = ["| network | loop | precision | ms/iter | images/s | eval + checkpoint (s) | run: iterations, wall (s) "
+             "| 64k estimate (min) |", "|---|---|---|---|---|---|---|---|"]
+    for net, every in NETS:
+        for loop, lflags in LOOPS:
+            for prec, pflags in PRECISIONS:
+                try:
+                    if (net, every) not in args.nets:
+                        raise NotMeasured("--quick trains resnet20 only")
+                    wall, out, iters = train(net, args, f"{net}-{loop}-{prec}", QUICK_EVERY if args.quick else every,
+                                             fmnist(args) + lflags + pflags)
+                    res[net, loop, prec] = m = measure(out, wall, iters)
+                    lines.append(f"| {net} | {loop} | {prec} | {m['t'] * 1e3:.2f} | {rate(args.batch / m['t'])} "
+                                 f"| {m['c']:.3f} | {iters}, {wall:.1f} | {m['est'] / 60:.2f} |")
+                except NotMeasured as exc:
+                    res[net, loop, prec] = str(exc)
+                    lines.append(f"| {net} | {loop} | {prec} | not measured: {exc} | | | | |")
+                print(lines[-1], flush=True)
+    return lines
+
+
+def part_seeds(args, res: dict) -> list[str]:
+    every = QUICK_EVERY if args.quick else NETS[0][1]
+    lines = ["| runs of resnet20 (fp32, default loop) | iterations each | wall (s) | 64k estimate (min) |",
+             "|---|---|---|---|"]
+    try:
+        wall, out, iters = train("resnet20", args, "seeds-one", every, fmnist(args))
+        res["seeds-one"] = one = measure(out, wall, iters)
+        lines.append(f"| one (seed 0) | {iters} | {wall:.1f} | {one['est'] / 60:.2f} |")
+        wall, out, iters = train("resnet20", args, "seeds-five", every, fmnist(args), seeds=5)
+        per = [measure(out / f"seed-{s}", wall, iters) for s in range(5)]
+        res["seeds-five"] = five = {"wall": wall, "est": max(m["est"] for m in per), "t": [m["t"] for m in per]}
+        lines.append(f"| five at once (seeds 0-4) | {iters} | {wall:.1f} | {five['est'] / 60:.2f} |")
+        lines.append(f"\nSharing the device, a seed's iteration took {min(five['t']) * 1e3:.2f}-"
+                     f"{max(five['t']) * 1e3:.2f} ms (alone: {one['t'] * 1e3:.2f} ms); five at once took "
+                     f"{wall / one['wall']:.2f}x one run's wall time, {five['est'] / one['est']:.2f}x at 64k.")
+    except NotMeasured as exc:
+        res.setdefault("seeds-one", str(exc))
+        res["seeds-five"] = str(exc)
+        lines.append(f"| not measured: {exc} | | | |")
+    return lines
+
+
+def model_only(classes: int, batch: int, steps: int, device: str, size: int) -> float:
+    """Training images/s of ResNet-50 alone on synthetic tensors: bf16 autocast, channels_last, eager SGD."""
+    import resdsl
+
+    torch.manual_seed(0)
+    cl = torch.channels_last
+    model = resdsl.build_model("resnet50", num_classes=classes).to(device).train().to(memory_format=cl)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=cl)
+    y = torch.randint(0, classes, (batch,), device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    for i in range(steps + 3):  # 3 warm-up steps (cuDNN autotuning), then ``steps`` timed ones
+        if i == 3:
+            sync()
+            start = time.perf_counter()
+        with torch.autocast(device, dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    sync()
+    seconds = time.perf_counter() - start
+    del model, opt, x, loss
+    torch.cuda.empty_cache() if device == "cuda" else None
+    return batch * steps / seconds
+
+
+def part_jpeg(args, res: dict) -> list[str]:
+    from make_jpeg_folder import make_folder
+
+    n_train, n_val, classes, batch = QUICK_JPEG if args.quick else (args.jpegs, 1000, 100, 256)
+    lines = [f"| ResNet-50, bf16 + channels_last, batch {batch} | images/s | ms/iter |", "|---|---|---|"]
+    try:
+        can_train(args)
+        folder = Path(args.jpeg_dir) / f"{n_train}-{n_val}-{classes}-{JPEG_SIZE[0]}x{JPEG_SIZE[1]}"
+        print(f"  JPEG folder {folder} ...", flush=True)
+        info = make_folder(folder, n_train, n_val, classes, JPEG_SIZE)
+        if n_train // batch < 2:
+            raise NotMeasured(f"{n_train} images make fewer than 2 iterations an epoch at batch {batch}")
+        extra = ["--data", str(folder), "--workers", str(args.workers), "--amp", "bf16", "--channels-last", "--lr",
+                 "0.01"]  # random labels: a lower rate keeps the loss finite; the speed does not depend on it
+        wall, out, iters = train("resnet50", args, "resnet50-jpeg", n_train // batch,
+                                 extra + (["--batch-size", str(batch)] + QUICK_CROP if args.quick else []))
+        m = measure(out, wall, iters)
+        res["jpeg"] = batch / m["t"]
+        lines.append(f"| `resdsl train` from {n_train:,} JPEGs ({JPEG_SIZE[0]}x{JPEG_SIZE[1]}, mean "
+                     f"{info['mean_bytes'] / 1000:.0f} KB), {args.workers} workers | {rate(res['jpeg'])} | "
+                     f"{m['t'] * 1e3:.1f} |")
+    except NotMeasured as exc:
+        res["jpeg"] = str(exc)
+        lines.append(f"| `resdsl train` from JPEGs | not measured: {exc} | |")
+    print(lines[-1], flush=True)
+    try:
+        can_train(args)
+        ips = model_only(classes, batch, 3 if args.quick else 30, args.device, 32 if args.quick else 224)
+    except Exception as exc:  # noqa: BLE001 - out of memory, say: a finding, not a crash
+        return lines + [f"| model only, synthetic tensors | not measured: {type(exc).__name__}: {exc} | |"]
+    lines.append(f"| model only, synthetic tensors | {rate(ips)} | {batch / ips * 1e3:.1f} |")
+    if isinstance(res["jpeg"], float):
+        lines.append(f"\nThe trainer from JPEGs reaches {res['jpeg'] / ips:.0%} of the model-only rate.")
+    return lines
+
+
+def graph_step_time(spec: str, batch: int, bf16: bool, replays: int, warm: int = 5) -> float:
+    """Seconds per replay of one CUDA graph holding forward, backward and the SGD step (PyTorch's recipe)."""
+    import resdsl
+
+    torch.manual_seed(0)
+    torch.backends.cudnn.benchmark = True  # as the trainer sets it
+    fmt = torch.channels_last if bf16 else torch.contiguous_format
+    model = resdsl.build_model(spec, num_classes=10, in_channels=1, input_size=(28, 28)).cuda().train()
+    model = model.to(memory_format=fmt)
+    kind = "capturable" if "capturable" in inspect.signature(torch.optim.SGD).parameters else "foreach"
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4, **{kind: True})
+    x = torch.randn(batch, 1, 28, 28, device="cuda").contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (batch,), device="cuda")
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
+            loss = F.cross_entropy(model(x).float(), y)
+        loss.backward()
+        opt.step()
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warm):
+            opt.zero_grad(set_to_none=True)
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph, stream=side):  # the warm-up's stream: its library handles exist already
+        step()
+    times = []
+    for rep in range(4):  # the first round warms up
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(replays):
+            graph.replay()
+        end.record()
+        end.synchronize()
+        times += [start.elapsed_time(end) / 1000 / replays] if rep else []
+    del graph, model, opt
+    torch.cuda.empty_cache()
+    return statistics.median(times)
+
+
+def _against(m, floor: float) -> str:
+    return f"{m['t'] * 1e3:.2f} ({m['t'] / floor:.2f}x)" if isinstance(m, dict) else "-"
+
+
+def part_graph(args, res: dict) -> list[str]:
+    lines = ["| network | precision | CUDA-graph step (ms) | images/s | trainer, default loop: ms (x floor) "
+             "| trainer, plain loop: ms (x floor) |", "|---|---|---|---|---|---|"]
+    for net, _ in args.nets:
+        for prec, _ in PRECISIONS:
+            try:
+                if args.device != "cuda" or not torch.cuda.is_available():
+                    raise NotMeasured("no CUDA (a CUDA graph needs a GPU)")
+                floor = graph_step_time(net, args.batch, prec != "fp32", 20 if args.quick else 200)
+                res["graph", net, prec] = floor
+                lines.append(f"| {net} | {prec} | {floor * 1e3:.3f} | {rate(args.batch / floor)} | "
+                             f"{_against(res.get((net, 'default', prec)), floor)} | "
+                             f"{_against(res.get((net, 'plain', prec)), floor)} |")
+            except Exception as exc:  # noqa: BLE001 - a capture that fails is a finding, not a crash
+                why = str(exc) if isinstance(exc, NotMeasured) else \
+                    f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}"
+                res["graph", net, prec] = why
+                lines.append(f"| {net} | {prec} | not measured: {why} | | | |")
+            print(lines[-1], flush=True)
+    return lines
+
+
+def goal_rows(res: dict, done: list[str], parts: list[str]) -> list[str]:
+    """The issue's goals that this run's parts measure: measured (or why not), and met."""
+    def row(goal, target, value, needs, ok, unit):
+        if needs[-1] not in parts:
+            return None
+        missing = [p for p in needs if p not in done]
+        value = f"needs part {missing[0]} in the same run" if set(missing) - set(parts) else \
+            f"part {missing[0]} not run yet" if missing else value
+        if not isinstance(value, float):
+            return f"| {goal} | {target} | not measured: {value} | - |"
+        return f"| {goal} | {target} | {value:,.2f} {unit} | {'yes' if ok(value) else 'no'} |"
+
+    def minutes(key):
+        m = res.get(key, "not run")
+        return m["est"] / 60 if isinstance(m, dict) else m
+
+    rows = []
+    for net, goal in (("resnet20", GOALS["r20"]), ("resnet110", GOALS["r110"])):
+        for prec, _ in PRECISIONS:
+            rows.append(row(f"{net}, 64k iterations, default loop, {prec}", f"<= {goal:g} min",
+                            minutes((net, "default", prec)), ["train"], lambda v, g=goal: v <= g, "min"))
+    rows.append(row("five resnet20 seeds at once, 64k each, fp32", f"<= {GOALS['seeds']:g} min",
+                    minutes("seeds-five"), ["seeds"], lambda v: v <= GOALS["seeds"], "min"))
+    for net, _ in NETS:
+        for prec, _ in PRECISIONS:
+            m, floor = res.get((net, "default", prec), "not run"), res.get(("graph", net, prec), "not run")
+            value = m if isinstance(m, str) else floor if isinstance(floor, str) else m["t"] / floor
+            rows.append(row(f"{net} trainer step (default loop) / CUDA-graph floor, {prec}",
+                            f"<= {GOALS['floor']:.2f}x", value, ["train", "graph"], lambda v: v <= GOALS["floor"], "x"))
+    rows.append(row("resnet50 from JPEGs, bf16 + channels_last", f">= {GOALS['jpeg']:,} img/s",
+                    res.get("jpeg", "not run"), ["jpeg"], lambda v: v >= GOALS["jpeg"], "img/s"))
+    return ["| goal | target | measured | met |", "|---|---|---|---|"] + [r for r in rows if r]
+
+
+def work_root() -> str | None:
+    """/dev/shm when it has room: a disk's fsync stalls at checkpoints would blur the timing of intervals."""
+    shm = "/dev/shm"
+    roomy = os.access(shm, os.W_OK) and os.statvfs(shm).f_bavail * os.statvfs(shm).f_frsize > 4 * 2**30
+    return shm if roomy else None
+
+
+def device_words(device: str) -> str:
+    if device == "cuda" and torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        return f"{p.name} ({p.total_memory / 2**30:.0f} GiB), torch {torch.__version__}, CUDA {torch.version.cuda}"
+    return f"{device} (no GPU), torch {torch.__version__}"
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    ap.add_argument("--data-dir", help="folder with Fashion-MNIST's IDX files (default: where resdsl finds them)")
+    ap.add_argument("--jpeg-dir", default="~/.cache/resdsl/bench-jpegs", help="cache of generated JPEG folders")
+    ap.add_argument("--jpegs", type=int, default=20000, help="training JPEGs to generate (the issue: >= 20,000)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 4, help="DataLoader workers for the JPEGs")
+    ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts: {', '.join(PARTS)}")
+    ap.add_argument("--quick", action="store_true", help="tiny runs: a smoke test of this script, e.g. on a CPU")
+    ap.add_argument("--timeout", type=float, default=480, help="time limit of each `resdsl train` run (s)")
+    ap.add_argument("--record", action="store_true", help="record the figures in benchmarks/RESULTS.md")
+    args = ap.parse_args()
+    args.data_dir = os.path.abspath(os.path.expanduser(args.data_dir)) if args.data_dir else None
+    args.jpeg_dir = os.path.abspath(os.path.expanduser(args.jpeg_dir))
+    args.batch, args.nets = (QUICK_BATCH, NETS[:1]) if args.quick else (128, NETS)
+    args.parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    bad = [p for p in args.parts if p not in PARTS]
+    if bad or not args.parts:
+        ap.error(f"--only: unknown part {', '.join(bad) or '(none)'}; choose from {', '.join(PARTS)}")
+    if args.record and (args.quick or args.device != "cuda"):
+        ap.error("--record keeps GPU figures only; a --quick or --device cpu run is a smoke test")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout`: stop the running trainer too (see run)
+    parts, done, res, began = [p for p in PARTS if p in args.parts], [], {}, time.perf_counter()
+    sections = [f"Device: {device_words(args.device)}." + (" QUICK smoke run: tiny batches and runs, figures not "
+                                                           "comparable with the goals." if args.quick else "")]
+    print(sections[0], flush=True)
+    with tempfile.TemporaryDirectory(prefix="gpu_train-", dir=work_root()) as tmp:
+        args.work, args.warm = Path(tmp), False
+        print(f"run folders in {tmp}", flush=True)
+        for part in parts:
+            print(f"== {part}", flush=True)
+            try:
+                sections.append("\n".join(globals()[f"part_{part}"](args, res)))
+            except Exception as exc:  # noqa: BLE001 - the other parts still run
+                traceback.print_exc()
+                sections.append(f"Part {part}: not measured: it failed with {type(exc).__name__}: {exc}")
+            done.append(part)
+            print(sections[-1] + "\n", flush=True)
+            goals, minutes = "\n".join(goal_rows(res, done, parts)), (time.perf_counter() - began) / 60
+            if args.record:  # after every part: a run stopped by a time limit keeps what it measured
+                from _record import record
+
+                name = "GPU training" + ("" if parts == list(PARTS) else f": {', '.join(parts)}") + " (issue 10)"
+                state = "" if done == parts else f" Parts done so far: {', '.join(done)} of {', '.join(parts)}."
+                record(name, "python benchmarks/gpu_train.py " + " ".join(map(shlex.quote, sys.argv[1:])),
+                       "\n\n".join(sections + [goals, f"How each figure is measured: the docstring of "
+                                                      f"benchmarks/gpu_train.py. {minutes:.1f} min.{state}"]))
+    print(f"== goals\n{goals}\n\nwhole benchmark: {minutes:.1f} min", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
