@@ -310,7 +310,7 @@ def graph_step_time(spec: str, batch: int, bf16: bool, replays: int, warm: int =
         end.record()
         end.synchronize()
         times += [start.elapsed_time(end) / 1000 / replays] if rep else []
-    del graph, model, opt
+    del graph  # the model and optimizer go with this frame
     torch.cuda.empty_cache()
     return statistics.median(times)
 
