@@ -8,6 +8,7 @@ import sys
 
 from .loop import RunOptions
 from .options import EMITTED_EXAMPLES, GROUPS, OPTIONS
+from .seeds import without
 
 
 def _argparse_type(parse):
@@ -58,7 +59,7 @@ def relaunch_with_torchrun(nproc: int, module_args: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    args = _without_nproc(module_args)
+    args = without(module_args, ("--nproc",))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
@@ -69,15 +70,3 @@ def relaunch_with_torchrun(nproc: int, module_args: list[str]) -> int:
         codes = [f.exitcode for f in exc.failures.values()]
         return next((c for c in codes if c and c > 0), 1)
     return 0
-
-
-def _without_nproc(module_args: list[str]) -> list[str]:
-    args, skip = [], False
-    for a in module_args:
-        if skip:
-            skip = False
-        elif a == "--nproc":
-            skip = True
-        elif not a.startswith("--nproc="):
-            args.append(a)
-    return args

@@ -31,7 +31,7 @@ def read_idx(path: str) -> torch.Tensor:
         with open(path, "rb") as fh:
             compressed = fh.read(2) == b"\x1f\x8b"
         with (gzip.open if compressed else open)(path, "rb") as fh:
-            data = _read_idx_bytes(fh, path)
+            data, extra = _read_idx_bytes(fh, path)
     except FileNotFoundError:
         raise DataError(f"{path} does not exist; point --data-dir at the folder holding the IDX files") from None
     except (OSError, EOFError, zlib.error) as exc:
@@ -57,7 +57,7 @@ def read_idx(path: str) -> torch.Tensor:
     count = 1
     for d in dims:
         count *= d
-    have = len(data) - start
+    have = len(data) - start + extra
     if have != count:
         what = "is truncated" if have < count else f"has {have - count} bytes too many"
         raise DataError(f"{path} is truncated or corrupt: its header says {'x'.join(map(str, dims))} = {count} "
@@ -68,9 +68,10 @@ def read_idx(path: str) -> torch.Tensor:
     return torch.frombuffer(data, dtype=torch.uint8, offset=start, count=count).reshape(dims)
 
 
-def _read_idx_bytes(fh, path: str) -> bytearray:
+def _read_idx_bytes(fh, path: str) -> tuple[bytearray, int]:
     """The header, then only as many bytes as the header promises (checked against :data:`MAX_IDX_BYTES` first),
-    so that a small compressed file that inflates to gigabytes is refused before it is inflated."""
+    so that a small compressed file that inflates to gigabytes is refused before it is inflated; and how many bytes
+    follow them (counted, not kept, up to 64 MiB)."""
     data = bytearray(fh.read(4))
     if len(data) == 4 and data[0] == data[1] == 0 and 1 <= data[3] <= 4:
         data += fh.read(4 * data[3])
@@ -84,13 +85,13 @@ def _read_idx_bytes(fh, path: str) -> bytearray:
                                 f"{limit:,.0f} (set RESDSL_MAX_IDX_BYTES to raise it, inf for none); is it really an "
                                 "IDX file?")
             data += fh.read(count)
-            extra = 0  # count what lies beyond the promised data without keeping it (a bomb's tail is large)
+            extra = 0
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 extra += len(chunk)
                 if extra > 1 << 26:
                     break
-            data += bytes(min(extra, 1 << 26))
-    return data
+            return data, extra
+    return data, 0  # a header read short: read_idx says what is wrong with it
 
 
 def _max_idx_bytes() -> float:
