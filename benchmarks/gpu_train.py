@@ -11,9 +11,9 @@ Without --data-dir resdsl finds Fashion-MNIST itself (Debian's package, ~/.cache
 downloaded. Smoke test anywhere: `--quick --device cpu` (ResNet-20 only, batch 8, 8 JPEGs at crop 32; figures
 meaningless, --record refuses them). What cannot run is reported as "not measured: <why>".
 
- train  ResNet-20/56/110 on Fashion-MNIST, batch 128, via `resdsl train`: the default (sync-free) and the plain
-        (--sync-every-step) loop, each in fp32 and with --amp bf16 --channels-last. One run per configuration of
-        4.5*E iterations with --eval-every E: metrics.jsonl rows at E, 2E, 3E, 4E, 4.5E, whose `seconds` (since
+ train  ResNet-20/56/110 on Fashion-MNIST, batch 128, via `resdsl train`: the default loop (the fast path: one
+        CUDA graph per iteration) and the plain loop (--sync-every-step: eager, reading the loss each step), each
+        in fp32 and with --amp bf16 --channels-last. One run per configuration of 4.5*E iterations with --eval-every E: metrics.jsonl rows at E, 2E, 3E, 4E, 4.5E, whose `seconds` (since
         the loop began, taken after each evaluation) make each interval L iterations + one evaluation + one
         checkpoint: d = L*t + c. The first two intervals are dropped (cuDNN autotuning, clock warm-up; the first
         curves.png, TensorBoard event and checkpoint import matplotlib and more); a least-squares line through

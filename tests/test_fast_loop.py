@@ -74,8 +74,8 @@ def test_image_folder_runs_do_not_depend_on_workers_or_resume(tmp_path, monkeypa
 
     real_save = loop._save
 
-    def save_and_copy_at_4(s, state, path):  # keep the run as it was at iteration 4, as a kill would
-        real_save(s, state, path)
+    def save_and_copy_at_4(s, state, path, optimizer_state):  # keep the run as it was at iteration 4, as a kill would
+        real_save(s, state, path, optimizer_state)
         if state["iter"] == 4:
             shutil.copytree(tmp_path / "full", tmp_path / "stopped", ignore=shutil.ignore_patterns(".lock"))
 

@@ -135,27 +135,41 @@ class BatchPipeline:
     def train_batch(self, indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """The augmented, normalised training images at ``indices`` (float32 (B, C, H, W)) and their labels.
 
-        All randomness comes from ``generator`` (on the CPU), drawn in a fixed order (crop rows, crop columns,
-        flip mask) and then moved to the data's device: the same indices and generator state give a bitwise
+        All randomness comes from ``generator`` (on the CPU): the same indices and generator state give a bitwise
         identical batch."""
         dev = self.data.train_x.device
-        idx = indices.to(device=dev, dtype=torch.int64)
+        draws = self.draw(len(indices), generator)
+        return self.assemble(indices.to(device=dev, dtype=torch.int64), draws.to(dev))
+
+    def draw(self, b: int, generator: torch.Generator) -> torch.Tensor:
+        """The random numbers of one batch's augmentation, drawn from ``generator`` in a fixed order (crop rows,
+        crop columns, flip mask): an int64 (3, B) tensor of row offsets, column offsets and flips (0 or 1); the
+        rows of an augmentation the recipe does not have are zeros and draw nothing."""
+        draws = torch.zeros(3, b, dtype=torch.int64)
+        if self.pad:
+            draws[0] = torch.randint(0, 2 * self.pad + 1, (b,), generator=generator)
+            draws[1] = torch.randint(0, 2 * self.pad + 1, (b,), generator=generator)
+        if self.flip:
+            draws[2] = torch.rand(b, generator=generator) < 0.5
+        return draws
+
+    def assemble(self, idx: torch.Tensor, draws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch of images ``idx`` augmented by ``draws`` (from :meth:`draw`), both on the data's device.
+        Nothing here reads a value back to the host, so a CUDA graph can hold it (the trainer's fast path)."""
+        dev = self.data.train_x.device
         x = self._normalise(self.data.train_x[idx])
         y = self.data.train_y[idx]
         b, c, h, w = x.shape
         if self.pad:
             p = self.pad
             padded = torch.nn.functional.pad(x, (p, p, p, p))  # zeros, after normalisation
-            oy = torch.randint(0, 2 * p + 1, (b,), generator=generator).to(dev)
-            ox = torch.randint(0, 2 * p + 1, (b,), generator=generator).to(dev)
-            rows = (oy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
-            cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, None, :]
+            rows = (draws[0][:, None] + torch.arange(h, device=dev))[:, None, :, None]
+            cols = (draws[1][:, None] + torch.arange(w, device=dev))[:, None, None, :]
             bi = torch.arange(b, device=dev)[:, None, None, None]
             ci = torch.arange(c, device=dev)[None, :, None, None]
             x = padded[bi, ci, rows, cols]
         if self.flip:
-            mask = (torch.rand(b, generator=generator) < 0.5).to(dev)
-            x = torch.where(mask[:, None, None, None], x.flip(3), x)
+            x = torch.where(draws[2].bool()[:, None, None, None], x.flip(3), x)
         return x.contiguous(), y
 
     def test_batches(self, batch_size: int):

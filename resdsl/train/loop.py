@@ -24,9 +24,10 @@ from .fileio import OutputError
 from .metrics import MetricsLog
 from .options import MAX_SEED
 from .report import Progress, RunLog, banner, device_words, effective_recipe, precision_words
-from .session import (FolderBatches, Interrupted, RunOptions, Session, TrainingError, apply_overrides,
-                      distributed_env, evaluate, pick_device, prepare, test_batches)
-from .steps import InMemoryBatches, Window, train_step
+from .session import (Interrupted, RunOptions, Session, TrainingError, apply_overrides, distributed_env, evaluate,
+                      pick_device, prepare, test_batches)
+from .stepping import step_words, stepper
+from .steps import Window
 
 CHECKPOINT = rundir.CHECKPOINT
 # options a resumed run takes from its config.json; giving another value on resume is refused, not ignored
@@ -149,7 +150,7 @@ def _train(model_fn, recipe, opts, run_dir, rank, world, log) -> dict:
         _restore(s, state, path, metrics)
     if rank == 0:
         for line in banner(opts, s.recipe, s.model, _data_words(s.data, s.recipe, s.n_train), s.device, s.schedule,
-                           s.total, s.iters_per_epoch, run_dir, state["iter"]):
+                           s.total, s.iters_per_epoch, run_dir, state["iter"], step_words(s)):
             log.say(line)
         if opts.resume is None:
             rundir.write_config(run_dir, _config(s))
@@ -180,6 +181,7 @@ def _config(s: Session) -> dict:
     opts = s.opts
     return {"name": opts.name, "recipe": effective_recipe(s.recipe, s.schedule, s.total), "spec_recipe": s.recipe,
             "options": asdict(opts), "device": device_words(s.device), "precision": precision_words(opts),
+            "stepping": step_words(s) or "eager steps",
             "command": list(sys.argv), "versions": _versions(), "seed": opts.seed, "world_size": s.world,
             "dataset": {"name": s.recipe["dataset"], "shape": list(s.data.shape), "classes": s.data.num_classes,
                         "train_size": s.n_train}, "iterations": s.total, "iters_per_epoch": s.iters_per_epoch,
@@ -195,23 +197,20 @@ def _network(s: Session):
 
 
 def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: str, path: str) -> dict:
-    net = _network(s)
-    batches = InMemoryBatches(s) if s.pipeline is not None else FolderBatches(s)
+    s.model.train()
     window = Window(s.device, state)
+    check_for = (lambda it, lr: _loss_check(s, it, lr, path)) if s.opts.sync_every_step else None
+    steps = stepper(s, _network(s), window, check_for, say=lambda text: log.say(text, err=True))
     progress = Progress(s.total, state["iter"], quiet=s.opts.quiet or s.rank != 0, log=log)
     start = time.perf_counter() - state["elapsed"]
     last_row = None
-    net.train()
     with _Stop() as stop:
         for it in range(state["iter"], s.total):
-            x, y = _batch(s, batches, it)
             lr = s.schedule.lr_at(it)
-            check = _loss_check(s, it, lr, path) if s.opts.sync_every_step else None
-            loss, logits = train_step(s, net, x, y, lr, check)
-            wrong = window.add(it, loss, logits, y)
-            _observe_warmup(s, state, it, wrong, y.numel())
+            loss, wrong, n = steps.step(it, lr)
+            _observe_warmup(s, state, it, wrong, n)
             state["iter"] = it + 1
-            progress.update(it, loss, wrong, y.numel(), lr)
+            progress.update(it, loss, wrong, n, lr)
             done = it + 1 == s.total
             if (it + 1) % s.eval_every == 0 or done:
                 _check_finite(s, window, lr, path)
@@ -223,7 +222,7 @@ def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: st
                     _reduce_window(state, s.device, s.rank, s.world)
                     window.set(state["loss_sum"], state["wrong"], state["seen"])
                 state["elapsed"] = time.perf_counter() - start
-                _save(s, state, path)
+                _save(s, state, path, steps.optimizer_state())
             if stop.requested and not done:
                 progress.close()
                 metrics.close()
@@ -234,11 +233,6 @@ def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: st
     if s.world > 1:
         torch.distributed.barrier()
     return {"run_dir": run_dir, "last": last_row, "iterations": s.total, "model": s.model}
-
-
-def _batch(s: Session, batches, it: int):
-    x, y = batches.batch(it)
-    return x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
 
 
 def _kept(path: str) -> str:
@@ -272,7 +266,7 @@ def _observe_warmup(s: Session, state: dict, it: int, wrong, n: int) -> None:
     s.schedule.observe_train_error(it, sum(recent) / len(recent))
 
 
-def _save(s: Session, state: dict, path: str) -> None:
+def _save(s: Session, state: dict, path: str, optimizer_state: dict) -> None:
     if s.rank != 0:
         return
     model = s.model
@@ -281,7 +275,7 @@ def _save(s: Session, state: dict, path: str) -> None:
     if bad is not None:
         raise TrainingError(f"the weights diverged ({bad} is not finite) by iteration {state['iter']}; training "
                             f"stopped; {_kept(path)}. Try a lower --lr or a warm-up")
-    ckpt.save_atomic({"model": model.state_dict(), "optimizer": s.optimizer.state_dict(),
+    ckpt.save_atomic({"model": model.state_dict(), "optimizer": optimizer_state,
                       "schedule": s.schedule.state_dict(), "state": dict(state), "rng": ckpt.rng_state(),
                       "recipe": s.recipe, "normalization": s.pipeline.stats() if s.pipeline is not None else None},
                      path)

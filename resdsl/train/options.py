@@ -132,6 +132,8 @@ OPTIONS = (
     Option("--amp", "bf16 autocast (no loss scaling needed) or none", "device", choices=("bf16", "none")),
     Option("--channels-last", "NHWC memory layout (faster convolutions on tensor cores)", "device", is_flag=True),
     Option("--compile", "torch.compile the model", "device", is_flag=True),
+    Option("--no-graph", "step eagerly, op by op (the default for in-memory data on a CUDA GPU replays each "
+           "iteration as one CUDA graph, which trains the same recipe several times faster)", "device", is_flag=True),
     Option("--sync-bn", "SyncBatchNorm across processes (CUDA only)", "device", is_flag=True),
     Option("--nproc", "launch N processes with torchrun (DistributedDataParallel)", "device", positive_int, "N"),
 )

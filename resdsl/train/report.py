@@ -100,7 +100,8 @@ def schedule_words(recipe: dict, schedule, total: int, per_epoch: int) -> str:
     return text
 
 
-def banner(opts, recipe, model, data_words: str, device, schedule, total, per_epoch, run_dir, start_iter) -> list:
+def banner(opts, recipe, model, data_words: str, device, schedule, total, per_epoch, run_dir, start_iter,
+           step_words: str | None = None) -> list:
     """The lines printed when a run starts: what is trained, where, on what, how, and where it is written."""
     cfg = opts.extra_config
     params = sum(p.numel() for p in model.parameters())
@@ -109,7 +110,7 @@ def banner(opts, recipe, model, data_words: str, device, schedule, total, per_ep
     r = recipe
     return [
         f"network {cfg.get('network', opts.name)}{spec}: {params:,} parameters{macs}",
-        f"device {device_words(device)}, {precision_words(opts)}",
+        f"device {device_words(device)}, {precision_words(opts)}" + (f", {step_words}" if step_words else ""),
         f"data {data_words}",
         f"recipe {r.get('name', '')}: {r['optimizer']} lr {r['lr']:g}, momentum {r['momentum']:g}"
         f"{', nesterov' if r.get('nesterov') else ''}, weight decay {r['weight_decay']:g}, batch {r['batch']}, "

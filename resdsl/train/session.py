@@ -41,6 +41,7 @@ class RunOptions:
     seed: int | None = None  # None: 0 for a new run, the run's own seed on resume
     deterministic: bool = False
     sync_every_step: bool = False
+    no_graph: bool = False
     overwrite: bool = False
     iters: int | None = None
     epochs: int | None = None

@@ -27,16 +27,20 @@ class Window:
         self.seen = int(state["seen"])  # known on the host without a sync
         self.first_bad = torch.tensor(-1, dtype=torch.int64, device=device)
 
-    def add(self, it: int, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def add(self, it, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Count one batch; returns its wrong predictions (a device tensor)."""
-        n = y.numel()
+        self.seen += y.numel()
+        return self.count(it, loss, logits, y)
+
+    def count(self, it, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The device half of :meth:`add`, in place and without a read, so that a CUDA graph can hold it; ``it``
+        is the iteration, a number or a device tensor. Returns the batch's wrong predictions."""
         wrong = (logits.argmax(1) != y).sum()
         # float64 on the device: the same arithmetic as a Python float summing loss.item() * n
-        self.loss_sum += loss.detach().double() * n
+        self.loss_sum += loss.detach().double() * y.numel()
         self.wrong += wrong
-        self.seen += n
         bad = (self.first_bad < 0) & ~torch.isfinite(loss.detach())
-        self.first_bad = torch.where(bad, torch.full_like(self.first_bad, it), self.first_bad)
+        self.first_bad.copy_(torch.where(bad, it, self.first_bad))
         return wrong
 
     def first_nonfinite(self) -> int | None:
@@ -81,15 +85,19 @@ class InMemoryBatches:
         return x[s.rank::s.world], y[s.rank::s.world]
 
 
-def train_step(session, net, x, y, lr: float, check=None):
-    """Forward, backward and SGD step at learning rate ``lr``; returns the (device) loss and logits. ``check``,
-    if given, sees the loss before the step (and may stop the run there)."""
+def set_lr(optimizer, lr) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def train_step(session, net, x, y, check=None, cache: bool = True):
+    """Forward, backward and SGD step at the optimizer's current rate; returns the (device) loss and logits.
+    ``check``, if given, sees the loss before the step (and may stop the run there); ``cache=False`` turns off
+    autocast's weight cache (a CUDA graph cannot hold it)."""
     s = session
     if s.opts.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    for group in s.optimizer.param_groups:
-        group["lr"] = lr
-    with torch.autocast(s.device.type, dtype=s.amp_dtype, enabled=s.amp_dtype is not None):
+    with torch.autocast(s.device.type, dtype=s.amp_dtype, enabled=s.amp_dtype is not None, cache_enabled=cache):
         logits = net(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=s.recipe.get("label_smoothing", 0.0))
     if check is not None:

@@ -1,0 +1,104 @@
+"""The fast path's iteration (stepping.GraphSteps): the batches, the schedule and the running figures of the eager
+loop, its weights to rounding (SGD's fused kernel), and an exact resume. On the CPU it runs eagerly; where CUDA is
+present the same tests run it as a captured CUDA graph (--deterministic, so that resume is bitwise)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import resdsl as rd  # noqa: E402
+from conftest import ROOT  # noqa: E402
+from resdsl.train import loop, stepping  # noqa: E402
+from resdsl.train.session import RunOptions  # noqa: E402
+from resdsl.train.steps import InMemoryBatches  # noqa: E402
+
+NET = rd.compile_spec(str(ROOT / "tests/specs/tiny.res"))
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+TOL = {"cpu": dict(rtol=1e-4, atol=1e-5), "cuda": dict(rtol=1e-3, atol=1e-4)}
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return request.param
+
+
+def _train(tmp_path, name, device, **kw):
+    opts = RunOptions(data="synthetic", train_subset=96, test_subset=32, batch_size=16, iters=24, eval_every=8,
+                      checkpoint_every=4, quiet=True, device=device, deterministic=device == "cuda",
+                      out=str(tmp_path / name), **kw)
+    if kw.get("resume"):
+        opts.out = None
+    loop.train(lambda shape, k: rd.build_model(NET, num_classes=k), NET.recipe, opts)
+    run = tmp_path / name if not kw.get("resume") else kw["resume"]
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return torch.load(run / "checkpoint.pt", weights_only=True), [{k: v for k, v in r.items() if k != "seconds"}
+                                                                  for r in rows]
+
+
+@pytest.fixture
+def graph_steps(monkeypatch):
+    """Every run of this test takes the fast path's iteration (eagerly: there is no CUDA here)."""
+    made = []
+    real = stepping.GraphSteps
+
+    def spy(*a, **k):
+        made.append(real(*a, **k))
+        return made[-1]
+
+    monkeypatch.setattr(stepping, "why_eager", lambda s: None)
+    monkeypatch.setattr(stepping, "GraphSteps", spy)
+    return made
+
+
+def test_plan_gives_the_eager_loops_batches(tmp_path, graph_steps, device):
+    ck, _ = _train(tmp_path, "fast", device)
+    steps = graph_steps[0]
+    s, b = steps.s, 16
+    eager = InMemoryBatches(s)
+    for it in (0, 5, 6, 11):  # 6 iterations an epoch: the plan of epoch 0 and of epoch 1
+        steps._load_plan(it // 6, it % 6, it)
+        row = steps.plan[it % 6]
+        x, y = s.pipeline.assemble(row[0], row[1:])
+        ex, ey = eager.batch(it)
+        assert torch.equal(x, ex) and torch.equal(y, ey)
+
+
+def test_graph_steps_follow_the_eager_loop(tmp_path, graph_steps, device):
+    fast, fast_rows = _train(tmp_path, "fast", device)
+    assert len(graph_steps) == 1 and (graph_steps[0].graph is not None) == (device == "cuda")
+    plain, plain_rows = _train(tmp_path, "plain", device, no_graph=True)
+    for k in fast["model"]:
+        assert torch.allclose(fast["model"][k].float(), plain["model"][k].float(), **TOL[device]), k
+    for a, b in zip(fast_rows, plain_rows):
+        assert a["iter"] == b["iter"] and a["lr"] == b["lr"]
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=TOL[device]["rtol"])
+        assert a["test_loss"] == pytest.approx(b["test_loss"], rel=TOL[device]["rtol"])
+    assert [r["lr"] for r in fast_rows] == pytest.approx([0.1, 0.01, 0.001])  # the milestones, scaled to 24 iterations
+    # the checkpoint keeps the optimizer as the eager loop does: a number for the rate, its own kernel choice
+    assert [g["lr"] for g in fast["optimizer"]["param_groups"]] == [g["lr"] for g in plain["optimizer"]["param_groups"]]
+    assert fast["optimizer"]["param_groups"][0]["fused"] == plain["optimizer"]["param_groups"][0]["fused"]
+
+
+def test_stopped_graph_run_resumes_exactly(tmp_path, graph_steps, device, monkeypatch):
+    one, one_rows = _train(tmp_path, "full", device)
+    real_save = loop._save
+
+    def save_and_copy(s, state, path, optimizer_state):  # the run as a kill at iteration 12 leaves it
+        real_save(s, state, path, optimizer_state)
+        if state["iter"] == 12:
+            for copy in ("stopped", "stopped-too"):
+                shutil.copytree(tmp_path / "again", tmp_path / copy, ignore=shutil.ignore_patterns(".lock"))
+
+    monkeypatch.setattr(loop, "_save", save_and_copy)
+    _train(tmp_path, "again", device)
+    monkeypatch.setattr(loop, "_save", real_save)
+    resumed, rows = _train(tmp_path, "x", device, resume=tmp_path / "stopped")
+    assert all(torch.equal(one["model"][k], resumed["model"][k]) for k in one["model"])
+    assert rows == one_rows
+    eager, _ = _train(tmp_path, "y", device, resume=tmp_path / "stopped-too", no_graph=True)  # either loop resumes it
+    assert all(torch.allclose(one["model"][k].float(), eager["model"][k].float(), **TOL[device])
+               for k in one["model"])
