@@ -168,7 +168,7 @@ def part_train(args, res: dict) -> list[str]:
     lines = ["| network | loop | precision | ms/iter | images/s | eval + checkpoint (s) | run: iterations, wall (s) "
              "| 64k estimate (min) |", "|---|---|---|---|---|---|---|---|"]
     for net, every in NETS:
-        for loop, lflags in LOOPS:
+        for loop, lflags in [(name, flags) for name, flags in LOOPS if name in args.loops]:
             for prec, pflags in PRECISIONS:
                 try:
                     if (net, every) not in args.nets:
@@ -397,6 +397,7 @@ def parse_args():
     ap.add_argument("--jpegs", type=int, default=20000, help="training JPEGs to generate (the issue: >= 20,000)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 4, help="DataLoader workers for the JPEGs")
     ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts: {', '.join(PARTS)}")
+    ap.add_argument("--loops", default="default,plain", help="the train part's loops: default, plain, or both")
     ap.add_argument("--quick", action="store_true", help="tiny runs: a smoke test of this script, e.g. on a CPU")
     ap.add_argument("--timeout", type=float, default=480, help="time limit of each `resdsl train` run (s)")
     ap.add_argument("--record", action="store_true", help="record the figures in benchmarks/RESULTS.md")
