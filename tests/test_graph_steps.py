@@ -55,9 +55,9 @@ def graph_steps(monkeypatch):
 
 
 def test_plan_gives_the_eager_loops_batches(tmp_path, graph_steps, device):
-    ck, _ = _train(tmp_path, "fast", device)
+    _train(tmp_path, "fast", device)
     steps = graph_steps[0]
-    s, b = steps.s, 16
+    s = steps.s
     eager = InMemoryBatches(s)
     for it in (0, 5, 6, 11):  # 6 iterations an epoch: the plan of epoch 0 and of epoch 1
         steps._load_plan(it // 6, it % 6, it)
@@ -102,3 +102,17 @@ def test_stopped_graph_run_resumes_exactly(tmp_path, graph_steps, device, monkey
     eager, _ = _train(tmp_path, "y", device, resume=tmp_path / "stopped-too", no_graph=True)  # either loop resumes it
     assert all(torch.allclose(one["model"][k].float(), eager["model"][k].float(), **TOL[device])
                for k in one["model"])
+
+
+@pytest.mark.parametrize("amp,cl,device_type,want", [
+    ("auto", False, "cuda", ("bf16", True)), ("auto", False, "cpu", ("none", False)),
+    ("none", False, "cuda", ("none", False)), ("bf16", False, "cuda", ("bf16", False)),
+    (None, False, "cuda", (None, False)),  # a config.json from before --amp auto: fp32, as it was trained
+])
+def test_amp_auto_is_bf16_and_channels_last_on_cuda_only(amp, cl, device_type, want):
+    from resdsl.train.session import resolve_precision
+
+    opts = RunOptions(amp=amp, channels_last=cl)
+    dtype = resolve_precision(opts, device_type)
+    assert (opts.amp, opts.channels_last) == want
+    assert dtype == (torch.bfloat16 if want[0] == "bf16" else None)

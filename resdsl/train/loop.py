@@ -47,7 +47,7 @@ def _resume_options(opts: RunOptions, saved: dict) -> dict:
     old = dict(old, batch_size=recipe.get("batch"), lr=recipe.get("lr"))
     for key in RESUMED_OPTIONS:
         given = getattr(opts, key)
-        if given not in (None, False) and given != old.get(key):
+        if given not in (None, False, "auto") and given != old.get(key):  # "auto": --amp not given
             flag = "--" + key.replace("_", "-")
             raise TrainingError(f"--resume {opts.resume} continues the run exactly as it was started, with "
                                 f"{flag} {old.get(key)}; {flag} {given} cannot change now. Drop the flag, or start "

@@ -129,7 +129,9 @@ OPTIONS = (
            is_flag=True),
     Option("--device", "where to train: auto picks CUDA, then Apple MPS, then the CPU", "device", choices=DEVICES,
            default="auto"),
-    Option("--amp", "bf16 autocast (no loss scaling needed) or none", "device", choices=("bf16", "none")),
+    Option("--amp", "precision: auto (the default) is bf16 autocast with channels_last on a CUDA GPU and fp32 "
+           "elsewhere; bf16 (no loss scaling needed); none (fp32)", "device", choices=("auto", "bf16", "none"),
+           default="auto"),
     Option("--channels-last", "NHWC memory layout (faster convolutions on tensor cores)", "device", is_flag=True),
     Option("--compile", "torch.compile the model", "device", is_flag=True),
     Option("--no-graph", "step eagerly, op by op (the default for in-memory data on a CUDA GPU replays each "
