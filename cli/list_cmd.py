@@ -58,13 +58,32 @@ def list_cmd(pattern: str | None, paper: str | None, as_json: bool) -> None:
     same name wins. One line per spec: its name, the paper ([R] = "Deep Residual Learning for Image
     Recognition", [I] = "Identity Mappings in Deep Residual Networks", or torchvision), the table or figure it
     reproduces, and its parameters and multiply-adds for one image. PATTERN filters the names (shell-style
-    wildcards).
+    wildcards). `resdsl list experiments` lists the packaged experiments instead (`resdsl reproduce NAME`).
     """
+    if pattern == "experiments":
+        _list_experiments(as_json)
+        return
     rows = [_row(e) for e in catalog.entries() if _wanted(e, pattern, paper)]
     if not rows:
         click.echo("resdsl: no packaged spec matches" + (f" '{pattern}'" if pattern else ""), err=True)
         sys.exit(EXIT_SPEC)
     click.echo(json.dumps(rows, indent=2) if as_json else _table(rows))
+
+
+def _list_experiments(as_json: bool) -> None:
+    """`resdsl list experiments`: the packaged experiment files that `resdsl reproduce NAME` runs."""
+    from resdsl.experiment import catalog as experiments
+
+    rows = [{"name": e.name, "source": e.source, "title": e.title, "rows": e.rows, "seeds": e.seeds,
+             "path": str(e.path)} for e in experiments.entries()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max(len(r["name"]) for r in rows)
+    src = max(len(r["source"]) for r in rows)
+    for r in rows:
+        click.echo(f"{r['name']:<{width}}  {r['source']:<{src}}  {r['rows']:>2} rows x {r['seeds']} seeds  "
+                   f"{r['title']}")
 
 
 def _wanted(entry: catalog.Entry, pattern: str | None, paper: str | None) -> bool:

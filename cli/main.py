@@ -192,10 +192,14 @@ def viz_cmd(specs: tuple[str, ...], output: str | None, fmt: str | None, view: s
 
 from .list_cmd import list_cmd  # noqa: E402 - registered after main is defined
 from .train_cmd import eval_cmd, train_cmd  # noqa: E402
+from .reproduce_cmd import reproduce_cmd  # noqa: E402
+from .analyze_cmd import analyze  # noqa: E402
 
 main.add_command(train_cmd)
 main.add_command(eval_cmd)
 main.add_command(list_cmd)
+main.add_command(reproduce_cmd)
+main.add_command(analyze)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,114 @@
+"""`resdsl analyze`: analyses of trained run directories. `resdsl analyze responses` draws [R] Fig. 7, the std of
+each 3x3 layer's response on the test set, with resdsl.analysis.responses. Nothing heavy is imported until a
+command runs, so `resdsl --help` stays fast."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from .common import EXIT_SPEC, guard
+
+RESPONSES_EXAMPLES = """\b
+Examples:
+  resdsl analyze responses runs/plain20-A runs/resnet20-B runs/resnet56-C   # [R] Fig. 7 into ./responses/
+  resdsl analyze responses runs/resnet110-A --test-subset 1000 --out fig7
+  resdsl analyze responses runs/resnet110_preact-A --at conv                # pre-activation: conv outputs
+"""
+
+
+@click.group("analyze")
+def analyze() -> None:
+    """Analyse trained runs (folders made by `resdsl train`)."""
+
+
+@analyze.command("responses", epilog=RESPONSES_EXAMPLES,
+                 short_help="std of each 3x3 layer's response on the test set, per run ([R] Fig. 7)")
+@click.argument("runs", nargs=-1, required=True, metavar="RUN...")
+@click.option("--out", default="responses", show_default=True, type=click.Path(file_okay=False, path_type=str),
+              help="folder for responses.png and responses.csv, created if missing (default: ./responses; never a "
+                   "run directory, whose --overwrite refuses files it did not write)")
+@click.option("--test-subset", type=click.IntRange(min=1),
+              help="measure on the first N test images (default: each run's own --test-subset, else all)")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="where to run the networks: auto picks a GPU when there is one")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="test images per forward pass")
+@click.option("--at", type=click.Choice(["auto", "bn", "conv"]), default="auto", show_default=True,
+              help="where a 3x3 layer's response is taken. bn: the output of the BN after it ([R]: 'after BN and "
+                   "before other nonlinearity (ReLU/addition)'); conv: the conv's own output; auto: bn, or conv for "
+                   "a network whose last 3x3 conv in each unit has no BN of its own (pre-activation units)")
+@click.option("--data-dir", help="where named datasets are (default: the run's --data-dir)")
+@click.option("--no-download", is_flag=True, help="never download; fail if the data is not local")
+@guard
+def responses_cmd(runs, out, test_subset, device, batch_size, at, data_dir, no_download) -> None:
+    """[R] Fig. 7: the std of every 3x3 layer's response (after BN, before ReLU and the addition) on the test set,
+    for each RUN; writes OUT/responses.png (top: layers in network order, bottom: sorted descending) and
+    OUT/responses.csv (run, layer, module, std, rank)."""
+    from resdsl.analysis import ResponsesError, draw_responses, measure_run, open_run, write_csv
+    from resdsl.train.fileio import OutputError
+
+    try:
+        opened = [open_run(path) for path in runs]  # every run is checked before the first is measured
+        for run in opened:
+            _warn_if_spec_changed(run)
+        measured = []
+        for run in opened:
+            measured.append(measure_run(run, test_subset=test_subset, device=device, batch_size=batch_size,
+                                        data_dir=data_dir, download=not no_download, at=at))
+            click.echo(_table(measured[-1]))
+        results = dict(zip(_labels(measured), (m.responses for m in measured)))
+        png, csv = os.path.join(out, "responses.png"), os.path.join(out, "responses.csv")
+        _make_folder(out)
+        draw_responses(results, png)
+        write_csv(results, csv)
+    except (ResponsesError, OutputError) as exc:
+        click.echo(f"resdsl: error: {exc}", err=True)
+        sys.exit(EXIT_SPEC)
+    click.echo(f"wrote {png} and {csv}")
+
+
+def _make_folder(path: str) -> None:
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(f"cannot make the folder {path}: {exc.strerror or exc}") from None
+
+
+def _warn_if_spec_changed(run) -> None:
+    """A spec edited since training rebuilds another network around the same weights: say so (a changed recipe
+    alone also changes the hash, and does not matter here, so this is a warning)."""
+    from .train_cmd import spec_hash
+
+    saved = run.config.get("spec_hash")
+    if saved and saved != spec_hash(run.net):
+        click.echo(f"resdsl: warning: {run.path}: the spec {run.spec} has changed since the run was trained (its "
+                   "hash differs from config.json's); measuring the network it describes now", err=True)
+
+
+def _labels(measured) -> list[str]:
+    """The legend: each run's network name, with its folder where two runs share a name; '(conv outputs)' marks
+    a run whose responses are not taken after BN."""
+    names = [m.network for m in measured]
+    labels = []
+    for m in measured:
+        label = m.network
+        if names.count(m.network) > 1:
+            label += f" ({os.path.basename(os.path.normpath(m.run))})"
+        labels.append(label + (" (conv outputs)" if m.taken_at == "conv" else ""))
+    return labels
+
+
+def _table(m) -> str:
+    """One line per stage (the stem, layer1, ...): how many 3x3 layers, their mean and largest std."""
+    where = "after BN" if m.taken_at == "bn" else "the 3x3 convs' own outputs (no BN of their own)"
+    stages: dict[str, list[float]] = {}
+    for name, std in m.responses:
+        stages.setdefault(name.split(".")[0] if "." in name else "stem", []).append(std)
+    stages["all"] = [s for _, s in m.responses]
+    lines = [f"{m.network} ({m.run}): {len(m.responses)} 3x3 layers, responses {where}, {m.images:,} test images",
+             f"  {'stage':<8} {'layers':>6} {'mean std':>10} {'max std':>10}"]
+    for stage, stds in stages.items():
+        lines.append(f"  {stage:<8} {len(stds):>6} {sum(stds) / len(stds):>10.4f} {max(stds):>10.4f}")
+    return "\n".join(lines)

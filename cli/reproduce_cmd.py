@@ -1,0 +1,120 @@
+"""`resdsl reproduce`: a paper's table or figure in one command, set beside the paper's numbers."""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+
+import click
+
+from .common import EXIT_SPEC, guard
+
+REPRODUCE_EXAMPLES = """\b
+Examples:
+  resdsl list experiments                                  # the packaged experiments
+  resdsl reproduce r-table6 --dry-run                      # the plan: runs, state, estimated time
+  resdsl reproduce r-table6 --data fashion-mnist --seeds 2 # [R] Table 6 and Fig. 6 on Fashion-MNIST
+  resdsl reproduce i-table2 --launcher slurm --slurm-partition gpu   # the runs as a Slurm job array
+  resdsl reproduce my_orders.exp --out runs/orders         # an experiment file of your own
+"""
+
+
+def _positive(ctx, param, value):
+    if value is not None and value < 1:
+        raise click.BadParameter("must be at least 1")
+    return value
+
+
+@click.command("reproduce", epilog=REPRODUCE_EXAMPLES)
+@click.argument("experiment", metavar="NAME|FILE")
+@click.option("--data", help="train on this dataset instead of the paper's (cifar10, fashion-mnist, ..., or an "
+              "ImageNet-layout folder); the report says so and keeps the paper's column")
+@click.option("--data-dir", help="where named datasets are (passed to every run)")
+@click.option("--no-download", is_flag=True, help="never download data")
+@click.option("--seeds", type=int, callback=_positive, help="runs per row (default: the paper's count)")
+@click.option("--out", metavar="DIR", help="experiment directory (default runs/<experiment>[-<data>]); "
+              "restarting into it skips finished runs and resumes stopped ones exactly")
+@click.option("--dry-run", is_flag=True, help="print the plan (runs, state, estimated time) and stop")
+@click.option("--no-estimate", is_flag=True, help="plan without timing a training step")
+@click.option("--launcher", type=click.Choice(["local", "slurm", "submitit-local"]), default="local",
+              show_default=True, help="local: subprocesses here; slurm: a submitit job array (requeued on "
+              "preemption, resuming exactly); submitit-local: the submitit path on this machine")
+@click.option("--parallel", type=int, callback=_positive, help="local: runs at once (default: one per GPU, "
+              "else 1); slurm: the array's parallelism")
+@click.option("--iters", type=int, callback=_positive, help="every run: N iterations (milestones scale)")
+@click.option("--epochs", type=int, callback=_positive, help="every run: N epochs (milestones scale)")
+@click.option("--train-subset", type=int, callback=_positive, help="every run: the first N training images")
+@click.option("--test-subset", type=int, callback=_positive, help="every run: the first N test images")
+@click.option("--device", type=click.Choice(["auto", "cuda", "mps", "cpu"]), help="every run's device")
+@click.option("--amp", type=click.Choice(["auto", "bf16", "none"]), help="every run's precision")
+@click.option("--deterministic", is_flag=True, help="every run: deterministic algorithms")
+@click.option("--slurm-partition", help="slurm: the partition")
+@click.option("--slurm-time", type=int, default=24 * 60, show_default=True, help="slurm: minutes per job "
+              "(a job that runs out is requeued and resumes)")
+@click.option("--slurm-gpus", type=int, default=1, show_default=True, help="slurm: GPUs per job")
+@guard
+def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, dry_run, no_estimate, launcher, parallel,
+                  iters, epochs, train_subset, test_subset, device, amp, deterministic, slurm_partition,
+                  slurm_time, slurm_gpus):
+    """Reproduce a paper's table or figure: every row's runs, then a report beside the paper's numbers.
+
+    NAME is a packaged experiment (`resdsl list experiments`), FILE an experiment file. The plan comes first
+    (each run's state and an estimate of its time from a training step measured here); then every unfinished
+    run goes through `resdsl train` (the GPU fast path where it applies) into OUT/<row>/seed-<N>, and
+    OUT/report.md, results.csv, results.json and the figures are written. Killed and restarted with the same
+    command, finished runs are skipped and stopped ones resume exactly.
+    """
+    from resdsl.experiment import catalog
+    from resdsl.experiment.parse import parse_experiment
+    from resdsl.experiment.reproduce import launch, plan, plan_text, write_report
+    from resdsl.experiment.runner import ExperimentRunError
+
+    from .train_cmd import git_commit
+
+    exp = parse_experiment(catalog.locate(experiment))
+    options = {"data": data, "data_dir": data_dir, "iters": iters, "epochs": epochs, "train_subset": train_subset,
+               "test_subset": test_subset, "device": device, "amp": amp, "no_download": no_download,
+               "deterministic": deterministic}
+    if iters and epochs:
+        raise click.UsageError("give --iters or --epochs, not both")
+    if exp.dataset == "imagenet" and not data:
+        raise click.UsageError(f"{exp.name} trains on ImageNet: pass --data with an ImageNet-layout folder "
+                               "(train/ and val/ of class folders)")
+    out = out or os.path.join("runs", exp.name + (f"-{os.path.basename(os.path.normpath(data))}" if data else ""))
+    gpus = _gpus(device)
+    parallel = parallel or max(1, gpus)
+    started = time.perf_counter()
+    lines = plan(exp, out, options, seeds, estimate=not no_estimate)
+    click.echo(f"{exp.source}: {exp.title} -> {out}\n{plan_text(exp, lines, parallel)}")
+    if dry_run:
+        return
+    slurm = {"slurm_partition": slurm_partition, "timeout_min": slurm_time, "gpus_per_node": slurm_gpus,
+             "parallel": parallel}
+    try:
+        failed = launch(exp, out, options, seeds, launcher, parallel, gpus, slurm, say=click.echo)
+    except ExperimentRunError as exc:
+        click.echo(f"resdsl: error: {exc}", err=True)
+        sys.exit(EXIT_SPEC)
+    except KeyboardInterrupt as exc:
+        click.echo(f"resdsl: {exc or 'stopped'}: the stopped runs checkpointed; the same command resumes them",
+                   err=True)
+        sys.exit(130)
+    command = "resdsl reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    write_report(exp, out, options, seeds, command, time.perf_counter() - started, git_commit() or "unknown")
+    click.echo(f"report: {os.path.join(out, 'report.md')}")
+    if failed:
+        click.echo(f"resdsl: error: {len(failed)} runs failed ({', '.join(failed)}); see their train.log; the "
+                   "report holds the others", err=True)
+        sys.exit(EXIT_SPEC)
+
+
+def _gpus(device) -> int:
+    if device in ("cpu", "mps"):
+        return 0
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except ImportError:
+        return 0

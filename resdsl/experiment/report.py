@@ -1,0 +1,169 @@
+"""An experiment's results set beside the paper's: ``report.md``, ``results.csv``, ``results.json`` and the figures.
+
+Every number here is read from the runs' own records (metrics.jsonl, config.json); every sentence about the
+results (the degradation statement) is computed from them, never written by hand.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import statistics
+
+from .model import Experiment, Row
+from .runner import Job, last_row
+
+# how a paper's convention is matched by our seeds: the statistic compared with its headline figure
+OURS_FOR = {"single": "mean", "median": "median", "best-mean-std": "mean"}
+
+
+def row_results(exp: Experiment, row: Row, row_jobs: list[Job], params: int | None) -> dict:
+    """One row: its finished runs' final test and training errors, their statistics, the paper's figure."""
+    finals = [(j.seed, last_row(j.run_dir)) for j in row_jobs]
+    done = [(seed, r) for seed, r in finals if r is not None and r.get("test_error") is not None]
+    errors = [r["test_error"] for _, r in done]
+    res = {"label": row.label, "spec": row.spec, "overrides": list(row.overrides), "params": params,
+           "seeds": [seed for seed, _ in done], "test_errors": errors,
+           "train_errors": [r.get("train_error") for _, r in done], "runs": len(row_jobs)}
+    if errors:
+        res.update(mean=statistics.mean(errors), median=statistics.median(errors), best=min(errors),
+                   std=statistics.stdev(errors) if len(errors) > 1 else None)
+    train = [e for e in res["train_errors"] if e is not None]
+    res["train_error_mean"] = statistics.mean(train) if train else None
+    if row.paper is not None:
+        res["paper"] = {"convention": row.paper.convention, **row.paper.values}
+        ours = res.get(OURS_FOR[row.paper.convention])
+        res["difference"] = None if ours is None else ours - row.paper.headline
+    return res
+
+
+def _pm(res: dict) -> str:
+    if "mean" not in res:
+        return "-"
+    std = f" +- {res['std']:.2f}" if res.get("std") is not None else ""
+    return f"{res['mean']:.2f}{std}"
+
+
+def _paper_words(paper: dict | None) -> str:
+    if not paper:
+        return "-"
+    top5 = f" (top-5 {paper['top5']:g})" if "top5" in paper else ""
+    if paper["convention"] == "best-mean-std":
+        return f"{paper['best']:g} best, {paper['mean']:g} +- {paper['std']:g}{top5}"
+    if paper["convention"] == "median":
+        return f"{paper['median']:g} median{top5}"
+    return f"{paper['error']:g}{top5}"
+
+
+def table(rows: list[dict], paper_dataset: str) -> str:
+    """The report's table: one line per paper row."""
+    head = ("| network | params | runs | test error %: mean +- std | median | best | "
+            f"paper ({paper_dataset}) | ours - paper |")
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        diff = r.get("difference")
+        params = f"{r['params'] / 1e6:.2f}M" if r.get("params") else "-"
+        lines.append(f"| {r['label']} | {params} | {len(r['test_errors'])} of {r['runs']} | {_pm(r)} | "
+                     f"{_fmt(r.get('median'))} | {_fmt(r.get('best'))} | {_paper_words(r.get('paper'))} | "
+                     f"{'-' if diff is None else f'{diff:+.2f}'} |")
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def degradation(exp: Experiment, rows: list[dict]) -> list[str]:
+    """For each curves panel: does its deepest network end with higher training error than its shallowest?
+    (the degradation problem of [R] section 4.1), stated only from finished runs."""
+    by_label = {r["label"]: r for r in rows}
+    words = []
+    for fig in exp.figures:
+        if fig.kind != "curves":
+            continue
+        for title, labels in fig.panels:
+            have = [by_label[lb] for lb in labels if by_label.get(lb, {}).get("train_error_mean") is not None]
+            if len(have) < 2:
+                continue
+            first, last = have[0], have[-1]
+            a, b = last["train_error_mean"], first["train_error_mean"]
+            verb = "higher" if a > b else "lower"
+            words.append(f"{title}: {last['label']} ends with {verb} training error than {first['label']}: "
+                         f"{a:.1f}% vs {b:.1f}%" + (" (degradation)" if a > b else "") + ".")
+    return words
+
+
+def curves_png(exp: Experiment, fig, rows_jobs: dict, path: str) -> None:
+    """[R] Fig. 6 drawn from the runs: per panel, each row's training error (dashed) and test error (bold)
+    against iterations, the mean over its finished seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = fig.panels
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (title, labels) in zip(axes[0], panels):
+        for k, label in enumerate(labels):
+            iters, train, test = _mean_curve(rows_jobs.get(label, []))
+            if not iters:
+                continue
+            color = f"C{k}"
+            ax.plot(iters, train, "--", color=color, linewidth=1)
+            ax.plot(iters, test, "-", color=color, linewidth=2, label=label)
+        ax.set_title(title)
+        ax.set_xlabel("iter.")
+        ax.set_ylabel("error (%)")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    figure.suptitle(f"{exp.source}: dashed training error, bold test error", fontsize=10)
+    figure.tight_layout()
+    _save_png(figure, path)
+    plt.close(figure)
+
+
+def _mean_curve(jobs_of_row: list[Job]):
+    curves = [_curve(j.run_dir) for j in jobs_of_row]
+    curves = [c for c in curves if c]
+    if not curves:
+        return [], [], []
+    n = min(len(c) for c in curves)
+    iters = [curves[0][i][0] for i in range(n)]
+    train = [statistics.mean(c[i][1] for c in curves) for i in range(n)]
+    test = [statistics.mean(c[i][2] for c in curves) for i in range(n)]
+    return iters, train, test
+
+
+def _curve(run_dir: str):
+    try:
+        with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as fh:
+            rows = [json.loads(x) for x in fh.read().splitlines() if x.strip()]
+    except (OSError, ValueError):
+        return []
+    return [(r["iter"], r["train_error"], r["test_error"]) for r in rows
+            if r.get("train_error") is not None and r.get("test_error") is not None]
+
+
+def _save_png(figure, path: str) -> None:
+    from resdsl.train.fileio import write_output
+
+    buf = io.BytesIO()
+    figure.savefig(buf, format="png", dpi=120)
+    write_output(path, buf.getvalue())
+
+
+def csv_text(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    cols = ["label", "spec", "params", "runs", "finished", "mean", "std", "median", "best", "paper_convention",
+            "paper", "difference", "train_error_mean"]
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        paper = r.get("paper") or {}
+        head = paper.get("error", paper.get("median", paper.get("mean")))
+        w.writerow([r["label"], r["spec"], r.get("params"), r["runs"], len(r["test_errors"]), r.get("mean"),
+                    r.get("std"), r.get("median"), r.get("best"), paper.get("convention"), head,
+                    r.get("difference"), r.get("train_error_mean")])
+    return buf.getvalue()

@@ -1,0 +1,196 @@
+"""`resdsl reproduce`: plan an experiment (its runs and an estimate of their time from a step measured here),
+run what is not finished, and write the report beside the paper's figures."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import time
+
+from . import report
+from .model import Experiment
+from .runner import (ExperimentRunError, Job, check_record, jobs, run_local, run_submitit, spec_path, status)
+
+# (channels, size, classes, training images) of the datasets a recipe names, for the estimate before any data
+# is read; an image folder (--data DIR) is taken as ImageNet
+SHAPES = {"cifar10": (3, 32, 10, 50000), "cifar100": (3, 32, 100, 50000), "fashion-mnist": (1, 28, 10, 60000),
+          "mnist": (1, 28, 10, 60000), "synthetic": (3, 32, 10, 50000), "imagenet": (3, 224, 1000, 1281167)}
+
+
+def dataset_of(exp: Experiment, options: dict) -> str:
+    data = options.get("data") or exp.dataset
+    return data if data in SHAPES else "imagenet"
+
+
+def run_iterations(exp: Experiment, job: Job, options: dict) -> tuple[int, int]:
+    """(iterations, batch) of a run, from its spec's recipe with the row's overrides and the length flags."""
+    from resdsl.pipeline import compile_spec
+    from resdsl.resolve import recipe_with_settings
+    from resdsl.train.schedule import from_recipe
+
+    net = compile_spec(spec_path(exp, job.row))
+    recipe = recipe_with_settings(net.spec, list(job.row.overrides)) if job.row.overrides else net.recipe
+    if recipe is None:
+        return 0, 0
+    n_train = SHAPES[dataset_of(exp, options)][3]
+    if options.get("train_subset"):
+        n_train = min(n_train, options["train_subset"])
+    batch = recipe["batch"]
+    length = (options["iters"], "iterations") if options.get("iters") else \
+        ((options["epochs"], "epochs") if options.get("epochs") else None)
+    _, total = from_recipe(recipe, max(1, n_train // batch), length)
+    return total, batch
+
+
+def step_seconds(exp: Experiment, spec: str, batch: int, options: dict) -> float:
+    """Seconds of one training step of ``spec`` at ``batch`` on this machine: two eager steps timed after one,
+    at a batch of at most 16 off CUDA (then scaled), on random tensors of the dataset's shape."""
+    import torch
+    import torch.nn.functional as F
+
+    import resdsl
+    from resdsl.train.session import pick_device
+
+    device = pick_device(options.get("device") or "auto")
+    c, size, classes, _ = SHAPES[dataset_of(exp, options)]
+    b = batch if device.type == "cuda" else min(batch, 16)
+    model = resdsl.build_model(spec, num_classes=classes, in_channels=c, input_size=(size, size)).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.randn(b, c, size, size, device=device), torch.randint(0, classes, (b,), device=device)
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return min(times[1:]) * batch / b
+
+
+def plan(exp: Experiment, out: str, options: dict, seeds: int | None, estimate: bool = True) -> list[dict]:
+    """One line per run: its job, state, iterations done and to do, and estimated seconds left."""
+    lines, cost = [], {}
+    for job in jobs(exp, out, seeds):
+        state, done = status(job)
+        total, batch = run_iterations(exp, job, options)
+        left = max(0, total - done)
+        seconds = None
+        if estimate and left and total:
+            key = (job.row.spec, batch)
+            if key not in cost:
+                cost[key] = step_seconds(exp, spec_path(exp, job.row), batch, options)
+            seconds = cost[key] * left
+        lines.append({"job": job, "state": state, "done": done, "iterations": total, "seconds": seconds})
+    return lines
+
+
+def plan_text(exp: Experiment, lines: list[dict], parallel: int) -> str:
+    rows = [f"{'run':<36} {'state':<9} {'iterations':>16} {'estimate':>10}"]
+    for ln in lines:
+        est = "-" if ln["seconds"] is None else _duration(ln["seconds"])
+        rows.append(f"{ln['job'].name:<36} {ln['state']:<9} {ln['done']:>7,}/{ln['iterations']:<8,} {est:>10}")
+    left = sum(ln["seconds"] or 0 for ln in lines)
+    todo = sum(ln["state"] != "finished" for ln in lines)
+    rows.append(f"{todo} of {len(lines)} runs to do; about {_duration(left / max(1, parallel))} with {parallel} "
+                "at a time (eager steps timed here; the GPU fast path is faster)")
+    return "\n".join(rows)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else (f"{seconds / 60:.1f} min" if seconds >= 60
+                                                             else f"{seconds:.0f} s")
+
+
+def launch(exp: Experiment, out: str, options: dict, seeds: int | None, launcher: str, parallel: int,
+           gpus: int, slurm: dict, say=print) -> list[str]:
+    """Run every unfinished job; returns the names of the failed ones."""
+    check_record(out, exp, options, seeds or exp.seeds)
+    todo = [j for j in jobs(exp, out, seeds) if status(j)[0] != "finished"]
+    if not todo:
+        say("every run is finished")
+        return []
+    if launcher == "local":
+        return run_local(exp, todo, options, parallel, gpus, say)
+    if launcher not in ("slurm", "submitit-local"):
+        raise ExperimentRunError(f"unknown launcher {launcher}: use local, slurm or submitit-local")
+    return run_submitit(exp, todo, options, os.path.join(out, "submitit"),
+                        "slurm" if launcher == "slurm" else "local", slurm, say)
+
+
+def write_report(exp: Experiment, out: str, options: dict, seeds: int | None, command: str, wall: float,
+                 commit: str = "unknown") -> str:
+    """report.md, results.csv, results.json and the figures in ``out``; returns the report's text."""
+    from resdsl.train.fileio import write_output
+
+    all_jobs = jobs(exp, out, seeds)
+    by_row = {row.label: [j for j in all_jobs if j.row is row] for row in exp.rows}
+    rows = [report.row_results(exp, row, by_row[row.label], _params(by_row[row.label])) for row in exp.rows]
+    data = dataset_of(exp, options) if options.get("data") else exp.dataset
+    title = f"{exp.source}: {exp.title}" + (f", on {options['data']} (the paper's column: {exp.dataset})"
+                                            if options.get("data") and options["data"] != exp.dataset else "")
+    figures = []
+    for fig in exp.figures:
+        if fig.kind == "curves":
+            report.curves_png(exp, fig, by_row, os.path.join(out, f"{fig.name}.png"))
+            figures.append(f"![{fig.name}]({fig.name}.png)")
+        elif fig.kind == "responses":
+            figures += _responses(fig, by_row, out)
+    words = report.degradation(exp, rows)
+    info = {"experiment": exp.name, "title": title, "source": exp.source, "dataset": data,
+            "paper_dataset": exp.dataset, "command": command, "commit": commit, "device": _device(all_jobs),
+            "date": dt.date.today().isoformat(), "wall_seconds": round(wall, 1), "rows": rows,
+            "statements": words, "notes": list(exp.notes)}
+    text = "\n".join([f"# {title}", "", f"- command: `{command}`", f"- commit: {info['commit']}",
+                      f"- device: {info['device']}", f"- date: {info['date']}",
+                      f"- wall time of this command: {_duration(wall)}", "",
+                      report.table(rows, exp.dataset), "",
+                      "Ours: final test error of each seed's run (mean +- sample std, median, best); the paper's "
+                      "figure in its own convention, compared with our " + ", ".join(
+                          f"{v} for {k}" for k, v in report.OURS_FOR.items()) + ".", ""]
+                     + [f"- {w}" for w in words] + [""] + figures + [""] + [f"> {n}" for n in exp.notes])
+    write_output(os.path.join(out, "report.md"), (text.rstrip() + "\n").encode())
+    write_output(os.path.join(out, "results.csv"), report.csv_text(rows).encode())
+    write_output(os.path.join(out, "results.json"), (json.dumps(info, indent=2) + "\n").encode())
+    return text
+
+
+def _responses(fig, by_row: dict, out: str) -> list[str]:
+    """[R] Fig. 7 for the figure's rows (seed 0 of each), through `resdsl analyze responses`'s functions."""
+    from resdsl.analysis import responses as resp
+
+    results = {}
+    for _, labels in fig.panels:
+        for label in labels:
+            runs = [j for j in by_row.get(label, []) if status(j)[0] == "finished"]
+            if runs:
+                results[label] = resp.responses_of_run(runs[0].run_dir)
+    if not results:
+        return []
+    resp.draw_responses(results, os.path.join(out, f"{fig.name}.png"))
+    resp.write_csv(results, os.path.join(out, f"{fig.name}.csv"))
+    return [f"![{fig.name}]({fig.name}.png)"]
+
+
+def _params(row_jobs: list[Job]):
+    for j in row_jobs:
+        try:
+            with open(os.path.join(j.run_dir, "config.json"), encoding="utf-8") as fh:
+                return json.load(fh).get("params")
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _device(all_jobs: list[Job]) -> str:
+    for j in all_jobs:
+        try:
+            with open(os.path.join(j.run_dir, "config.json"), encoding="utf-8") as fh:
+                cfg = json.load(fh)
+            return f"{cfg.get('device')}, {cfg.get('precision')} ({platform.node() or 'this machine'})"
+        except (OSError, ValueError):
+            continue
+    return "no run finished"
+

@@ -1,0 +1,214 @@
+"""Running an experiment: one `resdsl train` run per (row, seed), each in its own run directory under one
+experiment directory, so that the whole experiment survives a kill and a restart (finished runs are skipped,
+stopped ones resumed exactly by the trainer's --resume).
+
+``EXPDIR/<row key>/seed-<N>/`` is a complete run directory (config.json, metrics.jsonl, checkpoint.pt, ...);
+``EXPDIR/experiment.json`` records what the experiment was started with, and a restart with other options is
+refused rather than mixing two experiments' runs. Launchers: ``local`` (subprocesses, one per GPU at a time, or
+--parallel), ``slurm`` (a submitit job array; a preempted job is requeued and resumes exactly) and
+``submitit-local`` (the same submitit path on this machine: how the cluster route is tested without a cluster).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from .model import Experiment, Row
+
+RECORD = "experiment.json"
+# `resdsl train` options an experiment passes through to every run (the same for every run of the experiment)
+PASSED = ("data", "data_dir", "iters", "epochs", "train_subset", "test_subset", "device", "workers", "amp")
+FLAGS = ("no_download", "deterministic", "channels_last")
+
+
+class ExperimentRunError(Exception):
+    """An experiment that cannot start or continue as asked (a message for the user)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of an experiment: a row, a seed, its run directory."""
+
+    row: Row
+    seed: int
+    run_dir: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.row.key}/seed-{self.seed}"
+
+
+def jobs(exp: Experiment, out: str, seeds: int | None = None) -> list[Job]:
+    """Every (row, seed) of the experiment, in file order, seeds 0..n-1."""
+    n = seeds or exp.seeds
+    return [Job(row, seed, os.path.join(out, row.key, f"seed-{seed}")) for row in exp.rows for seed in range(n)]
+
+
+def status(job: Job) -> tuple[str, int]:
+    """("finished" | "stopped" | "new", iterations done) from the run directory's own records."""
+    try:
+        with open(os.path.join(job.run_dir, "config.json"), encoding="utf-8") as fh:
+            total = json.load(fh)["iterations"]
+        with open(os.path.join(job.run_dir, "checkpoint.pt"), "rb"):
+            pass
+    except (OSError, ValueError, KeyError):
+        return "new", 0
+    done = last_row(job.run_dir)
+    it = done["iter"] if done else 0
+    return ("finished" if it >= total else "stopped"), it
+
+
+def last_row(run_dir: str) -> dict | None:
+    """The last metrics.jsonl row of a run (None when it has none)."""
+    try:
+        with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as fh:
+            lines = [line for line in fh.read().splitlines() if line.strip()]
+        return json.loads(lines[-1]) if lines else None
+    except (OSError, ValueError):
+        return None
+
+
+def spec_path(exp: Experiment, row: Row) -> str:
+    """The row's spec as `resdsl train` takes it: a file beside the experiment file, else a packaged name."""
+    if exp.path:
+        beside = os.path.join(os.path.dirname(os.path.abspath(exp.path)), row.spec)
+        if os.path.isfile(beside):
+            return beside
+    return row.spec
+
+
+def train_command(exp: Experiment, job: Job, options: dict) -> list[str]:
+    """The `resdsl train` command that advances ``job``: resume a stopped run, start a new one (replacing the
+    records of a run that died before its first checkpoint), nothing for a finished one."""
+    state, _ = status(job)
+    base = [sys.executable, "-m", "resdsl_cli.main", "train"]
+    if state == "finished":
+        return []
+    if state == "stopped":
+        return base + ["--resume", job.run_dir, "--quiet"]
+    cmd = base + [spec_path(exp, job.row), "--seed", str(job.seed), "--out", job.run_dir, "--quiet"]
+    if os.path.isdir(job.run_dir) and os.listdir(job.run_dir):
+        cmd.append("--overwrite")  # only a previous attempt's records: --overwrite never deletes foreign files
+    for item in job.row.overrides:
+        cmd += ["--set", item]
+    options = dict(options, data=options.get("data") or exp.dataset)  # the experiment's dataset unless replaced
+    for key in PASSED:
+        if options.get(key) is not None:
+            cmd += ["--" + key.replace("_", "-"), str(options[key])]
+    cmd += ["--" + key.replace("_", "-") for key in FLAGS if options.get(key)]
+    return cmd
+
+
+def check_record(out: str, exp: Experiment, options: dict, seeds: int) -> None:
+    """Write EXPDIR/experiment.json on the first start; on a restart, refuse other options than the first's."""
+    path = os.path.join(out, RECORD)
+    mine = {"experiment": exp.name, "file": exp.path, "seeds": seeds,
+            "options": {k: options.get(k) for k in PASSED + FLAGS}}
+    if os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                old = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise ExperimentRunError(f"{path} cannot be read ({exc}); use another --out") from None
+        for key in ("experiment", "seeds", "options"):
+            if old.get(key) != mine[key]:
+                raise ExperimentRunError(
+                    f"{out} holds experiment {old.get('experiment')} started with {key} {old.get(key)}; this "
+                    f"command asks for {mine[key]}. Restart it with the same options, or use another --out")
+        return
+    from resdsl.train.fileio import write_output
+
+    os.makedirs(out, exist_ok=True)
+    write_output(path, json.dumps(mine, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------------
+# launchers
+
+
+def run_local(exp: Experiment, todo: list[Job], options: dict, parallel: int, gpus: int, say=print) -> list[str]:
+    """Run the jobs as subprocesses, ``parallel`` at a time (each on GPU slot % gpus when there are GPUs); returns
+    the names of failed jobs. SIGINT/SIGTERM stop every running trainer (each checkpoints) and then this."""
+    pending, running, failed = list(todo), [], []
+    stop = {"signal": None}
+
+    def handle(signum, frame):
+        stop["signal"] = signum
+        for _, proc in running:
+            proc.send_signal(signal.SIGTERM)
+
+    old = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        slots = list(range(max(1, parallel)))
+        while (pending and stop["signal"] is None) or running:
+            while pending and slots and stop["signal"] is None:
+                job, slot = pending.pop(0), slots.pop(0)
+                env = dict(os.environ)
+                if gpus:
+                    env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+                say(f"start {job.name}")
+                proc = subprocess.Popen(train_command(exp, job, options), env=env, stdout=subprocess.DEVNULL)
+                running.append(((job, slot), proc))
+            (job, slot), proc = running.pop(0)
+            code = proc.wait()
+            slots.append(slot)
+            say(f"{'done' if code == 0 else f'stopped (exit {code})'} {job.name}")
+            if code != 0 and stop["signal"] is None:
+                failed.append(job.name)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    if stop["signal"] is not None:
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(stop['signal']).name}")
+    return failed
+
+
+class TrainJob:
+    """A submitit job: advances one run (whatever its state when the job starts) and, when the cluster preempts
+    or times it out, is requeued as itself, so that it resumes from the run's last checkpoint."""
+
+    def __init__(self, exp: Experiment, job: Job, options: dict):
+        self.exp, self.job, self.options = exp, job, options
+
+    def __call__(self) -> int:
+        cmd = train_command(self.exp, self.job, self.options)
+        if not cmd:
+            return 0
+        return subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True).returncode
+
+    def checkpoint(self, *args, **kwargs):
+        """submitit's requeue hook: the trainer checkpoints on SIGTERM, the same job resumes it."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(TrainJob(self.exp, self.job, self.options))
+
+
+def run_submitit(exp: Experiment, todo: list[Job], options: dict, folder: str, cluster: str | None,
+                 slurm: dict, say=print) -> list[str]:
+    """Submit the jobs as one submitit job array (``cluster``: "slurm", or "local" for submitit's local
+    executor) and wait for them; returns the names of failed jobs."""
+    try:
+        import submitit
+    except ImportError:
+        raise ExperimentRunError("--launcher slurm needs submitit: pip install 'resdsl[cluster]'") from None
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    params = {k: v for k, v in slurm.items() if v is not None}
+    if cluster == "slurm":
+        executor.update_parameters(slurm_array_parallelism=params.pop("parallel", len(todo)), **params)
+    else:
+        executor.update_parameters(timeout_min=params.get("timeout_min", 60 * 24))
+    say(f"submitting {len(todo)} runs through submitit ({cluster or 'auto'}), logs in {folder}")
+    submitted = executor.submit_array([TrainJob(exp, job, options) for job in todo])
+    failed = []
+    for job, sub in zip(todo, submitted):
+        try:
+            sub.result()
+            say(f"done {job.name}")
+        except Exception as exc:  # noqa: BLE001 - submitit wraps the job's failure; the user sees its name
+            say(f"failed {job.name}: {str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else exc}")
+            failed.append(job.name)
+    return failed

@@ -1,0 +1,111 @@
+"""`resdsl reproduce`: a tiny experiment (two tiny networks, two seeds, a few iterations) end to end, killed and
+restarted, through submitit's local executor, and its refusals."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("torch")
+
+from conftest import ROOT  # noqa: E402
+
+TINY = "tests/experiments/tiny.exp"
+FAST = ["--iters", "6", "--train-subset", "128", "--test-subset", "32", "--device", "cpu", "--no-estimate"]
+
+
+def reproduce(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "resdsl_cli.main", "reproduce", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def results(out):
+    return json.loads((out / "results.json").read_text())
+
+
+def test_tiny_experiment_end_to_end(tmp_path):
+    out = tmp_path / "exp"
+    r = reproduce(TINY, *FAST, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "4 of 4 runs to do" in r.stdout
+    res = results(out)
+    rows = {row["label"]: row for row in res["rows"]}
+    assert set(rows) == {"plain-8", "ResNet-8"}
+    assert all(len(row["test_errors"]) == 2 and row["seeds"] == [0, 1] for row in rows.values())
+    resnet = rows["ResNet-8"]
+    assert resnet["paper"] == {"convention": "single", "error": 50.0}
+    assert resnet["difference"] == pytest.approx(resnet["mean"] - 50.0)
+    assert resnet["params"] == 19218
+    for run in ("plain-8/seed-0", "resnet-8/seed-1"):  # every run is a complete run directory
+        assert json.loads((out / run / "config.json").read_text())["iterations"] == 6
+    report = (out / "report.md").read_text()
+    assert "| ResNet-8 | 0.02M | 2 of 2 |" in report and "50 |" in report
+    # the degradation sentence is computed from the runs' final training errors
+    plain = rows["plain-8"]["train_error_mean"]
+    assert res["statements"] and f"{plain:.1f}%" in res["statements"][0]
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    csv = (out / "results.csv").read_text().splitlines()
+    assert csv[0].startswith("label,spec,params") and len(csv) == 3
+    again = reproduce(TINY, *FAST, "--out", str(out))  # nothing left to do: every run is skipped
+    assert again.returncode == 0 and "0 of 4 runs to do" in again.stdout and "start " not in again.stdout
+
+
+def test_killed_experiment_finishes_equal_to_an_uninterrupted_one(tmp_path):
+    args = [*FAST[:1], "30", *FAST[2:], "--parallel", "1"]
+    whole = tmp_path / "whole"
+    assert reproduce(TINY, *args, "--out", str(whole)).returncode == 0
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "resdsl_cli.main", "reproduce", TINY, *args, "--out", str(out)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = out / "plain-8" / "seed-1" / "checkpoint.pt"
+    deadline = time.time() + 300
+    while not second.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "same command resumes" in err
+    r = reproduce(TINY, *args, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "start plain-8/seed-0" not in r.stdout  # finished before the kill: skipped
+    a, b = results(whole), results(out)
+    assert [row["test_errors"] for row in a["rows"]] == [row["test_errors"] for row in b["rows"]]
+    assert [row["train_errors"] for row in a["rows"]] == [row["train_errors"] for row in b["rows"]]
+
+
+def test_submitit_local_launcher_runs_the_experiment(tmp_path):
+    pytest.importorskip("submitit")
+    out = tmp_path / "exp"
+    r = reproduce(TINY, *FAST, "--seeds", "1", "--launcher", "submitit-local", "--out", str(out))
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "through submitit" in r.stdout
+    assert all(len(row["test_errors"]) == 1 for row in results(out)["rows"])
+    assert (out / "submitit").is_dir()
+
+
+def test_restart_with_other_options_is_refused(tmp_path):
+    out = tmp_path / "exp"
+    assert reproduce(TINY, *FAST, "--seeds", "1", "--out", str(out)).returncode == 0
+    r = reproduce(TINY, *FAST[:1], "7", *FAST[2:], "--seeds", "1", "--out", str(out))
+    assert r.returncode == 1 and "started with options" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_dry_run_plans_with_an_estimate(tmp_path):
+    out = tmp_path / "exp"
+    r = reproduce(TINY, *FAST[:-1], "--dry-run", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "plain-8/seed-0" in r.stdout and "new" in r.stdout and " s " in r.stdout + " "
+    assert not out.exists()  # a dry run writes nothing
+
+
+def test_broken_experiment_file_is_a_located_error(tmp_path):
+    bad = tmp_path / "bad.exp"
+    bad.write_text('experiment bad\ndataset cifar10\nseeds 2\nrow "x" spek resnet20\n')
+    r = reproduce(str(bad), "--dry-run")
+    assert r.returncode == 1 and f"{bad}:4:" in r.stderr and "Traceback" not in r.stderr
+    assert not os.path.exists(ROOT / "runs" / "bad")

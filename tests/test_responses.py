@@ -1,0 +1,184 @@
+"""`resdsl analyze responses` ([R] Fig. 7): "the outputs of each 3x3 layer, after BN and before other nonlinearity
+(ReLU/addition)", their std over the test set, drawn in network order and ranked in descending order."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from click.testing import CliRunner  # noqa: E402
+from conftest import ROOT  # noqa: E402
+
+import resdsl  # noqa: E402
+from resdsl.analysis import (ResponsesError, draw_responses, layer_responses, measure_run,  # noqa: E402
+                             responses_of_run, write_csv)
+
+SPECS = {name: str(ROOT / "tests" / "specs" / f"{name}.res") for name in ("tiny", "tiny_plain")}
+QUICK = ["--data", "synthetic", "--train-subset", "256", "--test-subset", "64", "--batch-size", "32", "--iters", "4",
+         "--device", "cpu", "--quiet"]
+SMALL = """\
+network small
+input 3x16x16
+stem cifar 8
+unit basic
+order {order}
+shortcut A
+stages 8x1, 16x1 /2
+head avgpool fc 10
+"""
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two tiny runs, a ResNet and its plain counterpart, trained in this process by `resdsl train` itself."""
+    from resdsl_cli.train_cmd import train_cmd
+
+    root = tmp_path_factory.mktemp("runs")
+    for name, spec in SPECS.items():
+        r = CliRunner().invoke(train_cmd, [spec, *QUICK, "--out", str(root / name)])
+        assert r.exit_code == 0, r.output
+    return {name: str(root / name) for name in SPECS}
+
+
+def convs_3x3(spec) -> list[str]:
+    """From the compiled IR (a spec file or spec text): the 3x3 convs, in execution order."""
+    g = resdsl.compile_spec(text=spec) if "\n" in spec else resdsl.compile_spec(spec)
+    return [n for n, d in g.graph.nodes(data=True) if d["op"] == "conv" and d["kernel"] == (3, 3)]
+
+
+def bn_after_3x3(spec) -> list[str]:
+    """From the compiled IR: the node each 3x3 conv feeds (its BN in a post-activation net)."""
+    g = (resdsl.compile_spec(text=spec) if "\n" in spec else resdsl.compile_spec(spec)).graph
+    return [next(iter(g.successors(n))) for n in convs_3x3(spec)]
+
+
+def direct_stds(model, x, names) -> list[float]:
+    """The independent computation: every output of the named modules for all of ``x``, then torch.std."""
+    modules, outs = dict(model.named_modules()), {n: [] for n in names}
+    hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: outs[n].append(o.detach().clone()))
+             for n in names]  # clone: an in-place ReLU follows the BN
+    with torch.no_grad():
+        model.eval()(x)
+    for h in hooks:
+        h.remove()
+    return [torch.cat(outs[n]).double().std(correction=0).item() for n in names]
+
+
+def test_tiny_runs_one_std_per_3x3_layer_equal_to_a_direct_computation(runs):
+    from resdsl.train.data import BatchPipeline, load_dataset
+
+    for name, run_dir in runs.items():
+        res = measure_run(run_dir, device="cpu", batch_size=24)  # 24 + 24 + 16: uneven batches
+        bns = bn_after_3x3(SPECS[name])
+        assert len(bns) == 7  # tiny: the stem's 3x3 conv and two per unit in three units
+        assert [n for n, _ in res.responses] == bns and res.taken_at == "bn" and res.images == 64
+        state = torch.load(f"{run_dir}/checkpoint.pt", weights_only=True)
+        model = resdsl.build_model(SPECS[name])
+        model.load_state_dict(state["model"])
+        data = load_dataset("synthetic", test_subset=64)
+        pipeline = BatchPipeline(data, state["recipe"]["normalize"], [])
+        pipeline.load_stats(state["normalization"])
+        x = torch.cat([b for b, _ in pipeline.test_batches(1000)])
+        want = direct_stds(model, x, bns)
+        assert [s for _, s in res.responses] == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("order", ["post", "preact"])
+def test_layers_follow_what_runs_and_pre_activation_takes_conv_outputs(order):
+    model = resdsl.build_model(SMALL.format(order=order))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(n, 3, 16, 16, generator=g), None) for n in (5, 3)]
+    got = layer_responses(model, batches, "cpu")
+    assert model.training  # back in the mode it came in
+    convs = convs_3x3(SMALL.format(order=order))
+    # preact: each unit's conv2 feeds the addition with no BN of its own, so every layer's conv output is taken
+    names = bn_after_3x3(SMALL.format(order=order)) if order == "post" else convs
+    assert [n for n, _ in got] == names and len(names) == 5
+    want = direct_stds(model, torch.cat([x for x, _ in batches]), names)
+    assert [s for _, s in got] == pytest.approx(want, rel=1e-6)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics untouched
+    if order == "preact":
+        with pytest.raises(ResponsesError, match="layer1.0.conv2 has no BN of its own"):
+            layer_responses(model, batches, "cpu", at="bn")
+    else:
+        assert [n for n, _ in layer_responses(model, batches, "cpu", at="conv")] == convs
+
+
+def test_png_and_csv(runs, tmp_path):
+    results = {name: responses_of_run(d, device="cpu") for name, d in runs.items()}
+    draw_responses(results, str(tmp_path / "r.png"))
+    assert (tmp_path / "r.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    write_csv(results, str(tmp_path / "r.csv"))
+    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert list(rows[0]) == ["run", "layer", "module", "std", "rank"] and len(rows) == 14
+    for name, responses in results.items():
+        mine = [r for r in rows if r["run"] == name]
+        assert [(r["module"], float(r["std"])) for r in mine] == responses
+        ranked = sorted(mine, key=lambda r: int(r["rank"]))
+        assert [int(r["rank"]) for r in ranked] == list(range(1, 8))
+        assert [float(r["std"]) for r in ranked] == sorted((s for _, s in responses), reverse=True)
+
+
+def test_cli_writes_figure_and_table(runs, tmp_path):
+    from resdsl_cli.analyze_cmd import analyze
+
+    out = tmp_path / "fig7"
+    r = CliRunner().invoke(analyze, ["responses", runs["tiny"], runs["tiny_plain"], "--out", str(out), "--device",
+                                     "cpu", "--test-subset", "32", "--batch-size", "16"])
+    assert r.exit_code == 0, r.output
+    assert "tiny (" in r.output and "tiny_plain (" in r.output and "7 3x3 layers, responses after BN, 32 test" \
+        in r.output
+    assert (out / "responses.png").read_bytes()[:4] == b"\x89PNG"
+    assert len((out / "responses.csv").read_text().splitlines()) == 15
+
+
+def test_cli_through_resdsl_main(runs, tmp_path):
+    from resdsl_cli.main import main
+
+    if "analyze" not in main.commands:
+        pytest.skip("cli/main.py does not register `resdsl analyze` yet")
+    r = CliRunner().invoke(main, ["analyze", "responses", runs["tiny"], "--out", str(tmp_path), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "responses.csv").exists()
+
+
+def _fails(args, *words):
+    from resdsl_cli.analyze_cmd import analyze
+
+    r = CliRunner().invoke(analyze, ["responses", *args])
+    assert r.exit_code not in (0, 70) and "Traceback" not in r.output, r.output  # 70: the guard's internal error
+    for word in words:
+        assert word in r.output
+    return r
+
+
+def test_clear_errors(runs, tmp_path):
+    (tmp_path / "empty").mkdir()
+    _fails([str(tmp_path / "empty"), "--out", str(tmp_path)], "not a run directory", "config.json")
+    _fails([str(tmp_path / "nowhere"), "--out", str(tmp_path)], "not a run directory")
+    stopped = tmp_path / "stopped"
+    shutil.copytree(runs["tiny"], stopped)
+    (stopped / "checkpoint.pt").unlink()
+    _fails([str(stopped), "--out", str(tmp_path)], "no checkpoint.pt")
+    moved = tmp_path / "moved"  # a run whose data is not here, and may not be downloaded
+    shutil.copytree(runs["tiny"], moved)
+    cfg = json.loads((moved / "config.json").read_text())
+    cfg["options"]["data"] = str(tmp_path / "no-such-imagenet")
+    (moved / "config.json").write_text(json.dumps(cfg))
+    _fails([str(moved), "--out", str(tmp_path), "--device", "cpu", "--no-download"], "resdsl: error:",
+           "no-such-imagenet")
+    if not torch.cuda.is_available():
+        _fails([runs["tiny"], "--out", str(tmp_path), "--device", "cuda"], "no CUDA GPU")
+    assert not (tmp_path / "responses.png").exists()
+
+
+def test_import_stays_light():
+    code = "import sys, resdsl_cli.analyze_cmd, resdsl.analysis; assert 'torch' not in sys.modules, 'torch'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
