@@ -56,13 +56,13 @@ def test_tiny_experiment_end_to_end(tmp_path):
 
 
 def test_killed_experiment_finishes_equal_to_an_uninterrupted_one(tmp_path):
-    args = [*FAST[:1], "30", *FAST[2:], "--parallel", "1"]
+    args = [*FAST[:1], "12", *FAST[2:], "--parallel", "1", "--seeds", "1"]
     whole = tmp_path / "whole"
     assert reproduce(TINY, *args, "--out", str(whole)).returncode == 0
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "resdsl_cli.main", "reproduce", TINY, *args, "--out", str(out)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    second = out / "plain-8" / "seed-1" / "checkpoint.pt"
+    second = out / "resnet-8" / "seed-0" / "checkpoint.pt"
     deadline = time.time() + 300
     while not second.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -90,8 +90,8 @@ def test_submitit_local_launcher_runs_the_experiment(tmp_path):
 
 def test_restart_with_other_options_is_refused(tmp_path):
     out = tmp_path / "exp"
-    assert reproduce(TINY, *FAST, "--seeds", "1", "--out", str(out)).returncode == 0
-    r = reproduce(TINY, *FAST[:1], "7", *FAST[2:], "--seeds", "1", "--out", str(out))
+    assert reproduce(TINY, *FAST[:1], "2", *FAST[2:], "--seeds", "1", "--out", str(out)).returncode == 0
+    r = reproduce(TINY, *FAST[:1], "3", *FAST[2:], "--seeds", "1", "--out", str(out))
     assert r.returncode == 1 and "started with options" in r.stderr and "Traceback" not in r.stderr
 
 
