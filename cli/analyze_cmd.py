@@ -18,7 +18,7 @@ Examples:
 """
 
 
-@click.group("analyze")
+@click.group("analyze", epilog=RESPONSES_EXAMPLES)
 def analyze() -> None:
     """Analyse trained runs (folders made by `resdsl train`)."""
 

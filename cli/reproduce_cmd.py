@@ -35,6 +35,8 @@ def _positive(ctx, param, value):
 @click.option("--seeds", type=int, callback=_positive, help="runs per row (default: the paper's count)")
 @click.option("--out", metavar="DIR", help="experiment directory (default runs/<experiment>[-<data>]); "
               "restarting into it skips finished runs and resumes stopped ones exactly")
+@click.option("--rows", metavar="LABELS", help="only these rows: comma-separated labels or shell-style patterns "
+              "('plain-20,plain-56,ResNet-20,ResNet-56', 'ResNet-*')")
 @click.option("--dry-run", is_flag=True, help="print the plan (runs, state, estimated time) and stop")
 @click.option("--no-estimate", is_flag=True, help="plan without timing a training step")
 @click.option("--launcher", type=click.Choice(["local", "slurm", "submitit-local"]), default="local",
@@ -54,7 +56,7 @@ def _positive(ctx, param, value):
               "(a job that runs out is requeued and resumes)")
 @click.option("--slurm-gpus", type=int, default=1, show_default=True, help="slurm: GPUs per job")
 @guard
-def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, dry_run, no_estimate, launcher, parallel,
+def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry_run, no_estimate, launcher, parallel,
                   iters, epochs, train_subset, test_subset, device, amp, deterministic, slurm_partition,
                   slurm_time, slurm_gpus):
     """Reproduce a paper's table or figure: every row's runs, then a report beside the paper's numbers.
@@ -67,12 +69,17 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, dry_run, 
     """
     from resdsl.experiment import catalog
     from resdsl.experiment.parse import parse_experiment
-    from resdsl.experiment.reproduce import launch, plan, plan_text, write_report
+    from resdsl.experiment.reproduce import launch, only_rows, plan, plan_text, write_report
     from resdsl.experiment.runner import ExperimentRunError
 
     from .train_cmd import git_commit
 
     exp = parse_experiment(catalog.locate(experiment))
+    if rows:
+        try:
+            exp = only_rows(exp, [p.strip() for p in rows.split(",") if p.strip()])
+        except ExperimentRunError as exc:
+            raise click.UsageError(str(exc)) from None
     options = {"data": data, "data_dir": data_dir, "iters": iters, "epochs": epochs, "train_subset": train_subset,
                "test_subset": test_subset, "device": device, "amp": amp, "no_download": no_download,
                "deterministic": deterministic}

@@ -18,6 +18,22 @@ SHAPES = {"cifar10": (3, 32, 10, 50000), "cifar100": (3, 32, 100, 50000), "fashi
           "mnist": (1, 28, 10, 60000), "synthetic": (3, 32, 10, 50000), "imagenet": (3, 224, 1000, 1281167)}
 
 
+def only_rows(exp: Experiment, patterns: list[str]) -> Experiment:
+    """The experiment with the rows whose labels match one of ``patterns`` (shell-style), in file order; its
+    figures keep those rows. No match is an error naming the labels there are."""
+    import dataclasses
+    import fnmatch
+
+    keep = [r for r in exp.rows if any(fnmatch.fnmatchcase(r.label, p) for p in patterns)]
+    if not keep:
+        raise ExperimentRunError(f"--rows {','.join(patterns)} matches no row of {exp.name}; its rows: "
+                                 + ", ".join(r.label for r in exp.rows))
+    labels = {r.label for r in keep}
+    figures = tuple(dataclasses.replace(f, panels=tuple((t, tuple(lb for lb in ls if lb in labels))
+                                                        for t, ls in f.panels)) for f in exp.figures)
+    return dataclasses.replace(exp, rows=tuple(keep), figures=figures)
+
+
 def dataset_of(exp: Experiment, options: dict) -> str:
     data = options.get("data") or exp.dataset
     return data if data in SHAPES else "imagenet"

@@ -106,7 +106,7 @@ def train_command(exp: Experiment, job: Job, options: dict) -> list[str]:
 def check_record(out: str, exp: Experiment, options: dict, seeds: int) -> None:
     """Write EXPDIR/experiment.json on the first start; on a restart, refuse other options than the first's."""
     path = os.path.join(out, RECORD)
-    mine = {"experiment": exp.name, "file": exp.path, "seeds": seeds,
+    mine = {"experiment": exp.name, "file": exp.path, "seeds": seeds, "rows": [r.label for r in exp.rows],
             "options": {k: options.get(k) for k in PASSED + FLAGS}}
     if os.path.exists(path):
         try:
@@ -114,7 +114,7 @@ def check_record(out: str, exp: Experiment, options: dict, seeds: int) -> None:
                 old = json.load(fh)
         except (OSError, ValueError) as exc:
             raise ExperimentRunError(f"{path} cannot be read ({exc}); use another --out") from None
-        for key in ("experiment", "seeds", "options"):
+        for key in ("experiment", "seeds", "rows", "options"):
             if old.get(key) != mine[key]:
                 raise ExperimentRunError(
                     f"{out} holds experiment {old.get('experiment')} started with {key} {old.get(key)}; this "
