@@ -50,7 +50,13 @@ def test_every_module_is_in_the_wheel(names):
     expected |= {"resdsl_cli/" + p.relative_to(ROOT / "cli").as_posix() for p in _source("cli", "*.py")}
     assert {"resdsl/backends/torch_module.py", "resdsl/train/loop.py", "resdsl_cli/main.py"} <= expected
     assert sorted(expected - names) == []
-    assert "resdsl/grammar.lark" in names
+    assert {"resdsl/grammar.lark", "resdsl/experiment/grammar.lark"} <= names
+
+
+def test_every_experiment_is_in_the_wheel(names):
+    expected = {"resdsl/experiments/" + p.name for p in _source("experiments", "*.exp")}
+    assert "resdsl/experiments/r-table6.exp" in expected
+    assert {n for n in names if n.startswith("resdsl/experiments/")} == expected
 
 
 def test_every_spec_is_in_the_wheel(names):

@@ -153,7 +153,10 @@ def write_report(exp: Experiment, out: str, options: dict, seeds: int | None, co
             report.curves_png(exp, fig, by_row, os.path.join(out, f"{fig.name}.png"))
             figures.append(f"![{fig.name}]({fig.name}.png)")
         elif fig.kind == "responses":
-            figures += _responses(fig, by_row, out)
+            try:
+                figures += _responses(fig, by_row, out)
+            except Exception as exc:  # noqa: BLE001 - one unreadable run must not cost the whole report
+                figures.append(f"({fig.name} not drawn: {str(exc).splitlines()[0] if str(exc) else exc!r})")
     words = report.degradation(exp, rows)
     info = {"experiment": exp.name, "title": title, "source": exp.source, "dataset": data,
             "paper_dataset": exp.dataset, "command": command, "commit": commit, "device": _device(all_jobs),
