@@ -41,14 +41,20 @@ class Entry:
 
 def specs_root() -> Path:
     """The folder of packaged specs: resdsl/specs/ when installed from a wheel, else the checkout's specs/."""
+    return packaged_folder("specs")
+
+
+def packaged_folder(folder: str) -> Path:
+    """A top-level data folder of the project (specs/, experiments/): resdsl/<folder>/ in an installed wheel,
+    where pyproject.toml maps it, else the checkout's <folder>/."""
     package = Path(__file__).resolve().parent
-    installed, checkout = package / "specs", package.parent / "specs"
+    installed, checkout = package / folder, package.parent / folder
     if installed.is_dir():
         return installed
     if (package.parent / "pyproject.toml").is_file() and checkout.is_dir():  # a source tree, not site-packages
         return checkout
-    raise SpecError(f"resdsl's packaged specs are missing (looked in {installed} and {checkout})", None,
-                    hint="reinstall resdsl; a wheel ships them under resdsl/specs/")
+    raise SpecError(f"resdsl's packaged {folder} are missing (looked in {installed} and {checkout})", None,
+                    hint=f"reinstall resdsl; a wheel ships them under resdsl/{folder}/")
 
 
 def _name_of(path: Path, root: Path) -> str:

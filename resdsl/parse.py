@@ -154,9 +154,14 @@ def _offset(text: str, line: int, col: int) -> int:
 
 
 def _expected_at(text: str, offset: int) -> set[str] | None:
-    """The terminals the parser accepts after ``text[:offset]`` (None when the prefix itself fails)."""
+    return expected_terminals(_parser(), text, offset)
+
+
+def expected_terminals(parser, text: str, offset: int) -> set[str] | None:
+    """The terminals a Lark LALR ``parser`` accepts after ``text[:offset]`` (None when the prefix itself fails):
+    the words a syntax error's hint offers, for specs and experiment files alike."""
     try:
-        ip = _parser().parse_interactive(text[:offset])
+        ip = parser.parse_interactive(text[:offset])
         ip.exhaust_lexer()
         return set(ip.accepts())
     except Exception:  # noqa: BLE001 - any failure only means we give no expected list

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import catalog
 from ..errors import Span, SpecError
 from .parse import parse_experiment
 
@@ -38,14 +39,7 @@ class Entry:
 def experiments_root() -> Path:
     """The folder of packaged experiments: resdsl/experiments/ when installed from a wheel, else the
     checkout's experiments/."""
-    package = Path(__file__).resolve().parent.parent  # resdsl/
-    installed, checkout = package / "experiments", package.parent / "experiments"
-    if installed.is_dir():
-        return installed
-    if (package.parent / "pyproject.toml").is_file() and checkout.is_dir():  # a source tree, not site-packages
-        return checkout
-    raise SpecError(f"resdsl's packaged experiments are missing (looked in {installed} and {checkout})", None,
-                    hint="reinstall resdsl; a wheel ships them under resdsl/experiments/")
+    return catalog.packaged_folder("experiments")
 
 
 def names() -> list[str]:

@@ -19,6 +19,7 @@ from lark.exceptions import UnexpectedEOF
 
 from .. import catalog
 from ..errors import Span, SpecError
+from ..parse import expected_terminals
 from ..reading import read_spec_text
 from .model import CONVENTIONS, FIGURE_KINDS, Experiment, Figure, Paper, Row, Where
 
@@ -138,13 +139,7 @@ def _offset(text: str, line: int, col: int) -> int:
 
 
 def _expected_at(text: str, offset: int) -> set[str] | None:
-    """The terminals the parser accepts after ``text[:offset]`` (None when that prefix itself fails)."""
-    try:
-        interactive = _parser().parse_interactive(text[:offset])
-        interactive.exhaust_lexer()
-        return set(interactive.accepts())
-    except Exception:  # noqa: BLE001 - any failure only means no list of expected words
-        return None
+    return expected_terminals(_parser(), text, offset)
 
 
 def _describe(term: str) -> list[str]:
