@@ -28,9 +28,11 @@ meaningless, --record refuses them). What cannot run is reported as "not measure
  jpeg   ResNet-50 (`resnet50`, [R]'s v1) from an ImageNet-layout folder of generated JPEGs (make_jpeg_folder.py:
         --jpegs (20,000) train + 1,000 val images, 500x375, ~100 KB, made once into --jpeg-dir) via `resdsl train
         resnet50 --data FOLDER --workers N --amp bf16 --channels-last` (batch 256, the recipe's scale/crop 224/
-        flip/colour augmentation, --lr 0.01 as the labels are random). Timed as `train` with E = one epoch, so
-        every interval holds one DataLoader restart, which goes into c (an ImageNet epoch is 5,000 iterations,
-        not 78); images/s = 256 / t. Beside it the model alone on synthetic tensors, bf16 + channels_last,
+        flip/colour augmentation, --lr 0.01 as the labels are random), once with --decode device (the default on
+        CUDA: workers read the files, nvJPEG decodes each batch on the GPU, the crops are cut there) and once with
+        --decode workers (decoded and cut in the workers). Timed as `train` with E = one epoch (the training
+        workers live for the whole run; each evaluation starts its own, which goes into c); images/s = 256 / t;
+        the goal is the default's. Beside it the model alone on synthetic tensors, bf16 + channels_last,
         eager (backend_speed.py's training_throughput method without torch.compile).
  graph  The whole-step CUDA-graph floor: resdsl.build_model(name, num_classes=10, in_channels=1, input_size=(28,
         28)), SGD (momentum 0.9, weight decay 1e-4, foreach; capturable where PyTorch offers it), cross-entropy;
@@ -218,17 +220,19 @@ def part_jpeg(args, res: dict) -> list[str]:
         info = make_folder(folder, n_train, n_val, classes, JPEG_SIZE)
         if n_train // batch < 2:
             raise NotMeasured(f"{n_train} images make fewer than 2 iterations an epoch at batch {batch}")
-        extra = ["--data", str(folder), "--workers", str(args.workers), "--amp", "bf16", "--channels-last", "--lr",
-                 "0.01"]  # random labels: a lower rate keeps the loss finite; the speed does not depend on it
-        wall, out, iters = train("resnet50", args, "resnet50-jpeg", n_train // batch,
-                                 extra + (["--batch-size", str(batch)] + QUICK_CROP if args.quick else []))
-        m = measure(out, wall, iters)
-        res["jpeg"] = batch / m["t"]
-        lines.append(f"| `resdsl train` from {n_train:,} JPEGs ({JPEG_SIZE[0]}x{JPEG_SIZE[1]}, mean "
-                     f"{info['mean_bytes'] / 1000:.0f} KB), {args.workers} workers | {rate(res['jpeg'])} | "
-                     f"{m['t'] * 1e3:.1f} |")
+        for decode in ("device", "workers"):  # device: the default on CUDA (nvJPEG in batches)
+            extra = ["--data", str(folder), "--workers", str(args.workers), "--amp", "bf16", "--channels-last",
+                     "--lr", "0.01", "--decode", decode]  # random labels: a lower rate keeps the loss finite
+            wall, out, iters = train("resnet50", args, f"resnet50-jpeg-{decode}", n_train // batch,
+                                     extra + (["--batch-size", str(batch)] + QUICK_CROP if args.quick else []))
+            m = measure(out, wall, iters)
+            res.setdefault("jpeg", batch / m["t"])
+            lines.append(f"| `resdsl train` from {n_train:,} JPEGs ({JPEG_SIZE[0]}x{JPEG_SIZE[1]}, mean "
+                         f"{info['mean_bytes'] / 1000:.0f} KB), {args.workers} workers, `--decode {decode}` | "
+                         f"{rate(batch / m['t'])} | {m['t'] * 1e3:.1f} |")
+            print(lines[-1], flush=True)
     except NotMeasured as exc:
-        res["jpeg"] = str(exc)
+        res.setdefault("jpeg", str(exc))
         lines.append(f"| `resdsl train` from JPEGs | not measured: {exc} | |")
     print(lines[-1], flush=True)
     try:

@@ -245,6 +245,17 @@ def test_image_folder_training_and_ten_crop_eval(tmp_path):
     r = resdsl("eval", "tests/specs/tiny_folder.res", "--checkpoint", str(out), "--data", str(tmp_path / "imgs"))
     assert r.returncode == 0, r.stderr
     assert "(10-crop): top-1 error" in r.stdout
+    # decoded and cut where the model is (on a GPU by nvJPEG; here the CPU): the same batches, the same run
+    r = resdsl("train", "tests/specs/tiny_folder.res", "--data", str(tmp_path / "imgs"), "--workers", "0",
+               "--device", "cpu", "--quiet", "--decode", "device", "--out", str(tmp_path / "on-device"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert cfg["options"]["decode"] == "workers"
+    assert json.loads((tmp_path / "on-device" / "config.json").read_text())["options"]["decode"] == "device"
+
+    def figures(run):
+        return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+                for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert figures(tmp_path / "on-device") == figures(out)
 
 
 def test_bf16_channels_last_run(tmp_path):

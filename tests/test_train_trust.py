@@ -300,15 +300,15 @@ def test_idx_bomb_is_refused_before_inflating(tmp_path, monkeypatch):
     assert "60,000,000,000 bytes" in str(info.value) and "RESDSL_MAX_IDX_BYTES" in str(info.value)
 
 
-@pytest.mark.parametrize("workers", ["0", "2"])
-def test_corrupt_image_is_named(tmp_path, workers):
+@pytest.mark.parametrize("workers, decode", [("0", "workers"), ("2", "workers"), ("2", "device")])
+def test_corrupt_image_is_named(tmp_path, workers, decode):
     from test_train_data import make_folder
 
     make_folder(tmp_path / "imgs", per_class=4, size=(48, 40))
     bad = tmp_path / "imgs" / "train" / "cat" / "0.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
     r = resdsl("train", "tests/specs/tiny_folder.res", "--data", str(tmp_path / "imgs"), "--workers", workers,
-               "--device", "cpu", "--quiet", "--out", str(tmp_path / "run"))
+               "--decode", decode, "--device", "cpu", "--quiet", "--out", str(tmp_path / "run"))
     assert r.returncode == 1 and str(bad) in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr
 

@@ -5,15 +5,16 @@
   ``dataset-fashion-mnist`` package is used when present), downloading through torchvision only as a last resort;
 * ``synthetic`` is a deterministic, learnable random dataset for smoke tests;
 * any existing folder in the ImageNet layout (``ROOT/train/<class>/*``, ``ROOT/val/<class>/*``) becomes a
-  :class:`FolderData`, read through ``torchvision.datasets.ImageFolder`` with the papers' augmentations.
+  :class:`FolderData`, scanned by ``torchvision.datasets.ImageFolder``, with the papers' augmentations
+  (``images.py``: decoded and cut in DataLoader workers, or decoded on the GPU in batches).
 
 Small datasets are held whole as uint8 tensors (:class:`InMemoryData`); the trainer moves them to the GPU and
 makes batches there with :class:`BatchPipeline`, with no DataLoader.
 
 This module holds :func:`load_dataset`, which picks and checks a dataset, and re-exports the rest, which lives in
 ``dataerror.py`` (:class:`DataError`), ``batches.py`` (in-memory data, orders, batches), ``idx.py`` (the IDX
-format), ``named.py`` (the named datasets) and ``folders.py`` (image folders and their transforms). None of them
-imports anything from the rest of resdsl: they are shipped beside emitted trainers.
+format), ``named.py`` (the named datasets), ``folders.py`` (image folders) and ``images.py`` (their decoding and
+augmentations). None of them imports anything from the rest of resdsl: they are shipped beside emitted trainers.
 """
 from __future__ import annotations
 
@@ -23,17 +24,17 @@ from dataclasses import replace
 from .batches import IN_MEMORY_AUGMENTATIONS, NORMALIZATIONS, BatchPipeline, InMemoryData, epoch_permutation
 from .batches import _split_order
 from .dataerror import DataError
-from .folders import (FOLDER_AUGMENTATIONS, IMAGENET_EIGVAL, IMAGENET_EIGVEC, IMAGENET_MEAN, IMAGENET_STD,
-                      FolderData, crop_size, load_image, train_transform, worker_errors_unwrapped)
+from .folders import FolderData, FolderImages, collate_encoded, crop_size, worker_errors_unwrapped
 from .folders import _folder
+from .images import FOLDER_AUGMENTATIONS, IMAGENET_EIGVAL, IMAGENET_EIGVEC, IMAGENET_MEAN, IMAGENET_STD
 from .idx import MAX_IDX_BYTES, read_idx
 from .named import DEBIAN_FASHION_MNIST, DEFAULT_ROOT, _CIFAR, _cifar, _mnist, _synthetic
 from .vocabulary import DATASETS, FOLDER_DATASETS
 
 __all__ = ["DATASETS", "DEBIAN_FASHION_MNIST", "DEFAULT_ROOT", "FOLDER_AUGMENTATIONS", "FOLDER_DATASETS",
            "IMAGENET_EIGVAL", "IMAGENET_EIGVEC", "IMAGENET_MEAN", "IMAGENET_STD", "IN_MEMORY_AUGMENTATIONS",
-           "MAX_IDX_BYTES", "NORMALIZATIONS", "BatchPipeline", "DataError", "FolderData", "InMemoryData",
-           "crop_size", "epoch_permutation", "load_dataset", "load_image", "read_idx", "train_transform",
+           "MAX_IDX_BYTES", "NORMALIZATIONS", "BatchPipeline", "DataError", "FolderData", "FolderImages",
+           "InMemoryData", "collate_encoded", "crop_size", "epoch_permutation", "load_dataset", "read_idx",
            "worker_errors_unwrapped"]
 
 

@@ -1,13 +1,12 @@
-"""Datasets in the ImageNet layout (``ROOT/train/<class>/*``, ``ROOT/val/<class>/*``): :class:`FolderData`, read
-through ``torchvision.datasets.ImageFolder`` with the papers' augmentations (:func:`train_transform`,
-:func:`crop_size` and the transform classes), decoded by :func:`load_image`, and :func:`worker_errors_unwrapped`
-for the DataLoader that reads them. Its classes are module-level, so that DataLoader workers can pickle the
-datasets and transforms under spawn. Imports nothing from the rest of resdsl: it is shipped beside emitted
-trainers.
+"""Datasets in the ImageNet layout (``ROOT/train/<class>/*``, ``ROOT/val/<class>/*``): :class:`FolderData`, scanned
+through ``torchvision.datasets.ImageFolder``; :class:`FolderImages`, its pictures as a DataLoader reads them (decoded
+and cut in the worker, or as encoded bytes that :func:`images.make_batch` decodes on the GPU), and
+:func:`worker_errors_unwrapped` for the DataLoader that reads them. Its classes are module-level, so that
+DataLoader workers can pickle the datasets under spawn. Imports nothing from the rest of resdsl: it is shipped
+beside emitted trainers.
 """
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass, field
 
@@ -15,17 +14,7 @@ import torch
 
 from .batches import _split_order
 from .dataerror import DataError, _reason
-
-FOLDER_AUGMENTATIONS = ("scale", "random-resized-crop", "flip", "color", "pad-crop")
-
-# The usual ImageNet channel statistics (RGB, images scaled to [0, 1]).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# The principal components of ImageNet's RGB pixel values, as AlexNet's lighting noise uses them.
-IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
-IMAGENET_EIGVEC = ((-0.5675, 0.7192, 0.4009),
-                   (-0.5808, -0.0045, -0.8140),
-                   (-0.5836, -0.6948, 0.4203))
+from .images import Plan, EvalView, make_batch, plan_from, read_bytes
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -77,72 +66,49 @@ class FolderData:
             idx = torch.arange(n) if idx is None else idx[:n]
         return part, idx
 
-    def _dataset(self, which: str, transform):
+    def _dataset(self, which: str, view, encoded: bool) -> "FolderImages":
         part, idx = self._indices(which)
-        ds = copy.copy(self._folder(part))  # shares the scanned file list; only the transform differs
-        ds.transform = transform
-        return ds if idx is None else torch.utils.data.Subset(ds, idx.tolist())
+        samples = self._folder(part).samples
+        if idx is not None:
+            samples = [samples[i] for i in idx.tolist()]
+        return FolderImages(samples, view, encoded)
 
-    def train_dataset(self, augment: list, crop: int) -> torch.utils.data.Dataset:
-        """The training images with the recipe's augmentations (see :func:`train_transform`)."""
-        return self._dataset("train", train_transform(augment, crop))
+    def train_dataset(self, augment: list, crop: int, encoded: bool = False) -> "FolderImages":
+        """The training images with the recipe's augmentations (see :mod:`images`); item ``(index, sample seed)``
+        (a plain index means seed 0). ``encoded``: the files' bytes, for :func:`images.make_batch`."""
+        return self._dataset("train", plan_from(augment, crop), encoded)
 
-    def test_dataset(self, crop: int, resize: int = 256, ten_crop: bool = False) -> torch.utils.data.Dataset:
+    def test_dataset(self, crop: int, resize: int = 256, ten_crop: bool = False,
+                     encoded: bool = False) -> "FolderImages":
         """The test images: shorter side resized to ``resize``, then the center ``crop`` (a (C, H, W) tensor per
         image) or, with ``ten_crop``, the four corners and the center and their mirror images ((10, C, H, W))."""
-        from torchvision import transforms as T
-
-        if ten_crop:
-            tf = T.Compose([T.Resize(resize), _TenCropTensors(crop)])
-        else:
-            tf = T.Compose([T.Resize(resize), T.CenterCrop(crop), T.ToTensor(),
-                            T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-        return self._dataset("test", tf)
+        return self._dataset("test", EvalView(crop, resize, ten_crop), encoded)
 
 
-# ---------------------------------------------------------------------------------------------------
-# image-folder transforms (module-level classes, so that DataLoader workers can pickle them under spawn)
+class FolderImages(torch.utils.data.Dataset):
+    """The pictures of a folder as a DataLoader reads them: item ``index`` or ``(index, sample seed)`` is
+    ``(picture, label)``, decoded and cut by ``view`` in the worker, or with ``encoded`` ``(bytes, label, seed,
+    path)``, left for :func:`images.make_batch` to decode where the model is (:func:`collate_encoded` batches them)."""
+
+    def __init__(self, samples: list, view: Plan | EvalView, encoded: bool = False):
+        self.samples, self.view, self.encoded = samples, view, encoded
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, item):
+        index, seed = item if isinstance(item, tuple) else (item, 0)
+        path, label = self.samples[index]
+        data = read_bytes(path)
+        if self.encoded:
+            return data, label, seed, path
+        return make_batch([data], [path], [seed], self.view, "cpu")[0], label
 
 
-class _Lighting:
-    """AlexNet-style PCA colour noise ([R] 3.4: "the standard color augmentation in [21]"): adds
-    ``eigvec @ (alpha * eigval)`` with alpha ~ N(0, std) to every pixel of a [0, 1] tensor image."""
-
-    def __init__(self, std: float = 0.1):
-        self.std = std
-        self.eigval = torch.tensor(IMAGENET_EIGVAL)
-        self.eigvec = torch.tensor(IMAGENET_EIGVEC)
-
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        alpha = torch.randn(3) * self.std
-        rgb = (self.eigvec * (alpha * self.eigval)).sum(1)
-        return img + rgb.view(3, 1, 1).to(img.dtype)
-
-
-class _RandomShorterSide:
-    """[R] 3.4 scale augmentation: resize so that the shorter side is uniform in [lo, hi]."""
-
-    def __init__(self, lo: int, hi: int):
-        self.lo, self.hi = lo, hi
-
-    def __call__(self, img):
-        from torchvision.transforms import functional as TF
-
-        size = int(torch.randint(self.lo, self.hi + 1, ()).item())
-        return TF.resize(img, size)
-
-
-class _TenCropTensors:
-    """TenCrop, each crop to a normalised tensor, stacked to (10, C, H, W)."""
-
-    def __init__(self, crop: int):
-        self.crop = crop
-
-    def __call__(self, img) -> torch.Tensor:
-        from torchvision.transforms import functional as TF
-
-        return torch.stack([TF.normalize(TF.to_tensor(c), IMAGENET_MEAN, IMAGENET_STD)
-                            for c in TF.ten_crop(img, self.crop)])
+def collate_encoded(items: list) -> tuple:
+    """A batch of encoded items: (list of byte tensors, labels, seeds, paths)."""
+    datas, labels, seeds, paths = zip(*items)
+    return list(datas), torch.tensor(labels), list(seeds), list(paths)
 
 
 def crop_size(augment: list, default: int = 224) -> int:
@@ -155,51 +121,6 @@ def crop_size(augment: list, default: int = 224) -> int:
     return default
 
 
-def train_transform(augment: list, crop: int):
-    """torchvision transforms for an image folder from a recipe's augment list:
-
-    * ``{"kind": "scale", "min": a, "max": b, "crop": c}``: shorter side resized to a random size in [a, b],
-      then a random c x c crop ([R] 3.4);
-    * ``{"kind": "random-resized-crop", "size": s}``: torchvision's RandomResizedCrop (GoogLeNet-style);
-    * ``{"kind": "flip"}``: random horizontal flip;
-    * ``{"kind": "color"}``: ColorJitter(0.4, 0.4, 0.4) and AlexNet's PCA lighting noise (std 0.1);
-    * ``{"kind": "pad-crop", "padding": p}``: a random ``crop`` x ``crop`` crop with p pixels of zero padding.
-
-    Without a cropping step the image is resized and center-cropped to ``crop``. Then ToTensor and the ImageNet
-    channel mean/std: the per-pixel mean subtraction of [R] 3.4 / AlexNet is approximated by these channel
-    means (the mean image of ImageNet is nearly constant across pixels), as is usual in modern reimplementations.
-    """
-    from torchvision import transforms as T
-
-    tfs, post = [], []
-    cropped = False
-    for a in augment:
-        kind = a.get("kind")
-        try:
-            if kind == "scale":
-                tfs += [_RandomShorterSide(int(a["min"]), int(a["max"])), T.RandomCrop(int(a["crop"]))]
-                cropped = True
-            elif kind == "random-resized-crop":
-                tfs.append(T.RandomResizedCrop(int(a["size"])))
-                cropped = True
-            elif kind == "flip":
-                tfs.append(T.RandomHorizontalFlip())
-            elif kind == "color":
-                tfs.append(T.ColorJitter(0.4, 0.4, 0.4))
-                post.append(_Lighting(0.1))
-            elif kind == "pad-crop":
-                tfs.append(T.RandomCrop(crop, padding=int(a["padding"])))
-                cropped = True
-            else:
-                raise DataError(f"unknown augmentation '{kind}' in the recipe; an image-folder dataset supports "
-                                f"{', '.join(FOLDER_AUGMENTATIONS)}")
-        except KeyError as exc:
-            raise DataError(f"augmentation '{kind}' in the recipe lacks its '{exc.args[0]}' setting") from None
-    if not cropped:
-        tfs = [T.Resize(crop), T.CenterCrop(crop), *tfs]
-    return T.Compose([*tfs, T.ToTensor(), *post, T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-
-
 # ---------------------------------------------------------------------------------------------------
 # reading a folder
 
@@ -208,22 +129,10 @@ def _scan_folder(root: str, part: str):
     from torchvision import datasets
 
     try:
-        return datasets.ImageFolder(os.path.join(root, part), loader=load_image)
+        return datasets.ImageFolder(os.path.join(root, part), loader=read_bytes)
     except (FileNotFoundError, OSError) as exc:
         raise DataError(f"--data {root}: {part}/ holds no images in class folders ({_reason(exc)}); an "
                         f"image-folder dataset needs {part}/<class>/<image> files") from None
-
-
-def load_image(path: str):
-    """An image file as an RGB PIL image; a file PIL cannot decode is a DataError that names it."""
-    from PIL import Image
-
-    try:
-        with open(path, "rb") as fh:
-            img = Image.open(fh)
-            return img.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot decode the image {path} ({_reason(exc)}); remove or replace the file") from None
 
 
 def worker_errors_unwrapped(batches):

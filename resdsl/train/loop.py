@@ -32,7 +32,7 @@ from .steps import Window
 CHECKPOINT = rundir.CHECKPOINT
 # options a resumed run takes from its config.json; giving another value on resume is refused, not ignored
 RESUMED_OPTIONS = ("data", "seed", "train_subset", "test_subset", "iters", "epochs", "eval_every",
-                   "checkpoint_every", "amp", "channels_last", "deterministic", "batch_size", "lr")
+                   "checkpoint_every", "amp", "channels_last", "deterministic", "batch_size", "lr", "decode")
 
 
 def _versions() -> dict:
@@ -47,7 +47,7 @@ def _resume_options(opts: RunOptions, saved: dict) -> dict:
     old = dict(old, batch_size=recipe.get("batch"), lr=recipe.get("lr"))
     for key in RESUMED_OPTIONS:
         given = getattr(opts, key)
-        if given not in (None, False, "auto") and given != old.get(key):  # "auto": --amp not given
+        if given not in (None, False, "auto") and given != old.get(key):  # "auto": --amp/--decode not given
             flag = "--" + key.replace("_", "-")
             raise TrainingError(f"--resume {opts.resume} continues the run exactly as it was started, with "
                                 f"{flag} {old.get(key)}; {flag} {given} cannot change now. Drop the flag, or start "
@@ -300,8 +300,8 @@ def _evaluate_and_log(s: Session, state: dict, window: Window, it: int, lr: floa
     state.update(window.read())
     _reduce_window(state, s.device, s.rank, s.world)
     if s.rank == 0:
-        res = evaluate(s.model, test_batches(s.data, s.pipeline, s.opts, max(s.recipe["batch"], 256)), s.device,
-                       s.amp_dtype, s.opts.channels_last)
+        batches = test_batches(s.data, s.pipeline, s.opts, max(s.recipe["batch"], 256), device=s.device)
+        res = evaluate(s.model, batches, s.device, s.amp_dtype, s.opts.channels_last)
         seen = max(state["seen"], 1)
         row = {"iter": it + 1, "epoch": round((it + 1) / s.iters_per_epoch, 4), "lr": lr,
                "train_loss": state["loss_sum"] / seen, "train_error": 100.0 * state["wrong"] / seen,

@@ -101,6 +101,9 @@ OPTIONS = (
     Option("--train-subset", "train on the first N training images only", "data", positive_int, "N"),
     Option("--test-subset", "evaluate on the first N test images only", "data", positive_int, "N"),
     Option("--workers", "DataLoader worker processes for image folders", "data", count, "N", default=4),
+    Option("--decode", "image folders: where pictures are decoded and cut; auto (the default) is the GPU on a CUDA "
+           "device (JPEGs by nvJPEG in batches, the workers only read files), the workers elsewhere", "data",
+           choices=("auto", "workers", "device"), default="auto"),
     Option("--iters", "train for N iterations (milestones and warm-up scale with the length)", "recipe",
            positive_int, "N"),
     Option("--epochs", "train for N epochs (milestones and warm-up scale with the length)", "recipe",

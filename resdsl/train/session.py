@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import random
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from .data import (BatchPipeline, FolderData, InMemoryData, crop_size, epoch_permutation, load_dataset,
-                   worker_errors_unwrapped)
+from .data import (BatchPipeline, FolderData, InMemoryData, collate_encoded, crop_size, epoch_permutation,
+                   load_dataset, worker_errors_unwrapped)
+from .images import make_batch
 from .options import MAX_LR
 from .schedule import LRSchedule, from_recipe
 from .steps import seed_for
@@ -54,6 +54,7 @@ class RunOptions:
     quiet: bool = False
     sync_bn: bool = False
     workers: int = 4
+    decode: str | None = "auto"  # image folders: auto (device on CUDA), device, workers
     download: bool = True
     name: str = "run"
     extra_config: dict = field(default_factory=dict)
@@ -134,35 +135,31 @@ def evaluate(model, batches, device, amp_dtype=None, channels_last=False) -> dic
     return {"loss": loss_sum / total, "error": 100.0 * wrong1 / total, "top5_error": 100.0 * wrong5 / total}
 
 
-def test_batches(data, pipeline, opts, batch_size, ten_crop=False):
+def decodes_on_device(opts: RunOptions, device: torch.device) -> bool:
+    """Whether image-folder pictures are decoded where the model is (JPEGs by nvJPEG in batches, the workers only
+    reading files) rather than in the DataLoader workers: ``--decode auto`` does so on a CUDA GPU."""
+    choice = opts.decode or "auto"
+    return device.type == "cuda" if choice == "auto" else choice == "device"
+
+
+def _folder_batches(ds, opts: RunOptions, device, on_device: bool, **loader):
+    """(x, y) batches of a folder dataset through a DataLoader whose workers decode the pictures, or only read the
+    files while the batches are decoded and cut on ``device`` (``on_device``)."""
+    batches = worker_errors_unwrapped(torch.utils.data.DataLoader(
+        ds, num_workers=opts.workers, pin_memory=torch.cuda.is_available() and not on_device,
+        collate_fn=collate_encoded if on_device else None, **loader))
+    if not on_device:
+        return batches
+    return ((make_batch(datas, paths, seeds, ds.view, device), labels) for datas, labels, seeds, paths in batches)
+
+
+def test_batches(data, pipeline, opts, batch_size, ten_crop=False, device=None):
     if isinstance(data, InMemoryData):
         return pipeline.test_batches(batch_size)
-    ds = data.test_dataset(crop=data.shape[1], resize=round(data.shape[1] * 256 / 224), ten_crop=ten_crop)
-    return worker_errors_unwrapped(torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False,
-                                                               num_workers=opts.workers,
-                                                               pin_memory=torch.cuda.is_available()))
-
-
-class _SeededSamples(torch.utils.data.Dataset):
-    """Reads item ``(index, seed)`` with torch's and Python's generators seeded by the sample's own seed, and puts
-    them back afterwards: an image's augmentation depends only on (run seed, epoch, position), not on which worker
-    loads it, how many workers there are, or where a run was resumed."""
-
-    def __init__(self, ds):
-        self.ds = ds
-
-    def __len__(self):
-        return len(self.ds)
-
-    def __getitem__(self, item):
-        index, seed = item
-        state = random.getstate()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            random.seed(seed)
-            sample = self.ds[index]
-        random.setstate(state)
-        return sample
+    on_device = device is not None and decodes_on_device(opts, device)
+    ds = data.test_dataset(crop=data.shape[1], resize=round(data.shape[1] * 256 / 224), ten_crop=ten_crop,
+                           encoded=on_device)
+    return _folder_batches(ds, opts, device, on_device, batch_size=batch_size, shuffle=False)
 
 
 class _EpochBatches:
@@ -187,20 +184,21 @@ class _EpochBatches:
 
 
 class FolderBatches:
-    """Batches of an image-folder dataset in the order of (seed, epoch, position), through DataLoader workers
-    with pinned memory that live for the whole run; a resumed run restarts at the same position with the same
-    augmentations."""
+    """Batches of an image-folder dataset in the order of (seed, epoch, position), through DataLoader workers that
+    live for the whole run; each picture's augmentation comes from its sample seed, so a resumed run restarts at
+    the same position with the same augmentations, whichever worker or device decodes it."""
 
     def __init__(self, s: "Session"):
         self.s = s
-        self.ds = _SeededSamples(s.data.train_dataset(s.recipe.get("augment", []), crop=s.data.shape[1]))
+        self.on_device = decodes_on_device(s.opts, s.device)
+        self.ds = s.data.train_dataset(s.recipe.get("augment", []), crop=s.data.shape[1], encoded=self.on_device)
         self.next_it, self.iter = None, None
 
     def _start(self, it: int) -> None:
         s = self.s
-        loader = torch.utils.data.DataLoader(self.ds, batch_sampler=_EpochBatches(s, len(self.ds), it),
-                                             num_workers=s.opts.workers, pin_memory=torch.cuda.is_available())
-        self.next_it, self.iter = it, worker_errors_unwrapped(loader)
+        self.next_it = it
+        self.iter = iter(_folder_batches(self.ds, s.opts, s.device, self.on_device,
+                                         batch_sampler=_EpochBatches(s, len(self.ds), it)))
 
     def batch(self, it: int):
         if self.next_it != it:
@@ -303,6 +301,7 @@ def prepare(model_fn: Callable, recipe: dict, opts: RunOptions, rank: int = 0, w
         pipeline = BatchPipeline(data, recipe.get("normalize", "none"), recipe.get("augment", []))
     else:
         n_train = data.train_size
+        opts.decode = "device" if decodes_on_device(opts, device) else "workers"  # config.json says which
     iters_per_epoch = n_train // batch
     if iters_per_epoch < 1:
         raise TrainingError(f"the batch size {batch} is larger than the training set ({n_train} images)")
@@ -336,5 +335,6 @@ def evaluate_checkpoint(model_fn: Callable, state: dict, path: str, recipe: dict
         pipeline = BatchPipeline(data, recipe.get("normalize", "none"), [])
         if state.get("normalization"):
             pipeline.load_stats(state["normalization"])
-    batches = test_batches(data, pipeline, opts, max(1, batch_size // (10 if ten else 1)), ten_crop=ten)
+    batches = test_batches(data, pipeline, opts, max(1, batch_size // (10 if ten else 1)), ten_crop=ten,
+                           device=device)
     return ("10-crop" if ten else "single view"), evaluate(model, batches, device)

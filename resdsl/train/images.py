@@ -1,0 +1,333 @@
+"""Image-folder pictures as tensors: decoding and the papers' augmentations, one description that runs wherever the
+pixels are (in DataLoader workers on the CPU, or batched on the GPU after ``torchvision.io.decode_jpeg`` there).
+
+An image's augmentation is fixed by its sample seed alone (:func:`draw`: the random numbers, made on the host),
+so a picture gets the same crop, flip and colour noise whichever worker, device or resumed process makes it. The
+geometry (:func:`train_box`, :func:`test_boxes`) turns those numbers into a resize and a crop once the decoded size
+is known (host metadata, no device synchronisation); :func:`finish` does the rest on a whole batch: flip, [0, 1]
+scaling, colour jitter, AlexNet's PCA lighting noise and the ImageNet channel normalisation.
+
+The augmentations of a recipe's ``augment`` list for image folders (:func:`plan_from`):
+
+* ``scale min..max crop c`` ([R] 3.4): shorter side resized to a uniform integer in [min, max], a random c x c crop;
+* ``random-resized-crop s``: GoogLeNet's crop, torchvision's RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3);
+* ``pad-crop p``: zero padding of p pixels, then a random crop;
+* ``flip``: horizontal flip with probability 1/2;
+* ``color``: ColorJitter(0.4, 0.4, 0.4) in a random order, then AlexNet's lighting noise ([R] 3.4: "the standard
+  color augmentation in [21]"), std 0.1.
+
+Without a cropping step the image is resized (shorter side) to the crop and center-cropped. Imports nothing from the
+rest of resdsl but its data errors: it is shipped beside emitted trainers.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .dataerror import DataError
+
+FOLDER_AUGMENTATIONS = ("scale", "random-resized-crop", "flip", "color", "pad-crop")
+
+# The usual ImageNet channel statistics (RGB, images scaled to [0, 1]).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# The principal components of ImageNet's RGB pixel values, as AlexNet's lighting noise uses them.
+IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
+IMAGENET_EIGVEC = ((-0.5675, 0.7192, 0.4009),
+                   (-0.5808, -0.0045, -0.8140),
+                   (-0.5836, -0.6948, 0.4203))
+JITTER = 0.4  # ColorJitter's brightness, contrast and saturation
+LIGHTING_STD = 0.1
+RRC_SCALE, RRC_RATIO, RRC_TRIES = (0.08, 1.0), (3 / 4, 4 / 3), 10
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A recipe's augment list for image folders: one cropping step (``crop`` kind and its settings), flip, colour."""
+
+    crop: int
+    kind: str = "center"  # center | scale | random-resized-crop | pad-crop
+    low: int = 0  # scale: the shorter side's range
+    high: int = 0
+    padding: int = 0  # pad-crop
+    flip: bool = False
+    color: bool = False
+
+
+def plan_from(augment: list, crop: int) -> Plan:
+    """The :class:`Plan` of a recipe's augment list (a DataError names an unknown or incomplete augmentation)."""
+    fields: dict = {"crop": crop}
+    for a in augment:
+        kind = a.get("kind")
+        try:
+            if kind == "scale":
+                fields.update(kind="scale", low=int(a["min"]), high=int(a["max"]), crop=int(a["crop"]))
+                if fields["low"] < fields["crop"]:
+                    raise DataError(f"scale augmentation: the shorter side's minimum {fields['low']} is smaller "
+                                    f"than the crop {fields['crop']}")
+            elif kind == "random-resized-crop":
+                fields.update(kind="random-resized-crop", crop=int(a["size"]))
+            elif kind == "pad-crop":
+                fields.update(kind="pad-crop", padding=int(a["padding"]))
+            elif kind in ("flip", "color"):
+                fields[kind] = True
+            else:
+                raise DataError(f"unknown augmentation '{kind}' in the recipe; an image-folder dataset supports "
+                                f"{', '.join(FOLDER_AUGMENTATIONS)}")
+        except KeyError as exc:
+            raise DataError(f"augmentation '{kind}' in the recipe lacks its '{exc.args[0]}' setting") from None
+    return Plan(**fields)
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One image's random numbers: ``u`` uniforms in [0, 1) (0: size, 1-2: crop position, 3: flip, 4-6: jitter
+    factors, 7-46: RandomResizedCrop's tries), the jitter order, and the lighting noise's three normals."""
+
+    u: tuple
+    order: tuple
+    alpha: tuple
+
+
+def draw(seed: int) -> Draw:
+    """The random numbers of the sample whose seed is ``seed`` (the same set whatever the plan uses)."""
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.rand(7 + 4 * RRC_TRIES, generator=gen, dtype=torch.float64)
+    order = torch.randperm(3, generator=gen)
+    alpha = torch.randn(3, generator=gen, dtype=torch.float64)
+    return Draw(tuple(u.tolist()), tuple(order.tolist()), tuple(alpha.tolist()))
+
+
+def _pick(u: float, n: int) -> int:
+    """A uniform integer in [0, n) from a uniform ``u`` in [0, 1)."""
+    return min(int(u * n), n - 1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# geometry: a picture's (pad, resize, crop, resize) from its decoded size and its draw
+
+
+@dataclass(frozen=True)
+class Box:
+    """What is done to a decoded (3, h, w) picture: zero padding, a resize of the shorter side (0: none), the crop
+    (top, left, height, width) of the result, and the crop's final square size."""
+
+    pad: int
+    shorter: int
+    top: int
+    left: int
+    height: int
+    width: int
+    out: int
+    mirror: bool = False  # a test view of the mirrored picture
+
+
+def resized(h: int, w: int, shorter: int) -> tuple[int, int]:
+    """(h, w) after resizing the shorter side to ``shorter``, as torchvision's Resize(int) computes it."""
+    if h <= w:
+        return shorter, int(shorter * w / h)
+    return int(shorter * h / w), shorter
+
+
+def train_box(plan: Plan, d: Draw, h: int, w: int) -> Box:
+    """The training crop of an ``h`` x ``w`` picture."""
+    c = plan.crop
+    if plan.kind == "scale":
+        side = plan.low + _pick(d.u[0], plan.high - plan.low + 1)
+        rh, rw = resized(h, w, side)
+        return Box(0, side, _pick(d.u[1], rh - c + 1), _pick(d.u[2], rw - c + 1), c, c, c)
+    if plan.kind == "random-resized-crop":
+        return _random_resized_box(d, h, w, c)
+    if plan.kind == "pad-crop":
+        p = plan.padding
+        if h + 2 * p < c or w + 2 * p < c:
+            raise DataError(f"pad-crop: a {w}x{h} image padded by {p} is smaller than the {c}x{c} crop")
+        return Box(p, 0, _pick(d.u[1], h + 2 * p - c + 1), _pick(d.u[2], w + 2 * p - c + 1), c, c, c)
+    return _center(h, w, c, c)
+
+
+def _center(h: int, w: int, shorter: int, crop: int) -> Box:
+    rh, rw = resized(h, w, shorter)
+    return Box(0, shorter, int(round((rh - crop) / 2.0)), int(round((rw - crop) / 2.0)), crop, crop, crop)
+
+
+def _random_resized_box(d: Draw, h: int, w: int, size: int) -> Box:
+    """torchvision's RandomResizedCrop.get_params with this draw's numbers: up to ten tries of an area fraction and
+    a log aspect ratio, else the whole picture clamped to the ratio range, centered."""
+    area, lo, hi = h * w, math.log(RRC_RATIO[0]), math.log(RRC_RATIO[1])
+    for k in range(RRC_TRIES):
+        ua, ur, ut, ul = d.u[7 + 4 * k: 11 + 4 * k]
+        target = area * (RRC_SCALE[0] + ua * (RRC_SCALE[1] - RRC_SCALE[0]))
+        ratio = math.exp(lo + ur * (hi - lo))
+        cw, ch = int(round(math.sqrt(target * ratio))), int(round(math.sqrt(target / ratio)))
+        if 0 < cw <= w and 0 < ch <= h:
+            return Box(0, 0, _pick(ut, h - ch + 1), _pick(ul, w - cw + 1), ch, cw, size)
+    ratio = w / h
+    if ratio < RRC_RATIO[0]:
+        cw, ch = w, int(round(w / RRC_RATIO[0]))
+    elif ratio > RRC_RATIO[1]:
+        ch, cw = h, int(round(h * RRC_RATIO[1]))
+    else:
+        cw, ch = w, h
+    return Box(0, 0, (h - ch) // 2, (w - cw) // 2, ch, cw, size)
+
+
+def test_boxes(h: int, w: int, crop: int, resize: int, ten_crop: bool) -> list[Box]:
+    """The test views of a picture: shorter side to ``resize``, then the center crop, or (``ten_crop``) TenCrop's
+    ten: the four corners and the center, then the same five of the mirrored picture."""
+    center = _center(h, w, resize, crop)
+    if not ten_crop:
+        return [center]
+    rh, rw = resized(h, w, resize)
+    five = [Box(0, resize, t, left, crop, crop, crop)
+            for t, left in ((0, 0), (0, rw - crop), (rh - crop, 0), (rh - crop, rw - crop))] + [center]
+    # a crop at `left` of the mirrored picture is the mirror of the crop at rw - crop - left of the picture
+    return five + [Box(0, resize, b.top, rw - crop - b.left, crop, crop, crop, mirror=True) for b in five]
+
+
+def cut(img: torch.Tensor, box: Box) -> torch.Tensor:
+    """The (3, out, out) uint8 crop of a decoded (3, h, w) uint8 picture (on whatever device it is)."""
+    from torchvision.transforms.v2 import functional as TF
+
+    if box.pad:
+        img = torch.nn.functional.pad(img, (box.pad,) * 4)
+    if box.shorter:
+        img = TF.resize(img, [box.shorter], antialias=True)
+    img = img[:, box.top:box.top + box.height, box.left:box.left + box.width]
+    if (box.height, box.width) != (box.out, box.out):
+        img = TF.resize(img, [box.out, box.out], antialias=True)
+    return img.flip(-1) if box.mirror else img
+
+
+# ---------------------------------------------------------------------------------------------------
+# the batch: flip, scaling, colour, normalisation
+
+
+def finish(crops: torch.Tensor, plan: Plan | None, draws: list[Draw] | None) -> torch.Tensor:
+    """(B, 3, c, c) uint8 crops to the network's float input: flipped, jittered and lit as each image's draw says
+    (training, ``plan`` given) or as they are (testing), scaled to [0, 1] and normalised by ImageNet's statistics."""
+    x = crops.float().div_(255.0)
+    if plan is not None and plan.flip:
+        flip = _column(draws, lambda d: d.u[3] < 0.5, x.device).bool()
+        x = torch.where(flip, x.flip(3), x)
+    if plan is not None and plan.color:
+        x = _lighting(_jitter(x, draws), draws)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return x.sub_(mean).div_(std)
+
+
+def _column(draws: list[Draw], value, device) -> torch.Tensor:
+    """One number per image as a (B, 1, 1, 1) tensor on ``device``."""
+    return torch.tensor([float(value(d)) for d in draws]).view(-1, 1, 1, 1).to(device, non_blocking=True)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    return (0.2989 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+
+
+def _jitter(x: torch.Tensor, draws: list[Draw]) -> torch.Tensor:
+    """ColorJitter(0.4, 0.4, 0.4): brightness, contrast and saturation factors uniform in [0.6, 1.4], applied in
+    each image's own random order, each result clamped to [0, 1] as torchvision does."""
+    factors = [_column(draws, lambda d, k=k: 1 - JITTER + 2 * JITTER * d.u[4 + k], x.device) for k in range(3)]
+    ops = (lambda t, f: t * f,
+           lambda t, f: t * f + (1 - f) * _gray(t).mean((1, 2, 3), keepdim=True),
+           lambda t, f: t * f + (1 - f) * _gray(t))
+    for step in range(3):
+        for op in range(3):
+            here = _column(draws, lambda d: d.order[step] == op, x.device).bool()
+            x = torch.where(here, ops[op](x, factors[op]).clamp_(0, 1), x)
+    return x
+
+
+def _lighting(x: torch.Tensor, draws: list[Draw]) -> torch.Tensor:
+    """AlexNet's PCA noise: every pixel plus ``eigvec @ (alpha * eigval)``, alpha ~ N(0, 0.1) per image."""
+    alpha = torch.tensor([d.alpha for d in draws], dtype=torch.float32) * LIGHTING_STD
+    rgb = (alpha * torch.tensor(IMAGENET_EIGVAL)) @ torch.tensor(IMAGENET_EIGVEC).T
+    return x + rgb.view(-1, 3, 1, 1).to(x.device, non_blocking=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# decoding, and a batch made from files' bytes
+
+
+@dataclass(frozen=True)
+class EvalView:
+    """How test pictures are cut: shorter side to ``resize``, then the center ``crop`` or ten crops."""
+
+    crop: int
+    resize: int
+    ten_crop: bool = False
+
+
+def read_bytes(path: str) -> torch.Tensor:
+    """A file's bytes as a uint8 tensor (a DataError names a file that cannot be read)."""
+    try:
+        with open(path, "rb") as fh:
+            return torch.frombuffer(bytearray(fh.read()), dtype=torch.uint8)
+    except OSError as exc:
+        raise DataError(f"cannot read the image {path} ({exc.strerror or exc}); remove or replace the file") from None
+
+
+def _is_jpeg(data: torch.Tensor) -> bool:
+    return data.numel() > 3 and data[0].item() == 0xFF and data[1].item() == 0xD8
+
+
+def decode(datas: list[torch.Tensor], paths: list[str], device) -> list[torch.Tensor]:
+    """(3, h, w) uint8 RGB pictures on ``device`` from encoded files: JPEGs on a CUDA device in one batched
+    ``decode_jpeg`` call (nvJPEG), everything else on the CPU (torchvision's decoders, then PIL for the formats
+    they lack); a file nothing can decode is a DataError that names it."""
+    device = torch.device(device)
+    out: list = [None] * len(datas)
+    if device.type == "cuda":
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        jpegs = [k for k, d in enumerate(datas) if _is_jpeg(d)]
+        try:
+            for k, img in zip(jpegs, decode_jpeg([datas[k] for k in jpegs], mode=ImageReadMode.RGB, device=device)):
+                out[k] = img
+        except RuntimeError:  # e.g. a CMYK or broken JPEG: each of them on the CPU, which names the culprit
+            pass
+    for k, img in enumerate(out):
+        if img is None:
+            out[k] = _decode_on_cpu(datas[k], paths[k]).to(device, non_blocking=True)
+    return out
+
+
+def _decode_on_cpu(data: torch.Tensor, path: str) -> torch.Tensor:
+    from torchvision.io import ImageReadMode, decode_image
+
+    try:
+        return decode_image(data, mode=ImageReadMode.RGB)
+    except (RuntimeError, ValueError):
+        return _decode_with_pil(data, path)
+
+
+def _decode_with_pil(data: torch.Tensor, path: str) -> torch.Tensor:
+    import io
+
+    from PIL import Image
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    try:
+        with Image.open(io.BytesIO(data.numpy().tobytes())) as img:
+            return pil_to_tensor(img.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot decode the image {path} ({exc}); remove or replace the file") from None
+
+
+def make_batch(datas: list[torch.Tensor], paths: list[str], seeds: list[int], view: Plan | EvalView,
+               device) -> torch.Tensor:
+    """The network's input from encoded files: decoded on ``device``, cut by the view (a training Plan with each
+    sample's seed, or a EvalView), finished as a batch. (B, 3, c, c), or (B, 10, 3, c, c) for ten test crops."""
+    pictures = decode(datas, paths, device)
+    if isinstance(view, Plan):
+        draws = [draw(s) for s in seeds]
+        boxes = [train_box(view, d, p.shape[1], p.shape[2]) for d, p in zip(draws, pictures)]
+        return finish(torch.stack([cut(p, b) for p, b in zip(pictures, boxes)]), view, draws)
+    crops = torch.stack([cut(p, b) for p in pictures
+                         for b in test_boxes(p.shape[1], p.shape[2], view.crop, view.resize, view.ten_crop)])
+    x = finish(crops, None, None)
+    return x.view(len(pictures), 10, *x.shape[1:]) if view.ten_crop else x

@@ -1,0 +1,166 @@
+"""Image-folder pictures (resdsl/train/images.py): the augmentations against torchvision's own transforms and
+formulas, the worker path against the on-device path (decode_jpeg in batches), and files that cannot be decoded."""
+import io
+import math
+import warnings
+
+import pytest
+
+torch = pytest.importorskip("torch")
+np = pytest.importorskip("numpy")
+pytest.importorskip("torchvision")
+from PIL import Image  # noqa: E402
+from torchvision.transforms.v2 import functional as TF  # noqa: E402
+
+from resdsl.train import images  # noqa: E402
+from resdsl.train.data import DataError, load_dataset  # noqa: E402
+from resdsl.train.images import (IMAGENET_EIGVAL, IMAGENET_EIGVEC, IMAGENET_MEAN, IMAGENET_STD, Plan,  # noqa: E402
+                                 EvalView, draw, make_batch, plan_from, train_box)
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torchvision 0.29 points at TorchCodec
+
+CUDA = [pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))]
+
+
+def encode(array: np.ndarray, fmt: str = "JPEG", mode: str | None = None) -> torch.Tensor:
+    buf = io.BytesIO()
+    img = Image.fromarray(array)
+    (img.convert(mode) if mode else img).save(buf, format=fmt, quality=90)
+    return torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
+
+
+def picture(h=30, w=40, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    smooth = np.cumsum(rng.integers(-8, 9, (h, w, 3)), axis=1)  # JPEG-friendly: not white noise
+    return np.clip(smooth + 128, 0, 255).astype(np.uint8)
+
+
+def normalised(x: torch.Tensor) -> torch.Tensor:
+    return TF.normalize(x.float() / 255, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def test_test_views_are_torchvisions_resize_center_crop_and_ten_crop():
+    data = encode(picture(), "PNG")
+    img = images.decode([data], ["p.png"], "cpu")[0]
+    assert img.shape == (3, 30, 40) and img.dtype == torch.uint8
+    single = make_batch([data], ["p.png"], [0], EvalView(crop=24, resize=28), "cpu")
+    reference = normalised(TF.center_crop(TF.resize(img, [28], antialias=True), [24]))
+    assert torch.equal(single[0], reference)
+    ten = make_batch([data, data], ["p.png"] * 2, [0, 0], EvalView(crop=24, resize=28, ten_crop=True), "cpu")
+    views = TF.ten_crop(TF.resize(img, [28], antialias=True), [24])
+    assert ten.shape == (2, 10, 3, 24, 24)
+    for k, view in enumerate(views):
+        assert torch.allclose(ten[1, k], normalised(view), atol=1e-6), k
+
+
+def test_scale_augmentation_covers_its_range_and_crops_inside():
+    plan = plan_from([{"kind": "scale", "min": 32, "max": 40, "crop": 24}, {"kind": "flip"}], crop=99)
+    assert plan == Plan(crop=24, kind="scale", low=32, high=40, flip=True)
+    sides, flips = set(), 0
+    for seed in range(400):
+        d = draw(seed)
+        box = train_box(plan, d, 30, 40)
+        rh, rw = images.resized(30, 40, box.shorter)
+        assert min(rh, rw) == box.shorter and 0 <= box.top <= rh - 24 and 0 <= box.left <= rw - 24
+        sides.add(box.shorter)
+        flips += d.u[3] < 0.5
+    assert sides == set(range(32, 41))  # every shorter side of [min, max], both ends included
+    assert 150 < flips < 250
+    with pytest.raises(DataError, match="smaller than the crop"):
+        plan_from([{"kind": "scale", "min": 20, "max": 40, "crop": 24}], crop=24)
+
+
+def test_random_resized_crop_keeps_torchvisions_ranges():
+    plan = plan_from([{"kind": "random-resized-crop", "size": 20}], crop=24)
+    for seed in range(200):
+        box = train_box(plan, draw(seed), 30, 40)
+        assert box.out == 20 and box.top + box.height <= 30 and box.left + box.width <= 40
+        area = box.height * box.width / (30 * 40)
+        assert 0.06 <= area <= 1.0 and 3 / 4 - 0.15 <= box.width / box.height <= 4 / 3 + 0.15
+
+
+def test_colour_jitter_and_lighting_are_torchvisions_and_alexnets():
+    """The batched jitter, per image in its own drawn order, against torchvision's adjust_* functions; the lighting
+    against AlexNet's formula eigvec @ (alpha * eigval)."""
+    plan = Plan(crop=16, color=True)
+    crops = torch.stack([torch.from_numpy(picture(16, 16, s)).permute(2, 0, 1) for s in range(6)])
+    draws = [draw(100 + s) for s in range(6)]
+    out = images.finish(crops, plan, draws)
+    adjust = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation)
+    assert {d.order for d in draws} != {draws[0].order}  # the orders differ between images
+    for k, d in enumerate(draws):
+        x = crops[k].float() / 255
+        for op in d.order:
+            x = adjust[op](x, 1 - 0.4 + 0.8 * d.u[4 + op])
+        alpha = torch.tensor(d.alpha, dtype=torch.float32) * 0.1
+        rgb = (torch.tensor(IMAGENET_EIGVEC) * (alpha * torch.tensor(IMAGENET_EIGVAL))).sum(1)
+        expected = TF.normalize(x + rgb.view(3, 1, 1), IMAGENET_MEAN, IMAGENET_STD)
+        assert torch.allclose(out[k], expected, atol=1e-5), k
+
+
+def test_unknown_or_incomplete_augmentations_are_named():
+    with pytest.raises(DataError, match="unknown augmentation 'jitter'"):
+        plan_from([{"kind": "jitter"}], crop=24)
+    with pytest.raises(DataError, match="lacks its 'padding'"):
+        plan_from([{"kind": "pad-crop"}], crop=24)
+
+
+def make_jpeg_folder(root, per_class=4):
+    for part in ("train", "val"):
+        for c, name in enumerate(("cat", "dog")):
+            (root / part / name).mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(picture(30 + 4 * i, 40, seed=10 * c + i)).save(root / part / name / f"{i}.jpg")
+
+
+AUGMENT = [{"kind": "scale", "min": 24, "max": 32, "crop": 20}, {"kind": "flip"}, {"kind": "color"}]
+
+
+def test_workers_and_the_device_path_make_the_same_batches(tmp_path):
+    """The same pictures, decoded and cut one by one in a worker or as a batch where the model is (here the CPU;
+    on a GPU, nvJPEG), from the same sample seeds: the same tensors."""
+    make_jpeg_folder(tmp_path)
+    d = load_dataset(str(tmp_path))
+    items = [(i, 1000 + i) for i in range(8)]
+    one_by_one = d.train_dataset(AUGMENT, crop=20)
+    encoded = d.train_dataset(AUGMENT, crop=20, encoded=True)
+    x = torch.stack([one_by_one[item][0] for item in items])
+    datas, _, seeds, paths = zip(*(encoded[item] for item in items))
+    assert torch.equal(make_batch(list(datas), list(paths), list(seeds), encoded.view, "cpu"), x)
+    assert torch.equal(one_by_one[items[3]][0], x[3]) and not torch.equal(one_by_one[(3, 7)][0], x[3])
+
+
+@pytest.mark.parametrize("device", CUDA)
+def test_gpu_decoding_matches_the_cpu(tmp_path, device):
+    make_jpeg_folder(tmp_path)
+    encoded = load_dataset(str(tmp_path)).train_dataset(AUGMENT, crop=20, encoded=True)
+    datas, _, seeds, paths = zip(*(encoded[(i, i)] for i in range(8)))
+    on_cpu = make_batch(list(datas), list(paths), list(seeds), encoded.view, "cpu")
+    on_gpu = make_batch(list(datas), list(paths), list(seeds), encoded.view, device)
+    assert on_gpu.device.type == "cuda" and (on_gpu.cpu() - on_cpu).abs().mean() < 0.05  # nvJPEG's IDCT differs
+
+
+@pytest.mark.parametrize("device", ["cpu"] + CUDA)
+def test_grey_cmyk_and_png_pictures_come_out_rgb(device):
+    rgb = picture()
+    datas = [encode(rgb, "JPEG", "L"), encode(rgb, "JPEG", "CMYK"), encode(rgb, "PNG"), encode(rgb, "PNG", "P")]
+    for img in images.decode(datas, ["g.jpg", "c.jpg", "p.png", "pal.png"], device):
+        assert img.shape == (3, 30, 40) and img.dtype == torch.uint8 and img.device.type == device
+
+
+@pytest.mark.parametrize("device", ["cpu"] + CUDA)
+def test_a_broken_file_is_named(device):
+    good = encode(picture())
+    broken = good[: len(good) // 3].clone()
+    with pytest.raises(DataError, match="cannot decode the image x/broken.jpg"):
+        images.decode([good, broken], ["x/good.jpg", "x/broken.jpg"], device)
+    with pytest.raises(DataError, match="cannot decode the image x/text.jpg"):
+        images.decode([torch.frombuffer(bytearray(b"not an image"), dtype=torch.uint8)], ["x/text.jpg"], device)
+
+
+def test_the_draw_is_the_seeds_alone():
+    assert draw(5) == draw(5) and draw(5) != draw(6)
+    assert len(draw(0).u) == 47 and sorted(draw(0).order) == [0, 1, 2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert all(math.isfinite(a) for a in draw(1).alpha)
