@@ -3,22 +3,12 @@ from __future__ import annotations
 
 import math
 
+from .ops import OPS
+
 
 def node_cost(d: dict) -> tuple[int, int]:
-    """(params, macs) of one shaped node: weights and BN affine terms count; MACs only for conv and fc."""
-    op = d["op"]
-    if op == "conv":
-        kh, kw = d["kernel"]
-        weights = kh * kw * d["in_channels"] * d["out_channels"]
-        params = weights + (d["out_channels"] if d.get("bias") else 0)
-        _, oh, ow = d["shape"]
-        return params, weights * oh * ow
-    if op == "bn":
-        return 2 * d["channels"], 0
-    if op == "fc":
-        weights = d["in_features"] * d["out_features"]
-        return weights + (d["out_features"] if d.get("bias") else 0), weights
-    return 0, 0
+    """(params, macs) of one shaped node, by its op's rule in the op table."""
+    return OPS[d["op"]].cost(d)
 
 
 def count(g) -> dict:

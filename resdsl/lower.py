@@ -147,7 +147,7 @@ def _build_stem(b: GraphBuilder, x: str, stem: ast.Stem, in_ch: int, order: str)
             pool = (stem.pool.kind, pk, stem.pool.stride.value)
     w = stem.width.value
     init = ast.Init(sp)
-    x = _conv(b, "conv1", x, in_ch, w, k, stride, sp, "stem", init, main=True)
+    x = _conv(b, "conv1", x, in_ch, w, k, stride, sp, "stem", init, main=True, sym={"in_channels": "in_channels"})
     if pool is not None or order not in PRE_ORDERS:
         x = b.add("bn1", "bn", [x], sp, group="stem", channels=w)
         x = b.add("relu", "relu", [x], sp, group="stem")
@@ -284,5 +284,6 @@ def _build_head(b, x, ch, head: ast.Head, last_order: str) -> None:
     if head.classes is not None:
         _check_range(head.classes, 1, MAX_CLASSES, "number of classes")
         x = b.add("fc", "fc", [x], head.classes.span, group="head", in_features=ch,
-                  out_features=head.classes.value, bias=True, main=True, init="torch-default")
+                  out_features=head.classes.value, bias=True, main=True, init="torch-default",
+                  sym={"out_features": "num_classes"})
     b.add("output", "output", [x], sp, group="head")

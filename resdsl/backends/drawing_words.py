@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..ir import PORT_SHORTCUT
+from ..ops import OPS, PORT_SHORTCUT
 
 # [I] Fig. 4 and Table 2, with the figure's letters
 ORDER_WORDS = {
@@ -64,38 +64,8 @@ VARIANTS = [
 
 
 def op_label(d: dict) -> str:
-    """A node label in the papers' notation ("3x3 conv, 64, /2", "BN", "ReLU", "+")."""
-    op = d["op"]
-    if op == "conv":
-        k = d["kernel"][0]
-        label = f"{k}x{k} conv, {d['out_channels']}" + (f", /{d['stride']}" if d["stride"] > 1 else "")
-        if d.get("path") == "gate":
-            label = f"gate: {label} + bias ({d['bias_init']:g})"
-        return label
-    if op == "bn":
-        return "BN" + (" (γ=0)" if d.get("zero_init") else "")
-    if op == "relu":
-        return "ReLU"
-    if op == "sigmoid":
-        return "sigmoid g(x)"
-    if op in ("maxpool", "avgpool"):
-        k = d["kernel"][0]
-        return f"{k}x{k} {'max' if op == 'maxpool' else 'avg'} pool, /{d['stride']}"
-    if op == "global_avgpool":
-        return "global avg pool"
-    if op == "fc":
-        return f"fc {d['out_features']}"
-    if op == "pad":
-        return f"zero-pad to {d['out_channels']}" + (f", /{d['stride']}" if d["stride"] > 1 else "")
-    if op == "scale":
-        return f"x {d['factor']:g}"
-    if op == "dropout":
-        return f"dropout {d['p']:g}"
-    if op == "add":
-        return {"exclusive": "g·F + (1-g)·h", "shortcut-only": "F + (1-g)·h"}.get(d.get("gate"), "+")
-    if op in ("input", "output"):
-        return f"{op} {'x'.join(str(s) for s in d['shape'])}"
-    return op
+    """A node label in the papers' notation ("3x3 conv, 64, /2", "BN", "ReLU", "+"): the op table's label."""
+    return OPS[d["op"]].label(d)
 
 
 # ---- shortcuts -----------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from collections import OrderedDict
 from ..cost import human
 from ..errors import env_limit
 from ..ir import inputs_of
+from ..ops import OPS, PORT_RESIDUAL, PORT_SHORTCUT, shape_text
 from .drawing_words import (LINES, VARIANT_LEGEND, line_kind, is_shortcut_edge, op_label, unit_caption,
                             unit_notation, variant_families, variants)
 from .python_source import _Emitter
@@ -17,21 +18,15 @@ COLOURS = OrderedDict([
     ("conv", "#cfe2f3"), ("bn", "#fff2cc"), ("relu", "#d9ead3"), ("add", "#ffffff"), ("pool", "#e0e0e0"),
     ("fc", "#f9cb9c"), ("shortcut op", "#e6d0f0"), ("gate", "#f4cccc"), ("stage", "#eef3fb"),
 ])
-# op -> (its COLOURS entry, its word in the legend); input and output are plain white boxes, not in the legend
-OP_LOOK = OrderedDict([
-    ("conv", ("conv", "conv")), ("bn", ("bn", "BN")), ("relu", ("relu", "ReLU")), ("add", ("add", "addition")),
-    ("maxpool", ("pool", "max pool")), ("avgpool", ("pool", "avg pool")),
-    ("global_avgpool", ("pool", "global avg pool")), ("fc", ("fc", "fc")), ("pad", ("shortcut op", "zero-pad")),
-    ("scale", ("shortcut op", "scale")), ("dropout", ("shortcut op", "dropout")),
-    ("sigmoid", ("gate", "gate sigmoid")),
-])
 MAX_FULL_NODES = 600  # readability of --view full
 MAX_RENDER_NODES = 2000  # what graphviz is asked to lay out (about 10 s); RESDSL_VIZ_MAX_NODES lifts it
 RENDER_TIMEOUT_S = 120  # RESDSL_VIZ_TIMEOUT lifts it
 
 
 def _op_colour(op: str) -> str:
-    return COLOURS[OP_LOOK[op][0]] if op in OP_LOOK else "#ffffff"
+    """The fill colour of an op's box: its colour group's (the op table's look); input and output are white."""
+    look = OPS[op].look
+    return COLOURS[look[0]] if look else "#ffffff"
 
 
 def _q(text: str) -> str:
@@ -48,10 +43,6 @@ def _q(text: str) -> str:
         else:
             out.append(ascii(ch)[1:-1].replace("\\", "\\\\"))
     return '"' + "".join(out) + '"'
-
-
-def _shape(shape) -> str:
-    return "x".join(str(s) for s in shape)
 
 
 def _header(title: str, rankdir: str = "TB") -> list[str]:
@@ -77,9 +68,9 @@ def _legend_items(ops: set[str], lines: set[str], families: set[str], how: str) 
         items.append(([f"legend_variants [label={_q(note)}, shape=plaintext, style=\"\", fontsize=9];"],
                       "legend_variants"))
     colours: OrderedDict[str, list] = OrderedDict((c, []) for c in COLOURS)
-    for op, (colour, word) in OP_LOOK.items():
-        if op in ops:
-            colours[colour].append(word)
+    for op in OPS.values():
+        if op.kind in ops and op.look:
+            colours[op.look[0]].append(op.look[1])
     for k, (colour, words) in enumerate((c, w) for c, w in colours.items() if w):
         items.append(([f"legend_op{k} [label={_q(', '.join(words))}, fillcolor={_q(COLOURS[colour])}, "
                        "fontsize=9];"], f"legend_op{k}"))
@@ -102,7 +93,7 @@ def _legend(ops: set[str], lines: set[str], families: set[str], how: str) -> lis
 
 def _title(net) -> str:
     return (f"{net.name}: {net.params:,} params, {human(net.macs)} MACs, {net.layers} layers, "
-            f"{_shape(net.input_shape)} -> {_shape(net.output_shape)}")
+            f"{shape_text(net.input_shape)} -> {shape_text(net.output_shape)}")
 
 
 def _units(g) -> OrderedDict:
@@ -151,7 +142,7 @@ def _stem_head(net, group: str) -> list[dict]:
 def _overview_stage(g, st: dict, row: dict, stage_units: list[list[str]], prev: str) -> tuple[list[str], str]:
     """One stage's cluster of runs and the edges through it; returns them and the node the next stage follows."""
     i = st["index"]
-    caption = (f"layer{i}: {st['units']} {st['unit']} units, out {_shape(row['output'])}, "
+    caption = (f"layer{i}: {st['units']} {st['unit']} units, out {shape_text(row['output'])}, "
                f"{row['params']:,} params, {human(row['macs'])} MACs")
     out = [f"  subgraph cluster_layer{i} {{",
            f"    label={_q(caption)}; fontsize=11; style=\"rounded,filled\"; "
@@ -171,8 +162,8 @@ def overview_dot(net) -> str:
     out = _header(_title(net))
     stem_nodes, gs = _stem_head(net, "stem"), net.groups["stem"]
     stem_label = "stem: " + ", ".join(op_label(d) for d in stem_nodes) + \
-        f"\nout {_shape(stem_nodes[-1]['shape'])}\n{gs['params']:,} params, {human(gs['macs'])} MACs"
-    out.append(f"  input [label={_q('input ' + _shape(net.input_shape))}, shape=plaintext, style=\"\"];")
+        f"\nout {shape_text(stem_nodes[-1]['shape'])}\n{gs['params']:,} params, {human(gs['macs'])} MACs"
+    out.append(f"  input [label={_q('input ' + shape_text(net.input_shape))}, shape=plaintext, style=\"\"];")
     out.append(f"  stem [label={_q(stem_label)}, fillcolor={_q(COLOURS['conv'])}];")
     out.append("  input -> stem;")
     prev = "stem"
@@ -182,7 +173,7 @@ def overview_dot(net) -> str:
     head_label = "head: " + ", ".join(op_label(d) for d in _stem_head(net, "head")) + \
         f"\n{net.groups['head']['params']:,} params"
     out.append(f"  head [label={_q(head_label)}, fillcolor={_q(COLOURS['fc'])}];")
-    out.append(f"  output [label={_q('output ' + _shape(net.output_shape))}, shape=plaintext, style=\"\"];")
+    out.append(f"  output [label={_q('output ' + shape_text(net.output_shape))}, shape=plaintext, style=\"\"];")
     out.append(f"  {prev} -> head;")
     out.append("  head -> output;")
     drawn = list(units.values())
@@ -218,8 +209,8 @@ def distinct_units(net) -> list[tuple[str, list[str], int]]:
 def _edge_attrs(g, v: str, port: int, style: str | None, unit_view: bool) -> list[str]:
     """A shortcut edge takes its unit's line style; the unit view also names the addition's inputs."""
     attrs = [f"style={style}"] if style and is_shortcut_edge(g, v, port) else []
-    if unit_view and g.nodes[v]["op"] == "add" and port > 0:
-        attrs.append("label=\"shortcut\"" if port == 1 else "label=\"g\"")
+    if unit_view and g.nodes[v]["op"] == "add" and port != PORT_RESIDUAL:
+        attrs.append("label=\"shortcut\"" if port == PORT_SHORTCUT else "label=\"g\"")
     return attrs
 
 
@@ -285,7 +276,7 @@ def full_dot(net) -> str:
     ids = {n: f"n{k}" for k, n in enumerate(g.nodes)}
     for u, v, e in g.edges(data=True):
         line = line_of.get((g.nodes[v].get("stage"), g.nodes[v].get("unit")))
-        attrs = [f"label={_q(_shape(g.nodes[u]['shape']))}",
+        attrs = [f"label={_q(shape_text(g.nodes[u]['shape']))}",
                  *_edge_attrs(g, v, e["port"], LINES[line].style if line else None, unit_view=False)]
         out.append(f"  {ids[u]} -> {ids[v]} [{', '.join(attrs)}];")
     out += _legend({d["op"] for _, d in g.nodes(data=True)}, set(line_of.values()) - {None},

@@ -12,6 +12,7 @@ import re
 from collections import OrderedDict
 
 from ..ir import inputs_of
+from ..ops import OPS
 
 _ORDER_WORD = {"post": "", "bn-after-add": "BnAfterAdd", "relu-before-add": "ReluBeforeAdd",
                "relu-preact": "ReluPreact", "preact": "Preact"}
@@ -81,34 +82,27 @@ def _lit(v) -> str:
 
 
 def _num(d: dict, key: str, self_prefix: str = "") -> str:
-    """A numeric attribute as code: the unit argument it comes from, or a literal."""
+    """A numeric attribute as code: the constructor argument it comes from (``sym``), or a literal; a square
+    window's (k, k) is written as k."""
     role = d.get("sym", {}).get(key)
-    return f"{self_prefix}{role}" if role else _lit(d[key])
+    if role:
+        return f"{self_prefix}{role}"
+    v = d[key]
+    return _lit(v[0] if isinstance(v, tuple) else v)
 
 
 def _module_expr(d: dict) -> str | None:
-    op = d["op"]
-    if op == "conv":
-        args = f"{_num(d, 'in_channels')}, {_num(d, 'out_channels')}, kernel_size={_lit(d['kernel'][0])}"
-        stride = _num(d, "stride")
-        if stride != "1":
-            args += f", stride={stride}"
-        if d["padding"][0]:
-            args += f", padding={_lit(d['padding'][0])}"
-        return f"nn.Conv2d({args}, bias={_lit(bool(d.get('bias', False)))})"
-    if op == "bn":
-        return f"nn.BatchNorm2d({_num(d, 'channels')})"
-    if op == "dropout":
-        return f"nn.Dropout(p={_lit(d['p'])})"
-    if op in ("maxpool", "avgpool"):
-        cls = "nn.MaxPool2d" if op == "maxpool" else "nn.AvgPool2d"
-        return (f"{cls}(kernel_size={_lit(d['kernel'][0])}, stride={_lit(d['stride'])}, "
-                f"padding={_lit(d['padding'][0])})")
-    if op == "global_avgpool":
-        return "nn.AdaptiveAvgPool2d(1)"
-    if op == "fc":
-        return f"nn.Linear({_lit(d['in_features'])}, {_lit(d['out_features'])})"
-    return None
+    """The op's nn.Module constructor (the op table's), or None for an op written as a function call."""
+    module = OPS[d["op"]].module
+    return module(d, lambda key: _num(d, key)) if module else None
+
+
+def _call_expr(d: dict, ins: list[str], inplace: bool) -> str:
+    """The op's functional forward expression over its input variables (the op table's)."""
+    call = OPS[d["op"]].call
+    if call is None:
+        raise AssertionError(f"no Python form for IR op {d['op']}")
+    return call(d, ins, lambda key: _num(d, key), inplace)
 
 
 class _Emitter:
@@ -117,7 +111,6 @@ class _Emitter:
         self.g = net.graph
         self.classes: OrderedDict[str, str] = OrderedDict()  # class body -> class name
         self.class_docs: dict[str, str] = {}
-        self.uses_pad = False
 
     # ---- units -------------------------------------------------------------------------------
     def unit_nodes(self) -> OrderedDict:
@@ -155,27 +148,12 @@ class _Emitter:
             if expr is not None:
                 init_lines.append(f"self.{name} = {expr}")
                 fwd.append(f"{var} = self.{name}({ins[0]})")
-            elif op == "relu":
+                if OPS[op].then:
+                    fwd.append(f"{var} = {OPS[op].then.format(var)}")
+            else:
                 src = inputs_of(g, n)[0]
                 inplace = src in inside and g.out_degree(src) == 1 and g.nodes[src]["op"] != "relu"
-                fwd.append(f"{var} = F.relu({ins[0]}{', inplace=True' if inplace else ''})")
-            elif op == "sigmoid":
-                fwd.append(f"{var} = torch.sigmoid({ins[0]})")
-            elif op == "scale":
-                fwd.append(f"{var} = {ins[0]} * {_lit(d['factor'])}")
-            elif op == "pad":
-                self.uses_pad = True
-                fwd.append(f"{var} = shortcut_pad({ins[0]}, self.out_channels, self.stride)")
-            elif op == "add":
-                r, s = ins[0], ins[1]
-                if d.get("gate") == "exclusive":
-                    fwd.append(f"{var} = {ins[2]} * {r} + (1 - {ins[2]}) * {s}")
-                elif d.get("gate") == "shortcut-only":
-                    fwd.append(f"{var} = {r} + (1 - {ins[2]}) * {s}")
-                else:
-                    fwd.append(f"{var} = {r} + {s}")
-            else:
-                raise AssertionError(f"no Python form for IR op {op}")
+                fwd.append(f"{var} = {_call_expr(d, ins, inplace)}")
             var_of[n] = var
             if d.get("zero_init"):
                 special.append(f"nn.init.zeros_(self.{name}.weight)")
@@ -184,8 +162,8 @@ class _Emitter:
         fwd.append(f"return {var_of[nodes[-1]]}")
         lines = ["def __init__(self, in_channels, width, out_channels, stride=1):",
                  "    super().__init__()"]
-        if self.uses_pad and any(g.nodes[n]["op"] == "pad" for n in nodes):
-            lines += ["    self.out_channels = out_channels", "    self.stride = stride"]
+        keeps = dict.fromkeys(arg for n in nodes for arg in OPS[g.nodes[n]["op"]].keeps)
+        lines += [f"    self.{arg} = {arg}" for arg in keeps]
         lines += [f"    {ln}" for ln in init_lines]
         if special:
             lines += ["", "def init_unit_parameters(self):",
@@ -253,7 +231,6 @@ class _Emitter:
         stage_runs: list[list[tuple[str, tuple]]] = [[] for _ in g.graph["stages"]]
         taken: set[str] = set()
         for (stage, _unit), nodes in self.unit_nodes().items():
-            self.uses_pad = self.uses_pad or any(g.nodes[n]["op"] == "pad" for n in nodes)
             body = self.unit_body(nodes)
             if body not in self.classes:
                 cname = self.class_name(nodes, taken)
@@ -266,11 +243,10 @@ class _Emitter:
         out += [f"SPEC = {py_str(net.spec.path)}", f"INPUT_SHAPE = {_lit(tuple(net.input_shape))}",
                 f"OUTPUT_SHAPE = {_lit(tuple(net.output_shape))}", f"PARAMS = {_lit(net.params)}",
                 f"MACS = {_lit(net.macs)}", f"LAYERS = {_lit(net.layers)}", "", ""]
-        if self.uses_pad:
-            out += ["def shortcut_pad(x, out_channels, stride):",
-                    "    \"\"\"Option A shortcut: subsample by the stride, then append zero channels.\"\"\"",
-                    "    if stride > 1:", "        x = x[:, :, ::stride, ::stride]",
-                    "    return F.pad(x, (0, 0, 0, 0, 0, out_channels - x.shape[1]))", "", ""]
+        used = {d["op"] for _, d in g.nodes(data=True)}
+        for op in OPS.values():
+            if op.helper and op.kind in used:
+                out += [*op.helper, "", ""]
         for body, cname in self.classes.items():
             out.append(f"class {cname}(nn.Module):")
             out.append(f"    \"\"\"{self.class_docs[cname]}\"\"\"")
@@ -314,22 +290,16 @@ class _Emitter:
                 continue
             d = g.nodes[n]
             expr = _module_expr(d)
-            if n == "conv1":
-                expr = expr.replace(f"nn.Conv2d({_lit(d['in_channels'])},", "nn.Conv2d(in_channels,", 1)
-            if d["op"] == "fc":
-                expr = f"nn.Linear({_lit(d['in_features'])}, num_classes)"
             if expr is not None:
                 init.append(f"self.{n} = {expr}")
                 fwd.append(f"x = self.{n}(x)")
-                if d["op"] == "global_avgpool":
-                    fwd.append("x = torch.flatten(x, 1)")
-            elif d["op"] == "relu":
-                fwd.append("x = F.relu(x, inplace=True)")
+                if OPS[d["op"]].then:
+                    fwd.append(f"x = {OPS[d['op']].then.format('x')}")
             else:
-                raise AssertionError(f"no Python form for top-level op {d['op']}")
-        params = f"in_channels={_lit(self.net.input_shape[0])}"
-        if "fc" in g:
-            params += f", num_classes={_lit(g.nodes['fc']['out_features'])}"
+                fwd.append(f"x = {_call_expr(d, ['x'], inplace=True)}")
+        # the Network's arguments: the numbers its stem and head take from it (`sym`: in_channels, num_classes)
+        args = {role: g.nodes[n][key] for n in stem + head for key, role in g.nodes[n].get("sym", {}).items()}
+        params = ", ".join(f"{role}={_lit(v)}" for role, v in args.items())
         lines = ["class Network(nn.Module):",
                  f"    \"\"\"{py_doc(self.net.name)}: {len(stage_runs)} stages, {self.net.layers} layers.\"\"\"", "",
                  f"    def __init__(self, {params}):", "        super().__init__()"]

@@ -1,0 +1,240 @@
+"""The op table: one record per IR op kind, holding everything each pass and backend needs to know about it.
+
+The shape pass, the cost pass, the IR dump, the drawings and the PyTorch emitter are loops over ``OPS``; a new
+op kind is one ``Op`` record here (and the lowering that places it), nothing else. Compiling never imports
+torch: the PyTorch side of a record is source text.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import SpecError
+
+# which input port of an `add` each edge feeds (GraphBuilder numbers a node's inputs in the order given)
+PORT_RESIDUAL, PORT_SHORTCUT, PORT_GATE = 0, 1, 2
+
+
+def shape_text(shape) -> str:
+    """'64x56x56' for a shape tuple; '?' before the shape pass has run."""
+    return "x".join(str(s) for s in shape) if shape is not None else "?"
+
+
+def where(d: dict) -> str:
+    """Where a node sits, in words for error messages: 'stage 2, unit 1', 'the stem', 'the head'."""
+    if "stage" in d:
+        return f"stage {d['stage']}, unit {d['unit'] + 1}"
+    return {"stem": "the stem", "head": "the head"}.get(d.get("group"), "the network")
+
+
+def out_size(n: int, k: int, stride: int, pad: int) -> int:
+    """Output size of a convolution or pooling window along one axis, as PyTorch computes it (nn.Conv2d,
+    nn.MaxPool2d, nn.AvgPool2d without ceil_mode): floor((n + 2 * pad - k) / stride) + 1. A stride that does not
+    divide n is no error: the windows that do not fit are dropped, as in PyTorch."""
+    return (n + 2 * pad - k) // stride + 1
+
+
+_HINTS = {"stem": "use a larger input, or a smaller kernel or stride in the stem"}
+
+
+def _spatial(d: dict, h: int, w: int) -> tuple[int, int]:
+    """(H, W) after the node's window; a map that vanishes (size < 1) is the only size error."""
+    k, s, pad = d["kernel"], d["stride"], d["padding"]
+    oh, ow = out_size(h, k[0], s, pad[0]), out_size(w, k[1], s, pad[1])
+    if oh < 1 or ow < 1:
+        raise SpecError(f"the feature map shrinks to nothing in {where(d)}: the {h}x{w} map padded by {pad[0]} "
+                        f"is smaller than the {k[0]}x{k[1]}/{s} window", d["span"],
+                        hint=_HINTS.get(d.get("group"),
+                                        "use a larger input, fewer downsampling stages or smaller strides"))
+    return oh, ow
+
+
+def _window(d: dict) -> str:
+    """'3x3/2' for a conv or pool window; the padding is named only where it is not the centred k // 2 (an even
+    window, docs/language.md "Feature-map sizes")."""
+    kh, kw = d["kernel"]
+    pad = d["padding"][0]
+    return f"{kh}x{kw}/{d['stride']}" + (f" pad {pad}" if pad != kh // 2 else "")
+
+
+def _by_stride(d: dict) -> str:
+    """', /2' in a drawing label where the op downsamples."""
+    return f", /{d['stride']}" if d["stride"] > 1 else ""
+
+
+# ---- shape rules: (node attributes, input shapes) -> output shape --------------------------------------------
+
+def _same(d: dict, ins: list) -> tuple:
+    return ins[0]
+
+
+def _conv_shape(d: dict, ins: list) -> tuple:
+    c, h, w = ins[0]
+    if c != d["in_channels"]:
+        raise SpecError(f"channel mismatch in {where(d)}: the convolution expects {d['in_channels']} "
+                        f"channels, its input has {c}", d["span"])
+    return (d["out_channels"], *_spatial(d, h, w))
+
+
+def _pool_shape(d: dict, ins: list) -> tuple:
+    c, h, w = ins[0]
+    return (c, *_spatial(d, h, w))
+
+
+def _pad_shape(d: dict, ins: list) -> tuple:
+    c, h, w = ins[0]
+    if d["out_channels"] < c:
+        raise SpecError(f"shortcut A cannot shrink channels ({c} -> {d['out_channels']}) in {where(d)}",
+                        d["span"], hint="option A only zero-pads; use 'shortcut B' to project down")
+    s = d["stride"]  # x[:, :, ::s, ::s] keeps ceil(H / s) rows, as many as a centred odd window gives
+    return (d["out_channels"], -(-h // s), -(-w // s))
+
+
+def _bn_shape(d: dict, ins: list) -> tuple:
+    if ins[0][0] != d["channels"]:
+        raise SpecError(f"channel mismatch in {where(d)}: batch norm over {d['channels']} channels "
+                        f"gets {ins[0][0]}", d["span"])
+    return ins[0]
+
+
+def _add_shape(d: dict, ins: list) -> tuple:
+    res, short = ins[PORT_RESIDUAL], ins[PORT_SHORTCUT]
+    if res != short:
+        origin = d.get("origin")
+        raise SpecError(f"shape mismatch at the addition in {where(d)}: the residual path gives "
+                        f"{shape_text(res)}, the shortcut gives {shape_text(short)}", d["span"],
+                        hint="an identity shortcut cannot change shape; use 'shortcut A' (zero-pad) or "
+                             "'shortcut B' (projection) where the shape changes"
+                             + (f" (shortcut set at line {origin.line})" if origin else ""))
+    if len(ins) > PORT_GATE and ins[PORT_GATE] != res:
+        raise SpecError(f"gate shape {shape_text(ins[PORT_GATE])} does not match {shape_text(res)} in {where(d)}",
+                        d["span"])
+    return res
+
+
+def _fc_shape(d: dict, ins: list) -> tuple:
+    if ins[0] != (d["in_features"],):
+        raise SpecError(f"the fc layer expects {d['in_features']} features, gets {shape_text(ins[0])}", d["span"])
+    return (d["out_features"],)
+
+
+# ---- costs: a shaped node -> (params, MACs); weights and BN affine terms count, MACs only for conv and fc -----
+
+def _free(d: dict) -> tuple[int, int]:
+    return 0, 0
+
+
+def _conv_cost(d: dict) -> tuple[int, int]:
+    kh, kw = d["kernel"]
+    weights = kh * kw * d["in_channels"] * d["out_channels"]
+    _, oh, ow = d["shape"]
+    return weights + (d["out_channels"] if d.get("bias") else 0), weights * oh * ow
+
+
+def _fc_cost(d: dict) -> tuple[int, int]:
+    weights = d["in_features"] * d["out_features"]
+    return weights + (d["out_features"] if d.get("bias") else 0), weights
+
+
+# ---- words: the IR dump's description and the drawings' label ----------------------------------------------
+
+def _conv_label(d: dict) -> str:
+    k = d["kernel"][0]
+    label = f"{k}x{k} conv, {d['out_channels']}{_by_stride(d)}"
+    return f"gate: {label} + bias ({d['bias_init']:g})" if d.get("path") == "gate" else label
+
+
+def _pool_label(d: dict) -> str:
+    k = d["kernel"][0]
+    return f"{k}x{k} {'max' if d['op'] == 'maxpool' else 'avg'} pool, /{d['stride']}"
+
+
+GATE_FORMULAS = {"exclusive": "g·F + (1-g)·h", "shortcut-only": "F + (1-g)·h"}  # [I] Fig. 2(c), (d)
+
+# ---- PyTorch: a module's constructor, or a functional expression over the input variables --------------------
+
+
+def _conv_module(d: dict, num: Callable[[str], str]) -> str:
+    args = f"{num('in_channels')}, {num('out_channels')}, kernel_size={num('kernel')}"
+    if num("stride") != "1":
+        args += f", stride={num('stride')}"
+    if d["padding"][0]:
+        args += f", padding={num('padding')}"
+    return f"nn.Conv2d({args}, bias={'True' if d.get('bias') else 'False'})"
+
+
+def _pool_module(d: dict, num: Callable[[str], str]) -> str:
+    cls = "nn.MaxPool2d" if d["op"] == "maxpool" else "nn.AvgPool2d"
+    return f"{cls}(kernel_size={num('kernel')}, stride={num('stride')}, padding={num('padding')})"
+
+
+def _add_call(d: dict, ins: list[str], num, inplace: bool) -> str:
+    r, s = ins[PORT_RESIDUAL], ins[PORT_SHORTCUT]
+    if d.get("gate") == "exclusive":
+        return f"{ins[PORT_GATE]} * {r} + (1 - {ins[PORT_GATE]}) * {s}"
+    if d.get("gate") == "shortcut-only":
+        return f"{r} + (1 - {ins[PORT_GATE]}) * {s}"
+    return f"{r} + {s}"
+
+
+# Option A's zero-padding shortcut as a function of the emitted file (its unit keeps out_channels and stride)
+SHORTCUT_PAD_SOURCE = (
+    "def shortcut_pad(x, out_channels, stride):",
+    "    \"\"\"Option A shortcut: subsample by the stride, then append zero channels.\"\"\"",
+    "    if stride > 1:", "        x = x[:, :, ::stride, ::stride]",
+    "    return F.pad(x, (0, 0, 0, 0, 0, out_channels - x.shape[1]))",
+)
+
+
+@dataclass(frozen=True)
+class Op:
+    """Everything resdsl knows about one kind of IR node."""
+
+    kind: str
+    shape: Callable[[dict, list], tuple]  # output shape from the input shapes; SpecError where impossible
+    label: Callable[[dict], str]  # in the drawings, in the papers' notation ("3x3 conv, 64, /2")
+    describe: Callable[[dict], str] = lambda d: ""  # after the op's name in the IR dump ("3x3/2 64->128")
+    cost: Callable[[dict], tuple[int, int]] = _free  # (params, MACs)
+    look: tuple[str, str] | None = None  # (colour group, word) in the drawings and their legend
+    # PyTorch, as source text. `num(key)` writes the number d[key] as code: the constructor argument it comes from
+    # (the node's `sym` roles) or a literal; a square window's (k, k) is written as k
+    module: Callable | None = None  # (attrs, num) -> the nn.Module constructor
+    call: Callable | None = None  # (attrs, input variables, num, in place?) -> a functional forward expression
+    then: str | None = None  # applied to the module's output in forward ("torch.flatten({}, 1)")
+    helper: tuple[str, ...] = ()  # a function the emitted file defines once for this op
+    keeps: tuple[str, ...] = ()  # unit constructor arguments the op reads at run time (self.<arg>)
+
+
+_OP_LIST = [  # in legend order: the legend names each colour group's ops in this order
+    Op("conv", _conv_shape, _conv_label, cost=_conv_cost, look=("conv", "conv"), module=_conv_module,
+       describe=lambda d: f"{_window(d)} {d['in_channels']}->{d['out_channels']}" + (" +bias" if d.get("bias")
+                                                                                      else "")),
+    Op("bn", _bn_shape, lambda d: "BN" + (" (γ=0)" if d.get("zero_init") else ""), look=("bn", "BN"),
+       cost=lambda d: (2 * d["channels"], 0), module=lambda d, num: f"nn.BatchNorm2d({num('channels')})",
+       describe=lambda d: f"{d['channels']}" + (" zero-init" if d.get("zero_init") else "")),
+    Op("relu", _same, lambda d: "ReLU", look=("relu", "ReLU"),
+       call=lambda d, ins, num, inplace: f"F.relu({ins[0]}{', inplace=True' if inplace else ''})"),
+    Op("add", _add_shape, lambda d: GATE_FORMULAS.get(d.get("gate"), "+"), look=("add", "addition"),
+       call=_add_call, describe=lambda d: d.get("gate") or ""),
+    Op("maxpool", _pool_shape, _pool_label, look=("pool", "max pool"), module=_pool_module, describe=_window),
+    Op("avgpool", _pool_shape, _pool_label, look=("pool", "avg pool"), module=_pool_module, describe=_window),
+    Op("global_avgpool", lambda d, ins: (ins[0][0],), lambda d: "global avg pool", look=("pool", "global avg pool"),
+       module=lambda d, num: "nn.AdaptiveAvgPool2d(1)", then="torch.flatten({}, 1)"),
+    Op("fc", _fc_shape, lambda d: f"fc {d['out_features']}", cost=_fc_cost, look=("fc", "fc"),
+       module=lambda d, num: f"nn.Linear({num('in_features')}, {num('out_features')})",
+       describe=lambda d: f"{d['in_features']}->{d['out_features']}"),
+    Op("pad", _pad_shape, lambda d: f"zero-pad to {d['out_channels']}{_by_stride(d)}",
+       look=("shortcut op", "zero-pad"), helper=SHORTCUT_PAD_SOURCE, keeps=("out_channels", "stride"),
+       call=lambda d, ins, num, inplace: f"shortcut_pad({ins[0]}, self.out_channels, self.stride)",
+       describe=lambda d: f"/{d['stride']} {d['in_channels']}->{d['out_channels']}"),
+    Op("scale", _same, lambda d: f"x {d['factor']:g}", look=("shortcut op", "scale"),
+       call=lambda d, ins, num, inplace: f"{ins[0]} * {num('factor')}", describe=lambda d: f"x{d['factor']:g}"),
+    Op("dropout", _same, lambda d: f"dropout {d['p']:g}", look=("shortcut op", "dropout"),
+       module=lambda d, num: f"nn.Dropout(p={num('p')})", describe=lambda d: f"p={d['p']:g}"),
+    Op("sigmoid", _same, lambda d: "sigmoid g(x)", look=("gate", "gate sigmoid"),
+       call=lambda d, ins, num, inplace: f"torch.sigmoid({ins[0]})"),
+    Op("input", lambda d, ins: d["shape_declared"], lambda d: f"input {shape_text(d['shape'])}"),
+    Op("output", _same, lambda d: f"output {shape_text(d['shape'])}"),
+]
+OPS: dict[str, Op] = {op.kind: op for op in _OP_LIST}
+
