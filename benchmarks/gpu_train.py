@@ -22,9 +22,10 @@ meaningless, --record refuses them). What cannot run is reported as "not measure
         exit) + (64000 - iterations) * t + (137 - evaluations) * c, 137 being the evaluations and checkpoints
         of a default 64k run (one per epoch). Run folders are on /dev/shm when it has 4 GiB free: a disk's fsync
         stalls would blur single intervals (so c holds no disk time). A short warm-up run goes first.
- seeds  `resdsl train resnet20 --seeds 0-4` (fp32, default loop) beside one run of the same length, each seed
+ seeds  `resdsl train resnet20 --seeds 0-4` (fp32, default loop), once with --seed-runs processes and once with
+        --seed-runs threads (one process, a CUDA stream per run), beside one run of the same length, each seed
         timed as above while all five share the GPU; the five-seed 64k estimate is the whole command's wall time
-        plus the extrapolation of its slowest seed.
+        plus the extrapolation of its slowest seed; the goal takes the faster way.
  jpeg   ResNet-50 (`resnet50`, [R]'s v1) from an ImageNet-layout folder of generated JPEGs (make_jpeg_folder.py:
         --jpegs (20,000) train + 1,000 val images, 500x375, ~100 KB, made once into --jpeg-dir) via `resdsl train
         resnet50 --data FOLDER --workers N --amp bf16 --channels-last` (batch 256, the recipe's scale/crop 224/
@@ -193,16 +194,24 @@ def part_seeds(args, res: dict) -> list[str]:
         wall, out, iters = train("resnet20", args, "seeds-one", every, fmnist(args))
         res["seeds-one"] = one = measure(out, wall, iters)
         lines.append(f"| one (seed 0) | {iters} | {wall:.1f} | {one['est'] / 60:.2f} |")
-        wall, out, iters = train("resnet20", args, "seeds-five", every, fmnist(args), seeds=5)
-        per = [measure(out / f"seed-{s}", wall, iters) for s in range(5)]
-        res["seeds-five"] = five = {"wall": wall, "est": max(m["est"] for m in per), "t": [m["t"] for m in per]}
-        lines.append(f"| five at once (seeds 0-4) | {iters} | {wall:.1f} | {five['est'] / 60:.2f} |")
-        lines.append(f"\nSharing the device, a seed's iteration took {min(five['t']) * 1e3:.2f}-"
-                     f"{max(five['t']) * 1e3:.2f} ms (alone: {one['t'] * 1e3:.2f} ms); five at once took "
-                     f"{wall / one['wall']:.2f}x one run's wall time, {five['est'] / one['est']:.2f}x at 64k.")
+        notes = []
+        for how in ("processes", "threads"):
+            wall, out, iters = train("resnet20", args, f"seeds-five-{how}", every,
+                                     fmnist(args) + ["--seed-runs", how], seeds=5)
+            per = [measure(out / f"seed-{s}", wall, iters) for s in range(5)]
+            five = {"wall": wall, "est": max(m["est"] for m in per), "t": [m["t"] for m in per], "how": how}
+            if not isinstance(res.get("seeds-five"), dict) or five["est"] < res["seeds-five"]["est"]:
+                res["seeds-five"] = five  # the goal is met by the faster way
+            lines.append(f"| five at once (seeds 0-4), `--seed-runs {how}` | {iters} | {wall:.1f} | "
+                         f"{five['est'] / 60:.2f} |")
+            notes.append(f"With `--seed-runs {how}` a seed's iteration took {min(five['t']) * 1e3:.2f}-"
+                         f"{max(five['t']) * 1e3:.2f} ms (alone: {one['t'] * 1e3:.2f} ms); five at once took "
+                         f"{wall / one['wall']:.2f}x one run's wall time, {five['est'] / one['est']:.2f}x at 64k.")
+        lines.append("\n" + "\n".join(notes))
     except NotMeasured as exc:
         res.setdefault("seeds-one", str(exc))
-        res["seeds-five"] = str(exc)
+        if not isinstance(res.get("seeds-five"), dict):
+            res["seeds-five"] = str(exc)
         lines.append(f"| not measured: {exc} | | | |")
     return lines
 

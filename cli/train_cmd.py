@@ -62,11 +62,14 @@ def _table_options(fn):
 @click.command("train", epilog=TRAIN_EXAMPLES)
 @click.argument("spec", required=False)
 @_table_options
+@click.option("--seed-runs", type=click.Choice(["processes", "threads"]), default="processes", show_default=True,
+              help="with --seeds: one process per run, or one thread per run in one process, each on its own CUDA "
+                   "stream (processes on one GPU take turns on it; streams of one process can share it)")
 @click.option("--set", "settings", multiple=True, metavar="FIELD=VALUE",
               help="override any recipe field, written as in a spec's recipe block and checked like one, e.g. "
                    "--set momentum=0.95 or --set 'schedule=step 100, 150' (repeat for several).")
 @guard
-def train_cmd(spec, settings, **values) -> None:
+def train_cmd(spec, settings, seed_runs, **values) -> None:
     """Train SPEC (a file or a packaged spec's name) with its recipe, or continue a run with --resume."""
     if spec is None and not values["resume"]:
         raise click.UsageError("give a SPEC to train (or --resume RUNDIR)")
@@ -75,9 +78,11 @@ def train_cmd(spec, settings, **values) -> None:
     given = spec
     spec = spec or _spec_of_run(values["resume"])
     if values["seeds"]:
-        sys.exit(_launch_seeds(spec, given, values, settings))
+        sys.exit(_launch_seeds(spec, given, values, settings, seed_runs))
     if values["parallel"]:
         raise click.UsageError("--parallel goes with --seeds")
+    if seed_runs != "processes":
+        raise click.UsageError("--seed-runs goes with --seeds")
     if values["nproc"] and "RANK" not in os.environ:
         sys.exit(_launch_processes(spec, given, values, settings))
     _run_training(spec, values, list(settings))
@@ -128,7 +133,7 @@ def _launch_processes(spec: str, given, values: dict, settings) -> int:
     return relaunch_with_torchrun(nproc, ["-m", "resdsl_cli.main", "train", *_as_args(given, values, settings)])
 
 
-def _launch_seeds(spec: str, given, values: dict, settings) -> int:
+def _launch_seeds(spec: str, given, values: dict, settings, seed_runs: str) -> int:
     """--seeds: one run per seed, each the run `--seed N --out OUT/seed-N` alone makes, side by side."""
     import datetime as dt
 
@@ -144,11 +149,34 @@ def _launch_seeds(spec: str, given, values: dict, settings) -> int:
     out = values["out"] or default_path("runs", net.name, dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
     click.echo(f"{len(values['seeds'])} runs of {net.name}, seeds {', '.join(map(str, values['seeds']))}, in {out}")
 
+    if seed_runs == "threads":
+        return _seeds_in_threads(net, given or spec, out, values, settings)
+
     def command_for(seed: int, folder: str) -> list[str]:
         args = _as_args(given or spec, dict(values, seed=seed, out=folder, quiet=True), settings)
         return [sys.executable, "-m", "resdsl_cli.main", "train", *args]
 
     return run_seeds(values["seeds"], out, command_for, gpus=_gpus(values["device"]), parallel=values["parallel"])
+
+
+def _seeds_in_threads(net, spec: str, out: str, values: dict, settings) -> int:
+    """--seed-runs threads: every seed's run in a thread of this process, on its own CUDA stream."""
+    import torch
+
+    from resdsl.backends.torch_module import build_model
+    from resdsl.train.loop import stop_all
+    from resdsl.train.seeds import run_in_threads
+
+    if values["parallel"]:
+        raise click.UsageError("--parallel goes with --seed-runs processes (threads run every seed at once)")
+    if any(isinstance(m, torch.nn.modules.dropout._DropoutNd) for m in build_model(net).modules()):
+        raise click.UsageError("this network has dropout, which draws from torch's generator while it trains; "
+                               "runs in threads of one process would share it, so use --seed-runs processes")
+
+    def train_one(seed: int, folder: str) -> int:
+        return _train_once(spec, dict(values, seed=seed, out=folder, quiet=True), list(settings))
+
+    return run_in_threads(values["seeds"], out, train_one, stop_all, cuda=_gpus(values["device"]) > 0)
 
 
 def _gpus(device: str) -> int:
@@ -194,6 +222,13 @@ def _model_fn(net):
 
 
 def _run_training(spec: str, values: dict, settings: list[str]) -> None:
+    code = _train_once(spec, values, settings)
+    if code:
+        sys.exit(code)
+
+
+def _train_once(spec: str, values: dict, settings: list[str]) -> int:
+    """One run; its exit status (0, 1 for an error, 130 for a stop), the error said on stderr."""
     from resdsl import __version__
     from resdsl.errors import Span, SpecError
     from resdsl.pipeline import compile_spec
@@ -211,11 +246,12 @@ def _run_training(spec: str, values: dict, settings: list[str]) -> None:
                          "spec_hash": spec_hash(net), "set": settings, "network": net.name, "resdsl": __version__,
                          "git_commit": git_commit(), "params": net.params, "macs": net.macs}
     result, failure = run_with_errors(train, _model_fn(net), recipe, opts)
-    if failure:
-        message, code = failure
-        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike; one message is enough
-            click.echo(f"resdsl: {'stopped' if code == 130 else 'error'}: {message}", err=True)
-        sys.exit(code)
+    if not failure:
+        return 0
+    message, code = failure
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike; one message is enough
+        click.echo(f"resdsl: {'stopped' if code == 130 else 'error'}: {message}", err=True)
+    return code
 
 
 @click.command("eval", epilog=EVAL_EXAMPLES)

@@ -38,10 +38,16 @@ def test_seeds_equal_single_runs(tmp_path):
     r = resdsl(*BASE, "--iters", "6", "--eval-every", "3", "--seeds", "0-2", "--out", str(tmp_path / "multi"))
     assert r.returncode == 0, r.stderr
     assert "done: 3 runs (seeds 0, 1, 2)" in r.stdout and "[seed 2] done: 6 iterations" in r.stdout
+    # the same runs as threads of one process (on a GPU each on its own CUDA stream)
+    r = resdsl(*BASE, "--iters", "6", "--eval-every", "3", "--seeds", "0-2", "--seed-runs", "threads", "--out",
+               str(tmp_path / "threads"))
+    assert r.returncode == 0, r.stderr
+    assert "done: 3 runs (seeds 0, 1, 2)" in r.stdout and "[seed 1] done: 6 iterations" in r.stdout
     for seed in (0, 1, 2):
         single = tmp_path / f"single-{seed}"
         resdsl(*BASE, "--iters", "6", "--eval-every", "3", "--seed", str(seed), "--out", str(single), check=True)
         _same_run(tmp_path / "multi" / f"seed-{seed}", single)
+        _same_run(tmp_path / "threads" / f"seed-{seed}", single)
         assert json.loads((single / "config.json").read_text())["seed"] == seed
     assert not torch.equal(_weights(tmp_path / "single-0")["fc.weight"], _weights(tmp_path / "single-1")["fc.weight"])
 
@@ -72,11 +78,36 @@ def test_one_seed_of_a_killed_multi_seed_run_resumes_exactly(tmp_path):
     _same_run(multi / "seed-1", single)
 
 
+def test_threads_stop_on_sigterm_and_each_seed_resumes_exactly(tmp_path):
+    """SIGTERM to a --seed-runs threads process: every run checkpoints and stops (exit 130); a resumed seed ends as
+    the uninterrupted run of that seed does."""
+    multi = tmp_path / "multi"
+    args = [*BASE, "--iters", "40", "--eval-every", "20", "--checkpoint-every", "5"]
+    proc = subprocess.Popen([sys.executable, "-m", "resdsl_cli.main", *args, "--seeds", "0,1", "--seed-runs",
+                             "threads", "--out", str(multi)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not (multi / "seed-0" / "checkpoint.pt").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 130, err
+    assert "[seed 0] resdsl: stopped: SIGTERM received" in err and "[seed 1] resdsl: stopped" in err
+    for seed in (0, 1):
+        assert torch.load(multi / f"seed-{seed}" / "checkpoint.pt", weights_only=True)["state"]["iter"] < 40
+    resdsl("train", "--resume", str(multi / "seed-0"), "--quiet", check=True)
+    single = tmp_path / "single"
+    resdsl(*args, "--seed", "0", "--out", str(single), check=True)
+    _same_run(multi / "seed-0", single)
+
+
 @pytest.mark.parametrize("args,fragment", [
     (["--seeds", "0,1", "--seed", "3"], "does not go with --seed"),
     (["--seeds", "0,0"], "given twice"),
     (["--seeds", "3-1"], "runs backwards"),
     (["--parallel", "2"], "--parallel goes with --seeds"),
+    (["--seed-runs", "threads"], "--seed-runs goes with --seeds"),
+    (["--seeds", "0,1", "--seed-runs", "threads", "--parallel", "1"], "--parallel goes with --seed-runs processes"),
 ])
 def test_bad_seed_lists(args, fragment, tmp_path):
     r = resdsl(*BASE, "--iters", "2", "--out", str(tmp_path / "x"), *args)

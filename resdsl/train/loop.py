@@ -11,6 +11,7 @@ import os
 import platform
 import signal
 import sys
+import threading
 import time
 from dataclasses import asdict
 from typing import Callable
@@ -68,14 +69,29 @@ def _check_seed(seed: int) -> int:
     return seed
 
 
+_SIGNALLED: list[str] = []  # runs in threads of one process (--seed-runs threads): the signal the process got
+
+
+def stop_all(name: str) -> None:
+    """Ask every run of this process to checkpoint and stop after its current iteration (for ``name``, a signal's
+    name): how the main thread passes a signal on to runs in other threads, which cannot take signals."""
+    _SIGNALLED.append(name)
+
+
 class _Stop:
-    """Turns SIGINT/SIGTERM into a flag the loop checks after each iteration."""
+    """Turns SIGINT/SIGTERM (or :func:`stop_all`) into a flag the loop checks after each iteration."""
 
     def __init__(self):
-        self.requested = None
+        self._own = None
         self._old = {}
 
+    @property
+    def requested(self) -> str | None:
+        return self._own or (_SIGNALLED[-1] if _SIGNALLED else None)
+
     def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            _SIGNALLED.clear()  # a signal meant for earlier runs of this process is not this run's
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._old[sig] = signal.signal(sig, self._handle)
@@ -84,7 +100,7 @@ class _Stop:
         return self
 
     def _handle(self, signum, frame):
-        self.requested = signal.Signals(signum).name
+        self._own = signal.Signals(signum).name
 
     def __exit__(self, *exc):
         for sig, old in self._old.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -285,12 +286,18 @@ def _model_on(model, opts: RunOptions, device, world: int):
     return model
 
 
+# runs in threads of one process (--seed-runs threads) share torch's global generator: one seeds it and draws its
+# initial weights at a time
+_SEEDING = threading.Lock()
+
+
 def prepare(model_fn: Callable, recipe: dict, opts: RunOptions, rank: int = 0, world: int = 1) -> Session:
     """Device, data, model, schedule and optimizer of a run, in the order that makes it reproducible."""
     device, amp_dtype = setup_device(opts, world)
     data = load_data(recipe, opts)
-    torch.manual_seed(opts.seed)
-    model = model_fn(data.shape, data.num_classes)
+    with _SEEDING:
+        torch.manual_seed(opts.seed)
+        model = model_fn(data.shape, data.num_classes)
     batch = recipe["batch"]
     if batch % world:
         raise TrainingError(f"the batch size {batch} does not split evenly over {world} processes")

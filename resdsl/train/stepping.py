@@ -16,12 +16,17 @@ not bitwise. A fast run stopped and resumed is the uninterrupted run bit for bit
 """
 from __future__ import annotations
 
+import threading
+
 import torch
 
 from .data import epoch_permutation
 from .steps import InMemoryBatches, Window, seed_for, set_lr, train_step
 
 WARMUP = 3  # eager iterations before the capture: cuDNN picks its algorithms, SGD makes its momentum buffers
+# runs in threads of one process (--seed-runs threads) capture one at a time; "thread_local" lets the other threads
+# go on launching work on their own streams meanwhile
+_CAPTURING = threading.Lock()
 
 
 def why_eager(s) -> str | None:
@@ -159,7 +164,7 @@ class GraphSteps:
         self.side.wait_stream(torch.cuda.current_stream())
         try:
             self.s.optimizer.zero_grad(set_to_none=True)
-            with torch.cuda.graph(graph, stream=self.side):
+            with _CAPTURING, torch.cuda.graph(graph, stream=self.side, capture_error_mode="thread_local"):
                 out = self._iteration()
         except RuntimeError as exc:  # nothing ran: the capture records kernels without executing them
             torch.cuda.synchronize()
