@@ -2,22 +2,23 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import syntax as ast
-from .errors import SpecError
+from .errors import Span, SpecError
 from .ir import GraphBuilder
 from .resolve import ResolvedSpec, stage_setting
+from .units import ORDERS, PATHS, SHORTCUT_KINDS, UNIT_KINDS, builds, plan_convs, projection_bn, signature
 
 MAX_CHANNELS = 1 << 16
 MAX_SPATIAL = 1 << 16
 MAX_UNITS = 5000
 MAX_CLASSES = 10_000_000
-PRE_ORDERS = ("preact", "relu-preact")
 # The stem's pooling module: torchvision's `maxpool` for a max pool. An average pool cannot be `avgpool`, the
 # head's global pool in torchvision (and here); it is `pool1`, the stem pool's name in [R]'s released Caffe
 # models. Pools hold no weights, so no state_dict key depends on either name.
 STEM_POOL_NAMES = {"max": "maxpool", "avg": "pool1"}
+STEM_NAMES = {"bn": "bn1", "relu": "relu"}  # torchvision's
 
 
 @dataclass
@@ -60,6 +61,7 @@ def lower(r: ResolvedSpec):
         recipe=r.recipe,
         files=list(r.files),
         stages=[],
+        units=[],  # one record per unit, in network order (units.py)
     )
     x = b.add("input", "input", [], inp.span, group="stem", shape_declared=shape)
     first_order = stage_setting(r, 1, "order").name
@@ -79,7 +81,7 @@ def lower(r: ResolvedSpec):
         for j in range(entry.units.value):
             ctx = _Ctx(first_unit=(i == 1 and j == 0), stem_activated=activated, init=init)
             stride = entry.stride.value if j == 0 else 1
-            x, ch = _build_unit(b, x, ch, f"layer{i}.{j}.", i, entry, stride, unit, order, shortcut, ctx)
+            x, ch = _build_unit(b, x, ch, i, j, entry, stride, unit, order.name, shortcut, ctx)
         last_order = order.name
     _build_head(b, x, ch, s["head"], last_order)
     return b.g
@@ -96,13 +98,14 @@ def _check_shortcut(sc: ast.Shortcut) -> None:
             raise SpecError(f"{what} must be a finite number", v.span)
     if sc.dropout is not None and not 0 <= sc.dropout.value < 1:
         raise SpecError(f"dropout probability must be in [0, 1), got {sc.dropout.value:g}", sc.dropout.span)
-    if sc.kind == "none":
+    kind = SHORTCUT_KINDS[sc.kind]
+    if kind.same is None and kind.changes is None:
         for v, word in ((sc.scale, "scale"), (sc.gate, "gate"), (sc.dropout, "dropout"),
                         (sc.projection_bn, "projection-bn")):
             if v is not None:
                 raise SpecError(f"'{word}' needs a shortcut, but this is 'shortcut none' (a plain net)", v.span,
                                 hint="use 'shortcut A' or 'shortcut B' to keep the shortcut and modify it")
-    if sc.kind in ("A", "identity") and sc.projection_bn is not None:
+    if not builds(kind, "projection") and sc.projection_bn is not None:
         raise SpecError(f"shortcut {sc.kind} has no projection, so 'projection-bn' means nothing here",
                         sc.projection_bn.span)
 
@@ -148,14 +151,12 @@ def _build_stem(b: GraphBuilder, x: str, stem: ast.Stem, in_ch: int, order: str)
     w = stem.width.value
     init = ast.Init(sp)
     x = _conv(b, "conv1", x, in_ch, w, k, stride, sp, "stem", init, main=True, sym={"in_channels": "in_channels"})
-    if pool is not None or order not in PRE_ORDERS:
-        x = b.add("bn1", "bn", [x], sp, group="stem", channels=w)
-        x = b.add("relu", "relu", [x], sp, group="stem")
-        activated = True
-    else:
-        if order == "relu-preact":
-            x = b.add("bn1", "bn", [x], sp, group="stem", channels=w)
-        activated = False
+    # the stem conv is followed by what follows a conv of F in the first stage's order ([I]: a pre-activation
+    # network leaves the activation to its first unit), except that a pool always pools an activated map
+    placed = ("bn", "relu") if pool is not None else ORDERS[order].after
+    for op in placed:
+        x = b.add(STEM_NAMES[op], op, [x], sp, group="stem", **({"channels": w} if op == "bn" else {}))
+    activated = "relu" in placed
     if pool is not None:
         kind, pk, ps = pool
         pad = window_padding(pk, ps)
@@ -164,122 +165,121 @@ def _build_stem(b: GraphBuilder, x: str, stem: ast.Stem, in_ch: int, order: str)
     return x, w, activated
 
 
-def _unit_convs(unit: ast.Unit, width: int, stride: int):
-    """(kernel, out_channels, stride, out_channels role, stride role) of each conv on the residual path.
+@dataclass
+class _Unit:
+    """One unit being lowered: where its nodes go and what each of them carries."""
 
-    The roles name the unit constructor argument each number comes from (see ``sym`` node attributes)."""
-    if unit.kind == "basic":
-        return [(3, width, stride, "width", "stride"), (3, width, 1, "width", None)]
-    if unit.kind == "single":
-        return [(3, width, stride, "width", "stride")]
-    e = unit.expansion.value if unit.expansion else 4
-    at = unit.stride_at.value if unit.stride_at else "1x1"
-    (s1, r1), (s3, r3) = ((stride, "stride"), (1, None)) if at == "1x1" else ((1, None), (stride, "stride"))
-    return [(1, width, s1, "width", r1), (3, width, s3, "width", r3), (1, width * e, 1, "out_channels", None)]
+    b: GraphBuilder
+    record: dict  # the unit record (see units.py), filled as the unit is built
+    span: Span
+    init: ast.Init
+    attrs: dict = field(default_factory=dict)  # group, stage, unit: on every node of the unit
+
+    def add(self, name: str, op: str, ins: list[str], span: Span | None = None, **kw) -> str:
+        """Append one node of this unit, named under its prefix ('layer2.0.' + name)."""
+        n = self.b.add(self.record["prefix"] + name, op, ins, span or self.span, **self.attrs, **kw)
+        self.record["nodes"].append(n)
+        return n
+
+    def conv(self, name: str, x: str, cin: int, cout: int, k: int, stride: int, span: Span | None = None,
+             **kw) -> str:
+        """Append a k x k convolution of this unit (He init, padding by window_padding)."""
+        pad = window_padding(k, stride)
+        return self.add(name, "conv", [x], span, in_channels=cin, out_channels=cout, kernel=(k, k), stride=stride,
+                        padding=(pad, pad), bias=kw.pop("bias", False), main=kw.pop("main", False),
+                        init=f"he-{self.init.fan}", **kw)
+
+    def norm_act(self, op: str, name: str, x: str, path: str, channels: int, role: str) -> str:
+        """Append a BN or ReLU that an order places; a BN's channels come from the unit argument `role`."""
+        if op == "bn":
+            return self.add(name, "bn", [x], path=path, channels=channels, sym={"channels": role})
+        return self.add(name, op, [x], path=path)
 
 
-def _build_unit(b, x, in_ch, p, stage, entry, stride, unit, order, sc, ctx):
-    """One residual unit: residual path, shortcut path, their merge, and the post-merge activation."""
-    sp = entry.span
-    group = f"layer{stage}"
-    convs = _unit_convs(unit, entry.width.value, stride)
-    out_ch = convs[-1][1]
-    extra_sym = {"in_channels": in_ch, "width": entry.width.value, "out_channels": out_ch, "stride": stride}
-    o = order.name
-    changes = stride != 1 or in_ch != out_ch
-    projection = sc.kind == "C" or (sc.kind == "B" and changes)
-    pad = sc.kind == "A" and changes
-    has_shortcut = sc.kind != "none"
-    extra = {"stage": stage, "unit": int(p.split(".")[1]), "unit_args": extra_sym, "unit_kind": unit.kind}
+_IO_SYM = {"in_channels": "in_channels", "out_channels": "out_channels", "stride": "stride"}
 
-    def add(name, op, ins, span=sp, **kw):
-        return b.add(p + name, op, ins, span, group=group, **extra, **kw)
 
-    # pre-activation placement ([I]: first unit activates before the split; projections take activated input)
+def _build_unit(b, x, in_ch, stage: int, index: int, entry, stride, unit, order_word, sc, ctx):
+    """One residual unit: residual path F, shortcut path h, their merge, the order's ops after it; its record."""
+    kind, order, shortcut = UNIT_KINDS[unit.kind], ORDERS[order_word], SHORTCUT_KINDS[sc.kind]
+    convs = plan_convs(kind, entry.width.value, stride, unit.expansion and unit.expansion.value,
+                       unit.stride_at and unit.stride_at.value)
+    out_ch = convs[-1].out_channels
+    path = shortcut.path(stride != 1 or in_ch != out_ch)
+    record = {"stage": stage, "index": index, "prefix": f"layer{stage}.{index}.", "kind": kind.word,
+              "order": order.word, "option": shortcut.word, "shortcut": path, "nodes": [], "modules": {},
+              "args": {"in_channels": in_ch, "width": entry.width.value, "out_channels": out_ch, "stride": stride}}
+    u = _Unit(b, record, entry.span, ctx.init, {"group": f"layer{stage}", "stage": stage, "unit": index})
+    # [I]: a pre-activation network's first unit (unless the stem already activated its output) and its projection
+    # units activate x once before it splits into the two paths; the shortcut then takes the activated x
+    skip_first = ctx.first_unit and ctx.stem_activated  # the stem's BN-ReLU already activated it
+    shared = order.pre and not skip_first and (ctx.first_unit or path == "projection")
+    skip_first = skip_first or shared
     split = x
-    pre_mode = None
-    if o in PRE_ORDERS:
-        if ctx.first_unit and ctx.stem_activated:
-            pre_mode = "none"
-        elif ctx.first_unit or projection:
-            pre_mode = "shared"
-        else:
-            pre_mode = "residual"
-        if pre_mode == "shared":
-            if o == "preact":
-                split = add("bn1", "bn", [split], path="shared", channels=in_ch, sym={"channels": "in_channels"})
-            split = add("relu1", "relu", [split], path="shared")
-
-    # residual path F
-    h = split
-    cin, cin_role = in_ch, "in_channels"
-    last_bn = None
-    for k, (kernel, cout, s, cout_role, s_role) in enumerate(convs, start=1):
-        if o in PRE_ORDERS and not (k == 1 and pre_mode in ("shared", "none")):
-            if o == "preact":
-                h = last_bn = add(f"bn{k}", "bn", [h], path="residual", channels=cin, sym={"channels": cin_role})
-            h = add(f"relu{k}", "relu", [h], path="residual")
-        sym = {"in_channels": cin_role, "out_channels": cout_role}
-        if s_role:
-            sym["stride"] = s_role
-        h = _conv(b, p + f"conv{k}", h, cin, cout, kernel, s, sp, group, ctx.init, main=True,
-                  path="residual", sym=sym, **extra)
-        last = k == len(convs)
-        if o == "relu-preact" or o in ("post", "relu-before-add") or (o == "bn-after-add" and not last):
-            h = last_bn = add(f"bn{k}", "bn", [h], path="residual", channels=cout, sym={"channels": cout_role})
-        if o in ("post", "bn-after-add") and not last:
-            h = add(f"relu{k}", "relu", [h], path="residual")
-        if o == "relu-before-add":
-            h = add(f"relu{k}", "relu", [h], path="residual")
-        cin, cin_role = cout, cout_role
-    if ctx.init.zero_last_bn and last_bn is not None:
-        b.g.nodes[last_bn]["zero_init"] = True
-    io_sym = {"in_channels": "in_channels", "out_channels": "out_channels", "stride": "stride"}
+    if shared:
+        for op in order.before:
+            split = u.norm_act(op, f"{op}1", split, "shared", in_ch, "in_channels")
+    h = _residual(u, split, in_ch, convs, order, skip_first)
     if sc.residual_scale is not None:
-        h = add("residual_scale", "scale", [h], span=sc.span, path="residual", factor=sc.residual_scale.value)
-
-    if not has_shortcut:
-        y = h
-    else:
-        # shortcut path h(x)
-        t = split
-        if pad:
-            t = add("shortcut_pad", "pad", [t], span=sp, path="shortcut", in_channels=in_ch, out_channels=out_ch,
-                    stride=stride, origin=sc.span, sym=io_sym)
-        elif projection:
-            t = _conv(b, p + "downsample.0", t, in_ch, out_ch, 1, stride, sp, group, ctx.init, path="shortcut",
-                      origin=sc.span, sym=io_sym, **extra)
-            proj_bn = sc.projection_bn.value if sc.projection_bn else o not in ("preact", "bn-after-add")
-            if proj_bn:
-                t = add("downsample.1", "bn", [t], path="shortcut", channels=out_ch, sym={"channels": "out_channels"})
-        if sc.dropout is not None:
-            t = add("shortcut_dropout", "dropout", [t], span=sc.span, path="shortcut", p=sc.dropout.value)
-        if sc.scale is not None:
-            t = add("shortcut_scale", "scale", [t], span=sc.span, path="shortcut", factor=sc.scale.value)
-        ins = [h, t]
-        gate_kind = None
-        if sc.gate is not None:
-            g = _conv(b, p + "gate", split, in_ch, out_ch, 1, stride, sc.gate.span, group, ctx.init, bias=True,
-                      path="gate", bias_init=sc.gate.bias.value, sym=io_sym, **extra)
-            g = add("gate_sigmoid", "sigmoid", [g], span=sc.gate.span, path="gate")
-            ins.append(g)
-            gate_kind = sc.gate.kind
-        y = add("add", "add", ins, path="merge", gate=gate_kind, origin=sc.span)
-
-    # after the merge
-    if o == "bn-after-add":
-        y = add("bn_out", "bn", [y], path="merge", channels=out_ch, sym={"channels": "out_channels"})
-    if o in ("post", "bn-after-add"):
-        y = add("relu_out", "relu", [y], path="merge")
+        h = u.add("residual_scale", "scale", [h], span=sc.span, path="residual", factor=sc.residual_scale.value)
+    y = h if path is None else _merge(u, h, split, in_ch, out_ch, stride, path, order, sc)
+    for op in order.after_add:
+        y = u.norm_act(op, f"{op}_out", y, "merge", out_ch, "out_channels")
+    record["signature"] = signature(b.g, record)
+    b.g.graph["units"].append(record)
     return y, out_ch
+
+
+def _residual(u: _Unit, x: str, in_ch: int, convs, order, skip_first: bool) -> str:
+    """F: each convolution with the order's ops placed before and after it; zero-init of F's last BN if asked."""
+    cin, cin_role, last_bn = in_ch, "in_channels", None
+    for k, c in enumerate(convs, start=1):
+        for op in () if k == 1 and skip_first else order.before:
+            x = u.norm_act(op, f"{op}{k}", x, "residual", cin, cin_role)
+            last_bn = x if op == "bn" else last_bn
+        sym = {"in_channels": cin_role, "out_channels": c.out_role, **({"stride": "stride"} if c.stride_role else {})}
+        x = u.conv(f"conv{k}", x, cin, c.out_channels, c.kernel, c.stride, main=True, path="residual", sym=sym)
+        for op in order.after_last if k == len(convs) else order.after:
+            x = u.norm_act(op, f"{op}{k}", x, "residual", c.out_channels, c.out_role)
+            last_bn = x if op == "bn" else last_bn
+        cin, cin_role = c.out_channels, c.out_role
+    if u.init.zero_last_bn and last_bn is not None:
+        u.b.g.nodes[last_bn]["zero_init"] = True
+    return x
+
+
+def _merge(u: _Unit, h: str, split: str, in_ch: int, out_ch: int, stride: int, path: str, order, sc) -> str:
+    """The shortcut h(x) ([I] Fig. 2's dropout, scaling and gating on it) and its addition to F."""
+    t = split
+    with_bn = sc.projection_bn.value if sc.projection_bn else projection_bn(order)
+    for name, op in PATHS[path].ops:
+        if op == "bn" and not with_bn:
+            continue
+        if op == "conv":
+            t = u.conv(name, t, in_ch, out_ch, 1, stride, path="shortcut", origin=sc.span, sym=_IO_SYM)
+        elif op == "bn":
+            t = u.add(name, "bn", [t], path="shortcut", channels=out_ch, sym={"channels": "out_channels"})
+        else:
+            t = u.add(name, op, [t], path="shortcut", in_channels=in_ch, out_channels=out_ch, stride=stride,
+                      origin=sc.span, sym=_IO_SYM)
+        if PATHS[path].module:
+            u.record["modules"].setdefault(PATHS[path].module, []).append(t)
+    if sc.dropout is not None:
+        t = u.add("shortcut_dropout", "dropout", [t], span=sc.span, path="shortcut", p=sc.dropout.value)
+    if sc.scale is not None:
+        t = u.add("shortcut_scale", "scale", [t], span=sc.span, path="shortcut", factor=sc.scale.value)
+    ins = [h, t]
+    if sc.gate is not None:
+        g = u.conv("gate", split, in_ch, out_ch, 1, stride, sc.gate.span, bias=True, path="gate",
+                   bias_init=sc.gate.bias.value, sym=_IO_SYM)
+        ins.append(u.add("gate_sigmoid", "sigmoid", [g], span=sc.gate.span, path="gate"))
+    return u.add("add", "add", ins, path="merge", gate=sc.gate.kind if sc.gate else None, origin=sc.span)
 
 
 def _build_head(b, x, ch, head: ast.Head, last_order: str) -> None:
     sp = head.span
-    if last_order == "preact":
-        x = b.add("final_bn", "bn", [x], sp, group="head", channels=ch)
-    if last_order in PRE_ORDERS:
-        x = b.add("final_relu", "relu", [x], sp, group="head")
+    for op in ORDERS[last_order].before:  # a pre-activation network activates its last unit's output here ([I])
+        x = b.add(f"final_{op}", op, [x], sp, group="head", **({"channels": ch} if op == "bn" else {}))
     x = b.add("avgpool", "global_avgpool", [x], sp, group="head")
     if head.classes is not None:
         _check_range(head.classes, 1, MAX_CLASSES, "number of classes")

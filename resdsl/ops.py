@@ -160,7 +160,7 @@ def _conv_module(d: dict, num: Callable[[str], str]) -> str:
         args += f", stride={num('stride')}"
     if d["padding"][0]:
         args += f", padding={num('padding')}"
-    return f"nn.Conv2d({args}, bias={'True' if d.get('bias') else 'False'})"
+    return f"nn.Conv2d({args}, bias={num('bias')})"
 
 
 def _pool_module(d: dict, num: Callable[[str], str]) -> str:

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 pytest.importorskip("torch")
 
 import resdsl  # noqa: E402
-from resdsl.backends.python_source import py_doc, py_ident, py_str, py_text  # noqa: E402
+from resdsl.backends.escape import py_doc, py_ident, py_str, py_text  # noqa: E402
 from resdsl.backends.trainer_folder import emit_trainer  # noqa: E402
 from resdsl_cli.main import main  # noqa: E402
 

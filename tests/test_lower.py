@@ -101,11 +101,30 @@ def test_option_a_pads_any_channel_increase():
 
 def test_option_b_c_and_none():
     b = compile_text(CIFAR20.replace("shortcut A", "shortcut B")).graph
-    assert [n for n in b if n.endswith("downsample.0")] == ["layer2.0.downsample.0", "layer3.0.downsample.0"]
+    projections = [u for u in b.graph["units"] if u["shortcut"] == "projection"]
+    assert [(u["stage"], u["index"]) for u in projections] == [(2, 0), (3, 0)]
+    assert projections[0]["modules"] == {"downsample": ["layer2.0.downsample.0", "layer2.0.downsample.1"]}
     c = compile_text(CIFAR20.replace("shortcut A", "shortcut C")).graph
-    assert sum(n.endswith("downsample.0") for n in c) == 9
+    assert [u["shortcut"] for u in c.graph["units"]] == ["projection"] * 9
     none = compile_text(CIFAR20.replace("shortcut A", "shortcut none")).graph
     assert not any(d["op"] == "add" for _, d in none.nodes(data=True))
+    assert {u["shortcut"] for u in none.graph["units"]} == {None}
+
+
+def test_unit_records():
+    """Lowering writes one record per unit; units built alike have one signature, whatever their numbers."""
+    g = resdsl.compile_spec("specs/resnet110_preact.res").graph
+    units = g.graph["units"]
+    assert len(units) == 54 and [u["index"] for u in units[:3]] == [0, 1, 2]
+    first, second, pad = units[0], units[1], units[18]
+    assert (first["stage"], first["kind"], first["order"], first["option"], first["shortcut"]) == \
+        (1, "basic", "preact", "A", "identity")
+    assert first["nodes"][0] == "layer1.0.bn1" and g.nodes[first["nodes"][0]]["path"] == "shared"
+    assert pad["shortcut"] == "zero-pad" and pad["args"] == {"in_channels": 16, "width": 32, "out_channels": 32,
+                                                              "stride": 2}
+    assert second["signature"] == units[19]["signature"] != pad["signature"]  # 16 or 32 wide: one kind
+    assert len({u["signature"] for u in units}) == 3
+    assert sum(len(u["nodes"]) for u in units) == sum(1 for _, d in g.nodes(data=True) if "stage" in d)
 
 
 def test_per_stage_override():

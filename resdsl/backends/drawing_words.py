@@ -1,5 +1,5 @@
-"""The papers' words for what the drawings show, read from the IR (node attributes and the stage records), never
-from generated class names: op labels, [I] Fig. 4's orders, [R] Table 1's unit notation, [R]'s shortcut options
+"""The papers' words for what the drawings show, read from the IR (node attributes, the stage and unit records),
+never from node or generated class names: op labels, [I] Fig. 4's orders, [R] Table 1's unit notation, [R]'s shortcut options
 and [I] Fig. 2's shortcut variants, and how each kind of shortcut line is drawn in every view."""
 from __future__ import annotations
 
@@ -7,17 +7,7 @@ import math
 from dataclasses import dataclass
 
 from ..ops import OPS, PORT_SHORTCUT
-
-# [I] Fig. 4 and Table 2, with the figure's letters
-ORDER_WORDS = {
-    "post": "(a) original",
-    "bn-after-add": "(b) BN after addition",
-    "relu-before-add": "(c) ReLU before addition",
-    "relu-preact": "(d) ReLU-only pre-activation",
-    "preact": "(e) full pre-activation",
-}
-# [R] Fig. 5 / Table 1 ("basic", "bottleneck") and [I] Table 3 ("ResNet-110 (1-layer skip)")
-UNIT_WORDS = {"basic": "basic", "bottleneck": "bottleneck", "single": "1-layer skip"}
+from ..units import ORDERS, UNIT_KINDS
 
 
 @dataclass(frozen=True)
@@ -38,7 +28,6 @@ LINES = {
     "zero-pad": Line("dotted", "zero-pad (A)", "zero-padding shortcut (option A)"),
     "projection": Line("dashed", "1x1 projection", "1x1 projection shortcut (option B/C)"),
 }
-LINE_OF_SHORTCUT_OP = {"conv": "projection", "pad": "zero-pad"}  # an op on the shortcut path -> its line
 # caption words of a unit's shortcut line; a projection is named by the stage's option ([R] B, or C = [I] Fig. 2(e))
 CAPTION_LINE_WORDS = {None: "plain net: no shortcut", "identity": "identity shortcut",
                       "zero-pad": "zero-padding shortcut (option A)"}
@@ -70,26 +59,15 @@ def op_label(d: dict) -> str:
 
 # ---- shortcuts -----------------------------------------------------------------------------------------
 
-def line_kind(g, nodes: list[str]) -> str | None:
-    """The LINES key of one unit's shortcut (None: a plain unit, no addition)."""
-    if not any(g.nodes[n]["op"] == "add" for n in nodes):
-        return None
-    for n in nodes:
-        d = g.nodes[n]
-        if d.get("path") == "shortcut" and d["op"] in LINE_OF_SHORTCUT_OP:
-            return LINE_OF_SHORTCUT_OP[d["op"]]
-    return "identity"
-
-
 def is_shortcut_edge(g, v: str, port: int) -> bool:
     """Whether the edge entering node v at this port is part of a shortcut path h(x)."""
     d = g.nodes[v]
     return d.get("path") == "shortcut" or (d["op"] == "add" and port == PORT_SHORTCUT)
 
 
-def _variant_hits(g, nodes: list[str]) -> list[tuple[str, str]]:
+def _variant_hits(g, unit: dict) -> list[tuple[str, str]]:
     """(family, words) of every VARIANTS record this unit matches, in VARIANTS order."""
-    hits = []
+    nodes, hits = unit["nodes"], []
     for op, path, family, say in VARIANTS:
         words = [say(g.nodes[n]) for n in nodes if g.nodes[n]["op"] == op and g.nodes[n].get("path") == path]
         if words and words[0]:
@@ -97,74 +75,72 @@ def _variant_hits(g, nodes: list[str]) -> list[tuple[str, str]]:
     return hits
 
 
-def variants(g, nodes: list[str]) -> list[str]:
+def variants(g, unit: dict) -> list[str]:
     """[I] Fig. 2's words for what changes this unit's shortcut or scales its F ("constant scaling 0.5", ...)."""
-    words = [w for _, w in _variant_hits(g, nodes)]
-    scales = [g.nodes[n]["factor"] for n in nodes if g.nodes[n]["op"] == "scale"]
+    words = [w for _, w in _variant_hits(g, unit)]
+    scales = [g.nodes[n]["factor"] for n in unit["nodes"] if g.nodes[n]["op"] == "scale"]
     if len(scales) == 2 and math.isclose(sum(scales), 1):  # shortcut x λ and F x (1-λ): [I]'s "frozen gating"
         words.append("frozen gating")
     return words
 
 
-def variant_families(g, nodes: list[str]) -> set[str]:
+def variant_families(g, unit: dict) -> set[str]:
     """Which of [I] Fig. 2's variant families (constant scaling, gating, dropout) this unit shows."""
-    return {family for family, _ in _variant_hits(g, nodes)}
+    return {family for family, _ in _variant_hits(g, unit)}
 
 
 # ---- unit captions -------------------------------------------------------------------------------------
 
-def unit_notation(g, nodes: list[str]) -> str:
+def unit_notation(g, unit: dict) -> str:
     """[R] Table 1 notation of one unit's residual path: [3x3, 64; 3x3, 64] or [1x1, 64; 3x3, 64; 1x1, 256]."""
-    convs = [g.nodes[n] for n in nodes if g.nodes[n]["op"] == "conv" and g.nodes[n].get("path") == "residual"]
+    convs = [g.nodes[n] for n in unit["nodes"] if g.nodes[n]["op"] == "conv" and g.nodes[n].get("path") == "residual"]
     return "[" + "; ".join(f"{d['kernel'][0]}x{d['kernel'][0]}, {d['out_channels']}" for d in convs) + "]"
 
 
-def _shortcut_words(g, nodes: list[str], stage: dict) -> str:
-    kind = line_kind(g, nodes)
-    if kind == "projection":
-        return PROJECTION_WORDS.get(stage["shortcut"], LINES["projection"].legend)
-    return CAPTION_LINE_WORDS[kind]
+def _shortcut_words(unit: dict) -> str:
+    """The caption's words for a unit's shortcut; a projection is named by its stage's option."""
+    if unit["shortcut"] == "projection":
+        return PROJECTION_WORDS.get(unit["option"], LINES["projection"].legend)
+    return CAPTION_LINE_WORDS[unit["shortcut"]]
 
 
-def _shared_words(g, nodes: list[str]) -> str | None:
+def _shared_words(g, unit: dict) -> str | None:
     """[I]: a pre-activation unit's first unit (or projection unit) activates before splitting into two paths."""
-    shared = [op_label(g.nodes[n]) for n in nodes if g.nodes[n].get("path") == "shared"]
+    shared = [op_label(g.nodes[n]) for n in unit["nodes"] if g.nodes[n].get("path") == "shared"]
     return "-".join(shared) + " before splitting into two paths" if shared else None
 
 
 MAX_STAGE_ROWS = 4
 
 
-def _stage_rows(g, instances: list[list[str]]) -> list[str]:
+def _stage_rows(g, instances: list[dict]) -> list[str]:
     """One row per stage, as [R] Table 1 lists them: the unit's notation there and how many units it has."""
     per_stage: dict[int, list] = {}
-    for nodes in instances:
-        per_stage.setdefault(g.nodes[nodes[0]]["stage"], [nodes, 0])[1] += 1
+    for unit in instances:
+        per_stage.setdefault(unit["stage"], [unit, 0])[1] += 1
     rows = []
-    for s, (nodes, count) in per_stage.items():
+    for s, (unit, count) in per_stage.items():
         where = g.graph["stages"][s - 1]["name"]
-        stride = g.nodes[nodes[0]]["unit_args"]["stride"]  # only a stage's first unit downsamples ([R] conv3_1)
+        stride = unit["args"]["stride"]  # only a stage's first unit downsamples ([R] conv3_1)
         if stride > 1:
             where += f", stride {stride}" if count == 1 else f", the first with stride {stride}"
-        rows.append(f"{unit_notation(g, nodes)} x {count} ({where})")
+        rows.append(f"{unit_notation(g, unit)} x {count} ({where})")
     if len(rows) > MAX_STAGE_ROWS:
         rest = sum(c for _, c in list(per_stage.values())[MAX_STAGE_ROWS - 1:])
         rows[MAX_STAGE_ROWS - 1:] = [f"and {rest} more in {len(rows) - MAX_STAGE_ROWS + 1} more stages"]
     return rows
 
 
-def unit_caption(g, instances: list[list[str]]) -> list[str]:
-    """Caption lines for one kind of unit (all its instances, in network order): "(b) BN after addition;
+def unit_caption(g, instances: list[dict]) -> list[str]:
+    """Caption lines for one kind of unit (all its instances' records, in network order): "(b) BN after addition;
     identity shortcut", [I] Fig. 2's changes and the pre-activation before the split where present, then
     "basic [3x3, 16; 3x3, 16] x 18 (layer1)" and one such row per further stage."""
     first = instances[0]
-    d0 = g.nodes[first[0]]
-    stage = g.graph["stages"][d0["stage"] - 1]
-    order = ORDER_WORDS.get(stage["order"], stage["order"])
+    order = ORDERS[first["order"]].figure
     # [I] Fig. 4's orders are orders of residual units; a plain net's unit (no addition) is named as such
-    lines = [f"{order}; {_shortcut_words(g, first, stage)}" if line_kind(g, first) else CAPTION_LINE_WORDS[None]]
+    lines = [f"{order}; {_shortcut_words(first)}" if first["shortcut"] else CAPTION_LINE_WORDS[None]]
     changes = ", ".join(variants(g, first))
     lines += [words for words in (changes, _shared_words(g, first)) if words]
     rows = _stage_rows(g, instances)
-    rows[0] = f"{UNIT_WORDS.get(d0['unit_kind'], d0['unit_kind'])} {rows[0]}"
+    rows[0] = f"{UNIT_KINDS[first['kind']].caption} {rows[0]}"
     return lines + rows

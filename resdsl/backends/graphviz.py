@@ -8,10 +8,10 @@ from collections import OrderedDict
 from ..cost import human
 from ..errors import env_limit
 from ..ir import inputs_of
+from .. import units
 from ..ops import OPS, PORT_RESIDUAL, PORT_SHORTCUT, shape_text
-from .drawing_words import (LINES, VARIANT_LEGEND, line_kind, is_shortcut_edge, op_label, unit_caption,
+from .drawing_words import (LINES, VARIANT_LEGEND, is_shortcut_edge, op_label, unit_caption,
                             unit_notation, variant_families, variants)
-from .python_source import _Emitter
 
 FONT = "Helvetica"
 COLOURS = OrderedDict([
@@ -96,27 +96,17 @@ def _title(net) -> str:
             f"{shape_text(net.input_shape)} -> {shape_text(net.output_shape)}")
 
 
-def _units(g) -> OrderedDict:
-    """(stage, unit) -> the unit's nodes, in network order."""
-    units: OrderedDict[tuple, list] = OrderedDict()
-    for n, d in g.nodes(data=True):
-        if "stage" in d:
-            units.setdefault((d["stage"], d["unit"]), []).append(n)
-    return units
-
-
 # ---- overview --------------------------------------------------------------------------------------
 
-def _stage_runs(g, stage_units: list[list[str]]) -> list[list]:
-    """Consecutive units of a stage that draw the same, as [(notation, line, variants, stride), count, nodes]."""
+def _stage_runs(g, stage_units: list[dict]) -> list[list]:
+    """Consecutive units of a stage that draw the same, as [(notation, line, variants, stride), count, record]."""
     runs: list[list] = []
-    for nodes in stage_units:
-        key = (unit_notation(g, nodes), line_kind(g, nodes), tuple(variants(g, nodes)),
-               g.nodes[nodes[0]]["unit_args"]["stride"])
+    for unit in stage_units:
+        key = (unit_notation(g, unit), unit["shortcut"], tuple(variants(g, unit)), unit["args"]["stride"])
         if runs and runs[-1][0] == key:
             runs[-1][1] += 1
         else:
-            runs.append([key, 1, nodes])
+            runs.append([key, 1, unit])
     return runs
 
 
@@ -139,7 +129,7 @@ def _stem_head(net, group: str) -> list[dict]:
     return [d for _, d in net.graph.nodes(data=True) if d["group"] == group and d["op"] not in ("input", "output")]
 
 
-def _overview_stage(g, st: dict, row: dict, stage_units: list[list[str]], prev: str) -> tuple[list[str], str]:
+def _overview_stage(g, st: dict, row: dict, stage_units: list[dict], prev: str) -> tuple[list[str], str]:
     """One stage's cluster of runs and the edges through it; returns them and the node the next stage follows."""
     i = st["index"]
     caption = (f"layer{i}: {st['units']} {st['unit']} units, out {shape_text(row['output'])}, "
@@ -158,7 +148,7 @@ def _overview_stage(g, st: dict, row: dict, stage_units: list[list[str]], prev: 
 def overview_dot(net) -> str:
     """Stem, one block per run of identical units in each stage (repeats collapsed), shortcuts, head."""
     g = net.graph
-    units = _units(g)
+    records = g.graph["units"]
     out = _header(_title(net))
     stem_nodes, gs = _stem_head(net, "stem"), net.groups["stem"]
     stem_label = "stem: " + ", ".join(op_label(d) for d in stem_nodes) + \
@@ -168,7 +158,7 @@ def overview_dot(net) -> str:
     out.append("  input -> stem;")
     prev = "stem"
     for st, row in zip(g.graph["stages"], net.stages()):
-        stage_lines, prev = _overview_stage(g, st, row, [n for (s, _), n in units.items() if s == st["index"]], prev)
+        stage_lines, prev = _overview_stage(g, st, row, [u for u in records if u["stage"] == st["index"]], prev)
         out += stage_lines
     head_label = "head: " + ", ".join(op_label(d) for d in _stem_head(net, "head")) + \
         f"\n{net.groups['head']['params']:,} params"
@@ -176,34 +166,18 @@ def overview_dot(net) -> str:
     out.append(f"  output [label={_q('output ' + shape_text(net.output_shape))}, shape=plaintext, style=\"\"];")
     out.append(f"  {prev} -> head;")
     out.append("  head -> output;")
-    drawn = list(units.values())
-    out += _legend(set(), {line_kind(g, n) for n in drawn} - {None},
-                   set().union(*(variant_families(g, n) for n in drawn)), "words")
+    out += _legend(set(), {u["shortcut"] for u in records} - {None},
+                   set().union(*(variant_families(g, u) for u in records)), "words")
     out.append("}")
     return "\n".join(out) + "\n"
 
 
 # ---- units -------------------------------------------------------------------------------------------
 
-def _unit_kinds(net) -> list[tuple[str, list[list[str]]]]:
-    """(class name, every instance's nodes) per distinct unit, in network order; units are the same kind when the
-    emitted PyTorch code for them is identical (the class name is for --emit-python readers, never a caption)."""
-    emitter = _Emitter(net)
-    seen: OrderedDict[str, list] = OrderedDict()
-    taken: set[str] = set()
-    for nodes in _units(net.graph).values():
-        body = emitter.unit_body(nodes)
-        if body not in seen:
-            name = emitter.class_name(nodes, taken)
-            taken.add(name)
-            seen[body] = [name, []]
-        seen[body][1].append(nodes)
-    return [tuple(v) for v in seen.values()]
-
-
 def distinct_units(net) -> list[tuple[str, list[str], int]]:
-    """(class name, nodes of its first instance, how many units share it), in network order."""
-    return [(name, instances[0], len(instances)) for name, instances in _unit_kinds(net)]
+    """(class name, nodes of its first instance, how many units share it) per kind of unit, in network order; the
+    class name is for --emit-python readers, never a caption."""
+    return [(name, records[0]["nodes"], len(records)) for name, records in units.distinct(net.graph)]
 
 
 def _edge_attrs(g, v: str, port: int, style: str | None, unit_view: bool) -> list[str]:
@@ -214,11 +188,11 @@ def _edge_attrs(g, v: str, port: int, style: str | None, unit_view: bool) -> lis
     return attrs
 
 
-def _unit_cluster(net, cid: str, caption: str, nodes: list[str]) -> list[str]:
-    g = net.graph
+def _unit_cluster(net, cid: str, caption: str, unit: dict) -> list[str]:
+    """One unit's ops in execution order, in a captioned cluster from x to x_next."""
+    g, nodes = net.graph, unit["nodes"]
     inside = set(nodes)
-    line = line_kind(g, nodes)
-    style = LINES[line].style if line else None
+    style = LINES[unit["shortcut"]].style if unit["shortcut"] else None
     out = [f"  subgraph cluster_{cid} {{",
            f"    label={_q(caption)}; fontsize=12; color=\"#999999\"; style=rounded; labelloc=b;",
            f"    {cid}_x [label=\"x\", shape=plaintext, style=\"\"];"]
@@ -247,16 +221,16 @@ def unit_dot(nets_and_names: list[tuple[object, str]], typical_only: bool) -> st
     ops, lines, families = set(), set(), set()
     for si, (net, caption_name) in enumerate(nets_and_names):
         g = net.graph
-        kinds = _unit_kinds(net)
+        kinds = units.distinct(g)
         if typical_only:
             kinds = [max(kinds, key=lambda k: len(k[1]))]
         for ui, (_cls, instances) in enumerate(kinds):
-            nodes = instances[0]
+            first = instances[0]
             caption = "\n".join([caption_name, *unit_caption(g, instances)])
-            out += _unit_cluster(net, f"s{si}u{ui}", caption, nodes)
-            ops |= {g.nodes[n]["op"] for n in nodes}
-            lines |= {line_kind(g, nodes)} - {None}
-            families |= variant_families(g, nodes)
+            out += _unit_cluster(net, f"s{si}u{ui}", caption, first)
+            ops |= {g.nodes[n]["op"] for n in first["nodes"]}
+            lines |= {first["shortcut"]} - {None}
+            families |= variant_families(g, first)
     out += _legend(ops, lines, families, "ops")
     out.append("}")
     return "\n".join(out) + "\n"
@@ -271,8 +245,7 @@ def full_dot(net) -> str:
         raise ValueError(f"{net.name} has {g.number_of_nodes()} operations; the full view is unreadable above "
                          f"{MAX_FULL_NODES}. Use --view overview (or --view unit)")
     out = _header(_title(net)) + _full_nodes(g)
-    units = _units(g)
-    line_of = {key: line_kind(g, nodes) for key, nodes in units.items()}
+    line_of = {(u["stage"], u["index"]): u["shortcut"] for u in g.graph["units"]}
     ids = {n: f"n{k}" for k, n in enumerate(g.nodes)}
     for u, v, e in g.edges(data=True):
         line = line_of.get((g.nodes[v].get("stage"), g.nodes[v].get("unit")))
@@ -280,7 +253,7 @@ def full_dot(net) -> str:
                  *_edge_attrs(g, v, e["port"], LINES[line].style if line else None, unit_view=False)]
         out.append(f"  {ids[u]} -> {ids[v]} [{', '.join(attrs)}];")
     out += _legend({d["op"] for _, d in g.nodes(data=True)}, set(line_of.values()) - {None},
-                   set().union(*(variant_families(g, n) for n in units.values())), "ops")
+                   set().union(*(variant_families(g, u) for u in g.graph["units"])), "ops")
     out.append("}")
     return "\n".join(out) + "\n"
 
@@ -292,8 +265,9 @@ def _full_nodes(g) -> list[str]:
     groups: OrderedDict[str, list] = OrderedDict()
     for n, d in g.nodes(data=True):
         groups.setdefault(d["group"], []).append(n)
+    stages = {st["name"] for st in g.graph["stages"]}
     for group, members in groups.items():
-        if group.startswith("layer"):
+        if group in stages:
             out.append(f"  subgraph cluster_{group} {{ label={_q(group)}; style=\"rounded,filled\"; "
                        f"fillcolor={_q(COLOURS['stage'])}; color=\"#8aa4c8\";")
         for n in members:
@@ -301,7 +275,7 @@ def _full_nodes(g) -> list[str]:
             shape = "circle" if d["op"] == "add" and not d.get("gate") else "box"
             label = op_label(d) if d["op"] in ("input", "output", "add") else f"{n}\n{op_label(d)}"
             out.append(f"    {ids[n]} [label={_q(label)}, shape={shape}, fillcolor={_q(_op_colour(d['op']))}];")
-        if group.startswith("layer"):
+        if group in stages:
             out.append("  }")
     return out
 

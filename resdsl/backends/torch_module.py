@@ -11,7 +11,8 @@ import math
 import os
 
 from ..errors import SpecError, env_limit
-from .python_source import emit_python, py_ident
+from .escape import py_ident
+from .python_source import emit_python
 
 _counter = itertools.count()
 MAX_PARAMS = 2_000_000_000  # default limits, lifted with the environment variables below

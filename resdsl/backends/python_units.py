@@ -1,0 +1,110 @@
+"""One class of emitted PyTorch source per kind of residual unit, written from the unit records in the IR
+(units.py): the record gives the unit's nodes, their names in the unit and the modules that group them; the op
+table (ops.py) gives each node's PyTorch form."""
+from __future__ import annotations
+
+from ..ir import inputs_of
+from ..ops import OPS
+from ..units import ORDERS, PATHS, PLAIN_DOC, UNIT_KINDS
+from .escape import py_doc, py_literal
+
+PATH_VARIABLES = {"shared": "x", "residual": "out", "shortcut": "identity", "gate": "g", "merge": "out"}
+CONSTRUCTOR = "def __init__(self, in_channels, width, out_channels, stride=1):"  # the record's args, in order
+
+
+def number(d: dict, key: str) -> str:
+    """A numeric attribute as code: the constructor argument it comes from (``sym``), or a literal; a square
+    window's (k, k) is written as k."""
+    role = d.get("sym", {}).get(key)
+    if role:
+        return role
+    v = d[key]
+    return py_literal(v[0] if isinstance(v, tuple) else v)
+
+
+def module_expr(d: dict) -> str | None:
+    """The op's nn.Module constructor (the op table's), or None for an op written as a function call."""
+    module = OPS[d["op"]].module
+    return module(d, lambda key: number(d, key)) if module else None
+
+
+def call_expr(d: dict, ins: list[str], inplace: bool) -> str:
+    """The op's functional forward expression over its input variables (the op table's)."""
+    call = OPS[d["op"]].call
+    if call is None:
+        raise AssertionError(f"no Python form for IR op {d['op']}")
+    return call(d, ins, lambda key: number(d, key), inplace)
+
+
+def _forward_lines(g, record: dict) -> tuple[list[str], list[str], list[str]]:
+    """(constructor lines, forward lines, unit-specific initialisation lines) of one unit."""
+    local = {n: n[len(record["prefix"]):] for n in record["nodes"]}
+    module_of = {n: name for name, members in record["modules"].items() for n in members}
+    var_of: dict[str, str] = {}
+    init, fwd, special = [], [], []
+    for n in record["nodes"]:
+        d, name, var = g.nodes[n], local[n], PATH_VARIABLES[g.nodes[n]["path"]]
+        ins = [var_of.get(u, "x") for u in inputs_of(g, n)]
+        var_of[n] = var
+        if n in module_of:  # one nn.Sequential (torchvision's `downsample`) for its members, at the first
+            members = record["modules"][module_of[n]]
+            if n == members[0]:
+                init.append(f"self.{module_of[n]} = nn.Sequential({', '.join(module_expr(g.nodes[m]) for m in members)})")
+                fwd.append(f"{var} = self.{module_of[n]}({ins[0]})")
+            continue
+        expr = module_expr(d)
+        if expr is not None:
+            init.append(f"self.{name} = {expr}")
+            fwd.append(f"{var} = self.{name}({ins[0]})")
+            if OPS[d["op"]].then:
+                fwd.append(f"{var} = {OPS[d['op']].then.format(var)}")
+        else:
+            src = inputs_of(g, n)[0]
+            inplace = src in local and g.out_degree(src) == 1 and g.nodes[src]["op"] != "relu"
+            fwd.append(f"{var} = {call_expr(d, ins, inplace)}")
+        if d.get("zero_init"):
+            special.append(f"nn.init.zeros_(self.{name}.weight)")
+        if d.get("bias_init") is not None:
+            special.append(f"nn.init.constant_(self.{name}.bias, {py_literal(float(d['bias_init']))})")
+    fwd.append(f"return {var_of[record['nodes'][-1]]}")
+    return init, fwd, special
+
+
+def unit_body(g, record: dict) -> str:
+    """The class body (without the class line) of one unit."""
+    init, fwd, special = _forward_lines(g, record)
+    lines = [CONSTRUCTOR, "    super().__init__()"]
+    keeps = dict.fromkeys(arg for n in record["nodes"] for arg in OPS[g.nodes[n]["op"]].keeps)
+    lines += [f"    self.{arg} = {arg}" for arg in keeps]
+    lines += [f"    {ln}" for ln in init]
+    if special:
+        lines += ["", "def init_unit_parameters(self):",
+                  "    \"\"\"Unit-specific initialisation, applied after the network-wide He/BN init.\"\"\""]
+        lines += [f"    {ln}" for ln in special]
+    lines += ["", "def forward(self, x):"] + [f"    {ln}" for ln in fwd]
+    return "\n".join(lines)
+
+
+def _variant_words(ops: list[dict]) -> list[str]:
+    """[I] Fig. 2's changes to the shortcut (gating, scaling, dropout), in the unit's order."""
+    words = []
+    for o in ops:
+        if o["op"] == "conv" and o.get("path") == "gate":
+            add = next(a for a in ops if a["op"] == "add")
+            words.append(f"{add['gate']} gating g = sigmoid(1x1 conv + b), b initialised to {o['bias_init']:g}")
+        elif o["op"] == "scale":
+            words.append(f"{o['path']} path scaled by {o['factor']:g}")
+        elif o["op"] == "dropout":
+            words.append(f"dropout {o['p']:g} on the shortcut")
+    return words
+
+
+def class_doc(g, record: dict) -> str:
+    """The class docstring: the unit's notation, order and shortcut in the papers' words, and its spec lines."""
+    ops = [g.nodes[n] for n in record["nodes"]]
+    shortcut = ", ".join([PATHS[record["shortcut"]].doc if record["shortcut"] else PLAIN_DOC, *_variant_words(ops)])
+    spans = sorted({(o["span"].path, o["span"].line) for o in ops}
+                   | {(o["origin"].path, o["origin"].line) for o in ops if o.get("origin")})
+    where = ", ".join(f"{py_doc(p)}:{ln}" for p, ln in spans)  # file names are untrusted
+    return (f"{UNIT_KINDS[record['kind']].notation} unit, {ORDERS[record['order']].doc}, {shortcut}. "
+            f"Spec: {where}.")

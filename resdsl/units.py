@@ -1,0 +1,224 @@
+"""Units, shortcuts and orders as data: what lowering builds for each word of the language, and the unit record
+that lowering writes into the IR for the backends to read.
+
+- A unit kind ([R] Fig. 5, [I] Table 3) is its residual path F: the list of its convolutions, and its notation.
+- A shortcut kind ([R] options A, B, C; a plain net's none) is the path h(x) it builds where a unit keeps its
+  shape and where it changes it; a path is a list of ops (and the torchvision module that holds them).
+- An order ([I] Fig. 4) is a placement table: the ops before each convolution of F, after each but the last, after
+  the last, and after the addition.
+
+Adding a unit kind is a ``UnitKind`` record here and its word in the grammar; lowering, the shape and cost passes,
+the emitter and the drawing read the records and need no change.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# ---- unit kinds --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Conv:
+    """One convolution of a unit's residual path: its square kernel and the unit argument that is its width."""
+
+    kernel: int
+    out: str  # "width" or "out_channels" (= width x expansion): the constructor argument of its output channels
+
+
+@dataclass(frozen=True)
+class UnitKind:
+    """A kind of residual unit: its word in the grammar, its convolutions and how the papers write it."""
+
+    word: str
+    convs: tuple[Conv, ...]
+    notation: str  # [R] Table 1's shape of the unit, in generated docstrings
+    caption: str  # the papers' name for it, in drawing captions
+    expansion: int = 1  # out_channels = width x expansion ([R] Fig. 5 right: 4); `expansion N` changes it
+    stride_at: str | None = None  # where a downsampling unit strides: the first conv with this kernel ("1x1")
+
+    @property
+    def class_word(self) -> str:
+        """The kind's word in generated class names ('Basic', 'Bottleneck')."""
+        return "".join(part.capitalize() for part in self.word.split("-"))
+
+
+UNIT_KINDS = {u.word: u for u in (
+    UnitKind("basic", (Conv(3, "width"), Conv(3, "width")), "[3x3, 3x3]", "basic"),  # [R] Fig. 5 left
+    UnitKind("single", (Conv(3, "width"),), "[3x3]", "1-layer skip"),  # [I] Table 3, "ResNet-110 (1-layer skip)"
+    # [R] Fig. 5 right; torchvision (v1.5) strides in the 3x3 conv, [R]'s released models in the first 1x1
+    UnitKind("bottleneck", (Conv(1, "width"), Conv(3, "width"), Conv(1, "out_channels")),
+             "[1x1, 3x3, 1x1] bottleneck", "bottleneck", expansion=4, stride_at="1x1"),
+)}
+
+
+@dataclass(frozen=True)
+class PlannedConv:
+    """A unit's convolution with its numbers: channels and stride, and the constructor arguments they come from."""
+
+    kernel: int
+    out_channels: int
+    stride: int
+    out_role: str
+    stride_role: str | None
+
+
+def plan_convs(kind: UnitKind, width: int, stride: int, expansion: int | None = None,
+               stride_at: str | None = None) -> list[PlannedConv]:
+    """The residual path of one unit of this kind: the stride goes to the first conv with the `stride-at` kernel
+    (the kind's default, else the first conv)."""
+    at = stride_at or kind.stride_at
+    strided = next((i for i, c in enumerate(kind.convs) if at == f"{c.kernel}x{c.kernel}"), 0)
+    channels = {"width": width, "out_channels": width * (expansion or kind.expansion)}
+    return [PlannedConv(c.kernel, channels[c.out], stride if i == strided else 1, c.out,
+                        "stride" if i == strided else None) for i, c in enumerate(kind.convs)]
+
+
+# ---- shortcut kinds ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShortcutPath:
+    """The ops a shortcut h(x) is built from, by their names in the unit, and the module that holds them."""
+
+    ops: tuple[tuple[str, str], ...]  # (name in the unit, op kind), in order
+    doc: str  # in generated docstrings
+    module: str | None = None  # the nn.Sequential holding them (torchvision's `downsample`, for its weights)
+
+
+# The papers' shortcuts, by the words the drawings use for their lines: an identity builds nothing, option A's
+# parameter-free zero-padding one op, a projection a 1x1 conv with its BN (the BN is left out where the order or
+# `projection-bn no` says so). The names are torchvision's, so its state_dicts load (layer2.0.downsample.0).
+PATHS = {
+    "identity": ShortcutPath((), "identity shortcut"),
+    "zero-pad": ShortcutPath((("shortcut_pad", "pad"),), "zero-padding shortcut (option A)"),
+    "projection": ShortcutPath((("downsample.0", "conv"), ("downsample.1", "bn")), "projection shortcut",
+                               module="downsample"),
+}
+PLAIN_DOC = "no shortcut (plain)"
+
+
+@dataclass(frozen=True)
+class ShortcutKind:
+    """A shortcut option: which path (a PATHS key) it builds where a unit keeps its shape and where it changes it;
+    None on both: no shortcut and no addition (a plain net)."""
+
+    word: str
+    same: str | None
+    changes: str | None
+
+    def path(self, shape_changes: bool) -> str | None:
+        """The PATHS key of a unit's shortcut (None: a plain unit)."""
+        return self.changes if shape_changes else self.same
+
+
+SHORTCUT_KINDS = {s.word: s for s in (
+    ShortcutKind("identity", "identity", "identity"),  # where the shape changes, the shape pass says so
+    ShortcutKind("A", "identity", "zero-pad"),  # [R] option A
+    ShortcutKind("B", "identity", "projection"),  # [R] option B
+    ShortcutKind("C", "projection", "projection"),  # [R] option C; [I] Fig. 2(e) "1x1 conv shortcut"
+    ShortcutKind("none", None, None),  # [R]'s plain nets
+)}
+
+
+def builds(kind: ShortcutKind, path: str) -> bool:
+    """Whether a shortcut kind ever builds this path."""
+    return path in (kind.same, kind.changes)
+
+
+# ---- orders ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Order:
+    """Where a unit's BN and ReLU go, relative to the convolutions of F and the addition ([I] Fig. 4)."""
+
+    word: str
+    before: tuple[str, ...]  # before each conv of F: pre-activation
+    after: tuple[str, ...]  # after each conv of F but the last
+    after_last: tuple[str, ...]  # after the last conv of F
+    after_add: tuple[str, ...]  # after the addition
+    figure: str  # [I] Fig. 4's letter and words, in drawing captions
+    doc: str  # in generated docstrings
+    class_word: str  # in generated class names
+
+    @property
+    def pre(self) -> bool:
+        """A pre-activation order ([I] Fig. 4d, e): each unit activates its input itself, the head after the last."""
+        return bool(self.before)
+
+
+ORDERS = {o.word: o for o in (
+    Order("post", (), ("bn", "relu"), ("bn",), ("relu",), "(a) original", "original post-activation ([I] Fig. 4a)",
+          ""),
+    Order("bn-after-add", (), ("bn", "relu"), (), ("bn", "relu"), "(b) BN after addition",
+          "BN after addition ([I] Fig. 4b)", "BnAfterAdd"),
+    Order("relu-before-add", (), ("bn", "relu"), ("bn", "relu"), (), "(c) ReLU before addition",
+          "ReLU before addition ([I] Fig. 4c)", "ReluBeforeAdd"),
+    Order("relu-preact", ("relu",), ("bn",), ("bn",), (), "(d) ReLU-only pre-activation",
+          "ReLU-only pre-activation ([I] Fig. 4d)", "ReluPreact"),
+    Order("preact", ("bn", "relu"), (), (), (), "(e) full pre-activation", "full pre-activation ([I] Fig. 4e)",
+          "Preact"),
+)}
+
+
+def projection_bn(order: Order) -> bool:
+    """Whether a projection shortcut has its BN by default: where F's last conv has one, so both paths reach the
+    addition normalised alike (none in [I]'s full pre-activation code and in Fig. 4b, whose BN follows the sum)."""
+    return "bn" in order.after_last
+
+
+# ---- the unit record -----------------------------------------------------------------------------------------
+
+_NOT_CODE = {"span", "origin", "stage", "unit", "group", "shape", "params", "macs"}  # where, not what
+
+
+def signature(g, record: dict) -> tuple:
+    """What a unit is, computed from the IR: each node's name in the unit, op, path, inputs and attributes, with
+    numbers that come from a constructor argument written as that argument. Units with equal signatures are one
+    kind of unit (one class in emitted code, one drawing)."""
+    prefix, inside = record["prefix"], set(record["nodes"])
+    out = []
+    for n in record["nodes"]:
+        d = g.nodes[n]
+        sym = d.get("sym", {})
+        attrs = tuple(sorted((k, sym.get(k, _frozen(v))) for k, v in d.items() if k not in _NOT_CODE))
+        ins = tuple(u[len(prefix):] if u in inside else "x" for u in _inputs(g, n))
+        out.append((n[len(prefix):], ins, attrs))
+    return tuple(out)
+
+
+def _frozen(v):
+    """A node attribute as a hashable value."""
+    return tuple(sorted((k, _frozen(x)) for k, x in v.items())) if isinstance(v, dict) else v
+
+
+def _inputs(g, n: str) -> list[str]:
+    return [u for _, u in sorted((e["port"], u) for u, _, e in g.in_edges(n, data=True))]
+
+
+def class_name(g, record: dict) -> str:
+    """The unit's name in emitted code and drawings: order, kind, then what its shortcut and variants add
+    ('PreactBasicUnitPreactShared', 'BottleneckUnitProjection', 'BasicUnitPadGated')."""
+    nodes = [g.nodes[n] for n in record["nodes"]]
+    ops = {d["op"] for d in nodes}
+    words = {"projection": ["Projection"], "zero-pad": ["Pad"]}.get(record["shortcut"], [])
+    if any(d["path"] == "shared" for d in nodes) and record["shortcut"] != "projection":
+        words.append("PreactShared")
+    words += [word for op, word in (("sigmoid", "Gated"), ("dropout", "Dropout"), ("scale", "Scaled")) if op in ops]
+    return ORDERS[record["order"]].class_word + UNIT_KINDS[record["kind"]].class_word + "Unit" + "".join(words)
+
+
+def distinct(g) -> list[tuple[str, list[dict]]]:
+    """(unique class name, every instance's record) per kind of unit (equal signatures), in network order."""
+    seen: dict[tuple, list] = {}
+    taken: set[str] = set()
+    for record in g.graph["units"]:
+        if record["signature"] not in seen:
+            name = base = class_name(g, record)
+            k = 2
+            while name in taken:
+                name, k = f"{base}{k}", k + 1
+            taken.add(name)
+            seen[record["signature"]] = [name, []]
+        seen[record["signature"]][1].append(record)
+    return [(name, records) for name, records in seen.values()]
