@@ -20,7 +20,7 @@ def main() -> None:
 
 def _summary(net) -> str:
     rows = [("stage", "units", "output", "params", "MACs")]
-    g = net.groups
+    g = net.parts
     rows.append(("stem", "-", "x".join(map(str, g["stem"]["output"])), f"{g['stem']['params']:,}",
                  human(g["stem"]["macs"])))
     for st in net.stages():

@@ -5,7 +5,7 @@
     >>> net.params, net.macs, net.layers
     (269722, 40551040, 20)
 """
-from .errors import ExpectFailed, Span, SpecError
+from .errors import Span, SpecError
 from .pipeline import CheckedNetwork, compile_spec
 
 
@@ -23,5 +23,5 @@ def emit_python(spec) -> str:
     return _emit(spec if isinstance(spec, CheckedNetwork) else compile_spec(spec))
 
 
-__all__ = ["compile_spec", "build_model", "emit_python", "CheckedNetwork", "SpecError", "ExpectFailed", "Span"]
+__all__ = ["compile_spec", "build_model", "emit_python", "CheckedNetwork", "SpecError", "Span"]
 __version__ = "0.1.0"

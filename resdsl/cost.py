@@ -12,22 +12,23 @@ def node_cost(d: dict) -> tuple[int, int]:
 
 
 def count(g) -> dict:
-    """Annotate ``params``/``macs`` on nodes; return totals, per-group rows and the paper-style layer count."""
-    groups: dict[str, dict] = {}
+    """Annotate ``params``/``macs`` on nodes; return totals, one row per part of the network (the stem, each stage
+    by its name, the head) and the paper-style layer count."""
+    parts: dict[str, dict] = {}
     layers = 0
     for _, d in g.nodes(data=True):
         params, macs = node_cost(d)
         d["params"], d["macs"] = params, macs
-        row = groups.setdefault(d["group"], {"params": 0, "macs": 0, "output": None})
+        row = parts.setdefault(d["part"], {"params": 0, "macs": 0, "output": None})
         row["params"] += params
         row["macs"] += macs
         if d["op"] not in ("output",):
             row["output"] = list(d["shape"])
         if d.get("main"):
             layers += 1
-    total_params = sum(r["params"] for r in groups.values())
-    total_macs = sum(r["macs"] for r in groups.values())
-    return {"params": total_params, "macs": total_macs, "layers": layers, "groups": groups}
+    total_params = sum(r["params"] for r in parts.values())
+    total_macs = sum(r["macs"] for r in parts.values())
+    return {"params": total_params, "macs": total_macs, "layers": layers, "parts": parts}
 
 
 def human(n: float, digits: int = 3) -> str:

@@ -37,14 +37,6 @@ class SpecError(Exception):
                                  self.source if self.show_source else None)
 
 
-class ExpectFailed(Exception):
-    """Raised by strict API calls when one or more `expect` lines do not hold."""
-
-    def __init__(self, failures):
-        super().__init__("; ".join(f"{f.what}: expected {f.expected}, got {f.actual}" for f in failures))
-        self.failures = failures
-
-
 def render_diagnostic(kind: str, message: str, span: Span | None, hint: str | None, source: str | None) -> str:
     """Format ``PATH:LINE:COL: kind: MESSAGE`` plus the source line with a caret and an optional hint."""
     if span is None:

@@ -63,7 +63,7 @@ def lower(r: ResolvedSpec):
         stages=[],
         units=[],  # one record per unit, in network order (units.py)
     )
-    x = b.add("input", "input", [], inp.span, group="stem", shape_declared=shape)
+    x = b.add("input", "input", [], inp.span, part="stem", shape_declared=shape)
     first_order = stage_setting(r, 1, "order").name
     x, ch, activated = _build_stem(b, x, s["stem"], inp.channels.value, first_order)
     last_order = first_order
@@ -119,9 +119,9 @@ def window_padding(k: int, stride: int) -> int:
     return k // 2 if k % 2 else max(0, (k - stride) // 2)
 
 
-def _conv(b, name, x, cin, cout, k, stride, span, group, init, main=False, bias=False, **extra) -> str:
+def _conv(b, name, x, cin, cout, k, stride, span, part, init, main=False, bias=False, **extra) -> str:
     pad = window_padding(k, stride)
-    return b.add(name, "conv", [x], span, group=group, in_channels=cin, out_channels=cout, kernel=(k, k),
+    return b.add(name, "conv", [x], span, part=part, in_channels=cin, out_channels=cout, kernel=(k, k),
                  stride=stride, padding=(pad, pad), bias=bias, main=main, init=f"he-{init.fan}", **extra)
 
 
@@ -155,12 +155,12 @@ def _build_stem(b: GraphBuilder, x: str, stem: ast.Stem, in_ch: int, order: str)
     # network leaves the activation to its first unit), except that a pool always pools an activated map
     placed = ("bn", "relu") if pool is not None else ORDERS[order].after
     for op in placed:
-        x = b.add(STEM_NAMES[op], op, [x], sp, group="stem", **({"channels": w} if op == "bn" else {}))
+        x = b.add(STEM_NAMES[op], op, [x], sp, part="stem", **({"channels": w} if op == "bn" else {}))
     activated = "relu" in placed
     if pool is not None:
         kind, pk, ps = pool
         pad = window_padding(pk, ps)
-        x = b.add(STEM_POOL_NAMES[kind], f"{kind}pool", [x], stem.pool.span if stem.pool else sp, group="stem",
+        x = b.add(STEM_POOL_NAMES[kind], f"{kind}pool", [x], stem.pool.span if stem.pool else sp, part="stem",
                   kernel=(pk, pk), stride=ps, padding=(pad, pad))
     return x, w, activated
 
@@ -173,7 +173,7 @@ class _Unit:
     record: dict  # the unit record (see units.py), filled as the unit is built
     span: Span
     init: ast.Init
-    attrs: dict = field(default_factory=dict)  # group, stage, unit: on every node of the unit
+    attrs: dict = field(default_factory=dict)  # part, stage, unit: on every node of the unit
 
     def add(self, name: str, op: str, ins: list[str], span: Span | None = None, **kw) -> str:
         """Append one node of this unit, named under its prefix ('layer2.0.' + name)."""
@@ -209,7 +209,7 @@ def _build_unit(b, x, in_ch, stage: int, index: int, entry, stride, unit, order_
     record = {"stage": stage, "index": index, "prefix": f"layer{stage}.{index}.", "kind": kind.word,
               "order": order.word, "option": shortcut.word, "shortcut": path, "nodes": [], "modules": {},
               "args": {"in_channels": in_ch, "width": entry.width.value, "out_channels": out_ch, "stride": stride}}
-    u = _Unit(b, record, entry.span, ctx.init, {"group": f"layer{stage}", "stage": stage, "unit": index})
+    u = _Unit(b, record, entry.span, ctx.init, {"part": f"layer{stage}", "stage": stage, "unit": index})
     # [I]: a pre-activation network's first unit (unless the stem already activated its output) and its projection
     # units activate x once before it splits into the two paths; the shortcut then takes the activated x
     skip_first = ctx.first_unit and ctx.stem_activated  # the stem's BN-ReLU already activated it
@@ -279,11 +279,11 @@ def _merge(u: _Unit, h: str, split: str, in_ch: int, out_ch: int, stride: int, p
 def _build_head(b, x, ch, head: ast.Head, last_order: str) -> None:
     sp = head.span
     for op in ORDERS[last_order].before:  # a pre-activation network activates its last unit's output here ([I])
-        x = b.add(f"final_{op}", op, [x], sp, group="head", **({"channels": ch} if op == "bn" else {}))
-    x = b.add("avgpool", "global_avgpool", [x], sp, group="head")
+        x = b.add(f"final_{op}", op, [x], sp, part="head", **({"channels": ch} if op == "bn" else {}))
+    x = b.add("avgpool", "global_avgpool", [x], sp, part="head")
     if head.classes is not None:
         _check_range(head.classes, 1, MAX_CLASSES, "number of classes")
-        x = b.add("fc", "fc", [x], head.classes.span, group="head", in_features=ch,
+        x = b.add("fc", "fc", [x], head.classes.span, part="head", in_features=ch,
                   out_features=head.classes.value, bias=True, main=True, init="torch-default",
                   sym={"out_features": "num_classes"})
-    b.add("output", "output", [x], sp, group="head")
+    b.add("output", "output", [x], sp, part="head")

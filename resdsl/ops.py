@@ -24,7 +24,7 @@ def where(d: dict) -> str:
     """Where a node sits, in words for error messages: 'stage 2, unit 1', 'the stem', 'the head'."""
     if "stage" in d:
         return f"stage {d['stage']}, unit {d['unit'] + 1}"
-    return {"stem": "the stem", "head": "the head"}.get(d.get("group"), "the network")
+    return {"stem": "the stem", "head": "the head"}.get(d.get("part"), "the network")
 
 
 def out_size(n: int, k: int, stride: int, pad: int) -> int:
@@ -44,7 +44,7 @@ def _spatial(d: dict, h: int, w: int) -> tuple[int, int]:
     if oh < 1 or ow < 1:
         raise SpecError(f"the feature map shrinks to nothing in {where(d)}: the {h}x{w} map padded by {pad[0]} "
                         f"is smaller than the {k[0]}x{k[1]}/{s} window", d["span"],
-                        hint=_HINTS.get(d.get("group"),
+                        hint=_HINTS.get(d.get("part"),
                                         "use a larger input, fewer downsampling stages or smaller strides"))
     return oh, ow
 

@@ -1,7 +1,6 @@
 """The one place that chains the phases: parse -> resolve -> lower -> shapes -> cost -> expect."""
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 
@@ -24,7 +23,7 @@ class CheckedNetwork:
     params: int
     macs: int
     layers: int
-    groups: dict
+    parts: dict  # stem, each stage by name, head -> params, macs, output (cost.count)
     expects: list = field(default_factory=list)
 
     @property
@@ -56,7 +55,7 @@ class CheckedNetwork:
         """One row per stage: name, units, output shape, params, MACs."""
         rows = []
         for st in self.graph.graph["stages"]:
-            g = self.groups[st["name"]]
+            g = self.parts[st["name"]]
             rows.append({"name": st["name"], "units": st["units"], "unit": st["unit"], "width": st["width"],
                          "stride": st["stride"], "output": g["output"], "params": g["params"], "macs": g["macs"]})
         return rows
@@ -73,9 +72,9 @@ class CheckedNetwork:
             "flops": self.flops,
             "layers": self.layers,
             "order": self.graph.graph["order"],
-            "stem": {k: self.groups["stem"][k] for k in ("params", "macs", "output")},
+            "stem": {k: self.parts["stem"][k] for k in ("params", "macs", "output")},
             "stages": [{k: r[k] for k in ("name", "units", "output", "params", "macs")} for r in self.stages()],
-            "head": {k: self.groups["head"][k] for k in ("params", "macs", "output")},
+            "head": {k: self.parts["head"][k] for k in ("params", "macs", "output")},
             "expect": [r.to_json() for r in self.expects],
             "recipe": self.recipe,
         }
@@ -84,8 +83,6 @@ class CheckedNetwork:
         """Deterministic one-line-per-op text of the checked IR (used by the golden tests)."""
         return ir_mod.dump(self.graph)
 
-    def json_text(self) -> str:
-        return json.dumps(self.to_json(), indent=2, sort_keys=False)
 
 
 def compile_spec(path: str | os.PathLike | None = None, *, text: str | None = None, name: str = "<spec>",
@@ -143,4 +140,4 @@ def check(resolved: ResolvedSpec) -> CheckedNetwork:
         if err.source is None and err.span is not None:
             err.source = resolved.sources.get(err.span.path)
         raise
-    return CheckedNetwork(resolved, g, counts["params"], counts["macs"], counts["layers"], counts["groups"], expects)
+    return CheckedNetwork(resolved, g, counts["params"], counts["macs"], counts["layers"], counts["parts"], expects)

@@ -169,7 +169,7 @@ def projection_bn(order: Order) -> bool:
 
 # ---- the unit record -----------------------------------------------------------------------------------------
 
-_NOT_CODE = {"span", "origin", "stage", "unit", "group", "shape", "params", "macs"}  # where, not what
+_NOT_CODE = {"span", "origin", "stage", "unit", "part", "shape", "params", "macs"}  # where, not what
 
 
 def signature(g, record: dict) -> tuple:

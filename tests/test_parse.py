@@ -91,3 +91,17 @@ def test_unclosed_recipe_is_end_of_file():
 def test_nul_byte_and_huge_number():
     assert "NUL" in _err("network a\x00\n").message
     assert "out of range" in _err("recipe a {\n lr 1e999\n}\n").message
+
+
+def test_grammar_words_are_the_tables_words():
+    """The grammar's words for units, shortcuts and orders are exactly the keys of units.py's tables, and the
+    hints name the grammar's words (read from grammar.lark, never restated)."""
+    from resdsl.grammar import alternatives, terminal_words
+    from resdsl.units import ORDERS, SHORTCUT_KINDS, UNIT_KINDS
+
+    assert sorted(alternatives("unit").values()) == sorted(UNIT_KINDS)
+    assert sorted(terminal_words()["SHORTCUT_KIND"]) == sorted(SHORTCUT_KINDS)
+    assert sorted(terminal_words()["ORDER"]) == sorted(ORDERS)
+    with pytest.raises(SpecError) as e:
+        parse_text("network n\norder sideways\n", "s.res")
+    assert all(word in e.value.hint for word in ORDERS)

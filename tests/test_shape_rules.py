@@ -33,7 +33,7 @@ def spec(stem="cifar 16", input="3x32x32", shortcut="B", stages="16x1, 32x1 /2")
 
 def compiled_shapes(net) -> list[tuple]:
     """The compiler's (C, H, W) after the stem and after each stage, then the output shape."""
-    rows = [net.groups["stem"]["output"]] + [r["output"] for r in net.stages()] + [net.output_shape]
+    rows = [net.parts["stem"]["output"]] + [r["output"] for r in net.stages()] + [net.output_shape]
     return [tuple(r) for r in rows]
 
 

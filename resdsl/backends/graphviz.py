@@ -125,8 +125,9 @@ def _run_lines(name: str, prev: str, key: tuple, count: int) -> tuple[list[str],
     return nodes, edges, add
 
 
-def _stem_head(net, group: str) -> list[dict]:
-    return [d for _, d in net.graph.nodes(data=True) if d["group"] == group and d["op"] not in ("input", "output")]
+def _stem_head(net, part: str) -> list[dict]:
+    """The stem's or the head's ops."""
+    return [d for _, d in net.graph.nodes(data=True) if d["part"] == part and d["op"] not in ("input", "output")]
 
 
 def _overview_stage(g, st: dict, row: dict, stage_units: list[dict], prev: str) -> tuple[list[str], str]:
@@ -150,7 +151,7 @@ def overview_dot(net) -> str:
     g = net.graph
     records = g.graph["units"]
     out = _header(_title(net))
-    stem_nodes, gs = _stem_head(net, "stem"), net.groups["stem"]
+    stem_nodes, gs = _stem_head(net, "stem"), net.parts["stem"]
     stem_label = "stem: " + ", ".join(op_label(d) for d in stem_nodes) + \
         f"\nout {shape_text(stem_nodes[-1]['shape'])}\n{gs['params']:,} params, {human(gs['macs'])} MACs"
     out.append(f"  input [label={_q('input ' + shape_text(net.input_shape))}, shape=plaintext, style=\"\"];")
@@ -161,7 +162,7 @@ def overview_dot(net) -> str:
         stage_lines, prev = _overview_stage(g, st, row, [u for u in records if u["stage"] == st["index"]], prev)
         out += stage_lines
     head_label = "head: " + ", ".join(op_label(d) for d in _stem_head(net, "head")) + \
-        f"\n{net.groups['head']['params']:,} params"
+        f"\n{net.parts['head']['params']:,} params"
     out.append(f"  head [label={_q(head_label)}, fillcolor={_q(COLOURS['fc'])}];")
     out.append(f"  output [label={_q('output ' + shape_text(net.output_shape))}, shape=plaintext, style=\"\"];")
     out.append(f"  {prev} -> head;")
@@ -262,20 +263,20 @@ def _full_nodes(g) -> list[str]:
     """Every op as a node named n<position>, each stage's in its own cluster."""
     out = []
     ids = {n: f"n{k}" for k, n in enumerate(g.nodes)}
-    groups: OrderedDict[str, list] = OrderedDict()
+    parts: OrderedDict[str, list] = OrderedDict()
     for n, d in g.nodes(data=True):
-        groups.setdefault(d["group"], []).append(n)
+        parts.setdefault(d["part"], []).append(n)
     stages = {st["name"] for st in g.graph["stages"]}
-    for group, members in groups.items():
-        if group in stages:
-            out.append(f"  subgraph cluster_{group} {{ label={_q(group)}; style=\"rounded,filled\"; "
+    for part, members in parts.items():
+        if part in stages:
+            out.append(f"  subgraph cluster_{part} {{ label={_q(part)}; style=\"rounded,filled\"; "
                        f"fillcolor={_q(COLOURS['stage'])}; color=\"#8aa4c8\";")
         for n in members:
             d = g.nodes[n]
             shape = "circle" if d["op"] == "add" and not d.get("gate") else "box"
             label = op_label(d) if d["op"] in ("input", "output", "add") else f"{n}\n{op_label(d)}"
             out.append(f"    {ids[n]} [label={_q(label)}, shape={shape}, fillcolor={_q(_op_colour(d['op']))}];")
-        if group in stages:
+        if part in stages:
             out.append("  }")
     return out
 

@@ -58,8 +58,9 @@ class _Emitter:
                 f"{'x'.join(map(str, net.output_shape))}.\n"
                 f"Imports only torch. `build()` returns the initialised model.\n\"\"\"")
 
-    def _top_nodes(self, group: str) -> list[str]:
-        return [n for n, d in self.g.nodes(data=True) if d["group"] == group and d["op"] not in ("input", "output")]
+    def _top_nodes(self, part: str) -> list[str]:
+        """The stem's or the head's nodes."""
+        return [n for n, d in self.g.nodes(data=True) if d["part"] == part and d["op"] not in ("input", "output")]
 
     def network_class(self, stage_runs) -> list[str]:
         g = self.g

@@ -1,0 +1,279 @@
+"""Lark parse tree -> AST (``syntax`` dataclasses): one method per grammar rule; every statement carries its
+line's span."""
+from __future__ import annotations
+
+import math
+
+from lark import Token, Transformer, v_args
+
+from . import syntax as ast
+from .errors import Span, SpecError
+from .grammar import alternatives
+
+
+def _span(path: str, item) -> Span:
+    if isinstance(item, Token):
+        return Span(path, item.line, item.column, item.end_column if item.end_line == item.line else None)
+    meta = item
+    end = meta.end_column if getattr(meta, "end_line", None) == meta.line else None
+    return Span(path, meta.line, meta.column, end)
+
+
+def _check_number(tok: Token, path: str) -> float:
+    value = float(tok)
+    if not math.isfinite(value):
+        raise SpecError(f"number '{tok}' is out of range", _span(path, tok))
+    return value
+
+
+@v_args(meta=True)
+class ToAst(Transformer):
+    """Builds ``syntax`` dataclasses; statements carry their line's span."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    # helpers
+    def _s(self, x):
+        return _span(self.path, x)
+
+    def _int(self, tok: Token) -> ast.Value:
+        return ast.Value(int(tok), self._s(tok))
+
+    def _num(self, tok: Token) -> ast.Value:
+        return ast.Value(_check_number(tok, self.path), self._s(tok))
+
+    def start(self, meta, children):
+        return children
+
+    def network(self, meta, c):
+        return ast.Network(self._s(meta), str(c[0]))
+
+    def extends(self, meta, c):
+        return ast.Extends(self._s(meta), str(c[0])[1:-1])
+
+    def include(self, meta, c):
+        return ast.Include(self._s(meta), str(c[0])[1:-1])
+
+    def input(self, meta, c):
+        tok = c[0]
+        ch, h, w = (int(x) for x in str(tok).split("x"))
+        sp = self._s(tok)
+        return ast.Input(self._s(meta), ast.Value(ch, sp), ast.Value(h, sp), ast.Value(w, sp))
+
+    def stride(self, meta, c):
+        return self._int(c[0])
+
+    def stem(self, meta, c):
+        kind, kw = c[0]
+        return ast.Stem(self._s(meta), kind, **kw)
+
+    def stem_imagenet(self, meta, c):
+        width = self._int(c[0]) if c else ast.Value(64, self._s(meta))
+        return "imagenet", {"width": width}
+
+    def stem_cifar(self, meta, c):
+        return "cifar", {"width": self._int(c[0])}
+
+    def stem_conv(self, meta, c):
+        kernel_tok = c[0]
+        rest = c[1:]
+        stride = ast.Value(1, self._s(kernel_tok))
+        if rest and isinstance(rest[0], ast.Value):
+            if len(rest) >= 2 and isinstance(rest[1], Token):
+                stride, rest = rest[0], rest[1:]
+        width_tok = rest[0]
+        pool = rest[1] if len(rest) > 1 else None
+        kh, kw = (int(x) for x in str(kernel_tok).split("x"))
+        return "conv", {
+            "width": self._int(width_tok),
+            "kernel": ast.Value((kh, kw), self._s(kernel_tok)),
+            "stride": stride,
+            "pool": pool,
+        }
+
+    def stem_pool(self, meta, c):
+        kind, kernel_tok = str(c[0]), c[1]
+        kh, kw = (int(x) for x in str(kernel_tok).split("x"))
+        stride = c[2] if len(c) > 2 else ast.Value(1, self._s(kernel_tok))
+        return ast.Pool(kind, ast.Value((kh, kw), self._s(kernel_tok)), stride, self._s(meta))
+
+    # units / orders / shortcuts
+    def unit(self, meta, c):
+        kind, kw = c[0]
+        return ast.Unit(self._s(meta), kind, **kw)
+
+    def expansion(self, meta, c):
+        return "expansion", self._int(c[0])
+
+    def stride_at(self, meta, c):
+        return "stride_at", ast.Value(str(c[0]), self._s(c[0]))
+
+    def order(self, meta, c):
+        return ast.Order(self._s(meta), str(c[0]))
+
+    def shortcut(self, meta, c):
+        kind = str(c[0])
+        kw = {}
+        for key, val in c[1:]:
+            if key in kw:
+                raise SpecError(f"'{key.replace('_', ' ')}' given twice in one shortcut statement", val.span
+                                if hasattr(val, "span") else self._s(meta))
+            kw[key] = val
+        return ast.Shortcut(self._s(meta), kind, **kw)
+
+    def scale(self, meta, c):
+        return "scale", self._num(c[0])
+
+    def residual_scale(self, meta, c):
+        return "residual_scale", self._num(c[0])
+
+    def gate(self, meta, c):
+        return "gate", ast.Gate(str(c[0]), self._num(c[1]), self._s(meta))
+
+    def dropout(self, meta, c):
+        return "dropout", self._num(c[0])
+
+    def projection_bn(self, meta, c):
+        return "projection_bn", ast.Value(str(c[0]) == "yes", self._s(c[0]))
+
+    # stages
+    def stages(self, meta, c):
+        return ast.Stages(self._s(meta), tuple(c))
+
+    def stage_entry(self, meta, c):
+        tok = c[0]
+        width, units = (int(x) for x in str(tok).split("x"))
+        sp = self._s(tok)
+        stride = c[1] if len(c) > 1 else ast.Value(1, sp)
+        return ast.StageEntry(ast.Value(width, sp), ast.Value(units, sp), stride, self._s(meta))
+
+    def stage_override(self, meta, c):
+        return ast.StageOverride(self._s(meta), self._int(c[0]), c[1])
+
+    # head / init / expect
+    def head(self, meta, c):
+        return ast.Head(self._s(meta), c[0] if c else None)
+
+    def head_fc(self, meta, c):
+        return self._int(c[0])
+
+    def init(self, meta, c):
+        kw = {}
+        for key, val in c:
+            kw[key] = val
+        return ast.Init(self._s(meta), **kw)
+
+    def init_he(self, meta, c):
+        return "fan", str(c[0]) if c else "fan-out"
+
+    def zero_last_bn(self, meta, c):
+        return "zero_last_bn", True
+
+    def expect(self, meta, c):
+        return ast.Expect(self._s(meta), tuple(c))
+
+    def expect_item(self, meta, c):
+        what = str(c[0])
+        approx = len(c) == 3
+        tok = c[-1]
+        return ast.ExpectItem(what, str(tok), approx, self._s(meta))
+
+    # recipes
+    def recipe_use(self, meta, c):
+        return ast.RecipeUse(self._s(meta), str(c[0]))
+
+    def recipe_def(self, meta, c):
+        name = str(c[0])
+        base = None
+        fields = []
+        for item in c[1:]:
+            if isinstance(item, ast.Value):
+                base = item
+            else:
+                fields.append(item)
+        return ast.RecipeDef(self._s(meta), name, base, tuple(fields))
+
+    def recipe_base(self, meta, c):
+        return ast.Value(str(c[0]), self._s(c[0]))
+
+    def sched_step(self, meta, c):
+        milestones = [int(x) for x in c if isinstance(x, Token)]
+        out = {"kind": "step", "milestones": milestones, "gamma": 0.1}
+        for x in c:
+            if isinstance(x, tuple):
+                out[x[0]] = x[1]
+        return out
+
+    def sched_plateau(self, meta, c):
+        out = {"kind": "plateau", "gamma": 0.1, "patience": 5}
+        for key, val in c:
+            out[key] = val
+        return out
+
+    def sched_cosine(self, meta, c):
+        return {"kind": "cosine"}
+
+    def sched_constant(self, meta, c):
+        return {"kind": "constant"}
+
+    def gamma(self, meta, c):
+        return "gamma", _check_number(c[0], self.path)
+
+    def patience(self, meta, c):
+        return "patience", int(c[0])
+
+    def r_warmup(self, meta, c):
+        out = {"length": int(c[0]), "unit": None, "lr": None, "until_error": None}
+        rest = c[1:]
+        if rest and isinstance(rest[0], Token) and rest[0].type == "LENGTH_UNIT":
+            out["unit"] = str(rest[0])
+            rest = rest[1:]
+        out["lr"] = _check_number(rest[0], self.path)
+        if len(rest) > 1:
+            out["until_error"] = rest[1]
+        return ast.RecipeField("warmup", out, self._s(meta))
+
+    def until_error(self, meta, c):
+        return _check_number(c[0], self.path)
+
+    def augmentation(self, meta, c):
+        return c[0]
+
+    def __default__(self, data, children, meta):
+        """A recipe field or an augmentation, by the tables below; every other rule has its own method."""
+        if data in _RECIPE_FIELDS:
+            key, convert = _RECIPE_FIELDS[data]
+            return ast.RecipeField(key, convert(children, self.path), self._s(meta))
+        if data in _AUGMENTATIONS:
+            return _AUGMENTATIONS[data](children)
+        if data in alternatives("unit"):  # a unit kind: its word and its options (units.py says what it builds)
+            return alternatives("unit")[data], dict(children)
+        return super().__default__(data, children, meta)
+
+
+# recipe field rule -> (its key in the recipe, its value from the rule's children and the file's path)
+_RECIPE_FIELDS = {
+    "r_optimizer": ("optimizer", lambda c, path: str(c[0])),
+    "r_lr": ("lr", lambda c, path: _check_number(c[0], path)),
+    "r_momentum": ("momentum", lambda c, path: _check_number(c[0], path)),
+    "r_nesterov": ("nesterov", lambda c, path: str(c[0]) == "yes"),
+    "r_weight_decay": ("weight_decay", lambda c, path: _check_number(c[0], path)),
+    "r_batch": ("batch", lambda c, path: int(c[0])),
+    "r_length": ("length", lambda c, path: {"value": int(c[0]), "unit": str(c[1])}),
+    "r_schedule": ("schedule", lambda c, path: c[0]),
+    "r_augment": ("augment", lambda c, path: list(c)),
+    "r_normalize": ("normalize", lambda c, path: str(c[0])),
+    "r_dataset": ("dataset", lambda c, path: str(c[0])),
+    "r_split": ("split", lambda c, path: [int(c[0]), int(c[1])]),
+    "r_label_smoothing": ("label_smoothing", lambda c, path: _check_number(c[0], path)),
+    "r_test": ("test", lambda c, path: str(c[0])),
+}
+_AUGMENTATIONS = {
+    "aug_pad_crop": lambda c: {"kind": "pad-crop", "padding": int(c[0])},
+    "aug_flip": lambda c: {"kind": "flip"},
+    "aug_scale": lambda c: {"kind": "scale", "min": int(c[0]), "max": int(c[1]), "crop": int(c[2])},
+    "aug_color": lambda c: {"kind": "color"},
+    "aug_resized_crop": lambda c: {"kind": "random-resized-crop", "size": int(c[0])},
+}
