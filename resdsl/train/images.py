@@ -22,6 +22,7 @@ rest of resdsl but its data errors: it is shipped beside emitted trainers.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -221,7 +222,15 @@ def finish(crops: torch.Tensor, plan: Plan | None, draws: list[Draw] | None) -> 
 
 def _column(draws: list[Draw], value, device) -> torch.Tensor:
     """One number per image as a (B, 1, 1, 1) tensor on ``device``."""
-    return torch.tensor([float(value(d)) for d in draws]).view(-1, 1, 1, 1).to(device, non_blocking=True)
+    return to_device(torch.tensor([float(value(d)) for d in draws]).view(-1, 1, 1, 1), device)
+
+
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """A small CPU tensor on ``device`` without making the host wait: a copy from pageable memory waits for the
+    work queued on the stream, which would keep the host from preparing the next batch while the GPU trains."""
+    if torch.device(device).type == "cuda":
+        t = t.pin_memory()  # from PyTorch's caching host allocator: cheap after the first batches
+    return t.to(device, non_blocking=True)
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
@@ -246,7 +255,7 @@ def _lighting(x: torch.Tensor, draws: list[Draw]) -> torch.Tensor:
     """AlexNet's PCA noise: every pixel plus ``eigvec @ (alpha * eigval)``, alpha ~ N(0, 0.1) per image."""
     alpha = torch.tensor([d.alpha for d in draws], dtype=torch.float32) * LIGHTING_STD
     rgb = (alpha * torch.tensor(IMAGENET_EIGVAL)) @ torch.tensor(IMAGENET_EIGVEC).T
-    return x + rgb.view(-1, 3, 1, 1).to(x.device, non_blocking=True)
+    return x + to_device(rgb.view(-1, 3, 1, 1), x.device)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -284,11 +293,15 @@ def decode(datas: list[torch.Tensor], paths: list[str], device) -> list[torch.Te
     if device.type == "cuda":
         from torchvision.io import ImageReadMode, decode_jpeg
 
+        # nvJPEG's hardware decoder writes its outputs before the work already queued on its stream has run
+        # (pytorch/vision#9606): handed a block that queued kernels still read, it overwrites their data (NaN
+        # losses in a sync-free loop). So nothing may be queued on this stream when it decodes.
+        torch.cuda.current_stream(device).synchronize()
         jpegs = [k for k, d in enumerate(datas) if _is_jpeg(d)]
         try:
             for k, img in zip(jpegs, decode_jpeg([datas[k] for k in jpegs], mode=ImageReadMode.RGB, device=device)):
                 out[k] = img
-        except RuntimeError:  # e.g. a CMYK or broken JPEG: each of them on the CPU, which names the culprit
+        except (RuntimeError, ValueError):  # a CMYK or broken JPEG, say: each on the CPU, which names the culprit
             pass
     for k, img in enumerate(out):
         if img is None:
@@ -321,7 +334,31 @@ def _decode_with_pil(data: torch.Tensor, path: str) -> torch.Tensor:
 def make_batch(datas: list[torch.Tensor], paths: list[str], seeds: list[int], view: Plan | EvalView,
                device) -> torch.Tensor:
     """The network's input from encoded files: decoded on ``device``, cut by the view (a training Plan with each
-    sample's seed, or a EvalView), finished as a batch. (B, 3, c, c), or (B, 10, 3, c, c) for ten test crops."""
+    sample's seed, or a EvalView), finished as a batch. (B, 3, c, c), or (B, 10, 3, c, c) for ten test crops.
+    On a CUDA device the batch is made on a stream of its own, so :func:`decode` waits only for the previous
+    batch's cuts, not for the training steps queued on the caller's stream."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return _make_batch(datas, paths, seeds, view, device)
+    side, caller = _prep_stream(device), torch.cuda.current_stream(device)
+    with torch.cuda.stream(side):
+        x = _make_batch(datas, paths, seeds, view, device)
+    caller.wait_stream(side)
+    x.record_stream(caller)  # its memory is not reused for the next batch before the caller's stream is done with it
+    return x
+
+
+_PREP = threading.local()  # a data stream per thread and device (runs of --seed-runs threads each have theirs)
+
+
+def _prep_stream(device: torch.device) -> "torch.cuda.Stream":
+    streams = _PREP.__dict__.setdefault("streams", {})
+    if device not in streams:
+        streams[device] = torch.cuda.Stream(device)
+    return streams[device]
+
+
+def _make_batch(datas, paths, seeds, view, device) -> torch.Tensor:
     pictures = decode(datas, paths, device)
     if isinstance(view, Plan):
         draws = [draw(s) for s in seeds]

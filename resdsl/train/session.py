@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from .data import (BatchPipeline, FolderData, InMemoryData, collate_encoded, crop_size, epoch_permutation,
                    load_dataset, worker_errors_unwrapped)
-from .images import make_batch
+from .images import make_batch, to_device
 from .options import MAX_LR
 from .schedule import LRSchedule, from_recipe
 from .steps import seed_for
@@ -151,7 +151,8 @@ def _folder_batches(ds, opts: RunOptions, device, on_device: bool, **loader):
         collate_fn=collate_encoded if on_device else None, **loader))
     if not on_device:
         return batches
-    return ((make_batch(datas, paths, seeds, ds.view, device), labels) for datas, labels, seeds, paths in batches)
+    return ((make_batch(datas, paths, seeds, ds.view, device), to_device(labels, device))
+            for datas, labels, seeds, paths in batches)
 
 
 def test_batches(data, pipeline, opts, batch_size, ten_crop=False, device=None):
