@@ -104,3 +104,15 @@ def test_broken_experiment_file_is_a_located_error(tmp_path):
     r = reproduce(str(bad), "--dry-run")
     assert r.returncode == 1 and f"{bad}:4:" in r.stderr and "Traceback" not in r.stderr
     assert not os.path.exists(ROOT / "runs" / "bad")
+
+
+def test_a_panel_whose_rows_have_no_runs_is_not_drawn():
+    """`--rows plain-20,ResNet-20` of [R] Fig. 6 draws the plain and ResNet panels, not an empty third one."""
+    from types import SimpleNamespace
+
+    from resdsl.experiment.report import drawn_panels
+
+    fig = SimpleNamespace(panels=[("plain", ["plain-20", "plain-56"]), ("ResNet", ["ResNet-20"]),
+                                  ("110 and 1202 layers", ["ResNet-110", "ResNet-1202"])])
+    runs = {"plain-20": ["run"], "ResNet-20": ["run"], "ResNet-110": []}
+    assert [title for title, _ in drawn_panels(fig, runs)] == ["plain", "ResNet"]

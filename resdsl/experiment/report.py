@@ -103,7 +103,9 @@ def curves_png(exp: Experiment, fig, rows_jobs: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = fig.panels
+    panels = drawn_panels(fig, rows_jobs)
+    if not panels:
+        return
     figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
     for ax, (title, labels) in zip(axes[0], panels):
         for k, label in enumerate(labels):
@@ -123,6 +125,11 @@ def curves_png(exp: Experiment, fig, rows_jobs: dict, path: str) -> None:
     figure.tight_layout()
     _save_png(figure, path)
     plt.close(figure)
+
+
+def drawn_panels(fig, rows_jobs: dict) -> list:
+    """The figure's panels that have a row with runs (``--rows`` may leave a panel empty; it is not drawn)."""
+    return [(title, labels) for title, labels in fig.panels if any(rows_jobs.get(label) for label in labels)]
 
 
 def _mean_curve(jobs_of_row: list[Job]):

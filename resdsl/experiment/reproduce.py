@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import platform
 import time
 
 from . import report
@@ -208,7 +207,7 @@ def _device(all_jobs: list[Job]) -> str:
         try:
             with open(os.path.join(j.run_dir, "config.json"), encoding="utf-8") as fh:
                 cfg = json.load(fh)
-            return f"{cfg.get('device')}, {cfg.get('precision')} ({platform.node() or 'this machine'})"
+            return f"{cfg.get('device')}, {cfg.get('precision')}"
         except (OSError, ValueError):
             continue
     return "no run finished"
