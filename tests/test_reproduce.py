@@ -96,6 +96,8 @@ def test_dry_run_plans_with_an_estimate(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "plain-8/seed-0" in r.stdout and "new" in r.stdout and " s " in r.stdout + " "
     assert not out.exists()  # a dry run writes nothing
+    r = reproduce(TINY, *FAST[:-1], "--dry-run", "--no-estimate", "--out", str(out))
+    assert r.returncode == 0 and "4 of 4 runs to do; time not estimated" in r.stdout, r.stdout + r.stderr
 
 
 def test_broken_experiment_file_is_a_located_error(tmp_path):
