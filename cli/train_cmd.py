@@ -62,9 +62,10 @@ def _table_options(fn):
 @click.command("train", epilog=TRAIN_EXAMPLES)
 @click.argument("spec", required=False)
 @_table_options
-@click.option("--seed-runs", type=click.Choice(["processes", "threads"]), default="processes", show_default=True,
+@click.option("--seed-runs", type=click.Choice(["auto", "processes", "threads"]), default="auto", show_default=True,
               help="with --seeds: one process per run, or one thread per run in one process, each on its own CUDA "
-                   "stream (processes on one GPU take turns on it; streams of one process can share it)")
+                   "stream (processes on one GPU take turns on it; streams of one process share it); auto: threads "
+                   "on one GPU unless the network has dropout or --parallel is given, processes elsewhere")
 @click.option("--set", "settings", multiple=True, metavar="FIELD=VALUE",
               help="override any recipe field, written as in a spec's recipe block and checked like one, e.g. "
                    "--set momentum=0.95 or --set 'schedule=step 100, 150' (repeat for several).")
@@ -81,7 +82,7 @@ def train_cmd(spec, settings, seed_runs, **values) -> None:
         sys.exit(_launch_seeds(spec, given, values, settings, seed_runs))
     if values["parallel"]:
         raise click.UsageError("--parallel goes with --seeds")
-    if seed_runs != "processes":
+    if seed_runs != "auto":
         raise click.UsageError("--seed-runs goes with --seeds")
     if values["nproc"] and "RANK" not in os.environ:
         sys.exit(_launch_processes(spec, given, values, settings))
@@ -139,7 +140,7 @@ def _launch_seeds(spec: str, given, values: dict, settings, seed_runs: str) -> i
 
     from resdsl.pipeline import compile_spec
     from resdsl.train.rundir import default_path
-    from resdsl.train.seeds import run_seeds
+    from resdsl.train.seeds import run_seeds, seed_runs_way
 
     for flag in ("seed", "resume", "nproc"):
         if values[flag] is not None:
@@ -149,7 +150,10 @@ def _launch_seeds(spec: str, given, values: dict, settings, seed_runs: str) -> i
     out = values["out"] or default_path("runs", net.name, dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
     click.echo(f"{len(values['seeds'])} runs of {net.name}, seeds {', '.join(map(str, values['seeds']))}, in {out}")
 
-    if seed_runs == "threads":
+    way = seed_runs_way(seed_runs, _gpus(values["device"]), _has_dropout(net), values["parallel"])
+    if way == "threads":
+        click.echo("the runs are threads of this process" + (", each on its own CUDA stream of the GPU"
+                                                              if _gpus(values["device"]) else ""))
         return _seeds_in_threads(net, given or spec, out, values, settings)
 
     def command_for(seed: int, folder: str) -> list[str]:
@@ -161,15 +165,12 @@ def _launch_seeds(spec: str, given, values: dict, settings, seed_runs: str) -> i
 
 def _seeds_in_threads(net, spec: str, out: str, values: dict, settings) -> int:
     """--seed-runs threads: every seed's run in a thread of this process, on its own CUDA stream."""
-    import torch
-
-    from resdsl.backends.torch_module import build_model
     from resdsl.train.loop import stop_all
     from resdsl.train.seeds import run_in_threads
 
     if values["parallel"]:
         raise click.UsageError("--parallel goes with --seed-runs processes (threads run every seed at once)")
-    if any(isinstance(m, torch.nn.modules.dropout._DropoutNd) for m in build_model(net).modules()):
+    if _has_dropout(net):
         raise click.UsageError("this network has dropout, which draws from torch's generator while it trains; "
                                "runs in threads of one process would share it, so use --seed-runs processes")
 
@@ -177,6 +178,14 @@ def _seeds_in_threads(net, spec: str, out: str, values: dict, settings) -> int:
         return _train_once(spec, dict(values, seed=seed, out=folder, quiet=True), list(settings))
 
     return run_in_threads(values["seeds"], out, train_one, stop_all, cuda=_gpus(values["device"]) > 0)
+
+
+def _has_dropout(net) -> bool:
+    import torch
+
+    from resdsl.backends.torch_module import build_model
+
+    return any(isinstance(m, torch.nn.modules.dropout._DropoutNd) for m in build_model(net).modules())
 
 
 def _gpus(device: str) -> int:

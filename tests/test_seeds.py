@@ -123,3 +123,14 @@ def test_emitted_trainer_runs_seeds(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["seed-4", "seed-5"]
     assert json.loads((tmp_path / "runs" / "seed-5" / "config.json").read_text())["seed"] == 5
+
+
+def test_seed_runs_auto_makes_threads_on_one_gpu_only():
+    from resdsl.train.seeds import seed_runs_way
+
+    assert seed_runs_way("auto", gpus=1, dropout=False, parallel=None) == "threads"
+    assert seed_runs_way("auto", gpus=0, dropout=False, parallel=None) == "processes"  # a CPU: its cores
+    assert seed_runs_way("auto", gpus=4, dropout=False, parallel=None) == "processes"  # dealt out over the GPUs
+    assert seed_runs_way("auto", gpus=1, dropout=True, parallel=None) == "processes"  # a shared generator
+    assert seed_runs_way("auto", gpus=1, dropout=False, parallel=2) == "processes"
+    assert seed_runs_way("threads", gpus=0, dropout=False, parallel=None) == "threads"  # asked for: as asked
