@@ -1,5 +1,5 @@
 """In-memory datasets and their batches: :class:`InMemoryData` (a small dataset held whole as uint8 tensors),
-the seeded orders the trainer draws from (:func:`epoch_permutation` for each epoch, :func:`_split_order` for a
+the seeded orders the trainer draws from (:func:`epoch_permutation` for each epoch, :func:`split_order` for a
 held-out split), and :class:`BatchPipeline`, which normalises and augments batches on the data's device with no
 DataLoader. Imports nothing from the rest of resdsl: it is shipped beside emitted trainers.
 """
@@ -48,7 +48,7 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
-def _split_order(total: int, seed: int) -> torch.Tensor:
+def split_order(total: int, seed: int) -> torch.Tensor:
     """The shuffled training set a split cuts: train = the first n_train, test = the last n_val."""
     return torch.randperm(total, generator=torch.Generator().manual_seed(seed))
 

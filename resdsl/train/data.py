@@ -22,13 +22,13 @@ import os
 from dataclasses import replace
 
 from .batches import IN_MEMORY_AUGMENTATIONS, NORMALIZATIONS, BatchPipeline, InMemoryData, epoch_permutation
-from .batches import _split_order
+from .batches import split_order
 from .dataerror import DataError
 from .folders import FolderData, FolderImages, collate_encoded, crop_size, worker_errors_unwrapped
-from .folders import _folder
+from .folders import image_folder
 from .images import FOLDER_AUGMENTATIONS, IMAGENET_EIGVAL, IMAGENET_EIGVEC, IMAGENET_MEAN, IMAGENET_STD
 from .idx import MAX_IDX_BYTES, read_idx
-from .named import DEBIAN_FASHION_MNIST, DEFAULT_ROOT, _CIFAR, _cifar, _mnist, _synthetic
+from .named import DEBIAN_FASHION_MNIST, DEFAULT_ROOT, CIFAR_FILES, load_cifar, load_mnist, synthetic_data
 from .vocabulary import DATASETS, FOLDER_DATASETS
 
 __all__ = ["DATASETS", "DEBIAN_FASHION_MNIST", "DEFAULT_ROOT", "FOLDER_AUGMENTATIONS", "FOLDER_DATASETS",
@@ -55,14 +55,14 @@ def load_dataset(name_or_path: str, data_dir: str | None = None, *, download: bo
     for n, which in ((train_subset, "train"), (test_subset, "test")):
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
             raise DataError(f"--{which}-subset must be a positive whole number of images, not {n!r}")
-    if name in _CIFAR:
-        data = _cifar(name, data_dir, download)
+    if name in CIFAR_FILES:
+        data = load_cifar(name, data_dir, download)
     elif name in ("fashion-mnist", "mnist"):
-        data = _mnist(name, data_dir, download)
+        data = load_mnist(name, data_dir, download)
     elif name == "synthetic":
-        data = _synthetic(synthetic_shape, synthetic_classes, synthetic_size, seed)
+        data = synthetic_data(synthetic_shape, synthetic_classes, synthetic_size, seed)
     elif os.path.isdir(os.path.expanduser(name)):
-        return _folder(os.path.expanduser(name), split, train_subset, test_subset, seed)
+        return image_folder(os.path.expanduser(name), split, train_subset, test_subset, seed)
     elif name in FOLDER_DATASETS:
         raise DataError(f"the recipe trains on {name}, which is an image folder resdsl cannot download: pass "
                         f"--data /path/to/{name} (a folder with train/<class>/<image> and val/<class>/<image> "
@@ -82,7 +82,7 @@ def load_dataset(name_or_path: str, data_dir: str | None = None, *, download: bo
         if n_train + n_val > total:
             raise DataError(f"the split {n_train}/{n_val} needs {n_train + n_val} training images, but {name} has "
                             f"only {total}; use a smaller split")
-        order = _split_order(total, seed)
+        order = split_order(total, seed)
         tr, va = order[:n_train], order[total - n_val:]
         data = replace(data, train_x=data.train_x[tr], train_y=data.train_y[tr], test_x=data.train_x[va],
                        test_y=data.train_y[va])

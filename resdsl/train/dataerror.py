@@ -1,5 +1,5 @@
 """The data error: what every dataset module of the trainer raises when the user must fix something (a missing
-folder, no internet and no local copy, an unknown dataset, a corrupt file), and :func:`_reason`, which turns a
+folder, no internet and no local copy, an unknown dataset, a corrupt file), and :func:`one_line`, which turns a
 foreign exception into one short line for such a message. Defined once here, below every other data module, so
 that all of them (and :mod:`.data`, which re-exports it) raise the same class; imports nothing from the rest of
 resdsl.
@@ -13,7 +13,7 @@ class DataError(Exception):
     ``--data-dir`` flags where they are the fix."""
 
 
-def _reason(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """An exception as one short line (torchvision's download errors span several)."""
     text = " ".join(str(exc).split())
     if len(text) > 300:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .batches import _split_order
-from .dataerror import DataError, _reason
+from .batches import split_order
+from .dataerror import DataError, one_line
 from .images import Plan, EvalView, make_batch, plan_from, read_bytes
 
 
@@ -59,7 +59,7 @@ class FolderData:
             part = "train"
             n_train, n_val = self.split
             total = len(self._folder("train"))
-            order = _split_order(total, self.seed)
+            order = split_order(total, self.seed)
             idx = order[:n_train] if which == "train" else order[total - n_val:]
         n = self.train_subset if which == "train" else self.test_subset
         if n is not None:
@@ -131,7 +131,7 @@ def _scan_folder(root: str, part: str):
     try:
         return datasets.ImageFolder(os.path.join(root, part), loader=read_bytes)
     except (FileNotFoundError, OSError) as exc:
-        raise DataError(f"--data {root}: {part}/ holds no images in class folders ({_reason(exc)}); an "
+        raise DataError(f"--data {root}: {part}/ holds no images in class folders ({one_line(exc)}); an "
                         f"image-folder dataset needs {part}/<class>/<image> files") from None
 
 
@@ -147,7 +147,7 @@ def worker_errors_unwrapped(batches):
         raise DataError(text) from None
 
 
-def _folder(root: str, split, train_subset, test_subset, seed) -> FolderData:
+def image_folder(root: str, split, train_subset, test_subset, seed) -> FolderData:
     for part in ("train", "val"):
         if not os.path.isdir(os.path.join(root, part)):
             raise DataError(f"--data {root}: the folder has no {part}/ folder; an ImageNet-layout dataset needs "

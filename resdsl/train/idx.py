@@ -12,10 +12,10 @@ import zlib
 
 import torch
 
-from .dataerror import DataError, _reason
+from .dataerror import DataError, one_line
 
 MAX_IDX_BYTES = 2**31  # default of RESDSL_MAX_IDX_BYTES; a 60,000-image MNIST set is 47 MB
-_IDX = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
+IDX_FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
         "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte"}
 _IDX_TYPES = {0x08: "unsigned byte", 0x09: "signed byte", 0x0B: "short", 0x0C: "int", 0x0D: "float",
               0x0E: "double"}
@@ -35,7 +35,7 @@ def read_idx(path: str) -> torch.Tensor:
     except FileNotFoundError:
         raise DataError(f"{path} does not exist; point --data-dir at the folder holding the IDX files") from None
     except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"cannot read {path} ({_reason(exc)}): the file is truncated or corrupt. Delete it and "
+        raise DataError(f"cannot read {path} ({one_line(exc)}): the file is truncated or corrupt. Delete it and "
                         "download it again, or point --data-dir at a good copy") from None
     bad = (f"{path} is truncated or corrupt: not an IDX file of unsigned bytes (bad magic number). Delete it and "
            "download it again, or point --data-dir at a good copy")
@@ -102,10 +102,10 @@ def _max_idx_bytes() -> float:
         raise DataError(f"RESDSL_MAX_IDX_BYTES={raw!r} is not a number of bytes (or inf)") from None
 
 
-def _find_idx(folder: str) -> dict | None:
+def find_idx(folder: str) -> dict | None:
     """The four IDX files in ``folder`` (each .gz or uncompressed), or None unless all four are there."""
     found = {}
-    for key, stem in _IDX.items():
+    for key, stem in IDX_FILES.items():
         for cand in (stem + ".gz", stem):
             if os.path.isfile(os.path.join(folder, cand)):
                 found[key] = os.path.join(folder, cand)
@@ -113,12 +113,12 @@ def _find_idx(folder: str) -> dict | None:
     return found if len(found) == 4 else None
 
 
-def _check_partial_idx(name: str, places: list[str]) -> None:
+def check_partial_idx(name: str, places: list[str]) -> None:
     """A folder with some but not all four IDX files is a mistake to report, not a reason to look elsewhere."""
     for folder in places:
-        have = [stem for stem in _IDX.values() if any(os.path.isfile(os.path.join(folder, stem + ext))
+        have = [stem for stem in IDX_FILES.values() if any(os.path.isfile(os.path.join(folder, stem + ext))
                                                       for ext in (".gz", ""))]
-        if 0 < len(have) < len(_IDX):
-            missing = [stem + "[.gz]" for stem in _IDX.values() if stem not in have]
+        if 0 < len(have) < len(IDX_FILES):
+            missing = [stem + "[.gz]" for stem in IDX_FILES.values() if stem not in have]
             raise DataError(f"{name}: {folder} holds {len(have)} of the 4 IDX files; {', '.join(missing)} "
                             "is missing. Complete the folder or point --data-dir at a complete copy")

@@ -11,13 +11,13 @@ import os
 import torch
 
 from .batches import InMemoryData
-from .dataerror import DataError, _reason
-from .idx import _IDX, _check_partial_idx, _find_idx, read_idx
+from .dataerror import DataError, one_line
+from .idx import IDX_FILES, check_partial_idx, find_idx, read_idx
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 DEFAULT_ROOT = os.path.join("~", ".cache", "resdsl", "data")
 
-_CIFAR = {"cifar10": ("CIFAR10", "cifar-10-batches-py", "cifar-10-python.tar.gz", 10),
+CIFAR_FILES = {"cifar10": ("CIFAR10", "cifar-10-batches-py", "cifar-10-python.tar.gz", 10),
           "cifar100": ("CIFAR100", "cifar-100-python", "cifar-100-python.tar.gz", 100)}
 
 
@@ -28,10 +28,10 @@ def _root(data_dir) -> str:
 # CIFAR ---------------------------------------------------------------------------------------------
 
 
-def _cifar(name: str, data_dir, download: bool) -> InMemoryData:
+def load_cifar(name: str, data_dir, download: bool) -> InMemoryData:
     from torchvision import datasets
 
-    cls_name, folder, archive, classes = _CIFAR[name]
+    cls_name, folder, archive, classes = CIFAR_FILES[name]
     cls = getattr(datasets, cls_name)
     root = os.path.normpath(_root(data_dir))
     if os.path.basename(root) == folder:  # --data-dir pointed at the batches folder itself: that is fine too
@@ -45,10 +45,10 @@ def _cifar(name: str, data_dir, download: bool) -> InMemoryData:
         test = cls(root=root, train=False, download=False)
     except Exception as exc:  # noqa: BLE001 - offline, a firewall, a corrupt file: one clear message
         if present:
-            raise DataError(f"{name}: {where}/ is incomplete or corrupt ({_reason(exc)}). Delete it and let "
+            raise DataError(f"{name}: {where}/ is incomplete or corrupt ({one_line(exc)}). Delete it and let "
                             f"resdsl download it again, or fix it: {fix} (--data {name} --data-dir DIR)") from None
         if download:
-            raise DataError(f"{name} is not in {root} and could not be downloaded ({_reason(exc)}). Without "
+            raise DataError(f"{name} is not in {root} and could not be downloaded ({one_line(exc)}). Without "
                             f"internet access: {fix}") from None
         raise DataError(f"{name} is not in {root} ({where}/ does not exist) and downloads are off. {fix}, or "
                         "drop --no-download") from None
@@ -64,16 +64,16 @@ def _cifar(name: str, data_dir, download: bool) -> InMemoryData:
 # MNIST and Fashion-MNIST ----------------------------------------------------------------------------------
 
 
-def _mnist(name: str, data_dir, download: bool) -> InMemoryData:
+def load_mnist(name: str, data_dir, download: bool) -> InMemoryData:
     sub = "FashionMNIST" if name == "fashion-mnist" else "MNIST"  # torchvision's layout: ROOT/<sub>/raw/
     root = _root(data_dir)
     places = [root, os.path.join(root, sub, "raw")] if data_dir else [os.path.join(root, sub, "raw")]
     if name == "fashion-mnist" and not data_dir:  # an explicit --data-dir is the only place looked at
         places.append(DEBIAN_FASHION_MNIST)
     places = list(dict.fromkeys(places))
-    _check_partial_idx(name, places)
-    files = next((f for f in map(_find_idx, places) if f), None)
-    files_named = ", ".join(s + "[.gz]" for s in _IDX.values())
+    check_partial_idx(name, places)
+    files = next((f for f in map(find_idx, places) if f), None)
+    files_named = ", ".join(s + "[.gz]" for s in IDX_FILES.values())
     fix = (f"Put the four IDX files ({files_named}) in a folder DIR (or DIR/{sub}/raw/) and pass --data-dir DIR"
            + (" (on Debian: apt install dataset-fashion-mnist)" if name == "fashion-mnist" else ""))
     if files is None and download:
@@ -84,8 +84,8 @@ def _mnist(name: str, data_dir, download: bool) -> InMemoryData:
             cls(root=root, train=True, download=True)
         except Exception as exc:  # noqa: BLE001 - offline etc.
             raise DataError(f"{name} is not in any of {', '.join(places)} and could not be downloaded "
-                            f"({_reason(exc)}). {fix}") from None
-        files = _find_idx(os.path.join(root, sub, "raw"))
+                            f"({one_line(exc)}). {fix}") from None
+        files = find_idx(os.path.join(root, sub, "raw"))
         if files is None:
             raise DataError(f"{name} was downloaded to {os.path.join(root, sub, 'raw')}, but its IDX files are not "
                             f"all there. {fix}")
@@ -109,7 +109,7 @@ def _mnist(name: str, data_dir, download: bool) -> InMemoryData:
 # synthetic ---------------------------------------------------------------------------------------
 
 
-def _synthetic(shape, classes, sizes, seed) -> InMemoryData:
+def synthetic_data(shape, classes, sizes, seed) -> InMemoryData:
     """Learnable random uint8 images, deterministic in ``seed``: each class has its own random brightness
     pattern (uniform in [48, 208] per pixel), and every image is its class's pattern plus N(0, 40) noise."""
     try:
