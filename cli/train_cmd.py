@@ -271,7 +271,7 @@ def _train_once(spec: str, values: dict, settings: list[str]) -> int:
 @click.option("--data-dir", help="where named datasets are (default: the run's --data-dir)")
 @click.option("--test-subset", type=click.IntRange(min=1), help="evaluate on the first N test images")
 @click.option("--view", type=click.Choice(["auto", "single", "10-crop"]), default="auto", show_default=True,
-              help="auto: 10-crop for image folders, single view otherwise")
+              help="auto: the recipe's `test` (10-crop or single-view) for image folders, single view otherwise")
 @click.option("--device", type=click.Choice(["auto", "cuda", "mps", "cpu"]), default="auto", show_default=True,
               help="where to evaluate: auto picks CUDA, then Apple MPS, then the CPU")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,

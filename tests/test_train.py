@@ -244,7 +244,13 @@ def test_image_folder_training_and_ten_crop_eval(tmp_path):
     assert cfg["dataset"]["shape"] == [3, 32, 32] and cfg["dataset"]["classes"] == 2 and cfg["iterations"] == 3
     r = resdsl("eval", "tests/specs/tiny_folder.res", "--checkpoint", str(out), "--data", str(tmp_path / "imgs"))
     assert r.returncode == 0, r.stderr
-    assert "(10-crop): top-1 error" in r.stdout
+    assert "(10-crop): top-1 error" in r.stdout  # the recipe's `test 10-crop`
+    single = tmp_path / "single"  # a recipe that tests on a single view: eval follows it
+    r = resdsl("train", "tests/specs/tiny_folder.res", "--data", str(tmp_path / "imgs"), "--workers", "0",
+               "--device", "cpu", "--quiet", "--set", "test=single-view", "--out", str(single))
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = resdsl("eval", str(single))
+    assert r.returncode == 0 and "(single view): top-1 error" in r.stdout, r.stdout + r.stderr
     # decoded and cut where the model is (on a GPU by nvJPEG; here the CPU): the same batches, the same run
     r = resdsl("train", "tests/specs/tiny_folder.res", "--data", str(tmp_path / "imgs"), "--workers", "0",
                "--device", "cpu", "--quiet", "--decode", "device", "--out", str(tmp_path / "on-device"))
