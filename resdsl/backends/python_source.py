@@ -9,7 +9,7 @@ from __future__ import annotations
 from .. import units
 from ..ops import OPS
 from .escape import py_doc, py_literal, py_str, py_text
-from .python_units import call_expr, class_doc, module_expr, unit_body
+from .python_units import class_doc, op_lines, unit_body
 
 _ARGS = ("in_channels", "width", "out_channels", "stride")
 
@@ -80,15 +80,9 @@ class _Emitter:
                     init.append(")")
                     fwd.append(f"x = self.layer{i}(x)")
                 continue
-            d = g.nodes[n]
-            expr = module_expr(d)
-            if expr is not None:
-                init.append(f"self.{n} = {expr}")
-                fwd.append(f"x = self.{n}(x)")
-                if OPS[d["op"]].then:
-                    fwd.append(f"x = {OPS[d['op']].then.format('x')}")
-            else:
-                fwd.append(f"x = {call_expr(d, ['x'], inplace=True)}")
+            init_line, lines = op_lines(g.nodes[n], n, "x", ["x"], inplace=True)
+            init += [init_line] if init_line else []
+            fwd += lines
         # the Network's arguments: the numbers its stem and head take from it (`sym`: in_channels, num_classes)
         args = {role: g.nodes[n][key] for n in stem + head for key, role in g.nodes[n].get("sym", {}).items()}
         params = ", ".join(f"{role}={py_literal(v)}" for role, v in args.items())

@@ -28,6 +28,15 @@ def module_expr(d: dict) -> str | None:
     return module(d, lambda key: number(d, key)) if module else None
 
 
+def op_lines(d: dict, name: str, var: str, ins: list[str], inplace: bool) -> tuple[str | None, list[str]]:
+    """One IR node in an nn.Module: its line in __init__ (None for a function) and its lines in forward."""
+    expr = module_expr(d)
+    if expr is None:
+        return None, [f"{var} = {call_expr(d, ins, inplace)}"]
+    then = OPS[d["op"]].then
+    return f"self.{name} = {expr}", [f"{var} = self.{name}({ins[0]})"] + ([f"{var} = {then.format(var)}"] if then else [])
+
+
 def call_expr(d: dict, ins: list[str], inplace: bool) -> str:
     """The op's functional forward expression over its input variables (the op table's)."""
     call = OPS[d["op"]].call
@@ -52,16 +61,11 @@ def _forward_lines(g, record: dict) -> tuple[list[str], list[str], list[str]]:
                 init.append(f"self.{module_of[n]} = nn.Sequential({', '.join(module_expr(g.nodes[m]) for m in members)})")
                 fwd.append(f"{var} = self.{module_of[n]}({ins[0]})")
             continue
-        expr = module_expr(d)
-        if expr is not None:
-            init.append(f"self.{name} = {expr}")
-            fwd.append(f"{var} = self.{name}({ins[0]})")
-            if OPS[d["op"]].then:
-                fwd.append(f"{var} = {OPS[d['op']].then.format(var)}")
-        else:
-            src = inputs_of(g, n)[0]
-            inplace = src in local and g.out_degree(src) == 1 and g.nodes[src]["op"] != "relu"
-            fwd.append(f"{var} = {call_expr(d, ins, inplace)}")
+        src = inputs_of(g, n)[0]
+        inplace = src in local and g.out_degree(src) == 1 and g.nodes[src]["op"] != "relu"
+        init_line, lines = op_lines(d, name, var, ins, inplace)
+        init += [init_line] if init_line else []
+        fwd += lines
         if d.get("zero_init"):
             special.append(f"nn.init.zeros_(self.{name}.weight)")
         if d.get("bias_init") is not None:
