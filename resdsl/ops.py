@@ -81,7 +81,7 @@ def _pool_shape(d: dict, ins: list) -> tuple:
     return (c, *_spatial(d, h, w))
 
 
-def _pad_shape(d: dict, ins: list) -> tuple:
+def _zero_pad_shape(d: dict, ins: list) -> tuple:
     c, h, w = ins[0]
     if d["out_channels"] < c:
         raise SpecError(f"shortcut A cannot shrink channels ({c} -> {d['out_channels']}) in {where(d)}",
@@ -178,8 +178,8 @@ def _add_call(d: dict, ins: list[str], num, inplace: bool) -> str:
 
 
 # Option A's zero-padding shortcut as a function of the emitted file (its unit keeps out_channels and stride)
-SHORTCUT_PAD_SOURCE = (
-    "def shortcut_pad(x, out_channels, stride):",
+SHORTCUT_ZERO_PAD_SOURCE = (
+    "def shortcut_zero_pad(x, out_channels, stride):",
     "    \"\"\"Option A shortcut: subsample by the stride, then append zero channels.\"\"\"",
     "    if stride > 1:", "        x = x[:, :, ::stride, ::stride]",
     "    return F.pad(x, (0, 0, 0, 0, 0, out_channels - x.shape[1]))",
@@ -223,9 +223,9 @@ _OP_LIST = [  # in legend order: the legend names each colour group's ops in thi
     Op("fc", _fc_shape, lambda d: f"fc {d['out_features']}", cost=_fc_cost, look=("fc", "fc"),
        module=lambda d, num: f"nn.Linear({num('in_features')}, {num('out_features')})",
        describe=lambda d: f"{d['in_features']}->{d['out_features']}"),
-    Op("pad", _pad_shape, lambda d: f"zero-pad to {d['out_channels']}{_by_stride(d)}",
-       look=("shortcut op", "zero-pad"), helper=SHORTCUT_PAD_SOURCE, keeps=("out_channels", "stride"),
-       call=lambda d, ins, num, inplace: f"shortcut_pad({ins[0]}, self.out_channels, self.stride)",
+    Op("zero_pad", _zero_pad_shape, lambda d: f"zero-pad to {d['out_channels']}{_by_stride(d)}",
+       look=("shortcut op", "zero-pad"), helper=SHORTCUT_ZERO_PAD_SOURCE, keeps=("out_channels", "stride"),
+       call=lambda d, ins, num, inplace: f"shortcut_zero_pad({ins[0]}, self.out_channels, self.stride)",
        describe=lambda d: f"/{d['stride']} {d['in_channels']}->{d['out_channels']}"),
     Op("scale", _same, lambda d: f"x {d['factor']:g}", look=("shortcut op", "scale"),
        call=lambda d, ins, num, inplace: f"{ins[0]} * {num('factor')}", describe=lambda d: f"x{d['factor']:g}"),

@@ -90,7 +90,7 @@ class ShortcutPath:
 # `projection-bn no` says so). The names are torchvision's, so its state_dicts load (layer2.0.downsample.0).
 PATHS = {
     "identity": ShortcutPath((), "identity shortcut"),
-    "zero-pad": ShortcutPath((("shortcut_pad", "pad"),), "zero-padding shortcut (option A)"),
+    "zero-pad": ShortcutPath((("shortcut_zero_pad", "zero_pad"),), "zero-padding shortcut (option A)"),
     "projection": ShortcutPath((("downsample.0", "conv"), ("downsample.1", "bn")), "projection shortcut",
                                module="downsample"),
 }
@@ -201,7 +201,7 @@ def class_name(g, record: dict) -> str:
     ('PreactBasicUnitPreactShared', 'BottleneckUnitProjection', 'BasicUnitPadGated')."""
     nodes = [g.nodes[n] for n in record["nodes"]]
     ops = {d["op"] for d in nodes}
-    words = {"projection": ["Projection"], "zero-pad": ["Pad"]}.get(record["shortcut"], [])
+    words = {"projection": ["Projection"], "zero-pad": ["ZeroPad"]}.get(record["shortcut"], [])
     if any(d["path"] == "shared" for d in nodes) and record["shortcut"] != "projection":
         words.append("PreactShared")
     words += [word for op, word in (("sigmoid", "Gated"), ("dropout", "Dropout"), ("scale", "Scaled")) if op in ops]

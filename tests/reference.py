@@ -19,7 +19,7 @@ def bn(x, sd, name, training):
                         sd[f"{name}.weight"], sd[f"{name}.bias"], training=training, momentum=0.1, eps=1e-5)
 
 
-def pad_shortcut(x, out_channels, stride):
+def zero_pad_shortcut(x, out_channels, stride):
     """[R] option A: identity with extra zero channels, spatially subsampled."""
     x = x[:, :, ::stride, ::stride]
     zeros = torch.zeros(x.shape[0], out_channels - x.shape[1], *x.shape[2:], dtype=x.dtype)
@@ -63,8 +63,8 @@ def unit(x, sd, p, *, kind, order, stride, shortcut, out_channels, training, str
     if shortcut == "none":
         y = h
     else:
-        if shortcut == "pad":
-            s = pad_shortcut(x, out_channels, stride)
+        if shortcut == "zero-pad":
+            s = zero_pad_shortcut(x, out_channels, stride)
         elif shortcut == "projection":
             s = conv(x, sd, p + "downsample.0", stride)
             if projection_bn:

@@ -81,7 +81,7 @@ def test_emitted_source_is_deterministic_and_readable(at_root):
 
 CASES = {
     # name: (spec fragment, reference kwargs for stage-2 unit 0 and unit 1)
-    "basic-post-A": ("unit basic\norder post\nshortcut A", dict(kind="basic", order="post", shortcut="pad")),
+    "basic-post-A": ("unit basic\norder post\nshortcut A", dict(kind="basic", order="post", shortcut="zero-pad")),
     "basic-post-B": ("unit basic\norder post\nshortcut B", dict(kind="basic", order="post", shortcut="projection")),
     "basic-post-C": ("unit basic\norder post\nshortcut C", dict(kind="basic", order="post", shortcut="projection")),
     "basic-plain": ("unit basic\norder post\nshortcut none", dict(kind="basic", order="post", shortcut="none")),
@@ -89,22 +89,22 @@ CASES = {
                        dict(kind="bottleneck", order="post", shortcut="projection", stride_at="1x1")),
     "bottleneck-3x3": ("unit bottleneck stride-at 3x3\nshortcut B",
                        dict(kind="bottleneck", order="post", shortcut="projection", stride_at="3x3")),
-    "single": ("unit single\nshortcut A", dict(kind="single", order="post", shortcut="pad")),
+    "single": ("unit single\nshortcut A", dict(kind="single", order="post", shortcut="zero-pad")),
     "bn-after-add": ("unit basic\norder bn-after-add\nshortcut A", dict(kind="basic", order="bn-after-add",
-                                                                          shortcut="pad")),
+                                                                          shortcut="zero-pad")),
     "relu-before-add": ("unit basic\norder relu-before-add\nshortcut A",
-                        dict(kind="basic", order="relu-before-add", shortcut="pad")),
+                        dict(kind="basic", order="relu-before-add", shortcut="zero-pad")),
     "relu-preact": ("unit basic\norder relu-preact\nshortcut A", dict(kind="basic", order="relu-preact",
-                                                                        shortcut="pad")),
-    "preact-A": ("unit basic\norder preact\nshortcut A", dict(kind="basic", order="preact", shortcut="pad")),
+                                                                        shortcut="zero-pad")),
+    "preact-A": ("unit basic\norder preact\nshortcut A", dict(kind="basic", order="preact", shortcut="zero-pad")),
     "preact-bottleneck-B": ("unit bottleneck\norder preact\nshortcut B",
                             dict(kind="bottleneck", order="preact", shortcut="projection", projection_bn=False)),
     "scale": ("unit basic\nshortcut A scale 0.5 residual 0.5",
-              dict(kind="basic", order="post", shortcut="pad", scale=0.5, residual_scale=0.5)),
+              dict(kind="basic", order="post", shortcut="zero-pad", scale=0.5, residual_scale=0.5)),
     "exclusive-gate": ("unit basic\nshortcut A gate exclusive bias -2",
-                       dict(kind="basic", order="post", shortcut="pad", gate="exclusive")),
+                       dict(kind="basic", order="post", shortcut="zero-pad", gate="exclusive")),
     "shortcut-gate": ("unit basic\nshortcut A gate shortcut-only bias -2",
-                      dict(kind="basic", order="post", shortcut="pad", gate="shortcut-only")),
+                      dict(kind="basic", order="post", shortcut="zero-pad", gate="shortcut-only")),
 }
 TEMPLATE = "network t\ninput 3x16x16\nstem cifar 8\n{frag}\nstages 8x2, 16x2 /2\nhead avgpool fc 5\n"
 
@@ -153,7 +153,7 @@ def test_preact_network_first_and_last_unit():
                        out_channels=8, training=False, preact_shared=True)
     h = reference.unit(h, sd, "layer1.1.", kind="basic", order="preact", stride=1, shortcut="identity",
                        out_channels=8, training=False)
-    h = reference.unit(h, sd, "layer2.0.", kind="basic", order="preact", stride=2, shortcut="pad",
+    h = reference.unit(h, sd, "layer2.0.", kind="basic", order="preact", stride=2, shortcut="zero-pad",
                        out_channels=16, training=False)
     h = reference.unit(h, sd, "layer2.1.", kind="basic", order="preact", stride=1, shortcut="identity",
                        out_channels=16, training=False)

@@ -69,7 +69,7 @@ def test_usage_errors_exit_2():
 def test_dump_ir(at_root):
     r = run("compile", "specs/resnet20.res", "--dump-ir")
     assert r.exit_code == 0 and r.stdout.startswith("# network resnet20")
-    assert "layer2.0.shortcut_pad = pad /2 16->32 (layer1.2.relu_out) : 32x16x16" in r.stdout
+    assert "layer2.0.shortcut_zero_pad = zero_pad /2 16->32 (layer1.2.relu_out) : 32x16x16" in r.stdout
 
 
 def test_real_process_does_not_import_torch(at_root):

@@ -41,8 +41,8 @@ def test_preact_first_unit_activates_before_split_and_last_unit_gets_final_bn_re
     assert [n for n in g if n in ("conv1", "bn1", "relu")] == ["conv1"]  # the stem is a bare conv
     assert inputs_of(g, "layer1.0.add")[1] == "layer1.0.relu1"  # shortcut takes the activated input
     assert g.nodes["layer1.0.bn1"]["path"] == "shared"
-    assert inputs_of(g, "layer2.0.add")[1] == "layer2.0.shortcut_pad"
-    assert inputs_of(g, "layer2.0.shortcut_pad")[0] == "layer1.2.add"  # option A: not a projection, not shared
+    assert inputs_of(g, "layer2.0.add")[1] == "layer2.0.shortcut_zero_pad"
+    assert inputs_of(g, "layer2.0.shortcut_zero_pad")[0] == "layer1.2.add"  # option A: not a projection, not shared
     assert list(g)[-6:] == ["layer3.2.add", "final_bn", "final_relu", "avgpool", "fc", "output"]
 
 
@@ -95,8 +95,8 @@ def test_shortcut_variants():
 def test_option_a_pads_any_channel_increase():
     net = compile_text(CIFAR20.replace("16x3, 32x3 /2, 64x3 /2", "16x1, 24x1 /2, 80x1"))
     g = net.graph
-    assert g.nodes["layer2.0.shortcut_pad"]["shape"] == (24, 16, 16)
-    assert g.nodes["layer3.0.shortcut_pad"]["shape"] == (80, 16, 16)
+    assert g.nodes["layer2.0.shortcut_zero_pad"]["shape"] == (24, 16, 16)
+    assert g.nodes["layer3.0.shortcut_zero_pad"]["shape"] == (80, 16, 16)
 
 
 def test_option_b_c_and_none():

@@ -44,7 +44,7 @@ def test_unit_view_shows_every_op_in_order(at_root):
     net = resdsl.compile_spec("specs/resnet110_preact.res")
     units = gv.distinct_units(net)
     assert [(name, count) for name, _, count in units] == [
-        ("PreactBasicUnitPreactShared", 1), ("PreactBasicUnit", 51), ("PreactBasicUnitPad", 2)]
+        ("PreactBasicUnitPreactShared", 1), ("PreactBasicUnit", 51), ("PreactBasicUnitZeroPad", 2)]
     dot = gv.unit_dot([(net, "resnet110_preact")], typical_only=False)
     assert dot.count("subgraph cluster_s0u") == 3
     assert "zero-pad to 32, /2" in dot
