@@ -27,7 +27,7 @@ EVAL_EXAMPLES = """\b
 Examples:
   resdsl eval runs/resnet20-20261122-101500              # a run directory: its spec, checkpoint and data
   resdsl eval specs/resnet20.res --checkpoint runs/resnet20-20261122-101500 --data fashion-mnist
-  resdsl eval resnet50 --checkpoint model.pt --data /data/imagenet --view 10-crop
+  resdsl eval resnet50 --checkpoint model.pt --data /data/imagenet --test 10-crop
 """
 
 
@@ -270,16 +270,21 @@ def _train_once(spec: str, values: dict, settings: list[str]) -> int:
 @click.option("--data", help="dataset name or ImageNet-layout folder (default: the run's, else the recipe's)")
 @click.option("--data-dir", help="where named datasets are (default: the run's --data-dir)")
 @click.option("--test-subset", type=click.IntRange(min=1), help="evaluate on the first N test images")
-@click.option("--view", type=click.Choice(["auto", "single", "10-crop"]), default="auto", show_default=True,
-              help="auto: the recipe's `test` (10-crop or single-view) for image folders, single view otherwise")
+@click.option("--test", type=click.Choice(["auto", "single-view", "10-crop"]), default="auto",
+              show_default=True, help="how to test, in the recipe's words: auto follows the recipe's `test` for image "
+                                      "folders and tests small in-memory images whole (single-view)")
+@click.option("--view", "old_view", hidden=True, help="renamed --test")
 @click.option("--device", type=click.Choice(["auto", "cuda", "mps", "cpu"]), default="auto", show_default=True,
               help="where to evaluate: auto picks CUDA, then Apple MPS, then the CPU")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
               help="images per evaluation batch (10-crop divides it by 10)")
 @click.option("--no-download", is_flag=True, help="never download; fail if the data is not local")
 @guard
-def eval_cmd(target, checkpoint, data, data_dir, test_subset, view, device, batch_size, no_download) -> None:
+def eval_cmd(target, checkpoint, data, data_dir, test_subset, test, old_view, device, batch_size,
+             no_download) -> None:
     """Report top-1 and top-5 test error of a run directory, or of a SPEC's weights in --checkpoint."""
+    if old_view is not None:
+        raise click.UsageError("--view is now --test, in the recipe's words: --test auto|single-view|10-crop")
     from resdsl.pipeline import compile_spec
     from resdsl.train import checkpoint as ckpt
     from resdsl.train.data import DataError
@@ -297,7 +302,7 @@ def eval_cmd(target, checkpoint, data, data_dir, test_subset, view, device, batc
     if os.path.isdir(checkpoint):
         checkpoint = os.path.join(checkpoint, "checkpoint.pt")
     try:
-        name, views, res = _evaluate(net, spec, checkpoint, data, data_dir, test_subset, view, device, batch_size,
+        name, views, res = _evaluate(net, spec, checkpoint, data, data_dir, test_subset, test, device, batch_size,
                                      not no_download)
     except (ckpt.CheckpointError, DataError, TrainingError) as exc:
         click.echo(f"resdsl: error: {exc}", err=True)
@@ -312,7 +317,7 @@ def _run_options(run_dir: str) -> dict:
     return read_config(run_dir).get("options", {})
 
 
-def _evaluate(net, spec, checkpoint, data, data_dir, test_subset, view, device, batch_size, download):
+def _evaluate(net, spec, checkpoint, data, data_dir, test_subset, test, device, batch_size, download):
     """The checkpoint's weights on its recipe's test set, through the trainer's front door."""
     from resdsl.train import checkpoint as ckpt
     from resdsl.train.session import RunOptions, evaluate_checkpoint
@@ -323,6 +328,6 @@ def _evaluate(net, spec, checkpoint, data, data_dir, test_subset, view, device, 
     if not name:
         raise click.UsageError("pass --data: neither the spec's recipe nor the checkpoint names a dataset")
     opts = RunOptions(data=name, data_dir=data_dir, test_subset=test_subset, device=device, download=download)
-    views, result = evaluate_checkpoint(_model_fn(net), state, checkpoint, dict(recipe, dataset=name), opts, view,
+    views, result = evaluate_checkpoint(_model_fn(net), state, checkpoint, dict(recipe, dataset=name), opts, test,
                                         batch_size)
     return name, views, result

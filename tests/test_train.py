@@ -251,6 +251,10 @@ def test_image_folder_training_and_ten_crop_eval(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     r = resdsl("eval", str(single))
     assert r.returncode == 0 and "(single view): top-1 error" in r.stdout, r.stdout + r.stderr
+    r = resdsl("eval", str(out), "--test", "single-view")  # the recipe's way overridden
+    assert r.returncode == 0 and "(single view): top-1 error" in r.stdout, r.stdout + r.stderr
+    r = resdsl("eval", str(out), "--view", "10-crop")
+    assert r.returncode == 2 and "--view is now --test" in r.stderr
     # decoded and cut where the model is (on a GPU by nvJPEG; here the CPU): the same batches, the same run
     r = resdsl("train", "tests/specs/tiny_folder.res", "--data", str(tmp_path / "imgs"), "--workers", "0",
                "--device", "cpu", "--quiet", "--decode", "device", "--out", str(tmp_path / "on-device"))

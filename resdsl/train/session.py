@@ -323,16 +323,16 @@ def prepare(model_fn: Callable, recipe: dict, opts: RunOptions, rank: int = 0, w
                    iters_per_epoch, total, eval_every, opts.checkpoint_every or eval_every, rank, world)
 
 
-def ten_crop_view(view: str, recipe: dict, folder: bool) -> bool:
-    """Whether a checkpoint is tested on ten crops: ``--view 10-crop`` or ``single``, or ``auto``: the recipe's
+def tests_ten_crops(test: str, recipe: dict, folder: bool) -> bool:
+    """Whether a checkpoint is tested on ten crops: ``--test 10-crop`` or ``single-view``, or ``auto``: the recipe's
     ``test`` (10-crop in [R]'s ImageNet recipe, single-view in [I]'s), which only image folders can follow (small
     in-memory images are tested whole)."""
-    if view == "auto":
+    if test == "auto":
         return folder and recipe.get("test") == "10-crop"
-    return view == "10-crop"
+    return test == "10-crop"
 
 
-def evaluate_checkpoint(model_fn: Callable, state: dict, path: str, recipe: dict, opts: RunOptions, view: str,
+def evaluate_checkpoint(model_fn: Callable, state: dict, path: str, recipe: dict, opts: RunOptions, test: str,
                         batch_size: int) -> tuple[str, dict]:
     """Top-1/top-5 error of a checkpoint's weights on the test set its recipe trained beside (``resdsl eval``);
     returns the views used ("single view" or "10-crop") and the result."""
@@ -343,7 +343,7 @@ def evaluate_checkpoint(model_fn: Callable, state: dict, path: str, recipe: dict
     model = model_fn(data.shape, data.num_classes)
     ckpt.load_weights(model, state["model"], path)
     model.to(device)
-    ten = ten_crop_view(view, recipe, isinstance(data, FolderData))
+    ten = tests_ten_crops(test, recipe, isinstance(data, FolderData))
     if ten and not isinstance(data, FolderData):
         raise TrainingError("10-crop testing needs an image-folder dataset")
     pipeline = None
