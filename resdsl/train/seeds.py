@@ -1,12 +1,12 @@
 """`--seeds 0,1,2,3,4`: one run per seed, side by side, each a complete run of its own (``OUT/seed-N``: its own
 config, checkpoint, metrics and exact resume with ``--resume OUT/seed-N``).
 
-By default the runs are separate processes of the same trainer, so each is exactly the run that ``--seed N`` alone
-would make. Small CIFAR networks leave a GPU mostly idle, so all seeds run at once by default; with several GPUs they
-are dealt out over them. But processes on one GPU take turns on it rather than share it (measured on an H100: five
-ResNet-20 runs at once took longer than five one after the other), so ``--seed-runs threads`` runs them as threads
-of one process instead (:func:`run_in_threads`), each on its own CUDA stream, whose kernels the GPU can run side by
-side. Imports nothing from the rest of resdsl (it ships beside emitted trainers), and torch only in those threads.
+Each run is exactly the run that ``--seed N`` alone would make. Small CIFAR networks leave a GPU mostly idle, so
+all seeds run at once. Separate processes of the same trainer (:func:`run_seeds`) are dealt out over several GPUs,
+but on one GPU they take turns on it rather than share it (measured on an H100: five ResNet-20 runs as processes
+3.7x one run's time, as threads 2.1x), so there the runs are threads of one process (:func:`run_in_threads`), each
+on its own CUDA stream, whose kernels the GPU runs side by side (:func:`seed_runs_way` chooses). Imports nothing
+from the rest of resdsl (it ships beside emitted trainers), and torch only in those threads.
 """
 from __future__ import annotations
 
