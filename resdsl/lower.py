@@ -90,6 +90,19 @@ def lower(r: ResolvedSpec):
 def _check_unit(unit: ast.Unit) -> None:
     if unit.expansion is not None:
         _check_range(unit.expansion, 1, 64, "bottleneck expansion")
+    for v, lo, hi, what in ((unit.cardinality, 1, 1024, "cardinality"), (unit.base_width, 1, 4096, "base width"),
+                            (unit.width_factor, 1, 64, "width factor")):
+        if v is not None:
+            _check_range(v, lo, hi, what)
+    if unit.base_width is not None and unit.width_factor is not None:
+        raise SpecError("give 'base-width' or 'width-factor', not both: width-factor F is base-width 64 x F",
+                        unit.width_factor.span)
+
+
+def unit_widths(unit: ast.Unit) -> tuple[int, int]:
+    """(cardinality, base width) of a unit statement: 1 and 64 unless it says otherwise."""
+    base = unit.base_width.value if unit.base_width else 64 * (unit.width_factor.value if unit.width_factor else 1)
+    return (unit.cardinality.value if unit.cardinality else 1), base
 
 
 def _check_shortcut(sc: ast.Shortcut) -> None:
@@ -203,12 +216,13 @@ def _build_unit(b, x, in_ch, stage: int, index: int, entry, stride, unit, order_
     """One residual unit: residual path F, shortcut path h, their merge, the order's ops after it; its record."""
     kind, order, shortcut = UNIT_KINDS[unit.kind], ORDERS[order_word], SHORTCUT_KINDS[sc.kind]
     convs = plan_convs(kind, entry.width.value, stride, unit.expansion and unit.expansion.value,
-                       unit.stride_at and unit.stride_at.value)
+                       unit.stride_at and unit.stride_at.value, *unit_widths(unit))
     out_ch = convs[-1].out_channels
+    width = next((c.out_channels for c in convs if c.out_role == "width"), entry.width.value)  # inner width
     path = shortcut.path(stride != 1 or in_ch != out_ch)
     record = {"stage": stage, "index": index, "prefix": f"layer{stage}.{index}.", "kind": kind.word,
               "order": order.word, "option": shortcut.word, "shortcut": path, "nodes": [], "modules": {},
-              "args": {"in_channels": in_ch, "width": entry.width.value, "out_channels": out_ch, "stride": stride}}
+              "args": {"in_channels": in_ch, "width": width, "out_channels": out_ch, "stride": stride}}
     u = _Unit(b, record, entry.span, ctx.init, {"part": f"layer{stage}", "stage": stage, "unit": index})
     # [I]: a pre-activation network's first unit (unless the stem already activated its output) and its projection
     # units activate x once before it splits into the two paths; the shortcut then takes the activated x
@@ -238,7 +252,8 @@ def _residual(u: _Unit, x: str, in_ch: int, convs, order, skip_first: bool) -> s
             x = u.norm_act(op, f"{op}{k}", x, "residual", cin, cin_role)
             last_bn = x if op == "bn" else last_bn
         sym = {"in_channels": cin_role, "out_channels": c.out_role, **({"stride": "stride"} if c.stride_role else {})}
-        x = u.conv(f"conv{k}", x, cin, c.out_channels, c.kernel, c.stride, main=True, path="residual", sym=sym)
+        x = u.conv(f"conv{k}", x, cin, c.out_channels, c.kernel, c.stride, main=True, path="residual", sym=sym,
+                   **({"groups": c.groups} if c.groups > 1 else {}))
         for op in order.after_last if k == len(convs) else order.after:
             x = u.norm_act(op, f"{op}{k}", x, "residual", c.out_channels, c.out_role)
             last_bn = x if op == "bn" else last_bn

@@ -73,6 +73,10 @@ def _conv_shape(d: dict, ins: list) -> tuple:
     if c != d["in_channels"]:
         raise SpecError(f"channel mismatch in {where(d)}: the convolution expects {d['in_channels']} "
                         f"channels, its input has {c}", d["span"])
+    groups = d.get("groups", 1)
+    if d["in_channels"] % groups or d["out_channels"] % groups:
+        raise SpecError(f"{where(d)} cannot be split into {groups} groups: {d['in_channels']} -> "
+                        f"{d['out_channels']} channels are not both multiples of {groups}", d["span"])
     return (d["out_channels"], *_spatial(d, h, w))
 
 
@@ -126,7 +130,7 @@ def _free(d: dict) -> tuple[int, int]:
 
 def _conv_cost(d: dict) -> tuple[int, int]:
     kh, kw = d["kernel"]
-    weights = kh * kw * d["in_channels"] * d["out_channels"]
+    weights = kh * kw * d["in_channels"] // d.get("groups", 1) * d["out_channels"]  # each group sees its share
     _, oh, ow = d["shape"]
     return weights + (d["out_channels"] if d.get("bias") else 0), weights * oh * ow
 
@@ -140,8 +144,13 @@ def _fc_cost(d: dict) -> tuple[int, int]:
 
 def _conv_label(d: dict) -> str:
     k = d["kernel"][0]
-    label = f"{k}x{k} conv, {d['out_channels']}{_by_stride(d)}"
+    label = f"{k}x{k} conv, {d['out_channels']}{_groups(d)}{_by_stride(d)}"
     return f"gate: {label} + bias ({d['bias_init']:g})" if d.get("path") == "gate" else label
+
+
+def _groups(d: dict) -> str:
+    """', C=32' for a grouped convolution (ResNeXt's notation for its cardinality), else nothing."""
+    return f", C={d['groups']}" if d.get("groups", 1) > 1 else ""
 
 
 def _pool_label(d: dict) -> str:
@@ -160,6 +169,8 @@ def _conv_module(d: dict, num: Callable[[str], str]) -> str:
         args += f", stride={num('stride')}"
     if d["padding"][0]:
         args += f", padding={num('padding')}"
+    if d.get("groups", 1) > 1:
+        args += f", groups={num('groups')}"
     return f"nn.Conv2d({args}, bias={num('bias')})"
 
 
@@ -207,8 +218,8 @@ class Op:
 
 _OP_LIST = [  # in legend order: the legend names each colour group's ops in this order
     Op("conv", _conv_shape, _conv_label, cost=_conv_cost, look=("conv", "conv"), module=_conv_module,
-       describe=lambda d: f"{_window(d)} {d['in_channels']}->{d['out_channels']}" + (" +bias" if d.get("bias")
-                                                                                      else "")),
+       describe=lambda d: f"{_window(d)} {d['in_channels']}->{d['out_channels']}{_groups(d)}"
+                          + (" +bias" if d.get("bias") else "")),
     Op("bn", _bn_shape, lambda d: "BN" + (" (γ=0)" if d.get("zero_init") else ""), look=("bn", "BN"),
        cost=lambda d: (2 * d["channels"], 0), module=lambda d, num: f"nn.BatchNorm2d({num('channels')})",
        describe=lambda d: f"{d['channels']}" + (" zero-init" if d.get("zero_init") else "")),

@@ -63,6 +63,9 @@ class Unit(Statement):
     kind: str  # "basic" | "bottleneck" | "single"
     expansion: Value | None = None
     stride_at: Value | None = None  # "1x1" | "3x3"
+    cardinality: Value | None = None  # ResNeXt's C: groups of the unit's grouped convolution
+    base_width: Value | None = None  # ResNeXt's d at a stage width of 64 (32x4d: 4); inner width scales with it
+    width_factor: Value | None = None  # Wide ResNet-50-2's 2: base width 64 x factor
 
 
 @dataclass(frozen=True)

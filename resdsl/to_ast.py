@@ -107,6 +107,15 @@ class ToAst(Transformer):
     def expansion(self, meta, c):
         return "expansion", self._int(c[0])
 
+    def cardinality(self, meta, c):
+        return "cardinality", self._int(c[0])
+
+    def base_width(self, meta, c):
+        return "base_width", self._int(c[0])
+
+    def width_factor(self, meta, c):
+        return "width_factor", self._int(c[0])
+
     def stride_at(self, meta, c):
         return "stride_at", ast.Value(str(c[0]), self._s(c[0]))
 

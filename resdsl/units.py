@@ -23,6 +23,7 @@ class Conv:
 
     kernel: int
     out: str  # "width" or "out_channels" (= width x expansion): the constructor argument of its output channels
+    grouped: bool = False  # ResNeXt's grouped convolution: `cardinality C` splits it into C groups
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ UNIT_KINDS = {u.word: u for u in (
     UnitKind("basic", (Conv(3, "width"), Conv(3, "width")), "[3x3, 3x3]", "basic"),  # [R] Fig. 5 left
     UnitKind("single", (Conv(3, "width"),), "[3x3]", "1-layer skip"),  # [I] Table 3, "ResNet-110 (1-layer skip)"
     # [R] Fig. 5 right; torchvision (v1.5) strides in the 3x3 conv, [R]'s released models in the first 1x1
-    UnitKind("bottleneck", (Conv(1, "width"), Conv(3, "width"), Conv(1, "out_channels")),
+    UnitKind("bottleneck", (Conv(1, "width"), Conv(3, "width", grouped=True), Conv(1, "out_channels")),
              "[1x1, 3x3, 1x1] bottleneck", "bottleneck", expansion=4, stride_at="1x1"),
 )}
 
@@ -60,17 +61,28 @@ class PlannedConv:
     stride: int
     out_role: str
     stride_role: str | None
+    groups: int = 1
+
+
+def inner_width(planes: int, cardinality: int = 1, base_width: int = 64) -> int:
+    """The channels inside a bottleneck of a stage of width ``planes``, as ResNeXt and torchvision reckon them:
+    ``int(planes * base_width / 64) * cardinality`` (ResNeXt-50 32x4d's first stage: 64 -> 4 x 32 = 128; Wide
+    ResNet-50-2, base width 128: 64 -> 128). ``out_channels`` stays ``planes x expansion``."""
+    return planes * base_width // 64 * cardinality
 
 
 def plan_convs(kind: UnitKind, width: int, stride: int, expansion: int | None = None,
-               stride_at: str | None = None) -> list[PlannedConv]:
-    """The residual path of one unit of this kind: the stride goes to the first conv with the `stride-at` kernel
-    (the kind's default, else the first conv)."""
+               stride_at: str | None = None, cardinality: int = 1, base_width: int = 64) -> list[PlannedConv]:
+    """The residual path of one unit of this kind in a stage of width ``width``: the stride goes to the first
+    conv with the `stride-at` kernel (the kind's default, else the first conv); a grouped conv has
+    ``cardinality`` groups."""
     at = stride_at or kind.stride_at
     strided = next((i for i, c in enumerate(kind.convs) if at == f"{c.kernel}x{c.kernel}"), 0)
-    channels = {"width": width, "out_channels": width * (expansion or kind.expansion)}
+    channels = {"width": inner_width(width, cardinality, base_width),
+                "out_channels": width * (expansion or kind.expansion)}
     return [PlannedConv(c.kernel, channels[c.out], stride if i == strided else 1, c.out,
-                        "stride" if i == strided else None) for i, c in enumerate(kind.convs)]
+                        "stride" if i == strided else None, cardinality if c.grouped else 1)
+            for i, c in enumerate(kind.convs)]
 
 
 # ---- shortcut kinds ----------------------------------------------------------------------------------------

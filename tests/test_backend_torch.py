@@ -16,7 +16,8 @@ from resdsl.backends.torch_module import load_source  # noqa: E402
 from regen_golden import spec_paths  # noqa: E402
 import reference  # noqa: E402
 
-TV = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+TV = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+      "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2"]
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +38,7 @@ def _tv_check(model, name):
 @pytest.mark.parametrize("name", TV)
 def test_torchvision_parity_in_process_and_emitted(name, at_root, tmp_path):
     _tv_check(resdsl.build_model(f"specs/torchvision/{name}.res"), name)
-    if name in ("resnet18", "resnet50"):  # the emitted file, imported from disk
+    if name in ("resnet18", "resnet50", "resnext50_32x4d"):  # the emitted file, imported from disk
         path = tmp_path / f"{name}.py"
         path.write_text(emit_python(resdsl.compile_spec(f"specs/torchvision/{name}.res")))
         import importlib.util
