@@ -104,18 +104,6 @@ class ToAst(Transformer):
         kind, kw = c[0]
         return ast.Unit(self._s(meta), kind, **kw)
 
-    def expansion(self, meta, c):
-        return "expansion", self._int(c[0])
-
-    def cardinality(self, meta, c):
-        return "cardinality", self._int(c[0])
-
-    def base_width(self, meta, c):
-        return "base_width", self._int(c[0])
-
-    def width_factor(self, meta, c):
-        return "width_factor", self._int(c[0])
-
     def stride_at(self, meta, c):
         return "stride_at", ast.Value(str(c[0]), self._s(c[0]))
 
@@ -257,9 +245,19 @@ class ToAst(Transformer):
             return ast.RecipeField(key, convert(children, self.path), self._s(meta))
         if data in _AUGMENTATIONS:
             return _AUGMENTATIONS[data](children)
+        if data in _UNIT_NUMBERS:  # `expansion 4`, `cardinality 32`, ...: (its syntax.Unit field, the number)
+            return data, self._int(children[0])
         if data in alternatives("unit"):  # a unit kind: its word and its options (units.py says what it builds)
-            return alternatives("unit")[data], dict(children)
+            options = {}
+            for key, val in children:
+                if key in options:
+                    raise SpecError(f"'{key.replace('_', '-')}' given twice in one unit statement", val.span)
+                options[key] = val
+            return alternatives("unit")[data], options
         return super().__default__(data, children, meta)
+
+
+_UNIT_NUMBERS = ("expansion", "cardinality", "base_width", "width_factor")  # unit options that are one integer
 
 
 # recipe field rule -> (its key in the recipe, its value from the rule's children and the file's path)
