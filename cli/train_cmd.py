@@ -150,17 +150,18 @@ def _launch_seeds(spec: str, given, values: dict, settings, seed_runs: str) -> i
     out = values["out"] or default_path("runs", net.name, dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
     click.echo(f"{len(values['seeds'])} runs of {net.name}, seeds {', '.join(map(str, values['seeds']))}, in {out}")
 
-    way = seed_runs_way(seed_runs, _gpus(values["device"]), _has_dropout(net), values["parallel"])
+    gpus = _gpus(values["device"])
+    way = seed_runs_way(seed_runs, gpus, _has_dropout(net), values["parallel"])
     if way == "threads":
         click.echo("the runs are threads of this process" + (", each on its own CUDA stream of the GPU"
-                                                              if _gpus(values["device"]) else ""))
+                                                              if gpus else ""))
         return _seeds_in_threads(net, given or spec, out, values, settings)
 
     def command_for(seed: int, folder: str) -> list[str]:
         args = _as_args(given or spec, dict(values, seed=seed, out=folder, quiet=True), settings)
         return [sys.executable, "-m", "resdsl_cli.main", "train", *args]
 
-    return run_seeds(values["seeds"], out, command_for, gpus=_gpus(values["device"]), parallel=values["parallel"])
+    return run_seeds(values["seeds"], out, command_for, gpus=gpus, parallel=values["parallel"])
 
 
 def _seeds_in_threads(net, spec: str, out: str, values: dict, settings) -> int:
@@ -181,11 +182,8 @@ def _seeds_in_threads(net, spec: str, out: str, values: dict, settings) -> int:
 
 
 def _has_dropout(net) -> bool:
-    import torch
-
-    from resdsl.backends.torch_module import build_model
-
-    return any(isinstance(m, torch.nn.modules.dropout._DropoutNd) for m in build_model(net).modules())
+    """Whether the network draws from torch's generator while it trains: the IR says, without building it."""
+    return any(d["op"] == "dropout" for _, d in net.graph.nodes(data=True))
 
 
 def _gpus(device: str) -> int:

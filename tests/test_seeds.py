@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -134,3 +135,15 @@ def test_seed_runs_auto_makes_threads_on_one_gpu_only():
     assert seed_runs_way("auto", gpus=1, dropout=True, parallel=None) == "processes"  # a shared generator
     assert seed_runs_way("auto", gpus=1, dropout=False, parallel=2) == "processes"
     assert seed_runs_way("threads", gpus=0, dropout=False, parallel=None) == "threads"  # asked for: as asked
+
+
+def test_threads_refuse_a_network_with_dropout(tmp_path):
+    """Dropout draws from torch's one generator while the runs train: threads would share it (the IR says so,
+    before anything is built or trained)."""
+    spec = tmp_path / "tiny_dropout.res"
+    spec.write_text(f'extends "{Path("tests/specs/tiny.res").resolve()}"\nnetwork tiny_dropout\n'
+                    "shortcut A dropout 0.5\n")
+    args = ["train", str(spec), *BASE[2:], "--iters", "2", "--out", str(tmp_path / "x")]
+    r = resdsl(*args, "--seeds", "0,1", "--seed-runs", "threads")
+    assert r.returncode == 2 and "this network has dropout" in r.stderr, r.stderr
+    assert not (tmp_path / "x").exists()
