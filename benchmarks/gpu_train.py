@@ -13,7 +13,7 @@ meaningless, --record refuses them). What cannot run is reported as "not measure
 
  train  ResNet-20/56/110 on Fashion-MNIST, batch 128, via `resdsl train`: the default loop (the fast path: one
         CUDA graph per iteration) and the plain loop (--sync-every-step: eager, reading the loss each step), each
-        in fp32 and with --amp bf16 --channels-last. One run per configuration of 4.5*E iterations with --eval-every E: metrics.jsonl rows at E, 2E, 3E, 4E, 4.5E, whose `seconds` (since
+        in fp32 (--amp none) and with --amp bf16 --channels-last. One run per configuration of 4.5*E iterations with --eval-every E: metrics.jsonl rows at E, 2E, 3E, 4E, 4.5E, whose `seconds` (since
         the loop began, taken after each evaluation) make each interval L iterations + one evaluation + one
         checkpoint: d = L*t + c. The first two intervals are dropped (cuDNN autotuning, clock warm-up; the first
         curves.png, TensorBoard event and checkpoint import matplotlib and more); a least-squares line through
@@ -22,7 +22,7 @@ meaningless, --record refuses them). What cannot run is reported as "not measure
         exit) + (64000 - iterations) * t + (137 - evaluations) * c, 137 being the evaluations and checkpoints
         of a default 64k run (one per epoch). Run folders are on /dev/shm when it has 4 GiB free: a disk's fsync
         stalls would blur single intervals (so c holds no disk time). A short warm-up run goes first.
- seeds  `resdsl train resnet20 --seeds 0-4` (fp32, default loop), once with --seed-runs processes and once with
+ seeds  `resdsl train resnet20 --seeds 0-4` (default loop and precision: bf16+CL on CUDA), once with --seed-runs processes and once with
         --seed-runs threads (one process, a CUDA stream per run), beside one run of the same length, each seed
         timed as above while all five share the GPU; the five-seed 64k estimate is the whole command's wall time
         plus the extrapolation of its slowest seed; the goal takes the faster way.
@@ -67,7 +67,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 PARTS = ("train", "seeds", "jpeg", "graph")
 NETS = (("resnet20", 500), ("resnet56", 250), ("resnet110", 160))  # network, evaluation interval E (iterations)
 LOOPS = (("default", []), ("plain", ["--sync-every-step"]))
-PRECISIONS = (("fp32", []), ("bf16+CL", ["--amp", "bf16", "--channels-last"]))
+PRECISIONS = (("fp32", ["--amp", "none"]), ("bf16+CL", ["--amp", "bf16", "--channels-last"]))  # explicit: on CUDA
+# the default (--amp auto) is bf16+CL, so a run without flags is not fp32
 FULL, FULL_EVALS = 64000, 137  # the recipe's length; evaluations of a default 64k run at batch 128
 QUICK_BATCH, QUICK_EVERY, QUICK_TEST = 8, 4, 32
 JPEG_SIZE = (500, 375)
@@ -188,7 +189,7 @@ def part_train(args, res: dict) -> list[str]:
 
 def part_seeds(args, res: dict) -> list[str]:
     every = QUICK_EVERY if args.quick else NETS[0][1]
-    lines = ["| runs of resnet20 (fp32, default loop) | iterations each | wall (s) | 64k estimate (min) |",
+    lines = ["| runs of resnet20 (default loop and precision) | iterations each | wall (s) | 64k estimate (min) |",
              "|---|---|---|---|"]
     try:
         wall, out, iters = train("resnet20", args, "seeds-one", every, fmnist(args))
@@ -304,7 +305,7 @@ def goal_rows(res: dict, done: list[str], parts: list[str]) -> list[str]:
         for prec, _ in PRECISIONS:
             rows.append(row(f"{net}, 64k iterations, default loop, {prec}", f"<= {goal:g} min",
                             minutes((net, "default", prec)), ["train"], lambda v, g=goal: v <= g, "min"))
-    rows.append(row("five resnet20 seeds at once, 64k each, fp32", f"<= {GOALS['seeds']:g} min",
+    rows.append(row("five resnet20 seeds at once, 64k each, default precision", f"<= {GOALS['seeds']:g} min",
                     minutes("seeds-five"), ["seeds"], lambda v: v <= GOALS["seeds"], "min"))
     for net, _ in NETS:
         for prec, _ in PRECISIONS:
