@@ -1,5 +1,6 @@
-"""Backend speed: forward+backward time of resdsl modules against torchvision and a hand-written CIFAR ResNet,
-and the time to build the deepest models.
+"""Backend speed: forward+backward time of resdsl modules against torchvision, timm and a hand-written CIFAR ResNet
+(the family of issue 13 included: ResNeXt-50 32x4d against torchvision's, SE-ResNet-50 against timm's), and the
+time to build the deepest models.
 
 Interleaved runs (A, B, A, B, ...), medians and the ratio resdsl / reference; target ratio <= 1.02.
 Usage: python benchmarks/backend_speed.py [--rounds N] [--device cpu|cuda] [--record]
@@ -125,6 +126,17 @@ def build_time(spec, repeats=3):
     return statistics.median(times)
 
 
+def family_references(big: bool) -> list[tuple]:
+    """timm's SE-ResNet-50 (SE as timm's SEModule), if timm is installed (`pip install timm`)."""
+    try:
+        import timm
+    except ImportError:
+        print("timm is not installed: SE-ResNet-50 not measured", flush=True)
+        return []
+    return [("seresnet50 vs timm", "specs/timm/seresnet50.res", timm.create_model("seresnet50"), (3, 224, 224),
+             64 if big else 4)]
+
+
 def main() -> int:
     import torchvision
 
@@ -146,6 +158,9 @@ def main() -> int:
         ("resnet50 vs torchvision", "specs/torchvision/resnet50.res", torchvision.models.resnet50(), (3, 224, 224),
          64 if big else 4),
         ("CIFAR resnet56 vs hand-written", "specs/resnet56.res", HandCifarResNet(9), (3, 32, 32), 128 if big else 32),
+        ("resnext50_32x4d vs torchvision", "specs/torchvision/resnext50_32x4d.res", torchvision.models.resnext50_32x4d(),
+         (3, 224, 224), 64 if big else 4),
+        *family_references(big),
     ):
         row, ratio = compare(name, resdsl.build_model(str(ROOT / spec)), ref, shape, batch, args.rounds, args.device)
         print(row, flush=True)

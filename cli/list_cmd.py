@@ -13,7 +13,7 @@ from resdsl.pipeline import compile_spec
 
 from .common import EXIT_SPEC, guard
 
-PAPER_CHOICES = tuple(catalog.PAPERS)  # R, I, torchvision
+PAPER_CHOICES = tuple(catalog.PAPERS)  # R, I, WRN, SD, torchvision, timm
 
 
 def _row(entry: catalog.Entry) -> dict:
@@ -26,7 +26,7 @@ def _row(entry: catalog.Entry) -> dict:
 def _table(rows: list[dict]) -> str:
     cells = [("name", "paper", "table/figure", "params", "MACs")]
     for r in rows:
-        paper = f"[{r['paper']}]" if r["paper"] in ("R", "I") else r["paper"]
+        paper = f"[{r['paper']}]" if r["paper"] not in ("torchvision", "timm") else r["paper"]
         cells.append((r["name"], paper, r["where"], human(r["params"]), human(r["macs"])))
     widths = [max(len(c[i]) for c in cells) for i in range(5)]
     align = ("<", "<", "<", ">", ">")

@@ -65,7 +65,7 @@ def _table_options(fn):
 @click.option("--seed-runs", type=click.Choice(["auto", "processes", "threads"]), default="auto", show_default=True,
               help="with --seeds: one process per run, or one thread per run in one process, each on its own CUDA "
                    "stream (processes on one GPU take turns on it; streams of one process share it); auto: threads "
-                   "on one GPU unless the network has dropout or --parallel is given, processes elsewhere")
+                   "on one GPU unless the network has dropout or stochastic depth or --parallel is given, processes elsewhere")
 @click.option("--set", "settings", multiple=True, metavar="FIELD=VALUE",
               help="override any recipe field, written as in a spec's recipe block and checked like one, e.g. "
                    "--set momentum=0.95 or --set 'schedule=step 100, 150' (repeat for several).")
@@ -151,7 +151,7 @@ def _launch_seeds(spec: str, given, values: dict, settings, seed_runs: str) -> i
     click.echo(f"{len(values['seeds'])} runs of {net.name}, seeds {', '.join(map(str, values['seeds']))}, in {out}")
 
     gpus = _gpus(values["device"])
-    way = seed_runs_way(seed_runs, gpus, _has_dropout(net), values["parallel"])
+    way = seed_runs_way(seed_runs, gpus, _is_random(net), values["parallel"])
     if way == "threads":
         click.echo("the runs are threads of this process" + (", each on its own CUDA stream of the GPU"
                                                               if gpus else ""))
@@ -171,9 +171,10 @@ def _seeds_in_threads(net, spec: str, out: str, values: dict, settings) -> int:
 
     if values["parallel"]:
         raise click.UsageError("--parallel goes with --seed-runs processes (threads run every seed at once)")
-    if _has_dropout(net):
-        raise click.UsageError("this network has dropout, which draws from torch's generator while it trains; "
-                               "runs in threads of one process would share it, so use --seed-runs processes")
+    if _is_random(net):
+        raise click.UsageError("this network has dropout or stochastic depth, which draws from torch's generator "
+                               "while it trains; runs in threads of one process would share it, so use --seed-runs "
+                               "processes")
 
     def train_one(seed: int, folder: str) -> int:
         return _train_once(spec, dict(values, seed=seed, out=folder, quiet=True), list(settings))
@@ -181,9 +182,12 @@ def _seeds_in_threads(net, spec: str, out: str, values: dict, settings) -> int:
     return run_in_threads(values["seeds"], out, train_one, stop_all, cuda=_gpus(values["device"]) > 0)
 
 
-def _has_dropout(net) -> bool:
-    """Whether the network draws from torch's generator while it trains: the IR says, without building it."""
-    return any(d["op"] == "dropout" for _, d in net.graph.nodes(data=True))
+def _is_random(net) -> bool:
+    """Whether the network draws from torch's generator while it trains (dropout, stochastic depth): the IR says,
+    without building it."""
+    from resdsl.ops import OPS
+
+    return any(OPS[d["op"]].random for _, d in net.graph.nodes(data=True))
 
 
 def _gpus(device: str) -> int:

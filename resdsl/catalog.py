@@ -22,16 +22,20 @@ from .errors import Span, SpecError
 SUFFIX = ".res"
 PAPERS = {"R": "Deep Residual Learning for Image Recognition (He et al. 2016)",
           "I": "Identity Mappings in Deep Residual Networks (He et al. 2016)",
-          "torchvision": "torchvision.models"}
+          "WRN": "Wide Residual Networks (Zagoruyko & Komodakis 2016)",
+          "SD": "Deep Networks with Stochastic Depth (Huang et al. 2016)",
+          "torchvision": "torchvision.models",
+          "timm": "timm.models (PyTorch Image Models)"}
 _NETWORK = re.compile(r"^[ \t]*network[ \t]", re.MULTILINE)
-_PAPER_TAG = re.compile(r"#\s*\[(R|I)\]\s*([^:]*)")
+_PAPER_TAG = re.compile(r"#\s*\[(R|I|WRN|SD)\]\s*([^:]*)")
 _REFERENCE = re.compile(r"Table \d+|Fig\. \d+(?:\([a-z]\))?|section [\d.]*\d|appendix")
-_TORCHVISION = re.compile(r"#\s*torchvision\.models\.(\w+)")
+_LIBRARY = re.compile(r"#\s*(torchvision|timm)\.models\.(\w+)")
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One packaged spec: its name, file, paper (R, I or torchvision) and where in it (e.g. 'Table 6')."""
+    """One packaged spec: its name, file, source (a PAPERS key: R, I, ..., torchvision, timm) and where in it (e.g.
+    'Table 6')."""
 
     name: str
     path: Path
@@ -84,15 +88,15 @@ def _entry(name: str, path: Path) -> Entry:
 
 def source_of(text: str) -> tuple[str, str]:
     """(paper, where) from a spec's first comment line: '# [I] Table 2, Fig. 4(b) ...: ...' gives
-    ('I', 'Table 2, Fig. 4(b)'); '# torchvision.models.resnet50 ...' gives ('torchvision', 'models.resnet50');
-    ('', '') when the header names neither."""
+    ('I', 'Table 2, Fig. 4(b)'); '# torchvision.models.resnet50 ...' gives ('torchvision', 'models.resnet50'),
+    '# timm.models.resnet50d ...' ('timm', 'models.resnet50d'); ('', '') when the header names none of PAPERS."""
     header = next((line for line in text.splitlines() if line.strip()), "")
     tagged = _PAPER_TAG.match(header.strip())
     if tagged:  # the references are the words before the header's first colon
         return tagged.group(1), ", ".join(_REFERENCE.findall(tagged.group(2)))
-    torchvision = _TORCHVISION.match(header.strip())
-    if torchvision:
-        return "torchvision", "models." + torchvision.group(1)
+    library = _LIBRARY.match(header.strip())
+    if library:
+        return library.group(1), "models." + library.group(2)
     return "", ""
 
 

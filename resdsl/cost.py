@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from .ops import OPS
+from .units import LAYER_COUNTS
 
 
 def node_cost(d: dict) -> tuple[int, int]:
@@ -13,9 +14,9 @@ def node_cost(d: dict) -> tuple[int, int]:
 
 def count(g) -> dict:
     """Annotate ``params``/``macs`` on nodes; return totals, one row per part of the network (the stem, each stage
-    by its name, the head) and the paper-style layer count."""
+    by its name, the head) and the layer count, by the network's convention (units.LAYER_COUNTS)."""
     parts: dict[str, dict] = {}
-    layers = 0
+    layers = residual_convs = 0
     for _, d in g.nodes(data=True):
         params, macs = node_cost(d)
         d["params"], d["macs"] = params, macs
@@ -26,8 +27,13 @@ def count(g) -> dict:
             row["output"] = list(d["shape"])
         if d.get("main"):
             layers += 1
+            residual_convs += d["op"] == "conv" and d.get("path") == "residual"
     total_params = sum(r["params"] for r in parts.values())
     total_macs = sum(r["macs"] for r in parts.values())
+    convention = g.graph.get("layer_count", "resnet")
+    assert convention in LAYER_COUNTS, convention
+    if convention == "wrn":  # Zagoruyko & Komodakis: depth 6N + 4
+        layers = residual_convs + 4
     return {"params": total_params, "macs": total_macs, "layers": layers, "parts": parts}
 
 

@@ -8,7 +8,8 @@ from . import syntax as ast
 from .errors import Span, SpecError
 from .ir import GraphBuilder
 from .resolve import ResolvedSpec, stage_setting
-from .units import ORDERS, PATHS, SHORTCUT_KINDS, UNIT_KINDS, builds, plan_convs, projection_bn, signature
+from .units import (DROP_RULES, ORDERS, PATHS, SHORTCUT_KINDS, UNIT_KINDS, builds, plan_convs, projection_bn,
+                    signature)
 
 MAX_CHANNELS = 1 << 16
 MAX_SPATIAL = 1 << 16
@@ -28,6 +29,8 @@ class _Ctx:
     first_unit: bool
     stem_activated: bool
     init: ast.Init
+    first_raw: bool = False  # `order ... first-shortcut raw`: the first unit does not activate before the split
+    drop_path: bool = False  # `drop-path`: F ends in a drop_path node (its probability is set once all are built)
 
 
 def _check_range(v: ast.Value, lo, hi, what: str) -> None:
@@ -62,10 +65,14 @@ def lower(r: ResolvedSpec):
         files=list(r.files),
         stages=[],
         units=[],  # one record per unit, in network order (units.py)
+        modules={},  # the stem's nn.Sequential modules: {name: member nodes} (timm's deep stem `conv1`)
+        layer_count=s["layer_count"].convention.value if "layer_count" in s else "resnet",  # units.LAYER_COUNTS
+        drop_path=None,  # `drop-path`: {"rate", "rule"}; each unit's drop_path node has its drop_prob
     )
     x = b.add("input", "input", [], inp.span, part="stem", shape_declared=shape)
     first_order = stage_setting(r, 1, "order").name
     x, ch, activated = _build_stem(b, x, s["stem"], inp.channels.value, first_order)
+    ends = _check_ends(r, activated)
     last_order = first_order
     for i, entry in enumerate(stages.entries, start=1):
         unit = stage_setting(r, i, "unit")
@@ -79,13 +86,56 @@ def lower(r: ResolvedSpec):
             "span": entry.span,
         })
         for j in range(entry.units.value):
-            ctx = _Ctx(first_unit=(i == 1 and j == 0), stem_activated=activated, init=init)
+            ctx = _Ctx(first_unit=(i == 1 and j == 0), stem_activated=activated, init=init,
+                       first_raw=ends.first_shortcut is not None and ends.first_shortcut.value == "raw",
+                       drop_path="drop_path" in s)
             stride = entry.stride.value if j == 0 else 1
             x, ch = _build_unit(b, x, ch, i, j, entry, stride, unit, order.name, shortcut, ctx)
         last_order = order.name
-    _build_head(b, x, ch, s["head"], last_order)
+    if "drop_path" in s:
+        _set_drop_path(b, s["drop_path"])
+    final = ends.final_activation is None or ends.final_activation.value
+    _build_head(b, x, ch, s["head"], ORDERS[last_order].before if final else ())
     return b.g
 
+
+def _check_ends(r: ResolvedSpec, stem_activated: bool) -> ast.Order:
+    """The network's order statement, whose options set the ends of a pre-activation network: they apply to the
+    first stage's first unit and the head, so a stage's own order statement may not set them."""
+    for slot in r.overrides.values():
+        order = slot.get("order")
+        for v in (order.final_activation, order.first_shortcut) if order else ():
+            if v is not None:
+                raise SpecError("the ends of the network are set by the network's order statement, not a stage's",
+                                v.span, hint="move 'final-activation' and 'first-shortcut' to the top-level order")
+    ends = r.settings["order"]
+    first, last = stage_setting(r, 1, "order"), stage_setting(r, len(r.settings["stages"].entries), "order")
+    for v, word, which, order in ((ends.final_activation, "final-activation", "last", last),
+                                  (ends.first_shortcut, "first-shortcut", "first", first)):
+        if v is not None and not ORDERS[order.name].pre:
+            raise SpecError(f"'{word}' sets an end of a pre-activation network, but the {which} stage's order is "
+                            f"'{order.name}'", v.span,
+                            hint="only 'order preact' and 'order relu-preact' activate before the first unit's "
+                                 "split and in the head ([I])")
+    if ends.first_shortcut is not None and ends.first_shortcut.value == "raw" and stem_activated:
+        raise SpecError("'first-shortcut raw' has nothing to do: the stem's BN-ReLU already activated the first "
+                        "unit's input", ends.first_shortcut.span)
+    return ends
+
+
+def _set_drop_path(b: GraphBuilder, dp: ast.DropPath) -> None:
+    """Stochastic depth: unit l of L drops F with its rule's probability; the drop_path node of each unit has it."""
+    if not 0 <= dp.rate.value < 1:
+        raise SpecError(f"the drop-path rate must be in [0, 1), got {dp.rate.value:g}", dp.rate.span)
+    records = b.g.graph["units"]
+    plain = next((r for r in records if r["shortcut"] is None), None)
+    if plain is not None:
+        raise SpecError(f"drop-path drops F of a residual unit, but stage {plain['stage']} has no shortcut (a plain "
+                        "net's unit is all of its path)", dp.span, hint="use 'shortcut A' or 'B'")
+    rule = DROP_RULES[dp.rule]
+    for l, record in enumerate(records, start=1):
+        b.g.nodes[record["prefix"] + "drop_path"]["drop_prob"] = rule.p(dp.rate.value, l, len(records))
+    b.g.graph["drop_path"] = {"rate": dp.rate.value, "rule": dp.rule}
 
 def _check_unit(unit: ast.Unit) -> None:
     if unit.expansion is not None:
@@ -94,9 +144,24 @@ def _check_unit(unit: ast.Unit) -> None:
                             (unit.width_factor, 1, 64, "width factor")):
         if v is not None:
             _check_range(v, lo, hi, what)
+    if unit.se is not None:
+        _check_range(unit.se.ratio, 1, MAX_CHANNELS, "squeeze-excitation ratio")
+        if unit.se.divisor is not None:
+            _check_range(unit.se.divisor, 1, 1024, "squeeze-excitation divisor")
+    if unit.dropout is not None:
+        _check_probability(unit.dropout)
+        if len(UNIT_KINDS[unit.kind].convs) < 2:
+            raise SpecError(f"a {unit.kind} unit has one convolution, so there is no place between convolutions "
+                            "for 'dropout'", unit.dropout.span, hint="for dropout on the shortcut, 'shortcut ... "
+                            "dropout P' ([I] Fig. 2f)")
     if unit.base_width is not None and unit.width_factor is not None:
         raise SpecError("give 'base-width' or 'width-factor', not both: width-factor F is base-width 64 x F",
                         unit.width_factor.span)
+
+
+def _check_probability(v: ast.Value) -> None:
+    if not 0 <= v.value < 1:
+        raise SpecError(f"dropout probability must be in [0, 1), got {v.value:g}", v.span)
 
 
 def unit_widths(unit: ast.Unit) -> tuple[int, int]:
@@ -109,8 +174,8 @@ def _check_shortcut(sc: ast.Shortcut) -> None:
     for v, what in ((sc.scale, "shortcut scale"), (sc.residual_scale, "residual scale")):
         if v is not None and not math.isfinite(v.value):
             raise SpecError(f"{what} must be a finite number", v.span)
-    if sc.dropout is not None and not 0 <= sc.dropout.value < 1:
-        raise SpecError(f"dropout probability must be in [0, 1), got {sc.dropout.value:g}", sc.dropout.span)
+    if sc.dropout is not None:
+        _check_probability(sc.dropout)
     kind = SHORTCUT_KINDS[sc.kind]
     if kind.same is None and kind.changes is None:
         for v, word in ((sc.scale, "scale"), (sc.gate, "gate"), (sc.dropout, "dropout"),
@@ -118,9 +183,10 @@ def _check_shortcut(sc: ast.Shortcut) -> None:
             if v is not None:
                 raise SpecError(f"'{word}' needs a shortcut, but this is 'shortcut none' (a plain net)", v.span,
                                 hint="use 'shortcut A' or 'shortcut B' to keep the shortcut and modify it")
-    if not builds(kind, "projection") and sc.projection_bn is not None:
-        raise SpecError(f"shortcut {sc.kind} has no projection, so 'projection-bn' means nothing here",
-                        sc.projection_bn.span)
+    for v, word in ((sc.projection_bn, "projection-bn"), (sc.avg_down, "avg-down")):
+        if not builds(kind, "projection") and v is not None:
+            raise SpecError(f"shortcut {sc.kind} has no projection, so '{word}' means nothing here", v.span,
+                            hint="'avg-down' and 'projection-bn' change the 1x1 projection of shortcut B or C")
 
 
 def window_padding(k: int, stride: int) -> int:
@@ -138,44 +204,81 @@ def _conv(b, name, x, cin, cout, k, stride, span, part, init, main=False, bias=F
                  stride=stride, padding=(pad, pad), bias=bias, main=main, init=f"he-{init.fan}", **extra)
 
 
-def _build_stem(b: GraphBuilder, x: str, stem: ast.Stem, in_ch: int, order: str):
-    """Stem ops; returns (last node, channels, whether its output is already BN-ReLU activated)."""
-    _check_range(stem.width, 1, MAX_CHANNELS, "stem width")
-    sp = stem.span
+def _stem_convs(stem: ast.Stem) -> tuple[list[tuple[int, int, int, Span]], tuple | None]:
+    """The stem's convolutions as (kernel, stride, width, span) and its pool (kind, window, stride, span), with
+    the named stems spelled out: `imagenet` [R]'s 7x7/2 conv and 3x3/2 max pool, `cifar` [R]'s 3x3 conv, `deep`
+    ResNet-C's three 3x3 convs (He et al. 2019, "Bag of Tricks"; timm's `stem_type='deep'`: width/2, width/2,
+    width) and the max pool."""
+    w, sp = stem.width.value, stem.span
     if stem.kind == "imagenet":
-        k, stride, pool = 7, 2, ("max", 3, 2)
-    elif stem.kind == "cifar":
-        k, stride, pool = 3, 1, None
-    else:
-        kh, kw = stem.kernel.value
+        return [(7, 2, w, sp)], ("max", 3, 2, sp)
+    if stem.kind == "cifar":
+        return [(3, 1, w, sp)], None
+    if stem.kind == "deep":
+        if w % 2 or w < 2:
+            raise SpecError(f"a deep stem's width must be even (its first two convolutions have half of it), got {w}",
+                            stem.width.span)
+        return [(3, 2, w // 2, sp), (3, 1, w // 2, sp), (3, 1, w, sp)], ("max", 3, 2, sp)
+    convs = []
+    for c in stem.convs:
+        kh, kw = c.kernel.value
         if kh != kw:
-            raise SpecError("only square stem kernels are supported", stem.kernel.span)
-        _check_range(ast.Value(kh, stem.kernel.span), 1, 15, "stem kernel")
-        _check_range(stem.stride, 1, 16, "stem stride")
-        k, stride = kh, stem.stride.value
-        pool = None
-        if stem.pool is not None:
-            pk, pk2 = stem.pool.kernel.value
-            if pk != pk2:
-                raise SpecError("only square pooling windows are supported", stem.pool.kernel.span)
-            _check_range(ast.Value(pk, stem.pool.kernel.span), 1, 15, "pool window")
-            _check_range(stem.pool.stride, 1, 16, "pool stride")
-            pool = (stem.pool.kind, pk, stem.pool.stride.value)
-    w = stem.width.value
-    init = ast.Init(sp)
-    x = _conv(b, "conv1", x, in_ch, w, k, stride, sp, "stem", init, main=True, sym={"in_channels": "in_channels"})
-    # the stem conv is followed by what follows a conv of F in the first stage's order ([I]: a pre-activation
-    # network leaves the activation to its first unit), except that a pool always pools an activated map
+            raise SpecError("only square stem kernels are supported", c.kernel.span)
+        _check_range(ast.Value(kh, c.kernel.span), 1, 15, "stem kernel")
+        _check_range(c.stride, 1, 16, "stem stride")
+        _check_range(c.width, 1, MAX_CHANNELS, "stem width")
+        convs.append((kh, c.stride.value, c.width.value, c.span))
+    pool = None
+    if stem.pool is not None:
+        pk, pk2 = stem.pool.kernel.value
+        if pk != pk2:
+            raise SpecError("only square pooling windows are supported", stem.pool.kernel.span)
+        _check_range(ast.Value(pk, stem.pool.kernel.span), 1, 15, "pool window")
+        _check_range(stem.pool.stride, 1, 16, "pool stride")
+        pool = (stem.pool.kind, pk, stem.pool.stride.value, stem.pool.span)
+    return convs, pool
+
+
+def _build_stem(b: GraphBuilder, x: str, stem: ast.Stem, in_ch: int, order: str):
+    """Stem ops; returns (last node, channels, whether its output is already BN-ReLU activated).
+
+    One convolution is torchvision's `conv1`; several are timm's `conv1` Sequential (conv1.0, conv1.1, ...) with
+    BN-ReLU between them, so timm's deep-stem weights load."""
+    _check_range(stem.width, 1, MAX_CHANNELS, "stem width")
+    convs, pool = _stem_convs(stem)
+    init = ast.Init(stem.span)
+    members: list[str] = []
+
+    def name() -> str:
+        return f"conv1.{len(members)}" if len(convs) > 1 else "conv1"
+
+    ch = in_ch
+    for i, (k, stride, w, sp) in enumerate(convs):
+        sym = {"in_channels": "in_channels"} if i == 0 else {}
+        # the stem is one layer however many convolutions it has, as ResNet-C/D's names count it (resnet50d: 50)
+        x = _conv(b, name(), x, ch, w, k, stride, sp, "stem", init, main=i == len(convs) - 1, sym=sym)
+        members.append(x)
+        if i < len(convs) - 1:  # inside the stem, each conv but the last is followed by BN-ReLU
+            for op in ("bn", "relu"):
+                x = b.add(name(), op, [x], sp, part="stem", **({"channels": w} if op == "bn" else {}))
+                members.append(x)
+        ch = w
+    if len(convs) > 1:
+        b.g.graph["modules"] = {"conv1": members}
+    # the stem's last conv is followed by what follows a conv of F in the first stage's order ([I]: a
+    # pre-activation network leaves the activation to its first unit), except that a pool always pools an
+    # activated map
     placed = ("bn", "relu") if pool is not None else ORDERS[order].after
+    sp = stem.span
     for op in placed:
-        x = b.add(STEM_NAMES[op], op, [x], sp, part="stem", **({"channels": w} if op == "bn" else {}))
+        x = b.add(STEM_NAMES[op], op, [x], sp, part="stem", **({"channels": ch} if op == "bn" else {}))
     activated = "relu" in placed
     if pool is not None:
-        kind, pk, ps = pool
+        kind, pk, ps, psp = pool
         pad = window_padding(pk, ps)
-        x = b.add(STEM_POOL_NAMES[kind], f"{kind}pool", [x], stem.pool.span if stem.pool else sp, part="stem",
-                  kernel=(pk, pk), stride=ps, padding=(pad, pad))
-    return x, w, activated
+        x = b.add(STEM_POOL_NAMES[kind], f"{kind}pool", [x], psp, part="stem", kernel=(pk, pk), stride=ps,
+                  padding=(pad, pad))
+    return x, ch, activated
 
 
 @dataclass
@@ -220,37 +323,62 @@ def _build_unit(b, x, in_ch, stage: int, index: int, entry, stride, unit, order_
     out_ch = convs[-1].out_channels
     width = next((c.out_channels for c in convs if c.out_role == "width"), entry.width.value)  # inner width
     path = shortcut.path(stride != 1 or in_ch != out_ch)
+    if path == "projection" and sc.avg_down is not None:
+        path = "avg-projection"
     record = {"stage": stage, "index": index, "prefix": f"layer{stage}.{index}.", "kind": kind.word,
               "order": order.word, "option": shortcut.word, "shortcut": path, "nodes": [], "modules": {},
               "args": {"in_channels": in_ch, "width": width, "out_channels": out_ch, "stride": stride}}
     u = _Unit(b, record, entry.span, ctx.init, {"part": f"layer{stage}", "stage": stage, "unit": index})
     # [I]: a pre-activation network's first unit (unless the stem already activated its output) and its projection
     # units activate x once before it splits into the two paths; the shortcut then takes the activated x
+    # (`first-shortcut raw`: the first unit is like every other, its identity shortcut takes the stem's output)
     skip_first = ctx.first_unit and ctx.stem_activated  # the stem's BN-ReLU already activated it
-    shared = order.pre and not skip_first and (ctx.first_unit or path == "projection")
+    projects = path is not None and PATHS[path].projects
+    if ctx.first_unit and ctx.first_raw and projects:
+        raise SpecError("'first-shortcut raw' has nothing to do: the first unit projects, and a projection shortcut "
+                        "takes the activated input ([I])", entry.span)
+    shared = order.pre and not skip_first and (ctx.first_unit and not ctx.first_raw or projects)
     skip_first = skip_first or shared
     split = x
     if shared:
         for op in order.before:
             split = u.norm_act(op, f"{op}1", split, "shared", in_ch, "in_channels")
-    h = _residual(u, split, in_ch, convs, order, skip_first)
+    se = unit.se.at.value if unit.se and unit.se.at else "standard" if unit.se else None
+    h = _squeeze_excite(u, split, in_ch, "in_channels", unit.se) if se == "pre" else split
+    h = _residual(u, h, in_ch, convs, order, skip_first, unit.dropout)
+    if se == "standard":
+        h = _squeeze_excite(u, h, out_ch, "out_channels", unit.se)
     if sc.residual_scale is not None:
         h = u.add("residual_scale", "scale", [h], span=sc.span, path="residual", factor=sc.residual_scale.value)
+    if ctx.drop_path and path is not None:  # its probability is set when every unit is built (_set_drop_path)
+        h = u.add("drop_path", "drop_path", [h], path="residual", drop_prob=0.0)
     y = h if path is None else _merge(u, h, split, in_ch, out_ch, stride, path, order, sc)
     for op in order.after_add:
         y = u.norm_act(op, f"{op}_out", y, "merge", out_ch, "out_channels")
+    if se == "post":
+        y = _squeeze_excite(u, y, out_ch, "out_channels", unit.se, path="merge")
     record["signature"] = signature(b.g, record)
     b.g.graph["units"].append(record)
     return y, out_ch
 
 
-def _residual(u: _Unit, x: str, in_ch: int, convs, order, skip_first: bool) -> str:
-    """F: each convolution with the order's ops placed before and after it; zero-init of F's last BN if asked."""
+def _squeeze_excite(u: _Unit, x: str, channels: int, role: str, se: ast.SqueezeExcite, path: str = "residual"):
+    """A squeeze-excitation block (timm's module name `se`) over ``channels``, the unit argument ``role``."""
+    return u.add("se", "se", [x], span=se.span, path=path, channels=channels, ratio=se.ratio.value,
+                 divisor=se.divisor.value if se.divisor else 1, at=se.at.value if se.at else "standard",
+                 sym={"channels": role})
+
+
+def _residual(u: _Unit, x: str, in_ch: int, convs, order, skip_first: bool, dropout: ast.Value | None) -> str:
+    """F: each convolution with the order's ops placed before and after it, and a Wide ResNet's dropout right before
+    each convolution but the first (after its activation); zero-init of F's last BN if asked."""
     cin, cin_role, last_bn = in_ch, "in_channels", None
     for k, c in enumerate(convs, start=1):
         for op in () if k == 1 and skip_first else order.before:
             x = u.norm_act(op, f"{op}{k}", x, "residual", cin, cin_role)
             last_bn = x if op == "bn" else last_bn
+        if dropout is not None and k > 1:
+            x = u.add(f"dropout{k}", "dropout", [x], span=dropout.span, path="residual", p=dropout.value)
         sym = {"in_channels": cin_role, "out_channels": c.out_role, **({"stride": "stride"} if c.stride_role else {})}
         x = u.conv(f"conv{k}", x, cin, c.out_channels, c.kernel, c.stride, main=True, path="residual", sym=sym,
                    **({"groups": c.groups} if c.groups > 1 else {}))
@@ -267,11 +395,17 @@ def _merge(u: _Unit, h: str, split: str, in_ch: int, out_ch: int, stride: int, p
     """The shortcut h(x) ([I] Fig. 2's dropout, scaling and gating on it) and its addition to F."""
     t = split
     with_bn = sc.projection_bn.value if sc.projection_bn else projection_bn(order)
+    conv_stride = stride
     for name, op in PATHS[path].ops:
-        if op == "bn" and not with_bn:
+        if op == "bn" and not with_bn or op == "avgpool" and stride == 1:
             continue
-        if op == "conv":
-            t = u.conv(name, t, in_ch, out_ch, 1, stride, path="shortcut", origin=sc.span, sym=_IO_SYM)
+        if op == "avgpool":  # ResNet-D: the pool strides (its window as large as the stride), the conv does not
+            t = u.add(name, "avgpool", [t], path="shortcut", kernel=(stride, stride), stride=stride, padding=(0, 0),
+                      ceil_mode=True, origin=sc.span, sym={"kernel": "stride", "stride": "stride"})
+            conv_stride = 1
+        elif op == "conv":
+            sym = _IO_SYM if conv_stride == stride else {"in_channels": "in_channels", "out_channels": "out_channels"}
+            t = u.conv(name, t, in_ch, out_ch, 1, conv_stride, path="shortcut", origin=sc.span, sym=sym)
         elif op == "bn":
             t = u.add(name, "bn", [t], path="shortcut", channels=out_ch, sym={"channels": "out_channels"})
         else:
@@ -291,9 +425,9 @@ def _merge(u: _Unit, h: str, split: str, in_ch: int, out_ch: int, stride: int, p
     return u.add("add", "add", ins, path="merge", gate=sc.gate.kind if sc.gate else None, origin=sc.span)
 
 
-def _build_head(b, x, ch, head: ast.Head, last_order: str) -> None:
+def _build_head(b, x, ch, head: ast.Head, final_ops: tuple[str, ...]) -> None:
     sp = head.span
-    for op in ORDERS[last_order].before:  # a pre-activation network activates its last unit's output here ([I])
+    for op in final_ops:  # a pre-activation network activates its last unit's output here ([I])
         x = b.add(f"final_{op}", op, [x], sp, part="head", **({"channels": ch} if op == "bn" else {}))
     x = b.add("avgpool", "global_avgpool", [x], sp, part="head")
     if head.classes is not None:

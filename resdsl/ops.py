@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import SpecError
+from .units import se_hidden
 
 # which input port of an `add` each edge feeds (GraphBuilder numbers a node's inputs in the order given)
 PORT_RESIDUAL, PORT_SHORTCUT, PORT_GATE = 0, 1, 2
@@ -27,11 +28,15 @@ def where(d: dict) -> str:
     return {"stem": "the stem", "head": "the head"}.get(d.get("part"), "the network")
 
 
-def out_size(n: int, k: int, stride: int, pad: int) -> int:
+def out_size(n: int, k: int, stride: int, pad: int, ceil_mode: bool = False) -> int:
     """Output size of a convolution or pooling window along one axis, as PyTorch computes it (nn.Conv2d,
-    nn.MaxPool2d, nn.AvgPool2d without ceil_mode): floor((n + 2 * pad - k) / stride) + 1. A stride that does not
-    divide n is no error: the windows that do not fit are dropped, as in PyTorch."""
-    return (n + 2 * pad - k) // stride + 1
+    nn.MaxPool2d, nn.AvgPool2d): floor((n + 2 * pad - k) / stride) + 1. A stride that does not divide n is no
+    error: the windows that do not fit are dropped, as in PyTorch. With ``ceil_mode`` (ResNet-D's shortcut pool)
+    a last, partial window is kept where it starts inside the padded map: ceil(n / 2) for a 2x2/2 pool."""
+    if not ceil_mode:
+        return (n + 2 * pad - k) // stride + 1
+    size = -(-(n + 2 * pad - k) // stride) + 1
+    return size - 1 if (size - 1) * stride >= n + pad else size
 
 
 _HINTS = {"stem": "use a larger input, or a smaller kernel or stride in the stem"}
@@ -39,8 +44,8 @@ _HINTS = {"stem": "use a larger input, or a smaller kernel or stride in the stem
 
 def _spatial(d: dict, h: int, w: int) -> tuple[int, int]:
     """(H, W) after the node's window; a map that vanishes (size < 1) is the only size error."""
-    k, s, pad = d["kernel"], d["stride"], d["padding"]
-    oh, ow = out_size(h, k[0], s, pad[0]), out_size(w, k[1], s, pad[1])
+    k, s, pad, ceil = d["kernel"], d["stride"], d["padding"], d.get("ceil_mode", False)
+    oh, ow = out_size(h, k[0], s, pad[0], ceil), out_size(w, k[1], s, pad[1], ceil)
     if oh < 1 or ow < 1:
         raise SpecError(f"the feature map shrinks to nothing in {where(d)}: the {h}x{w} map padded by {pad[0]} "
                         f"is smaller than the {k[0]}x{k[1]}/{s} window", d["span"],
@@ -101,6 +106,13 @@ def _bn_shape(d: dict, ins: list) -> tuple:
     return ins[0]
 
 
+def _se_shape(d: dict, ins: list) -> tuple:
+    if ins[0][0] != d["channels"]:
+        raise SpecError(f"channel mismatch in {where(d)}: squeeze-excitation over {d['channels']} channels "
+                        f"gets {ins[0][0]}", d["span"])
+    return ins[0]
+
+
 def _add_shape(d: dict, ins: list) -> tuple:
     res, short = ins[PORT_RESIDUAL], ins[PORT_SHORTCUT]
     if res != short:
@@ -135,6 +147,12 @@ def _conv_cost(d: dict) -> tuple[int, int]:
     return weights + (d["out_channels"] if d.get("bias") else 0), weights * oh * ow
 
 
+def _se_cost(d: dict) -> tuple[int, int]:
+    """Two 1x1 convolutions with biases on the 1x1 map of channel means: C -> hidden -> C."""
+    c, h = d["channels"], se_hidden(d["channels"], d["ratio"], d["divisor"])
+    return 2 * c * h + h + c, 2 * c * h
+
+
 def _fc_cost(d: dict) -> tuple[int, int]:
     weights = d["in_features"] * d["out_features"]
     return weights + (d["out_features"] if d.get("bias") else 0), weights
@@ -144,11 +162,11 @@ def _fc_cost(d: dict) -> tuple[int, int]:
 
 def _conv_label(d: dict) -> str:
     k = d["kernel"][0]
-    label = f"{k}x{k} conv, {d['out_channels']}{_groups(d)}{_by_stride(d)}"
+    label = f"{k}x{k} conv, {d['out_channels']}{groups_words(d)}{_by_stride(d)}"
     return f"gate: {label} + bias ({d['bias_init']:g})" if d.get("path") == "gate" else label
 
 
-def _groups(d: dict) -> str:
+def groups_words(d: dict) -> str:
     """', C=32' for a grouped convolution (ResNeXt's notation for its cardinality), else nothing."""
     return f", C={d['groups']}" if d.get("groups", 1) > 1 else ""
 
@@ -156,6 +174,12 @@ def _groups(d: dict) -> str:
 def _pool_label(d: dict) -> str:
     k = d["kernel"][0]
     return f"{k}x{k} {'max' if d['op'] == 'maxpool' else 'avg'} pool, /{d['stride']}"
+
+
+def _se_words(d: dict) -> str:
+    """'SE r=16: 256→16→256'."""
+    c = d["channels"]
+    return f"SE r={d['ratio']}: {c}→{se_hidden(c, d['ratio'], d['divisor'])}→{c}"
 
 
 GATE_FORMULAS = {"exclusive": "g·F + (1-g)·h", "shortcut-only": "F + (1-g)·h"}  # [I] Fig. 2(c), (d)
@@ -176,7 +200,8 @@ def _conv_module(d: dict, num: Callable[[str], str]) -> str:
 
 def _pool_module(d: dict, num: Callable[[str], str]) -> str:
     cls = "nn.MaxPool2d" if d["op"] == "maxpool" else "nn.AvgPool2d"
-    return f"{cls}(kernel_size={num('kernel')}, stride={num('stride')}, padding={num('padding')})"
+    ceil = ", ceil_mode=True, count_include_pad=False" if d.get("ceil_mode") else ""  # timm's ResNet-D pool
+    return f"{cls}(kernel_size={num('kernel')}, stride={num('stride')}, padding={num('padding')}{ceil})"
 
 
 def _add_call(d: dict, ins: list[str], num, inplace: bool) -> str:
@@ -197,6 +222,51 @@ SHORTCUT_ZERO_PAD_SOURCE = (
 )
 
 
+# Squeeze-excitation (Hu et al. 2018) as a class of the emitted file; the hidden width is units.se_hidden's rule
+SQUEEZE_EXCITE_SOURCE = (
+    "class SqueezeExcite(nn.Module):",
+    "    \"\"\"Squeeze-and-excitation (Hu et al. 2018): each channel scaled by a gate computed from the means of all",
+    "    channels through 1x1 convolutions to C / ratio channels (the nearest multiple of divisor, at least divisor)",
+    "    and back; timm's SEModule, parameter names included (fc1, fc2).\"\"\"",
+    "",
+    "    def __init__(self, channels, ratio, divisor=1):",
+    "        super().__init__()",
+    "        hidden = max(divisor, int(channels / ratio + divisor / 2) // divisor * divisor)",
+    "        self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1)",
+    "        self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1)",
+    "",
+    "    def forward(self, x):",
+    "        s = x.mean((2, 3), keepdim=True)",
+    "        s = self.fc2(F.relu(self.fc1(s), inplace=True))",
+    "        return x * torch.sigmoid(s)",
+)
+
+# Stochastic depth as a class of the emitted file: the network sets each unit's p by its rule (units.DROP_RULES)
+DROP_PATH_SOURCE = (
+    "class DropPath(nn.Module):",
+    "    \"\"\"Stochastic depth (Huang et al. 2016), per sample as timm's DropPath: in training each sample's residual",
+    "    F(x) is dropped with probability p and the kept ones are scaled by 1 / (1 - p); the identity in eval mode.\"\"\"",
+    "",
+    "    def __init__(self, p=0.0):",
+    "        super().__init__()",
+    "        self.p = p",
+    "",
+    "    def forward(self, x):",
+    "        if not self.training or self.p == 0.0:",
+    "            return x",
+    "        keep = 1.0 - self.p",
+    "        return x * x.new_empty(x.shape[0], 1, 1, 1).bernoulli_(keep).div_(keep)",
+    "",
+    "    def extra_repr(self):",
+    "        return f\"p={self.p:g}\"",
+)
+
+
+def _se_module(d: dict, num: Callable[[str], str]) -> str:
+    divisor = f", divisor={num('divisor')}" if d["divisor"] != 1 else ""
+    return f"SqueezeExcite({num('channels')}, {num('ratio')}{divisor})"
+
+
 @dataclass(frozen=True)
 class Op:
     """Everything resdsl knows about one kind of IR node."""
@@ -214,17 +284,20 @@ class Op:
     then: str | None = None  # applied to the module's output in forward ("torch.flatten({}, 1)")
     helper: tuple[str, ...] = ()  # a function the emitted file defines once for this op
     keeps: tuple[str, ...] = ()  # unit constructor arguments the op reads at run time (self.<arg>)
+    member: str | None = None  # an op written as a call: its module inside an nn.Sequential (timm's deep stem)
+    random: bool = False  # draws random numbers in training (runs that share torch's generator are not exact)
 
 
 _OP_LIST = [  # in legend order: the legend names each colour group's ops in this order
     Op("conv", _conv_shape, _conv_label, cost=_conv_cost, look=("conv", "conv"), module=_conv_module,
-       describe=lambda d: f"{_window(d)} {d['in_channels']}->{d['out_channels']}{_groups(d)}"
+       describe=lambda d: f"{_window(d)} {d['in_channels']}->{d['out_channels']}{groups_words(d)}"
                           + (" +bias" if d.get("bias") else "")),
     Op("bn", _bn_shape, lambda d: "BN" + (" (γ=0)" if d.get("zero_init") else ""), look=("bn", "BN"),
        cost=lambda d: (2 * d["channels"], 0), module=lambda d, num: f"nn.BatchNorm2d({num('channels')})",
        describe=lambda d: f"{d['channels']}" + (" zero-init" if d.get("zero_init") else "")),
     Op("relu", _same, lambda d: "ReLU", look=("relu", "ReLU"),
-       call=lambda d, ins, num, inplace: f"F.relu({ins[0]}{', inplace=True' if inplace else ''})"),
+       call=lambda d, ins, num, inplace: f"F.relu({ins[0]}{', inplace=True' if inplace else ''})",
+       member="nn.ReLU(inplace=True)"),
     Op("add", _add_shape, lambda d: GATE_FORMULAS.get(d.get("gate"), "+"), look=("add", "addition"),
        call=_add_call, describe=lambda d: d.get("gate") or ""),
     Op("maxpool", _pool_shape, _pool_label, look=("pool", "max pool"), module=_pool_module, describe=_window),
@@ -240,8 +313,13 @@ _OP_LIST = [  # in legend order: the legend names each colour group's ops in thi
        describe=lambda d: f"/{d['stride']} {d['in_channels']}->{d['out_channels']}"),
     Op("scale", _same, lambda d: f"x {d['factor']:g}", look=("shortcut op", "scale"),
        call=lambda d, ins, num, inplace: f"{ins[0]} * {num('factor')}", describe=lambda d: f"x{d['factor']:g}"),
-    Op("dropout", _same, lambda d: f"dropout {d['p']:g}", look=("shortcut op", "dropout"),
+    Op("dropout", _same, lambda d: f"dropout {d['p']:g}", look=("shortcut op", "dropout"), random=True,
        module=lambda d, num: f"nn.Dropout(p={num('p')})", describe=lambda d: f"p={d['p']:g}"),
+    Op("se", _se_shape, _se_words, cost=_se_cost, look=("se", "squeeze-excitation"), module=_se_module,
+       helper=SQUEEZE_EXCITE_SOURCE, describe=lambda d: _se_words(d).removeprefix("SE ")),
+    Op("drop_path", _same, lambda d: f"drop path {d['drop_prob']:.3g}", look=("shortcut op", "drop path"),
+       random=True, module=lambda d, num: "DropPath()", helper=DROP_PATH_SOURCE,
+       describe=lambda d: f"p={d['drop_prob']:.6g}"),
     Op("sigmoid", _same, lambda d: "sigmoid g(x)", look=("gate", "gate sigmoid"),
        call=lambda d, ins, num, inplace: f"torch.sigmoid({ins[0]})"),
     Op("input", lambda d, ins: d["shape_declared"], lambda d: f"input {shape_text(d['shape'])}"),

@@ -17,7 +17,7 @@ OPTIMIZERS = ("sgd",)
 _SINGULAR = {
     ast.Network: "network", ast.Input: "input", ast.Stem: "stem", ast.Unit: "unit", ast.Order: "order",
     ast.Shortcut: "shortcut", ast.Stages: "stages", ast.Head: "head", ast.Init: "init",
-    ast.RecipeUse: "recipe", ast.Extends: "extends",
+    ast.RecipeUse: "recipe", ast.Extends: "extends", ast.DropPath: "drop_path", ast.LayerCount: "layer_count",
 }
 REQUIRED = ("network", "input", "stem", "unit", "shortcut", "stages", "head")
 

@@ -50,11 +50,20 @@ class Pool:
 
 
 @dataclass(frozen=True)
-class Stem(Statement):
-    kind: str  # "imagenet" | "cifar" | "conv"
+class StemConv:
+    """One convolution of a `stem conv ...` list."""
+
+    kernel: Value  # (kh, kw)
+    stride: Value
     width: Value
-    kernel: Value | None = None  # (kh, kw) for kind "conv"
-    stride: Value | None = None
+    span: Span
+
+
+@dataclass(frozen=True)
+class Stem(Statement):
+    kind: str  # "imagenet" | "cifar" | "deep" | "conv"
+    width: Value  # the stem's output channels (the last convolution's)
+    convs: tuple[StemConv, ...] = ()  # kind "conv": the convolutions, in order
     pool: Pool | None = None
 
 
@@ -66,11 +75,41 @@ class Unit(Statement):
     cardinality: Value | None = None  # ResNeXt's C: groups of the unit's grouped convolution
     base_width: Value | None = None  # ResNeXt's d at a stage width of 64 (32x4d: 4); inner width scales with it
     width_factor: Value | None = None  # Wide ResNet-50-2's 2: base width 64 x factor
+    se: SqueezeExcite | None = None  # a squeeze-excitation block in every unit
+    dropout: Value | None = None  # Wide ResNets' dropout between the convolutions of F
+
+
+@dataclass(frozen=True)
+class SqueezeExcite:
+    """`se R [divisor D] [at standard|pre|post]`: squeeze-excitation (Hu et al. 2018) with reduction ratio R."""
+
+    ratio: Value
+    divisor: Value | None
+    at: Value | None  # "standard" (end of F) | "pre" (start of F) | "post" (after the addition)
+    span: Span
 
 
 @dataclass(frozen=True)
 class Order(Statement):
     name: str
+    final_activation: Value | None = None  # pre-activation orders: the head's BN-ReLU after the last unit (yes)
+    first_shortcut: Value | None = None  # pre-activation orders: the first unit's shortcut, "activated" or "raw"
+
+
+@dataclass(frozen=True)
+class DropPath(Statement):
+    """`drop-path P [linear|from-zero]`: stochastic depth, unit l of L dropping its F with a probability that
+    grows linearly to P (units.DROP_RULES)."""
+
+    rate: Value
+    rule: str = "linear"
+
+
+@dataclass(frozen=True)
+class LayerCount(Statement):
+    """`layer-count resnet|wrn`: how `layers` counts (units.LAYER_COUNTS)."""
+
+    convention: Value
 
 
 @dataclass(frozen=True)
@@ -88,6 +127,7 @@ class Shortcut(Statement):
     gate: Gate | None = None
     dropout: Value | None = None
     projection_bn: Value | None = None
+    avg_down: Value | None = None  # ResNet-D: a projection that changes the size average-pools, then projects
 
 
 @dataclass(frozen=True)

@@ -76,22 +76,20 @@ class ToAst(Transformer):
     def stem_cifar(self, meta, c):
         return "cifar", {"width": self._int(c[0])}
 
+    def stem_deep(self, meta, c):
+        width = self._int(c[0]) if c else ast.Value(64, self._s(meta))
+        return "deep", {"width": width}
+
+    def stem_convs(self, meta, c):
+        convs = tuple(x for x in c if isinstance(x, ast.StemConv))
+        pool = next((x for x in c if isinstance(x, ast.Pool)), None)
+        return "conv", {"width": convs[-1].width, "convs": convs, "pool": pool}
+
     def stem_conv(self, meta, c):
         kernel_tok = c[0]
-        rest = c[1:]
-        stride = ast.Value(1, self._s(kernel_tok))
-        if rest and isinstance(rest[0], ast.Value):
-            if len(rest) >= 2 and isinstance(rest[1], Token):
-                stride, rest = rest[0], rest[1:]
-        width_tok = rest[0]
-        pool = rest[1] if len(rest) > 1 else None
+        stride = c[1] if len(c) == 3 else ast.Value(1, self._s(kernel_tok))
         kh, kw = (int(x) for x in str(kernel_tok).split("x"))
-        return "conv", {
-            "width": self._int(width_tok),
-            "kernel": ast.Value((kh, kw), self._s(kernel_tok)),
-            "stride": stride,
-            "pool": pool,
-        }
+        return ast.StemConv(ast.Value((kh, kw), self._s(kernel_tok)), stride, self._int(c[-1]), self._s(meta))
 
     def stem_pool(self, meta, c):
         kind, kernel_tok = str(c[0]), c[1]
@@ -108,7 +106,38 @@ class ToAst(Transformer):
         return "stride_at", ast.Value(str(c[0]), self._s(c[0]))
 
     def order(self, meta, c):
-        return ast.Order(self._s(meta), str(c[0]))
+        kw = {}
+        for key, val in c[1:]:
+            if key in kw:
+                raise SpecError(f"'{key.replace('_', '-')}' given twice in one order statement", val.span)
+            kw[key] = val
+        return ast.Order(self._s(meta), str(c[0]), **kw)
+
+    def final_activation(self, meta, c):
+        return "final_activation", ast.Value(str(c[0]) == "yes", self._s(c[0]))
+
+    def first_shortcut(self, meta, c):
+        return "first_shortcut", ast.Value(str(c[0]), self._s(c[0]))
+
+    def drop_path(self, meta, c):
+        return ast.DropPath(self._s(meta), self._num(c[0]), str(c[1]) if len(c) > 1 else "linear")
+
+    def layer_count(self, meta, c):
+        return ast.LayerCount(self._s(meta), ast.Value(str(c[0]), self._s(c[0])))
+
+    def se(self, meta, c):
+        kw = {"divisor": None, "at": None}
+        for key, val in c[1:]:
+            if kw[key] is not None:
+                raise SpecError(f"'{key}' given twice in one 'se'", val.span)
+            kw[key] = val
+        return "se", ast.SqueezeExcite(self._int(c[0]), span=self._s(meta), **kw)
+
+    def se_divisor(self, meta, c):
+        return "divisor", self._int(c[0])
+
+    def se_at(self, meta, c):
+        return "at", ast.Value(str(c[0]), self._s(c[0]))
 
     def shortcut(self, meta, c):
         kind = str(c[0])
@@ -131,6 +160,9 @@ class ToAst(Transformer):
 
     def dropout(self, meta, c):
         return "dropout", self._num(c[0])
+
+    def avg_down(self, meta, c):
+        return "avg_down", ast.Value(True, self._s(meta))
 
     def projection_bn(self, meta, c):
         return "projection_bn", ast.Value(str(c[0]) == "yes", self._s(c[0]))

@@ -12,6 +12,7 @@ the emitter and the drawing read the records and need no change.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # ---- unit kinds --------------------------------------------------------------------------------------------
@@ -96,6 +97,11 @@ class ShortcutPath:
     doc: str  # in generated docstrings
     module: str | None = None  # the nn.Sequential holding them (torchvision's `downsample`, for its weights)
 
+    @property
+    def projects(self) -> bool:
+        """Whether the path has a 1x1 convolution (a projection, plain or average-pooling)."""
+        return any(op == "conv" for _, op in self.ops)
+
 
 # The papers' shortcuts, by the words the drawings use for their lines: an identity builds nothing, option A's
 # parameter-free zero-padding one op, a projection a 1x1 conv with its BN (the BN is left out where the order or
@@ -105,6 +111,11 @@ PATHS = {
     "zero-pad": ShortcutPath((("shortcut_zero_pad", "zero_pad"),), "zero-padding shortcut (option A)"),
     "projection": ShortcutPath((("downsample.0", "conv"), ("downsample.1", "bn")), "projection shortcut",
                                module="downsample"),
+    # ResNet-D (He et al. 2019, "Bag of Tricks", Fig. 2c): a 2x2 average pool with stride 2 takes the stride off
+    # the 1x1 conv, which then sees every pixel; timm's names (`avg_down`): the pool is downsample.0, nn.Identity
+    # where the unit keeps its size
+    "avg-projection": ShortcutPath((("downsample.0", "avgpool"), ("downsample.1", "conv"), ("downsample.2", "bn")),
+                                   "average-pool + projection shortcut (ResNet-D)", module="downsample"),
 }
 PLAIN_DOC = "no shortcut (plain)"
 
@@ -179,9 +190,50 @@ def projection_bn(order: Order) -> bool:
     return "bn" in order.after_last
 
 
+# ---- what a unit may add: squeeze-excitation, stochastic depth ---------------------------------------------------
+
+
+def se_hidden(channels: int, ratio: int, divisor: int = 1) -> int:
+    """The width inside a squeeze-excitation block (Hu et al. 2018: C / r), rounded to the nearest multiple of
+    ``divisor`` and at least ``divisor``: timm's ``make_divisible(C / r, divisor, round_limit=0)``, so `se 16
+    divisor 8` is timm's SEModule (256 -> 16, 64 -> 8). The emitted SqueezeExcite class computes the same."""
+    return max(divisor, int(channels / ratio + divisor / 2) // divisor * divisor)
+
+
+# where `se R at PLACE` puts the block (Hu et al. 2018, Fig. 5: standard, SE-PRE, SE-POST)
+SE_PLACES = {"standard": "at the end of F", "pre": "at the start of F", "post": "after the addition"}
+
+
+@dataclass(frozen=True)
+class DropRule:
+    """A stochastic-depth rule: the drop probability of unit l of L (counted from 1) for a final rate P, as a
+    function and as the Python expression (over `rate`, `l`, `L`) that the emitted network evaluates; a test
+    checks that the two agree on every unit."""
+
+    word: str
+    p: Callable[[float, int, int], float]
+    expression: str
+    doc: str
+
+
+DROP_RULES = {r.word: r for r in (
+    # Huang et al. 2016, eq. (4), "linear decay rule": survival 1 - l/L (1 - p_L); the last unit drops with P
+    DropRule("linear", lambda rate, l, L: rate * l / L, "rate * l / L", "Huang et al.'s linear decay rule"),
+    # timm's drop_path_rate: from 0 at the first unit to P at the last
+    DropRule("from-zero", lambda rate, l, L: rate * (l - 1) / max(L - 1, 1), "rate * (l - 1) / max(L - 1, 1)",
+             "timm's rule, from 0 at the first unit"),
+)}
+
+# How `layers` counts a network: [R]'s weighted layers on the main path (the stem, counted once, F's convs, fc),
+# or Zagoruyko & Komodakis's depth of a Wide ResNet, 6N + 4 for N basic units per stage: F's convs + 4.
+LAYER_COUNTS = {"resnet": "weighted layers on the main path: the stem, the convolutions of F, the fc layer ([R])",
+                "wrn": "the convolutions of F + 4: a Wide ResNet's depth 6N + 4 (Zagoruyko & Komodakis 2016)"}
+
+
 # ---- the unit record -----------------------------------------------------------------------------------------
 
-_NOT_CODE = {"span", "origin", "stage", "unit", "part", "shape", "params", "macs"}  # where, not what
+# where, not what; and `drop_prob`, which the network sets on each unit by its stochastic-depth rule
+_NOT_CODE = {"span", "origin", "stage", "unit", "part", "shape", "params", "macs", "drop_prob"}
 
 
 def signature(g, record: dict) -> tuple:
@@ -213,10 +265,12 @@ def class_name(g, record: dict) -> str:
     ('PreactBasicUnitPreactShared', 'BottleneckUnitProjection', 'BasicUnitPadGated')."""
     nodes = [g.nodes[n] for n in record["nodes"]]
     ops = {d["op"] for d in nodes}
-    words = {"projection": ["Projection"], "zero-pad": ["ZeroPad"]}.get(record["shortcut"], [])
-    if any(d["path"] == "shared" for d in nodes) and record["shortcut"] != "projection":
+    words = {"projection": ["Projection"], "avg-projection": ["AvgProjection"],
+             "zero-pad": ["ZeroPad"]}.get(record["shortcut"], [])
+    if any(d["path"] == "shared" for d in nodes) and not PATHS[record["shortcut"]].projects:
         words.append("PreactShared")
-    words += [word for op, word in (("sigmoid", "Gated"), ("dropout", "Dropout"), ("scale", "Scaled")) if op in ops]
+    words += [word for op, word in (("se", "SE"), ("sigmoid", "Gated"), ("dropout", "Dropout"), ("scale", "Scaled"),
+                                    ("drop_path", "DropPath")) if op in ops]
     return ORDERS[record["order"]].class_word + UNIT_KINDS[record["kind"]].class_word + "Unit" + "".join(words)
 
 

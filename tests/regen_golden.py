@@ -31,7 +31,9 @@ def golden_name(rel: str) -> str:
 PYTHON_GOLDEN = ["specs/resnet20.res", "specs/torchvision/resnet50.res", "specs/resnet1001_preact.res",
                  "specs/resnet110_exclusive_gate.res", "specs/resnet110_frozen_gate.res",
                  "specs/resnet110_dropout_shortcut.res", "specs/resnet110_relu_preact.res",
-                 "specs/resnet164_bn_after_add.res", "specs/resnet110_1layer.res", "specs/plain34.res"]
+                 "specs/resnet164_bn_after_add.res", "specs/resnet110_1layer.res", "specs/plain34.res",
+                 "specs/timm/resnet50d.res", "specs/timm/seresnet50.res", "specs/family/wrn28_10.res",
+                 "specs/family/resnet110_stochastic_depth.res"]
 
 
 def python_golden_name(rel: str) -> str:

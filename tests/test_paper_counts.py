@@ -86,5 +86,7 @@ def test_plain_and_resnet_same_layers_and_cost(at_root):
 
 @pytest.mark.parametrize("rel", sorted(__import__("regen_golden").spec_paths()))
 def test_layers_equal_depth_in_name(rel, at_root):
-    m = re.search(r"(?:resnet|resnext|plain)(\d+)", rel.split("/")[-1])
+    """The depth in every spec's name is its `layers`: [R]'s count, a WRN's 6N+4 under `layer-count wrn`, one
+    layer for a deep stem (resnet50d)."""
+    m = re.search(r"(?:resnet|resnext|plain|wrn)(\d+)", rel.split("/")[-1])
     assert resdsl.compile_spec(rel).layers == int(m.group(1))

@@ -31,11 +31,16 @@ def test_bottleneck_options_and_stage_override():
 
 
 def test_stem_kinds():
-    a, b, c = parse_text("stem imagenet\nstem cifar 16\nstem conv 5x5 /2 32 pool max 3x3 /2\n").statements
+    a, b, c, d, e = parse_text("stem imagenet\nstem cifar 16\nstem conv 5x5 /2 32 pool max 3x3 /2\n"
+                               "stem deep width 128\nstem conv 3x3 /2 24, conv 3x3 32, conv 3x3 64\n").statements
     assert (a.kind, a.width.value) == ("imagenet", 64)
     assert (b.kind, b.width.value) == ("cifar", 16)
-    assert c.kernel.value == (5, 5) and c.stride.value == 2 and c.width.value == 32
+    (conv,) = c.convs
+    assert conv.kernel.value == (5, 5) and conv.stride.value == 2 and conv.width.value == 32 and c.width.value == 32
     assert c.pool.kind == "max" and c.pool.stride.value == 2
+    assert (d.kind, d.width.value, d.convs) == ("deep", 128, ())
+    assert [(x.stride.value, x.width.value) for x in e.convs] == [(2, 24), (1, 32), (1, 64)]
+    assert e.width.value == 64 and e.pool is None
 
 
 def test_recipe_block():

@@ -180,7 +180,13 @@ def test_a_vanishing_stem_conv_is_located_at_the_stem():
     err = _err(spec(stem="conv 4x4 /4 16", input="3x3x3"))
     assert err.message == ("the feature map shrinks to nothing in the stem: the 3x3 map padded by 0 is smaller "
                            "than the 4x4/4 window")
-    assert (err.span.line, err.span.column) == (3, 1) and "stem" in err.hint
+    assert (err.span.line, err.span.column) == (3, 6) and "stem" in err.hint  # at its `conv`
+
+
+def test_a_vanishing_conv_of_a_stem_list_is_located_at_that_conv():
+    err = _err(spec(stem="conv 3x3 /2 16, conv 4x4 /4 16", input="3x5x5"))  # 5x5 -> 3x3, then 4x4/4 fails
+    assert "the 3x3 map padded by 0 is smaller than the 4x4/4 window" in err.message
+    assert (err.span.line, err.span.column) == (3, 22)
 
 
 def test_a_vanishing_stem_pool_is_located_at_the_pool():

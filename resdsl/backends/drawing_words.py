@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..ops import OPS, PORT_SHORTCUT
+from ..ops import OPS, PORT_SHORTCUT, groups_words
 from ..units import ORDERS, UNIT_KINDS
 
 
@@ -27,11 +27,14 @@ LINES = {
     "identity": Line("solid", "identity", "identity shortcut"),
     "zero-pad": Line("dotted", "zero-pad (A)", "zero-padding shortcut (option A)"),
     "projection": Line("dashed", "1x1 projection", "1x1 projection shortcut (option B/C)"),
+    "avg-projection": Line("dashed", "avg pool + 1x1 projection", "average pool + 1x1 projection shortcut (ResNet-D)"),
 }
 # caption words of a unit's shortcut line; a projection is named by the stage's option ([R] B, or C = [I] Fig. 2(e))
 CAPTION_LINE_WORDS = {None: "plain net: no shortcut", "identity": "identity shortcut",
                       "zero-pad": "zero-padding shortcut (option A)"}
 PROJECTION_WORDS = {"B": "1x1 projection shortcut (option B)", "C": "1x1 conv shortcut (option C)"}
+AVG_PROJECTION_WORDS = {"B": "average pool + 1x1 projection shortcut (ResNet-D, option B)",
+                        "C": "average pool + 1x1 conv shortcut (ResNet-D, option C)"}
 # how [I] Fig. 2's variants show: as their ops (unit and full views) or as words (the overview's edge labels)
 VARIANT_LEGEND = {"ops": "{} ([I] Fig. 2): drawn as their ops;\nthe shortcut line keeps its style",
                   "words": "{} ([I] Fig. 2): named on the shortcut line,\nwhich keeps its style"}
@@ -94,13 +97,17 @@ def variant_families(g, unit: dict) -> set[str]:
 def unit_notation(g, unit: dict) -> str:
     """[R] Table 1 notation of one unit's residual path: [3x3, 64; 3x3, 64] or [1x1, 64; 3x3, 64; 1x1, 256]."""
     convs = [g.nodes[n] for n in unit["nodes"] if g.nodes[n]["op"] == "conv" and g.nodes[n].get("path") == "residual"]
-    return "[" + "; ".join(f"{d['kernel'][0]}x{d['kernel'][0]}, {d['out_channels']}" for d in convs) + "]"
+    se = [g.nodes[n] for n in unit["nodes"] if g.nodes[n]["op"] == "se"]
+    return "[" + "; ".join(f"{d['kernel'][0]}x{d['kernel'][0]}, {d['out_channels']}{groups_words(d)}"
+                           for d in convs) + "]" + "".join(f" + SE r={d['ratio']}" for d in se)
 
 
 def _shortcut_words(unit: dict) -> str:
     """The caption's words for a unit's shortcut; a projection is named by its stage's option."""
     if unit["shortcut"] == "projection":
         return PROJECTION_WORDS.get(unit["option"], LINES["projection"].legend)
+    if unit["shortcut"] == "avg-projection":
+        return AVG_PROJECTION_WORDS.get(unit["option"], LINES["avg-projection"].legend)
     return CAPTION_LINE_WORDS[unit["shortcut"]]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from .. import units
 from ..ops import OPS
 from .escape import py_doc, py_literal, py_str, py_text
-from .python_units import class_doc, op_lines, unit_body
+from .python_units import class_doc, op_lines, sequential_lines, unit_body
 
 _ARGS = ("in_channels", "width", "out_channels", "stride")
 
@@ -80,9 +80,16 @@ class _Emitter:
                     init.append(")")
                     fwd.append(f"x = self.layer{i}(x)")
                 continue
+            module = next((m for m, members in g.graph["modules"].items() if n in members), None)
+            if module is not None:  # one nn.Sequential (timm's deep stem `conv1`) for its members, at the first
+                if n == g.graph["modules"][module][0]:
+                    init += sequential_lines(g, module, g.graph["modules"][module])
+                    fwd.append(f"x = self.{module}(x)")
+                continue
             init_line, lines = op_lines(g.nodes[n], n, "x", ["x"], inplace=True)
             init += [init_line] if init_line else []
             fwd += lines
+        init += self.drop_path_lines(len(stage_runs))
         # the Network's arguments: the numbers its stem and head take from it (`sym`: in_channels, num_classes)
         args = {role: g.nodes[n][key] for n in stem + head for key, role in g.nodes[n].get("sym", {}).items()}
         params = ", ".join(f"{role}={py_literal(v)}" for role, v in args.items())
@@ -92,6 +99,19 @@ class _Emitter:
         lines += [f"        {ln}" for ln in init]
         lines += ["", "    def forward(self, x):"] + [f"        {ln}" for ln in fwd] + ["        return x", "", ""]
         return lines
+
+    def drop_path_lines(self, stages: int) -> list[str]:
+        """Stochastic depth: each unit's DropPath gets its probability by the spec's rule (units.DROP_RULES)."""
+        dp = self.g.graph.get("drop_path")
+        if not dp:
+            return []
+        rule = units.DROP_RULES[dp["rule"]]
+        layers = ", ".join(f"self.layer{i}" for i in range(1, stages + 1)) + ("," if stages == 1 else "")
+        return [f"# stochastic depth: unit l of the L units drops F with probability {rule.expression} ({rule.doc})",
+                f"units = [unit for stage in ({layers}) for unit in stage]",
+                f"rate, L = {py_literal(float(dp['rate']))}, len(units)",
+                "for l, unit in enumerate(units, start=1):",
+                f"    unit.drop_path.p = {rule.expression}"]
 
     def init_and_build(self) -> list[str]:
         init = self.g.graph["init"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..ir import inputs_of
 from ..ops import OPS
-from ..units import ORDERS, PATHS, PLAIN_DOC, UNIT_KINDS
+from ..units import ORDERS, PATHS, PLAIN_DOC, SE_PLACES, UNIT_KINDS
 from .escape import py_doc, py_literal
 
 PATH_VARIABLES = {"shared": "x", "residual": "out", "shortcut": "identity", "gate": "g", "merge": "out"}
@@ -26,6 +26,19 @@ def module_expr(d: dict) -> str | None:
     """The op's nn.Module constructor (the op table's), or None for an op written as a function call."""
     module = OPS[d["op"]].module
     return module(d, lambda key: number(d, key)) if module else None
+
+
+def sequential_lines(g, module: str, members: list[str]) -> list[str]:
+    """`self.<module> = nn.Sequential(...)` for IR nodes named `<module>.<index>` (torchvision's `downsample.0`,
+    timm's `conv1.3`): each node at its index, a function op as its module (`member`), and nn.Identity() at an
+    index no node takes (timm's stride-1 `downsample.0`), so that every later index keeps its name and its weights
+    load. One line for up to two modules, else one line each."""
+    at = {int(n.rsplit(".", 1)[1]): g.nodes[n] for n in members}
+    parts = [(module_expr(at[i]) or OPS[at[i]["op"]].member) if i in at else "nn.Identity()"
+             for i in range(max(at) + 1)]
+    if len(parts) <= 2:
+        return [f"self.{module} = nn.Sequential({', '.join(parts)})"]
+    return [f"self.{module} = nn.Sequential(", *(f"    {p}," for p in parts), ")"]
 
 
 def op_lines(d: dict, name: str, var: str, ins: list[str], inplace: bool) -> tuple[str | None, list[str]]:
@@ -58,7 +71,7 @@ def _forward_lines(g, record: dict) -> tuple[list[str], list[str], list[str]]:
         if n in module_of:  # one nn.Sequential (torchvision's `downsample`) for its members, at the first
             members = record["modules"][module_of[n]]
             if n == members[0]:
-                init.append(f"self.{module_of[n]} = nn.Sequential({', '.join(module_expr(g.nodes[m]) for m in members)})")
+                init += sequential_lines(g, module_of[n], members)
                 fwd.append(f"{var} = self.{module_of[n]}({ins[0]})")
             continue
         src = inputs_of(g, n)[0]
@@ -90,7 +103,8 @@ def unit_body(g, record: dict) -> str:
 
 
 def _variant_words(ops: list[dict]) -> list[str]:
-    """[I] Fig. 2's changes to the shortcut (gating, scaling, dropout), in the unit's order."""
+    """[I] Fig. 2's changes to the shortcut (gating, scaling, dropout) and what else the unit adds (dropout in F,
+    squeeze-excitation, stochastic depth), in the unit's order."""
     words = []
     for o in ops:
         if o["op"] == "conv" and o.get("path") == "gate":
@@ -98,8 +112,14 @@ def _variant_words(ops: list[dict]) -> list[str]:
             words.append(f"{add['gate']} gating g = sigmoid(1x1 conv + b), b initialised to {o['bias_init']:g}")
         elif o["op"] == "scale":
             words.append(f"{o['path']} path scaled by {o['factor']:g}")
-        elif o["op"] == "dropout":
+        elif o["op"] == "dropout" and o["path"] == "shortcut":
             words.append(f"dropout {o['p']:g} on the shortcut")
+        elif o["op"] == "dropout" and f"dropout {o['p']:g} between the convolutions of F" not in words:
+            words.append(f"dropout {o['p']:g} between the convolutions of F")
+        elif o["op"] == "se":
+            words.append(f"squeeze-excitation ({OPS['se'].describe(o)}) {SE_PLACES[o['at']]}")
+        elif o["op"] == "drop_path":
+            words.append("stochastic depth (drop path) on F")
     return words
 
 
