@@ -286,6 +286,11 @@ class Op:
     keeps: tuple[str, ...] = ()  # unit constructor arguments the op reads at run time (self.<arg>)
     member: str | None = None  # an op written as a call: its module inside an nn.Sequential (timm's deep stem)
     random: bool = False  # draws random numbers in training (runs that share torch's generator are not exact)
+    # in forward, `var OP= second input` where the op may overwrite its first input (ungated `+`: torchvision's
+    # `out += identity`, one tensor less to allocate and write), and whether autograd keeps the op's output for the
+    # backward pass, so that nothing may overwrite it (ReLU's, the sigmoid's)
+    augmented: str | None = None
+    saves_output: bool = False
 
 
 _OP_LIST = [  # in legend order: the legend names each colour group's ops in this order
@@ -297,9 +302,9 @@ _OP_LIST = [  # in legend order: the legend names each colour group's ops in thi
        describe=lambda d: f"{d['channels']}" + (" zero-init" if d.get("zero_init") else "")),
     Op("relu", _same, lambda d: "ReLU", look=("relu", "ReLU"),
        call=lambda d, ins, num, inplace: f"F.relu({ins[0]}{', inplace=True' if inplace else ''})",
-       member="nn.ReLU(inplace=True)"),
+       member="nn.ReLU(inplace=True)", saves_output=True),
     Op("add", _add_shape, lambda d: GATE_FORMULAS.get(d.get("gate"), "+"), look=("add", "addition"),
-       call=_add_call, describe=lambda d: d.get("gate") or ""),
+       call=_add_call, describe=lambda d: d.get("gate") or "", augmented="+"),
     Op("maxpool", _pool_shape, _pool_label, look=("pool", "max pool"), module=_pool_module, describe=_window),
     Op("avgpool", _pool_shape, _pool_label, look=("pool", "avg pool"), module=_pool_module, describe=_window),
     Op("global_avgpool", lambda d, ins: (ins[0][0],), lambda d: "global avg pool", look=("pool", "global avg pool"),
@@ -321,7 +326,7 @@ _OP_LIST = [  # in legend order: the legend names each colour group's ops in thi
        random=True, module=lambda d, num: "DropPath()", helper=DROP_PATH_SOURCE,
        describe=lambda d: f"p={d['drop_prob']:.6g}"),
     Op("sigmoid", _same, lambda d: "sigmoid g(x)", look=("gate", "gate sigmoid"),
-       call=lambda d, ins, num, inplace: f"torch.sigmoid({ins[0]})"),
+       call=lambda d, ins, num, inplace: f"torch.sigmoid({ins[0]})", saves_output=True),
     Op("input", lambda d, ins: d["shape_declared"], lambda d: f"input {shape_text(d['shape'])}"),
     Op("output", _same, lambda d: f"output {shape_text(d['shape'])}"),
 ]

@@ -105,7 +105,7 @@ class StochasticDepthBlock(nn.Module):
         if self.training and self.p > 0:
             keep = 1.0 - self.p
             mask = torch.empty(out.shape[0], 1, 1, 1, dtype=out.dtype, device=out.device).bernoulli_(keep)
-            out = out * mask / keep
+            out = out * mask.div_(keep)  # the scaled mask, as timm's drop_path: the same rounding in 600 units
         return F.relu(out + self.shortcut(x))
 
 

@@ -16,6 +16,7 @@ CASES = {
     "wrn40_4": lambda: ref.WideResNet(40, 4),
     "preact_resnet18_cifar": ref.PreActResNet18,
     "resnet110_stochastic_depth": lambda: ref.StochasticDepthResNet(18, drop_rate=0.5),
+    "resnet1202_stochastic_depth": lambda: ref.StochasticDepthResNet(200, drop_rate=0.5),
 }
 
 

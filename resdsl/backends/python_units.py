@@ -44,6 +44,9 @@ def sequential_lines(g, module: str, members: list[str]) -> list[str]:
 def op_lines(d: dict, name: str, var: str, ins: list[str], inplace: bool) -> tuple[str | None, list[str]]:
     """One IR node in an nn.Module: its line in __init__ (None for a function) and its lines in forward."""
     expr = module_expr(d)
+    augmented = OPS[d["op"]].augmented
+    if expr is None and augmented and inplace and not d.get("gate") and ins[0] == var:
+        return None, [f"{var} {augmented}= {ins[1]}"]
     if expr is None:
         return None, [f"{var} = {call_expr(d, ins, inplace)}"]
     then = OPS[d["op"]].then
@@ -75,7 +78,8 @@ def _forward_lines(g, record: dict) -> tuple[list[str], list[str], list[str]]:
                 fwd.append(f"{var} = self.{module_of[n]}({ins[0]})")
             continue
         src = inputs_of(g, n)[0]
-        inplace = src in local and g.out_degree(src) == 1 and g.nodes[src]["op"] != "relu"
+        # an op may overwrite its first input where nothing else reads it and autograd does not keep it
+        inplace = src in local and g.out_degree(src) == 1 and not OPS[g.nodes[src]["op"]].saves_output
         init_line, lines = op_lines(d, name, var, ins, inplace)
         init += [init_line] if init_line else []
         fwd += lines
@@ -117,7 +121,8 @@ def _variant_words(ops: list[dict]) -> list[str]:
         elif o["op"] == "dropout" and f"dropout {o['p']:g} between the convolutions of F" not in words:
             words.append(f"dropout {o['p']:g} between the convolutions of F")
         elif o["op"] == "se":
-            words.append(f"squeeze-excitation ({OPS['se'].describe(o)}) {SE_PLACES[o['at']]}")
+            divisor = f", divisor {o['divisor']}" if o["divisor"] > 1 else ""
+            words.append(f"squeeze-excitation (r={o['ratio']}{divisor}) {SE_PLACES[o['at']]}")
         elif o["op"] == "drop_path":
             words.append("stochastic depth (drop path) on F")
     return words
