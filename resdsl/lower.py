@@ -1,20 +1,16 @@
 """Resolved spec -> IR graph: expand the stem, every stage's units with their shortcuts and orders, the head."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from . import syntax as ast
 from .errors import Span, SpecError
 from .ir import GraphBuilder
+from .checks import (MAX_CHANNELS, MAX_CLASSES, check_drop_path, check_ends, check_range, check_shortcut,
+                     check_sizes, check_unit, unit_widths)
 from .resolve import ResolvedSpec, stage_setting
-from .units import (DROP_RULES, ORDERS, PATHS, SHORTCUT_KINDS, UNIT_KINDS, builds, plan_convs, projection_bn,
-                    signature)
+from .units import DROP_RULES, ORDERS, PATHS, SHORTCUT_KINDS, UNIT_KINDS, plan_convs, projection_bn, signature
 
-MAX_CHANNELS = 1 << 16
-MAX_SPATIAL = 1 << 16
-MAX_UNITS = 5000
-MAX_CLASSES = 10_000_000
 # The stem's pooling module: torchvision's `maxpool` for a max pool. An average pool cannot be `avgpool`, the
 # head's global pool in torchvision (and here); it is `pool1`, the stem pool's name in [R]'s released Caffe
 # models. Pools hold no weights, so no state_dict key depends on either name.
@@ -29,31 +25,17 @@ class _Ctx:
     first_unit: bool
     stem_activated: bool
     init: ast.Init
-    first_raw: bool = False  # `order ... first-shortcut raw`: the first unit does not activate before the split
+    first_raw: ast.Value | None = None  # `order ... first-shortcut raw`: the first unit does not activate before
+    # the split
     drop_path: bool = False  # `drop-path`: F ends in a drop_path node (its probability is set once all are built)
-
-
-def _check_range(v: ast.Value, lo, hi, what: str) -> None:
-    if not lo <= v.value <= hi:
-        raise SpecError(f"{what} must be between {lo} and {hi}, got {v.value}", v.span)
 
 
 def lower(r: ResolvedSpec):
     """Build the IR DiGraph for a resolved spec (shapes and costs are added by later passes)."""
     s = r.settings
     inp: ast.Input = s["input"]
-    _check_range(inp.channels, 1, MAX_CHANNELS, "input channels")
-    _check_range(inp.height, 1, MAX_SPATIAL, "input height")
-    _check_range(inp.width, 1, MAX_SPATIAL, "input width")
     stages: ast.Stages = s["stages"]
-    total_units = 0
-    for e in stages.entries:
-        _check_range(e.width, 1, MAX_CHANNELS, "stage width")
-        _check_range(e.units, 1, MAX_UNITS, "units per stage")
-        _check_range(e.stride, 1, 64, "stage stride")
-        total_units += e.units.value
-    if total_units > MAX_UNITS:
-        raise SpecError(f"the network has {total_units} units; resdsl builds at most {MAX_UNITS}", stages.span)
+    check_sizes(inp, stages)
     init: ast.Init = s["init"]
     shape = (inp.channels.value, inp.height.value, inp.width.value)
     b = GraphBuilder(
@@ -72,14 +54,14 @@ def lower(r: ResolvedSpec):
     x = b.add("input", "input", [], inp.span, part="stem", shape_declared=shape)
     first_order = stage_setting(r, 1, "order").name
     x, ch, activated = _build_stem(b, x, s["stem"], inp.channels.value, first_order)
-    ends = _check_ends(r, activated)
+    ends = check_ends(r, activated)
     last_order = first_order
     for i, entry in enumerate(stages.entries, start=1):
         unit = stage_setting(r, i, "unit")
         order = stage_setting(r, i, "order")
         shortcut = stage_setting(r, i, "shortcut")
-        _check_unit(unit)
-        _check_shortcut(shortcut)
+        check_unit(unit)
+        check_shortcut(shortcut)
         b.g.graph["stages"].append({
             "name": f"layer{i}", "index": i, "width": entry.width.value, "units": entry.units.value,
             "stride": entry.stride.value, "unit": unit.kind, "order": order.name, "shortcut": shortcut.kind,
@@ -87,7 +69,8 @@ def lower(r: ResolvedSpec):
         })
         for j in range(entry.units.value):
             ctx = _Ctx(first_unit=(i == 1 and j == 0), stem_activated=activated, init=init,
-                       first_raw=ends.first_shortcut is not None and ends.first_shortcut.value == "raw",
+                       first_raw=ends.first_shortcut if ends.first_shortcut and ends.first_shortcut.value == "raw"
+                       else None,
                        drop_path="drop_path" in s)
             stride = entry.stride.value if j == 0 else 1
             x, ch = _build_unit(b, x, ch, i, j, entry, stride, unit, order.name, shortcut, ctx)
@@ -99,95 +82,18 @@ def lower(r: ResolvedSpec):
     return b.g
 
 
-def _check_ends(r: ResolvedSpec, stem_activated: bool) -> ast.Order:
-    """The network's order statement, whose options set the ends of a pre-activation network: they apply to the
-    first stage's first unit and the head, so a stage's own order statement may not set them."""
-    for slot in r.overrides.values():
-        order = slot.get("order")
-        for v in (order.final_activation, order.first_shortcut) if order else ():
-            if v is not None:
-                raise SpecError("the ends of the network are set by the network's order statement, not a stage's",
-                                v.span, hint="move 'final-activation' and 'first-shortcut' to the top-level order")
-    ends = r.settings["order"]
-    first, last = stage_setting(r, 1, "order"), stage_setting(r, len(r.settings["stages"].entries), "order")
-    for v, word, which, order in ((ends.final_activation, "final-activation", "last", last),
-                                  (ends.first_shortcut, "first-shortcut", "first", first)):
-        if v is not None and not ORDERS[order.name].pre:
-            raise SpecError(f"'{word}' sets an end of a pre-activation network, but the {which} stage's order is "
-                            f"'{order.name}'", v.span,
-                            hint="only 'order preact' and 'order relu-preact' activate before the first unit's "
-                                 "split and in the head ([I])")
-    if ends.first_shortcut is not None and ends.first_shortcut.value == "raw" and stem_activated:
-        raise SpecError("'first-shortcut raw' has nothing to do: the stem's BN-ReLU already activated the first "
-                        "unit's input", ends.first_shortcut.span)
-    return ends
-
-
 def _set_drop_path(b: GraphBuilder, dp: ast.DropPath) -> None:
     """Stochastic depth: unit l of L drops F with its rule's probability; the drop_path node of each unit has it."""
-    if not 0 <= dp.rate.value < 1:
-        raise SpecError(f"the drop-path rate must be in [0, 1), got {dp.rate.value:g}", dp.rate.span)
+    check_drop_path(dp)
     records = b.g.graph["units"]
     plain = next((r for r in records if r["shortcut"] is None), None)
     if plain is not None:
         raise SpecError(f"drop-path drops F of a residual unit, but stage {plain['stage']} has no shortcut (a plain "
                         "net's unit is all of its path)", dp.span, hint="use 'shortcut A' or 'B'")
     rule = DROP_RULES[dp.rule]
-    for l, record in enumerate(records, start=1):
-        b.g.nodes[record["prefix"] + "drop_path"]["drop_prob"] = rule.p(dp.rate.value, l, len(records))
+    for depth, record in enumerate(records, start=1):
+        b.g.nodes[record["prefix"] + "drop_path"]["drop_prob"] = rule.p(dp.rate.value, depth, len(records))
     b.g.graph["drop_path"] = {"rate": dp.rate.value, "rule": dp.rule}
-
-def _check_unit(unit: ast.Unit) -> None:
-    if unit.expansion is not None:
-        _check_range(unit.expansion, 1, 64, "bottleneck expansion")
-    for v, lo, hi, what in ((unit.cardinality, 1, 1024, "cardinality"), (unit.base_width, 1, 4096, "base width"),
-                            (unit.width_factor, 1, 64, "width factor")):
-        if v is not None:
-            _check_range(v, lo, hi, what)
-    if unit.se is not None:
-        _check_range(unit.se.ratio, 1, MAX_CHANNELS, "squeeze-excitation ratio")
-        if unit.se.divisor is not None:
-            _check_range(unit.se.divisor, 1, 1024, "squeeze-excitation divisor")
-    if unit.dropout is not None:
-        _check_probability(unit.dropout)
-        if len(UNIT_KINDS[unit.kind].convs) < 2:
-            raise SpecError(f"a {unit.kind} unit has one convolution, so there is no place between convolutions "
-                            "for 'dropout'", unit.dropout.span, hint="for dropout on the shortcut, 'shortcut ... "
-                            "dropout P' ([I] Fig. 2f)")
-    if unit.base_width is not None and unit.width_factor is not None:
-        raise SpecError("give 'base-width' or 'width-factor', not both: width-factor F is base-width 64 x F",
-                        unit.width_factor.span)
-
-
-def _check_probability(v: ast.Value) -> None:
-    if not 0 <= v.value < 1:
-        raise SpecError(f"dropout probability must be in [0, 1), got {v.value:g}", v.span)
-
-
-def unit_widths(unit: ast.Unit) -> tuple[int, int]:
-    """(cardinality, base width) of a unit statement: 1 and 64 unless it says otherwise."""
-    base = unit.base_width.value if unit.base_width else 64 * (unit.width_factor.value if unit.width_factor else 1)
-    return (unit.cardinality.value if unit.cardinality else 1), base
-
-
-def _check_shortcut(sc: ast.Shortcut) -> None:
-    for v, what in ((sc.scale, "shortcut scale"), (sc.residual_scale, "residual scale")):
-        if v is not None and not math.isfinite(v.value):
-            raise SpecError(f"{what} must be a finite number", v.span)
-    if sc.dropout is not None:
-        _check_probability(sc.dropout)
-    kind = SHORTCUT_KINDS[sc.kind]
-    if kind.same is None and kind.changes is None:
-        for v, word in ((sc.scale, "scale"), (sc.gate, "gate"), (sc.dropout, "dropout"),
-                        (sc.projection_bn, "projection-bn")):
-            if v is not None:
-                raise SpecError(f"'{word}' needs a shortcut, but this is 'shortcut none' (a plain net)", v.span,
-                                hint="use 'shortcut A' or 'shortcut B' to keep the shortcut and modify it")
-    for v, word in ((sc.projection_bn, "projection-bn"), (sc.avg_down, "avg-down")):
-        if not builds(kind, "projection") and v is not None:
-            raise SpecError(f"shortcut {sc.kind} has no projection, so '{word}' means nothing here", v.span,
-                            hint="'avg-down' and 'projection-bn' change the 1x1 projection of shortcut B or C")
-
 
 def window_padding(k: int, stride: int) -> int:
     """Zero padding on each side of a k x k convolution or pooling window with this stride (docs/language.md,
@@ -224,17 +130,17 @@ def _stem_convs(stem: ast.Stem) -> tuple[list[tuple[int, int, int, Span]], tuple
         kh, kw = c.kernel.value
         if kh != kw:
             raise SpecError("only square stem kernels are supported", c.kernel.span)
-        _check_range(ast.Value(kh, c.kernel.span), 1, 15, "stem kernel")
-        _check_range(c.stride, 1, 16, "stem stride")
-        _check_range(c.width, 1, MAX_CHANNELS, "stem width")
+        check_range(ast.Value(kh, c.kernel.span), 1, 15, "stem kernel")
+        check_range(c.stride, 1, 16, "stem stride")
+        check_range(c.width, 1, MAX_CHANNELS, "stem width")
         convs.append((kh, c.stride.value, c.width.value, c.span))
     pool = None
     if stem.pool is not None:
         pk, pk2 = stem.pool.kernel.value
         if pk != pk2:
             raise SpecError("only square pooling windows are supported", stem.pool.kernel.span)
-        _check_range(ast.Value(pk, stem.pool.kernel.span), 1, 15, "pool window")
-        _check_range(stem.pool.stride, 1, 16, "pool stride")
+        check_range(ast.Value(pk, stem.pool.kernel.span), 1, 15, "pool window")
+        check_range(stem.pool.stride, 1, 16, "pool stride")
         pool = (stem.pool.kind, pk, stem.pool.stride.value, stem.pool.span)
     return convs, pool
 
@@ -244,7 +150,7 @@ def _build_stem(b: GraphBuilder, x: str, stem: ast.Stem, in_ch: int, order: str)
 
     One convolution is torchvision's `conv1`; several are timm's `conv1` Sequential (conv1.0, conv1.1, ...) with
     BN-ReLU between them, so timm's deep-stem weights load."""
-    _check_range(stem.width, 1, MAX_CHANNELS, "stem width")
+    check_range(stem.width, 1, MAX_CHANNELS, "stem width")
     convs, pool = _stem_convs(stem)
     init = ast.Init(stem.span)
     members: list[str] = []
@@ -336,18 +242,20 @@ def _build_unit(b, x, in_ch, stage: int, index: int, entry, stride, unit, order_
     projects = path is not None and PATHS[path].projects
     if ctx.first_unit and ctx.first_raw and projects:
         raise SpecError("'first-shortcut raw' has nothing to do: the first unit projects, and a projection shortcut "
-                        "takes the activated input ([I])", entry.span)
+                        "takes the activated input ([I])", ctx.first_raw.span,
+                        hint=f"the first unit goes from {in_ch} to {out_ch} channels"
+                             + (f" with stride {stride}" if stride > 1 else "") + "; leave 'first-shortcut' out")
     shared = order.pre and not skip_first and (ctx.first_unit and not ctx.first_raw or projects)
     skip_first = skip_first or shared
     split = x
     if shared:
         for op in order.before:
             split = u.norm_act(op, f"{op}1", split, "shared", in_ch, "in_channels")
-    se = unit.se.at.value if unit.se and unit.se.at else "standard" if unit.se else None
-    h = _squeeze_excite(u, split, in_ch, "in_channels", unit.se) if se == "pre" else split
+    se = unit.se and (unit.se.at.value if unit.se.at else "standard")
+    h = _squeeze_excite(u, split, in_ch, "in_channels", unit.se, se) if se == "pre" else split
     h = _residual(u, h, in_ch, convs, order, skip_first, unit.dropout)
     if se == "standard":
-        h = _squeeze_excite(u, h, out_ch, "out_channels", unit.se)
+        h = _squeeze_excite(u, h, out_ch, "out_channels", unit.se, se)
     if sc.residual_scale is not None:
         h = u.add("residual_scale", "scale", [h], span=sc.span, path="residual", factor=sc.residual_scale.value)
     if ctx.drop_path and path is not None:  # its probability is set when every unit is built (_set_drop_path)
@@ -356,17 +264,18 @@ def _build_unit(b, x, in_ch, stage: int, index: int, entry, stride, unit, order_
     for op in order.after_add:
         y = u.norm_act(op, f"{op}_out", y, "merge", out_ch, "out_channels")
     if se == "post":
-        y = _squeeze_excite(u, y, out_ch, "out_channels", unit.se, path="merge")
+        y = _squeeze_excite(u, y, out_ch, "out_channels", unit.se, se)
     record["signature"] = signature(b.g, record)
     b.g.graph["units"].append(record)
     return y, out_ch
 
 
-def _squeeze_excite(u: _Unit, x: str, channels: int, role: str, se: ast.SqueezeExcite, path: str = "residual"):
-    """A squeeze-excitation block (timm's module name `se`) over ``channels``, the unit argument ``role``."""
+def _squeeze_excite(u: _Unit, x: str, channels: int, role: str, se: ast.SqueezeExcite, at: str) -> str:
+    """A squeeze-excitation block (timm's module name `se`) over ``channels``, the unit argument ``role``, at its
+    place (units.SE_PLACES): after the addition it is on the merged path."""
+    path = "merge" if at == "post" else "residual"
     return u.add("se", "se", [x], span=se.span, path=path, channels=channels, ratio=se.ratio.value,
-                 divisor=se.divisor.value if se.divisor else 1, at=se.at.value if se.at else "standard",
-                 sym={"channels": role})
+                 divisor=se.divisor.value if se.divisor else 1, at=at, sym={"channels": role})
 
 
 def _residual(u: _Unit, x: str, in_ch: int, convs, order, skip_first: bool, dropout: ast.Value | None) -> str:
@@ -431,7 +340,7 @@ def _build_head(b, x, ch, head: ast.Head, final_ops: tuple[str, ...]) -> None:
         x = b.add(f"final_{op}", op, [x], sp, part="head", **({"channels": ch} if op == "bn" else {}))
     x = b.add("avgpool", "global_avgpool", [x], sp, part="head")
     if head.classes is not None:
-        _check_range(head.classes, 1, MAX_CLASSES, "number of classes")
+        check_range(head.classes, 1, MAX_CLASSES, "number of classes")
         x = b.add("fc", "fc", [x], head.classes.span, part="head", in_features=ch,
                   out_features=head.classes.value, bias=True, main=True, init="torch-default",
                   sym={"out_features": "num_classes"})

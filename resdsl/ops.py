@@ -291,6 +291,7 @@ class Op:
     # backward pass, so that nothing may overwrite it (ReLU's, the sigmoid's)
     augmented: str | None = None
     saves_output: bool = False
+    passes_input: bool = False  # may return its input tensor itself (eval-mode dropout, drop path at p = 0)
 
 
 _OP_LIST = [  # in legend order: the legend names each colour group's ops in this order
@@ -319,11 +320,12 @@ _OP_LIST = [  # in legend order: the legend names each colour group's ops in thi
     Op("scale", _same, lambda d: f"x {d['factor']:g}", look=("shortcut op", "scale"),
        call=lambda d, ins, num, inplace: f"{ins[0]} * {num('factor')}", describe=lambda d: f"x{d['factor']:g}"),
     Op("dropout", _same, lambda d: f"dropout {d['p']:g}", look=("shortcut op", "dropout"), random=True,
+       passes_input=True,
        module=lambda d, num: f"nn.Dropout(p={num('p')})", describe=lambda d: f"p={d['p']:g}"),
     Op("se", _se_shape, _se_words, cost=_se_cost, look=("se", "squeeze-excitation"), module=_se_module,
        helper=SQUEEZE_EXCITE_SOURCE, describe=lambda d: _se_words(d).removeprefix("SE ")),
     Op("drop_path", _same, lambda d: f"drop path {d['drop_prob']:.3g}", look=("shortcut op", "drop path"),
-       random=True, module=lambda d, num: "DropPath()", helper=DROP_PATH_SOURCE,
+       random=True, passes_input=True, module=lambda d, num: "DropPath()", helper=DROP_PATH_SOURCE,
        describe=lambda d: f"p={d['drop_prob']:.6g}"),
     Op("sigmoid", _same, lambda d: "sigmoid g(x)", look=("gate", "gate sigmoid"),
        call=lambda d, ins, num, inplace: f"torch.sigmoid({ins[0]})", saves_output=True),

@@ -106,7 +106,8 @@ def _resolve_inner(spec_file: ast.SpecFile, chain: tuple[str, ...], sources: dic
             continue
         if key in own:
             first = own[key].span
-            raise SpecError(f"'{key}' is given twice in this file (first at line {first.line})", stmt.span,
+            word = key.replace("_", "-")  # the statement's keyword: drop_path is `drop-path`
+            raise SpecError(f"'{word}' is given twice in this file (first at line {first.line})", stmt.span,
                             hint="each setting appears once per file; a spec that extends another overrides it")
         own[key] = stmt
 

@@ -144,7 +144,7 @@ class ToAst(Transformer):
         kw = {}
         for key, val in c[1:]:
             if key in kw:
-                raise SpecError(f"'{key.replace('_', ' ')}' given twice in one shortcut statement", val.span
+                raise SpecError(f"'{key.replace('_', '-')}' given twice in one shortcut statement", val.span
                                 if hasattr(val, "span") else self._s(meta))
             kw[key] = val
         return ast.Shortcut(self._s(meta), kind, **kw)

@@ -77,10 +77,7 @@ def _forward_lines(g, record: dict) -> tuple[list[str], list[str], list[str]]:
                 init += sequential_lines(g, module_of[n], members)
                 fwd.append(f"{var} = self.{module_of[n]}({ins[0]})")
             continue
-        src = inputs_of(g, n)[0]
-        # an op may overwrite its first input where nothing else reads it and autograd does not keep it
-        inplace = src in local and g.out_degree(src) == 1 and not OPS[g.nodes[src]["op"]].saves_output
-        init_line, lines = op_lines(d, name, var, ins, inplace)
+        init_line, lines = op_lines(d, name, var, ins, _may_overwrite(g, local, inputs_of(g, n)[0]))
         init += [init_line] if init_line else []
         fwd += lines
         if d.get("zero_init"):
@@ -89,6 +86,17 @@ def _forward_lines(g, record: dict) -> tuple[list[str], list[str], list[str]]:
             special.append(f"nn.init.constant_(self.{name}.bias, {py_literal(float(d['bias_init']))})")
     fwd.append(f"return {var_of[record['nodes'][-1]]}")
     return init, fwd, special
+
+
+def _may_overwrite(g, local: dict, src: str) -> bool:
+    """Whether an op may overwrite its first input, the output of node ``src``: nothing else reads it and autograd
+    keeps it nowhere, also before ops that may hand their input on as it is (eval-mode dropout, drop path at
+    p = 0: then the tensor is their input's, a ReLU's under `relu-before-add`)."""
+    while src in local and g.out_degree(src) == 1 and not OPS[g.nodes[src]["op"]].saves_output:
+        if not OPS[g.nodes[src]["op"]].passes_input:
+            return True
+        src = inputs_of(g, src)[0]
+    return False
 
 
 def unit_body(g, record: dict) -> str:
@@ -131,7 +139,10 @@ def _variant_words(ops: list[dict]) -> list[str]:
 def class_doc(g, record: dict) -> str:
     """The class docstring: the unit's notation, order and shortcut in the papers' words, and its spec lines."""
     ops = [g.nodes[n] for n in record["nodes"]]
-    shortcut = ", ".join([PATHS[record["shortcut"]].doc if record["shortcut"] else PLAIN_DOC, *_variant_words(ops)])
+    doc = PATHS[record["shortcut"]].doc if record["shortcut"] else PLAIN_DOC
+    if record["shortcut"] == "avg-projection" and not any(o["op"] == "avgpool" for o in ops):
+        doc = "projection shortcut (ResNet-D's, without its pool: the unit keeps its size)"
+    shortcut = ", ".join([doc, *_variant_words(ops)])
     spans = sorted({(o["span"].path, o["span"].line) for o in ops}
                    | {(o["origin"].path, o["origin"].line) for o in ops if o.get("origin")})
     where = ", ".join(f"{py_doc(p)}:{ln}" for p, ln in spans)  # file names are untrusted

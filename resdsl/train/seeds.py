@@ -20,8 +20,8 @@ from typing import Callable
 def seed_runs_way(choice: str, gpus: int, dropout: bool, parallel: int | None) -> str:
     """How ``--seed-runs CHOICE`` runs the seeds: ``auto`` makes them threads on exactly one GPU (on an H100 five
     ResNet-20 runs as threads took 2.1x one run's time, as processes 3.7x: benchmarks/RESULTS.md), unless the
-    network has dropout (its runs would share torch's generator) or ``--parallel`` limits the runs at once;
-    processes elsewhere (on several GPUs they are dealt out over them; on a CPU they share its cores)."""
+    network has dropout or stochastic depth (its runs would share torch's generator) or ``--parallel`` limits the
+    runs at once; processes elsewhere (on several GPUs they are dealt out over them; on a CPU they share its cores)."""
     if choice != "auto":
         return choice
     return "threads" if gpus == 1 and not dropout and not parallel else "processes"
