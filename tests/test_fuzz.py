@@ -1,6 +1,6 @@
 """Hypothesis mutates the real specs; whatever comes out is a checked network or a located SpecError, never a crash.
 
-Every spec under specs/ (torchvision/ included) is mutated (characters, spec words, random bytes, lines, numbers)
+Every spec under specs/ (torchvision/, timm/ and family/ included) is mutated (characters, spec words, random bytes, lines, numbers)
 and written beside the originals in a per-module copy of specs/, so its `extends`/`include` lines still resolve.
 Budget: well under a minute on a 2-core machine (see the max_examples below).
 """
@@ -31,7 +31,10 @@ WORDS = ["network", "input", "stem", "unit", "basic", "bottleneck", "order", "pr
          "none", "identity", "stages", "stage 1:", "stage 2:", "head avgpool fc", "init he", "expect", "params",
          "output", "~", "recipe", "extends", "include", '"recipes.res"', '"resnet20.res"', '"torchvision"', "{",
          "}", "lr", "batch", "length", "epochs", "scale", "gate exclusive bias", "dropout", "projection-bn",
-         "/2", "/0", "0x0", "3x32", "3x32x32", "64x8x8", "21.8M", ",", ",,", "yes", "no"]
+         "/2", "/0", "0x0", "3x32", "3x32x32", "64x8x8", "21.8M", ",", ",,", "yes", "no",
+         # the family's words (issue 13)
+         "cardinality", "base-width", "width-factor", "se", "divisor", "at pre", "at post", "avg-down", "deep",
+         "conv 3x3", "drop-path", "from-zero", "layer-count wrn", "final-activation", "first-shortcut raw"]
 PIECE = st.one_of(st.text(SPEC_CHARS, min_size=1, max_size=6), st.sampled_from(WORDS),
                   st.text(ODD_CHARS, min_size=1, max_size=2))
 # Mostly small numbers (large unit counts only make examples slow: resdsl builds up to 5000 units), plus the
