@@ -95,6 +95,7 @@ def _set_drop_path(b: GraphBuilder, dp: ast.DropPath) -> None:
         b.g.nodes[record["prefix"] + "drop_path"]["drop_prob"] = rule.p(dp.rate.value, depth, len(records))
     b.g.graph["drop_path"] = {"rate": dp.rate.value, "rule": dp.rule}
 
+
 def window_padding(k: int, stride: int) -> int:
     """Zero padding on each side of a k x k convolution or pooling window with this stride (docs/language.md,
     "Feature-map sizes"). An odd window is centred on its pixel: k // 2, as in torchvision (7x7 -> 3, 3x3 -> 1,

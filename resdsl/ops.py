@@ -244,8 +244,9 @@ SQUEEZE_EXCITE_SOURCE = (
 # Stochastic depth as a class of the emitted file: the network sets each unit's p by its rule (units.DROP_RULES)
 DROP_PATH_SOURCE = (
     "class DropPath(nn.Module):",
-    "    \"\"\"Stochastic depth (Huang et al. 2016), per sample as timm's DropPath: in training each sample's residual",
-    "    F(x) is dropped with probability p and the kept ones are scaled by 1 / (1 - p); the identity in eval mode.\"\"\"",
+    "    \"\"\"Stochastic depth (Huang et al. 2016), per sample as timm's DropPath: in training each sample's",
+    "    residual F(x) is dropped with probability p and the kept ones are scaled by 1 / (1 - p); the identity in",
+    "    eval mode.\"\"\"",
     "",
     "    def __init__(self, p=0.0):",
     "        super().__init__()",
