@@ -229,9 +229,11 @@ def _build_unit(b, x, in_ch, stage: int, index: int, entry, stride, unit, order_
                        unit.stride_at and unit.stride_at.value, *unit_widths(unit))
     out_ch = convs[-1].out_channels
     width = next((c.out_channels for c in convs if c.out_role == "width"), entry.width.value)  # inner width
-    path = shortcut.path(stride != 1 or in_ch != out_ch)
+    path = built = shortcut.path(stride != 1 or in_ch != out_ch)  # drawn and named as `path`, built from `built`
     if path == "projection" and sc.avg_down is not None:
-        path = "avg-projection"
+        # ResNet-D pools where the unit strides; elsewhere it is a plain projection under timm's names
+        # (downsample.1 and .2, nn.Identity at downsample.0)
+        built, path = "avg-projection", "avg-projection" if stride > 1 else "projection"
     record = {"stage": stage, "index": index, "prefix": f"layer{stage}.{index}.", "kind": kind.word,
               "order": order.word, "option": shortcut.word, "shortcut": path, "nodes": [], "modules": {},
               "args": {"in_channels": in_ch, "width": width, "out_channels": out_ch, "stride": stride}}
@@ -261,7 +263,7 @@ def _build_unit(b, x, in_ch, stage: int, index: int, entry, stride, unit, order_
         h = u.add("residual_scale", "scale", [h], span=sc.span, path="residual", factor=sc.residual_scale.value)
     if ctx.drop_path and path is not None:  # its probability is set when every unit is built (_set_drop_path)
         h = u.add("drop_path", "drop_path", [h], path="residual", drop_prob=0.0)
-    y = h if path is None else _merge(u, h, split, in_ch, out_ch, stride, path, order, sc)
+    y = h if path is None else _merge(u, h, split, in_ch, out_ch, stride, built, order, sc)
     for op in order.after_add:
         y = u.norm_act(op, f"{op}_out", y, "merge", out_ch, "out_channels")
     if se == "post":

@@ -265,8 +265,8 @@ def class_name(g, record: dict) -> str:
     ('PreactBasicUnitPreactShared', 'BottleneckUnitProjection', 'BasicUnitPadGated')."""
     nodes = [g.nodes[n] for n in record["nodes"]]
     ops = {d["op"] for d in nodes}
-    words = {"projection": ["Projection"], "avg-projection": ["AvgProjection" if "avgpool" in ops else "Projection"],
-             "zero-pad": ["ZeroPad"]}.get(record["shortcut"], [])  # ResNet-D's projection pools only if it strides
+    words = {"projection": ["Projection"], "avg-projection": ["AvgProjection"],
+             "zero-pad": ["ZeroPad"]}.get(record["shortcut"], [])
     if any(d["path"] == "shared" for d in nodes) and not (record["shortcut"] and PATHS[record["shortcut"]].projects):
         words.append("PreactShared")
     words += [word for op, word in (("se", "SE"), ("sigmoid", "Gated"), ("dropout", "Dropout"), ("scale", "Scaled"),

@@ -102,11 +102,9 @@ def unit_notation(g, unit: dict) -> str:
                            for d in convs) + "]" + "".join(f" + SE r={d['ratio']}" for d in se)
 
 
-def _shortcut_words(g, unit: dict) -> str:
-    """The caption's words for a unit's shortcut; a projection is named by its stage's option (ResNet-D's
-    pools only where the unit strides)."""
-    pools = any(g.nodes[n]["op"] == "avgpool" for n in unit["nodes"])
-    if unit["shortcut"] == "projection" or unit["shortcut"] == "avg-projection" and not pools:
+def _shortcut_words(unit: dict) -> str:
+    """The caption's words for a unit's shortcut; a projection is named by its stage's option."""
+    if unit["shortcut"] == "projection":
         return PROJECTION_WORDS.get(unit["option"], LINES["projection"].legend)
     if unit["shortcut"] == "avg-projection":
         return AVG_PROJECTION_WORDS.get(unit["option"], LINES["avg-projection"].legend)
@@ -147,7 +145,7 @@ def unit_caption(g, instances: list[dict]) -> list[str]:
     first = instances[0]
     order = ORDERS[first["order"]].figure
     # [I] Fig. 4's orders are orders of residual units; a plain net's unit (no addition) is named as such
-    lines = [f"{order}; {_shortcut_words(g, first)}" if first["shortcut"] else CAPTION_LINE_WORDS[None]]
+    lines = [f"{order}; {_shortcut_words(first)}" if first["shortcut"] else CAPTION_LINE_WORDS[None]]
     changes = ", ".join(variants(g, first))
     lines += [words for words in (changes, _shared_words(g, first)) if words]
     rows = _stage_rows(g, instances)

@@ -139,10 +139,7 @@ def _variant_words(ops: list[dict]) -> list[str]:
 def class_doc(g, record: dict) -> str:
     """The class docstring: the unit's notation, order and shortcut in the papers' words, and its spec lines."""
     ops = [g.nodes[n] for n in record["nodes"]]
-    doc = PATHS[record["shortcut"]].doc if record["shortcut"] else PLAIN_DOC
-    if record["shortcut"] == "avg-projection" and not any(o["op"] == "avgpool" for o in ops):
-        doc = "projection shortcut (ResNet-D's, without its pool: the unit keeps its size)"
-    shortcut = ", ".join([doc, *_variant_words(ops)])
+    shortcut = ", ".join([PATHS[record["shortcut"]].doc if record["shortcut"] else PLAIN_DOC, *_variant_words(ops)])
     spans = sorted({(o["span"].path, o["span"].line) for o in ops}
                    | {(o["origin"].path, o["origin"].line) for o in ops if o.get("origin")})
     where = ", ".join(f"{py_doc(p)}:{ln}" for p, ln in spans)  # file names are untrusted
