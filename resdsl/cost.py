@@ -30,10 +30,7 @@ def count(g) -> dict:
             residual_convs += d["op"] == "conv" and d.get("path") == "residual"
     total_params = sum(r["params"] for r in parts.values())
     total_macs = sum(r["macs"] for r in parts.values())
-    convention = g.graph.get("layer_count", "resnet")
-    assert convention in LAYER_COUNTS, convention
-    if convention == "wrn":  # Zagoruyko & Komodakis: depth 6N + 4
-        layers = residual_convs + 4
+    layers = LAYER_COUNTS[g.graph.get("layer_count", "resnet")](layers, residual_convs)
     return {"params": total_params, "macs": total_macs, "layers": layers, "parts": parts}
 
 

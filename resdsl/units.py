@@ -224,10 +224,13 @@ DROP_RULES = {r.word: r for r in (
              "timm's rule, from 0 at the first unit"),
 )}
 
-# How `layers` counts a network: [R]'s weighted layers on the main path (the stem, counted once, F's convs, fc),
-# or Zagoruyko & Komodakis's depth of a Wide ResNet, 6N + 4 for N basic units per stage: F's convs + 4.
-LAYER_COUNTS = {"resnet": "weighted layers on the main path: the stem, the convolutions of F, the fc layer ([R])",
-                "wrn": "the convolutions of F + 4: a Wide ResNet's depth 6N + 4 (Zagoruyko & Komodakis 2016)"}
+# How `layers` counts a network, from (weighted layers on the main path, convolutions of F): [R]'s count (the
+# stem, counted once, F's convs, the fc layer), or Zagoruyko & Komodakis's depth of a Wide ResNet, 6N + 4 for N
+# basic units per stage: F's convs + 4.
+LAYER_COUNTS: dict[str, Callable[[int, int], int]] = {
+    "resnet": lambda main, residual_convs: main,
+    "wrn": lambda main, residual_convs: residual_convs + 4,
+}
 
 
 # ---- the unit record -----------------------------------------------------------------------------------------

@@ -159,3 +159,14 @@ def test_backward_through_every_order_and_shortcut_with_the_family_ops(order, sh
         model.zero_grad()
         model.train(train)(torch.randn(2, 3, 32, 32)).sum().backward()
         assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("rule", ["linear", "from-zero"])
+def test_the_emitted_drop_path_rule_gives_every_unit_the_irs_probability(rule):
+    """units.DROP_RULES holds each rule twice, as the function lowering uses and as the expression the emitted
+    Network evaluates: every unit's module gets the probability its IR node says."""
+    net = resdsl.compile_spec(text=spec(extra=f"drop-path 0.35 {rule}"))
+    model = resdsl.build_model(net)
+    ir = [net.graph.nodes[r["prefix"] + "drop_path"]["drop_prob"] for r in net.graph.graph["units"]]
+    emitted = [u.drop_path.p for layer in (model.layer1, model.layer2, model.layer3) for u in layer]
+    assert emitted == ir and len(set(ir)) == 5 and max(ir) == pytest.approx(0.35)
