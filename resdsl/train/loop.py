@@ -170,7 +170,13 @@ def _train(model_fn, recipe, opts, run_dir, rank, world, log) -> dict:
             log.say(line)
         if opts.resume is None:
             rundir.write_config(run_dir, _config(s))
-    return _loop(s, state, metrics, log, run_dir, path)
+    try:
+        result = _loop(s, state, metrics, log, run_dir, path)
+    except BaseException:
+        metrics.close(quietly=True)
+        raise
+    metrics.close()
+    return result
 
 
 def _restore(s: Session, state: dict, path: str, metrics: MetricsLog) -> None:
@@ -241,11 +247,9 @@ def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: st
                 _save(s, state, path, steps.optimizer_state())
             if stop.requested and not done:
                 progress.close()
-                metrics.close()
                 raise Interrupted(f"{stop.requested} received: stopped after iteration {it + 1} of {s.total}; "
                                   f"checkpoint written. Resume with: --resume {run_dir}")
     progress.close()
-    metrics.close()
     if s.world > 1:
         torch.distributed.barrier()
     return {"run_dir": run_dir, "last": last_row, "iterations": s.total, "model": s.model}
@@ -286,8 +290,7 @@ def _save(s: Session, state: dict, path: str, optimizer_state: dict) -> None:
     if s.rank != 0:
         return
     model = s.model
-    bad = next((n for n, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()),
-               None)
+    bad = _first_non_finite(model.state_dict())
     if bad is not None:
         raise TrainingError(f"the weights diverged ({bad} is not finite) by iteration {state['iter']}; training "
                             f"stopped; {_kept(path)}. Try a lower --lr or a warm-up")
@@ -295,6 +298,15 @@ def _save(s: Session, state: dict, path: str, optimizer_state: dict) -> None:
                       "schedule": s.schedule.state_dict(), "state": dict(state), "rng": ckpt.rng_state(),
                       "recipe": s.recipe, "normalization": s.pipeline.stats() if s.pipeline is not None else None},
                      path)
+
+
+def _first_non_finite(tensors: dict) -> str | None:
+    """The name of the first floating-point tensor holding a NaN or an infinity, else None (one device read)."""
+    names = [n for n, t in tensors.items() if t.is_floating_point()]
+    if not names:
+        return None
+    finite = torch.stack([torch.isfinite(tensors[n]).all() for n in names]).tolist()
+    return next((n for n, ok in zip(names, finite) if not ok), None)
 
 
 def _reduce_window(state, device, rank, world) -> None:
