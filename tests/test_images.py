@@ -125,9 +125,12 @@ def test_workers_and_the_device_path_make_the_same_batches(tmp_path):
     one_by_one = d.train_dataset(AUGMENT, crop=20)
     encoded = d.train_dataset(AUGMENT, crop=20, encoded=True)
     x = torch.stack([one_by_one[item][0] for item in items])
-    datas, _, seeds, paths = zip(*(encoded[item] for item in items))
+    datas, _, seeds, paths, draws = zip(*(encoded[item] for item in items))
+    assert list(draws) == [draw(seed) for seed in seeds]  # made in the worker: the seed's own
     # the same arithmetic, one picture or a batch at a time: vectorised kernels may round the last bit differently
-    assert torch.allclose(make_batch(list(datas), list(paths), list(seeds), encoded.view, "cpu"), x, atol=1e-5)
+    batch = make_batch(list(datas), list(paths), list(seeds), encoded.view, "cpu")
+    assert torch.allclose(batch, x, atol=1e-5)
+    assert torch.equal(make_batch(list(datas), list(paths), list(seeds), encoded.view, "cpu", list(draws)), batch)
     assert torch.equal(one_by_one[items[3]][0], x[3]) and not torch.equal(one_by_one[(3, 7)][0], x[3])
 
 
@@ -135,7 +138,7 @@ def test_workers_and_the_device_path_make_the_same_batches(tmp_path):
 def test_gpu_decoding_matches_the_cpu(tmp_path, device):
     make_jpeg_folder(tmp_path)
     encoded = load_dataset(str(tmp_path)).train_dataset(AUGMENT, crop=20, encoded=True)
-    datas, _, seeds, paths = zip(*(encoded[(i, i)] for i in range(8)))
+    datas, _, seeds, paths, _ = zip(*(encoded[(i, i)] for i in range(8)))
     on_cpu = make_batch(list(datas), list(paths), list(seeds), encoded.view, "cpu")
     on_gpu = make_batch(list(datas), list(paths), list(seeds), encoded.view, device)
     assert on_gpu.device.type == "cuda" and (on_gpu.cpu() - on_cpu).abs().mean() < 0.05  # nvJPEG's IDCT differs

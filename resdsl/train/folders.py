@@ -14,7 +14,7 @@ import torch
 
 from .batches import split_order
 from .dataerror import DataError, one_line
-from .images import Plan, EvalView, make_batch, plan_from, read_bytes
+from .images import Plan, EvalView, draw, make_batch, plan_from, read_bytes
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -100,15 +100,15 @@ class FolderImages(torch.utils.data.Dataset):
         index, seed = item if isinstance(item, tuple) else (item, 0)
         path, label = self.samples[index]
         data = read_bytes(path)
-        if self.encoded:
-            return data, label, seed, path
+        if self.encoded:  # the draw is made here, in a worker, off the thread that makes the batches
+            return data, label, seed, path, draw(seed) if isinstance(self.view, Plan) else None
         return make_batch([data], [path], [seed], self.view, "cpu")[0], label
 
 
 def collate_encoded(items: list) -> tuple:
-    """A batch of encoded items: (list of byte tensors, labels, seeds, paths)."""
-    datas, labels, seeds, paths = zip(*items)
-    return list(datas), torch.tensor(labels), list(seeds), list(paths)
+    """A batch of encoded items: (list of byte tensors, labels, seeds, paths, draws or None)."""
+    datas, labels, seeds, paths, draws = zip(*items)
+    return list(datas), torch.tensor(labels), list(seeds), list(paths), None if draws[0] is None else list(draws)
 
 
 def crop_size(augment: list, default: int = 224) -> int:

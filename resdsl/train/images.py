@@ -332,36 +332,52 @@ def _decode_with_pil(data: torch.Tensor, path: str) -> torch.Tensor:
 
 
 def make_batch(datas: list[torch.Tensor], paths: list[str], seeds: list[int], view: Plan | EvalView,
-               device) -> torch.Tensor:
+               device, draws: list[Draw] | None = None) -> torch.Tensor:
     """The network's input from encoded files: decoded on ``device``, cut by the view (a training Plan with each
     sample's seed, or a EvalView), finished as a batch. (B, 3, c, c), or (B, 10, 3, c, c) for ten test crops.
-    On a CUDA device the batch is made on a stream of its own, so :func:`decode` waits only for the previous
-    batch's cuts, not for the training steps queued on the caller's stream."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        return _make_batch(datas, paths, seeds, view, device)
-    side, caller = _prep_stream(device), torch.cuda.current_stream(device)
-    with torch.cuda.stream(side):
-        x = _make_batch(datas, paths, seeds, view, device)
-    caller.wait_stream(side)
-    x.record_stream(caller)  # its memory is not reused for the next batch before the caller's stream is done with it
+    ``draws``: the seeds' :func:`draw`, when made already (by the DataLoader workers, off this thread).
+    On a CUDA device the batch is made on a data stream of its own (:func:`prepared`), so :func:`decode` waits
+    only for the previous batch's cuts, not for the training steps queued on the caller's stream."""
+    x, ready = prepared(lambda: build_batch(datas, paths, seeds, view, device, draws), device)
+    hand_over((x,), ready)
     return x
 
 
 _PREP = threading.local()  # a data stream per thread and device (runs of --seed-runs threads each have theirs)
 
 
-def _prep_stream(device: torch.device) -> "torch.cuda.Stream":
+def prepared(make, device) -> tuple:
+    """``make()`` run on this thread's data stream of a CUDA ``device``; returns its result and the event that
+    ends its work there (None off CUDA), for :func:`hand_over` in the thread that uses the result."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return make(), None
     streams = _PREP.__dict__.setdefault("streams", {})
     if device not in streams:
         streams[device] = torch.cuda.Stream(device)
-    return streams[device]
+    with torch.cuda.stream(streams[device]):
+        out = make()
+        ready = torch.cuda.Event()
+        ready.record()
+    return out, ready
 
 
-def _make_batch(datas, paths, seeds, view, device) -> torch.Tensor:
+def hand_over(tensors, ready) -> None:
+    """The calling thread's current stream waits for ``ready`` (nothing waits on the host) and owns ``tensors``:
+    their memory is not reused for a later batch before the work queued on that stream is done with them."""
+    if ready is None:
+        return
+    stream = torch.cuda.current_stream(tensors[0].device)
+    stream.wait_event(ready)
+    for t in tensors:
+        t.record_stream(stream)
+
+
+def build_batch(datas, paths, seeds, view, device, draws=None) -> torch.Tensor:
+    """:func:`make_batch`'s work, on the current stream (for a thread that hands the batch over itself)."""
     pictures = decode(datas, paths, device)
     if isinstance(view, Plan):
-        draws = [draw(s) for s in seeds]
+        draws = draws if draws is not None else [draw(s) for s in seeds]
         boxes = [train_box(view, d, p.shape[1], p.shape[2]) for d, p in zip(draws, pictures)]
         return finish(torch.stack([cut(p, b) for p, b in zip(pictures, boxes)]), view, draws)
     crops = torch.stack([cut(p, b) for p in pictures

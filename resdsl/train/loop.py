@@ -6,6 +6,7 @@ checkpoint at fixed iterations, so a run's figures do not depend on where it was
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -226,7 +227,7 @@ def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: st
     progress = Progress(s.total, state["iter"], quiet=s.opts.quiet or s.rank != 0, log=log)
     start = time.perf_counter() - state["elapsed"]
     last_row = None
-    with _Stop() as stop:
+    with _Stop() as stop, contextlib.closing(steps):
         for it in range(state["iter"], s.total):
             lr = s.schedule.lr_at(it)
             loss, wrong, n = steps.step(it, lr)

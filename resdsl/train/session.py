@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from .data import (BatchPipeline, FolderData, InMemoryData, collate_encoded, crop_size, epoch_permutation,
                    load_dataset, worker_errors_unwrapped)
-from .images import make_batch, to_device
+from .ahead import Ahead
+from .images import build_batch, prepared, to_device
 from .options import MAX_LR
 from .schedule import LRSchedule, from_recipe
 from .steps import seed_for
@@ -148,14 +149,20 @@ def decodes_on_device(opts: RunOptions, device: torch.device) -> bool:
 
 def _folder_batches(ds, opts: RunOptions, device, on_device: bool, **loader):
     """(x, y) batches of a folder dataset through a DataLoader whose workers decode the pictures, or only read the
-    files while the batches are decoded and cut on ``device`` (``on_device``)."""
+    files (and make each sample's draw) while the batches are decoded and cut on ``device`` (``on_device``), one
+    batch ahead in a thread of their own (:class:`ahead.Ahead`)."""
     batches = worker_errors_unwrapped(torch.utils.data.DataLoader(
         ds, num_workers=opts.workers, pin_memory=torch.cuda.is_available() and not on_device,
         collate_fn=collate_encoded if on_device else None, **loader))
     if not on_device:
         return batches
-    return ((make_batch(datas, paths, seeds, ds.view, device), to_device(labels, device))
-            for datas, labels, seeds, paths in batches)
+
+    def make(batch):
+        datas, labels, seeds, paths, draws = batch
+        return prepared(lambda: (build_batch(datas, paths, seeds, ds.view, device, draws), to_device(labels, device)),
+                        device)
+
+    return Ahead(batches, make)
 
 
 def test_batches(data, pipeline, opts, batch_size, ten_crop=False, device=None):
@@ -201,6 +208,7 @@ class FolderBatches:
 
     def _start(self, it: int) -> None:
         s = self.s
+        self.close()
         self.next_it = it
         self.iter = iter(_folder_batches(self.ds, s.opts, s.device, self.on_device,
                                          batch_sampler=_EpochBatches(s, len(self.ds), it)))
@@ -210,6 +218,12 @@ class FolderBatches:
             self._start(it)
         self.next_it += 1
         return next(self.iter)
+
+    def close(self) -> None:
+        """Stop the batches: the thread that makes them ahead (decoding on the device), the loader's workers."""
+        if self.iter is not None:
+            self.iter.close()
+        self.iter, self.next_it = None, None
 
 
 # ---------------------------------------------------------------------------------------------------

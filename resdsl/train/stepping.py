@@ -80,6 +80,11 @@ class EagerSteps:
     def optimizer_state(self) -> dict:
         return self.s.optimizer.state_dict()
 
+    def close(self) -> None:
+        """The loop is over (finished, stopped or failed): stop making image-folder batches ahead."""
+        if hasattr(self.batches, "close"):
+            self.batches.close()
+
 
 class GraphSteps:
     """The fast path: iteration ``it`` is one replay of a CUDA graph (after WARMUP eager iterations).
@@ -182,3 +187,9 @@ class GraphSteps:
         for group, (fused, foreach) in zip(state["param_groups"], self.saved_flags):
             group.update(lr=float(group["lr"]), fused=fused, foreach=foreach)
         return state
+
+    def close(self) -> None:
+        """The loop is over: the optimizer gets back a number for its rate and its own kernel choice, so that it
+        steps as it did before (the graph, which reads the rate tensor, is not replayed again)."""
+        for group, (fused, foreach) in zip(self.s.optimizer.param_groups, self.saved_flags):
+            group.update(lr=float(group["lr"]), fused=fused, foreach=foreach)
