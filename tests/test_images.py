@@ -190,3 +190,33 @@ def test_the_draw_is_the_seeds_alone():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert all(math.isfinite(a) for a in draw(1).alpha)
+
+
+def _torchvision_off_the_cpu(img: torch.Tensor, box) -> torch.Tensor:
+    """cut's steps as torchvision's resize runs them on a GPU for a uint8 picture (in float32, rounded back to
+    uint8 after each resize), written with torchvision's own calls."""
+    x = torch.nn.functional.pad(img, (box.pad,) * 4) if box.pad else img
+    if box.shorter:
+        x = TF.resize(x.float(), [box.shorter], antialias=True).round_().to(torch.uint8)
+    x = x[:, box.top:box.top + box.height, box.left:box.left + box.width]
+    if (box.height, box.width) != (box.out, box.out):
+        x = TF.resize(x.float(), [box.out, box.out], antialias=True).round_().to(torch.uint8)
+    return x.flip(-1) if box.mirror else x
+
+
+def test_the_gpu_cut_is_torchvisions_float_resize():
+    """Off the CPU, cut skips torchvision's wrapper (fewer kernels a picture) but not its arithmetic: checked here
+    on the CPU, box by box, for every kind of crop and test view."""
+    img = torch.from_numpy(picture(30, 40, seed=4)).permute(2, 0, 1).contiguous()
+    boxes = [train_box(plan_from(augment, crop=20), draw(seed), 30, 40) for seed in range(6) for augment in (
+        [{"kind": "scale", "min": 24, "max": 36, "crop": 20}], [{"kind": "random-resized-crop", "size": 20}],
+        [{"kind": "pad-crop", "padding": 3}], [])]
+    boxes += images.test_boxes(30, 40, crop=20, resize=26, ten_crop=True)
+    assert any(b.pad for b in boxes) and any(b.mirror for b in boxes) and any(b.height != b.out for b in boxes)
+    for box in boxes:
+        x = images._cut_float(img, box)
+        assert x.dtype == torch.float32 and x.shape == (3, box.out, box.out)
+        assert torch.equal(x.to(torch.uint8), _torchvision_off_the_cpu(img, box)), box
+        assert torch.equal(x, x.round()) and x.min() >= 0 and x.max() <= 255
+    crops = torch.stack([images._cut_float(img, b) for b in boxes[:4]])
+    assert torch.equal(images.finish(crops, None, None), images.finish(crops.to(torch.uint8), None, None))
