@@ -33,7 +33,7 @@ def _made_by(threads: list):
 
 def test_the_batches_are_the_sources_in_its_order_made_in_another_thread():
     threads = []
-    out = [int(x[0]) for (x,) in Ahead(range(7), _made_by(threads))]
+    out = [int(x[0]) for (x,) in Ahead(range(7), _made_by(threads), "cpu")]
     assert out == list(range(7))
     assert [item for item, _ in threads] == list(range(7))
     assert {ident for _, ident in threads} != {threading.get_ident()} and len({i for _, i in threads}) == 1
@@ -41,7 +41,7 @@ def test_the_batches_are_the_sources_in_its_order_made_in_another_thread():
 
 def test_the_next_batch_is_made_while_the_consumer_works():
     threads = []
-    ahead = Ahead(range(5), _made_by(threads))
+    ahead = Ahead(range(5), _made_by(threads), "cpu")
     next(ahead)
     assert _wait_for(lambda: len(threads) >= 2)  # batch 1 made before the consumer asked for it
     time.sleep(0.2)
@@ -55,7 +55,7 @@ def test_an_error_comes_out_at_its_batch():
             raise ValueError("cannot decode picture 2")
         return (torch.zeros(1),), None
 
-    ahead = Ahead(range(5), make)
+    ahead = Ahead(range(5), make, "cpu")
     next(ahead), next(ahead)
     with pytest.raises(ValueError, match="picture 2"):
         next(ahead)
@@ -68,10 +68,37 @@ def test_an_error_of_the_source_comes_out_too():
         yield 0
         raise OSError("the disk went away")
 
-    ahead = Ahead(source(), _made_by([]))
+    ahead = Ahead(source(), _made_by([]), "cpu")
     next(ahead)
     with pytest.raises(OSError, match="disk went away"):
         next(ahead)
+
+
+def test_a_stop_iteration_of_make_is_an_error_not_the_end():
+    def make(item):
+        raise StopIteration
+
+    with pytest.raises(RuntimeError, match="StopIteration"):
+        next(Ahead(range(3), make, "cpu"))
+
+
+def test_closing_reads_nothing_more_from_the_source():
+    """A producer waiting for room in the queue stops at once when closed, without reading a further (slow) item
+    from its source."""
+    read = []
+
+    def slow():
+        for k in itertools.count():
+            time.sleep(0.5)
+            read.append(k)
+            yield k
+
+    ahead = Ahead(slow(), _made_by([]), "cpu")
+    next(ahead)
+    assert _wait_for(lambda: len(read) >= 3)  # item 1 queued, item 2 made and waiting for room
+    ahead.close()
+    time.sleep(0.7)  # longer than the source takes for an item
+    assert read == [0, 1, 2]
 
 
 def _producer_threads():
@@ -80,7 +107,7 @@ def _producer_threads():
 
 def test_closing_ends_the_thread_of_an_endless_source():
     before = len(_producer_threads())
-    ahead = Ahead(itertools.count(), _made_by([]))
+    ahead = Ahead(itertools.count(), _made_by([]), "cpu")
     next(ahead)
     ahead.close()
     assert len(_producer_threads()) == before
@@ -90,7 +117,7 @@ def test_closing_ends_the_thread_of_an_endless_source():
 
 def test_dropping_the_batches_ends_the_thread():
     before = len(_producer_threads())
-    ahead = Ahead(itertools.count(), _made_by([]))
+    ahead = Ahead(itertools.count(), _made_by([]), "cpu")
     next(ahead)
     del ahead
     gc.collect()
@@ -122,3 +149,26 @@ def test_a_folder_run_leaves_no_thread_behind(tmp_path, monkeypatch, fail):
         assert fail
         assert len(_producer_threads()) == before  # while the traceback still holds the loop's frames
     assert len(_producer_threads()) == before
+
+
+CUDA = [pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))]
+
+
+@pytest.mark.parametrize("device", CUDA)
+def test_on_a_gpu_batches_made_ahead_are_the_threads_own(device):
+    """Made in the producer on the consumer's data stream for the role (the same stream each time, another for
+    another role), handed over by an event: the consumer's stream sees the finished batch."""
+    from resdsl.train.streams import data_stream, prepared
+
+    assert data_stream(device, "train") is data_stream(device, "train")
+    assert data_stream(device, "train") != data_stream(device, "test")
+    stream = data_stream(device, "train")
+    seen = []
+
+    def make(k):
+        seen.append((torch.cuda.current_device(), torch.cuda.current_stream()))
+        return prepared(lambda: (torch.full((1 << 20,), float(k), device=device).cumsum(0),), stream)
+
+    for k, (x,) in enumerate(Ahead(range(4), make, torch.device(device, torch.cuda.current_device()))):
+        assert float(x[-1]) == k * (1 << 20)
+    assert all(dev == torch.cuda.current_device() for dev, _ in seen)

@@ -123,3 +123,34 @@ def test_a_finished_run_draws_all_its_rows(tmp_path):
     assert len(rows) == 6
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "curves.png").stat().st_mtime >= (out / "metrics.jsonl").stat().st_mtime - 1
+
+
+def test_a_failed_drawing_is_tried_again_at_the_end(tmp_path, monkeypatch):
+    from resdsl.train import fileio, metrics
+
+    log = metrics.MetricsLog(str(tmp_path), enabled=True)
+    real = metrics.atomic_write
+
+    def full_disk(path, write):
+        raise fileio.OutputError(f"cannot write {path}: No space left on device")
+
+    monkeypatch.setattr(metrics, "atomic_write", full_disk)
+    with pytest.raises(fileio.OutputError):
+        log.write({"iter": 1, **ROW})
+    log.close(quietly=True)  # a run stopping on that error: nothing raised here hides it
+    assert not (tmp_path / "curves.png").exists()
+    monkeypatch.setattr(metrics, "atomic_write", real)
+    log.write({"iter": 2, **ROW})
+    assert (tmp_path / "curves.png").exists()
+
+
+def test_a_resumed_log_redraws_at_its_close(tmp_path, monkeypatch):
+    """Rows after the checkpoint are dropped on resume: curves.png is redrawn even if no evaluation follows."""
+    first, _ = _log(tmp_path, monkeypatch)
+    for it in (1, 2, 3):
+        first.write({"iter": it, **ROW})
+    first.close()
+    log, drawn = _log(tmp_path, monkeypatch)
+    log.resume(2)
+    log.close()
+    assert drawn == [2]

@@ -1,6 +1,7 @@
 """Datasets in the ImageNet layout (``ROOT/train/<class>/*``, ``ROOT/val/<class>/*``): :class:`FolderData`, scanned
 through ``torchvision.datasets.ImageFolder``; :class:`FolderImages`, its pictures as a DataLoader reads them (decoded
-and cut in the worker, or as encoded bytes that :func:`images.make_batch` decodes on the GPU), and
+and cut in the worker, or as encoded bytes and each sample's draw, for :func:`images.build_batch` to decode and cut
+on the GPU), and
 :func:`worker_errors_unwrapped` for the DataLoader that reads them. Its classes are module-level, so that
 DataLoader workers can pickle the datasets under spawn. Imports nothing from the rest of resdsl: it is shipped
 beside emitted trainers.
@@ -75,7 +76,7 @@ class FolderData:
 
     def train_dataset(self, augment: list, crop: int, encoded: bool = False) -> "FolderImages":
         """The training images with the recipe's augmentations (see :mod:`images`); item ``(index, sample seed)``
-        (a plain index means seed 0). ``encoded``: the files' bytes, for :func:`images.make_batch`."""
+        (a plain index means seed 0). ``encoded``: the files' bytes, for :func:`images.build_batch`."""
         return self._dataset("train", plan_from(augment, crop), encoded)
 
     def test_dataset(self, crop: int, resize: int = 256, ten_crop: bool = False,
@@ -88,7 +89,8 @@ class FolderData:
 class FolderImages(torch.utils.data.Dataset):
     """The pictures of a folder as a DataLoader reads them: item ``index`` or ``(index, sample seed)`` is
     ``(picture, label)``, decoded and cut by ``view`` in the worker, or with ``encoded`` ``(bytes, label, seed,
-    path)``, left for :func:`images.make_batch` to decode where the model is (:func:`collate_encoded` batches them)."""
+    path, draw)`` (the draw None for a test view), left for :func:`images.build_batch` to decode where the model
+    is (:func:`collate_encoded` batches them)."""
 
     def __init__(self, samples: list, view: Plan | EvalView, encoded: bool = False):
         self.samples, self.view, self.encoded = samples, view, encoded

@@ -17,17 +17,17 @@ The augmentations of a recipe's ``augment`` list for image folders (:func:`plan_
   color augmentation in [21]"), std 0.1.
 
 Without a cropping step the image is resized (shorter side) to the crop and center-cropped. Imports nothing from the
-rest of resdsl but its data errors: it is shipped beside emitted trainers.
+rest of resdsl but its data errors and :mod:`streams`: it is shipped beside emitted trainers.
 """
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
 
 import torch
 
 from .dataerror import DataError
+from .streams import data_stream, hand_over, prepared, to_device
 
 FOLDER_AUGMENTATIONS = ("scale", "random-resized-crop", "flip", "color", "pad-crop")
 
@@ -239,7 +239,7 @@ def finish(crops: torch.Tensor, plan: Plan | None, draws: list[Draw] | None) -> 
     """(B, 3, c, c) crops (uint8, or float holding :func:`cut`'s whole numbers) to the network's float input:
     flipped, jittered and lit as each image's draw says (training, ``plan`` given) or as they are (testing), scaled
     to [0, 1] and normalised by ImageNet's statistics."""
-    x = crops.div(255.0)  # float32 either way; the crops are left as they are
+    x = crops.float().div(255.0)  # not in place: float crops are left as they are
     if plan is not None and plan.flip:
         flip = _column(draws, lambda d: d.u[3] < 0.5, x.device).bool()
         x = torch.where(flip, x.flip(3), x)
@@ -253,14 +253,6 @@ def finish(crops: torch.Tensor, plan: Plan | None, draws: list[Draw] | None) -> 
 def _column(draws: list[Draw], value, device) -> torch.Tensor:
     """One number per image as a (B, 1, 1, 1) tensor on ``device``."""
     return to_device(torch.tensor([float(value(d)) for d in draws]).view(-1, 1, 1, 1), device)
-
-
-def to_device(t: torch.Tensor, device) -> torch.Tensor:
-    """A small CPU tensor on ``device`` without making the host wait: a copy from pageable memory waits for the
-    work queued on the stream, which would keep the host from preparing the next batch while the GPU trains."""
-    if torch.device(device).type == "cuda":
-        t = t.pin_memory()  # from PyTorch's caching host allocator: cheap after the first batches
-    return t.to(device, non_blocking=True)
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
@@ -366,41 +358,11 @@ def make_batch(datas: list[torch.Tensor], paths: list[str], seeds: list[int], vi
     """The network's input from encoded files: decoded on ``device``, cut by the view (a training Plan with each
     sample's seed, or a EvalView), finished as a batch. (B, 3, c, c), or (B, 10, 3, c, c) for ten test crops.
     ``draws``: the seeds' :func:`draw`, when made already (by the DataLoader workers, off this thread).
-    On a CUDA device the batch is made on a data stream of its own (:func:`prepared`), so :func:`decode` waits
-    only for the previous batch's cuts, not for the training steps queued on the caller's stream."""
-    x, ready = prepared(lambda: build_batch(datas, paths, seeds, view, device, draws), device)
+    On a CUDA device the batch is made on the calling thread's data stream (:mod:`streams`), so :func:`decode`
+    waits only for the previous batch's cuts, not for the training steps queued on the caller's stream."""
+    x, ready = prepared(lambda: build_batch(datas, paths, seeds, view, device, draws), data_stream(device))
     hand_over((x,), ready)
     return x
-
-
-_PREP = threading.local()  # a data stream per thread and device (runs of --seed-runs threads each have theirs)
-
-
-def prepared(make, device) -> tuple:
-    """``make()`` run on this thread's data stream of a CUDA ``device``; returns its result and the event that
-    ends its work there (None off CUDA), for :func:`hand_over` in the thread that uses the result."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        return make(), None
-    streams = _PREP.__dict__.setdefault("streams", {})
-    if device not in streams:
-        streams[device] = torch.cuda.Stream(device)
-    with torch.cuda.stream(streams[device]):
-        out = make()
-        ready = torch.cuda.Event()
-        ready.record()
-    return out, ready
-
-
-def hand_over(tensors, ready) -> None:
-    """The calling thread's current stream waits for ``ready`` (nothing waits on the host) and owns ``tensors``:
-    their memory is not reused for a later batch before the work queued on that stream is done with them."""
-    if ready is None:
-        return
-    stream = torch.cuda.current_stream(tensors[0].device)
-    stream.wait_event(ready)
-    for t in tensors:
-        t.record_stream(stream)
 
 
 def build_batch(datas, paths, seeds, view, device, draws=None) -> torch.Tensor:

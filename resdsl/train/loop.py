@@ -163,18 +163,18 @@ def _train(model_fn, recipe, opts, run_dir, rank, world, log) -> dict:
     state = {"iter": 0, "elapsed": 0.0, "loss_sum": 0.0, "wrong": 0, "seen": 0, "recent_errors": []}
     metrics = MetricsLog(run_dir, enabled=rank == 0)
     path = os.path.join(run_dir, CHECKPOINT)
-    if opts.resume is not None:
-        _restore(s, state, path, metrics)
-    if rank == 0:
-        for line in banner(opts, s.recipe, s.model, _data_words(s.data, s.recipe, s.n_train), s.device, s.schedule,
-                           s.total, s.iters_per_epoch, run_dir, state["iter"], step_words(s)):
-            log.say(line)
-        if opts.resume is None:
-            rundir.write_config(run_dir, _config(s))
     try:
+        if opts.resume is not None:
+            _restore(s, state, path, metrics)
+        if rank == 0:
+            for line in banner(opts, s.recipe, s.model, _data_words(s.data, s.recipe, s.n_train), s.device,
+                               s.schedule, s.total, s.iters_per_epoch, run_dir, state["iter"], step_words(s)):
+                log.say(line)
+            if opts.resume is None:
+                rundir.write_config(run_dir, _config(s))
         result = _loop(s, state, metrics, log, run_dir, path)
     except BaseException:
-        metrics.close(quietly=True)
+        metrics.close(quietly=True)  # curves.png shows every row written; TensorBoard's writer is closed
         raise
     metrics.close()
     return result
@@ -306,7 +306,8 @@ def _first_non_finite(tensors: dict) -> str | None:
     names = [n for n, t in tensors.items() if t.is_floating_point()]
     if not names:
         return None
-    finite = torch.stack([torch.isfinite(tensors[n]).all() for n in names]).tolist()
+    device = tensors[names[0]].device  # a module may keep a buffer elsewhere: the flags go to one device
+    finite = torch.stack([torch.isfinite(tensors[n]).all().to(device) for n in names]).tolist()
     return next((n for n, ok in zip(names, finite) if not ok), None)
 
 

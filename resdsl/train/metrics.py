@@ -1,6 +1,7 @@
 """What a run writes besides checkpoints: metrics.jsonl, TensorBoard events, curves.png like the papers' plots."""
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -12,6 +13,17 @@ from .fileio import OutputError, atomic_write
 # curves.png is redrawn at most this often (seconds), and always when the run ends: drawing it takes matplotlib
 # about 0.1 s, a third of what a small CIFAR net's evaluation point costs on a GPU (issue 10)
 PLOT_EVERY_S = 30.0
+
+
+@functools.lru_cache(maxsize=1)
+def _figure():
+    """matplotlib's Figure class, or None without matplotlib (looked for once). A Figure drawn without pyplot
+    keeps no global state, so runs in threads of one process (--seed-runs threads) can draw at the same time."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    return Figure
 
 
 class MetricsLog:
@@ -58,6 +70,7 @@ class MetricsLog:
             print(f"warning: {self.path}: dropped unreadable line(s) {', '.join(map(str, dropped[:5]))}; "
                   "they are evaluated again where the checkpoint allows", file=sys.stderr)
         self.rows = [r for r in rows if r["iter"] <= up_to_iter]
+        self.unplotted = True  # curves.png may show rows dropped here
         if self.enabled:
             text = "".join(json.dumps(r) + "\n" for r in self.rows)
             atomic_write(self.path, lambda fh: fh.write(text.encode()))
@@ -86,16 +99,13 @@ class MetricsLog:
 
     def plot(self) -> None:
         """curves.png: training error dashed, test error solid, against iterations (as in [R] Fig. 1, 4, 6)."""
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
+        figure = _figure()
+        if figure is None:
+            self.unplotted = False  # nothing to draw with: close() has nothing left to do either
             return
-        self.plotted_at, self.unplotted = time.monotonic(), False
         its = [r["iter"] for r in self.rows]
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        fig = figure(figsize=(6, 4), dpi=100)
+        ax = fig.subplots()
         nan = float("nan")  # a null figure is a gap in the curve
         ax.plot(its, [nan if r["train_error"] is None else r["train_error"] for r in self.rows], "--", color="C0",
                 label="training error")
@@ -106,10 +116,8 @@ class MetricsLog:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        try:
-            atomic_write(os.path.join(self.run_dir, "curves.png"), lambda fh: fig.savefig(fh, format="png"))
-        finally:
-            plt.close(fig)
+        atomic_write(os.path.join(self.run_dir, "curves.png"), lambda fh: fig.savefig(fh, format="png"))
+        self.plotted_at, self.unplotted = time.monotonic(), False
 
     def close(self, quietly: bool = False) -> None:
         """Draw the rows curves.png lacks and close TensorBoard; ``quietly`` (the run is stopping on an error):
@@ -117,7 +125,7 @@ class MetricsLog:
         try:
             if self.unplotted:
                 self.plot()
-        except OutputError:
+        except Exception:  # noqa: BLE001 - quietly: nothing may hide the error that stopped the run
             if not quietly:
                 raise
         finally:

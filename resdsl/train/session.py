@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from .data import (BatchPipeline, FolderData, InMemoryData, collate_encoded, crop_size, epoch_permutation,
                    load_dataset, worker_errors_unwrapped)
 from .ahead import Ahead
-from .images import build_batch, prepared, to_device
+from .images import build_batch
+from .streams import data_stream, prepared, to_device
 from .options import MAX_LR
 from .schedule import LRSchedule, from_recipe
 from .steps import seed_for
@@ -116,6 +117,20 @@ def evaluate(model, batches, device, amp_dtype=None, channels_last=False) -> dic
     for every batch's forward pass); they are added on the host in batch order, in double, as before."""
     was_training = model.training
     model.eval()
+    try:
+        total, loss_sums, wrongs = _evaluated(model, batches, device, amp_dtype, channels_last)
+    finally:
+        model.train(was_training)
+        if hasattr(batches, "close"):  # batches made ahead in a thread: stop it however the evaluation ends
+            batches.close()
+    loss_sum = sum(torch.stack(loss_sums).tolist()) if loss_sums else 0.0
+    wrong1, wrong5 = torch.stack(wrongs).sum(0).tolist() if wrongs else (0, 0)
+    total = max(total, 1)
+    return {"loss": loss_sum / total, "error": 100.0 * wrong1 / total, "top5_error": 100.0 * wrong5 / total}
+
+
+def _evaluated(model, batches, device, amp_dtype, channels_last) -> tuple:
+    """The images, the per-batch loss sums and the per-batch (top-1, top-5) wrong counts, left on the device."""
     total, loss_sums, wrongs = 0, [], []
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -133,11 +148,7 @@ def evaluate(model, batches, device, amp_dtype=None, channels_last=False) -> dic
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         wrongs.append(torch.stack([(top[:, 0] != y).sum(), (~(top == y[:, None]).any(1)).sum()]))
         total += y.numel()
-    model.train(was_training)
-    loss_sum = sum(torch.stack(loss_sums).tolist()) if loss_sums else 0.0
-    wrong1, wrong5 = torch.stack(wrongs).sum(0).tolist() if wrongs else (0, 0)
-    total = max(total, 1)
-    return {"loss": loss_sum / total, "error": 100.0 * wrong1 / total, "top5_error": 100.0 * wrong5 / total}
+    return total, loss_sums, wrongs
 
 
 def decodes_on_device(opts: RunOptions, device: torch.device) -> bool:
@@ -147,22 +158,23 @@ def decodes_on_device(opts: RunOptions, device: torch.device) -> bool:
     return device.type == "cuda" if choice == "auto" else choice == "device"
 
 
-def _folder_batches(ds, opts: RunOptions, device, on_device: bool, **loader):
+def _folder_batches(ds, opts: RunOptions, device, on_device: bool, role: str, **loader):
     """(x, y) batches of a folder dataset through a DataLoader whose workers decode the pictures, or only read the
     files (and make each sample's draw) while the batches are decoded and cut on ``device`` (``on_device``), one
-    batch ahead in a thread of their own (:class:`ahead.Ahead`)."""
+    batch ahead in a thread of their own (:class:`ahead.Ahead`), on this thread's data stream for ``role``."""
     batches = worker_errors_unwrapped(torch.utils.data.DataLoader(
         ds, num_workers=opts.workers, pin_memory=torch.cuda.is_available() and not on_device,
         collate_fn=collate_encoded if on_device else None, **loader))
     if not on_device:
         return batches
+    stream = data_stream(device, role)  # taken here, in the thread that uses the batches (see streams.py)
 
     def make(batch):
         datas, labels, seeds, paths, draws = batch
         return prepared(lambda: (build_batch(datas, paths, seeds, ds.view, device, draws), to_device(labels, device)),
-                        device)
+                        stream)
 
-    return Ahead(batches, make)
+    return Ahead(batches, make, device)
 
 
 def test_batches(data, pipeline, opts, batch_size, ten_crop=False, device=None):
@@ -171,7 +183,7 @@ def test_batches(data, pipeline, opts, batch_size, ten_crop=False, device=None):
     on_device = device is not None and decodes_on_device(opts, device)
     ds = data.test_dataset(crop=data.shape[1], resize=round(data.shape[1] * 256 / 224), ten_crop=ten_crop,
                            encoded=on_device)
-    return _folder_batches(ds, opts, device, on_device, batch_size=batch_size, shuffle=False)
+    return _folder_batches(ds, opts, device, on_device, "test", batch_size=batch_size, shuffle=False)
 
 
 class _EpochBatches:
@@ -210,7 +222,7 @@ class FolderBatches:
         s = self.s
         self.close()
         self.next_it = it
-        self.iter = iter(_folder_batches(self.ds, s.opts, s.device, self.on_device,
+        self.iter = iter(_folder_batches(self.ds, s.opts, s.device, self.on_device, "train",
                                          batch_sampler=_EpochBatches(s, len(self.ds), it)))
 
     def batch(self, it: int):

@@ -184,12 +184,14 @@ class GraphSteps:
     def optimizer_state(self) -> dict:
         """The optimizer's state as the eager loop keeps it: a number for the rate, its own kernel choice."""
         state = self.s.optimizer.state_dict()
-        for group, (fused, foreach) in zip(state["param_groups"], self.saved_flags):
-            group.update(lr=float(group["lr"]), fused=fused, foreach=foreach)
+        self._as_eager(state["param_groups"])
         return state
 
     def close(self) -> None:
-        """The loop is over: the optimizer gets back a number for its rate and its own kernel choice, so that it
-        steps as it did before (the graph, which reads the rate tensor, is not replayed again)."""
-        for group, (fused, foreach) in zip(self.s.optimizer.param_groups, self.saved_flags):
+        """The loop is over: the optimizer steps as it did before it (the graph is not replayed again)."""
+        self._as_eager(self.s.optimizer.param_groups)
+
+    def _as_eager(self, groups) -> None:
+        """Param groups with a number for the rate (not the graph's tensor) and their own kernel choice."""
+        for group, (fused, foreach) in zip(groups, self.saved_flags):
             group.update(lr=float(group["lr"]), fused=fused, foreach=foreach)
