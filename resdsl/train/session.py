@@ -15,10 +15,10 @@ from .data import (BatchPipeline, FolderData, InMemoryData, collate_encoded, cro
                    load_dataset, worker_errors_unwrapped)
 from .ahead import Ahead
 from .images import build_batch
-from .streams import data_stream, prepared, to_device
 from .options import MAX_LR
 from .schedule import LRSchedule, from_recipe
 from .steps import seed_for
+from .streams import data_stream, prepared, to_device
 
 
 class TrainingError(Exception):
