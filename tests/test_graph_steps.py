@@ -81,6 +81,11 @@ def test_graph_steps_follow_the_eager_loop(tmp_path, graph_steps, device):
     # the checkpoint keeps the optimizer as the eager loop does: a number for the rate, its own kernel choice
     assert [g["lr"] for g in fast["optimizer"]["param_groups"]] == [g["lr"] for g in plain["optimizer"]["param_groups"]]
     assert fast["optimizer"]["param_groups"][0]["fused"] == plain["optimizer"]["param_groups"][0]["fused"]
+    # and the optimizer leaves the loop as it entered it (the loop closes its stepper, however it ends)
+    groups = graph_steps[0].s.optimizer.param_groups
+    assert [(type(g["lr"]), g["fused"], g["foreach"]) for g in groups] == [
+        (float, f, fe) for f, fe in graph_steps[0].saved_flags]
+    assert groups[0]["lr"] == pytest.approx(0.001)
 
 
 def test_stopped_graph_run_resumes_exactly(tmp_path, graph_steps, device, monkeypatch):
