@@ -13,7 +13,8 @@ import time
 
 import torch
 
-from resdsl.train.images import cut, decode, draw, finish, make_batch, plan_from, read_bytes, train_box
+from resdsl.train.decoding import decode, read_bytes
+from resdsl.train.images import cut, draw, finish, make_batch, plan_from, train_box
 
 AUGMENT = [{"kind": "scale", "min": 256, "max": 480, "crop": 224}, {"kind": "flip"}, {"kind": "color"}]
 

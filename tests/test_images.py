@@ -12,7 +12,7 @@ pytest.importorskip("torchvision")
 from PIL import Image  # noqa: E402
 from torchvision.transforms.v2 import functional as TF  # noqa: E402
 
-from resdsl.train import images  # noqa: E402
+from resdsl.train import decoding, images  # noqa: E402
 from resdsl.train.data import DataError, load_dataset  # noqa: E402
 from resdsl.train.images import (IMAGENET_EIGVAL, IMAGENET_EIGVEC, IMAGENET_MEAN, IMAGENET_STD, Plan,  # noqa: E402
                                  EvalView, draw, make_batch, plan_from, train_box)
@@ -41,7 +41,7 @@ def normalised(x: torch.Tensor) -> torch.Tensor:
 
 def test_test_views_are_torchvisions_resize_center_crop_and_ten_crop():
     data = encode(picture(), "PNG")
-    img = images.decode([data], ["p.png"], "cpu")[0]
+    img = decoding.decode([data], ["p.png"], "cpu")[0]
     assert img.shape == (3, 30, 40) and img.dtype == torch.uint8
     single = make_batch([data], ["p.png"], [0], EvalView(crop=24, resize=28), "cpu")
     reference = normalised(TF.center_crop(TF.resize(img, [28], antialias=True), [24]))
@@ -96,6 +96,20 @@ def test_colour_jitter_and_lighting_are_torchvisions_and_alexnets():
         rgb = (torch.tensor(IMAGENET_EIGVEC) * (alpha * torch.tensor(IMAGENET_EIGVAL))).sum(1)
         expected = TF.normalize(x + rgb.view(3, 1, 1), IMAGENET_MEAN, IMAGENET_STD)
         assert torch.allclose(out[k], expected, atol=1e-5), k
+
+
+def test_a_batch_goes_to_the_device_in_one_copy(monkeypatch):
+    """finish() sends a batch's per-image numbers and the channel statistics in one host-to-device copy (each copy
+    costs the thread that makes GPU batches; a pageable one also waits for the stream), for training and test."""
+    copies = []
+    real = images.to_device
+    monkeypatch.setattr(images, "to_device", lambda t, device: copies.append(t.shape) or real(t, device))
+    crops = torch.stack([torch.from_numpy(picture(16, 16, s)).permute(2, 0, 1) for s in range(5)])
+    train = images.finish(crops, Plan(crop=16, flip=True, color=True), [draw(s) for s in range(5)])
+    test = images.finish(crops, None, None)
+    assert copies == [(5 * 16 + 6,), (6,)]
+    assert train.shape == test.shape == (5, 3, 16, 16) and not torch.equal(train, test)
+    assert torch.equal(test, normalised(crops))
 
 
 def test_unknown_or_incomplete_augmentations_are_named():
@@ -163,14 +177,14 @@ def queued_sums_while_decoding(decode, device, rounds=20):
 def test_decoding_leaves_queued_work_alone(device):
     """nvJPEG writes its outputs before the work queued on its stream has run (pytorch/vision#9606): decode waits
     for that work, so memory freed while kernels still read it is never overwritten under them."""
-    assert queued_sums_while_decoding(images.decode, device) == []
+    assert queued_sums_while_decoding(decoding.decode, device) == []
 
 
 @pytest.mark.parametrize("device", ["cpu"] + CUDA)
 def test_grey_cmyk_and_png_pictures_come_out_rgb(device):
     rgb = picture()
     datas = [encode(rgb, "JPEG", "L"), encode(rgb, "JPEG", "CMYK"), encode(rgb, "PNG"), encode(rgb, "PNG", "P")]
-    for img in images.decode(datas, ["g.jpg", "c.jpg", "p.png", "pal.png"], device):
+    for img in decoding.decode(datas, ["g.jpg", "c.jpg", "p.png", "pal.png"], device):
         assert img.shape == (3, 30, 40) and img.dtype == torch.uint8 and img.device.type == device
 
 
@@ -179,9 +193,9 @@ def test_a_broken_file_is_named(device):
     good = encode(picture())
     broken = good[: len(good) // 3].clone()
     with pytest.raises(DataError, match="cannot decode the image x/broken.jpg"):
-        images.decode([good, broken], ["x/good.jpg", "x/broken.jpg"], device)
+        decoding.decode([good, broken], ["x/good.jpg", "x/broken.jpg"], device)
     with pytest.raises(DataError, match="cannot decode the image x/text.jpg"):
-        images.decode([torch.frombuffer(bytearray(b"not an image"), dtype=torch.uint8)], ["x/text.jpg"], device)
+        decoding.decode([torch.frombuffer(bytearray(b"not an image"), dtype=torch.uint8)], ["x/text.jpg"], device)
 
 
 def test_the_draw_is_the_seeds_alone():

@@ -14,7 +14,8 @@ import torch
 
 from .batches import split_order
 from .dataerror import DataError, one_line
-from .images import Plan, EvalView, draw, make_batch, plan_from, read_bytes
+from .decoding import read_bytes
+from .images import Plan, EvalView, draw, make_batch, plan_from
 
 
 # ---------------------------------------------------------------------------------------------------

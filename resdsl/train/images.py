@@ -1,4 +1,4 @@
-"""Image-folder pictures as tensors: decoding and the papers' augmentations, one description that runs wherever the
+"""Image-folder pictures as tensors: the papers' augmentations of decoded pictures (decoding.py), one description that runs wherever the
 pixels are (in DataLoader workers on the CPU, or batched on the GPU after ``torchvision.io.decode_jpeg`` there).
 
 An image's augmentation is fixed by its sample seed alone (:func:`draw`: the random numbers, made on the host),
@@ -17,7 +17,7 @@ The augmentations of a recipe's ``augment`` list for image folders (:func:`plan_
   color augmentation in [21]"), std 0.1.
 
 Without a cropping step the image is resized (shorter side) to the crop and center-cropped. Imports nothing from the
-rest of resdsl but its data errors and :mod:`streams`: it is shipped beside emitted trainers.
+rest of resdsl but its data errors, :mod:`decoding` and :mod:`streams`: it is shipped beside emitted trainers.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from .dataerror import DataError
+from .decoding import decode
 from .streams import data_stream, hand_over, prepared, to_device
 
 FOLDER_AUGMENTATIONS = ("scale", "random-resized-crop", "flip", "color", "pad-crop")
@@ -240,48 +241,77 @@ def finish(crops: torch.Tensor, plan: Plan | None, draws: list[Draw] | None) -> 
     flipped, jittered and lit as each image's draw says (training, ``plan`` given) or as they are (testing), scaled
     to [0, 1] and normalised by ImageNet's statistics."""
     x = crops.float().div(255.0)  # not in place: float crops are left as they are
+    numbers = _numbers(draws if plan is not None and (plan.flip or plan.color) else [], x.device)
     if plan is not None and plan.flip:
-        flip = _column(draws, lambda d: d.u[3] < 0.5, x.device).bool()
-        x = torch.where(flip, x.flip(3), x)
+        x = torch.where(numbers.flip.bool(), x.flip(3), x)
     if plan is not None and plan.color:
-        x = _lighting(_jitter(x, draws), draws)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return x.sub_(mean).div_(std)
+        x = _lighting(_jitter(x, numbers), numbers)
+    return x.sub_(numbers.mean).div_(numbers.std)
 
 
-def _column(draws: list[Draw], value, device) -> torch.Tensor:
-    """One number per image as a (B, 1, 1, 1) tensor on ``device``."""
-    return to_device(torch.tensor([float(value(d)) for d in draws]).view(-1, 1, 1, 1), device)
+@dataclass(frozen=True)
+class _Numbers:
+    """A batch's per-image numbers as (B, 1, 1, 1) columns (and the channel statistics as (1, 3, 1, 1)), views
+    of one table that went to the device in a single copy: ``flip`` (0 or 1), the jitter ``factors`` (brightness,
+    contrast, saturation), ``orders[step][op]`` (1 where jitter op ``op`` is the image's step ``step``), the
+    lighting noise ``rgb`` (B, 3, 1, 1)."""
+
+    flip: torch.Tensor
+    factors: tuple
+    orders: tuple
+    rgb: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+def _numbers(draws: list[Draw], device) -> _Numbers:
+    """One table (B rows of 16 numbers, then the mean and std) made on the host and copied once: a copy each
+    (there were 16, two of them waiting for the stream) cost the thread that makes a GPU batch (issue 10)."""
+    rows = [[float(d.u[3] < 0.5)] + [1 - JITTER + 2 * JITTER * d.u[4 + k] for k in range(3)]
+            + [float(d.order[step] == op) for step in range(3) for op in range(3)] for d in draws]
+    per_image = torch.tensor(rows, dtype=torch.float32).view(len(draws), 13)
+    if draws:  # AlexNet's PCA noise: eigvec @ (alpha * eigval), alpha ~ N(0, 0.1) per image
+        alpha = torch.tensor([d.alpha for d in draws], dtype=torch.float32) * LIGHTING_STD
+        rgb = (alpha * torch.tensor(IMAGENET_EIGVAL)) @ torch.tensor(IMAGENET_EIGVEC).T
+    else:
+        rgb = torch.zeros(0, 3)
+    stats = torch.tensor(IMAGENET_MEAN + IMAGENET_STD, dtype=torch.float32)
+    table = to_device(torch.cat([torch.cat([per_image, rgb], 1).flatten(), stats]), device)
+    b, cols = len(draws), table[:-6].view(len(draws), 16)
+
+    def col(k):
+        return cols[:, k].view(b, 1, 1, 1)
+
+    return _Numbers(flip=col(0), factors=tuple(col(1 + k) for k in range(3)),
+                    orders=tuple(tuple(col(4 + 3 * step + op) for op in range(3)) for step in range(3)),
+                    rgb=cols[:, 13:].reshape(b, 3, 1, 1), mean=table[-6:-3].view(1, 3, 1, 1),
+                    std=table[-3:].view(1, 3, 1, 1))
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
     return (0.2989 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
 
 
-def _jitter(x: torch.Tensor, draws: list[Draw]) -> torch.Tensor:
+def _jitter(x: torch.Tensor, numbers: _Numbers) -> torch.Tensor:
     """ColorJitter(0.4, 0.4, 0.4): brightness, contrast and saturation factors uniform in [0.6, 1.4], applied in
     each image's own random order, each result clamped to [0, 1] as torchvision does."""
-    factors = [_column(draws, lambda d, k=k: 1 - JITTER + 2 * JITTER * d.u[4 + k], x.device) for k in range(3)]
     ops = (lambda t, f: t * f,
            lambda t, f: t * f + (1 - f) * _gray(t).mean((1, 2, 3), keepdim=True),
            lambda t, f: t * f + (1 - f) * _gray(t))
     for step in range(3):
         for op in range(3):
-            here = _column(draws, lambda d: d.order[step] == op, x.device).bool()
-            x = torch.where(here, ops[op](x, factors[op]).clamp_(0, 1), x)
+            here = numbers.orders[step][op].bool()
+            x = torch.where(here, ops[op](x, numbers.factors[op]).clamp_(0, 1), x)
     return x
 
 
-def _lighting(x: torch.Tensor, draws: list[Draw]) -> torch.Tensor:
-    """AlexNet's PCA noise: every pixel plus ``eigvec @ (alpha * eigval)``, alpha ~ N(0, 0.1) per image."""
-    alpha = torch.tensor([d.alpha for d in draws], dtype=torch.float32) * LIGHTING_STD
-    rgb = (alpha * torch.tensor(IMAGENET_EIGVAL)) @ torch.tensor(IMAGENET_EIGVEC).T
-    return x + to_device(rgb.view(-1, 3, 1, 1), x.device)
+def _lighting(x: torch.Tensor, numbers: _Numbers) -> torch.Tensor:
+    """AlexNet's PCA noise: every pixel plus ``eigvec @ (alpha * eigval)`` (made in :func:`_numbers`)."""
+    return x + numbers.rgb
 
 
 # ---------------------------------------------------------------------------------------------------
-# decoding, and a batch made from files' bytes
+# a batch made from files' bytes (decoded by decoding.py)
 
 
 @dataclass(frozen=True)
@@ -291,66 +321,6 @@ class EvalView:
     crop: int
     resize: int
     ten_crop: bool = False
-
-
-def read_bytes(path: str) -> torch.Tensor:
-    """A file's bytes as a uint8 tensor (a DataError names a file that cannot be read)."""
-    try:
-        with open(path, "rb") as fh:
-            return torch.frombuffer(bytearray(fh.read()), dtype=torch.uint8)
-    except OSError as exc:
-        raise DataError(f"cannot read the image {path} ({exc.strerror or exc}); remove or replace the file") from None
-
-
-def _is_jpeg(data: torch.Tensor) -> bool:
-    return data.numel() > 3 and data[0].item() == 0xFF and data[1].item() == 0xD8
-
-
-def decode(datas: list[torch.Tensor], paths: list[str], device) -> list[torch.Tensor]:
-    """(3, h, w) uint8 RGB pictures on ``device`` from encoded files: JPEGs on a CUDA device in one batched
-    ``decode_jpeg`` call (nvJPEG), everything else on the CPU (torchvision's decoders, then PIL for the formats
-    they lack); a file nothing can decode is a DataError that names it."""
-    device = torch.device(device)
-    out: list = [None] * len(datas)
-    if device.type == "cuda":
-        from torchvision.io import ImageReadMode, decode_jpeg
-
-        # nvJPEG's hardware decoder writes its outputs before the work already queued on its stream has run
-        # (pytorch/vision#9606): handed a block that queued kernels still read, it overwrites their data (NaN
-        # losses in a sync-free loop). So nothing may be queued on this stream when it decodes.
-        torch.cuda.current_stream(device).synchronize()
-        jpegs = [k for k, d in enumerate(datas) if _is_jpeg(d)]
-        try:
-            for k, img in zip(jpegs, decode_jpeg([datas[k] for k in jpegs], mode=ImageReadMode.RGB, device=device)):
-                out[k] = img
-        except (RuntimeError, ValueError):  # a CMYK or broken JPEG, say: each on the CPU, which names the culprit
-            pass
-    for k, img in enumerate(out):
-        if img is None:
-            out[k] = _decode_on_cpu(datas[k], paths[k]).to(device, non_blocking=True)
-    return out
-
-
-def _decode_on_cpu(data: torch.Tensor, path: str) -> torch.Tensor:
-    from torchvision.io import ImageReadMode, decode_image
-
-    try:
-        return decode_image(data, mode=ImageReadMode.RGB)
-    except (RuntimeError, ValueError):
-        return _decode_with_pil(data, path)
-
-
-def _decode_with_pil(data: torch.Tensor, path: str) -> torch.Tensor:
-    import io
-
-    from PIL import Image
-    from torchvision.transforms.v2.functional import pil_to_tensor
-
-    try:
-        with Image.open(io.BytesIO(data.numpy().tobytes())) as img:
-            return pil_to_tensor(img.convert("RGB"))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot decode the image {path} ({exc}); remove or replace the file") from None
 
 
 def make_batch(datas: list[torch.Tensor], paths: list[str], seeds: list[int], view: Plan | EvalView,

@@ -8,7 +8,7 @@ tensors (labels, augmentation numbers) from pinned memory, which does not wait f
 Data streams belong to the thread that consumes the batches, one per (device, role), for the thread's life: a
 thread that makes batches for it (:class:`ahead.Ahead`) uses the consumer's stream, never one of its own, because
 PyTorch hands streams out round-robin from a pool of 32 a device, and a stream taken anew for each evaluation
-would sooner or later be the training's, where nvJPEG must find nothing queued (:func:`images.decode`). Imports
+would sooner or later be the training's, where nvJPEG must find nothing queued (:func:`decoding.decode`). Imports
 nothing from resdsl: it ships beside emitted trainers.
 """
 from __future__ import annotations

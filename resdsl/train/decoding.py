@@ -1,0 +1,70 @@
+"""Image files' bytes to decoded pictures (issue 10): JPEGs by nvJPEG on a CUDA GPU in one batched call, everything
+else on the CPU by torchvision's decoders, then PIL for the formats they lack; a file nothing can decode is a
+DataError that names it. Imports nothing from the rest of resdsl but its data errors: it is shipped beside emitted
+trainers.
+"""
+from __future__ import annotations
+
+import torch
+
+from .dataerror import DataError
+
+
+def read_bytes(path: str) -> torch.Tensor:
+    """A file's bytes as a uint8 tensor (a DataError names a file that cannot be read)."""
+    try:
+        with open(path, "rb") as fh:
+            return torch.frombuffer(bytearray(fh.read()), dtype=torch.uint8)
+    except OSError as exc:
+        raise DataError(f"cannot read the image {path} ({exc.strerror or exc}); remove or replace the file") from None
+
+
+def _is_jpeg(data: torch.Tensor) -> bool:
+    return data.numel() > 3 and data[0].item() == 0xFF and data[1].item() == 0xD8
+
+
+def decode(datas: list[torch.Tensor], paths: list[str], device) -> list[torch.Tensor]:
+    """(3, h, w) uint8 RGB pictures on ``device`` from encoded files: JPEGs on a CUDA device in one batched
+    ``decode_jpeg`` call (nvJPEG), everything else on the CPU (torchvision's decoders, then PIL for the formats
+    they lack); a file nothing can decode is a DataError that names it."""
+    device = torch.device(device)
+    out: list = [None] * len(datas)
+    if device.type == "cuda":
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        # nvJPEG's hardware decoder writes its outputs before the work already queued on its stream has run
+        # (pytorch/vision#9606): handed a block that queued kernels still read, it overwrites their data (NaN
+        # losses in a sync-free loop). So nothing may be queued on this stream when it decodes.
+        torch.cuda.current_stream(device).synchronize()
+        jpegs = [k for k, d in enumerate(datas) if _is_jpeg(d)]
+        try:
+            for k, img in zip(jpegs, decode_jpeg([datas[k] for k in jpegs], mode=ImageReadMode.RGB, device=device)):
+                out[k] = img
+        except (RuntimeError, ValueError):  # a CMYK or broken JPEG, say: each on the CPU, which names the culprit
+            pass
+    for k, img in enumerate(out):
+        if img is None:
+            out[k] = _decode_on_cpu(datas[k], paths[k]).to(device, non_blocking=True)
+    return out
+
+
+def _decode_on_cpu(data: torch.Tensor, path: str) -> torch.Tensor:
+    from torchvision.io import ImageReadMode, decode_image
+
+    try:
+        return decode_image(data, mode=ImageReadMode.RGB)
+    except (RuntimeError, ValueError):
+        return _decode_with_pil(data, path)
+
+
+def _decode_with_pil(data: torch.Tensor, path: str) -> torch.Tensor:
+    import io
+
+    from PIL import Image
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    try:
+        with Image.open(io.BytesIO(data.numpy().tobytes())) as img:
+            return pil_to_tensor(img.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot decode the image {path} ({exc}); remove or replace the file") from None
