@@ -16,7 +16,8 @@ from .drawing_words import (LINES, VARIANT_LEGEND, is_shortcut_edge, op_label, u
 FONT = "Helvetica"
 COLOURS = OrderedDict([
     ("conv", "#cfe2f3"), ("bn", "#fff2cc"), ("relu", "#d9ead3"), ("add", "#ffffff"), ("pool", "#e0e0e0"),
-    ("fc", "#f9cb9c"), ("shortcut op", "#e6d0f0"), ("gate", "#f4cccc"), ("se", "#d0e0e3"), ("stage", "#eef3fb"),
+    ("fc", "#f9cb9c"), ("shortcut op", "#e6d0f0"), ("random", "#fce5cd"), ("gate", "#f4cccc"), ("se", "#d0e0e3"),
+    ("stage", "#eef3fb"),
 ])
 MAX_FULL_NODES = 600  # readability of --view full
 MAX_RENDER_NODES = 2000  # what graphviz is asked to lay out (about 10 s); RESDSL_VIZ_MAX_NODES lifts it
