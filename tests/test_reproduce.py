@@ -118,3 +118,16 @@ def test_a_panel_whose_rows_have_no_runs_is_not_drawn():
                                   ("110 and 1202 layers", ["ResNet-110", "ResNet-1202"])])
     runs = {"plain-20": ["run"], "ResNet-20": ["run"], "ResNet-110": []}
     assert [title for title, _ in drawn_panels(fig, runs)] == ["plain", "ResNet"]
+
+
+def test_an_output_folder_it_did_not_make_is_refused(tmp_path):
+    """The report and results would replace files the user wrote there; a file is no folder."""
+    mine = tmp_path / "mypaper"
+    mine.mkdir()
+    (mine / "report.md").write_text("MY DRAFT")
+    r = reproduce(TINY, *FAST, "--out", str(mine))
+    assert r.returncode == 1 and "already holds files" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert sorted(p.name for p in mine.iterdir()) == ["report.md"] and (mine / "report.md").read_text() == "MY DRAFT"
+    (tmp_path / "file").write_text("x")
+    r = reproduce(TINY, *FAST, "--out", str(tmp_path / "file"))
+    assert r.returncode == 1 and "is a file" in r.stderr and "internal error" not in r.stderr, r.stderr

@@ -89,9 +89,29 @@ def test_used_run_directory_is_refused_and_overwrite_replaces(finished_run, tmp_
     r = resdsl("train", TINY, *QUICK, "--iters", "2", "--out", str(run), "--overwrite")
     assert r.returncode == 1 and "notes.txt" in r.stderr and (run / "notes.txt").exists()
     (run / "notes.txt").unlink()
+    files = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
+    for why, flags in (("no such folder", ["--data", str(tmp_path / "missing")]), ("larger than the training set",
+                                                                                  ["--batch-size", "100000"])):
+        r = resdsl("train", TINY, *QUICK, "--iters", "2", "--out", str(run), "--overwrite", *flags)
+        assert r.returncode == 1 and why in r.stderr, r.stderr  # a run that cannot start leaves the old one whole
+        assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"} == files
     r = resdsl("train", TINY, *QUICK, "--iters", "2", "--eval-every", "2", "--out", str(run), "--overwrite")
     assert r.returncode == 0, r.stderr
     assert [json.loads(x)["iter"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [2]
+
+
+def test_undecodable_names_are_refused_or_escaped(tmp_path):
+    """A run directory whose name is not UTF-8 is refused before anything is made (config.json, train.log and
+    TensorBoard record it); a spec file so named trains, its name escaped in what is printed and logged."""
+    bad = os.fsdecode(b"r\xfaun")
+    r = resdsl("train", TINY, *QUICK, "--iters", "2", "--out", str(tmp_path / bad))
+    assert r.returncode == 1 and "not valid UTF-8" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not os.path.exists(tmp_path / bad)
+    spec = tmp_path / os.fsdecode(b"\xff\xfe.res")
+    spec.write_text((ROOT / TINY).read_text().replace('"../../specs/', f'"{ROOT}/specs/'))
+    r = resdsl("train", str(spec), *QUICK, "--iters", "2", "--eval-every", "2", "--out", str(tmp_path / "ok"))
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "\\udcff\\udcfe.res" in (tmp_path / "ok" / "train.log").read_text(encoding="utf-8")
 
 
 def test_a_run_directory_in_use_is_locked(tmp_path):

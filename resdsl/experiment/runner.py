@@ -120,10 +120,21 @@ def check_record(out: str, exp: Experiment, options: dict, seeds: int) -> None:
                     f"{out} holds experiment {old.get('experiment')} started with {key} {old.get(key)}; this "
                     f"command asks for {mine[key]}. Restart it with the same options, or use another --out")
         return
-    from resdsl.train.fileio import write_output
+    from resdsl.train.fileio import OutputError, write_output
 
-    os.makedirs(out, exist_ok=True)
-    write_output(path, json.dumps(mine, indent=2) + "\n")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ExperimentRunError(f"--out {out} is a file, not a folder; use another --out")
+    if os.path.isdir(out) and os.listdir(out):  # the report and results would replace files it did not write
+        raise ExperimentRunError(f"--out {out} already holds files but no {RECORD} (an experiment folder holds its "
+                                 "record, its runs and its report, written by resdsl); use another --out")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise ExperimentRunError(f"cannot make the experiment folder {out}: {exc.strerror or exc}") from None
+    try:
+        write_output(path, json.dumps(mine, indent=2) + "\n")
+    except OutputError as exc:
+        raise ExperimentRunError(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -127,7 +127,8 @@ def train(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
         run_dir = opts.out or rundir.default_path("runs", opts.name, dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
         fresh = not os.path.exists(run_dir)
         lock = rundir.start(run_dir, opts.overwrite) if rank == 0 else None
-    log = RunLog(run_dir, enabled=rank == 0)
+    # with --overwrite the previous run stays whole, its train.log untouched, until this one is prepared (_train)
+    log = RunLog(run_dir, enabled=rank == 0 and not (opts.overwrite and resume_dir is None))
     owns_group = world > 1 and not torch.distributed.is_initialized()  # prepare() joins the process group
     try:
         result = _train(model_fn, recipe, opts, run_dir, rank, world, log)
@@ -160,6 +161,9 @@ def _data_words(data, recipe, n_train) -> str:
 
 def _train(model_fn, recipe, opts, run_dir, rank, world, log) -> dict:
     s = prepare(model_fn, recipe, opts, rank, world)
+    if opts.overwrite and opts.resume is None and rank == 0:
+        rundir.clear_previous(run_dir)
+        log.enabled = True
     state = {"iter": 0, "elapsed": 0.0, "loss_sum": 0.0, "wrong": 0, "seen": 0, "recent_errors": []}
     metrics = MetricsLog(run_dir, enabled=rank == 0)
     path = os.path.join(run_dir, CHECKPOINT)

@@ -19,6 +19,7 @@ class RunLog:
         """Print ``text`` (to stderr with ``err``; not at all without ``show``) and append it to train.log."""
         if not self.enabled:
             return
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # undecodable file-name bytes as escapes
         if show:
             print(text, file=sys.stderr if err else sys.stdout, flush=True)
         try:

@@ -40,9 +40,21 @@ def _check_writable(path: str, why: str) -> None:
         raise RunDirError(f"cannot use run directory {path}: {exc.strerror or exc}; {why}") from None
 
 
+def _check_name(path: str) -> None:
+    """A run directory's name must be text: config.json, train.log and TensorBoard record it."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = path.encode("utf-8", "backslashreplace").decode("utf-8")
+        raise RunDirError(f"cannot use run directory {shown}: its name is not valid UTF-8 (the run records it in "
+                          "config.json, train.log and TensorBoard's files); choose another --out") from None
+
+
 def start(path: str, overwrite: bool = False) -> FolderLock:
     """Create and lock the run directory of a new run; a folder holding anything is refused unless
-    ``overwrite`` (which removes a previous run's files, and never a file resdsl did not write)."""
+    ``overwrite`` and all of it is a previous run's files, which :func:`clear_previous` removes once the new run
+    has been prepared (so a run that cannot start leaves the previous one as it was)."""
+    _check_name(path)
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
@@ -62,16 +74,24 @@ def start(path: str, overwrite: bool = False) -> FolderLock:
         if foreign:
             raise RunDirError(f"--overwrite {path}: the folder holds files that are not a resdsl run's "
                               f"({', '.join(foreign[:5])}); resdsl does not delete them. Choose another --out")
-        for name in present:
-            target = os.path.join(path, name)
-            shutil.rmtree(target) if os.path.isdir(target) and not os.path.islink(target) else os.remove(target)
     except OSError as exc:
         lock.release()
-        raise RunDirError(f"--overwrite {path}: cannot remove the previous run: {exc.strerror or exc}") from None
+        raise RunDirError(f"cannot use run directory {path}: {exc.strerror or exc}") from None
     except RunDirError:
         lock.release()
         raise
     return lock
+
+
+def clear_previous(path: str) -> None:
+    """Remove a previous run's files from the locked run directory of a new run started with ``--overwrite``
+    (:func:`start` refused anything else)."""
+    try:
+        for name in sorted(n for n in os.listdir(path) if n in RUN_FILES):
+            target = os.path.join(path, name)
+            shutil.rmtree(target) if os.path.isdir(target) and not os.path.islink(target) else os.remove(target)
+    except OSError as exc:
+        raise RunDirError(f"--overwrite {path}: cannot remove the previous run: {exc.strerror or exc}") from None
 
 
 def remove_if_unused(path: str) -> None:
@@ -118,6 +138,7 @@ def read_config(path: str) -> dict:
 
 def resume(path: str) -> FolderLock:
     """Lock a run directory to continue it; it must be writable (a read-only copy cannot take new checkpoints)."""
+    _check_name(path)
     _check_writable(path, "resuming writes new checkpoints there (copy the run to a writable place first)")
     return _lock(path)
 
