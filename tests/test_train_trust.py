@@ -224,6 +224,35 @@ def test_torch_save_failure_is_a_checkpoint_error(tmp_path, monkeypatch):
     assert not list((tmp_path / "run").glob(".resdsl-*"))
 
 
+def test_full_disk_while_checkpointing_says_so(tmp_path, monkeypatch):
+    """A disk that fills up while a checkpoint is written: the system's words, and whether a checkpoint remains."""
+    from resdsl.train import checkpoint as ckpt
+    from resdsl.train import fileio
+
+    real_fdopen = os.fdopen
+
+    class Full:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fileio.os, "fdopen", lambda fd, mode: Full(real_fdopen(fd, mode)))
+    with pytest.raises(ckpt.CheckpointError, match=r"No space left on device \(nothing was written\)"):
+        ckpt.save_atomic({"model": {}}, str(tmp_path / "checkpoint.pt"))
+    (tmp_path / "checkpoint.pt").write_bytes(b"previous")
+    with pytest.raises(ckpt.CheckpointError, match=r"No space left on device \(the previous checkpoint is intact"):
+        ckpt.save_atomic({"model": {}}, str(tmp_path / "checkpoint.pt"))
+    assert (tmp_path / "checkpoint.pt").read_bytes() == b"previous" and not list(tmp_path.glob(".resdsl-*"))
+
+
 def test_read_only_run_directory_is_a_clear_error(tmp_path, monkeypatch):
     from resdsl.train import rundir
 

@@ -6,6 +6,8 @@ checkpoint (temporary file, fsync, rename).
 """
 from __future__ import annotations
 
+import io
+import os
 import pickle
 import random
 
@@ -52,13 +54,15 @@ def set_rng_state(state: dict) -> None:
 def save_atomic(obj: dict, path: str) -> None:
     """Write a checkpoint dict to ``path`` atomically, marked with this format so that :func:`load` knows it."""
     obj = {"format": FORMAT, "version": VERSION, **obj}
-    try:
-        atomic_write(path, lambda fh: torch.save(obj, fh))
+    buf = io.BytesIO()  # serialised first: torch.save writing to the file would report a full disk as a
+    try:  # RuntimeError about stream positions; a plain write says "No space left on device"
+        torch.save(obj, buf)
+        atomic_write(path, lambda fh: fh.write(buf.getbuffer()))
     except OutputError as exc:
         message = str(exc).replace("cannot write", "cannot write checkpoint", 1)
         raise CheckpointError(message.replace("previous file", "previous checkpoint")) from None
-    except RuntimeError as exc:  # torch.save's own writer reports a full disk as a RuntimeError
-        kept = "the previous checkpoint is intact"
+    except RuntimeError as exc:  # torch.save could not serialise (nothing was written)
+        kept = "the previous checkpoint is intact" if os.path.exists(path) else "nothing was written"
         raise CheckpointError(f"cannot write checkpoint {path}: {str(exc).splitlines()[0]} ({kept})") from None
 
 
