@@ -252,7 +252,9 @@ def _train_once(spec: str, values: dict, settings: list[str]) -> int:
     if net.recipe is None:
         raise SpecError("the spec names no training recipe", Span(net.spec.path, 1, 1), source=net.spec.source,
                         hint="add e.g. 'include \"recipes.res\"' and 'recipe cifar_resnet'")
-    recipe = recipe_with_settings(net.spec, settings) if settings else net.recipe
+    length = (values["iters"], "iterations") if values.get("iters") else \
+        (values["epochs"], "epochs") if values.get("epochs") else None
+    recipe = recipe_with_settings(net.spec, settings, length) if settings else net.recipe
     opts = options_from(values, net.name)
     opts.extra_config = {"spec": spec, "spec_path": os.path.abspath(spec) if os.path.isfile(spec) else spec,
                          "spec_hash": spec_hash(net), "set": settings, "network": net.name, "resdsl": __version__,

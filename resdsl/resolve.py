@@ -333,15 +333,20 @@ __all__ = ["ResolvedSpec", "resolve_path", "resolve_text", "resolve_recipe", "st
 SET_PATH = "--set"
 
 
-def recipe_with_settings(resolved: ResolvedSpec, settings: list[str]) -> dict:
+def recipe_with_settings(resolved: ResolvedSpec, settings: list[str], length: tuple[int, str] | None = None) -> dict:
     """The spec's recipe with each ``FIELD=VALUE`` of ``settings`` (``momentum=0.95``, ``schedule=step 100, 150``)
     applied: the settings become the fields of a recipe that extends the spec's, parsed by the same grammar and
     validated by the same rules; an error is located at the offending setting (``--set:N:COL``, N counting the
-    --set flags)."""
+    --set flags). ``length``: the run's length from ``--iters``/``--epochs`` as (value, unit); where the settings
+    give the schedule (and not the length), its milestones count in that length as written (the recipe's own
+    milestones are scaled to an overridden length, but these the user wrote for it)."""
     if resolved.recipe is None:
         raise SpecError("--set changes the training recipe, but the spec names none", Span(resolved.path, 1, 1),
                         hint="add e.g. 'include \"recipes.res\"' and 'recipe cifar_resnet'")
     lines = [_setting_line(item, number) for number, item in enumerate(settings, start=1)]
+    keys = {line.split(" ", 1)[0] for line in lines}
+    if length is not None and "schedule" in keys and "length" not in keys:
+        lines.append(f"length {length[0]} {length[1]}")  # last, so that errors keep their --set numbers
     body = "\n".join(lines)
     source = f"recipe cli_settings extends {resolved.recipe['name']} {{\n{body}\n}}\n"
     try:

@@ -50,3 +50,21 @@ def test_plateau():
     for err in (50, 40, 41, 40.5):
         s.observe_val_error(err)
     assert s.lr_at(0) == pytest.approx(0.01)
+
+
+def test_milestones_set_on_the_command_line_count_in_the_runs_length(at_root):
+    """`--set 'schedule=step 100, 150' --iters 200`: the milestones the user wrote for 200 iterations stay at 100
+    and 150 (the recipe's own 32k/48k scale to an overridden length); a --set length is not replaced."""
+    from resdsl.resolve import recipe_with_settings, resolve_path
+
+    spec = resolve_path("specs/resnet20.res")
+    written = recipe_with_settings(spec, ["momentum=0.95", "schedule=step 100, 150"], (200, "iterations"))
+    s, total = from_recipe(written, 390, (200, "iterations"))
+    assert total == 200 and s.milestones == [100, 150] and written["momentum"] == 0.95
+    s, total = from_recipe(recipe_with_settings(spec, ["momentum=0.95"], (200, "iterations")), 390,
+                           (200, "iterations"))
+    assert total == 200 and s.milestones == [100, 150]  # the recipe's 32000, 48000 scaled to 200
+    epochs = recipe_with_settings(spec, ["schedule=step 2, 3"], (4, "epochs"))
+    assert from_recipe(epochs, 390, (4, "epochs"))[0].milestones == [780, 1170]
+    assert recipe_with_settings(spec, ["schedule=step 10", "length=20 iterations"], (200, "iterations"))[
+        "length"] == {"value": 20, "unit": "iterations"}
