@@ -90,11 +90,11 @@ def train_cmd(spec, settings, seed_runs, **values) -> None:
     _run_training(spec, values, list(settings))
 
 
-def _spec_of_run(run_dir: str) -> str:
+def _spec_of_run(run_dir: str, flag: str = "--resume") -> str:
     from resdsl.train.rundir import RunDirError, read_config
 
     try:
-        cfg = read_config(run_dir)
+        cfg = read_config(run_dir, flag)
     except RunDirError as exc:
         raise click.ClickException(str(exc)) from None
     spec = cfg.get("spec_path") or cfg.get("spec")
@@ -297,12 +297,12 @@ def eval_cmd(target, checkpoint, data, data_dir, test_subset, test, old_view, de
 
     spec = target
     if os.path.isdir(target):
-        spec, run = _spec_of_run(target), _run_options(target)
+        spec, run = _spec_of_run(target, "resdsl eval"), _run_options(target)
         checkpoint = checkpoint or target
         data, data_dir = data or run.get("data"), data_dir or run.get("data_dir")
         test_subset = test_subset or run.get("test_subset")
     elif checkpoint is None:
-        raise click.UsageError("give --checkpoint with a SPEC (or give a run directory instead of the spec)")
+        raise click.UsageError(f"{target} is not a run directory: give a run directory, or a SPEC with --checkpoint")
     net = compile_spec(spec)
     if os.path.isdir(checkpoint):
         checkpoint = os.path.join(checkpoint, "checkpoint.pt")
@@ -319,7 +319,7 @@ def eval_cmd(target, checkpoint, data, data_dir, test_subset, test, old_view, de
 def _run_options(run_dir: str) -> dict:
     from resdsl.train.rundir import read_config
 
-    return read_config(run_dir).get("options", {})
+    return read_config(run_dir, "resdsl eval").get("options", {})
 
 
 def _evaluate(net, spec, checkpoint, data, data_dir, test_subset, test, device, batch_size, download):

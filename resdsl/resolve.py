@@ -87,7 +87,8 @@ def _load_child(stmt, spec_file: ast.SpecFile, chain, sources, what: str) -> ast
     child = _child_path(spec_file.path, stmt.path)
     if _key(child) in chain or _key(child) == _key(spec_file.path):
         names = " -> ".join(os.path.basename(c) for c in (*chain, _key(child)))
-        raise SpecError(f"cyclic {what}: {names}", stmt.span, hint=f"a spec cannot {what} itself, directly or not")
+        verb = "extend" if what == "extends" else what
+        raise SpecError(f"cyclic {what}: {names}", stmt.span, hint=f"a spec cannot {verb} itself, directly or not")
     if len(chain) >= MAX_CHAIN:
         raise SpecError(f"{what} chain deeper than {MAX_CHAIN} files", stmt.span)
     parsed = parse_file(child, stmt.span)

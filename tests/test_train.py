@@ -164,22 +164,22 @@ def test_full_disk_keeps_previous_checkpoint(tmp_path, monkeypatch):
     from resdsl.train.loop import RunOptions, train
 
     calls = {"n": 0}
-    real_save = torch.save
+    real_write = ckpt.atomic_write
 
-    def flaky_save(obj, fh, *a, **k):
+    def full(fh):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flaky_write(path, fill):  # the third checkpoint finds the disk full
         calls["n"] += 1
-        if calls["n"] >= 3:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(obj, fh, *a, **k)
+        return real_write(path, full if calls["n"] >= 3 else fill)
 
-    monkeypatch.setattr(ckpt.torch, "save", flaky_save)
+    monkeypatch.setattr(ckpt, "atomic_write", flaky_write)
     net = rd.compile_spec(str(ROOT / "tests/specs/tiny.res"))
     opts = RunOptions(data="synthetic", train_subset=64, test_subset=32, batch_size=16, iters=10, checkpoint_every=2,
                       eval_every=5, quiet=True, device="cpu", out=str(tmp_path / "run"))
     with pytest.raises(ckpt.CheckpointError) as info:
         train(lambda shape, k: rd.build_model(net, num_classes=k), net.recipe, opts)
     assert "No space left on device" in str(info.value) and "previous checkpoint is intact" in str(info.value)
-    monkeypatch.setattr(ckpt.torch, "save", real_save)
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["state"]["iter"] == 4
     assert not list((tmp_path / "run").glob(".ckpt-*"))
 

@@ -125,6 +125,26 @@ def test_a_run_directory_in_use_is_locked(tmp_path):
     assert not (run / "config.json").exists()
 
 
+def test_a_run_in_use_or_not_a_run_is_named_as_such(finished_run, tmp_path):
+    """--resume of a run another process trains (not yet checkpointed) says it is in use; eval of a folder that is
+    no run speaks of eval, not of --resume; a file is no folder."""
+    from resdsl.train.fileio import FolderLock
+
+    run = _copy(finished_run, tmp_path)
+    (run / "checkpoint.pt").unlink()
+    with FolderLock(str(run)):
+        r = resdsl("train", "--resume", str(run), "--quiet")
+    assert r.returncode == 1 and "in use by another process" in r.stderr, r.stderr
+    r = resdsl("train", "--resume", str(run), "--quiet")
+    assert r.returncode == 1 and "no checkpoint.pt" in r.stderr and "--overwrite" in r.stderr, r.stderr
+    (tmp_path / "notes").mkdir()
+    r = resdsl("eval", str(tmp_path / "notes"))
+    assert r.returncode != 0 and "resdsl eval" in r.stderr and "--resume" not in r.stderr, r.stderr
+    (tmp_path / "file.txt").write_text("x")
+    r = resdsl("train", "--resume", str(tmp_path / "file.txt"), "--quiet")
+    assert r.returncode == 1 and "a file, not a folder" in r.stderr, r.stderr
+
+
 def test_resume_checks_spec_flags_and_finished_runs(finished_run, tmp_path):
     run = _copy(finished_run, tmp_path)
     r = resdsl("train", "--resume", str(run), "--quiet")

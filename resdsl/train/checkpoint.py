@@ -78,8 +78,11 @@ def load(path: str, map_location="cpu") -> dict:
         raise CheckpointError(f"{path} is not a resdsl checkpoint: it holds Python objects other than tensors, "
                               "numbers and strings, and resdsl never unpickles those (loading them can run code)") \
             from None
+    except EOFError:
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is empty or cut short") from None
     except Exception as exc:  # noqa: BLE001 - a corrupt file must not become a traceback
-        raise CheckpointError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0] if str(exc) else exc!r}") \
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is damaged or cut short ({detail})") \
             from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a resdsl checkpoint (no '{FORMAT}' marker); was it written by another "

@@ -117,10 +117,15 @@ def train(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
     pick_device(opts.device)  # an unavailable device is refused before a run directory is made
     resume_dir = opts.resume
     if resume_dir is not None:
-        saved = rundir.read_config(resume_dir)
-        recipe = _resume_options(opts, saved)
         opts.out = run_dir = resume_dir
         lock = rundir.resume(run_dir) if rank == 0 else None
+        try:
+            recipe = _resume_options(opts, rundir.read_config(resume_dir))
+            rundir.check_checkpoint(resume_dir)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
     else:
         recipe = apply_overrides(recipe, opts)
         opts.seed = _check_seed(opts.seed or 0)

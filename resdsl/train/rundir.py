@@ -112,33 +112,45 @@ def default_path(root: str, name: str, stamp: str) -> str:
     return path
 
 
-def read_config(path: str) -> dict:
-    """The record of a run to resume; every way it can be missing or damaged is a clear error."""
+def _check_run_folder(path: str, flag: str) -> None:
     if not os.path.isdir(path):
-        raise RunDirError(f"--resume {path}: not a run directory (no such folder)")
+        what = "it is a file, not a folder" if os.path.exists(path) else "no such folder"
+        raise RunDirError(f"{flag} {path}: not a run directory ({what})")
+
+
+def read_config(path: str, flag: str = "--resume") -> dict:
+    """The record of a run to resume (or, ``flag`` naming the command, to evaluate); every way it can be missing
+    or damaged is a clear error."""
+    _check_run_folder(path, flag)
     cfg_path = os.path.join(path, CONFIG)
     try:
         with open(cfg_path, encoding="utf-8") as fh:
             cfg = json.load(fh)
     except FileNotFoundError:
-        raise RunDirError(f"--resume {path}: not a run directory (no {CONFIG}, which records how the run was "
-                          "started, so it cannot be continued exactly)") from None
+        raise RunDirError(f"{flag} {path}: not a run directory (no {CONFIG}, the record of how the run was "
+                          "started)") from None
     except (OSError, ValueError) as exc:
-        raise RunDirError(f"--resume {path}: {CONFIG} is damaged ({_short(exc)}), so the run cannot be continued "
-                          "exactly; its checkpoint is left as it is") from None
+        raise RunDirError(f"{flag} {path}: {CONFIG} is damaged ({_short(exc)}), so the run's settings are unknown; "
+                          "its checkpoint is left as it is") from None
     need = ("recipe", "options", "iterations")
     if not isinstance(cfg, dict) or any(k not in cfg for k in need) or not isinstance(cfg["options"], dict):
-        raise RunDirError(f"--resume {path}: {CONFIG} is not a resdsl run record (it lacks "
+        raise RunDirError(f"{flag} {path}: {CONFIG} is not a resdsl run record (it lacks "
                           f"{', '.join(k for k in need if not isinstance(cfg, dict) or k not in cfg) or 'options'})")
-    if not os.path.exists(os.path.join(path, CHECKPOINT)):
-        raise RunDirError(f"--resume {path}: no {CHECKPOINT} there to resume from (the run stopped before its first "
-                          "checkpoint); start it again instead")
     return cfg
 
 
+def check_checkpoint(path: str) -> None:
+    """A run to resume must have reached its first checkpoint."""
+    if not os.path.exists(os.path.join(path, CHECKPOINT)):
+        raise RunDirError(f"--resume {path}: no {CHECKPOINT} there to resume from (the run stopped before its first "
+                          f"checkpoint); start it again (--out {path} --overwrite)")
+
+
 def resume(path: str) -> FolderLock:
-    """Lock a run directory to continue it; it must be writable (a read-only copy cannot take new checkpoints)."""
+    """Lock a run directory to continue it (before reading its record: a run another process is training is
+    named as such); it must be writable (a read-only copy cannot take new checkpoints)."""
     _check_name(path)
+    _check_run_folder(path, "--resume")
     _check_writable(path, "resuming writes new checkpoints there (copy the run to a writable place first)")
     return _lock(path)
 
