@@ -271,7 +271,8 @@ def _train_once(spec: str, values: dict, settings: list[str]) -> int:
 @click.command("eval", epilog=EVAL_EXAMPLES)
 @click.argument("target", metavar="RUNDIR|SPEC")
 @click.option("--checkpoint", type=click.Path(path_type=str),
-              help="checkpoint.pt or a run directory (default: RUNDIR's checkpoint; required with a SPEC)")
+              help="checkpoint.pt, a run directory, or a file of bare weights (torch.save(model.state_dict()), "
+                   "torchvision's weight files) (default: RUNDIR's checkpoint; required with a SPEC)")
 @click.option("--data", help="dataset name or ImageNet-layout folder (default: the run's, else the recipe's)")
 @click.option("--data-dir", help="where named datasets are (default: the run's --data-dir)")
 @click.option("--test-subset", type=click.IntRange(min=1), help="evaluate on the first N test images")
@@ -327,7 +328,7 @@ def _evaluate(net, spec, checkpoint, data, data_dir, test_subset, test, device, 
     from resdsl.train import checkpoint as ckpt
     from resdsl.train.session import RunOptions, evaluate_checkpoint
 
-    state = ckpt.load(checkpoint)
+    state = ckpt.load(checkpoint, plain=True)
     recipe = state.get("recipe") or net.recipe or {}
     name = data or recipe.get("dataset")
     if not name:

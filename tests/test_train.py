@@ -128,6 +128,13 @@ def test_run_directory_contents(tmp_path):
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     r = resdsl("eval", "tests/specs/tiny.res", "--checkpoint", str(out), "--data", "synthetic", "--test-subset", "64")
     assert r.returncode == 0 and f"top-1 error {rows[-1]['test_error']:.2f}%" in r.stdout
+    # a bare state dict (torch.save(model.state_dict()), torchvision's weight files) is weights to evaluate
+    torch.save(torch.load(out / "checkpoint.pt", weights_only=True)["model"], tmp_path / "plain.pt")
+    r = resdsl("eval", "tests/specs/tiny.res", "--checkpoint", str(tmp_path / "plain.pt"), "--data", "synthetic",
+               "--test-subset", "64")
+    assert r.returncode == 0 and "top-1 error" in r.stdout, r.stderr
+    r = resdsl("train", "--resume", str(tmp_path / "plain.pt"))
+    assert r.returncode == 1 and "not a folder" in r.stderr
 
 
 def test_sigterm_checkpoints_and_resumes(tmp_path):

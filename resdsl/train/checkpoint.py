@@ -66,8 +66,10 @@ def save_atomic(obj: dict, path: str) -> None:
         raise CheckpointError(f"cannot write checkpoint {path}: {str(exc).splitlines()[0]} ({kept})") from None
 
 
-def load(path: str, map_location="cpu") -> dict:
-    """Read a resdsl checkpoint; anything else (a foreign pickle, a corrupt or truncated file) is refused."""
+def load(path: str, map_location="cpu", plain: bool = False) -> dict:
+    """Read a resdsl checkpoint; anything else (a foreign pickle, a corrupt or truncated file) is refused. With
+    ``plain``, a file holding only a state dict (``torch.save(model.state_dict())``, torchvision's weight files)
+    is taken too, as ``{"model": it}``: weights to evaluate, with nothing to resume."""
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
@@ -84,6 +86,8 @@ def load(path: str, map_location="cpu") -> dict:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: the file is damaged or cut short ({detail})") \
             from None
+    if plain and isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return {"model": obj}
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a resdsl checkpoint (no '{FORMAT}' marker); was it written by another "
                               "program or by an older resdsl?")
