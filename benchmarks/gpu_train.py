@@ -354,7 +354,8 @@ def goal_rows(res: dict, done: list[str], parts: list[str]) -> list[str]:
             value = m if isinstance(m, str) else floor if isinstance(floor, str) else m["t"] / floor
             rows.append(row(f"{net} trainer step (default loop) / CUDA-graph floor, {prec}",
                             f"<= {GOALS['floor']:.2f}x", value, ["train", "graph"], lambda v: v <= GOALS["floor"], "x"))
-    rows.append(row(f"resnet50 from JPEGs, bf16 + channels_last, {res.get('jpeg-way', '`--decode device`')}", f">= {GOALS['jpeg']:,} img/s",
+    way = res.get("jpeg-way", "`--decode device`")
+    rows.append(row(f"resnet50 from JPEGs, bf16 + channels_last, {way}", f">= {GOALS['jpeg']:,} img/s",
                     res.get("jpeg", "not run"), ["jpeg"], lambda v: v >= GOALS["jpeg"], "img/s"))
     return ["| goal | target | measured | met |", "|---|---|---|---|"] + [r for r in rows if r]
 

@@ -1,5 +1,5 @@
-"""Image-folder pictures as tensors: the papers' augmentations of decoded pictures (decoding.py), one description that runs wherever the
-pixels are (in DataLoader workers on the CPU, or batched on the GPU after ``torchvision.io.decode_jpeg`` there).
+"""Image-folder pictures as tensors: the papers' augmentations of decoded pictures (:mod:`decoding`), one description
+that runs wherever the pixels are (in DataLoader workers on the CPU, or batched on the GPU after nvJPEG there).
 
 An image's augmentation is fixed by its sample seed alone (:func:`draw`: the random numbers, made on the host),
 so a picture gets the same crop, flip and colour noise whichever worker, device or resumed process makes it. The
