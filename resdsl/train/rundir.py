@@ -42,6 +42,7 @@ def _check_writable(path: str, why: str) -> None:
 
 def _check_name(path: str) -> None:
     """A run directory's name must be text: config.json, train.log and TensorBoard record it."""
+    path = os.fspath(path)
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
