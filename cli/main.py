@@ -84,6 +84,9 @@ def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, tr
     """Parse, check and count SPEC; print a per-stage summary (exit 1 if any expect fails)."""
     from resdsl.pipeline import compile_spec
 
+    for flag, value in (("--emit-python", emit_py), ("--emit-trainer", trainer_dir), ("--onnx", onnx_out)):
+        if value is not None and not value.strip():
+            raise click.UsageError(f"{flag} needs a file or folder name, not an empty one")
     net = compile_spec(spec)
     info = sys.stderr if as_json or dump_ir else sys.stdout
     if emit_py:
@@ -152,12 +155,17 @@ def viz_cmd(specs: tuple[str, ...], output: str | None, fmt: str | None, view: s
 
     if len(specs) > 1 and view != "unit":
         raise click.UsageError("several specs can only be drawn together with --view unit")
+    ext = os.path.splitext(output)[1].lstrip(".").lower() if output and output != "-" else ""
     if fmt is None:
-        ext = os.path.splitext(output)[1].lstrip(".").lower() if output and output != "-" else ""
         if ext and ext not in FORMATS:
             raise click.UsageError(f"cannot tell the format from '{output}': use --format with one of "
                                    f"{', '.join(FORMATS)}")
         fmt = ext or "svg"
+    elif ext in FORMATS and ext != fmt:
+        raise click.UsageError(f"-o {output} names a .{ext} file but --format is {fmt}: change one of them")
+    if output == "-" and fmt in ("png", "pdf") and sys.stdout.isatty():
+        raise click.UsageError(f"--format {fmt} -o - would write binary data to the terminal: redirect it to a "
+                               "file or a program, or use -o FILE")
     nets = [compile_spec(p) for p in specs]
     if view == "overview":
         dot = gv.overview_dot(nets[0])

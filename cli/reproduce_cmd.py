@@ -111,8 +111,8 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     write_report(exp, out, options, seeds, command, time.perf_counter() - started, git_commit() or "unknown")
     click.echo(f"report: {os.path.join(out, 'report.md')}")
     if failed:
-        click.echo(f"resdsl: error: {len(failed)} runs failed ({', '.join(failed)}); see their train.log; the "
-                   "report holds the others", err=True)
+        click.echo(f"resdsl: error: {len(failed)} runs failed ({', '.join(failed)}); their errors are above (and in "
+                   "their train.log where they got that far); the report holds the others", err=True)
         sys.exit(EXIT_SPEC)
 
 

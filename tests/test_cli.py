@@ -64,6 +64,9 @@ def test_usage_errors_exit_2():
     assert run("compile").exit_code == 2
     assert run("compile", "x.res", "--bogus").exit_code == 2
     assert run("frobnicate").exit_code == 2
+    for flag in ("--emit-python", "--emit-trainer", "--onnx"):  # an empty name did nothing, and said nothing
+        r = run("compile", "specs/resnet20.res", flag, "")
+        assert r.exit_code == 2 and f"{flag} needs a file or folder name" in r.output
 
 
 def test_dump_ir(at_root):

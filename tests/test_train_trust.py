@@ -189,6 +189,23 @@ def _unfinished_run(tmp_path: Path) -> Path:
     return run
 
 
+def test_another_runs_checkpoint_does_not_continue_this_one(tmp_path):
+    """Each run has an id in config.json and in every checkpoint: a checkpoint copied in from another run of the
+    same network is refused, and the run's own resumes."""
+    run = _unfinished_run(tmp_path)
+    mine = (run / "checkpoint.pt").read_bytes()
+    other = tmp_path / "other"
+    resdsl("train", TINY, *QUICK, "--iters", "4", "--eval-every", "2", "--out", str(other), check=True)
+    shutil.copy(other / "checkpoint.pt", run / "checkpoint.pt")
+    r = resdsl("train", "--resume", str(run), "--quiet")
+    assert r.returncode == 1 and "another run's checkpoint" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    (run / "checkpoint.pt").write_bytes(mine)
+    r = resdsl("train", "--resume", str(run), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["run_id"] == json.loads(
+        (run / "config.json").read_text())["run_id"]
+
+
 def test_half_written_metrics_line_is_dropped_on_resume(tmp_path):
     run = _unfinished_run(tmp_path)
     with open(run / "metrics.jsonl", "a") as fh:

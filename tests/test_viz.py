@@ -327,3 +327,12 @@ def test_cli_prints_graphviz_warnings(at_root, tmp_path, monkeypatch):
     r = run("viz", "specs/resnet20.res", "-o", str(tmp_path / "x.png"))
     assert r.exit_code == 0 and "resdsl: warning: graphviz: scaled" in r.stderr
     assert (tmp_path / "x.png").read_bytes() == b"PNG"
+
+
+def test_a_format_that_contradicts_the_file_name_is_refused(tmp_path, at_root):
+    """`-o x.png --format svg` would write SVG into a .png file; an unknown extension takes --format as asked."""
+    r = run("viz", "specs/resnet20.res", "-o", str(tmp_path / "x.png"), "--format", "svg")
+    assert r.exit_code == 2 and "names a .png file but --format is svg" in r.output
+    assert not (tmp_path / "x.png").exists()
+    r = run("viz", "specs/resnet20.res", "-o", str(tmp_path / "x.gv"), "--format", "dot")
+    assert r.exit_code == 0 and (tmp_path / "x.gv").read_text().startswith("digraph")

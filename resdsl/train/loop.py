@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from dataclasses import asdict
 from typing import Callable
 
@@ -56,6 +57,7 @@ def _resume_options(opts: RunOptions, saved: dict) -> dict:
                                 "a new run with --out")
         setattr(opts, key, old.get(key))
     opts.data_dir = opts.data_dir or old.get("data_dir")
+    opts.extra_config = dict(opts.extra_config, run_id=saved.get("run_id"))  # its checkpoints keep the run's id
     spec_hash, old_hash = opts.extra_config.get("spec_hash"), saved.get("spec_hash")
     if spec_hash and old_hash and spec_hash != old_hash:
         raise TrainingError(f"--resume {opts.resume}: the spec {opts.extra_config.get('spec')} is not the one this "
@@ -129,6 +131,7 @@ def train(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
     else:
         recipe = apply_overrides(recipe, opts)
         opts.seed = _check_seed(opts.seed or 0)
+        opts.extra_config = dict(opts.extra_config, run_id=uuid.uuid4().hex)  # config.json and every checkpoint
         run_dir = opts.out or rundir.default_path("runs", opts.name, dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
         fresh = not os.path.exists(run_dir)
         lock = rundir.start(run_dir, opts.overwrite) if rank == 0 else None
@@ -192,6 +195,10 @@ def _train(model_fn, recipe, opts, run_dir, rank, world, log) -> dict:
 def _restore(s: Session, state: dict, path: str, metrics: MetricsLog) -> None:
     """Model, optimizer, schedule, running figures and RNG states from the run's checkpoint."""
     saved = ckpt.load(path)
+    mine, its = s.opts.extra_config.get("run_id"), saved.get("run_id")
+    if mine and its and mine != its:  # runs recorded before run ids have neither
+        raise ckpt.CheckpointError(f"{path} is another run's checkpoint (run id {its}; config.json says {mine}): "
+                                   "copied from there, it cannot continue this run. Resume the run it came from")
     ckpt.load_weights(s.model, saved["model"], path)
     try:
         s.optimizer.load_state_dict(saved["optimizer"])
@@ -306,7 +313,8 @@ def _save(s: Session, state: dict, path: str, optimizer_state: dict) -> None:
                             f"stopped; {_kept(path)}. Try a lower --lr or a warm-up")
     ckpt.save_atomic({"model": model.state_dict(), "optimizer": optimizer_state,
                       "schedule": s.schedule.state_dict(), "state": dict(state), "rng": ckpt.rng_state(),
-                      "recipe": s.recipe, "normalization": s.pipeline.stats() if s.pipeline is not None else None},
+                      "recipe": s.recipe, "normalization": s.pipeline.stats() if s.pipeline is not None else None,
+                      "run_id": s.opts.extra_config.get("run_id")},
                      path)
 
 

@@ -62,7 +62,8 @@ def run_seeds(seeds: list[int], out: str, command_for: Callable[[int, str], list
 def _summary(seeds: list[int], out: str, codes: dict[int, int]) -> int:
     failed = [s for s in seeds if codes[s] != 0]
     if failed:
-        print(f"seeds {', '.join(map(str, failed))} failed (see {out}/seed-N/train.log); the others finished",
+        others = "the others finished" if len(failed) < len(seeds) else "no run finished"
+        print(f"seeds {', '.join(map(str, failed))} failed (their errors are above, prefixed [seed N]); {others}",
               file=sys.stderr, flush=True)
         return next(codes[s] for s in failed)
     print(f"done: {len(seeds)} runs (seeds {', '.join(map(str, seeds))}) in {out}", flush=True)
