@@ -116,9 +116,14 @@ def check_record(out: str, exp: Experiment, options: dict, seeds: int) -> None:
             raise ExperimentRunError(f"{path} cannot be read ({exc}); use another --out") from None
         for key in ("experiment", "seeds", "rows", "options"):
             if old.get(key) != mine[key]:
+                was, now = old.get(key), mine[key]
+                if key == "options" and isinstance(was, dict):  # name the flags that differ, not two dicts
+                    names = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
+                    was = ", ".join(f"--{k.replace('_', '-')} {was.get(k)}" for k in names)
+                    now = ", ".join(f"--{k.replace('_', '-')} {now.get(k)}" for k in names)
                 raise ExperimentRunError(
-                    f"{out} holds experiment {old.get('experiment')} started with {key} {old.get(key)}; this "
-                    f"command asks for {mine[key]}. Restart it with the same options, or use another --out")
+                    f"{out} holds experiment {old.get('experiment')} started with {key} {was}; this command asks "
+                    f"for {now}. Restart it with the same options, or use another --out")
         return
     from resdsl.train.fileio import OutputError, write_output
 
