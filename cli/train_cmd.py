@@ -78,7 +78,7 @@ def train_cmd(spec, settings, seed_runs, **values) -> None:
     if values["resume"] and settings:
         raise click.UsageError("--set changes the recipe, and a resumed run keeps its own; start a new run instead")
     given = spec
-    spec = spec or _spec_of_run(values["resume"])
+    spec = spec or _run_record(values["resume"])[0]
     if values["seeds"]:
         sys.exit(_launch_seeds(spec, given, values, settings, seed_runs))
     if values["parallel"]:
@@ -90,7 +90,8 @@ def train_cmd(spec, settings, seed_runs, **values) -> None:
     _run_training(spec, values, list(settings))
 
 
-def _spec_of_run(run_dir: str, flag: str = "--resume") -> str:
+def _run_record(run_dir: str, flag: str = "--resume") -> tuple[str, dict]:
+    """The spec a run was trained from and its options, from its config.json (read once)."""
     from resdsl.train.rundir import RunDirError, read_config
 
     try:
@@ -100,7 +101,7 @@ def _spec_of_run(run_dir: str, flag: str = "--resume") -> str:
     spec = cfg.get("spec_path") or cfg.get("spec")
     if not isinstance(spec, str):
         raise click.ClickException(f"{run_dir}: config.json names no spec; give the spec as well")
-    return spec
+    return spec, cfg.get("options", {})
 
 
 def _as_args(spec, values: dict, settings) -> list[str]:
@@ -298,7 +299,7 @@ def eval_cmd(target, checkpoint, data, data_dir, test_subset, test, old_view, de
 
     spec = target
     if os.path.isdir(target):
-        spec, run = _spec_of_run(target, "resdsl eval"), _run_options(target)
+        spec, run = _run_record(target, "resdsl eval")
         checkpoint = checkpoint or target
         data, data_dir = data or run.get("data"), data_dir or run.get("data_dir")
         test_subset = test_subset or run.get("test_subset")
@@ -315,12 +316,6 @@ def eval_cmd(target, checkpoint, data, data_dir, test_subset, test, old_view, de
         sys.exit(EXIT_SPEC)
     click.echo(f"{net.name} on {name} ({views}): top-1 error {res['error']:.2f}%, top-5 error "
                f"{res['top5_error']:.2f}%, loss {res['loss']:.4f}")
-
-
-def _run_options(run_dir: str) -> dict:
-    from resdsl.train.rundir import read_config
-
-    return read_config(run_dir, "resdsl eval").get("options", {})
 
 
 def _evaluate(net, spec, checkpoint, data, data_dir, test_subset, test, device, batch_size, download):

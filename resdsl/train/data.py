@@ -14,7 +14,8 @@ makes batches there with :class:`BatchPipeline`, with no DataLoader.
 This module holds :func:`load_dataset`, which picks and checks a dataset, and re-exports the rest, which lives in
 ``dataerror.py`` (:class:`DataError`), ``batches.py`` (in-memory data, orders, batches), ``idx.py`` (the IDX
 format), ``named.py`` (the named datasets), ``folders.py`` (image folders), ``decoding.py`` (their decoding) and
-``images.py`` (their augmentations). None of them imports anything from the rest of resdsl: they are shipped beside emitted trainers.
+``images.py`` (their augmentations). None of them imports anything from the rest of resdsl: they are shipped
+beside emitted trainers.
 """
 from __future__ import annotations
 
