@@ -95,7 +95,7 @@ def _per_batch_reference(model, batches):
 
 def test_evaluation_reads_once_and_equals_reading_each_batch():
     import resdsl as rd
-    from resdsl.train.session import evaluate
+    from resdsl.train.evaluation import evaluate
 
     torch.manual_seed(0)
     model = rd.build_model("resnet20", num_classes=10)

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 import resdsl as rd  # noqa: E402
 from conftest import ROOT  # noqa: E402
-from resdsl.train import loop, stepping  # noqa: E402
+from resdsl.train import evaluation, loop, stepping  # noqa: E402
 from resdsl.train.session import RunOptions  # noqa: E402
 from resdsl.train.steps import InMemoryBatches  # noqa: E402
 
@@ -86,6 +86,26 @@ def test_graph_steps_follow_the_eager_loop(tmp_path, graph_steps, device):
     assert [(type(g["lr"]), g["fused"], g["foreach"]) for g in groups] == [
         (float, f, fe) for f, fe in graph_steps[0].saved_flags]
     assert groups[0]["lr"] == pytest.approx(0.001)
+
+
+def test_graph_evaluation_gives_the_eager_figures_of_the_current_weights(tmp_path, graph_steps, device, monkeypatch):
+    made = []
+    real = evaluation.GraphEvaluation
+    monkeypatch.setattr(evaluation, "GraphEvaluation", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    _train(tmp_path, "fast", device)
+    graphed = made[0]  # the loop's, after its three evaluations: a graph on CUDA
+    assert (graphed.graph is not None) == (device == "cuda")
+    s = graphed.s
+    for _ in range(2):  # the weights change between evaluations: each one sees them as they are
+        with torch.no_grad():
+            for p in s.model.parameters():
+                p.mul_(0.9)
+        want = evaluation.evaluate(s.model, s.pipeline.test_batches(evaluation.eval_batch(s)), s.device,
+                                   s.amp_dtype, s.opts.channels_last)
+        got = graphed()
+        assert got["error"] == want["error"] and got["top5_error"] == want["top5_error"]
+        assert got["loss"] == (want["loss"] if device == "cpu" else pytest.approx(want["loss"], rel=1e-6))
+    assert s.model.training  # the evaluation leaves the model in training mode
 
 
 def test_stopped_graph_run_resumes_exactly(tmp_path, graph_steps, device, monkeypatch):

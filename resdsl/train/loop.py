@@ -27,8 +27,9 @@ from .fileio import OutputError
 from .metrics import MetricsLog
 from .options import MAX_SEED
 from .report import Progress, RunLog, banner, device_words, effective_recipe, precision_words
-from .session import (Interrupted, RunOptions, Session, TrainingError, apply_overrides, distributed_env, evaluate,
-                      pick_device, prepare, test_batches)
+from .evaluation import evaluate, evaluator
+from .session import (Interrupted, RunOptions, Session, TrainingError, apply_overrides, distributed_env, pick_device,
+                      prepare)
 from .stepping import step_words, stepper
 from .steps import Window
 
@@ -239,7 +240,8 @@ def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: st
     s.model.train()
     window = Window(s.device, state)
     check_for = (lambda it, lr: _loss_check(s, it, lr, path)) if s.opts.sync_every_step else None
-    steps = stepper(s, _network(s), window, check_for, say=lambda text: log.say(text, err=True))
+    say = lambda text: log.say(text, err=True)  # noqa: E731
+    steps, evaluation = stepper(s, _network(s), window, check_for, say=say), evaluator(s, say=say)
     progress = Progress(s.total, state["iter"], quiet=s.opts.quiet or s.rank != 0, log=log)
     start = time.perf_counter() - state["elapsed"]
     last_row = None
@@ -253,7 +255,7 @@ def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: st
             done = it + 1 == s.total
             if (it + 1) % s.eval_every == 0 or done:
                 _check_finite(s, window, lr, path)
-                last_row = _evaluate_and_log(s, state, window, it, lr, start, metrics, progress)
+                last_row = _evaluate_and_log(s, state, window, it, lr, start, metrics, progress, evaluation)
             if (it + 1) % s.ckpt_every == 0 or done or stop.requested:
                 _check_finite(s, window, lr, path)
                 state.update(window.read())
@@ -342,13 +344,12 @@ def _reduce_window(state, device, rank, world) -> None:
 
 
 def _evaluate_and_log(s: Session, state: dict, window: Window, it: int, lr: float, start: float,
-                      metrics: MetricsLog, progress: Progress) -> dict | None:
+                      metrics: MetricsLog, progress: Progress, evaluation) -> dict | None:
     row = None
     state.update(window.read())
     _reduce_window(state, s.device, s.rank, s.world)
     if s.rank == 0:
-        batches = test_batches(s.data, s.pipeline, s.opts, max(s.recipe["batch"], 256), device=s.device)
-        res = evaluate(s.model, batches, s.device, s.amp_dtype, s.opts.channels_last)
+        res = evaluation()
         seen = max(state["seen"], 1)
         row = {"iter": it + 1, "epoch": round((it + 1) / s.iters_per_epoch, 4), "lr": lr,
                "train_loss": state["loss_sum"] / seen, "train_error": 100.0 * state["wrong"] / seen,

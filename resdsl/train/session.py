@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from .data import (BatchPipeline, FolderData, InMemoryData, collate_encoded, crop_size, epoch_permutation,
                    load_dataset, worker_errors_unwrapped)
 from .ahead import Ahead
+from .evaluation import evaluate
 from .images import build_batch
 from .options import MAX_LR
 from .schedule import LRSchedule, from_recipe
@@ -108,47 +108,6 @@ def apply_overrides(recipe: dict, opts: RunOptions) -> dict:
         raise TrainingError("the recipe names no dataset: pass --data (cifar10, cifar100, fashion-mnist, mnist, "
                             "synthetic or an ImageNet-layout folder)")
     return r
-
-
-@torch.no_grad()
-def evaluate(model, batches, device, amp_dtype=None, channels_last=False) -> dict:
-    """Mean loss, top-1 and top-5 error (%) over ``batches`` of (x, y); a (B, K, C, H, W) x averages K crops.
-    The per-batch sums stay on the device and are read once at the end (a read per batch would make the host wait
-    for every batch's forward pass); they are added on the host in batch order, in double, as before."""
-    was_training = model.training
-    model.eval()
-    try:
-        total, loss_sums, wrongs = _evaluated(model, batches, device, amp_dtype, channels_last)
-    finally:
-        model.train(was_training)
-        if hasattr(batches, "close"):  # batches made ahead in a thread: stop it however the evaluation ends
-            batches.close()
-    loss_sum = sum(torch.stack(loss_sums).tolist()) if loss_sums else 0.0
-    wrong1, wrong5 = torch.stack(wrongs).sum(0).tolist() if wrongs else (0, 0)
-    total = max(total, 1)
-    return {"loss": loss_sum / total, "error": 100.0 * wrong1 / total, "top5_error": 100.0 * wrong5 / total}
-
-
-def _evaluated(model, batches, device, amp_dtype, channels_last) -> tuple:
-    """The images, the per-batch loss sums and the per-batch (top-1, top-5) wrong counts, left on the device."""
-    total, loss_sums, wrongs = 0, [], []
-    for x, y in batches:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        crops = x.dim() == 5
-        if crops:
-            b, k = x.shape[:2]
-            x = x.flatten(0, 1)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(x).float()
-        if crops:
-            logits = logits.view(b, k, -1).softmax(-1).mean(1).log()
-        loss_sums.append(F.cross_entropy(logits, y, reduction="sum"))
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        wrongs.append(torch.stack([(top[:, 0] != y).sum(), (~(top == y[:, None]).any(1)).sum()]))
-        total += y.numel()
-    return total, loss_sums, wrongs
 
 
 def decodes_on_device(opts: RunOptions, device: torch.device) -> bool:

@@ -29,6 +29,34 @@ WARMUP = 3  # eager iterations before the capture: cuDNN picks its algorithms, S
 _CAPTURING = threading.Lock()
 
 
+def on_side_stream(side, fn):
+    """``fn()`` run on the CUDA stream ``side`` after the current stream's queued work, which then waits for it
+    (PyTorch's recipe for the eager passes before a capture); ``fn()`` as it is when ``side`` is None."""
+    if side is None:
+        return fn()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        out = fn()
+    torch.cuda.current_stream().wait_stream(side)
+    return out
+
+
+def captured(side, fn):
+    """``(graph, outputs)``: ``fn()`` captured in a new CUDA graph on the stream ``side``, then replayed once (the
+    capture itself runs nothing). A failed capture raises its RuntimeError once the device is idle again."""
+    graph = torch.cuda.CUDAGraph()
+    side.wait_stream(torch.cuda.current_stream())
+    try:
+        with _CAPTURING, torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
+            out = fn()
+    except RuntimeError:
+        torch.cuda.synchronize()
+        raise
+    torch.cuda.current_stream().wait_stream(side)
+    graph.replay()
+    return graph, out
+
+
 def why_eager(s) -> str | None:
     """None when the session takes the fast path, else the reason it steps eagerly (for the banner)."""
     opts = s.opts
@@ -156,30 +184,16 @@ class GraphSteps:
         return loss.detach(), wrong
 
     def _on_side_stream(self):
-        if self.side is None:
-            return self._iteration()
-        self.side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(self.side):  # PyTorch's recipe: warm up on a side stream
-            out = self._iteration()
-        torch.cuda.current_stream().wait_stream(self.side)
-        return out
+        return on_side_stream(self.side, self._iteration)
 
     def _capture(self) -> None:
-        graph = torch.cuda.CUDAGraph()
-        self.side.wait_stream(torch.cuda.current_stream())
+        self.s.optimizer.zero_grad(set_to_none=True)
         try:
-            self.s.optimizer.zero_grad(set_to_none=True)
-            with _CAPTURING, torch.cuda.graph(graph, stream=self.side, capture_error_mode="thread_local"):
-                out = self._iteration()
+            self.graph, self.out = captured(self.side, self._iteration)
         except RuntimeError as exc:  # nothing ran: the capture records kernels without executing them
-            torch.cuda.synchronize()
             self.capture, self.words = False, "eager steps (CUDA graph capture failed)"
             self.say(f"note: the CUDA graph capture failed ({str(exc).splitlines()[0][:200]}); stepping eagerly")
             self.out = self._on_side_stream()
-            return
-        torch.cuda.current_stream().wait_stream(self.side)
-        self.graph, self.out = graph, out
-        graph.replay()
 
     def optimizer_state(self) -> dict:
         """The optimizer's state as the eager loop keeps it: a number for the rate, its own kernel choice."""
