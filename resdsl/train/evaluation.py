@@ -72,13 +72,13 @@ def eval_batch(s) -> int:
 
 
 def evaluator(s, say=print):
-    """The run's evaluation as a call returning :func:`evaluate`'s figures for the model's current weights: a
-    :class:`GraphEvaluation` on the fast path, else the eager passes over the test batches."""
+    """The run's evaluation as a call (``last=True`` at the run's last one) returning :func:`evaluate`'s figures for
+    the model's current weights: a :class:`GraphEvaluation` on the fast path, else the eager passes."""
     if stepping.why_eager(s) is None:
         return GraphEvaluation(s, say=say)
     from .session import test_batches  # the session imports this module
 
-    def eager() -> dict:
+    def eager(last: bool = False) -> dict:
         batches = test_batches(s.data, s.pipeline, s.opts, eval_batch(s), device=s.device)
         return evaluate(s.model, batches, s.device, s.amp_dtype, s.opts.channels_last)
     return eager
@@ -100,14 +100,15 @@ class GraphEvaluation:
         self.side = torch.cuda.Stream(s.device) if s.device.type == "cuda" else None
         self.graph, self.out, self.warm = None, None, False
 
-    def __call__(self) -> dict:
+    def __call__(self, last: bool = False) -> dict:
+        """The figures of the current weights; ``last``: the run's last evaluation (not worth a capture)."""
         model = self.s.model
         was_training = model.training
         model.eval()
         try:
             if self.graph is not None:
                 self.graph.replay()
-            elif self.capture and self.warm:
+            elif self.capture and self.warm and not last:
                 self._capture()
             else:
                 self.out = stepping.on_side_stream(self.side, self._passes)

@@ -349,7 +349,7 @@ def _evaluate_and_log(s: Session, state: dict, window: Window, it: int, lr: floa
     state.update(window.read())
     _reduce_window(state, s.device, s.rank, s.world)
     if s.rank == 0:
-        res = evaluation()
+        res = evaluation(last=it + 1 == s.total)
         seen = max(state["seen"], 1)
         row = {"iter": it + 1, "epoch": round((it + 1) / s.iters_per_epoch, 4), "lr": lr,
                "train_loss": state["loss_sum"] / seen, "train_error": 100.0 * state["wrong"] / seen,
