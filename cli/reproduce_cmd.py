@@ -70,7 +70,7 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     from resdsl.experiment import catalog
     from resdsl.experiment.parse import parse_experiment
     from resdsl.experiment.reproduce import launch, only_rows, plan, plan_text, write_report
-    from resdsl.experiment.runner import ExperimentRunError
+    from resdsl.experiment.runner import ExperimentRunError, check_record
 
     from .train_cmd import git_commit
 
@@ -92,6 +92,11 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     gpus = _gpus(device)
     parallel = parallel or max(1, gpus)
     started = time.perf_counter()
+    try:  # a dry run refuses what the run would refuse (another experiment's folder, other options)
+        check_record(out, exp, options, seeds or exp.seeds, write=False)
+    except ExperimentRunError as exc:
+        click.echo(f"resdsl: error: {exc}", err=True)
+        sys.exit(EXIT_SPEC)
     lines = plan(exp, out, options, seeds, estimate=not no_estimate)
     click.echo(f"{exp.source}: {exp.title} -> {out}\n{plan_text(exp, lines, parallel)}")
     if dry_run:

@@ -57,6 +57,8 @@ def test_tiny_experiment_end_to_end(tmp_path):
     assert other.returncode == 1 and "Traceback" not in other.stderr
     assert "started with options --iters 3" in other.stderr
     assert "asks for --iters 5." in other.stderr  # the flags that differ, not the two option dicts
+    dry = reproduce(TINY, *FAST[:1], "5", *FAST[2:], "--out", str(out), "--dry-run")  # says what the run would
+    assert dry.returncode == 1 and "asks for --iters 5." in dry.stderr and "runs to do" not in dry.stdout
 
 
 def test_killed_experiment_finishes_equal_to_an_uninterrupted_one(tmp_path):
@@ -129,6 +131,8 @@ def test_an_output_folder_it_did_not_make_is_refused(tmp_path):
     (mine / "report.md").write_text("MY DRAFT")
     r = reproduce(TINY, *FAST, "--out", str(mine))
     assert r.returncode == 1 and "already holds files" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    dry = reproduce(TINY, *FAST, "--out", str(mine), "--dry-run")
+    assert dry.returncode == 1 and "already holds files" in dry.stderr, dry.stderr
     assert sorted(p.name for p in mine.iterdir()) == ["report.md"] and (mine / "report.md").read_text() == "MY DRAFT"
     (tmp_path / "file").write_text("x")
     r = reproduce(TINY, *FAST, "--out", str(tmp_path / "file"))

@@ -103,8 +103,9 @@ def train_command(exp: Experiment, job: Job, options: dict) -> list[str]:
     return cmd
 
 
-def check_record(out: str, exp: Experiment, options: dict, seeds: int) -> None:
-    """Write EXPDIR/experiment.json on the first start; on a restart, refuse other options than the first's."""
+def check_record(out: str, exp: Experiment, options: dict, seeds: int, write: bool = True) -> None:
+    """Write EXPDIR/experiment.json on the first start; on a restart, refuse other options than the first's.
+    ``write=False`` (a dry run) refuses what the run would refuse and writes nothing."""
     path = os.path.join(out, RECORD)
     mine = {"experiment": exp.name, "file": exp.path, "seeds": seeds, "rows": [r.label for r in exp.rows],
             "options": {k: options.get(k) for k in PASSED + FLAGS}}
@@ -132,6 +133,8 @@ def check_record(out: str, exp: Experiment, options: dict, seeds: int) -> None:
     if os.path.isdir(out) and os.listdir(out):  # the report and results would replace files it did not write
         raise ExperimentRunError(f"--out {out} already holds files but no {RECORD} (an experiment folder holds its "
                                  "record, its runs and its report, written by resdsl); use another --out")
+    if not write:
+        return
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as exc:
