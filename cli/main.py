@@ -71,8 +71,9 @@ Examples:
 @click.argument("spec", type=click.Path(dir_okay=True, path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the counts and expectations.")
 @click.option("--dump-ir", is_flag=True, help="Print the checked IR, one operation per line.")
-@click.option("--emit-python", "emit_py", type=click.Path(dir_okay=False, writable=True),
-              help="Write standalone PyTorch source (imports only torch) with a build() function.")
+@click.option("--emit-python", "emit_py", type=click.Path(dir_okay=False, writable=True, allow_dash=True),
+              help="Write standalone PyTorch source (imports only torch) with a build() function; - writes it to "
+                   "standard output (the summary then goes to standard error).")
 @click.option("--emit-trainer", "trainer_dir", type=click.Path(file_okay=False),
               help="Write a self-contained folder (model.py, the trainer, recipe.json, train.py) that trains with only "
                    "torch and torchvision installed.")
@@ -87,13 +88,20 @@ def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, tr
     for flag, value in (("--emit-python", emit_py), ("--emit-trainer", trainer_dir), ("--onnx", onnx_out)):
         if value is not None and not value.strip():
             raise click.UsageError(f"{flag} needs a file or folder name, not an empty one")
+    source_out = emit_py == "-"  # like viz -o -: standard output
+    if source_out and (as_json or dump_ir):
+        raise click.UsageError("--emit-python - writes the source to standard output, where --json and --dump-ir "
+                               "write too; give the source a file name")
     net = compile_spec(spec)
-    info = sys.stderr if as_json or dump_ir else sys.stdout
+    info = sys.stderr if as_json or dump_ir or source_out else sys.stdout
     if emit_py:
         from resdsl.backends.python_source import emit_python
 
-        _write_output(emit_py, emit_python(net))
-        click.echo(f"wrote {emit_py}", file=info)
+        if source_out:
+            click.echo(emit_python(net), nl=False)
+        else:
+            _write_output(emit_py, emit_python(net))
+            click.echo(f"wrote {emit_py}", file=info)
     if trainer_dir:
         from resdsl.backends.trainer_folder import emit_trainer
 
@@ -122,7 +130,7 @@ def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, tr
     elif dump_ir:
         click.echo(net.dump_ir(), nl=False)
     else:
-        click.echo(_summary(net))
+        click.echo(_summary(net), file=info)
     from resdsl.errors import render_diagnostic
 
     for e in net.expects:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -289,6 +290,11 @@ def test_emit_python_cli(at_root, tmp_path):
     assert sum(p.numel() for p in model.parameters()) == 853_018
     r = CliRunner().invoke(main, ["compile", "specs/resnet56.res", "--emit-python", str(tmp_path / "no" / "m.py")])
     assert r.exit_code == 1 and "does not exist" in r.stderr
+    r = CliRunner().invoke(main, ["compile", "specs/resnet56.res", "--emit-python", "-"])  # - is standard output
+    assert r.exit_code == 0 and r.stdout == out.read_text() and "853,018" in r.stderr
+    assert not (Path.cwd() / "-").exists()
+    r = CliRunner().invoke(main, ["compile", "specs/resnet56.res", "--emit-python", "-", "--json"])
+    assert r.exit_code == 2 and "--json and --dump-ir write too" in r.output
 
 
 # ---- bounded resources: refused from the compiled counts, before any tensor is allocated ------------------------
