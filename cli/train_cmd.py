@@ -153,7 +153,7 @@ def _launch_seeds(spec: str, given, values: dict, settings, seed_runs: str) -> i
     click.echo(f"{len(values['seeds'])} runs of {net.name}, seeds {', '.join(map(str, values['seeds']))}, in {out}")
 
     gpus = _gpus(values["device"])
-    way = seed_runs_way(seed_runs, gpus, _is_random(net), values["parallel"])
+    way = seed_runs_way(seed_runs, gpus, _is_random(net), values["parallel"], len(values["seeds"]))
     if way == "threads":
         click.echo("the runs are threads of this process" + (", each on its own CUDA stream of the GPU"
                                                               if gpus else ""))
@@ -169,8 +169,12 @@ def _launch_seeds(spec: str, given, values: dict, settings, seed_runs: str) -> i
 def _seeds_in_threads(net, spec: str, out: str, values: dict, settings) -> int:
     """--seed-runs threads: every seed's run in a thread of this process, on its own CUDA stream."""
     from resdsl.train.loop import stop_all
-    from resdsl.train.seeds import run_in_threads
+    from resdsl.train.seeds import MAX_THREAD_RUNS, run_in_threads
 
+    cuda = _gpus(values["device"]) > 0
+    if cuda and len(values["seeds"]) > MAX_THREAD_RUNS:
+        raise click.UsageError(f"at most {MAX_THREAD_RUNS} runs go in threads on a GPU (each takes CUDA streams from "
+                               "a pool of 32 that PyTorch shares out); use --seed-runs processes")
     if values["parallel"]:
         raise click.UsageError("--parallel goes with --seed-runs processes (threads run every seed at once)")
     if _is_random(net):
@@ -181,7 +185,7 @@ def _seeds_in_threads(net, spec: str, out: str, values: dict, settings) -> int:
     def train_one(seed: int, folder: str) -> int:
         return _train_once(spec, dict(values, seed=seed, out=folder, quiet=True), list(settings))
 
-    return run_in_threads(values["seeds"], out, train_one, stop_all, cuda=_gpus(values["device"]) > 0)
+    return run_in_threads(values["seeds"], out, train_one, stop_all, cuda=cuda)
 
 
 def _is_random(net) -> bool:

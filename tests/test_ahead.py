@@ -158,11 +158,11 @@ CUDA = [pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_availabl
 def test_on_a_gpu_batches_made_ahead_are_the_threads_own(device):
     """Made in the producer on the consumer's data stream for the role (the same stream each time, another for
     another role), handed over by an event: the consumer's stream sees the finished batch."""
-    from resdsl.train.streams import data_stream, prepared
+    from resdsl.train.streams import prepared, thread_stream
 
-    assert data_stream(device, "train") is data_stream(device, "train")
-    assert data_stream(device, "train") != data_stream(device, "test")
-    stream = data_stream(device, "train")
+    assert thread_stream(device, "train") is thread_stream(device, "train")
+    assert thread_stream(device, "train") != thread_stream(device, "test")
+    stream = thread_stream(device, "train")
     seen = []
 
     def make(k):

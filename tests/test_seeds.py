@@ -129,12 +129,14 @@ def test_emitted_trainer_runs_seeds(tmp_path):
 def test_seed_runs_auto_makes_threads_on_one_gpu_only():
     from resdsl.train.seeds import seed_runs_way
 
-    assert seed_runs_way("auto", gpus=1, dropout=False, parallel=None) == "threads"
-    assert seed_runs_way("auto", gpus=0, dropout=False, parallel=None) == "processes"  # a CPU: its cores
-    assert seed_runs_way("auto", gpus=4, dropout=False, parallel=None) == "processes"  # dealt out over the GPUs
-    assert seed_runs_way("auto", gpus=1, dropout=True, parallel=None) == "processes"  # a shared generator
-    assert seed_runs_way("auto", gpus=1, dropout=False, parallel=2) == "processes"
-    assert seed_runs_way("threads", gpus=0, dropout=False, parallel=None) == "threads"  # asked for: as asked
+    assert seed_runs_way("auto", gpus=1, dropout=False, parallel=None, runs=5) == "threads"
+    assert seed_runs_way("auto", gpus=0, dropout=False, parallel=None, runs=5) == "processes"  # a CPU: its cores
+    assert seed_runs_way("auto", gpus=4, dropout=False, parallel=None, runs=5) == "processes"  # dealt out over the GPUs
+    assert seed_runs_way("auto", gpus=1, dropout=True, parallel=None, runs=5) == "processes"  # a shared generator
+    assert seed_runs_way("auto", gpus=1, dropout=False, parallel=2, runs=5) == "processes"
+    assert seed_runs_way("threads", gpus=0, dropout=False, parallel=None, runs=5) == "threads"  # asked for: as asked
+    # each thread takes CUDA streams from PyTorch's pool of 32 a GPU: no two threads may share one
+    assert seed_runs_way("auto", gpus=1, dropout=False, parallel=None, runs=11) == "processes"
 
 
 def test_threads_refuse_a_network_with_dropout(tmp_path):

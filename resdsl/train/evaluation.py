@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from . import stepping
+from .streams import thread_stream
 
 
 @torch.no_grad()
@@ -97,7 +98,7 @@ class GraphEvaluation:
     def __init__(self, s, capture: bool | None = None, say=print):
         self.s, self.say = s, say
         self.capture = s.device.type == "cuda" if capture is None else capture
-        self.side = torch.cuda.Stream(s.device) if s.device.type == "cuda" else None
+        self.side = thread_stream(s.device, "graph")  # GraphSteps' too: the same thread uses it in turn
         self.graph, self.out, self.warm = None, None, False
 
     def __call__(self, last: bool = False) -> dict:
@@ -125,9 +126,12 @@ class GraphEvaluation:
 
     def _capture(self) -> None:
         try:
-            self.graph, self.out = stepping.captured(self.side, self._passes)
+            graph, out = stepping.captured(self.side, self._passes)
         except RuntimeError as exc:  # nothing ran: the capture records kernels without executing them
             self.capture = False
             self.say(f"note: the CUDA graph capture of the evaluation failed ({str(exc).splitlines()[0][:200]}); "
                      "evaluating eagerly")
             self.out = stepping.on_side_stream(self.side, self._passes)
+            return
+        self.graph, self.out = graph, out
+        graph.replay()

@@ -28,7 +28,7 @@ import torch
 
 from .dataerror import DataError
 from .decoding import decode
-from .streams import data_stream, hand_over, prepared, to_device
+from .streams import hand_over, prepared, thread_stream, to_device
 
 FOLDER_AUGMENTATIONS = ("scale", "random-resized-crop", "flip", "color", "pad-crop")
 
@@ -330,7 +330,7 @@ def make_batch(datas: list[torch.Tensor], paths: list[str], seeds: list[int], vi
     ``draws``: the seeds' :func:`draw`, when made already (by the DataLoader workers, off this thread).
     On a CUDA device the batch is made on the calling thread's data stream (:mod:`streams`), so :func:`decode`
     waits only for the previous batch's cuts, not for the training steps queued on the caller's stream."""
-    x, ready = prepared(lambda: build_batch(datas, paths, seeds, view, device, draws), data_stream(device))
+    x, ready = prepared(lambda: build_batch(datas, paths, seeds, view, device, draws), thread_stream(device))
     hand_over((x,), ready)
     return x
 

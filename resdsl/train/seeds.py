@@ -17,14 +17,22 @@ import sys
 import threading
 from typing import Callable
 
-def seed_runs_way(choice: str, gpus: int, dropout: bool, parallel: int | None) -> str:
-    """How ``--seed-runs CHOICE`` runs the seeds: ``auto`` makes them threads on exactly one GPU (on an H100 five
-    ResNet-20 runs as threads took 2.1x one run's time, as processes 3.7x: benchmarks/RESULTS.md), unless the
-    network has dropout or stochastic depth (its runs would share torch's generator) or ``--parallel`` limits the
-    runs at once; processes elsewhere (on several GPUs they are dealt out over them; on a CPU they share its cores)."""
+# A run in a thread takes up to 3 of the 32 CUDA streams PyTorch deals out a GPU (its own, and the fast path's graph
+# stream or an image folder's two data streams); more runs would share streams, and a stream being captured into a
+# CUDA graph must be no other thread's (streams.py)
+MAX_THREAD_RUNS = 10
+
+
+def seed_runs_way(choice: str, gpus: int, dropout: bool, parallel: int | None, runs: int) -> str:
+    """How ``--seed-runs CHOICE`` runs ``runs`` seeds: ``auto`` makes them threads on exactly one GPU (on an H100
+    five ResNet-20 runs as threads took 2.1x one run's time, as processes 3.7x: benchmarks/RESULTS.md), unless the
+    network has dropout or stochastic depth (its runs would share torch's generator), ``--parallel`` limits the
+    runs at once or there are more than MAX_THREAD_RUNS; processes elsewhere (on several GPUs they are dealt out
+    over them; on a CPU they share its cores)."""
     if choice != "auto":
         return choice
-    return "threads" if gpus == 1 and not dropout and not parallel else "processes"
+    threads = gpus == 1 and not dropout and not parallel and runs <= MAX_THREAD_RUNS
+    return "threads" if threads else "processes"
 
 
 def seed_dir(out: str, seed: int) -> str:

@@ -18,7 +18,7 @@ from .images import build_batch
 from .options import MAX_LR
 from .schedule import LRSchedule, from_recipe
 from .steps import seed_for
-from .streams import data_stream, prepared, to_device
+from .streams import prepared, thread_stream, to_device
 
 
 class TrainingError(Exception):
@@ -126,7 +126,7 @@ def _folder_batches(ds, opts: RunOptions, device, on_device: bool, role: str, **
         collate_fn=collate_encoded if on_device else None, **loader))
     if not on_device:
         return batches
-    stream = data_stream(device, role)  # taken here, in the thread that uses the batches (see streams.py)
+    stream = thread_stream(device, role)  # taken here, in the thread that uses the batches (see streams.py)
 
     def make(batch):
         datas, labels, seeds, paths, draws = batch

@@ -21,6 +21,7 @@ import threading
 import torch
 
 from .data import epoch_permutation
+from .streams import thread_stream
 from .steps import InMemoryBatches, Window, seed_for, set_lr, train_step
 
 WARMUP = 3  # eager iterations before the capture: cuDNN picks its algorithms, SGD makes its momentum buffers
@@ -42,18 +43,19 @@ def on_side_stream(side, fn):
 
 
 def captured(side, fn):
-    """``(graph, outputs)``: ``fn()`` captured in a new CUDA graph on the stream ``side``, then replayed once (the
-    capture itself runs nothing). A failed capture raises its RuntimeError once the device is idle again."""
-    graph = torch.cuda.CUDAGraph()
-    side.wait_stream(torch.cuda.current_stream())
+    """``(graph, outputs)``: ``fn()`` captured in a new CUDA graph on the stream ``side`` (the capture runs nothing;
+    the caller replays it). A failed capture raises its RuntimeError once the device is idle and the thread is back
+    on its own stream (a failing ``capture_end`` leaves ``torch.cuda.graph`` without restoring it)."""
+    graph, before = torch.cuda.CUDAGraph(), torch.cuda.current_stream()
+    side.wait_stream(before)
     try:
         with _CAPTURING, torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
             out = fn()
     except RuntimeError:
+        torch.cuda.set_stream(before)
         torch.cuda.synchronize()
         raise
-    torch.cuda.current_stream().wait_stream(side)
-    graph.replay()
+    before.wait_stream(side)
     return graph, out
 
 
@@ -132,7 +134,7 @@ class GraphSteps:
         self.lr = torch.zeros((), dtype=torch.float32, device=dev)  # the fused SGD kernel reads a float32 rate
         self.epoch, self.lr_now, self.next_it = None, None, None
         self.graph, self.eager_left, self.out = None, WARMUP, None
-        self.side = torch.cuda.Stream(dev) if dev.type == "cuda" else None
+        self.side = thread_stream(dev, "graph")  # None off CUDA
         self.saved_flags = [(g["fused"], g["foreach"]) for g in s.optimizer.param_groups]
         for group in s.optimizer.param_groups:
             group.update(lr=self.lr, fused=True, foreach=False)
@@ -189,11 +191,14 @@ class GraphSteps:
     def _capture(self) -> None:
         self.s.optimizer.zero_grad(set_to_none=True)
         try:
-            self.graph, self.out = captured(self.side, self._iteration)
+            graph, out = captured(self.side, self._iteration)
         except RuntimeError as exc:  # nothing ran: the capture records kernels without executing them
             self.capture, self.words = False, "eager steps (CUDA graph capture failed)"
             self.say(f"note: the CUDA graph capture failed ({str(exc).splitlines()[0][:200]}); stepping eagerly")
             self.out = self._on_side_stream()
+            return
+        self.graph, self.out = graph, out
+        graph.replay()
 
     def optimizer_state(self) -> dict:
         """The optimizer's state as the eager loop keeps it: a number for the rate, its own kernel choice."""

@@ -1,15 +1,18 @@
 """Tensors between the host, threads and CUDA streams without making the host wait (issue 10).
 
-A batch of image-folder pictures is made on a *data stream* (:func:`data_stream`) while the training steps queue
+A batch of image-folder pictures is made on a *data stream* (:func:`thread_stream`) while the training steps queue
 on the loop's stream: :func:`prepared` runs the making there and marks its end with an event, :func:`hand_over`
 makes the consuming thread's stream wait for that event on the device, and :func:`to_device` copies the small host
 tensors (labels, augmentation numbers) from pinned memory, which does not wait for the queued steps either.
 
-Data streams belong to the thread that consumes the batches, one per (device, role), for the thread's life: a
-thread that makes batches for it (:class:`ahead.Ahead`) uses the consumer's stream, never one of its own, because
-PyTorch hands streams out round-robin from a pool of 32 a device, and a stream taken anew for each evaluation
-would sooner or later be the training's, where nvJPEG must find nothing queued (:func:`decoding.decode`). Imports
-nothing from resdsl: it ships beside emitted trainers.
+The side streams of a thread belong to it, one per (device, role), for the thread's life: the data streams
+("train", "test", "batches") of the thread that consumes the batches (a thread that makes batches for it,
+:class:`ahead.Ahead`, uses the consumer's stream, never one of its own), and the "graph" stream on which the fast
+path warms up and captures its CUDA graphs (the training step's and the evaluation's, one after the other).
+PyTorch hands streams out round-robin from a pool of 32 a device: a stream taken anew for each evaluation would
+sooner or later be the training's, where nvJPEG must find nothing queued (:func:`decoding.decode`), and a stream
+shared by two threads would put one's kernels into the other's capture (so `--seeds` caps the runs it makes
+threads, seeds.MAX_THREAD_RUNS). Imports nothing from resdsl: it ships beside emitted trainers.
 """
 from __future__ import annotations
 
@@ -20,8 +23,8 @@ import torch
 _STREAMS = threading.local()
 
 
-def data_stream(device, role: str = "batches"):
-    """The calling thread's data stream for ``role`` on a CUDA ``device`` (made once; None off CUDA)."""
+def thread_stream(device, role: str = "batches"):
+    """The calling thread's side stream for ``role`` on a CUDA ``device`` (made once; None off CUDA)."""
     device = torch.device(device)
     if device.type != "cuda":
         return None
