@@ -90,8 +90,8 @@ class GraphEvaluation:
 
     The first evaluation runs them eagerly on a side stream (cuDNN picks its algorithms for the test batch's shapes,
     as GraphSteps' warm-up does for training); the second captures them and replays; the later ones only replay.
-    The graph reads the weights, BatchNorm's running statistics and the normalised test images where they live, so
-    a replay sees the weights of that moment. The figures are those of the eager passes: the same kernels on the
+    The graph reads the weights, BatchNorm's running statistics, the test images and their normalisation where
+    they live (updated in place, never replaced, while the run lasts), so a replay sees the weights of that moment. The figures are those of the eager passes: the same kernels on the
     same batches, added up on the host in the same order. ``capture=False`` runs the passes eagerly every time
     (what it does off CUDA, which is how the CPU tests check it)."""
 
