@@ -45,8 +45,8 @@ Examples:
 @click.command("list", epilog=LIST_EXAMPLES)
 @click.argument("pattern", required=False)
 @click.option("--paper", type=click.Choice(PAPER_CHOICES, case_sensitive=False),
-              help="Only the specs of one source: R ([R] Deep Residual Learning), I ([I] Identity Mappings) "
-                   "or torchvision.")
+              help="Only the specs of one source: R ([R] Deep Residual Learning), I ([I] Identity Mappings), "
+                   "WRN (Wide Residual Networks), SD (Stochastic Depth), torchvision or timm.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list: name, paper, where, network, params, "
               "macs, layers, path.")
 @guard
@@ -56,9 +56,9 @@ def list_cmd(pattern: str | None, paper: str | None, as_json: bool) -> None:
     Every command takes a packaged spec's name wherever it takes a spec path. A name is the spec's path under
     specs/ without .res (resnet50 is the paper's, torchvision/resnet50 torchvision's); an existing file of the
     same name wins. One line per spec: its name, the paper ([R] = "Deep Residual Learning for Image
-    Recognition", [I] = "Identity Mappings in Deep Residual Networks", or torchvision), the table or figure it
-    reproduces, and its parameters and multiply-adds for one image. PATTERN filters the names (shell-style
-    wildcards). `resdsl list experiments` lists the packaged experiments instead (`resdsl reproduce NAME`).
+    Recognition", [I] = "Identity Mappings in Deep Residual Networks", [WRN], [SD], torchvision or timm), the table
+    or figure it reproduces, and its parameters and multiply-adds for one image. PATTERN filters the names
+    (shell-style wildcards). `resdsl list experiments` lists the packaged experiments instead (`resdsl reproduce NAME`).
     """
     if pattern == "experiments":
         _list_experiments(as_json)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -92,6 +93,13 @@ def test_submitit_local_launcher_runs_the_experiment(tmp_path):
     assert "through submitit" in r.stdout
     assert all(len(row["test_errors"]) == 1 for row in results(out)["rows"])
     assert (out / "submitit").is_dir()
+
+
+@pytest.mark.skipif(shutil.which("srun") is not None, reason="a Slurm cluster is here")
+def test_slurm_launcher_without_slurm_is_a_plain_error(tmp_path):
+    pytest.importorskip("submitit")
+    r = reproduce(TINY, *FAST, "--launcher", "slurm", "--out", str(tmp_path / "exp"))
+    assert r.returncode == 1 and "use --launcher local" in r.stderr and "internal error" not in r.stderr, r.stderr
 
 
 def test_dry_run_plans_with_an_estimate(tmp_path):

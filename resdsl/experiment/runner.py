@@ -214,14 +214,19 @@ def run_submitit(exp: Experiment, todo: list[Job], options: dict, folder: str, c
         import submitit
     except ImportError:
         raise ExperimentRunError("--launcher slurm needs submitit: pip install 'resdsl[cluster]'") from None
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     params = {k: v for k, v in slurm.items() if v is not None}
-    if cluster == "slurm":
-        executor.update_parameters(slurm_array_parallelism=params.pop("parallel", len(todo)), **params)
-    else:
-        executor.update_parameters(timeout_min=params.get("timeout_min", 60 * 24))
-    say(f"submitting {len(todo)} runs through submitit ({cluster or 'auto'}), logs in {folder}")
-    submitted = executor.submit_array([TrainJob(exp, job, options) for job in todo])
+    try:  # no Slurm here (submitit looks for srun), or sbatch refused the array: the user's setup, not a bug
+        executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+        if cluster == "slurm":
+            executor.update_parameters(slurm_array_parallelism=params.pop("parallel", len(todo)), **params)
+        else:
+            executor.update_parameters(timeout_min=params.get("timeout_min", 60 * 24))
+        say(f"submitting {len(todo)} runs through submitit ({cluster or 'auto'}), logs in {folder}")
+        submitted = executor.submit_array([TrainJob(exp, job, options) for job in todo])
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        hint = "; on a machine without Slurm use --launcher local" if cluster == "slurm" else ""
+        raise ExperimentRunError(f"submitit could not submit the runs: {str(exc).strip() or type(exc).__name__}"
+                                 f"{hint}") from None
     failed = []
     for job, sub in zip(todo, submitted):
         try:

@@ -121,7 +121,7 @@ OPTIONS = (
     Option("--parallel", "with --seeds: how many runs at once (default: all of them)", "run", positive_int, "N"),
     Option("--deterministic", "deterministic algorithms only (bitwise-exact resume on the GPU)", "run",
            is_flag=True),
-    Option("--eval-every", "evaluate every N iterations (default: each epoch, at most 10 times a run)", "run",
+    Option("--eval-every", "evaluate every N iterations (default: each epoch, and at least 10 times a run)", "run",
            positive_int, "N"),
     Option("--checkpoint-every", "checkpoint every N iterations (default: at each evaluation)", "run",
            positive_int, "N"),
