@@ -58,7 +58,8 @@ def list_cmd(pattern: str | None, paper: str | None, as_json: bool) -> None:
     same name wins. One line per spec: its name, the paper ([R] = "Deep Residual Learning for Image
     Recognition", [I] = "Identity Mappings in Deep Residual Networks", [WRN], [SD], torchvision or timm), the table
     or figure it reproduces, and its parameters and multiply-adds for one image. PATTERN filters the names
-    (shell-style wildcards). `resdsl list experiments` lists the packaged experiments instead (`resdsl reproduce NAME`).
+    (shell-style wildcards). `resdsl list experiments` lists the packaged experiments instead (`resdsl reproduce
+    NAME`).
     """
     if pattern == "experiments":
         _list_experiments(as_json)

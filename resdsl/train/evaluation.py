@@ -43,8 +43,9 @@ def _figures(total: int, loss_sums, wrongs) -> dict:
 
 
 def _evaluated(model, batches, device, amp_dtype, channels_last, cache: bool = True) -> tuple:
-    """The images, and on the device the per-batch loss sums (B,) and (top-1, top-5) wrong counts (B, 2); None
-    for both when there was no batch. ``cache=False`` turns off autocast's weight cache (for a CUDA graph)."""
+    """The number of images, and on the device the per-batch loss sums (B,) and (top-1, top-5) wrong counts
+    (B, 2); None for both when there was no batch. ``cache=False`` turns off autocast's weight cache (for a CUDA
+    graph)."""
     total, loss_sums, wrongs = 0, [], []
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -79,7 +80,7 @@ def evaluator(s, say=print):
         return GraphEvaluation(s, say=say)
     from .session import test_batches  # the session imports this module
 
-    def eager(last: bool = False) -> dict:
+    def eager(last: bool = False) -> dict:  # noqa: ARG001 - the same call as GraphEvaluation's
         batches = test_batches(s.data, s.pipeline, s.opts, eval_batch(s), device=s.device)
         return evaluate(s.model, batches, s.device, s.amp_dtype, s.opts.channels_last)
     return eager
@@ -91,9 +92,10 @@ class GraphEvaluation:
     The first evaluation runs them eagerly on a side stream (cuDNN picks its algorithms for the test batch's shapes,
     as GraphSteps' warm-up does for training); the second captures them and replays; the later ones only replay.
     The graph reads the weights, BatchNorm's running statistics, the test images and their normalisation where
-    they live (updated in place, never replaced, while the run lasts), so a replay sees the weights of that moment. The figures are those of the eager passes: the same kernels on the
-    same batches, added up on the host in the same order. ``capture=False`` runs the passes eagerly every time
-    (what it does off CUDA, which is how the CPU tests check it)."""
+    they live (updated in place, never replaced, while the run lasts), so a replay sees the weights of that
+    moment. The figures are those of the eager passes: the same kernels on the same batches, added up on the host
+    in the same order. ``capture=False`` runs the passes eagerly every time (what it does off CUDA, which is how
+    the CPU tests check it)."""
 
     def __init__(self, s, capture: bool | None = None, say=print):
         self.s, self.say = s, say
