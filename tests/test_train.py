@@ -14,6 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import forked  # noqa: E402
 from conftest import ROOT  # noqa: E402
 
 QUICK = ["--data", "synthetic", "--train-subset", "256", "--test-subset", "64", "--batch-size", "32",
@@ -22,8 +23,12 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
 
 
 def resdsl(*args, check=False, timeout=300, **kw):
-    r = subprocess.run([sys.executable, "-m", "resdsl_cli.main", *args], capture_output=True, text=True, cwd=ROOT,
-                       env=ENV, timeout=timeout, **kw)
+    """`python -m resdsl_cli.main *args` in a process of its own (forked from a warm one: tests/forked.py)."""
+    if kw:
+        r = subprocess.run([sys.executable, "-m", "resdsl_cli.main", *args], capture_output=True, text=True,
+                           cwd=ROOT, env=ENV, timeout=timeout, **kw)
+    else:
+        r = forked.run(list(args), ROOT, ENV, timeout)
     if check and r.returncode != 0:
         raise AssertionError(r.stderr)
     return r
