@@ -71,15 +71,14 @@ def _close(proc: subprocess.Popen) -> None:
 
 
 # what a run imports before its first iteration (torch._dynamo: the first optimizer), never resdsl's own modules
-PRELOAD = ("torch", "torch._dynamo", "torch.utils.tensorboard", "torchvision", "matplotlib.pyplot")
+# (matplotlib without pyplot, whose backend choice a command makes for itself)
+PRELOAD = ("torch", "torch._dynamo", "torch.utils.tensorboard", "torchvision", "matplotlib.figure",
+           "matplotlib.backends.backend_agg")
 
 
 def _serve() -> None:
     import importlib
 
-    import matplotlib
-
-    matplotlib.use("Agg")
     for name in PRELOAD:
         importlib.import_module(name)
     for line in sys.stdin:
