@@ -25,6 +25,8 @@ import time
 from types import SimpleNamespace
 
 _WARM: dict = {}  # (tuple of the environment's items) -> the warm process for it
+# forking a process that imported torch is safe on Linux (no CUDA context yet); on macOS it is not
+AVAILABLE = sys.platform.startswith("linux")
 
 
 def run(argv: list[str], cwd, env: dict, timeout: float) -> SimpleNamespace:

@@ -24,7 +24,7 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
 
 def resdsl(*args, check=False, timeout=300, **kw):
     """`python -m resdsl_cli.main *args` in a process of its own (forked from a warm one: tests/forked.py)."""
-    if kw:
+    if kw or not forked.AVAILABLE:
         r = subprocess.run([sys.executable, "-m", "resdsl_cli.main", *args], capture_output=True, text=True,
                            cwd=ROOT, env=ENV, timeout=timeout, **kw)
     else:
