@@ -1,6 +1,7 @@
 """Where one image-folder batch's preparation goes on the GPU (issue 10): the parts of `images.make_batch`, each
 timed alone on 256 JPEGs (mean of 3 after one warm-up, synchronised): nvJPEG's batched decode, the sample draws,
-the 256 cuts (a resize each), flip/jitter/lighting/normalise, and the whole make_batch.
+the 256 cuts (`images.cut_views`: on a GPU in one go, until 2026-11-23 a resize each),
+flip/jitter/lighting/normalise, and the whole make_batch.
 
     python benchmarks/jpeg_batch.py FOLDER     # an ImageNet-layout folder, e.g. make_jpeg_folder.py's
 
@@ -14,7 +15,7 @@ import time
 import torch
 
 from resdsl.train.decoding import decode, read_bytes
-from resdsl.train.images import cut, draw, finish, make_batch, plan_from, train_box
+from resdsl.train.images import cut_views, draw, finish, make_batch, plan_from, train_box
 
 AUGMENT = [{"kind": "scale", "min": 256, "max": 480, "crop": 224}, {"kind": "flip"}, {"kind": "color"}]
 
@@ -44,8 +45,8 @@ def main() -> None:
     datas, view = [read_bytes(p) for p in paths], plan_from(AUGMENT, 224)
     pictures = timed(f"decode {args.batch}", lambda: decode(datas, paths, device), device)
     draws = timed(f"draws {args.batch}", lambda: [draw(s) for s in range(args.batch)], device)
-    boxes = [train_box(view, d, p.shape[1], p.shape[2]) for d, p in zip(draws, pictures)]
-    crops = timed(f"cut {args.batch}", lambda: torch.stack([cut(p, b) for p, b in zip(pictures, boxes)]), device)
+    views = [(k, train_box(view, d, p.shape[1], p.shape[2])) for k, (d, p) in enumerate(zip(draws, pictures))]
+    crops = timed(f"cut {args.batch}", lambda: cut_views(pictures, views), device)
     timed("finish", lambda: finish(crops, view, draws), device)
     timed("make_batch", lambda: make_batch(datas, paths, list(range(args.batch)), view, device), device)
 

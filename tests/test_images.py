@@ -12,7 +12,7 @@ pytest.importorskip("torchvision")
 from PIL import Image  # noqa: E402
 from torchvision.transforms.v2 import functional as TF  # noqa: E402
 
-from resdsl.train import decoding, images  # noqa: E402
+from resdsl.train import cuts, decoding, images  # noqa: E402
 from resdsl.train.data import DataError, load_dataset  # noqa: E402
 from resdsl.train.images import (IMAGENET_EIGVAL, IMAGENET_EIGVEC, IMAGENET_MEAN, IMAGENET_STD, Plan,  # noqa: E402
                                  EvalView, draw, make_batch, plan_from, train_box)
@@ -218,19 +218,27 @@ def _torchvision_off_the_cpu(img: torch.Tensor, box) -> torch.Tensor:
     return x.flip(-1) if box.mirror else x
 
 
-def test_the_gpu_cut_is_torchvisions_float_resize():
-    """Off the CPU, cut skips torchvision's wrapper (fewer kernels a picture) but not its arithmetic: checked here
-    on the CPU, box by box, for every kind of crop and test view."""
-    img = torch.from_numpy(picture(30, 40, seed=4)).permute(2, 0, 1).contiguous()
-    boxes = [train_box(plan_from(augment, crop=20), draw(seed), 30, 40) for seed in range(6) for augment in (
-        [{"kind": "scale", "min": 24, "max": 36, "crop": 20}], [{"kind": "random-resized-crop", "size": 20}],
-        [{"kind": "pad-crop", "padding": 3}], [])]
-    boxes += images.test_boxes(30, 40, crop=20, resize=26, ten_crop=True)
+def test_the_batched_cut_is_torchvisions_float_resize(monkeypatch):
+    """Off the CPU a batch's crops are cut in one go (resdsl/train/cuts.py): torchvision's float resize of each
+    uint8 picture, rounded as it rounds, up to float summation order (a pixel whose exact value is a half may land
+    a level off). Checked here on the CPU for every kind of crop and test view, pictures of several sizes, and a
+    batch cut in chunks."""
+    pictures = [torch.from_numpy(picture(30 + 3 * k, 40 - 4 * k, seed=k)).permute(2, 0, 1).contiguous()
+                for k in range(5)]
+    augments = ([{"kind": "scale", "min": 24, "max": 36, "crop": 20}], [{"kind": "random-resized-crop", "size": 20}],
+                [{"kind": "pad-crop", "padding": 3}], [])
+    views = [(k, train_box(plan_from(a, crop=20), draw(10 * k + seed), *p.shape[1:]))
+             for k, p in enumerate(pictures) for seed in range(6) for a in augments]
+    views += [(k, b) for k, p in enumerate(pictures) for b in images.test_boxes(*p.shape[1:], 20, 26, True)]
+    boxes = [b for _, b in views]
     assert any(b.pad for b in boxes) and any(b.mirror for b in boxes) and any(b.height != b.out for b in boxes)
-    for box in boxes:
-        x = images._cut_float(img, box)
-        assert x.dtype == torch.float32 and x.shape == (3, box.out, box.out)
-        assert torch.equal(x.to(torch.uint8), _torchvision_off_the_cpu(img, box)), box
-        assert torch.equal(x, x.round()) and x.min() >= 0 and x.max() <= 255
-    crops = torch.stack([images._cut_float(img, b) for b in boxes[:4]])
-    assert torch.equal(images.finish(crops, None, None), images.finish(crops.to(torch.uint8), None, None))
+    crops = cuts.cut_batch(pictures, views)
+    assert crops.dtype == torch.float32 and crops.shape == (len(views), 3, 20, 20)
+    assert torch.equal(crops, crops.round()) and crops.min() >= 0 and crops.max() <= 255
+    reference = torch.stack([_torchvision_off_the_cpu(pictures[k], b) for k, b in views]).float()
+    off = (crops - reference).abs()
+    assert off.max() <= 1 and (off > 0).float().mean() < 1e-3
+    monkeypatch.setattr(cuts, "CHUNK_PIXELS", 3 * 30 * 30 * 7)  # several chunks, each cut in its own order
+    assert len(cuts._chunks(*[[30] * len(views)] * 2)) > 10
+    assert torch.equal(cuts.cut_batch(pictures, views), crops)
+    assert torch.equal(images.finish(crops[:4], None, None), images.finish(crops[:4].to(torch.uint8), None, None))

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from .dataerror import DataError
+from .cuts import cut_batch
 from .decoding import decode
 from .streams import hand_over, prepared, thread_stream, to_device
 
@@ -191,9 +192,10 @@ def test_boxes(h: int, w: int, crop: int, resize: int, ten_crop: bool) -> list[B
 
 def cut(img: torch.Tensor, box: Box) -> torch.Tensor:
     """The (3, out, out) crop of a decoded (3, h, w) uint8 picture: uint8 on the CPU (torchvision's native uint8
-    resize, the workers' path), float holding the same whole numbers elsewhere (:func:`_cut_float`)."""
+    resize, the workers' path), elsewhere float holding whole numbers (:func:`cuts.cut_batch`: torchvision's float
+    resize of a uint8 picture, rounded as it rounds)."""
     if img.device.type != "cpu":
-        return _cut_float(img, box)
+        return cut_batch([img], [(0, box)])[0]
     from torchvision.transforms.v2 import functional as TF
 
     if box.pad:
@@ -204,32 +206,6 @@ def cut(img: torch.Tensor, box: Box) -> torch.Tensor:
     if (box.height, box.width) != (box.out, box.out):
         img = TF.resize(img, [box.out, box.out], antialias=True)
     return img.flip(-1) if box.mirror else img
-
-
-def _cut_float(img: torch.Tensor, box: Box) -> torch.Tensor:
-    """:func:`cut` on a GPU, where torchvision resizes a uint8 picture in float32 and rounds back: the same
-    arithmetic with fewer kernels and less Python a picture (the result stays float, the crop is taken before the
-    rounding), which matters when one thread cuts 256 pictures a batch (issue 10)."""
-    x = img.float()
-    if box.pad:
-        x = torch.nn.functional.pad(x, (box.pad,) * 4)
-    if box.shorter:
-        x = _resize(x, resized(x.shape[1], x.shape[2], box.shorter))
-    x = x[:, box.top:box.top + box.height, box.left:box.left + box.width]
-    if box.shorter:
-        x = x.round_()
-    if (box.height, box.width) != (box.out, box.out):
-        x = _resize(x, (box.out, box.out)).round_()
-    return x.flip(-1) if box.mirror else x
-
-
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """torchvision's antialiased bilinear resize of a float (3, h, w) tensor (the same call; unchanged when the size
-    is already right, as torchvision leaves it)."""
-    if tuple(x.shape[1:]) == tuple(size):
-        return x
-    return torch.nn.functional.interpolate(x[None], size=size, mode="bilinear", align_corners=False,
-                                           antialias=True)[0]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -340,9 +316,16 @@ def build_batch(datas, paths, seeds, view, device, draws=None) -> torch.Tensor:
     pictures = decode(datas, paths, device)
     if isinstance(view, Plan):
         draws = draws if draws is not None else [draw(s) for s in seeds]
-        boxes = [train_box(view, d, p.shape[1], p.shape[2]) for d, p in zip(draws, pictures)]
-        return finish(torch.stack([cut(p, b) for p, b in zip(pictures, boxes)]), view, draws)
-    crops = torch.stack([cut(p, b) for p in pictures
-                         for b in test_boxes(p.shape[1], p.shape[2], view.crop, view.resize, view.ten_crop)])
-    x = finish(crops, None, None)
+        views = [(k, train_box(view, d, p.shape[1], p.shape[2])) for k, (d, p) in enumerate(zip(draws, pictures))]
+        return finish(cut_views(pictures, views), view, draws)
+    views = [(k, b) for k, p in enumerate(pictures)
+             for b in test_boxes(p.shape[1], p.shape[2], view.crop, view.resize, view.ten_crop)]
+    x = finish(cut_views(pictures, views), None, None)
     return x.view(len(pictures), 10, *x.shape[1:]) if view.ten_crop else x
+
+
+def cut_views(pictures: list[torch.Tensor], views: list[tuple[int, Box]]) -> torch.Tensor:
+    """The crops of (picture index, box) views: one by one on the CPU, in one go elsewhere (:mod:`cuts`)."""
+    if pictures[0].device.type != "cpu":
+        return cut_batch(pictures, views)
+    return torch.stack([cut(pictures[k], box) for k, box in views])
