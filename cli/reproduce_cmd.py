@@ -111,7 +111,7 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     except KeyboardInterrupt as exc:
         click.echo(f"resdsl: {exc or 'stopped'}: the stopped runs checkpointed; the same command resumes them",
                    err=True)
-        sys.exit(130)
+        sys.exit(getattr(exc, "status", 130))  # 128 + the signal's number; a bare Ctrl-C is SIGINT's 130
     command = "resdsl reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     write_report(exp, out, options, seeds, command, time.perf_counter() - started, git_commit() or "unknown")
     click.echo(f"report: {os.path.join(out, 'report.md')}")

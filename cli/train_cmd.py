@@ -245,7 +245,8 @@ def _run_training(spec: str, values: dict, settings: list[str]) -> None:
 
 
 def _train_once(spec: str, values: dict, settings: list[str]) -> int:
-    """One run; its exit status (0, 1 for an error, 130 for a stop), the error said on stderr."""
+    """One run; its exit status (0, 1 for an error, 128 + the signal's number for a stop), the error said on
+    stderr."""
     from resdsl import __version__
     from resdsl.errors import Span, SpecError
     from resdsl.pipeline import compile_spec
@@ -269,7 +270,7 @@ def _train_once(spec: str, values: dict, settings: list[str]) -> int:
         return 0
     message, code = failure
     if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike; one message is enough
-        click.echo(f"resdsl: {'stopped' if code == 130 else 'error'}: {message}", err=True)
+        click.echo(f"resdsl: {'stopped' if code > 128 else 'error'}: {message}", err=True)
     return code
 
 

@@ -80,7 +80,7 @@ def test_one_seed_of_a_killed_multi_seed_run_resumes_exactly(tmp_path):
 
 
 def test_threads_stop_on_sigterm_and_each_seed_resumes_exactly(tmp_path):
-    """SIGTERM to a --seed-runs threads process: every run checkpoints and stops (exit 130); a resumed seed ends as
+    """SIGTERM to a --seed-runs threads process: every run checkpoints and stops (exit 143); a resumed seed ends as
     the uninterrupted run of that seed does."""
     multi = tmp_path / "multi"
     args = [*BASE, "--iters", "40", "--eval-every", "20", "--checkpoint-every", "5"]
@@ -92,7 +92,7 @@ def test_threads_stop_on_sigterm_and_each_seed_resumes_exactly(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=240)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 143, err  # 128 + SIGTERM
     assert "[seed 0] resdsl: stopped: SIGTERM received" in err and "[seed 1] resdsl: stopped" in err
     for seed in (0, 1):
         assert torch.load(multi / f"seed-{seed}" / "checkpoint.pt", weights_only=True)["state"]["iter"] < 40
@@ -100,6 +100,28 @@ def test_threads_stop_on_sigterm_and_each_seed_resumes_exactly(tmp_path):
     single = tmp_path / "single"
     resdsl(*args, "--seed", "0", "--out", str(single), check=True)
     _same_run(multi / "seed-0", single)
+
+
+def test_processes_stop_on_sigterm_to_the_parent(tmp_path):
+    """SIGTERM to the --seeds process alone (a scheduler's or `kill PID`): it passes the stop on, so each running
+    run checkpoints and stops (none is left training on its own), no further seed starts, and it exits 143."""
+    multi = tmp_path / "multi"
+    args = [*BASE, "--iters", "3000", "--eval-every", "1000", "--checkpoint-every", "5"]
+    proc = subprocess.Popen([sys.executable, "-m", "resdsl_cli.main", *args, "--seeds", "0-2", "--parallel", "2",
+                             "--out", str(multi)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not (multi / "seed-1" / "checkpoint.pt").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 143, out
+    assert "[seed 0] resdsl: stopped: SIGTERM received" in out and "[seed 1] resdsl: stopped" in out
+    assert "stopped by SIGTERM" in out and "seed 2 did not start" in out and not (multi / "seed-2").exists()
+    for seed in (0, 1):
+        run = multi / f"seed-{seed}"
+        assert torch.load(run / "checkpoint.pt", weights_only=True)["state"]["iter"] < 3000
+        assert "checkpoint written" in (run / "train.log").read_text()  # it ended before the parent did
 
 
 @pytest.mark.parametrize("args,fragment", [

@@ -68,7 +68,7 @@ def main(argv=None):
         message, code = failure
         if os.environ.get("RANK", "0") != "0":  # under torchrun every rank fails alike; rank 0 says why
             return code
-        print(f"train.py: {{'stopped' if code == 130 else 'error'}}: {{message}}", file=sys.stderr)
+        print(f"train.py: {{'stopped' if code > 128 else 'error'}}: {{message}}", file=sys.stderr)
         return code
     return 0
 

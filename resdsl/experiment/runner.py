@@ -149,6 +149,15 @@ def check_record(out: str, exp: Experiment, options: dict, seeds: int, write: bo
 # launchers
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the local runs (each checkpointed first); ``status`` is the shell's convention for
+    a process ended by that signal, 128 + its number."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.status = 128 + signum
+
+
 def run_local(exp: Experiment, todo: list[Job], options: dict, parallel: int, gpus: int, say=print) -> list[str]:
     """Run the jobs as subprocesses, ``parallel`` at a time (each on GPU slot % gpus when there are GPUs); returns
     the names of failed jobs. SIGINT/SIGTERM stop every running trainer (each checkpoints) and then this."""
@@ -172,8 +181,9 @@ def run_local(exp: Experiment, todo: list[Job], options: dict, parallel: int, gp
                 say(f"start {job.name}")
                 proc = subprocess.Popen(train_command(exp, job, options), env=env, stdout=subprocess.DEVNULL)
                 running.append(((job, slot), proc))
-            (job, slot), proc = running.pop(0)
+            (job, slot), proc = running[0]  # still in ``running`` while it is waited for: a signal must reach it
             code = proc.wait()
+            running.pop(0)
             slots.append(slot)
             say(f"{'done' if code == 0 else f'stopped (exit {code})'} {job.name}")
             if code != 0 and stop["signal"] is None:
@@ -182,7 +192,7 @@ def run_local(exp: Experiment, todo: list[Job], options: dict, parallel: int, gp
         for sig, handler in old.items():
             signal.signal(sig, handler)
     if stop["signal"] is not None:
-        raise KeyboardInterrupt(f"stopped by {signal.Signals(stop['signal']).name}")
+        raise Stopped(stop["signal"])
     return failed
 
 

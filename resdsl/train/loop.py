@@ -267,7 +267,7 @@ def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: st
             if stop.requested and not done:
                 progress.close()
                 raise Interrupted(f"{stop.requested} received: stopped after iteration {it + 1} of {s.total}; "
-                                  f"checkpoint written. Resume with: --resume {run_dir}")
+                                  f"checkpoint written. Resume with: --resume {run_dir}", stop.requested)
     progress.close()
     if s.world > 1:
         torch.distributed.barrier()
@@ -379,7 +379,7 @@ def run_with_errors(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs), None
     except Interrupted as exc:
-        return None, (str(exc), 130)
+        return None, (str(exc), exc.status)
     except (TrainingError, DataError, ckpt.CheckpointError, rundir.RunDirError) as exc:
         return None, (str(exc), 1)
     except OutputError as exc:  # a full disk or a vanished folder while writing a run's records

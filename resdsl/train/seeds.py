@@ -42,32 +42,54 @@ def seed_dir(out: str, seed: int) -> str:
 def run_seeds(seeds: list[int], out: str, command_for: Callable[[int, str], list[str]], gpus: int = 0,
               parallel: int | None = None) -> int:
     """Run ``command_for(seed, OUT/seed-N)`` for every seed, ``parallel`` at a time (default: all), echoing each
-    run's lines with a ``[seed N]`` prefix; returns 0 when every run succeeded, else the first failure's status."""
+    run's lines with a ``[seed N]`` prefix; returns 0 when every run succeeded, else the first failure's status.
+    A SIGINT or SIGTERM is passed on to the running runs (each checkpoints and stops) and no further run starts."""
     os.makedirs(out, exist_ok=True)
     parallel = max(1, min(parallel or len(seeds), len(seeds)))
     threads = str(max(1, (os.cpu_count() or 1) // parallel))
     codes: dict[int, int] = {}
     pending = list(enumerate(seeds))
     running: list[tuple[int, subprocess.Popen, threading.Thread]] = []
-    while pending or running:
-        while pending and len(running) < parallel:
-            k, seed = pending.pop(0)
-            env = dict(os.environ)
-            env.setdefault("OMP_NUM_THREADS", threads)  # the CPU's cores shared among the runs
-            if gpus > 1:
-                env["CUDA_VISIBLE_DEVICES"] = str(k % gpus)
-            proc = subprocess.Popen(command_for(seed, seed_dir(out, seed)), env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True, errors="replace")
-            echo = threading.Thread(target=_echo, args=(proc, seed), daemon=True)
-            echo.start()
-            running.append((seed, proc, echo))
-        seed, proc, echo = running.pop(0)
-        codes[seed] = proc.wait()
-        echo.join()
-    return _summary(seeds, out, codes)
+    stopped: list[int] = []
+
+    def handle(signum, frame):
+        stopped.append(signum)
+        for _, proc, _ in running:
+            proc.send_signal(signum)
+
+    old = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while (pending and not stopped) or running:
+            while pending and not stopped and len(running) < parallel:
+                k, seed = pending.pop(0)
+                env = dict(os.environ)
+                env.setdefault("OMP_NUM_THREADS", threads)  # the CPU's cores shared among the runs
+                if gpus > 1:
+                    env["CUDA_VISIBLE_DEVICES"] = str(k % gpus)
+                proc = subprocess.Popen(command_for(seed, seed_dir(out, seed)), env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True, errors="replace")
+                echo = threading.Thread(target=_echo, args=(proc, seed), daemon=True)
+                echo.start()
+                running.append((seed, proc, echo))
+            seed, proc, echo = running[0]  # still in ``running`` while it is waited for: a signal must reach it
+            codes[seed] = proc.wait()
+            echo.join()
+            running.pop(0)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    return _summary(seeds, out, codes, stopped[0] if stopped else None)
 
 
-def _summary(seeds: list[int], out: str, codes: dict[int, int]) -> int:
+def _summary(seeds: list[int], out: str, codes: dict[int, int], stopped: int | None = None) -> int:
+    """Say how the runs ended; the exit status: 0, the first failure's, or 128 + the number of a signal that
+    stopped them."""
+    if stopped is not None:
+        name = signal.Signals(stopped).name
+        left = [s for s in seeds if s not in codes]
+        print(f"stopped by {name}: each started run checkpointed (resume one with --resume {seed_dir(out, 'N')})"
+              + (f"; seed{'s' * (len(left) > 1)} {', '.join(map(str, left))} did not start" if left else ""), file=sys.stderr, flush=True)
+        return 128 + stopped
     failed = [s for s in seeds if codes[s] != 0]
     if failed:
         others = "the others finished" if len(failed) < len(seeds) else "no run finished"
@@ -87,8 +109,13 @@ def run_in_threads(seeds: list[int], out: str, train_one: Callable[[int, str], i
     codes: dict[int, int] = {}
     out_stream, err_stream = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _Prefixed(out_stream), _Prefixed(err_stream)
-    old = {sig: signal.signal(sig, lambda signum, frame: stop(signal.Signals(signum).name))
-           for sig in (signal.SIGINT, signal.SIGTERM)}
+    stopped: list[int] = []
+
+    def handle(signum, frame):
+        stopped.append(signum)
+        stop(signal.Signals(signum).name)
+
+    old = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def one(seed: int) -> None:
         _Prefixed.prefix.text = f"[seed {seed}] "
@@ -114,7 +141,7 @@ def run_in_threads(seeds: list[int], out: str, train_one: Callable[[int, str], i
         sys.stdout, sys.stderr = out_stream, err_stream
         for sig, handler in old.items():
             signal.signal(sig, handler)
-    return _summary(seeds, out, codes)
+    return _summary(seeds, out, codes, stopped[0] if stopped else None)
 
 
 class _Prefixed:

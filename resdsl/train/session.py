@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 from dataclasses import dataclass, field
 from typing import Callable
@@ -26,7 +27,12 @@ class TrainingError(Exception):
 
 
 class Interrupted(Exception):
-    """Ctrl-C or SIGTERM: a checkpoint was written; the run can be resumed."""
+    """Ctrl-C or SIGTERM: a checkpoint was written; the run can be resumed. ``status`` is the shell's convention
+    for a process ended by that signal, 128 + its number (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, message: str, signal_name: str):
+        super().__init__(message)
+        self.status = 128 + signal.Signals[signal_name].value
 
 
 @dataclass
