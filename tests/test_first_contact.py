@@ -36,6 +36,14 @@ def test_banner_says_what_trains_where_on_what_and_how(run):
     assert lines[-1].startswith("done: 6 iterations, test error")
 
 
+def test_the_banner_says_when_sync_bn_does_nothing():
+    from resdsl.train.report import precision_words
+    from resdsl.train.session import RunOptions
+
+    assert precision_words(RunOptions(sync_bn=True)) == "fp32, --sync-bn unused (one process)"
+    assert precision_words(RunOptions(sync_bn=True), world=4) == "fp32, SyncBatchNorm over 4 processes"
+
+
 def test_train_log_holds_everything_printed(run):
     out, r = run
     log = (out / "train.log").read_text().splitlines()

@@ -181,7 +181,7 @@ def _train(model_fn, recipe, opts, run_dir, rank, world, log) -> dict:
             _restore(s, state, path, metrics)
         if rank == 0:
             for line in banner(opts, s.recipe, s.model, _data_words(s.data, s.recipe, s.n_train), s.device,
-                               s.schedule, s.total, s.iters_per_epoch, run_dir, state["iter"], step_words(s)):
+                               s.schedule, s.total, s.iters_per_epoch, run_dir, state["iter"], step_words(s), s.world):
                 log.say(line)
             if opts.resume is None:
                 rundir.write_config(run_dir, _config(s))
@@ -220,7 +220,7 @@ def _config(s: Session) -> dict:
     """config.json: what runs, as it runs (the recipe in iterations, the device chosen, the command line)."""
     opts = s.opts
     return {"name": opts.name, "recipe": effective_recipe(s.recipe, s.schedule, s.total), "spec_recipe": s.recipe,
-            "options": asdict(opts), "device": device_words(s.device), "precision": precision_words(opts),
+            "options": asdict(opts), "device": device_words(s.device), "precision": precision_words(opts, s.world),
             "stepping": step_words(s) or "eager steps",
             "command": list(sys.argv), "versions": _versions(), "seed": opts.seed, "world_size": s.world,
             "dataset": {"name": s.recipe["dataset"], "shape": list(s.data.shape), "classes": s.data.num_classes,

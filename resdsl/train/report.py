@@ -77,10 +77,13 @@ def device_words(device) -> str:
     return str(device)
 
 
-def precision_words(opts) -> str:
+def precision_words(opts, world: int = 1) -> str:
+    """How the run computes: precision and the flags that change it (``world``: the run's process count)."""
     words = ["bf16 autocast" if opts.amp == "bf16" else "fp32"]
     words += [w for w, on in (("channels-last", opts.channels_last), ("torch.compile", opts.compile),
                               ("deterministic", opts.deterministic)) if on]
+    if opts.sync_bn:  # batch statistics shared across processes: nothing to share in one
+        words.append(f"SyncBatchNorm over {world} processes" if world > 1 else "--sync-bn unused (one process)")
     return ", ".join(words)
 
 
@@ -102,7 +105,7 @@ def schedule_words(recipe: dict, schedule, total: int, per_epoch: int) -> str:
 
 
 def banner(opts, recipe, model, data_words: str, device, schedule, total, per_epoch, run_dir, start_iter,
-           step_words: str | None = None) -> list:
+           step_words: str | None = None, world: int = 1) -> list:
     """The lines printed when a run starts: what is trained, where, on what, how, and where it is written."""
     cfg = opts.extra_config
     params = sum(p.numel() for p in model.parameters())
@@ -111,7 +114,7 @@ def banner(opts, recipe, model, data_words: str, device, schedule, total, per_ep
     r = recipe
     return [
         f"network {cfg.get('network', opts.name)}{spec}: {params:,} parameters{macs}",
-        f"device {device_words(device)}, {precision_words(opts)}" + (f", {step_words}" if step_words else ""),
+        f"device {device_words(device)}, {precision_words(opts, world)}" + (f", {step_words}" if step_words else ""),
         f"data {data_words}",
         f"recipe {r.get('name', '')}: {r['optimizer']} lr {r['lr']:g}, momentum {r['momentum']:g}"
         f"{', nesterov' if r.get('nesterov') else ''}, weight decay {r['weight_decay']:g}, batch {r['batch']}, "
