@@ -30,15 +30,17 @@ class SpecError(Exception):
         self.hint = hint
         self.source = source  # the full text of span.path, for the caret line
         self.show_source = show_source  # False for a file that is not a spec: none of its text is ever shown
+        self.notes: list[str] = []  # where the file was reached from: "rec.res is included by net.res:3:1"
 
     def render(self) -> str:
-        """The diagnostic as printed: location line, source line, caret, hint."""
+        """The diagnostic as printed: location line, source line, caret, hint, notes."""
         return render_diagnostic("error", self.message, self.span, self.hint,
-                                 self.source if self.show_source else None)
+                                 self.source if self.show_source else None, self.notes)
 
 
-def render_diagnostic(kind: str, message: str, span: Span | None, hint: str | None, source: str | None) -> str:
-    """Format ``PATH:LINE:COL: kind: MESSAGE`` plus the source line with a caret and an optional hint."""
+def render_diagnostic(kind: str, message: str, span: Span | None, hint: str | None, source: str | None,
+                      notes: list[str] = ()) -> str:
+    """Format ``PATH:LINE:COL: kind: MESSAGE`` plus the source line with a caret, an optional hint and notes."""
     if span is None:
         lines = [printable(f"resdsl: {kind}: {message}")]
     else:
@@ -55,6 +57,7 @@ def render_diagnostic(kind: str, message: str, span: Span | None, hint: str | No
             lines.append("    " + " " * (col - 1) + "^" * width)
     if hint:
         lines.append(printable(f"hint: {hint}"))
+    lines += [printable(f"note: {note}") for note in notes]
     return "\n".join(lines)
 
 

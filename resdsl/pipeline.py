@@ -120,8 +120,8 @@ def override(resolved: ResolvedSpec, *, num_classes=None, in_channels=None, inpu
     if num_classes is not None:
         head = resolved.settings["head"]
         if head.classes is None:
-            raise SpecError("this network has no classifier ('head avgpool' without fc), so the number of "
-                            "classes cannot be set", head.span, source=resolved.sources.get(head.span.path))
+            raise resolved.locate(SpecError("this network has no classifier ('head avgpool' without fc), so the "
+                                        "number of classes cannot be set", head.span))
         resolved.settings["head"] = replace(head, classes=Value(int(num_classes), head.classes.span))
     resolved.expects = []  # the spec's expectations are about the spec's own shapes
 
@@ -137,7 +137,5 @@ def check(resolved: ResolvedSpec) -> CheckedNetwork:
                  "layers": counts["layers"], "output": g.nodes["output"]["shape"]}
         expects = expect_pass.check(resolved.expects, facts)
     except SpecError as err:
-        if err.source is None and err.span is not None:
-            err.source = resolved.sources.get(err.span.path)
-        raise
+        raise resolved.locate(err) from None
     return CheckedNetwork(resolved, g, counts["params"], counts["macs"], counts["layers"], counts["parts"], expects)

@@ -36,9 +36,26 @@ class ResolvedSpec:
     recipe_span: Span | None = None
     files: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
+    reached: dict[str, tuple[Span, str]] = field(default_factory=dict)  # see _Reading
 
     def get(self, key: str):
         return self.settings.get(key)
+
+    def locate(self, err: SpecError) -> SpecError:
+        """``err`` with its file's text (for the caret line) and, for a file this spec extends or includes, where
+        it was reached from."""
+        return _located(err, self.sources, self.reached)
+
+
+@dataclass
+class _Reading:
+    """What one resolution has read: each file's text, the recipes of each included file (``memo``, by real path,
+    so a file included many times is read once) and, for every file but the first, the `include` or `extends`
+    statement that reached it first and that statement's verb (``reached``)."""
+
+    sources: dict[str, str]
+    memo: dict = field(default_factory=dict)
+    reached: dict[str, tuple[Span, str]] = field(default_factory=dict)
 
 
 def resolve_path(path: str) -> ResolvedSpec:
@@ -52,20 +69,32 @@ def resolve_text(text: str, path: str = "<spec>") -> ResolvedSpec:
     return _resolve(parse_text(text, path), chain=())
 
 
-def _with_source(err: SpecError, sources: dict[str, str]) -> SpecError:
-    if err.source is None and err.span is not None:
+def _located(err: SpecError, sources: dict[str, str], reached: dict[str, tuple[Span, str]]) -> SpecError:
+    """The one place an error in a spec gets its file's text and the notes on how that file was reached (an error
+    in rec.res means little without "rec.res is included by net.res:3:1")."""
+    if err.span is None:
+        return err
+    if err.source is None:
         err.source = sources.get(err.span.path)
+    if not err.notes:
+        path, seen = err.span.path, set()
+        while path in reached and path not in seen:
+            seen.add(path)
+            span, verb = reached[path]
+            err.notes.append(f"{path} is {verb} by {span}")
+            path = span.path
     return err
 
 
 def _resolve(spec_file: ast.SpecFile, chain: tuple[str, ...]) -> ResolvedSpec:
-    sources = {spec_file.path: spec_file.source}
+    reading = _Reading({spec_file.path: spec_file.source})
     try:
-        resolved = _resolve_inner(spec_file, chain, sources, {})
+        resolved = _resolve_inner(spec_file, chain, reading)
+        resolved.sources.update(reading.sources)
+        resolved.reached.update(reading.reached)
         _settle(resolved)
     except SpecError as err:
-        raise _with_source(err, sources) from None
-    resolved.sources.update(sources)
+        raise _located(err, reading.sources, reading.reached) from None
     return resolved
 
 
@@ -83,7 +112,7 @@ def _key(path: str) -> str:
         return path
 
 
-def _load_child(stmt, spec_file: ast.SpecFile, chain, sources, what: str) -> ast.SpecFile:
+def _load_child(stmt, spec_file: ast.SpecFile, chain, reading: _Reading, what: str) -> ast.SpecFile:
     child = _child_path(spec_file.path, stmt.path)
     if _key(child) in chain or _key(child) == _key(spec_file.path):
         names = " -> ".join(os.path.basename(c) for c in (*chain, _key(child)))
@@ -91,14 +120,13 @@ def _load_child(stmt, spec_file: ast.SpecFile, chain, sources, what: str) -> ast
         raise SpecError(f"cyclic {what}: {names}", stmt.span, hint=f"a spec cannot {verb} itself, directly or not")
     if len(chain) >= MAX_CHAIN:
         raise SpecError(f"{what} chain deeper than {MAX_CHAIN} files", stmt.span)
+    reading.reached.setdefault(child, (stmt.span, "extended" if what == "extends" else "included"))
     parsed = parse_file(child, stmt.span)
-    sources[parsed.path] = parsed.source
+    reading.sources[parsed.path] = parsed.source
     return parsed
 
 
-def _resolve_inner(spec_file: ast.SpecFile, chain: tuple[str, ...], sources: dict[str, str],
-                   memo: dict) -> ResolvedSpec:
-    """``memo`` maps an included file's real path to its recipes, so a file included many times is read once."""
+def _resolve_inner(spec_file: ast.SpecFile, chain: tuple[str, ...], reading: _Reading) -> ResolvedSpec:
     chain = (*chain, _key(spec_file.path))
     own: dict[str, ast.Statement] = {}
     for stmt in spec_file.statements:
@@ -113,8 +141,8 @@ def _resolve_inner(spec_file: ast.SpecFile, chain: tuple[str, ...], sources: dic
         own[key] = stmt
 
     if "extends" in own:
-        parent_file = _load_child(own["extends"], spec_file, chain, sources, "extends")
-        resolved = _resolve_inner(parent_file, chain, sources, memo)
+        parent_file = _load_child(own["extends"], spec_file, chain, reading, "extends")
+        resolved = _resolve_inner(parent_file, chain, reading)
         resolved.expects = []  # expectations are about one file; they are never inherited
     else:
         resolved = ResolvedSpec(spec_file.path, spec_file.source)
@@ -125,7 +153,7 @@ def _resolve_inner(spec_file: ast.SpecFile, chain: tuple[str, ...], sources: dic
     local_recipes: dict[str, ast.RecipeDef] = {}
     for stmt in spec_file.statements:
         if isinstance(stmt, ast.Include):
-            for name, rdef in _included_recipes(stmt, spec_file, chain, sources, memo).items():
+            for name, rdef in _included_recipes(stmt, spec_file, chain, reading).items():
                 _add_recipe(resolved.recipes, name, rdef)
         elif isinstance(stmt, ast.RecipeDef):
             if stmt.name in local_recipes:
@@ -149,23 +177,23 @@ def _resolve_inner(spec_file: ast.SpecFile, chain: tuple[str, ...], sources: dic
     return resolved
 
 
-def _included_recipes(stmt: ast.Include, parent: ast.SpecFile, chain, sources, memo) -> dict[str, ast.RecipeDef]:
+def _included_recipes(stmt: ast.Include, parent: ast.SpecFile, chain, reading: _Reading) -> dict[str, ast.RecipeDef]:
     """The recipes an `include` statement brings in (read once per file and resolution)."""
-    key = _key(_child_path(parent.path, stmt.path))
+    key, memo = _key(_child_path(parent.path, stmt.path)), reading.memo
     if key in memo and key not in chain:
         return memo[key]
-    inc = _load_child(stmt, parent, chain, sources, "include")
-    memo[key] = _recipes_of_include(inc, chain, sources, memo)
+    inc = _load_child(stmt, parent, chain, reading, "include")
+    memo[key] = _recipes_of_include(inc, chain, reading)
     return memo[key]
 
 
-def _recipes_of_include(inc: ast.SpecFile, chain, sources, memo) -> dict[str, ast.RecipeDef]:
+def _recipes_of_include(inc: ast.SpecFile, chain, reading: _Reading) -> dict[str, ast.RecipeDef]:
     out: dict[str, ast.RecipeDef] = {}
     for stmt in inc.statements:
         if isinstance(stmt, ast.RecipeDef):
             _add_recipe(out, stmt.name, stmt)
         elif isinstance(stmt, ast.Include):
-            for name, rdef in _included_recipes(stmt, inc, (*chain, _key(inc.path)), sources, memo).items():
+            for name, rdef in _included_recipes(stmt, inc, (*chain, _key(inc.path)), reading).items():
                 _add_recipe(out, name, rdef)
         else:
             raise SpecError("an included file may only define recipes (and include other recipe files)",

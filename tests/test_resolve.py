@@ -60,6 +60,24 @@ def test_included_file_may_not_define_network(write_spec):
     assert err.span.path.endswith("other.res") and "only define recipes" in err.message
 
 
+def test_an_error_in_a_reached_file_says_how_it_was_reached(write_spec, tmp_path):
+    """An error in a file the spec extends or includes names that file, then each statement that led to it."""
+    bad_recipes = RECIPES.replace("  length 100 iterations\n", "")
+    write_spec(CIFAR20 + 'include "r/recipes.res"\nrecipe small\n', name="base.res",
+               **{"r__recipes.res": 'include "more.res"\n', "r__more.res": bad_recipes})
+    err = _err(write_spec('extends "base.res"\nnetwork child\n', name="child.res"))
+    base, recipes, more = (str(tmp_path / f) for f in ("base.res", "r/recipes.res", "r/more.res"))
+    assert err.span.path == more and "does not set 'length'" in err.message
+    assert err.notes == [f"{more} is included by {recipes}:1:1", f"{recipes} is included by {base}:8:1",
+                         f"{base} is extended by {tmp_path / 'child.res'}:1:1"]
+    assert err.render().splitlines()[-3:] == [f"note: {n}" for n in err.notes]
+    # an error found after resolution, by the shape checks, at a statement the child inherits
+    (tmp_path / "r" / "more.res").write_text(RECIPES)
+    err = _err(write_spec('extends "base.res"\nnetwork child\nstem cifar 64\n', name="wide.res"))
+    assert err.span.path == base and "cannot shrink channels" in err.message and err.source.startswith("network")
+    assert err.notes == [f"{base} is extended by {tmp_path / 'wide.res'}:1:1"]
+
+
 def test_duplicate_statement(write_spec):
     err = _err(write_spec(CIFAR20 + "unit bottleneck\n"))
     assert "'unit' is given twice" in err.message and err.span.line == 8

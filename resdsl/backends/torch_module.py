@@ -82,19 +82,20 @@ def check_limits(net) -> None:
     limit = env_limit("RESDSL_MAX_PARAMS", MAX_PARAMS)
     if net.params > limit:
         span = settings["network"].span
-        raise SpecError(f"{net.name} has {net.params:,} parameters ({_gib(net.params * BYTES_PER_VALUE)} of "
-                        f"float32 weights), more than the {limit:,.0f} resdsl builds", span,
-                        hint="set the environment variable RESDSL_MAX_PARAMS to a larger number (or inf) to build "
-                             "it anyway", source=net.spec.sources.get(span.path))
+        raise net.spec.locate(SpecError(
+            f"{net.name} has {net.params:,} parameters ({_gib(net.params * BYTES_PER_VALUE)} of float32 weights), "
+            f"more than the {limit:,.0f} resdsl builds", span,
+            hint="set the environment variable RESDSL_MAX_PARAMS to a larger number (or inf) to build it anyway"))
     limit = env_limit("RESDSL_MAX_ACTIVATION_BYTES", MAX_ACTIVATION_BYTES)
     need = activation_bytes(net)
     if need > limit:
         span = settings["input"].span
         shape = "x".join(map(str, net.input_shape))
-        raise SpecError(f"one {shape} image needs about {_gib(need)} ({need:,} bytes) of float32 activations, "
-                        f"more than the limit of {_gib(limit)} ({limit:,.0f} bytes)", span,
-                        hint="use a smaller input, or set the environment variable RESDSL_MAX_ACTIVATION_BYTES to "
-                             "a larger number of bytes (or inf)", source=net.spec.sources.get(span.path))
+        raise net.spec.locate(SpecError(
+            f"one {shape} image needs about {_gib(need)} ({need:,} bytes) of float32 activations, more than the "
+            f"limit of {_gib(limit)} ({limit:,.0f} bytes)", span,
+            hint="use a smaller input, or set the environment variable RESDSL_MAX_ACTIVATION_BYTES to a larger "
+                 "number of bytes (or inf)"))
 
 
 def _gib(n: float) -> str:
