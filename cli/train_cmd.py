@@ -250,7 +250,7 @@ def _train_once(spec: str, values: dict, settings: list[str]) -> int:
     from resdsl import __version__
     from resdsl.errors import Span, SpecError
     from resdsl.pipeline import compile_spec
-    from resdsl.resolve import recipe_with_settings
+    from resdsl.recipes import recipe_with_settings
     from resdsl.train.cli import options_from
     from resdsl.train.loop import run_with_errors, train
 

@@ -10,7 +10,8 @@ from conftest import ROOT
 from resdsl.catalog import locate as locate_spec
 from resdsl.experiment import catalog
 from resdsl.experiment.parse import parse_experiment, spec_path
-from resdsl.resolve import recipe_with_settings, resolve_path
+from resdsl.recipes import recipe_with_settings
+from resdsl.resolve import resolve_path
 
 REFERENCE = (ROOT / "docs/reference/resnet-papers.md").read_text(encoding="utf-8")
 NAMES = sorted(p.stem for p in (ROOT / "experiments").glob("*.exp"))

@@ -55,7 +55,8 @@ def test_plateau():
 def test_milestones_set_on_the_command_line_count_in_the_runs_length(at_root):
     """`--set 'schedule=step 100, 150' --iters 200`: the milestones the user wrote for 200 iterations stay at 100
     and 150 (the recipe's own 32k/48k scale to an overridden length); a --set length is not replaced."""
-    from resdsl.resolve import recipe_with_settings, resolve_path
+    from resdsl.recipes import recipe_with_settings
+    from resdsl.resolve import resolve_path
 
     spec = resolve_path("specs/resnet20.res")
     written = recipe_with_settings(spec, ["momentum=0.95", "schedule=step 100, 150"], (200, "iterations"))

@@ -41,7 +41,7 @@ def dataset_of(exp: Experiment, options: dict) -> str:
 def run_iterations(exp: Experiment, job: Job, options: dict) -> tuple[int, int]:
     """(iterations, batch) of a run, from its spec's recipe with the row's overrides and the length flags."""
     from resdsl.pipeline import compile_spec
-    from resdsl.resolve import recipe_with_settings
+    from resdsl.recipes import recipe_with_settings
     from resdsl.train.schedule import from_recipe
 
     net = compile_spec(spec_path(exp, job.row))

@@ -87,8 +87,9 @@ def _summary(seeds: list[int], out: str, codes: dict[int, int], stopped: int | N
     if stopped is not None:
         name = signal.Signals(stopped).name
         left = [s for s in seeds if s not in codes]
-        print(f"stopped by {name}: each started run checkpointed (resume one with --resume {seed_dir(out, 'N')})"
-              + (f"; seed{'s' * (len(left) > 1)} {', '.join(map(str, left))} did not start" if left else ""), file=sys.stderr, flush=True)
+        unstarted = f"; seed{'s' * (len(left) > 1)} {', '.join(map(str, left))} did not start" if left else ""
+        print(f"stopped by {name}: each started run checkpointed (resume one with --resume "
+              f"{seed_dir(out, 'N')}){unstarted}", file=sys.stderr, flush=True)
         return 128 + stopped
     failed = [s for s in seeds if codes[s] != 0]
     if failed:

@@ -1,0 +1,169 @@
+"""Training recipes: a `recipe` block merged with the recipes it extends, filled with defaults and checked
+(:func:`resolve_recipe`), and `resdsl train --set FIELD=VALUE` applied to one (:func:`recipe_with_settings`)."""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from . import syntax as ast
+from .errors import Span, SpecError
+from .parse import parse_text
+from .train.vocabulary import RECIPE_DATASETS as DATASETS  # the trainer's own words (a torch-free module)
+
+if TYPE_CHECKING:
+    from .resolve import ResolvedSpec  # which imports this module
+
+OPTIMIZERS = ("sgd",)
+
+RECIPE_DEFAULTS = {
+    "optimizer": "sgd", "momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "schedule": {"kind": "constant"},
+    "warmup": None, "augment": [], "normalize": "none", "dataset": None, "split": None, "label_smoothing": 0.0,
+    "test": "single-view",
+}
+RECIPE_REQUIRED = ("lr", "batch", "length")
+
+
+def resolve_recipe(name: str, recipes: dict[str, ast.RecipeDef], span: Span) -> dict:
+    """Merge a recipe with its bases, fill defaults, validate ranges; returns a JSON-ready dict."""
+    chain: list[ast.RecipeDef] = []
+    seen: set[str] = set()
+    current, where = name, span
+    while current is not None:
+        if current in seen:
+            raise SpecError(f"cyclic recipe extends: {' -> '.join([*[c.name for c in chain], current])}", where)
+        rdef = recipes.get(current)
+        if rdef is None:
+            known = ", ".join(sorted(recipes)) or "none defined"
+            raise SpecError(f"unknown recipe '{current}'", where,
+                            hint=f"known recipes: {known}; define one with 'recipe NAME {{ ... }}' or include a file")
+        seen.add(current)
+        chain.append(rdef)
+        current, where = (rdef.base.value, rdef.base.span) if rdef.base else (None, None)
+    fields: dict[str, ast.RecipeField] = {}
+    for rdef in reversed(chain):
+        local: dict[str, ast.RecipeField] = {}
+        for f in rdef.fields:
+            if f.key in local:
+                raise SpecError(f"recipe field '{f.key}' is given twice (first at line {local[f.key].span.line})",
+                                f.span)
+            local[f.key] = f
+        fields.update(local)
+    out = dict(RECIPE_DEFAULTS)
+    out.update({k: f.value for k, f in fields.items()})
+    for key in RECIPE_REQUIRED:
+        if key not in fields:
+            raise SpecError(f"recipe '{name}' does not set '{key}'", chain[0].span,
+                            hint={"lr": "e.g. 'lr 0.1'", "batch": "e.g. 'batch 128'",
+                                  "length": "e.g. 'length 64000 iterations'"}[key])
+    _validate_recipe(out, fields, chain[0].span)
+    out["name"] = name
+    return out
+
+
+def _validate_recipe(r: dict, fields: dict[str, ast.RecipeField], default_span: Span) -> None:
+    def at(key):
+        return fields[key].span if key in fields else default_span
+
+    def bad(key, msg, hint=None):
+        raise SpecError(msg, at(key), hint=hint)
+
+    if r["optimizer"] not in OPTIMIZERS:
+        bad("optimizer", f"unknown optimizer '{r['optimizer']}'", hint="supported: " + ", ".join(OPTIMIZERS))
+    if not r["lr"] > 0:
+        bad("lr", "learning rate must be positive")
+    if not 0 <= r["momentum"] < 1:
+        bad("momentum", "momentum must be in [0, 1)")
+    if r["weight_decay"] < 0:
+        bad("weight_decay", "weight decay cannot be negative")
+    if r["batch"] < 1:
+        bad("batch", "batch size must be at least 1")
+    if r["length"]["value"] < 1:
+        bad("length", "training length must be at least 1")
+    if not 0 <= r["label_smoothing"] < 1:
+        bad("label_smoothing", "label smoothing must be in [0, 1)")
+    sched = r["schedule"]
+    if sched["kind"] == "step":
+        ms = sched["milestones"]
+        if any(b <= a for a, b in zip(ms, ms[1:])):
+            bad("schedule", "schedule milestones must increase")
+        if ms and ms[-1] >= r["length"]["value"]:
+            bad("schedule", f"milestone {ms[-1]} is not before the end of training "
+                            f"({r['length']['value']} {r['length']['unit']})",
+                hint="milestones are counted in the same unit as 'length'")
+    if sched["kind"] in ("step", "plateau") and not 0 < sched["gamma"] <= 1:
+        bad("schedule", "gamma must be in (0, 1]")
+    if sched["kind"] == "plateau" and sched["patience"] < 1:
+        bad("schedule", "patience must be at least 1")
+    w = r["warmup"]
+    if w is not None:
+        if w["unit"] is None:
+            w["unit"] = r["length"]["unit"]
+        if not w["lr"] > 0:
+            bad("warmup", "warm-up learning rate must be positive")
+        total = r["length"]["value"] if w["unit"] == r["length"]["unit"] else None
+        if total is not None and w["length"] >= total:
+            bad("warmup", "warm-up is not shorter than the whole run")
+        if w["until_error"] is not None and not 0 < w["until_error"] <= 100:
+            bad("warmup", "until-error is a percentage in (0, 100]")
+    for aug in r["augment"]:
+        if aug["kind"] == "scale" and not 0 < aug["min"] <= aug["max"]:
+            bad("augment", "scale augmentation needs 0 < min <= max")
+        if aug["kind"] == "scale" and aug["crop"] > aug["min"]:
+            bad("augment", f"crop {aug['crop']} is larger than the shortest resized side {aug['min']}")
+        if aug["kind"] == "random-resized-crop" and aug["size"] < 1:
+            bad("augment", "crop size must be positive")
+    if r["dataset"] is not None and r["dataset"] not in DATASETS:
+        bad("dataset", f"unknown dataset '{r['dataset']}'", hint="known datasets: " + ", ".join(DATASETS))
+    if r["split"] is not None and min(r["split"]) < 1:
+        bad("split", "both parts of a train/val split must be positive")
+    for key in ("lr", "momentum", "weight_decay", "label_smoothing"):
+        if not math.isfinite(r[key]):
+            bad(key, f"{key} is not a finite number")
+
+
+# ---------------------------------------------------------------------------------------------
+# `resdsl train --set FIELD=VALUE`: recipe overrides written and checked exactly as in a recipe block
+
+SET_PATH = "--set"
+
+
+def recipe_with_settings(resolved: ResolvedSpec, settings: list[str], length: tuple[int, str] | None = None) -> dict:
+    """The spec's recipe with each ``FIELD=VALUE`` of ``settings`` (``momentum=0.95``, ``schedule=step 100, 150``)
+    applied: the settings become the fields of a recipe that extends the spec's, parsed by the same grammar and
+    validated by the same rules; an error is located at the offending setting (``--set:N:COL``, N counting the
+    --set flags). ``length``: the run's length from ``--iters``/``--epochs`` as (value, unit); where the settings
+    give the schedule (and not the length), its milestones count in that length as written (the recipe's own
+    milestones are scaled to an overridden length, but these the user wrote for it)."""
+    if resolved.recipe is None:
+        raise SpecError("--set changes the training recipe, but the spec names none", Span(resolved.path, 1, 1),
+                        hint="add e.g. 'include \"recipes.res\"' and 'recipe cifar_resnet'")
+    lines = [_setting_line(item, number) for number, item in enumerate(settings, start=1)]
+    keys = {line.split(" ", 1)[0] for line in lines}
+    if length is not None and "schedule" in keys and "length" not in keys:
+        lines.append(f"length {length[0]} {length[1]}")  # last, so that errors keep their --set numbers
+    body = "\n".join(lines)
+    source = f"recipe cli_settings extends {resolved.recipe['name']} {{\n{body}\n}}\n"
+    try:
+        (rdef,) = parse_text(source, SET_PATH).statements
+        recipe = resolve_recipe("cli_settings", {**resolved.recipes, "cli_settings": rdef}, rdef.span)
+    except SpecError as err:
+        raise _setting_error(err, body) from None
+    recipe["name"] = resolved.recipe["name"]  # the run records its --set list beside the recipe
+    return recipe
+
+
+def _setting_line(item: str, number: int) -> str:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip() or not value.strip() or "\n" in item or "{" in item or "}" in item:
+        raise SpecError(f"--set {item!r}: write one recipe field as FIELD=VALUE, e.g. --set momentum=0.95 or "
+                        "--set 'schedule=step 32000, 48000'", Span(SET_PATH, number, 1))
+    return f"{key.strip().replace('_', '-')} {value.strip()}"
+
+
+def _setting_error(err: SpecError, body: str) -> SpecError:
+    """Re-locate an error in the synthetic recipe at the setting it came from (line 1 is the recipe's header)."""
+    span = err.span
+    if span is None or span.path != SET_PATH or not 2 <= span.line <= body.count("\n") + 2:
+        return SpecError(err.message, Span(SET_PATH, 1, 1), hint=err.hint)
+    return SpecError(err.message, Span(SET_PATH, span.line - 1, span.column, span.end_column), hint=err.hint,
+                     source=body)
