@@ -218,11 +218,8 @@ def _torchvision_off_the_cpu(img: torch.Tensor, box) -> torch.Tensor:
     return x.flip(-1) if box.mirror else x
 
 
-def test_the_batched_cut_is_torchvisions_float_resize(monkeypatch):
-    """Off the CPU a batch's crops are cut in one go (resdsl/train/cuts.py): torchvision's float resize of each
-    uint8 picture, rounded as it rounds, up to float summation order (a pixel whose exact value is a half may land
-    a level off). Checked here on the CPU for every kind of crop and test view, pictures of several sizes, and a
-    batch cut in chunks."""
+def _batch_views():
+    """Five pictures of several sizes and their views: every kind of training crop and every test view."""
     pictures = [torch.from_numpy(picture(30 + 3 * k, 40 - 4 * k, seed=k)).permute(2, 0, 1).contiguous()
                 for k in range(5)]
     augments = ([{"kind": "scale", "min": 24, "max": 36, "crop": 20}], [{"kind": "random-resized-crop", "size": 20}],
@@ -232,13 +229,45 @@ def test_the_batched_cut_is_torchvisions_float_resize(monkeypatch):
     views += [(k, b) for k, p in enumerate(pictures) for b in images.test_boxes(*p.shape[1:], 20, 26, True)]
     boxes = [b for _, b in views]
     assert any(b.pad for b in boxes) and any(b.mirror for b in boxes) and any(b.height != b.out for b in boxes)
-    crops = cuts.cut_batch(pictures, views)
-    assert crops.dtype == torch.float32 and crops.shape == (len(views), 3, 20, 20)
-    assert torch.equal(crops, crops.round()) and crops.min() >= 0 and crops.max() <= 255
-    reference = torch.stack([_torchvision_off_the_cpu(pictures[k], b) for k, b in views]).float()
-    off = (crops - reference).abs()
+    return pictures, views
+
+
+def _assert_near_torchvision(crops, pictures, views):
+    assert crops.dtype == torch.uint8 and crops.shape == (len(views), 3, 20, 20)
+    reference = torch.stack([_torchvision_off_the_cpu(pictures[k], b) for k, b in views])
+    off = (crops.cpu().int() - reference.int()).abs()
     assert off.max() <= 1 and (off > 0).float().mean() < 1e-3
+
+
+@pytest.mark.parametrize("device", ["cpu"] + CUDA)
+def test_the_batched_cut_is_torchvisions_float_resize(device, monkeypatch):
+    """Off the CPU a batch's crops are cut in one go (resdsl/train/cuts.py): torchvision's float resize of each
+    uint8 picture, rounded as it rounds, up to float summation order (a pixel whose exact value is a half may land
+    a level off). Checked for every kind of crop and test view, pictures of several sizes, and a batch cut in
+    chunks."""
+    pictures, views = _batch_views()
+    on_device = [p.to(device) for p in pictures]
+    crops = cuts.cut_batch(on_device, views)
+    _assert_near_torchvision(crops, pictures, views)
     monkeypatch.setattr(cuts, "CHUNK_PIXELS", 3 * 30 * 30 * 7)  # several chunks, each cut in its own order
     assert len(cuts._chunks(*[[30] * len(views)] * 2)) > 10
-    assert torch.equal(cuts.cut_batch(pictures, views), crops)
-    assert torch.equal(images.finish(crops[:4], None, None), images.finish(crops[:4].to(torch.uint8), None, None))
+    assert torch.equal(cuts.cut_batch(on_device, views), crops)
+    assert torch.equal(images.finish(crops[:4], None, None), images.finish(crops[:4].float(), None, None))
+    with pytest.raises(ValueError, match=r"not \(3, h, w\) uint8"):
+        cuts.cut_batch([on_device[0].float()], views[:1])
+
+
+@pytest.mark.parametrize("device", ["cpu"] + CUDA)
+def test_the_batched_cut_keeps_its_precision_under_autocast_and_tf32(device):
+    """A caller's bf16 autocast, or TF32 matmuls on a GPU (set_float32_matmul_precision("high")), would move a
+    quarter or 3% of the pixels a level or two; the cut takes neither."""
+    pictures, views = _batch_views()
+    on_device = [p.to(device) for p in pictures]
+    with torch.autocast(device, dtype=torch.bfloat16):
+        _assert_near_torchvision(cuts.cut_batch(on_device, views), pictures, views)
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("high")
+        _assert_near_torchvision(cuts.cut_batch(on_device, views), pictures, views)
+    finally:
+        torch.set_float32_matmul_precision(before)

@@ -1,6 +1,6 @@
-"""A batch's crops in a few dozen kernels, whatever its size (issue 10): :func:`images.cut`'s arithmetic for every
-(picture, box) of a batch at once, for the GPU, where one thread cutting 256 pictures one by one spent ~28 ms of
-host time launching ~1,000 small kernels (benchmarks/RESULTS.md, "GPU training: jpeg").
+"""A batch's crops in about a hundred kernels a chunk, whatever its size (issue 10): :func:`images.cut`'s arithmetic
+for every (picture, box) of a batch at once, for the GPU, where one thread cutting 256 pictures one by one spent
+~28 ms of host time launching ~1,000 small kernels (benchmarks/RESULTS.md, "GPU training: jpeg").
 
 Every box of :mod:`images` is one linear map per axis: pad, then resize the shorter side and crop (the scale
 augmentation, the test views), or crop and then resize (RandomResizedCrop), or only crop (pad-crop). An antialiased
@@ -11,9 +11,10 @@ of its picture (the input pixels its taps reach) gathered from one flat buffer i
 weights built on the device, two batched matrix products and a rounding. The result equals the one-by-one cut up to
 float summation order (values within ~1e-4): a pixel comes out one level off where its exact value is a half, as
 upsampling by 2 makes many (2.5e-6 of the pixels for [R]'s scale augmentation of random 500x375 pictures; tests/
-test_images.py checks the bound). Matrix products run in float32: with TF32 allowed for matmuls (not PyTorch's
-default) many more pixels would move a level. Imports nothing from resdsl but :mod:`images` and :mod:`streams`:
-it is shipped beside emitted trainers.
+test_images.py checks the bound). Matrix products run in float32, never under autocast, and in float64 where
+float32 matmuls may take TF32's shortcut (``set_float32_matmul_precision("high")``, PyTorch's default is not):
+TF32 would move 3% of the pixels a level. Imports nothing from resdsl but :mod:`images` and :mod:`streams`: it is
+shipped beside emitted trainers.
 """
 from __future__ import annotations
 
@@ -96,9 +97,10 @@ def _chunks(ly: list[int], lx: list[int]) -> list[list[int]]:
 
 
 def cut_batch(pictures: list[torch.Tensor], views: list[tuple[int, object]]) -> torch.Tensor:
-    """(N, 3, out, out) float crops holding whole numbers for ``views``, a list of (picture index, box) with one
-    ``out``; ``pictures`` are (3, h, w) uint8 on one device."""
+    """(N, 3, out, out) uint8 crops for ``views``, a non-empty list of (picture index, box) with one ``out``;
+    ``pictures`` are (3, h, w) uint8 on one device."""
     out = views[0][1].out
+    _check(pictures, views, out)
     sizes = [tuple(p.shape[1:]) for p in pictures]
     starts = [0]
     for h, w in sizes[:-1]:
@@ -107,21 +109,28 @@ def cut_batch(pictures: list[torch.Tensor], views: list[tuple[int, object]]) -> 
                         dtype=torch.float64).view(len(views), 8)
     (y0, ly), (x0, lx) = _windows(axes[:, :4], out), _windows(axes[:, 4:], out)
     # a row a box: 0-5 the y axis (input length, output length, first output, offset, picture h, window start),
-    # 6-11 the x axis's, 12 its picture's start in `flat`, 13 mirrored; float64 holds every index exactly, and
-    # each chunk's rows go to the device in one copy
-    pics = torch.tensor([(sizes[k][0], sizes[k][1], starts[k], box.mirror) for k, box in views], dtype=torch.float64)
+    # 6-11 the x axis's, 12 its picture's start in `flat`, 13 mirrored, 14 its place in the batch; float64 holds
+    # every index exactly, and each chunk's rows go to the device in one copy
+    pics = torch.tensor([(sizes[k][0], sizes[k][1], starts[k], box.mirror, n) for n, (k, box) in enumerate(views)],
+                        dtype=torch.float64)
     table = torch.cat([axes[:, :4], pics[:, :1], y0[:, None], axes[:, 4:], pics[:, 1:2], x0[:, None],
                        pics[:, 2:]], 1)
     flat = torch.cat([p.reshape(-1) for p in pictures])
-    parts, order = [], []
+    result = torch.empty((len(views), 3, out, out), dtype=torch.uint8, device=flat.device)
     for group in _chunks(ly.tolist(), lx.tolist()):
         g = torch.tensor(group)
-        parts.append(_cut_chunk(flat, to_device(table[g], flat.device), int(ly[g].max()), int(lx[g].max()), out))
-        order += group
-    result = parts[0] if len(parts) == 1 else torch.cat(parts)
-    if order != sorted(order):
-        result = result[to_device(torch.tensor(order).argsort(), flat.device)]
+        rows = to_device(table[g], flat.device)
+        result.index_copy_(0, rows[:, 14].long(), _cut_chunk(flat, rows, int(ly[g].max()), int(lx[g].max()), out))
     return result
+
+
+def _check(pictures: list[torch.Tensor], views: list[tuple[int, object]], out: int) -> None:
+    """What :func:`cut_batch` assumes, checked on the host: a wrong picture would be read past its end."""
+    for p in pictures:
+        if p.dtype != torch.uint8 or p.dim() != 3 or p.shape[0] != 3:
+            raise ValueError(f"a picture to cut is {p.dtype} {tuple(p.shape)}, not (3, h, w) uint8")
+    if any(box.out != out for _, box in views):
+        raise ValueError("the boxes of one batch differ in output size")
 
 
 def _cut_chunk(flat: torch.Tensor, table: torch.Tensor, size_y: int, size_x: int, out: int) -> torch.Tensor:
@@ -136,5 +145,16 @@ def _cut_chunk(flat: torch.Tensor, table: torch.Tensor, size_y: int, size_x: int
     cols = ints[:, 11, None, None, None] + ints[:, 9, None, None, None] + torch.arange(size_x, device=device)
     plane = torch.arange(3, device=device)[None, :, None, None] * h * w
     index = start + plane + rows.clamp(0, None).minimum(h - 1) * w + cols.clamp(0, None).minimum(w - 1)
-    window = flat[index].float()  # (n, 3, size_y, size_x); pixels off a picture meet zero weights
-    return (wy[:, None] @ window @ wx[:, None].transpose(-1, -2)).round_()
+    dtype = _product_dtype(device)
+    window = flat[index].to(dtype)  # (n, 3, size_y, size_x); pixels off a picture meet zero weights
+    with torch.autocast(device.type, enabled=False):  # a caller's autocast would take these to 16 bits
+        crops = wy.to(dtype)[:, None] @ window @ wx.to(dtype)[:, None].transpose(-1, -2)
+    return crops.round_().to(torch.uint8)  # the weights sum to 1: whole numbers in 0..255
+
+
+def _product_dtype(device: torch.device) -> torch.dtype:
+    """float32, or float64 where float32 matmuls may run in TF32 (10 bits of mantissa, not enough for 8-bit
+    pixels); the flag is the process's, so this thread reads it rather than changes it."""
+    tf32 = torch.get_float32_matmul_precision() != "highest" or (
+        device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32)
+    return torch.float64 if tf32 else torch.float32

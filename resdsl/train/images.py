@@ -191,9 +191,9 @@ def test_boxes(h: int, w: int, crop: int, resize: int, ten_crop: bool) -> list[B
 
 
 def cut(img: torch.Tensor, box: Box) -> torch.Tensor:
-    """The (3, out, out) crop of a decoded (3, h, w) uint8 picture: uint8 on the CPU (torchvision's native uint8
-    resize, the workers' path), elsewhere float holding whole numbers (:func:`cuts.cut_batch`: torchvision's float
-    resize of a uint8 picture, rounded as it rounds)."""
+    """The (3, out, out) uint8 crop of a decoded (3, h, w) uint8 picture: on the CPU torchvision's native uint8
+    resize (the workers' path), elsewhere :func:`cuts.cut_batch` (torchvision's float resize of a uint8 picture,
+    rounded as it rounds)."""
     if img.device.type != "cpu":
         return cut_batch([img], [(0, box)])[0]
     from torchvision.transforms.v2 import functional as TF
