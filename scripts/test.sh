@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q -e '.[test]'
-python3 -m pytest -q -n auto "$@"  # pytest-xdist: one worker per core (2 cores: ~7 min, not ~11)
+python3 -m pytest -q -n auto --durations=20 "$@"  # pytest-xdist: one worker per core; the 20 slowest tests listed
