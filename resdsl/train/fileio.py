@@ -22,6 +22,14 @@ try:  # POSIX; on Windows runs are not locked (there is no fcntl)
 except ImportError:  # pragma: no cover
     fcntl = None
 
+# the temporary files of resdsl's writes (prefix, suffix): a process killed mid-write leaves one behind
+TEMPORARY = (".resdsl-", ".tmp")
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one of resdsl's temporary files (never a finished file of its own or a user's)."""
+    return name.startswith(TEMPORARY[0]) and name.endswith(TEMPORARY[1])
+
 
 class OutputError(Exception):
     """A file could not be written; the message names the file and the reason, and says what was kept."""
@@ -45,7 +53,7 @@ def atomic_write(path: str, fill: Callable[[BinaryIO], None]) -> None:
         mode = 0o666 & ~umask
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".resdsl-", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMPORARY[0], suffix=TEMPORARY[1])
         with os.fdopen(fd, "wb") as fh:
             fill(fh)
             fh.flush()

@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 
-from .fileio import FolderLock, OutputError, atomic_write
+from .fileio import TEMPORARY, FolderLock, OutputError, atomic_write, is_temporary
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
@@ -31,13 +31,24 @@ def _lock(path: str) -> FolderLock:
 
 
 def _check_writable(path: str, why: str) -> None:
-    probe = os.path.join(path, ".write-test")
+    probe = os.path.join(path, f"{TEMPORARY[0]}write-test{TEMPORARY[1]}")
     try:
         with open(probe, "w") as fh:
             fh.write("ok")
         os.remove(probe)
     except OSError as exc:
         raise RunDirError(f"cannot use run directory {path}: {exc.strerror or exc}; {why}") from None
+
+
+def _remove_leftovers(path: str) -> None:
+    """Remove the temporary files that a process killed mid-write left in a run directory: the caller holds its
+    lock, so no other process is writing them."""
+    for name in os.listdir(path):
+        if is_temporary(name):
+            try:
+                os.remove(os.path.join(path, name))
+            except FileNotFoundError:
+                pass
 
 
 def _check_name(path: str) -> None:
@@ -65,6 +76,7 @@ def start(path: str, overwrite: bool = False) -> FolderLock:
     _check_writable(path, "a run needs to write there")
     lock = _lock(path)
     try:
+        _remove_leftovers(path)
         present = sorted(n for n in os.listdir(path) if n != _LOCK)
         foreign = [n for n in present if n not in RUN_FILES]
         if present and not overwrite:
@@ -153,7 +165,13 @@ def resume(path: str) -> FolderLock:
     _check_name(path)
     _check_run_folder(path, "--resume")
     _check_writable(path, "resuming writes new checkpoints there (copy the run to a writable place first)")
-    return _lock(path)
+    lock = _lock(path)
+    try:
+        _remove_leftovers(path)
+    except OSError as exc:
+        lock.release()
+        raise RunDirError(f"cannot use run directory {path}: {exc.strerror or exc}") from None
+    return lock
 
 
 def write_config(path: str, config: dict) -> None:
