@@ -28,3 +28,48 @@ def test_a_killed_writes_leftovers_do_not_block_the_folder(tmp_path):
     (run / ".resdsl-mine.txt").write_text("a user's")  # not a temporary file of resdsl's: kept, and refused
     with pytest.raises(rundir.RunDirError, match="not a resdsl run's"):
         rundir.start(str(run), overwrite=True)
+
+
+def _checkpoint(path, iteration: int) -> None:
+    from resdsl.train import checkpoint
+
+    weights = torch.nn.Linear(64, 64).state_dict()
+    checkpoint.save_atomic({"model": weights, "optimizer": {}, "schedule": {}, "state": {"iter": iteration},
+                            "rng": {}}, str(path))
+
+
+def test_a_checkpoint_damaged_on_disk_is_refused(tmp_path):
+    """torch.load does not check the CRC-32 each record of the zip carries: 400 flipped bytes inside the weights
+    loaded without a word, and a resumed run went on from wrong weights."""
+    from resdsl.train import checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    _checkpoint(path, 7)
+    assert checkpoint.load(str(path))["state"]["iter"] == 7
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 400] = bytes(b ^ 0x5A for b in data[middle:middle + 400])
+    path.write_bytes(bytes(data))
+    with pytest.raises(checkpoint.CheckpointError, match="fails its checksum"):
+        checkpoint.load(str(path))
+
+
+def test_an_experiment_run_killed_before_its_last_checkpoint_is_not_finished(tmp_path):
+    """The trainer writes an evaluation's metrics row, then the checkpoint: killed between the two at the end, a
+    run's metrics say done while its weights are older. `resdsl reproduce` judges by the checkpoint, so the run is
+    resumed (exactly) rather than reported with weights that do not match its figures."""
+    from resdsl.experiment.runner import Job, status
+
+    run = tmp_path / "row" / "seed-0"
+    run.mkdir(parents=True)
+    job = Job(None, 0, str(run))
+    assert status(job) == ("new", 0)
+    (run / "config.json").write_text('{"iterations": 300}')
+    (run / "metrics.jsonl").write_text('{"iter": 200}\n{"iter": 300}\n')
+    assert status(job) == ("new", 0)  # no checkpoint yet: the run starts again
+    _checkpoint(run / "checkpoint.pt", 200)
+    assert status(job) == ("stopped", 200)
+    _checkpoint(run / "checkpoint.pt", 300)
+    assert status(job) == ("finished", 300)
+    (run / "checkpoint.pt").write_bytes(b"damaged")
+    assert status(job) == ("stopped", 0)  # resuming it says what is wrong

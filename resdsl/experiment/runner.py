@@ -49,17 +49,23 @@ def jobs(exp: Experiment, out: str, seeds: int | None = None) -> list[Job]:
 
 
 def status(job: Job) -> tuple[str, int]:
-    """("finished" | "stopped" | "new", iterations done) from the run directory's own records."""
+    """("finished" | "stopped" | "new", iterations done) from the run directory's own records. Done is what its
+    checkpoint holds: a run killed after its last metrics row but before its last checkpoint is not finished (its
+    weights are older than its last figures), and resuming it redoes the rest exactly."""
+    from resdsl.train.checkpoint import iteration  # torch: only once there are runs to look at
+
+    checkpoint = os.path.join(job.run_dir, "checkpoint.pt")
     try:
         with open(os.path.join(job.run_dir, "config.json"), encoding="utf-8") as fh:
             total = json.load(fh)["iterations"]
-        with open(os.path.join(job.run_dir, "checkpoint.pt"), "rb"):
-            pass
     except (OSError, ValueError, KeyError):
         return "new", 0
-    done = last_row(job.run_dir)
-    it = done["iter"] if done else 0
-    return ("finished" if it >= total else "stopped"), it
+    if not os.path.exists(checkpoint):
+        return "new", 0
+    done = iteration(checkpoint)
+    if done is None:  # there but unreadable: resuming it says what is wrong with it
+        return "stopped", 0
+    return ("finished" if done >= total else "stopped"), done
 
 
 def last_row(run_dir: str) -> dict | None:

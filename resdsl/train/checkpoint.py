@@ -10,6 +10,7 @@ import io
 import os
 import pickle
 import random
+import zipfile
 
 import torch
 
@@ -70,6 +71,7 @@ def load(path: str, map_location="cpu", plain: bool = False) -> dict:
     """Read a resdsl checkpoint; anything else (a foreign pickle, a corrupt or truncated file) is refused. With
     ``plain``, a file holding only a state dict (``torch.save(model.state_dict())``, torchvision's weight files)
     is taken too, as ``{"model": it}``: weights to evaluate, with nothing to resume."""
+    _check_sums(path)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
@@ -95,6 +97,33 @@ def load(path: str, map_location="cpu", plain: bool = False) -> dict:
     if missing:
         raise CheckpointError(f"{path} is an incomplete resdsl checkpoint (missing {', '.join(missing)})")
     return obj
+
+
+def _check_sums(path: str) -> None:
+    """A checkpoint is a zip file whose every record carries a CRC-32, which ``torch.load`` does not check: a file
+    damaged on disk would load, and a resumed run would go on from wrong weights. Python's zipfile checks them
+    (reading the file once more); a file that is not a zip is left to ``torch.load`` to judge."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile):
+        return
+    except Exception as exc:  # noqa: BLE001 - a damaged record header, say: the file cannot be trusted
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is damaged ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if bad is not None:
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is damaged (its record {bad} fails its "
+                              "checksum); it cannot be trusted to resume or evaluate from")
+
+
+def iteration(path: str) -> int | None:
+    """The iteration a checkpoint was written at, read cheaply (its tensors memory-mapped, not loaded); None where
+    the file is missing or not a resdsl checkpoint."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(obj["state"]["iter"]) if obj.get("format") == FORMAT else None
+    except Exception:  # noqa: BLE001 - any unreadable file is "no checkpoint" here; resuming it says why
+        return None
 
 
 def load_weights(model, weights: dict, path: str) -> None:
