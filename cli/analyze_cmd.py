@@ -48,7 +48,11 @@ def responses_cmd(runs, out, test_subset, device, batch_size, at, data_dir, no_d
     OUT/responses.csv (run, layer, module, std, rank)."""
     from resdsl.analysis import ResponsesError, draw_responses, measure_run, open_run, write_csv
     from resdsl.train.fileio import OutputError
+    from resdsl.train.rundir import CONFIG
 
+    if os.path.exists(os.path.join(out, CONFIG)):
+        raise click.UsageError(f"--out {out} is a run directory (it holds {CONFIG}); the figures go in a folder of "
+                               "their own, since a run's --overwrite refuses files it did not write")
     try:
         opened = [open_run(path) for path in runs]  # every run is checked before the first is measured
         for run in opened:

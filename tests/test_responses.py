@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -177,6 +178,8 @@ def test_clear_errors(runs, tmp_path):
     if not torch.cuda.is_available():
         _fails([runs["tiny"], "--out", str(tmp_path), "--device", "cuda"], "no CUDA GPU")
     assert not (tmp_path / "responses.png").exists()
+    _fails([runs["tiny"], "--out", runs["tiny"]], "is a run directory")  # its --overwrite would refuse the files
+    assert not (Path(runs["tiny"]) / "responses.png").exists()
 
 
 def test_import_stays_light():
