@@ -62,7 +62,7 @@ def list_cmd(pattern: str | None, paper: str | None, as_json: bool) -> None:
     NAME`).
     """
     if pattern == "experiments":
-        _list_experiments(as_json)
+        _list_experiments(as_json, paper)
         return
     rows = [_row(e) for e in catalog.entries() if _wanted(e, pattern, paper)]
     if not rows:
@@ -71,12 +71,17 @@ def list_cmd(pattern: str | None, paper: str | None, as_json: bool) -> None:
     click.echo(json.dumps(rows, indent=2) if as_json else _table(rows))
 
 
-def _list_experiments(as_json: bool) -> None:
-    """`resdsl list experiments`: the packaged experiment files that `resdsl reproduce NAME` runs."""
+def _list_experiments(as_json: bool, paper: str | None) -> None:
+    """`resdsl list experiments`: the packaged experiment files that `resdsl reproduce NAME` runs (``paper``: only
+    those whose source is that paper's, as `[R] Table 6`)."""
     from resdsl.experiment import catalog as experiments
 
     rows = [{"name": e.name, "source": e.source, "title": e.title, "rows": e.rows, "seeds": e.seeds,
-             "path": str(e.path)} for e in experiments.entries()]
+             "path": str(e.path)} for e in experiments.entries()
+            if not paper or e.source.lower().startswith(f"[{paper.lower()}]")]
+    if not rows:
+        click.echo(f"resdsl: no packaged experiment reproduces [{paper}]", err=True)
+        sys.exit(EXIT_SPEC)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

@@ -163,6 +163,11 @@ def test_list_filters(elsewhere):
     assert [row["name"] for row in json.loads(r.stdout)] == sorted(n for n in BY_NAME if n.startswith("torchvision/"))
     r = CliRunner().invoke(list_cmd, ["zzz*"])
     assert r.exit_code == 1 and "no packaged spec matches 'zzz*'" in r.stderr
+    r = CliRunner().invoke(list_cmd, ["experiments", "--paper", "r", "--json"])  # the experiments of [R] alone
+    sources = [row["source"] for row in json.loads(r.stdout)]
+    assert sources and all(s.startswith("[R] ") for s in sources)
+    r = CliRunner().invoke(list_cmd, ["experiments", "--paper", "wrn"])
+    assert r.exit_code == 1 and "no packaged experiment reproduces [wrn]" in r.stderr
 
 
 def test_list_is_a_resdsl_command():
