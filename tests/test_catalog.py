@@ -167,7 +167,7 @@ def test_list_filters(elsewhere):
     sources = [row["source"] for row in json.loads(r.stdout)]
     assert sources and all(s.startswith("[R] ") for s in sources)
     r = CliRunner().invoke(list_cmd, ["experiments", "--paper", "wrn"])
-    assert r.exit_code == 1 and "no packaged experiment reproduces [wrn]" in r.stderr
+    assert r.exit_code == 1 and "no packaged experiment reproduces [WRN]" in r.stderr
 
 
 def test_list_is_a_resdsl_command():
