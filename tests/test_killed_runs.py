@@ -73,3 +73,30 @@ def test_an_experiment_run_killed_before_its_last_checkpoint_is_not_finished(tmp
     assert status(job) == ("finished", 300)
     (run / "checkpoint.pt").write_bytes(b"damaged")
     assert status(job) == ("stopped", 0)  # resuming it says what is wrong
+
+
+def test_tensorboard_forgets_the_points_a_resume_evaluates_again(tmp_path):
+    """Rows after the checkpoint are dropped from metrics.jsonl on resume and evaluated again; TensorBoard's
+    points for them must go too, or its curves hold two points at one step."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from resdsl.train.metrics import MetricsLog
+
+    def row(it, value):
+        return {"iter": it, "epoch": 1, "lr": 0.1, "train_loss": value, "train_error": value, "test_loss": value,
+                "test_error": value}
+
+    log = MetricsLog(str(tmp_path))
+    for it in (50, 100, 150):  # killed after the row at 150, its checkpoint at 100
+        log.write(row(it, it / 10))
+    log.close()
+    log = MetricsLog(str(tmp_path))
+    log.resume(100)
+    for it in (150, 200):
+        log.write(row(it, it / 10 + 1))
+    log.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("test_error")] == [(50, 5.0), (100, 10.0), (150, 16.0),
+                                                                        (200, 21.0)]

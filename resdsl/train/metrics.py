@@ -36,14 +36,16 @@ class MetricsLog:
         self.enabled = enabled
         self.rows: list[dict] = []
         self.plotted_at, self.unplotted = -math.inf, False
-        self.tb = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+        self.tb = self._writer() if enabled else None
 
-                self.tb = SummaryWriter(os.path.join(run_dir, "tensorboard"))
-            except ImportError:  # tensorboard is optional (e.g. in an emitted trainer folder)
-                self.tb = None
+    def _writer(self, purge_step: int | None = None):
+        """TensorBoard's writer for the run (None without tensorboard, which is optional, e.g. in an emitted
+        trainer folder); ``purge_step``: the points from that step on, written before a kill, are hidden."""
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+        return SummaryWriter(os.path.join(self.run_dir, "tensorboard"), purge_step=purge_step)
 
     def resume(self, up_to_iter: int) -> None:
         """Keep the rows written up to the checkpoint's iteration; later ones will be written again. A line that
@@ -71,6 +73,9 @@ class MetricsLog:
                   "they are evaluated again where the checkpoint allows", file=sys.stderr)
         self.rows = [r for r in rows if r["iter"] <= up_to_iter]
         self.unplotted = True  # curves.png may show rows dropped here
+        if self.tb is not None:  # TensorBoard too forgets the points after the checkpoint: they come again
+            self.tb.close()
+            self.tb = self._writer(purge_step=up_to_iter + 1)
         if self.enabled:
             text = "".join(json.dumps(r) + "\n" for r in self.rows)
             atomic_write(self.path, lambda fh: fh.write(text.encode()))
