@@ -313,6 +313,7 @@ def eval_cmd(target, checkpoint, data, data_dir, test_subset, test, old_view, de
     net = compile_spec(spec)
     if os.path.isdir(checkpoint):
         checkpoint = os.path.join(checkpoint, "checkpoint.pt")
+    _warn_if_trained_from_another_spec(net, spec, checkpoint)
     try:
         name, views, res = _evaluate(net, spec, checkpoint, data, data_dir, test_subset, test, device, batch_size,
                                      not no_download)
@@ -321,6 +322,22 @@ def eval_cmd(target, checkpoint, data, data_dir, test_subset, test, old_view, de
         sys.exit(EXIT_SPEC)
     click.echo(f"{net.name} on {name} ({views}): top-1 error {res['error']:.2f}%, top-5 error "
                f"{res['top5_error']:.2f}%, loss {res['loss']:.4f}")
+
+
+def _warn_if_trained_from_another_spec(net, spec: str, checkpoint: str) -> None:
+    """Weights whose names and shapes fit load into any network with those names (a plain net takes its residual
+    twin's): where the checkpoint's run recorded the hash of the spec it was trained from, a different one is said
+    (a changed recipe alone changes it too, so this is a warning)."""
+    try:
+        with open(os.path.join(os.path.dirname(checkpoint), "config.json"), encoding="utf-8") as fh:
+            cfg = json.load(fh)
+        saved = cfg.get("spec_hash")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(saved, str) and saved != spec_hash(net):
+        click.echo(f"resdsl: warning: {checkpoint} was trained from {cfg.get('spec', 'another spec')}, and {spec} "
+                   "differs from it now (its hash is not config.json's): evaluating the network that "
+                   f"{spec} describes with those weights", err=True)
 
 
 def _evaluate(net, spec, checkpoint, data, data_dir, test_subset, test, device, batch_size, download):

@@ -129,6 +129,11 @@ def test_eval_takes_a_run_directory_alone(run):
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("tiny on synthetic (single view)")
     assert f"top-1 error {row['test_error']:.2f}%" in r.stdout
+    assert "warning" not in r.stderr
+    # tiny_plain's layers have tiny's names and shapes: its weights load, and the other spec is said
+    r = resdsl("eval", "tests/specs/tiny_plain.res", "--checkpoint", str(out))
+    assert r.returncode == 0 and "was trained from tests/specs/tiny.res" in r.stderr, r.stderr
+    assert "warning" not in resdsl("eval", TINY, "--checkpoint", str(out)).stderr
 
 
 def test_metrics_write_null_for_nan(tmp_path):
