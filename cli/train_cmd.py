@@ -335,8 +335,8 @@ def _warn_if_trained_from_another_spec(net, spec: str, checkpoint: str) -> None:
     except (OSError, ValueError, AttributeError):
         return
     if isinstance(saved, str) and saved != spec_hash(net):
-        click.echo(f"resdsl: warning: {checkpoint} was trained from {cfg.get('spec', 'another spec')}, and {spec} "
-                   "differs from it now (its hash is not config.json's): evaluating the network that "
+        click.echo(f"resdsl: warning: {checkpoint} was trained from {cfg.get('spec', 'another spec')}; {spec} "
+                   "describes another network or recipe (config.json's spec hash differs): evaluating the network "
                    f"{spec} describes with those weights", err=True)
 
 
