@@ -100,3 +100,27 @@ def test_tensorboard_forgets_the_points_a_resume_evaluates_again(tmp_path):
     events.Reload()
     assert [(e.step, e.value) for e in events.Scalars("test_error")] == [(50, 5.0), (100, 10.0), (150, 16.0),
                                                                         (200, 21.0)]
+
+
+def test_an_experiment_that_trained_nothing_takes_new_options(tmp_path):
+    """`reproduce --data nosuch` records its options and every run fails at once; the restart with the right
+    --data used to be refused as another experiment's. Until a run has checkpointed there is nothing to mix, so
+    the record is replaced; after that, other options are refused as before."""
+    from conftest import ROOT
+    from resdsl.experiment.parse import parse_experiment
+    from resdsl.experiment.runner import ExperimentRunError, check_record
+
+    exp = parse_experiment(ROOT / "tests" / "experiments" / "tiny.exp")
+    out = tmp_path / "exp"
+    check_record(str(out), exp, {"data": "nosuch"}, 2)
+    (out / "plain-8" / "seed-0").mkdir(parents=True)
+    (out / "plain-8" / "seed-0" / "config.json").write_text("{}")  # a run that failed before its first checkpoint
+    check_record(str(out), exp, {"data": "synthetic"}, 2, write=False)  # a dry run writes nothing
+    assert '"nosuch"' in (out / "experiment.json").read_text()
+    check_record(str(out), exp, {"data": "synthetic"}, 2)
+    assert '"synthetic"' in (out / "experiment.json").read_text()
+    (out / "plain-8" / "seed-0" / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(ExperimentRunError, match="started with options --data synthetic"):
+        check_record(str(out), exp, {"data": "fashion-mnist"}, 2)
+    with pytest.raises(ExperimentRunError, match="started with seeds 2"):  # not an option: refused, as before
+        check_record(str(out), exp, {"data": "synthetic"}, 3)

@@ -10,6 +10,7 @@ refused rather than mixing two experiments' runs. Launchers: ``local`` (subproce
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -110,8 +111,9 @@ def train_command(exp: Experiment, job: Job, options: dict) -> list[str]:
 
 
 def check_record(out: str, exp: Experiment, options: dict, seeds: int, write: bool = True) -> None:
-    """Write EXPDIR/experiment.json on the first start; on a restart, refuse other options than the first's.
-    ``write=False`` (a dry run) refuses what the run would refuse and writes nothing."""
+    """Write EXPDIR/experiment.json on the first start; on a restart, refuse other options than the first's once
+    a run has checkpointed (before, nothing would be mixed: the new options replace a start that failed on a
+    typo). ``write=False`` (a dry run) refuses what the run would refuse and writes nothing."""
     path = os.path.join(out, RECORD)
     mine = {"experiment": exp.name, "file": exp.path, "seeds": seeds, "rows": [r.label for r in exp.rows],
             "options": {k: options.get(k) for k in PASSED + FLAGS}}
@@ -121,32 +123,42 @@ def check_record(out: str, exp: Experiment, options: dict, seeds: int, write: bo
                 old = json.load(fh)
         except (OSError, ValueError) as exc:
             raise ExperimentRunError(f"{path} cannot be read ({exc}); use another --out") from None
-        for key in ("experiment", "seeds", "rows", "options"):
-            if old.get(key) != mine[key]:
-                was, now = old.get(key), mine[key]
-                if key == "options" and isinstance(was, dict):  # name the flags that differ, not two dicts
-                    names = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
-                    was = ", ".join(f"--{k.replace('_', '-')} {was.get(k)}" for k in names)
-                    now = ", ".join(f"--{k.replace('_', '-')} {now.get(k)}" for k in names)
-                raise ExperimentRunError(
-                    f"{out} holds experiment {old.get('experiment')} started with {key} {was}; this command asks "
-                    f"for {now}. Restart it with the same options, or use another --out")
+        differ = [key for key in ("experiment", "seeds", "rows", "options") if old.get(key) != mine[key]]
+        if differ == ["options"] and not _any_checkpoint(out):  # no run trained to mix with: a start that
+            return _write_record(out, path, mine) if write else None  # failed on a typo (--data) is put right
+        for key in differ:
+            was, now = old.get(key), mine[key]
+            if key == "options" and isinstance(was, dict):  # name the flags that differ, not two dicts
+                names = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
+                was = ", ".join(f"--{k.replace('_', '-')} {was.get(k)}" for k in names)
+                now = ", ".join(f"--{k.replace('_', '-')} {now.get(k)}" for k in names)
+            raise ExperimentRunError(
+                f"{out} holds experiment {old.get('experiment')} started with {key} {was}; this command asks "
+                f"for {now}. Restart it with the same options, or use another --out")
         return
-    from resdsl.train.fileio import OutputError, write_output
-
     if os.path.exists(out) and not os.path.isdir(out):
         raise ExperimentRunError(f"--out {out} is a file, not a folder; use another --out")
     if os.path.isdir(out) and os.listdir(out):  # the report and results would replace files it did not write
         raise ExperimentRunError(f"--out {out} already holds files but no {RECORD} (an experiment folder holds its "
                                  "record, its runs and its report, written by resdsl); use another --out")
-    if not write:
-        return
+    if write:
+        _write_record(out, path, mine)
+
+
+def _any_checkpoint(out: str) -> bool:
+    """Whether any run of the experiment folder has trained far enough to checkpoint."""
+    return bool(glob.glob(os.path.join(glob.escape(out), "*", "seed-*", "checkpoint.pt")))
+
+
+def _write_record(out: str, path: str, record: dict) -> None:
+    from resdsl.train.fileio import OutputError, write_output
+
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as exc:
         raise ExperimentRunError(f"cannot make the experiment folder {out}: {exc.strerror or exc}") from None
     try:
-        write_output(path, json.dumps(mine, indent=2) + "\n")
+        write_output(path, json.dumps(record, indent=2) + "\n")
     except OutputError as exc:
         raise ExperimentRunError(str(exc)) from None
 
