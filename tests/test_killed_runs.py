@@ -124,3 +124,25 @@ def test_an_experiment_that_trained_nothing_takes_new_options(tmp_path):
         check_record(str(out), exp, {"data": "fashion-mnist"}, 2)
     with pytest.raises(ExperimentRunError, match="started with seeds 2"):  # not an option: refused, as before
         check_record(str(out), exp, {"data": "synthetic"}, 3)
+
+
+def test_a_forked_child_does_not_keep_the_run_locked(tmp_path):
+    """A data loader's workers are forked from the run: killed outright, the run's lock must go with it, not live
+    on in workers that take seconds to notice (`--resume` then said the folder was in use by another process)."""
+    import os
+    import time
+
+    from resdsl.train.fileio import FolderLock, OutputError
+
+    lock = FolderLock(str(tmp_path), "run directory")
+    child = os.fork()
+    if child == 0:  # a worker that outlives its parent's lock by a few seconds
+        time.sleep(3)
+        os._exit(0)
+    try:
+        with pytest.raises(OutputError, match="in use by another process"):
+            FolderLock(str(tmp_path), "run directory")  # held by this process, as before
+        lock.release()  # what the kernel does when the run is killed
+        FolderLock(str(tmp_path), "run directory").release()  # the child, still alive, holds nothing
+    finally:
+        os.waitpid(child, 0)

@@ -15,6 +15,7 @@ import errno
 import os
 import stat
 import tempfile
+import weakref
 from typing import BinaryIO, Callable
 
 try:  # POSIX; on Windows runs are not locked (there is no fcntl)
@@ -144,8 +145,12 @@ class FolderLock:
     """An exclusive lock on a folder a process owns (a run directory), held until :meth:`release` or exit.
 
     The lock is an ``flock`` on ``FOLDER/.lock``: the kernel drops it when the process dies, so a killed run never
-    leaves a stale lock behind, and a second process asking for it is refused at once.
+    leaves a stale lock behind, and a second process asking for it is refused at once. A forked child (a data
+    loader's worker) closes its copy at once: an flock belongs to every process holding the file open, so workers
+    outliving a killed run would otherwise keep its folder locked.
     """
+
+    held: "weakref.WeakSet[FolderLock]" = weakref.WeakSet()
 
     def __init__(self, folder: str, what: str = "folder"):
         self.path = os.path.join(folder, ".lock")
@@ -165,14 +170,24 @@ class FolderLock:
                               "finish or stop it first") from None
         os.ftruncate(self.fd, 0)
         os.write(self.fd, f"{os.getpid()}\n".encode())
+        FolderLock.held.add(self)
 
     def release(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
 
+    @classmethod
+    def _forget_in_child(cls) -> None:
+        for lock in list(cls.held):
+            lock.release()  # the child's descriptor only: the parent keeps its lock
+
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=FolderLock._forget_in_child)
