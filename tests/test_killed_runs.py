@@ -135,10 +135,15 @@ def test_a_forked_child_does_not_keep_the_run_locked(tmp_path):
     from resdsl.train.fileio import FolderLock, OutputError
 
     lock = FolderLock(str(tmp_path), "run directory")
+    ready, tell = os.pipe()
     child = os.fork()
     if child == 0:  # a worker that outlives its parent's lock by a few seconds
+        os.write(tell, b"1")  # past the fork's handlers, which run before os.fork returns here
         time.sleep(3)
         os._exit(0)
+    os.read(ready, 1)
+    os.close(ready)
+    os.close(tell)
     try:
         with pytest.raises(OutputError, match="in use by another process"):
             FolderLock(str(tmp_path), "run directory")  # held by this process, as before

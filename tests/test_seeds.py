@@ -111,8 +111,9 @@ def test_processes_stop_on_sigterm_to_the_parent(tmp_path):
                              "--out", str(multi)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None and not (multi / "seed-1" / "checkpoint.pt").exists():
-        time.sleep(0.05)
+    started = [multi / f"seed-{seed}" / "checkpoint.pt" for seed in (0, 1)]  # a run signalled before it has set
+    while time.time() < deadline and proc.poll() is None and not all(p.exists() for p in started):  # up ends
+        time.sleep(0.05)  # at once, with nothing to save
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=240)
     assert proc.returncode == 143, out
