@@ -67,27 +67,17 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     OUT/report.md, results.csv, results.json and the figures are written. Killed and restarted with the same
     command, finished runs are skipped and stopped ones resume exactly.
     """
-    from resdsl.experiment import catalog
-    from resdsl.experiment.parse import parse_experiment
-    from resdsl.experiment.reproduce import launch, only_rows, plan, plan_text, write_report
+    from resdsl.experiment.reproduce import launch, plan, plan_text, write_report
     from resdsl.experiment.runner import ExperimentRunError, check_record
 
     from .train_cmd import git_commit
 
-    exp = parse_experiment(catalog.locate(experiment))
-    if rows:
-        try:
-            exp = only_rows(exp, [p.strip() for p in rows.split(",") if p.strip()])
-        except ExperimentRunError as exc:
-            raise click.UsageError(str(exc)) from None
+    exp = _experiment(experiment, rows, data)
     options = {"data": data, "data_dir": data_dir, "iters": iters, "epochs": epochs, "train_subset": train_subset,
                "test_subset": test_subset, "device": device, "amp": amp, "no_download": no_download,
                "deterministic": deterministic}
     if iters and epochs:
         raise click.UsageError("give --iters or --epochs, not both")
-    if exp.dataset == "imagenet" and not data:
-        raise click.UsageError(f"{exp.name} trains on ImageNet: pass --data with an ImageNet-layout folder "
-                               "(train/ and val/ of class folders)")
     out = out or os.path.join("runs", exp.name + (f"-{os.path.basename(os.path.normpath(data))}" if data else ""))
     gpus = _gpus(device)
     parallel = parallel or max(1, gpus)
@@ -119,6 +109,25 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
         click.echo(f"resdsl: error: {len(failed)} runs failed ({', '.join(failed)}); their errors are above (and in "
                    "their train.log where they got that far); the report holds the others", err=True)
         sys.exit(EXIT_SPEC)
+
+
+def _experiment(experiment: str, rows: str | None, data: str | None):
+    """The experiment a NAME or FILE names, with only the --rows asked for; an ImageNet one needs --data."""
+    from resdsl.experiment import catalog
+    from resdsl.experiment.parse import parse_experiment
+    from resdsl.experiment.reproduce import only_rows
+    from resdsl.experiment.runner import ExperimentRunError
+
+    exp = parse_experiment(catalog.locate(experiment))
+    if rows:
+        try:
+            exp = only_rows(exp, [p.strip() for p in rows.split(",") if p.strip()])
+        except ExperimentRunError as exc:
+            raise click.UsageError(str(exc)) from None
+    if exp.dataset == "imagenet" and not data:
+        raise click.UsageError(f"{exp.name} trains on ImageNet: pass --data with an ImageNet-layout folder "
+                               "(train/ and val/ of class folders)")
+    return exp
 
 
 def _gpus(device) -> int:

@@ -109,7 +109,8 @@ def _as_args(spec, values: dict, settings) -> list[str]:
     args = [spec] if spec else []
     for opt in OPTIONS:
         value = values[opt.dest]
-        if opt.dest in ("nproc", "seeds", "parallel") or value is None or value is False or (value == opt.default and not opt.is_flag):
+        if opt.dest in ("nproc", "seeds", "parallel") or value is None or value is False or (
+                value == opt.default and not opt.is_flag):
             continue
         args += [opt.flag] if opt.is_flag else [opt.flag, str(value)]
     for item in settings:

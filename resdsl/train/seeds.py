@@ -71,6 +71,8 @@ def run_seeds(seeds: list[int], out: str, command_for: Callable[[int, str], list
                 echo = threading.Thread(target=_echo, args=(proc, seed), daemon=True)
                 echo.start()
                 running.append((seed, proc, echo))
+                if stopped:  # the signal came while this one was being started
+                    proc.send_signal(stopped[0])
             seed, proc, echo = running[0]  # still in ``running`` while it is waited for: a signal must reach it
             codes[seed] = proc.wait()
             echo.join()
