@@ -13,26 +13,16 @@ import sys
 from pathlib import Path
 
 import torch
-from torchvision.transforms.v2 import functional as TF
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from _record import record  # noqa: E402
+from reference import torchvision_cut  # noqa: E402  (the tests' reference of the cut)
 
 from resdsl.train import cuts  # noqa: E402
 from resdsl.train.images import draw, plan_from, test_boxes, train_box  # noqa: E402
 
 SCALE = [{"kind": "scale", "min": 256, "max": 480, "crop": 224}]  # flips come after the cut (images.finish)
-
-
-def torchvision_cut(img: torch.Tensor, box) -> torch.Tensor:
-    """The cut as torchvision's float resize does it for a uint8 picture off the CPU, rounded after each resize."""
-    x = torch.nn.functional.pad(img, (box.pad,) * 4) if box.pad else img
-    if box.shorter:
-        x = TF.resize(x.float(), [box.shorter], antialias=True).round_().to(torch.uint8)
-    x = x[:, box.top:box.top + box.height, box.left:box.left + box.width]
-    if (box.height, box.width) != (box.out, box.out):
-        x = TF.resize(x.float(), [box.out, box.out], antialias=True).round_().to(torch.uint8)
-    return x.flip(-1) if box.mirror else x
 
 
 def compare(pictures, views, device) -> tuple[float, int, int]:

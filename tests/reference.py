@@ -83,3 +83,22 @@ def unit(x, sd, p, *, kind, order, stride, shortcut, out_channels, training, str
     if order in ("post", "bn-after-add"):
         y = F.relu(y)
     return y
+
+
+# ---------------------------------------------------------------------------------------------
+# image crops
+
+
+def torchvision_cut(img: torch.Tensor, box) -> torch.Tensor:
+    """cut's steps as torchvision's resize runs them on a GPU for a uint8 picture (in float32, rounded back to
+    uint8 after each resize), written with torchvision's own calls: the reference of resdsl/train/cuts.py
+    (tests/test_images.py, benchmarks/cut_accuracy.py)."""
+    from torchvision.transforms.v2 import functional as TF
+
+    x = torch.nn.functional.pad(img, (box.pad,) * 4) if box.pad else img
+    if box.shorter:
+        x = TF.resize(x.float(), [box.shorter], antialias=True).round_().to(torch.uint8)
+    x = x[:, box.top:box.top + box.height, box.left:box.left + box.width]
+    if (box.height, box.width) != (box.out, box.out):
+        x = TF.resize(x.float(), [box.out, box.out], antialias=True).round_().to(torch.uint8)
+    return x.flip(-1) if box.mirror else x

@@ -12,6 +12,7 @@ pytest.importorskip("torchvision")
 from PIL import Image  # noqa: E402
 from torchvision.transforms.v2 import functional as TF  # noqa: E402
 
+from reference import torchvision_cut  # noqa: E402
 from resdsl.train import cuts, decoding, images  # noqa: E402
 from resdsl.train.data import DataError, load_dataset  # noqa: E402
 from resdsl.train.images import (IMAGENET_EIGVAL, IMAGENET_EIGVEC, IMAGENET_MEAN, IMAGENET_STD, Plan,  # noqa: E402
@@ -206,18 +207,6 @@ def test_the_draw_is_the_seeds_alone():
         assert all(math.isfinite(a) for a in draw(1).alpha)
 
 
-def _torchvision_off_the_cpu(img: torch.Tensor, box) -> torch.Tensor:
-    """cut's steps as torchvision's resize runs them on a GPU for a uint8 picture (in float32, rounded back to
-    uint8 after each resize), written with torchvision's own calls."""
-    x = torch.nn.functional.pad(img, (box.pad,) * 4) if box.pad else img
-    if box.shorter:
-        x = TF.resize(x.float(), [box.shorter], antialias=True).round_().to(torch.uint8)
-    x = x[:, box.top:box.top + box.height, box.left:box.left + box.width]
-    if (box.height, box.width) != (box.out, box.out):
-        x = TF.resize(x.float(), [box.out, box.out], antialias=True).round_().to(torch.uint8)
-    return x.flip(-1) if box.mirror else x
-
-
 def _batch_views():
     """Five pictures of several sizes and their views: every kind of training crop and every test view."""
     pictures = [torch.from_numpy(picture(30 + 3 * k, 40 - 4 * k, seed=k)).permute(2, 0, 1).contiguous()
@@ -234,7 +223,7 @@ def _batch_views():
 
 def _assert_near_torchvision(crops, pictures, views):
     assert crops.dtype == torch.uint8 and crops.shape == (len(views), 3, 20, 20)
-    reference = torch.stack([_torchvision_off_the_cpu(pictures[k], b) for k, b in views])
+    reference = torch.stack([torchvision_cut(pictures[k], b) for k, b in views])
     off = (crops.cpu().int() - reference.int()).abs()
     assert off.max() <= 1 and (off > 0).float().mean() < 1e-3
 
