@@ -67,6 +67,17 @@ Examples:
 """
 
 
+def _write_trainer(net, trainer_dir: str, overwrite: bool, info) -> None:
+    from resdsl.backends.trainer_folder import emit_trainer
+
+    try:
+        files = emit_trainer(net, trainer_dir, overwrite=overwrite)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {trainer_dir}: {exc.strerror or exc}") from None
+    click.echo(f"wrote {trainer_dir}/ ({len(files)} files); run: python {trainer_dir}/train.py --data ...",
+               file=info)
+
+
 @main.command("compile", epilog=COMPILE_EXAMPLES)
 @click.argument("spec", type=click.Path(dir_okay=True, path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the counts and expectations.")
@@ -76,18 +87,24 @@ Examples:
                    "standard output (the summary then goes to standard error).")
 @click.option("--emit-trainer", "trainer_dir", type=click.Path(file_okay=False),
               help="Write a self-contained folder (model.py, the trainer, recipe.json, train.py) that trains with only "
-                   "torch and torchvision installed.")
+                   "torch and torchvision installed. Into a folder that exists, only the files resdsl wrote there "
+                   "and that are unchanged are replaced.")
+@click.option("--overwrite", is_flag=True,
+              help="With --emit-trainer: also replace trainer files that were edited or not written by resdsl.")
 @click.option("--onnx", "onnx_out", type=click.Path(dir_okay=False, writable=True),
               help="Export the model as ONNX and validate it with onnx.checker (needs torch and onnx).")
 @_guard
 def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, trainer_dir: str | None,
-                onnx_out: str | None) -> None:
+                overwrite: bool, onnx_out: str | None) -> None:
     """Parse, check and count SPEC; print a per-stage summary (exit 1 if any expect fails)."""
     from resdsl.pipeline import compile_spec
 
     for flag, value in (("--emit-python", emit_py), ("--emit-trainer", trainer_dir), ("--onnx", onnx_out)):
         if value is not None and not value.strip():
             raise click.UsageError(f"{flag} needs a file or folder name, not an empty one")
+    if overwrite and not trainer_dir:
+        raise click.UsageError("--overwrite goes with --emit-trainer (it says which files of the folder may be "
+                               "replaced)")
     source_out = emit_py == "-"  # like viz -o -: standard output
     if source_out and (as_json or dump_ir):
         raise click.UsageError("--emit-python - writes the source to standard output, where --json and --dump-ir "
@@ -103,14 +120,7 @@ def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, tr
             _write_output(emit_py, emit_python(net))
             click.echo(f"wrote {emit_py}", file=info)
     if trainer_dir:
-        from resdsl.backends.trainer_folder import emit_trainer
-
-        try:
-            files = emit_trainer(net, trainer_dir)
-        except OSError as exc:
-            raise click.ClickException(f"cannot write {trainer_dir}: {exc.strerror or exc}") from None
-        click.echo(f"wrote {trainer_dir}/ ({len(files)} files); run: python {trainer_dir}/train.py --data ...",
-                   file=info)
+        _write_trainer(net, trainer_dir, overwrite, info)
     if onnx_out:
         try:
             from resdsl.backends.onnx_export import export_onnx

@@ -203,13 +203,14 @@ def test_trainer_into_existing_folder_keeps_its_files(in_tmp, monkeypatch):
     (in_tmp / "tr" / "model.py").write_text("OLD")
     with monkeypatch.context() as m:
         disk_full_after(m, 5)
-        r = CliRunner().invoke(main, ["compile", "net.res", "--emit-trainer", "tr"])
+        r = CliRunner().invoke(main, ["compile", "net.res", "--emit-trainer", "tr", "--overwrite"])
         assert r.exit_code == 1, r.output
     assert sorted(os.listdir(in_tmp / "tr")) == ["model.py", "notes.txt"]  # untouched, no temporary left
     assert (in_tmp / "tr" / "model.py").read_text() == "OLD"
-    invoke("compile", "net.res", "--emit-trainer", "tr")
+    invoke("compile", "net.res", "--emit-trainer", "tr", "--overwrite")  # model.py is not resdsl's: --overwrite
     assert (in_tmp / "tr" / "notes.txt").read_text() == "mine"
-    assert {"model.py", "train.py", "recipe.json", "resdsl_train", "notes.txt"} == set(os.listdir(in_tmp / "tr"))
+    assert {"model.py", "train.py", "recipe.json", "resdsl_train", "notes.txt", "resdsl-trainer.json"} == \
+        set(os.listdir(in_tmp / "tr"))
     execute(in_tmp / "tr" / "model.py")
 
 

@@ -1,0 +1,69 @@
+"""`resdsl compile --emit-trainer DIR` into a folder that exists: it replaces only what it wrote there itself and
+the user has not changed since (resdsl-trainer.json records that, by hash), removes the files of an earlier trainer
+that a newer one no longer has, and refuses to replace a file the user edited or wrote unless --overwrite."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("torch")
+
+from resdsl.backends.trainer_folder import MANIFEST  # noqa: E402
+from resdsl_cli.main import main  # noqa: E402
+
+TINY = "tests/specs/tiny.res"
+
+
+def emit(folder, *extra: str):
+    return CliRunner().invoke(main, ["compile", TINY, "--emit-trainer", str(folder), *extra])
+
+
+def test_a_trainer_emitted_again_replaces_its_own_files(tmp_path):
+    folder = tmp_path / "tr"
+    assert emit(folder).exit_code == 0
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert {"model.py", "train.py", "recipe.json", "resdsl_train/loop.py"} <= set(manifest["sha256"])
+    (folder / "runs").mkdir()  # the user's things beside the trainer stay
+    (folder / "notes.txt").write_text("mine")
+    # an earlier resdsl's module that this one no longer has, unchanged since it was written: removed
+    (folder / "resdsl_train" / "gone.py").write_text("old = 1\n")
+    manifest["sha256"]["resdsl_train/gone.py"] = __import__("hashlib").sha256(b"old = 1\n").hexdigest()
+    manifest["sha256"]["../outside.txt"] = manifest["sha256"]["resdsl_train/gone.py"]  # a hand-made entry: ignored
+    (tmp_path / "outside.txt").write_text("old = 1\n")
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    r = emit(folder)
+    assert r.exit_code == 0, r.output
+    assert not (folder / "resdsl_train" / "gone.py").exists() and (tmp_path / "outside.txt").exists()
+    assert (folder / "notes.txt").read_text() == "mine" and (folder / "runs").is_dir()
+    assert "resdsl_train/gone.py" not in json.loads((folder / MANIFEST).read_text())["sha256"]
+
+
+@pytest.mark.parametrize("edited", ["train.py", "resdsl_train/loop.py"])
+def test_an_edited_trainer_file_is_refused_unless_overwrite(tmp_path, edited):
+    """`--emit-trainer` into the same folder after editing train.py replaced the user's train.py without a word."""
+    folder = tmp_path / "tr"
+    assert emit(folder).exit_code == 0
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    (folder / edited).write_text((folder / edited).read_text() + "# my change\n")
+    r = emit(folder)
+    assert r.exit_code == 1 and f"{edited} in {folder} was changed since resdsl wrote it" in r.stderr, r.output
+    assert "--overwrite" in r.stderr
+    assert (folder / edited).read_text().endswith("# my change\n")  # nothing written: the refusal comes first
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p != folder / edited} == \
+        {p: b for p, b in before.items() if p != folder / edited}
+    assert emit(folder, "--overwrite").exit_code == 0
+    assert (folder / edited).read_bytes() == before[folder / edited]
+
+
+def test_a_folder_of_the_users_keeps_its_files(tmp_path):
+    """Without a manifest nothing in place is known to be resdsl's: a train.py there is the user's."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "train.py").write_text("print('my own trainer')\n")
+    r = emit(folder)
+    assert r.exit_code == 1 and "train.py in" in r.stderr and "not written by resdsl" in r.stderr, r.output
+    assert sorted(p.name for p in folder.iterdir()) == ["train.py"]
+    r = CliRunner().invoke(main, ["compile", TINY, "--overwrite"])
+    assert r.exit_code == 2 and "--overwrite goes with --emit-trainer" in r.output
