@@ -1,5 +1,6 @@
 """What a run killed outright (SIGKILL, a node lost) or a damaged file leaves behind must not block or fool the
-next command: its temporary files, a checkpoint older than its last metrics row, a checkpoint damaged on disk."""
+next command: its temporary files, a checkpoint older than its last metrics row, a checkpoint damaged on disk;
+and a file that only looks like one (a pipe, weights that are not finite)."""
 from __future__ import annotations
 
 import pytest
@@ -151,3 +152,22 @@ def test_a_forked_child_does_not_keep_the_run_locked(tmp_path):
         FolderLock(str(tmp_path), "run directory").release()  # the child, still alive, holds nothing
     finally:
         os.waitpid(child, 0)
+
+
+def test_a_pipe_or_non_finite_weights_are_refused_as_checkpoints(tmp_path):
+    """`resdsl eval --checkpoint FIFO` blocked for good inside torch.load; weights holding a NaN (a plain state dict
+    saved from a diverged run elsewhere) were evaluated, and the chance-level error reported with exit 0."""
+    import os
+
+    from resdsl.train import checkpoint
+
+    fifo = tmp_path / "pipe.pt"
+    os.mkfifo(fifo)
+    with pytest.raises(checkpoint.CheckpointError, match="not a regular file"):
+        checkpoint.load(str(fifo), plain=True)
+    model = torch.nn.Linear(4, 2)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    checkpoint.load_weights(model, weights, "w.pt")
+    weights["bias"][1] = float("nan")
+    with pytest.raises(checkpoint.CheckpointError, match=r"not finite \(NaN or infinity\) in bias"):
+        checkpoint.load_weights(model, weights, "w.pt")

@@ -10,6 +10,7 @@ import io
 import os
 import pickle
 import random
+import stat
 import zipfile
 
 import torch
@@ -71,6 +72,7 @@ def load(path: str, map_location="cpu", plain: bool = False) -> dict:
     """Read a resdsl checkpoint; anything else (a foreign pickle, a corrupt or truncated file) is refused. With
     ``plain``, a file holding only a state dict (``torch.save(model.state_dict())``, torchvision's weight files)
     is taken too, as ``{"model": it}``: weights to evaluate, with nothing to resume."""
+    _check_regular(path)
     _check_sums(path)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
@@ -97,6 +99,18 @@ def load(path: str, map_location="cpu", plain: bool = False) -> dict:
     if missing:
         raise CheckpointError(f"{path} is an incomplete resdsl checkpoint (missing {', '.join(missing)})")
     return obj
+
+
+def _check_regular(path: str) -> None:
+    """Only a regular file (or a link to one) is read: a named pipe or a device would block ``torch.load`` for
+    good, or feed it without end."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # torch.load names the problem (no such file, no permission)
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise CheckpointError(f"{path} is not a regular file (a pipe, socket or device), so it cannot be a "
+                              "checkpoint")
 
 
 def _check_sums(path: str) -> None:
@@ -138,4 +152,9 @@ def load_weights(model, weights: dict, path: str) -> None:
                                    ("of another shape (checkpoint vs network)", reshaped)) if keys]
     if problems:
         raise CheckpointError(f"{path} holds the weights of another network; " + "; ".join(problems))
+    broken = [k for k, v in weights.items()
+              if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:  # a resdsl checkpoint never holds them (a NaN loss stops the run before it is written)
+        raise CheckpointError(f"{path} holds weights that are not finite (NaN or infinity) in {', '.join(broken[:3])}"
+                              f"{', ...' if len(broken) > 3 else ''}: a network evaluated with them gives no figure")
     model.load_state_dict(weights)
