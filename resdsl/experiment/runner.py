@@ -18,6 +18,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from ..train.seeds import LAUNCHER_ENV
 from .model import Experiment, Row
 
 RECORD = "experiment.json"
@@ -193,7 +194,7 @@ def run_local(exp: Experiment, todo: list[Job], options: dict, parallel: int, gp
         while (pending and stop["signal"] is None) or running:
             while pending and slots and stop["signal"] is None:
                 job, slot = pending.pop(0), slots.pop(0)
-                env = dict(os.environ)
+                env = dict(os.environ, **{LAUNCHER_ENV: str(os.getpid())})  # a run stops if this is killed
                 if gpus:
                     env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
                 say(f"start {job.name}")

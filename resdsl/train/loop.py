@@ -26,6 +26,7 @@ from .data import DataError
 from .fileio import OutputError
 from .metrics import MetricsLog
 from .options import MAX_SEED
+from .seeds import stop_with_launcher
 from .report import Progress, RunLog, banner, device_words, effective_recipe, precision_words
 from .evaluation import evaluate, evaluator
 from .session import (Interrupted, RunOptions, Session, TrainingError, apply_overrides, distributed_env, pick_device,
@@ -101,6 +102,8 @@ class _Stop:
                 self._old[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread
                 pass
+        if self._old and stop_with_launcher():
+            self._own = "SIGTERM"  # the launcher that started this run is gone
         return self
 
     def _handle(self, signum, frame):

@@ -21,6 +21,9 @@ from typing import Callable
 # stream or an image folder's two data streams); more runs would share streams, and a stream being captured into a
 # CUDA graph must be no other thread's (streams.py)
 MAX_THREAD_RUNS = 10
+# set by a launcher (run_seeds, `resdsl reproduce`) to its pid in each run's environment: see stop_with_launcher
+LAUNCHER_ENV = "RESDSL_LAUNCHER_PID"
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def seed_runs_way(choice: str, gpus: int, dropout: bool, parallel: int | None, runs: int) -> str:
@@ -64,6 +67,7 @@ def run_seeds(seeds: list[int], out: str, command_for: Callable[[int, str], list
                 k, seed = pending.pop(0)
                 env = dict(os.environ)
                 env.setdefault("OMP_NUM_THREADS", threads)  # the CPU's cores shared among the runs
+                env[LAUNCHER_ENV] = str(os.getpid())
                 if gpus > 1:
                     env["CUDA_VISIBLE_DEVICES"] = str(k % gpus)
                 proc = subprocess.Popen(command_for(seed, seed_dir(out, seed)), env=env, stdout=subprocess.PIPE,
@@ -81,6 +85,25 @@ def run_seeds(seeds: list[int], out: str, command_for: Callable[[int, str], list
         for sig, handler in old.items():
             signal.signal(sig, handler)
     return _summary(seeds, out, codes, stopped[0] if stopped else None)
+
+
+def stop_with_launcher() -> bool:
+    """In a run that a launcher started (LAUNCHER_ENV holds its pid): have the kernel send this process SIGTERM
+    when the launcher dies, so that a launcher killed outright (SIGKILL, which it cannot pass on) does not leave its
+    runs training on as orphans that hold their folders; each checkpoints and stops as on any SIGTERM. Call it with
+    the SIGTERM handler in place, from the main thread (the launcher starts runs from its main thread: the signal
+    comes when the thread that started the process ends). Returns True when the launcher is already gone. Linux
+    only; elsewhere nothing changes."""
+    launcher = os.environ.pop(LAUNCHER_ENV, None)
+    if not launcher or not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - a C library without prctl
+        return False
+    return str(os.getppid()) != launcher  # it died before the prctl: no signal will come
 
 
 def _summary(seeds: list[int], out: str, codes: dict[int, int], stopped: int | None = None) -> int:
