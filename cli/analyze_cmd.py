@@ -83,10 +83,9 @@ def _make_folder(path: str) -> None:
 def _warn_if_spec_changed(run) -> None:
     """A spec edited since training rebuilds another network around the same weights: say so (a changed recipe
     alone also changes the hash, and does not matter here, so this is a warning)."""
-    from .train_cmd import spec_hash
 
     saved = run.config.get("spec_hash")
-    if saved and saved != spec_hash(run.net):
+    if saved and saved != run.net.spec_hash():
         click.echo(f"resdsl: warning: {run.path}: the spec {run.spec} has changed since the run was trained (its "
                    "hash differs from config.json's); measuring the network it describes now", err=True)
 

@@ -205,15 +205,6 @@ def _gpus(device: str) -> int:
     return torch.cuda.device_count()
 
 
-def spec_hash(net) -> str:
-    """What identifies a run's spec: the checked IR without source locations, and the spec's own recipe."""
-    import hashlib
-
-    ir = "\n".join(line.rsplit(" @", 1)[0] for line in net.dump_ir().splitlines())
-    text = ir + "\n" + json.dumps(net.recipe, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def git_commit() -> str | None:
     """The commit of the resdsl source that runs, when it is a git checkout ("-dirty" with local changes)."""
     here = os.path.dirname(os.path.abspath(__file__))
@@ -264,7 +255,7 @@ def _train_once(spec: str, values: dict, settings: list[str]) -> int:
     recipe = recipe_with_settings(net.spec, settings, length) if settings else net.recipe
     opts = options_from(values, net.name)
     opts.extra_config = {"spec": spec, "spec_path": os.path.abspath(spec) if os.path.isfile(spec) else spec,
-                         "spec_hash": spec_hash(net), "set": settings, "network": net.name, "resdsl": __version__,
+                         "spec_hash": net.spec_hash(), "set": settings, "network": net.name, "resdsl": __version__,
                          "git_commit": git_commit(), "params": net.params, "macs": net.macs}
     result, failure = run_with_errors(train, _model_fn(net), recipe, opts)
     if not failure:
@@ -335,7 +326,7 @@ def _warn_if_trained_from_another_spec(net, spec: str, checkpoint: str) -> None:
         saved = cfg.get("spec_hash")
     except (OSError, ValueError, AttributeError):
         return
-    if isinstance(saved, str) and saved != spec_hash(net):
+    if isinstance(saved, str) and saved != net.spec_hash():
         click.echo(f"resdsl: warning: {checkpoint} was trained from {cfg.get('spec', 'another spec')}; {spec} "
                    "describes another network or recipe (config.json's spec hash differs): evaluating the network "
                    f"{spec} describes with those weights", err=True)

@@ -1,6 +1,8 @@
 """The one place that chains the phases: parse -> resolve -> lower -> shapes -> cost -> expect."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -82,6 +84,14 @@ class CheckedNetwork:
     def dump_ir(self) -> str:
         """Deterministic one-line-per-op text of the checked IR (used by the golden tests)."""
         return ir_mod.dump(self.graph)
+
+    def spec_hash(self) -> str:
+        """What identifies the network and recipe a run was trained from (config.json's ``spec_hash``): the checked
+        IR without source locations, and the spec's own recipe. An emitted trainer records the same one while its
+        model.py and recipe.json are as emitted, so runs move between it and `resdsl train`."""
+        ir = "\n".join(line.rsplit(" @", 1)[0] for line in self.dump_ir().splitlines())
+        text = ir + "\n" + json.dumps(self.recipe, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 

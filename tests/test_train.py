@@ -225,13 +225,32 @@ def test_emitted_trainer_runs_without_resdsl(tmp_path):
     folder = tmp_path / "trainer"
     resdsl("compile", "tests/specs/tiny.res", "--emit-trainer", str(folder), check=True)
     assert {p.name for p in folder.iterdir()} >= {"model.py", "train.py", "recipe.json", "resdsl_train"}
+    argv = ["train.py", *QUICK, "--iters", "4", "--eval-every", "2", "--out", str(tmp_path / "run")]
     code = ("import sys, runpy\nsys.modules['resdsl'] = None\n"
-            f"sys.argv = ['train.py', *{QUICK + ['--iters', '4', '--eval-every', '2', '--out', str(tmp_path / 'run')]!r}]\n"
+            f"sys.argv = {argv!r}\n"
             f"runpy.run_path({str(folder / 'train.py')!r}, run_name='__main__')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=ENV)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "done: 4 iterations" in r.stdout
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+    # the same run as `resdsl train` makes it, and recorded as trained from the same spec: eval takes it silently
+    resdsl("train", "tests/specs/tiny.res", *QUICK, "--iters", "4", "--eval-every", "2", "--out",
+           str(tmp_path / "same"), check=True)
+    from test_seeds import _same_run
+
+    _same_run(tmp_path / "run", tmp_path / "same")
+    spec_hash = json.loads((tmp_path / "same" / "config.json").read_text())["spec_hash"]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["spec_hash"] == spec_hash
+    r = resdsl("eval", "tests/specs/tiny.res", "--checkpoint", str(tmp_path / "run"), "--data", "synthetic",
+               "--test-subset", "64", check=True)
+    assert "warning" not in r.stderr, r.stderr
+    # an edited model.py is another network: the trainer identifies it by its files
+    model_py = folder / "model.py"
+    model_py.write_text(model_py.read_text() + "# changed\n")
+    check = ("import runpy, sys\nsys.argv = ['train.py']\n"
+             f"print(runpy.run_path({str(folder / 'train.py')!r}, run_name='emitted')['spec_hash']())\n")
+    r = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=ENV, check=True)
+    assert len(r.stdout.strip()) == 64 and r.stdout.strip() != spec_hash
 
 
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").exists(), reason="dataset-fashion-mnist missing")

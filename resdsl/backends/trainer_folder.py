@@ -37,13 +37,22 @@ from resdsl_train.loop import run_with_errors, train  # noqa: E402
 from resdsl_train.seeds import run_seeds, without  # noqa: E402
 
 
+# the spec's hash as resdsl records it, and this folder's files as emitted: see spec_hash
+SPEC_HASH = {spec_hash}
+EMITTED = {emitted}
+
+
 def spec_hash():
-    """What identifies this trainer's network and recipe, so that --resume refuses another one's run."""
-    digest = hashlib.sha256()
+    """What identifies this trainer's network and recipe, so that --resume refuses another one's run: the spec's
+    hash as `resdsl train` records it while model.py and recipe.json are as emitted (a run moves between this
+    trainer and resdsl), else the hash of those two files."""
+    digest, own = hashlib.sha256(), {{}}
     for name in ("model.py", "recipe.json"):
         with open(os.path.join(HERE, name), "rb") as fh:
-            digest.update(fh.read())
-    return digest.hexdigest()
+            data = fh.read()
+        digest.update(data)
+        own[name] = hashlib.sha256(data).hexdigest()
+    return SPEC_HASH if own == EMITTED else digest.hexdigest()
 
 
 def main(argv=None):
@@ -110,10 +119,12 @@ def trainer_files(net) -> dict[str, bytes]:
     src_pkg = Path(__file__).resolve().parent.parent / "train"
     files = {f"resdsl_train/{f.name}": f.read_bytes() for f in sorted(src_pkg.glob("*.py"))}
     classes_kw = "num_classes=num_classes" if "fc" in net.graph else ""
-    train_py = TRAIN_PY.format(name_text=py_doc(net.name), spec_text=py_doc(net.spec.path), name=py_str(net.name),
-                               spec=py_str(net.spec.path), classes_kw=classes_kw)
     files["model.py"] = emit_python(net).encode("utf-8")
     files["recipe.json"] = (json.dumps(net.recipe, indent=2) + "\n").encode("ascii")
+    emitted = {rel: _digest(files[rel]) for rel in ("model.py", "recipe.json")}
+    train_py = TRAIN_PY.format(name_text=py_doc(net.name), spec_text=py_doc(net.spec.path), name=py_str(net.name),
+                               spec=py_str(net.spec.path), classes_kw=classes_kw, spec_hash=py_str(net.spec_hash()),
+                               emitted="{" + ", ".join(f"{py_str(k)}: {py_str(v)}" for k, v in emitted.items()) + "}")
     files["train.py"] = train_py.encode("utf-8")
     for rel in ("model.py", "train.py"):
         compile(files[rel], rel, "exec")  # a SyntaxError here is a bug in resdsl: found before anything is written
