@@ -27,7 +27,9 @@ class _Ctx:
     init: ast.Init
     first_raw: ast.Value | None = None  # `order ... first-shortcut raw`: the first unit does not activate before
     # the split
-    drop_path: bool = False  # `drop-path`: F ends in a drop_path node (its probability is set once all are built)
+    # `drop-path`: F ends in a drop_path node, dropping per "sample" or per "batch" (its probability is set once all
+    # units are built)
+    drop_path: str | None = None
 
 
 def lower(r: ResolvedSpec):
@@ -49,7 +51,7 @@ def lower(r: ResolvedSpec):
         units=[],  # one record per unit, in network order (units.py)
         modules={},  # the stem's nn.Sequential modules: {name: member nodes} (timm's deep stem `conv1`)
         layer_count=s["layer_count"].convention.value if "layer_count" in s else "resnet",  # units.LAYER_COUNTS
-        drop_path=None,  # `drop-path`: {"rate", "rule"}; each unit's drop_path node has its drop_prob
+        drop_path=None,  # `drop-path`: {"rate", "rule", "per"}; each unit's drop_path node has its drop_prob
     )
     x = b.add("input", "input", [], inp.span, part="stem", shape_declared=shape)
     first_order = stage_setting(r, 1, "order").name
@@ -71,7 +73,7 @@ def lower(r: ResolvedSpec):
             ctx = _Ctx(first_unit=(i == 1 and j == 0), stem_activated=activated, init=init,
                        first_raw=ends.first_shortcut if ends.first_shortcut and ends.first_shortcut.value == "raw"
                        else None,
-                       drop_path="drop_path" in s)
+                       drop_path=s["drop_path"].per if "drop_path" in s else None)
             stride = entry.stride.value if j == 0 else 1
             x, ch = _build_unit(b, x, ch, i, j, entry, stride, unit, order.name, shortcut, ctx)
         last_order = order.name
@@ -93,7 +95,7 @@ def _set_drop_path(b: GraphBuilder, dp: ast.DropPath) -> None:
     rule = DROP_RULES[dp.rule]
     for depth, record in enumerate(records, start=1):
         b.g.nodes[record["prefix"] + "drop_path"]["drop_prob"] = rule.p(dp.rate.value, depth, len(records))
-    b.g.graph["drop_path"] = {"rate": dp.rate.value, "rule": dp.rule}
+    b.g.graph["drop_path"] = {"rate": dp.rate.value, "rule": dp.rule, "per": dp.per}
 
 
 def window_padding(k: int, stride: int) -> int:
@@ -262,7 +264,8 @@ def _build_unit(b, x, in_ch, stage: int, index: int, entry, stride, unit, order_
     if sc.residual_scale is not None:
         h = u.add("residual_scale", "scale", [h], span=sc.span, path="residual", factor=sc.residual_scale.value)
     if ctx.drop_path and path is not None:  # its probability is set when every unit is built (_set_drop_path)
-        h = u.add("drop_path", "drop_path", [h], path="residual", drop_prob=0.0)
+        per_batch = {"per_batch": True} if ctx.drop_path == "batch" else {}
+        h = u.add("drop_path", "drop_path", [h], path="residual", drop_prob=0.0, **per_batch)
     y = h if path is None else _merge(u, h, split, in_ch, out_ch, stride, built, order, sc)
     for op in order.after_add:
         y = u.norm_act(op, f"{op}_out", y, "merge", out_ch, "out_channels")

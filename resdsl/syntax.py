@@ -98,11 +98,12 @@ class Order(Statement):
 
 @dataclass(frozen=True)
 class DropPath(Statement):
-    """`drop-path P [linear|from-zero]`: stochastic depth, unit l of L dropping its F with a probability that
-    grows linearly to P (units.DROP_RULES)."""
+    """`drop-path P [linear|from-zero] [per-sample|per-batch]`: stochastic depth, unit l of L dropping its F with
+    a probability that grows linearly to P (units.DROP_RULES), for each sample (timm) or each mini-batch ([SD])."""
 
     rate: Value
     rule: str = "linear"
+    per: str = "sample"
 
 
 @dataclass(frozen=True)

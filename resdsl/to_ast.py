@@ -120,7 +120,9 @@ class ToAst(Transformer):
         return "first_shortcut", ast.Value(str(c[0]), self._s(c[0]))
 
     def drop_path(self, meta, c):
-        return ast.DropPath(self._s(meta), self._num(c[0]), str(c[1]) if len(c) > 1 else "linear")
+        words = {t.type: str(t) for t in c[1:]}
+        return ast.DropPath(self._s(meta), self._num(c[0]), words.get("DROP_RULE", "linear"),
+                            words.get("DROP_PER", "per-sample").removeprefix("per-"))
 
     def layer_count(self, meta, c):
         return ast.LayerCount(self._s(meta), ast.Value(str(c[0]), self._s(c[0])))

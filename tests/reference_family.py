@@ -9,8 +9,9 @@ generated modules so that state_dicts load with strict=True.
 - PreActResNet18(): the CIFAR pre-activation ResNet-18 as commonly written (kuangliu/pytorch-cifar):
   the projection takes the activated input, the identity shortcut the raw input; no final BN-ReLU.
 - StochasticDepthResNet(n): Huang et al. 2016, the 6n+2 CIFAR ResNet of He et al. with option-A
-  (subsample + zero-channel) shortcuts, post-activation units and per-sample drop-path with the linear
-  decay rule p_l = drop_rate * l / L.
+  (subsample + zero-channel) shortcuts, post-activation units and drop-path with the linear decay rule
+  p_l = drop_rate * l / L: per mini-batch as in the paper (eq. 2 in training, eq. 5 at test time), or per
+  sample as timm's drop_path.
 """
 import torch
 import torch.nn as nn
@@ -86,8 +87,9 @@ class PreActResNet18(nn.Module):
 
 
 class StochasticDepthBlock(nn.Module):
-    def __init__(self, cin, cout, stride, p):
+    def __init__(self, cin, cout, stride, p, per_batch):
         super().__init__()
+        self.per_batch = per_batch
         self.conv1, self.bn1 = conv3x3(cin, cout, stride), nn.BatchNorm2d(cout)
         self.conv2, self.bn2 = conv3x3(cout, cout), nn.BatchNorm2d(cout)
         self.stride, self.extra = stride, cout - cin
@@ -102,7 +104,13 @@ class StochasticDepthBlock(nn.Module):
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        if self.training and self.p > 0:
+        survival = 1.0 - self.p
+        if self.per_batch and self.p > 0:
+            if self.training:  # eq. (2): b_l ~ Bernoulli(p_l), one draw for the mini-batch; F kept unscaled
+                out = out * torch.empty(1, 1, 1, 1, dtype=out.dtype, device=out.device).bernoulli_(survival)
+            else:  # eq. (5): at test time F is weighted by its survival probability
+                out = out * survival
+        elif self.training and self.p > 0:
             keep = 1.0 - self.p
             mask = torch.empty(out.shape[0], 1, 1, 1, dtype=out.dtype, device=out.device).bernoulli_(keep)
             out = out * mask.div_(keep)  # the scaled mask, as timm's drop_path: the same rounding in 600 units
@@ -110,7 +118,7 @@ class StochasticDepthBlock(nn.Module):
 
 
 class StochasticDepthResNet(nn.Module):
-    def __init__(self, n, drop_rate=0.5, num_classes=10):
+    def __init__(self, n, drop_rate=0.5, num_classes=10, per_batch=True):
         super().__init__()
         self.conv1, self.bn1 = conv3x3(3, 16), nn.BatchNorm2d(16)
         total, l, cin = 3 * n, 0, 16
@@ -118,7 +126,7 @@ class StochasticDepthResNet(nn.Module):
             units = []
             for j in range(n):
                 l += 1
-                units.append(StochasticDepthBlock(cin, w, stride if j == 0 else 1, drop_rate * l / total))
+                units.append(StochasticDepthBlock(cin, w, stride if j == 0 else 1, drop_rate * l / total, per_batch))
                 cin = w
             setattr(self, f"layer{s}", nn.Sequential(*units))
         self.fc = nn.Linear(64, num_classes)

@@ -20,11 +20,12 @@ CASES = {
 }
 
 
-def _loaded(name: str, reference):
-    """The spec's model with the reference's weights, after randomising the reference's BN parameters and
-    statistics (so that a BN in the wrong place, or a missing one, changes the output)."""
+def _loaded(name: str, reference, path=None):
+    """The spec's model (specs/family/NAME.res, or ``path``) with the reference's weights, after randomising the
+    reference's BN parameters and statistics (so that a BN in the wrong place, or a missing one, changes the
+    output)."""
     torch.manual_seed(0)
-    model = resdsl.build_model(f"specs/family/{name}.res")
+    model = resdsl.build_model(path or f"specs/family/{name}.res")
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in reference.parameters())
     for m in reference.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -62,7 +63,20 @@ def test_stochastic_depth_probabilities_follow_the_linear_decay_rule(at_root):
     assert ours == theirs and len(ours) == 54 and ours[-1] == 0.5
 
 
-def test_stochastic_depth_drops_and_rescales_in_training_only(at_root):
+def test_per_sample_drop_path_matches_the_reference(at_root, tmp_path):
+    """`per-sample` (timm's way) against the reference's per-sample mode: in training each sample's F dropped or
+    scaled by 1/(1-p), in eval mode the identity; `per-batch` ([SD]'s way) is the parity case above."""
+    spec = tmp_path / "sd_per_sample.res"
+    spec.write_text(f'extends "{(at_root / "specs/family/resnet110_stochastic_depth.res").as_posix()}"\n'
+                    "network resnet110_sd_per_sample\ndrop-path 0.5 linear per-sample\n")
+    reference = ref.StochasticDepthResNet(18, drop_rate=0.5, per_batch=False)
+    model = _loaded("", reference, path=spec)
+    assert not any(getattr(m, "per_batch", False) for m in model.modules())
+    _same_outputs(model, reference, train=True)
+    _same_outputs(model, reference, train=False)
+
+
+def test_stochastic_depth_is_random_in_training_only(at_root):
     model = _loaded("resnet110_stochastic_depth", ref.StochasticDepthResNet(18))
     x = torch.randn(8, 3, 32, 32)
     model.eval()

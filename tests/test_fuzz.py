@@ -34,7 +34,7 @@ WORDS = ["network", "input", "stem", "unit", "basic", "bottleneck", "order", "pr
          "/2", "/0", "0x0", "3x32", "3x32x32", "64x8x8", "21.8M", ",", ",,", "yes", "no",
          # the family's words (issue 13)
          "cardinality", "base-width", "width-factor", "se", "divisor", "at pre", "at post", "avg-down", "deep",
-         "conv 3x3", "drop-path", "from-zero", "layer-count wrn", "final-activation", "first-shortcut raw"]
+         "conv 3x3", "drop-path", "from-zero", "per-batch", "layer-count wrn", "final-activation", "first-shortcut raw"]
 PIECE = st.one_of(st.text(SPEC_CHARS, min_size=1, max_size=6), st.sampled_from(WORDS),
                   st.text(ODD_CHARS, min_size=1, max_size=2))
 # Mostly small numbers (large unit counts only make examples slow: resdsl builds up to 5000 units), plus the

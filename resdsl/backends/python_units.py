@@ -132,7 +132,8 @@ def _variant_words(ops: list[dict]) -> list[str]:
             divisor = f", divisor {o['divisor']}" if o["divisor"] > 1 else ""
             words.append(f"squeeze-excitation (r={o['ratio']}{divisor}) {SE_PLACES[o['at']]}")
         elif o["op"] == "drop_path":
-            words.append("stochastic depth (drop path) on F")
+            per = "each mini-batch" if o.get("per_batch") else "each sample"
+            words.append(f"stochastic depth (drop path) on F, for {per}")
     return words
 
 
