@@ -3,7 +3,9 @@ the user has not changed since (resdsl-trainer.json records that, by hash), remo
 that a newer one no longer has, and refuses to replace a file the user edited or wrote unless --overwrite."""
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 
 import pytest
 from click.testing import CliRunner
@@ -67,3 +69,49 @@ def test_a_folder_of_the_users_keeps_its_files(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["train.py"]
     r = CliRunner().invoke(main, ["compile", TINY, "--overwrite"])
     assert r.exit_code == 2 and "--overwrite goes with --emit-trainer" in r.output
+
+
+def test_a_hand_made_manifest_reaches_nothing_outside_the_trainers_files(tmp_path):
+    """Trainer folders are shipped to others: a manifest naming a user's file by its hash, or a resdsl_train that
+    is a link to another folder, made resdsl delete that file or write the trainer's modules elsewhere."""
+    import hashlib
+    import os
+
+    folder, outside = tmp_path / "tr", tmp_path / "outside"
+    assert emit(folder).exit_code == 0
+    outside.mkdir()
+    (outside / "precious.txt").write_text("keep me")
+    (folder / "notes.txt").write_text("mine")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    digest = hashlib.sha256(b"keep me").hexdigest()
+    manifest["sha256"].update({"notes.txt": hashlib.sha256(b"mine").hexdigest(), "resdsl_train/precious.txt": digest})
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    assert emit(folder).exit_code == 0 and (folder / "notes.txt").read_text() == "mine"  # not a trainer's name
+    os.rename(folder / "resdsl_train", tmp_path / "package")
+    os.symlink(outside, folder / "resdsl_train")
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    r = emit(folder, "--overwrite")
+    assert r.exit_code == 1 and "resdsl_train is a link" in r.stderr, r.output
+    assert sorted(p.name for p in outside.iterdir()) == ["precious.txt"]
+    os.unlink(folder / "resdsl_train")
+    os.rename(tmp_path / "package", folder / "resdsl_train")
+    (folder / MANIFEST).unlink()
+    os.mkfifo(folder / MANIFEST)  # taken for no manifest, not waited on for good
+    with _within(20):
+        r = emit(folder)
+    assert r.exit_code == 0 and (folder / MANIFEST).is_file(), r.output  # every file as this emit writes it
+
+
+@contextlib.contextmanager
+def _within(seconds: int):
+    """Fail, rather than hang, where a regression would block for good."""
+    def too_long(signum, frame):
+        raise TimeoutError(f"blocked for {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

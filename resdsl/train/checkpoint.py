@@ -134,6 +134,7 @@ def iteration(path: str) -> int | None:
     """The iteration a checkpoint was written at, read cheaply (its tensors memory-mapped, not loaded); None where
     the file is missing or not a resdsl checkpoint."""
     try:
+        _check_regular(path)
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         return int(obj["state"]["iter"]) if obj.get("format") == FORMAT else None
     except Exception:  # noqa: BLE001 - any unreadable file is "no checkpoint" here; resuming it says why

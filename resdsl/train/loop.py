@@ -26,7 +26,7 @@ from .data import DataError
 from .fileio import OutputError
 from .metrics import MetricsLog
 from .options import MAX_SEED
-from .seeds import stop_with_launcher
+from .seeds import release_launcher, stop_with_launcher
 from .report import Progress, RunLog, banner, device_words, effective_recipe, precision_words
 from .evaluation import evaluate, evaluator
 from .session import (Interrupted, RunOptions, Session, TrainingError, apply_overrides, distributed_env, pick_device,
@@ -110,6 +110,8 @@ class _Stop:
         self._own = signal.Signals(signum).name
 
     def __exit__(self, *exc):
+        if self._old:
+            release_launcher()
         for sig, old in self._old.items():
             signal.signal(sig, old)
 

@@ -21,8 +21,11 @@ from typing import Callable
 # stream or an image folder's two data streams); more runs would share streams, and a stream being captured into a
 # CUDA graph must be no other thread's (streams.py)
 MAX_THREAD_RUNS = 10
-# set by a launcher (run_seeds, `resdsl reproduce`) to its pid in each run's environment: see stop_with_launcher
+# set by a launcher (run_seeds, `resdsl reproduce`) to its pid in each run's environment: see stop_with_launcher.
+# Taken out of this process's environment as the trainer is imported, before it starts any process of its own
+# (torchrun's workers, data-loader workers): only the launcher's direct child has a launcher to stop with.
 LAUNCHER_ENV = "RESDSL_LAUNCHER_PID"
+_LAUNCHER = [os.environ.pop(LAUNCHER_ENV, None)]
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -94,16 +97,29 @@ def stop_with_launcher() -> bool:
     the SIGTERM handler in place, from the main thread (the launcher starts runs from its main thread: the signal
     comes when the thread that started the process ends). Returns True when the launcher is already gone. Linux
     only; elsewhere nothing changes."""
-    launcher = os.environ.pop(LAUNCHER_ENV, None)
-    if not launcher or not sys.platform.startswith("linux"):
+    launcher = _LAUNCHER[0]
+    if not launcher or not _death_signal(signal.SIGTERM):
+        return False
+    return str(os.getppid()) != launcher  # it died before the prctl: no signal will come
+
+
+def release_launcher() -> None:
+    """The training loop is over: what is left (the last records, the final line) finishes whatever the launcher
+    does, so the kernel's signal is called off."""
+    if _LAUNCHER[0]:
+        _death_signal(0)
+
+
+def _death_signal(signum: int) -> bool:
+    """prctl(PR_SET_PDEATHSIG, signum); False where that cannot be done (not Linux)."""
+    if not sys.platform.startswith("linux"):
         return False
     import ctypes
 
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        return ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
     except (OSError, AttributeError):  # pragma: no cover - a C library without prctl
         return False
-    return str(os.getppid()) != launcher  # it died before the prctl: no signal will come
 
 
 def _summary(seeds: list[int], out: str, codes: dict[int, int], stopped: int | None = None) -> int:
