@@ -126,8 +126,9 @@ def test_mnist_download_failure(tmp_path, monkeypatch):
 
     monkeypatch.setattr(mnist_mod, "download_and_extract_archive", offline)
     with pytest.raises(DataError, match="could not be downloaded") as info:
-        load_dataset("mnist", str(tmp_path), download=True)
+        load_dataset("mnist", str(tmp_path / "typo" / "data"), download=True)
     assert "--data-dir" in str(info.value) and "\n" not in str(info.value)
+    assert os.listdir(tmp_path) == []  # not typo/data/MNIST/raw/, empty, made on the way to a failed download
 
 
 @pytest.mark.skipif(not os.path.isdir(DEBIAN_FASHION_MNIST), reason="Debian's dataset-fashion-mnist not installed")
@@ -223,6 +224,7 @@ def test_cifar_offline_names_data_dir(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="downloads are off") as info:  # never tries the network
         load_dataset("cifar10", str(tmp_path / "empty"), download=False)
     assert len(calls) == 2 and "--data-dir" in str(info.value)
+    assert not (tmp_path / "empty").exists()  # the folders made for the failed downloads are gone
 
 
 def test_corrupt_cifar(tmp_path):

@@ -6,6 +6,7 @@ name. Imports nothing from the rest of resdsl: it is shipped beside emitted trai
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -25,6 +26,25 @@ def _root(data_dir) -> str:
     return os.path.expanduser(data_dir or DEFAULT_ROOT)
 
 
+@contextlib.contextmanager
+def _no_empty_folders_left(path: str):
+    """A download that fails leaves none of the folders it made on the way to ``path`` behind while they are
+    empty: a mistyped --data-dir, offline, made a whole tree of empty folders."""
+    missing, folder = [], os.path.abspath(path)
+    while not os.path.lexists(folder):
+        missing.append(folder)  # deepest first
+        folder = os.path.dirname(folder)
+    try:
+        yield
+    except BaseException:
+        for made in missing:
+            try:
+                os.rmdir(made)
+            except OSError:  # not empty (a partial download), or gone: kept as it is
+                break
+        raise
+
+
 # CIFAR ---------------------------------------------------------------------------------------------
 
 
@@ -41,7 +61,8 @@ def load_cifar(name: str, data_dir, download: bool) -> InMemoryData:
     fix = (f"Put torchvision's '{folder}/' folder (what {archive} unpacks to) in a folder DIR and pass "
            "--data-dir DIR")
     try:
-        train = cls(root=root, train=True, download=download)
+        with _no_empty_folders_left(root):
+            train = cls(root=root, train=True, download=download)
         test = cls(root=root, train=False, download=False)
     except Exception as exc:  # noqa: BLE001 - offline, a firewall, a corrupt file: one clear message
         if present:
@@ -81,7 +102,8 @@ def load_mnist(name: str, data_dir, download: bool) -> InMemoryData:
 
         cls = getattr(datasets, sub)
         try:
-            cls(root=root, train=True, download=True)
+            with _no_empty_folders_left(os.path.join(root, sub, "raw")):
+                cls(root=root, train=True, download=True)
         except Exception as exc:  # noqa: BLE001 - offline etc.
             raise DataError(f"{name} is not in any of {', '.join(places)} and could not be downloaded "
                             f"({one_line(exc)}). {fix}") from None
