@@ -27,7 +27,8 @@ def machine() -> str:
 
 def record(section: str, command: str, body: str) -> None:
     """Write `## section` with date, machine and command into RESULTS.md, replacing an older copy."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nRecorded by the scripts in benchmarks/.\n"
+    text = (RESULTS.read_text() if RESULTS.exists()
+            else "# Benchmark results\n\nRecorded by the scripts in benchmarks/.\n")
     block = (f"## {section}\n\n- date: {_dt.date.today().isoformat()}\n- machine: {machine()}\n"
              f"- command: `{command}`\n\n{body.strip()}\n\n")
     pattern = re.compile(rf"^## {re.escape(section)}\n.*?(?=^## |\Z)", re.S | re.M)

@@ -84,7 +84,8 @@ def compare(name, ours, ref, shape, batch, rounds, device):
         a.append(step_time(ours, x, y, sync))
         b.append(step_time(ref, x, y, sync))
     ma, mb = statistics.median(a), statistics.median(b)
-    return f"| {name} | {batch}x{'x'.join(map(str, shape))} | {ma * 1000:.1f} | {mb * 1000:.1f} | {ma / mb:.3f} |", ma / mb
+    row = f"| {name} | {batch}x{'x'.join(map(str, shape))} | {ma * 1000:.1f} | {mb * 1000:.1f} | {ma / mb:.3f} |"
+    return row, ma / mb
 
 
 def training_throughput(model, batch, steps, device, fast):
@@ -137,6 +138,24 @@ def family_references(big: bool) -> list[tuple]:
              64 if big else 4)]
 
 
+def build_time_rows(torchvision) -> list[str]:
+    """The build-time table: resdsl's deepest specs against a hand-written CIFAR ResNet-1202 and torchvision."""
+    build_rows = ["| model | build time, median of 3 (s) |", "|---|---|"]
+    for spec in ("specs/resnet1202.res", "specs/resnet1001_preact.res", "specs/torchvision/resnet152.res"):
+        build_rows.append(f"| resdsl {spec} | {build_time(str(ROOT / spec)):.3f} |")
+    hand = []
+    for _ in range(3):
+        t = time.perf_counter()
+        HandCifarResNet(200)
+        hand.append(time.perf_counter() - t)
+    build_rows.append(f"| hand-written CIFAR ResNet-1202 (constructor only, PyTorch default init) | "
+                      f"{statistics.median(hand):.3f} |")
+    t = time.perf_counter()
+    torchvision.models.resnet152()
+    build_rows.append(f"| torchvision resnet152() | {time.perf_counter() - t:.3f} |")
+    return build_rows
+
+
 def main() -> int:
     import torchvision
 
@@ -158,27 +177,15 @@ def main() -> int:
         ("resnet50 vs torchvision", "specs/torchvision/resnet50.res", torchvision.models.resnet50(), (3, 224, 224),
          64 if big else 4),
         ("CIFAR resnet56 vs hand-written", "specs/resnet56.res", HandCifarResNet(9), (3, 32, 32), 128 if big else 32),
-        ("resnext50_32x4d vs torchvision", "specs/torchvision/resnext50_32x4d.res", torchvision.models.resnext50_32x4d(),
-         (3, 224, 224), 64 if big else 4),
+        ("resnext50_32x4d vs torchvision", "specs/torchvision/resnext50_32x4d.res",
+         torchvision.models.resnext50_32x4d(), (3, 224, 224), 64 if big else 4),
         *family_references(big),
     ):
         row, ratio = compare(name, resdsl.build_model(str(ROOT / spec)), ref, shape, batch, args.rounds, args.device)
         print(row, flush=True)
         rows.append(row)
         ratios.append(ratio)
-    build_rows = ["| model | build time, median of 3 (s) |", "|---|---|"]
-    for spec in ("specs/resnet1202.res", "specs/resnet1001_preact.res", "specs/torchvision/resnet152.res"):
-        build_rows.append(f"| resdsl {spec} | {build_time(str(ROOT / spec)):.3f} |")
-    hand = []
-    for _ in range(3):
-        t = time.perf_counter()
-        HandCifarResNet(200)
-        hand.append(time.perf_counter() - t)
-    build_rows.append(f"| hand-written CIFAR ResNet-1202 (constructor only, PyTorch default init) | "
-                      f"{statistics.median(hand):.3f} |")
-    t = time.perf_counter()
-    torchvision.models.resnet152()
-    build_rows.append(f"| torchvision resnet152() | {time.perf_counter() - t:.3f} |")
+    build_rows = build_time_rows(torchvision)
     print("\n".join(build_rows))
     if args.throughput:
         rows_t = ["| ResNet-50 v1.5 training, synthetic | resdsl img/s | torchvision img/s | ratio |",
@@ -199,8 +206,8 @@ def main() -> int:
     if args.record:
         from _record import record
 
-        record(f"Backend speed, {args.device} (issue 3)", f"python benchmarks/backend_speed.py --device {args.device} --record",
-               body)
+        record(f"Backend speed, {args.device} (issue 3)",
+               f"python benchmarks/backend_speed.py --device {args.device} --record", body)
     return 0
 
 

@@ -37,7 +37,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--record", action="store_true", help="write the figures to benchmarks/RESULTS.md")
     args = ap.parse_args()
-    rows = ["| spec | IR nodes | in-process, first call (s) | in-process, median (s) | `resdsl compile --json` wall, median (s) |",
+    rows = ["| spec | IR nodes | in-process, first call (s) | in-process, median (s) "
+            "| `resdsl compile --json` wall, median (s) |",
             "|---|---|---|---|---|"]
     ok = True
     for spec in SPECS:

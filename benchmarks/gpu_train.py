@@ -11,21 +11,23 @@ Without --data-dir resdsl finds Fashion-MNIST itself (Debian's package, ~/.cache
 downloaded. Smoke test anywhere: `--quick --device cpu` (ResNet-20 only, batch 8, 16 JPEGs at crop 32; figures
 meaningless, --record refuses them). What cannot run is reported as "not measured: <why>".
 
- train  ResNet-20/56/110 on Fashion-MNIST, batch 128, via `resdsl train`: the default loop (the fast path: one
-        CUDA graph per iteration) and the plain loop (--sync-every-step: eager, reading the loss each step), each
-        in fp32 (--amp none) and with --amp bf16 --channels-last. One run per configuration of 4.5*E iterations with --eval-every E: metrics.jsonl rows at E, 2E, 3E, 4E, 4.5E, whose `seconds` (since
-        the loop began, taken after each evaluation) make each interval L iterations + one evaluation + one
-        checkpoint: d = L*t + c. The first two intervals are dropped (cuDNN autotuning, clock warm-up; the first
-        curves.png, TensorBoard event and checkpoint import matplotlib and more); a least-squares line through
-        the others (L = E, E, E/2) gives t, one iteration, and c, one evaluation with its checkpoint and records.
-        images/s = batch / t. The 64k estimate extrapolates the measured run: its wall time (process start to
-        exit) + (64000 - iterations) * t + (137 - evaluations) * c, 137 being the evaluations and checkpoints
-        of a default 64k run (one per epoch). Run folders are on /dev/shm when it has 4 GiB free: a disk's fsync
-        stalls would blur single intervals (so c holds no disk time). A short warm-up run goes first.
- seeds  `resdsl train resnet20 --seeds 0-4` (default loop and precision: bf16+CL on CUDA), once with --seed-runs processes and once with
-        --seed-runs threads (one process, a CUDA stream per run), beside one run of the same length, each seed
-        timed as above while all five share the GPU; the five-seed 64k estimate is the whole command's wall time
-        plus the extrapolation of its slowest seed; the goal takes the faster way.
+ train  ResNet-20/56/110 on Fashion-MNIST, batch 128, via `resdsl train`: the default loop (the fast path: one CUDA
+        graph per iteration) and the plain loop (--sync-every-step: eager, reading the loss each step), each in fp32
+        (--amp none) and with --amp bf16 --channels-last. One run per configuration of 4.5*E iterations with
+        --eval-every E: metrics.jsonl rows at E, 2E, 3E, 4E, 4.5E, whose `seconds` (since the loop began, taken after
+        each evaluation) make each interval L iterations + one evaluation + one checkpoint: d = L*t + c. The first
+        two intervals are dropped (cuDNN autotuning, clock warm-up; the first curves.png, TensorBoard event and
+        checkpoint import matplotlib and more); a least-squares line through the others (L = E, E, E/2) gives t, one
+        iteration, and c, one evaluation with its checkpoint and records. images/s = batch / t. The 64k estimate
+        extrapolates the measured run: its wall time (process start to exit) + (64000 - iterations) * t +
+        (137 - evaluations) * c, 137 being the evaluations and checkpoints of a default 64k run (one per epoch). Run
+        folders are on /dev/shm when it has 4 GiB free: a disk's fsync stalls would blur single intervals (so c holds
+        no disk time). A short warm-up run goes first.
+ seeds  `resdsl train resnet20 --seeds 0-4` (default loop and precision: bf16+CL on CUDA), once with
+        --seed-runs processes and once with --seed-runs threads (one process, a CUDA stream per run), beside
+        one run of the same length, each seed timed as above while all five share the GPU; the five-seed 64k
+        estimate is the whole command's wall time plus the extrapolation of its slowest seed; the goal takes
+        the faster way.
  jpeg   ResNet-50 (`resnet50`, [R]'s v1) from an ImageNet-layout folder of generated JPEGs (make_jpeg_folder.py:
         --jpegs (20,000) train + 1,000 val images, 500x375, ~100 KB, made once into --jpeg-dir) via `resdsl train
         resnet50 --data FOLDER --workers N --amp bf16 --channels-last` (batch 256, the recipe's scale/crop 224/

@@ -61,7 +61,8 @@ def check(items: list[ast.ExpectItem], facts: dict) -> list[ExpectResult]:
             elif re.fullmatch(r"[0-9]+x[0-9]+x[0-9]+", item.text):
                 want = tuple(int(v) for v in item.text.split("x"))
             else:
-                raise SpecError(f"'{item.text}' is not a shape", item.span, hint="e.g. 'output 1000' or 'output 64x8x8'")
+                raise SpecError(f"'{item.text}' is not a shape", item.span,
+                                hint="e.g. 'output 1000' or 'output 64x8x8'")
             got = tuple(facts["output"])
             results.append(ExpectResult("output", written, "x".join(map(str, got)), got == want, item.span.line,
                                         item.span))

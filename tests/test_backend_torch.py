@@ -187,7 +187,8 @@ def test_overrides_rerun_shape_checks(at_root):
     model = resdsl.build_model("specs/resnet20.res", num_classes=3, in_channels=1, input_size=(28, 28))
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 3)
     assert resdsl.build_model("specs/resnet20.res", input_size=(30, 30))(torch.zeros(1, 3, 30, 30)).shape == (1, 10)
-    patchify = "network p\ninput 3x64x64\nstem conv 4x4 /4 16\nunit basic\nshortcut A\nstages 16x1\nhead avgpool fc 10\n"
+    patchify = ("network p\ninput 3x64x64\nstem conv 4x4 /4 16\nunit basic\nshortcut A\nstages 16x1\n"
+                "head avgpool fc 10\n")
     assert resdsl.build_model(patchify)(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
     with pytest.raises(resdsl.SpecError) as info:  # the override's shapes are checked again, located at the stem
         resdsl.build_model(patchify, input_size=(3, 3))

@@ -1,7 +1,8 @@
 """Hypothesis mutates the real specs; whatever comes out is a checked network or a located SpecError, never a crash.
 
-Every spec under specs/ (torchvision/, timm/ and family/ included) is mutated (characters, spec words, random bytes, lines, numbers)
-and written beside the originals in a per-module copy of specs/, so its `extends`/`include` lines still resolve.
+Every spec under specs/ (torchvision/, timm/ and family/ included) is mutated (characters, spec words, random bytes,
+lines, numbers) and written beside the originals in a per-module copy of specs/, so its `extends`/`include` lines
+still resolve.
 Budget: well under a minute on a 2-core machine (see the max_examples below).
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The papers' words for what the drawings show, read from the IR (node attributes, the stage and unit records),
-never from node or generated class names: op labels, [I] Fig. 4's orders, [R] Table 1's unit notation, [R]'s shortcut options
-and [I] Fig. 2's shortcut variants, and how each kind of shortcut line is drawn in every view."""
+never from node or generated class names: op labels, [I] Fig. 4's orders, [R] Table 1's unit notation, [R]'s shortcut
+options and [I] Fig. 2's shortcut variants, and how each kind of shortcut line is drawn in every view."""
 from __future__ import annotations
 
 import math
@@ -21,8 +21,9 @@ class Line:
 
 # [R] Fig. 3 draws identity shortcuts solid and "the dotted shortcuts increase dimensions" (by option A or B);
 # here a 1x1 projection (option B/C, [I]'s "1x1 conv shortcut") is dashed and option A's parameter-free
-# zero-padding dotted, so the two ways of increasing dimensions stay apart. [I] Fig. 2's scaling, gating and dropout change an identity shortcut:
-# it stays solid and the change is drawn on it (an op box, or words on the overview's edge label).
+# zero-padding dotted, so the two ways of increasing dimensions stay apart. [I] Fig. 2's scaling, gating and dropout
+# change an identity shortcut: it stays solid and the change is drawn on it (an op box, or words on the overview's edge
+# label).
 LINES = {
     "identity": Line("solid", "identity", "identity shortcut"),
     "zero-pad": Line("dotted", "zero-pad (A)", "zero-padding shortcut (option A)"),

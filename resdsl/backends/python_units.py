@@ -50,7 +50,8 @@ def op_lines(d: dict, name: str, var: str, ins: list[str], inplace: bool) -> tup
     if expr is None:
         return None, [f"{var} = {call_expr(d, ins, inplace)}"]
     then = OPS[d["op"]].then
-    return f"self.{name} = {expr}", [f"{var} = self.{name}({ins[0]})"] + ([f"{var} = {then.format(var)}"] if then else [])
+    forward = [f"{var} = self.{name}({ins[0]})"] + ([f"{var} = {then.format(var)}"] if then else [])
+    return f"self.{name} = {expr}", forward
 
 
 def call_expr(d: dict, ins: list[str], inplace: bool) -> str:

@@ -276,7 +276,8 @@ class _Builder:
 
     def _owner(self, stmt: Tree, kind: str, word: str) -> dict:
         if self.last is None or self.last[0] != kind:
-            raise SpecError(f"'{word}' must follow the {kind} it belongs to", self._at(stmt), hint=f"write it on the {kind}'s line or on the lines just below it")
+            raise SpecError(f"'{word}' must follow the {kind} it belongs to", self._at(stmt),
+                            hint=f"write it on the {kind}'s line or on the lines just below it")
         return self.last[1]
 
     def _make_row(self, row: dict, convention: str) -> Row:

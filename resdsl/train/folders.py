@@ -2,8 +2,8 @@
 through ``torchvision.datasets.ImageFolder``; :class:`FolderImages`, its pictures as a DataLoader reads them (decoded
 and cut in the worker, or as encoded bytes and each sample's draw, for :func:`images.build_batch` to decode and
 cut on the GPU), and :func:`worker_errors_unwrapped` for the DataLoader that reads them. Its classes are
-module-level, so that DataLoader workers can pickle the datasets under spawn. Imports nothing from the rest of resdsl: it is shipped
-beside emitted trainers.
+module-level, so that DataLoader workers can pickle the datasets under spawn. Imports nothing from the rest of resdsl:
+it is shipped beside emitted trainers.
 """
 from __future__ import annotations
 

@@ -66,7 +66,8 @@ class LRSchedule:
             setattr(self, k, v)
 
 
-def from_recipe(recipe: dict, iters_per_epoch: int, length_override: tuple[int, str] | None = None) -> tuple[LRSchedule, int]:
+def from_recipe(recipe: dict, iters_per_epoch: int,
+                length_override: tuple[int, str] | None = None) -> tuple[LRSchedule, int]:
     """(schedule, total iterations) for a recipe; an overridden length scales the milestones and warm-up with it."""
     def to_iters(value: int, unit: str) -> int:
         return value * iters_per_epoch if unit == "epochs" else value
