@@ -120,7 +120,13 @@ class ToAst(Transformer):
         return "first_shortcut", ast.Value(str(c[0]), self._s(c[0]))
 
     def drop_path(self, meta, c):
-        words = {t.type: str(t) for t in c[1:]}
+        words = {}  # the rule and the per-sample/per-batch word, in either order, each once
+        for tok in c[1:]:
+            if tok.type in words:
+                what = "rule (linear, from-zero)" if tok.type == "DROP_RULE" else "'per-sample' or 'per-batch'"
+                raise SpecError(f"drop-path takes one {what}; '{words[tok.type]}' was given already",
+                                self._s(tok))
+            words[tok.type] = str(tok)
         return ast.DropPath(self._s(meta), self._num(c[0]), words.get("DROP_RULE", "linear"),
                             words.get("DROP_PER", "per-sample").removeprefix("per-"))
 

@@ -110,3 +110,17 @@ def test_grammar_words_are_the_tables_words():
     with pytest.raises(SpecError) as e:
         parse_text("network n\norder sideways\n", "s.res")
     assert all(word in e.value.hint for word in ORDERS)
+
+
+def test_drop_path_words_in_either_order_each_once():
+    """`drop-path P RULE PER` or `drop-path P PER RULE`; a second rule or a second per-word is named where it is
+    (it was 'unexpected ...', with no word of what drop-path takes)."""
+    for text in ("drop-path 0.5 linear per-batch\n", "drop-path 0.5 per-batch linear\n"):
+        dp = next(s for s in parse_text(text, "s.res").statements if isinstance(s, ast.DropPath))
+        assert (dp.rate.value, dp.rule, dp.per) == (0.5, "linear", "batch")
+    dp = next(s for s in parse_text("drop-path 0.2\n", "s.res").statements if isinstance(s, ast.DropPath))
+    assert (dp.rule, dp.per) == ("linear", "sample")  # the defaults: [SD]'s rule, timm's per-sample drop
+    err = _err("drop-path 0.5 per-batch per-sample\n")
+    assert (err.span.column, err.message) == (25, "drop-path takes one 'per-sample' or 'per-batch'; 'per-batch' "
+                                                  "was given already")
+    assert _err("drop-path 0.5 linear from-zero\n").message.startswith("drop-path takes one rule (linear")
