@@ -3,15 +3,14 @@ the user has not changed since (resdsl-trainer.json records that, by hash), remo
 that a newer one no longer has, and refuses to replace a file the user edited or wrote unless --overwrite."""
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
 
 import pytest
 from click.testing import CliRunner
 
 pytest.importorskip("torch")
 
+from conftest import within  # noqa: E402
 from resdsl.backends.trainer_folder import MANIFEST  # noqa: E402
 from resdsl_cli.main import main  # noqa: E402
 
@@ -97,21 +96,7 @@ def test_a_hand_made_manifest_reaches_nothing_outside_the_trainers_files(tmp_pat
     os.rename(tmp_path / "package", folder / "resdsl_train")
     (folder / MANIFEST).unlink()
     os.mkfifo(folder / MANIFEST)  # taken for no manifest, not waited on for good
-    with _within(20):
+    with within(20):
         r = emit(folder)
     assert r.exit_code == 0 and (folder / MANIFEST).is_file(), r.output  # every file as this emit writes it
 
-
-@contextlib.contextmanager
-def _within(seconds: int):
-    """Fail, rather than hang, where a regression would block for good."""
-    def too_long(signum, frame):
-        raise TimeoutError(f"blocked for {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, too_long)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
