@@ -99,4 +99,3 @@ def test_a_hand_made_manifest_reaches_nothing_outside_the_trainers_files(tmp_pat
     with within(20):
         r = emit(folder)
     assert r.exit_code == 0 and (folder / MANIFEST).is_file(), r.output  # every file as this emit writes it
-
