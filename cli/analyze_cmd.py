@@ -83,9 +83,7 @@ def _make_folder(path: str) -> None:
 def _warn_if_spec_changed(run) -> None:
     """A spec edited since training rebuilds another network around the same weights: say so (a changed recipe
     alone also changes the hash, and does not matter here, so this is a warning)."""
-
-    saved = run.config.get("spec_hash")
-    if saved and saved != run.net.spec_hash():
+    if run.net.is_trained_from(run.config) is False:
         click.echo(f"resdsl: warning: {run.path}: the spec {run.spec} has changed since the run was trained (its "
                    "hash differs from config.json's); measuring the network it describes now", err=True)
 

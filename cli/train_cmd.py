@@ -323,10 +323,9 @@ def _warn_if_trained_from_another_spec(net, spec: str, checkpoint: str) -> None:
     try:
         with open(os.path.join(os.path.dirname(checkpoint), "config.json"), encoding="utf-8") as fh:
             cfg = json.load(fh)
-        saved = cfg.get("spec_hash")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError):
         return
-    if isinstance(saved, str) and saved != net.spec_hash():
+    if net.is_trained_from(cfg) is False:
         click.echo(f"resdsl: warning: {checkpoint} was trained from {cfg.get('spec', 'another spec')}; {spec} "
                    "describes another network or recipe (config.json's spec hash differs): evaluating the network "
                    f"{spec} describes with those weights", err=True)

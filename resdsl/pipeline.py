@@ -93,6 +93,12 @@ class CheckedNetwork:
         text = ir + "\n" + json.dumps(self.recipe, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
+    def is_trained_from(self, config) -> bool | None:
+        """Whether a run's config.json (``config``) records this spec's hash; None where it records none (a run
+        of another program, or from before resdsl kept it)."""
+        saved = config.get("spec_hash") if isinstance(config, dict) else None
+        return saved == self.spec_hash() if isinstance(saved, str) else None
+
 
 
 def compile_spec(path: str | os.PathLike | None = None, *, text: str | None = None, name: str = "<spec>",

@@ -136,6 +136,14 @@ def test_cli_writes_figure_and_table(runs, tmp_path):
     assert r.exit_code == 0, r.output
     assert "tiny (" in r.output and "tiny_plain (" in r.output and "7 3x3 layers, responses after BN, 32 test" \
         in r.output
+    assert "warning" not in r.output  # each run was trained from the spec it names
+    edited = tmp_path / "edited"  # a run whose spec has changed since: the weights are measured, with a word
+    shutil.copytree(runs["tiny"], edited)
+    cfg = json.loads((edited / "config.json").read_text())
+    (edited / "config.json").write_text(json.dumps(dict(cfg, spec_hash="0" * 64)))
+    r = CliRunner().invoke(analyze, ["responses", str(edited), "--out", str(tmp_path / "again"), "--device", "cpu",
+                                     "--test-subset", "32", "--batch-size", "16"])
+    assert r.exit_code == 0 and "has changed since the run was trained" in r.output, r.output
     assert (out / "responses.png").read_bytes()[:4] == b"\x89PNG"
     assert len((out / "responses.csv").read_text().splitlines()) == 15
 
