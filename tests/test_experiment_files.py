@@ -83,11 +83,11 @@ ANCHORS = {
     "i-table4-cifar100": (I_TABLE4, {
         "ResNet-164 [ours]": "| CIFAR-100 | ResNet-164 [ours] (1.7M) | {median:.2f} |",
         "ResNet-1001 [ours]": "| CIFAR-100 | ResNet-1001 [ours] (10.2M) | {median:.2f} ({mean:.2f} +- {std:.2f}) |"}),
-    "i-table5": ("[I] Table 5, ImageNet val, single 320x320 crop", {
-        "ResNet-152, original Residual Unit": "ResNet-152 original {error:.1f}/{top5:.1f},",
-        "ResNet-152, pre-act Residual Unit": "ResNet-152 original <num>/<num>, pre-act {error:.1f}/{top5:.1f};",
-        "ResNet-200, original Residual Unit": "ResNet-200 original {error:.1f}/{top5:.1f},",
-        "ResNet-200, pre-act Residual Unit": "ResNet-200 original <num>/<num>, pre-act {error:.1f}/{top5:.1f} ("}),
+    "i-table5": ("[I] Table 5, ILSVRC 2012 validation, single crop", {
+        label: f"| {label} | scale | 224x224 | {crop} | {{error:.1f}} | {{top5:.1f}} |" for label, crop in (
+            ("ResNet-152, original Residual Unit", "224x224"),  # the row of [I]'s test on resdsl's single view
+            ("ResNet-152, pre-act Residual Unit", "320x320"), ("ResNet-200, original Residual Unit", "320x320"),
+            ("ResNet-200, pre-act Residual Unit", "320x320"))}),
 }
 _PART = re.compile(r"\{(\w+):(\.\d+f)\}|<cell>|<num>")
 
