@@ -329,7 +329,8 @@ def _merge(u: _Unit, h: str, split: str, in_ch: int, out_ch: int, stride: int, p
         if PATHS[path].module:
             u.record["modules"].setdefault(PATHS[path].module, []).append(t)
     if sc.dropout is not None:
-        t = u.add("shortcut_dropout", "dropout", [t], span=sc.span, path="shortcut", p=sc.dropout.value)
+        t = u.add("shortcut_dropout", "dropout", [t], span=sc.span, path="shortcut", p=sc.dropout.value,
+                  keep=1 - sc.dropout.value)  # [I]'s expectation 1 - p; see the dropout op
     if sc.scale is not None:
         t = u.add("shortcut_scale", "scale", [t], span=sc.span, path="shortcut", factor=sc.scale.value)
     ins = [h, t]

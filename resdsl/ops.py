@@ -289,7 +289,8 @@ class Op:
     # (the node's `sym` roles) or a literal; a square window's (k, k) is written as k
     module: Callable | None = None  # (attrs, num) -> the nn.Module constructor
     call: Callable | None = None  # (attrs, input variables, num, in place?) -> a functional forward expression
-    then: str | None = None  # applied to the module's output in forward ("torch.flatten({}, 1)")
+    # applied to the module's output in forward ("torch.flatten({}, 1)"), or (attrs, num) -> that text or None
+    then: str | Callable | None = None
     helper: tuple[str, ...] = ()  # a function the emitted file defines once for this op
     keeps: tuple[str, ...] = ()  # unit constructor arguments the op reads at run time (self.<arg>)
     member: str | None = None  # an op written as a call: its module inside an nn.Sequential (timm's deep stem)
@@ -327,9 +328,14 @@ _OP_LIST = [  # in legend order: the legend names each colour group's ops in thi
        describe=lambda d: f"/{d['stride']} {d['in_channels']}->{d['out_channels']}"),
     Op("scale", _same, lambda d: f"x {d['factor']:g}", look=("shortcut op", "scale"),
        call=lambda d, ins, num, inplace: f"{ins[0]} * {num('factor')}", describe=lambda d: f"x{d['factor']:g}"),
+    # [I]'s dropout shortcut keeps its units unscaled in training and scales all by `keep` (1 - p) at test, the
+    # dropout of [I]'s reference [11]: the shortcut's scale λ then has "an expectation of 0.5" ([I] section 3.1).
+    # nn.Dropout scales the kept units by 1/(1 - p) in training instead (expectation 1), so its output is scaled by
+    # `keep` after it; dropout inside F ([WRN]) is nn.Dropout as it is
     Op("dropout", _same, lambda d: f"dropout {d['p']:g}", look=("random", "dropout"), random=True,
-       passes_input=True,
-       module=lambda d, num: f"nn.Dropout(p={num('p')})", describe=lambda d: f"p={d['p']:g}"),
+       passes_input=True, then=lambda d, num: "{} * " + num("keep") if "keep" in d else None,
+       module=lambda d, num: f"nn.Dropout(p={num('p')})",
+       describe=lambda d: f"p={d['p']:g}" + (f", x{d['keep']:g} at test" if "keep" in d else "")),
     Op("se", _se_shape, _se_words, cost=_se_cost, look=("se", "squeeze-excitation"), module=_se_module,
        helper=SQUEEZE_EXCITE_SOURCE, describe=lambda d: _se_words(d).removeprefix("SE ")),
     Op("drop_path", _same, lambda d: f"drop path {d['drop_prob']:.3g}" + (" per batch" if d.get("per_batch") else ""),

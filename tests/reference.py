@@ -37,7 +37,7 @@ def residual_convs(kind, stride, stride_at="1x1"):
 
 
 def unit(x, sd, p, *, kind, order, stride, shortcut, out_channels, training, stride_at="1x1", scale=None,
-         residual_scale=None, gate=None, preact_shared=False, projection_bn=True):
+         residual_scale=None, gate=None, preact_shared=False, projection_bn=True, dropout=None):
     """One residual unit y = f(h(x) + F(x)) in the given order ([I] Fig. 4)."""
     convs = residual_convs(kind, stride, stride_at)
     if order in ("preact", "relu-preact") and preact_shared:
@@ -71,6 +71,8 @@ def unit(x, sd, p, *, kind, order, stride, shortcut, out_channels, training, str
                 s = bn(s, sd, p + "downsample.1", training)
         else:
             s = x
+        if dropout is not None:  # [I] 3.1: a random scale on the shortcut "with an expectation of" 1 - dropout
+            s = s * torch.empty_like(s).bernoulli_(1 - dropout) if training else s * (1 - dropout)
         if scale is not None:
             s = s * scale
         if gate is None:

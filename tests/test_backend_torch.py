@@ -107,6 +107,8 @@ CASES = {
                        dict(kind="basic", order="post", shortcut="zero-pad", gate="exclusive")),
     "shortcut-gate": ("unit basic\nshortcut A gate shortcut-only bias -2",
                       dict(kind="basic", order="post", shortcut="zero-pad", gate="shortcut-only")),
+    "dropout-shortcut": ("unit basic\nshortcut A dropout 0.5",
+                         dict(kind="basic", order="post", shortcut="zero-pad", dropout=0.5)),
 }
 TEMPLATE = "network t\ninput 3x16x16\nstem cifar 8\n{frag}\nstages 8x2, 16x2 /2\nhead avgpool fc 5\n"
 
@@ -130,8 +132,10 @@ def test_unit_matches_reference(case, training):
     width_out = 16 * (4 if kw["kind"] == "bottleneck" else 1)
     u0, u1 = model.layer2[0], model.layer2[1]
     with torch.no_grad():
+        torch.manual_seed(0)  # the dropout shortcut's draws: the reference's are taken in the same order
         got0 = u0(x.clone())
         got1 = u1(got0.clone())
+    torch.manual_seed(0)
     first_kw = dict(kw)
     if kw["order"] in ("preact", "relu-preact") and kw["shortcut"] == "projection":
         first_kw["preact_shared"] = True
@@ -165,10 +169,24 @@ def test_preact_network_first_and_last_unit():
         torch.testing.assert_close(model(x), want, rtol=1e-5, atol=1e-5)
 
 
-def test_dropout_shortcut_is_dropout_in_training_only():
-    model = resdsl.build_model(TEMPLATE.format(frag="unit basic\nshortcut A dropout 0.5"))
-    assert isinstance(model.layer1[0].shortcut_dropout, torch.nn.Dropout)
-    assert model.layer1[0].shortcut_dropout.p == 0.5
+def test_dropout_shortcut_has_the_expectation_of_i():
+    """[I] 3.1: dropout "statistically imposes a scale of λ with an expectation of 0.5 on the shortcut": in training
+    each unit of the shortcut is kept as it is or dropped, at test the whole shortcut is scaled by 1 - p (PyTorch's
+    own dropout scales the kept units by 1 / (1 - p) and leaves the test-time shortcut whole: an expectation of 1).
+    F is silenced (its last BN's weight and bias 0), so a unit's output is its shortcut's, through the final ReLU."""
+    model = resdsl.build_model(TEMPLATE.format(frag="unit basic\nshortcut A dropout 0.25"))
+    unit = model.layer1[1]
+    torch.nn.init.zeros_(unit.bn2.weight)
+    torch.nn.init.zeros_(unit.bn2.bias)
+    x = torch.rand(64, 8, 16, 16) + 1
+    with torch.no_grad():
+        ratio = unit.train()(x.clone()) / x
+        assert set(torch.unique(ratio.round(decimals=5)).tolist()) == {0.0, 1.0} and abs(ratio.mean().item() - 0.75) < 0.01
+        torch.testing.assert_close(unit.eval()(x.clone()), x * 0.75)
+    wrn = resdsl.build_model(TEMPLATE.format(frag="unit basic dropout 0.25\nshortcut A"))
+    assert type(wrn.layer1[0].dropout2) is torch.nn.Dropout  # [WRN]'s dropout in F is PyTorch's, unchanged
+    wrn.layer1[0].eval()
+    assert all(m.p == 0.25 for m in wrn.modules() if isinstance(m, torch.nn.Dropout))
 
 
 def test_initialisation():

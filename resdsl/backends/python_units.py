@@ -50,6 +50,8 @@ def op_lines(d: dict, name: str, var: str, ins: list[str], inplace: bool) -> tup
     if expr is None:
         return None, [f"{var} = {call_expr(d, ins, inplace)}"]
     then = OPS[d["op"]].then
+    if callable(then):
+        then = then(d, lambda key: number(d, key))
     forward = [f"{var} = self.{name}({ins[0]})"] + ([f"{var} = {then.format(var)}"] if then else [])
     return f"self.{name} = {expr}", forward
 
