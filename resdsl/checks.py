@@ -12,6 +12,7 @@ from .units import ORDERS, SHORTCUT_KINDS, UNIT_KINDS, builds
 MAX_CHANNELS = 1 << 16
 MAX_SPATIAL = 1 << 16
 MAX_UNITS = 5000
+MAX_STEM_CONVS = 256  # the papers' stems have one, ResNet-C's three
 MAX_CLASSES = 10_000_000
 
 
@@ -106,8 +107,8 @@ def check_shortcut(sc: ast.Shortcut) -> None:
         check_probability(sc.dropout)
     kind = SHORTCUT_KINDS[sc.kind]
     if kind.same is None and kind.changes is None:
-        for v, word in ((sc.scale, "scale"), (sc.gate, "gate"), (sc.dropout, "dropout"),
-                        (sc.projection_bn, "projection-bn")):
+        for v, word in ((sc.scale, "scale"), (sc.residual_scale, "residual"), (sc.gate, "gate"),
+                        (sc.dropout, "dropout"), (sc.projection_bn, "projection-bn")):
             if v is not None:
                 raise SpecError(f"'{word}' needs a shortcut, but this is 'shortcut none' (a plain net)", v.span,
                                 hint="use 'shortcut A' or 'shortcut B' to keep the shortcut and modify it")

@@ -72,7 +72,7 @@ def check(items: list[ast.ExpectItem], facts: dict) -> list[ExpectResult]:
         actual = int(facts[item.what])
         value, unit = _quantity(item)
         diff = abs(Decimal(actual) - value)
-        ok = diff < unit if item.approx else (value - unit / 2 <= actual < value + unit / 2)
+        ok = diff <= unit if item.approx else (value - unit / 2 <= actual < value + unit / 2)
         results.append(ExpectResult(item.what, written, _format_actual(actual, item), bool(ok), item.span.line,
                                     item.span))
     return results

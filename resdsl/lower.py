@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from . import syntax as ast
 from .errors import Span, SpecError
 from .ir import GraphBuilder
-from .checks import (MAX_CHANNELS, MAX_CLASSES, check_drop_path, check_ends, check_range, check_shortcut,
-                     check_sizes, check_unit, unit_widths)
+from .checks import (MAX_CHANNELS, MAX_CLASSES, MAX_STEM_CONVS, check_drop_path, check_ends, check_range,
+                     check_shortcut, check_sizes, check_unit, unit_widths)
 from .resolve import ResolvedSpec, stage_setting
 from .units import DROP_RULES, ORDERS, PATHS, SHORTCUT_KINDS, UNIT_KINDS, plan_convs, projection_bn, signature
 
@@ -128,6 +128,9 @@ def _stem_convs(stem: ast.Stem) -> tuple[list[tuple[int, int, int, Span]], tuple
             raise SpecError(f"a deep stem's width must be even (its first two convolutions have half of it), got {w}",
                             stem.width.span)
         return [(3, 2, w // 2, sp), (3, 1, w // 2, sp), (3, 1, w, sp)], ("max", 3, 2, sp)
+    if len(stem.convs) > MAX_STEM_CONVS:
+        raise SpecError(f"the stem has {len(stem.convs)} convolutions; resdsl builds at most {MAX_STEM_CONVS}",
+                        stem.convs[MAX_STEM_CONVS].span, hint="deeper stacks of layers belong in 'stages'")
     convs = []
     for c in stem.convs:
         kh, kw = c.kernel.value
@@ -231,6 +234,11 @@ def _build_unit(b, x, in_ch, stage: int, index: int, entry, stride, unit, order_
                        unit.stride_at and unit.stride_at.value, *unit_widths(unit))
     out_ch = convs[-1].out_channels
     width = next((c.out_channels for c in convs if c.out_role == "width"), entry.width.value)  # inner width
+    if width < 1:
+        cardinality, base = unit_widths(unit)
+        raise SpecError(f"a stage of width {entry.width.value} gives this {unit.kind} unit no channels inside: "
+                        f"int({entry.width.value} x {base} / 64) x {cardinality} = 0", entry.width.span,
+                        hint=f"the width must be at least {-(-64 // base)} for base width {base}")
     path = built = shortcut.path(stride != 1 or in_ch != out_ch)  # drawn and named as `path`, built from `built`
     if path == "projection" and sc.avg_down is not None:
         # ResNet-D pools where the unit strides; elsewhere it is a plain projection under timm's names

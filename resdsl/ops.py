@@ -121,7 +121,8 @@ def _add_shape(d: dict, ins: list) -> tuple:
                         f"{shape_text(res)}, the shortcut gives {shape_text(short)}", d["span"],
                         hint="an identity shortcut cannot change shape; use 'shortcut A' (zero-pad) or "
                              "'shortcut B' (projection) where the shape changes"
-                             + (f" (shortcut set at line {origin.line})" if origin else ""))
+                             + (f" (the shortcut is set at {origin.path}:{origin.line}:{origin.column})"
+                                if origin else ""))
     if len(ins) > PORT_GATE and ins[PORT_GATE] != res:
         raise SpecError(f"gate shape {shape_text(ins[PORT_GATE])} does not match {shape_text(res)} in {where(d)}",
                         d["span"])

@@ -19,10 +19,11 @@ def read_spec_text(path: str, span: Span | None = None) -> str:
     try:
         return data.decode("utf-8-sig")  # a byte order mark, as some editors write, is not part of the spec
     except UnicodeDecodeError as exc:
-        before = data[: exc.start]
+        bad = exc.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)  # utf-8-sig counts after its BOM
+        before = data[:bad]
         line = before.count(b"\n") + 1
-        col = exc.start - (before.rfind(b"\n") + 1) + 1
-        byte = f" (byte 0x{data[exc.start]:02x})" if span is None else ""  # nothing of a file reached by a path
+        col = len(before[before.rfind(b"\n") + 1:].decode("utf-8-sig")) + 1  # in characters, as every column
+        byte = f" (byte 0x{data[bad]:02x})" if span is None else ""  # nothing of a file reached by a path
         raise SpecError(f"spec is not UTF-8 text{byte}", Span(path, line, col),
                         hint="spec files are plain text; check the path") from None
 
@@ -68,7 +69,7 @@ def _require_regular(path: str, mode: int, where: Span) -> None:
 # of code. Otherwise none of its text is shown, neither the line nor the offending word -- unless that word is a
 # near miss of a keyword ('netwrok'), which makes it a typo rather than content. The location is always given.
 _STATEMENT_WORDS = frozenset({"network", "extends", "include", "input", "stem", "unit", "order", "shortcut",
-                              "stages", "stage", "head", "init", "expect", "recipe"})
+                              "stages", "stage", "head", "init", "expect", "recipe", "drop-path", "layer-count"})
 
 
 def starts_like_spec(text: str, err: SpecError) -> bool:

@@ -149,6 +149,7 @@ def _resolve_inner(spec_file: ast.SpecFile, chain: tuple[str, ...], reading: _Re
     resolved.files.append(spec_file.path)
 
     local_recipes: dict[str, ast.RecipeDef] = {}
+    local_overrides: dict[tuple[int, str], Span] = {}  # (stage, setting) -> where this file first sets it
     for stmt in spec_file.statements:
         if isinstance(stmt, ast.Include):
             for name, rdef in _included_recipes(stmt, spec_file, chain, reading).items():
@@ -162,9 +163,13 @@ def _resolve_inner(spec_file: ast.SpecFile, chain: tuple[str, ...], reading: _Re
             idx = stmt.index.value
             if idx < 1:
                 raise SpecError("stages are numbered from 1", stmt.index.span)
-            slot = resolved.overrides.setdefault(idx, {})
             kind = _SINGULAR[type(stmt.statement)]
-            slot[kind] = stmt.statement
+            first = local_overrides.setdefault((idx, kind), stmt.span)
+            if first is not stmt.span:
+                raise SpecError(f"'stage {idx}: {kind.replace('_', '-')}' is given twice in this file (first at line "
+                                f"{first.line})", stmt.span, hint="each setting appears once per file; a spec "
+                                "that extends another overrides it")
+            resolved.overrides.setdefault(idx, {})[kind] = stmt.statement
         elif isinstance(stmt, ast.Expect):
             resolved.expects.extend(stmt.items)
     for name, rdef in local_recipes.items():

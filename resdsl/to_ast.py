@@ -198,15 +198,18 @@ class ToAst(Transformer):
 
     def init(self, meta, c):
         kw = {}
-        for key, val in c:
+        for key, val, span in c:
+            if key in kw:
+                word = "he" if key == "fan" else "zero-last-bn"
+                raise SpecError(f"'{word}' given twice in one init statement", span)
             kw[key] = val
         return ast.Init(self._s(meta), **kw)
 
     def init_he(self, meta, c):
-        return "fan", str(c[0]) if c else "fan-out"
+        return "fan", str(c[0]) if c else "fan-out", self._s(meta)
 
     def zero_last_bn(self, meta, c):
-        return "zero_last_bn", True
+        return "zero_last_bn", True, self._s(meta)
 
     def expect(self, meta, c):
         return ast.Expect(self._s(meta), tuple(c))

@@ -181,7 +181,8 @@ def test_dropout_shortcut_has_the_expectation_of_i():
     x = torch.rand(64, 8, 16, 16) + 1
     with torch.no_grad():
         ratio = unit.train()(x.clone()) / x
-        assert set(torch.unique(ratio.round(decimals=5)).tolist()) == {0.0, 1.0} and abs(ratio.mean().item() - 0.75) < 0.01
+        assert set(torch.unique(ratio.round(decimals=5)).tolist()) == {0.0, 1.0}  # kept as it is, or dropped
+        assert abs(ratio.mean().item() - 0.75) < 0.01
         torch.testing.assert_close(unit.eval()(x.clone()), x * 0.75)
     wrn = resdsl.build_model(TEMPLATE.format(frag="unit basic dropout 0.25\nshortcut A"))
     assert type(wrn.layer1[0].dropout2) is torch.nn.Dropout  # [WRN]'s dropout in F is PyTorch's, unchanged

@@ -38,6 +38,7 @@ SIDECAR = {
     "invalid_utf8.res": (3, None, "not UTF-8 text (byte 0xc3)"),
     "nul_bytes.res": (2, None, "NUL byte"),
     "utf8_bom.res": (1, None, "the spec never says 'input'"),  # the byte order mark itself is no error
+    "invalid_utf8_after_bom.res": (3, None, "not UTF-8 text (byte 0xff)"),  # counted from the file's start
 }
 
 # Known compiler bugs, name -> reason: the case states the right behaviour and fails today. They are marked
@@ -192,3 +193,22 @@ def test_generated_inputs(make, tmp_path):
     first = r.stderr.splitlines()[0]
     assert re.match(rf"^{re.escape(where)}:{line}:\d+: error: ", first), first
     assert fragment in first, first
+
+
+def test_what_an_error_shows_of_other_files_and_odd_bytes(tmp_path, monkeypatch):
+    """A parent that opens with any statement (`drop-path` too) is a spec, so its offending line is shown; a
+    shortcut that breaks a parent's stage is named by its own file, line and column; a byte that is not UTF-8
+    is located in characters, as every column is."""
+    monkeypatch.chdir(ROOT)
+    r = CliRunner().invoke(main, ["compile", "tests/broken/parent_starts_with_drop_path.res"])
+    assert r.stderr.splitlines()[1] == "    unit basci", r.stderr
+    monkeypatch.chdir(tmp_path)
+    base = (BROKEN / "helpers" / "good_parent.res").read_text(encoding="utf-8")
+    (tmp_path / "parent.res").write_text(base, encoding="utf-8")
+    (tmp_path / "child.res").write_text('extends "parent.res"\nnetwork c\n\n\nshortcut identity\n', encoding="utf-8")
+    r = CliRunner().invoke(main, ["compile", "child.res"])
+    assert r.exit_code == 1 and r.stderr.startswith("parent.res:"), r.stderr
+    assert "(the shortcut is set at child.res:5:1)" in r.stderr, r.stderr
+    (tmp_path / "accents.res").write_bytes("network éé".encode() + b"\xff\n")
+    r = CliRunner().invoke(main, ["compile", "accents.res"])
+    assert r.stderr.startswith("accents.res:1:11: error: spec is not UTF-8 text (byte 0xff)"), r.stderr

@@ -13,6 +13,7 @@ from conftest import CIFAR20  # params 269,722; macs 40,551,040; layers 20
     ("params 0.27M", True), ("params 0.270M", True), ("params 0.2697M", True), ("params 0.2698M", False),
     ("params 270K", True), ("params 269.7K", True), ("params 269.8K", False), ("params 0.3M", True),
     ("params 0.26M", False), ("params ~0.26M", True), ("params ~0.25M", False),
+    ("params ~269723", True), ("params ~269721", True), ("params ~269720", False), ("params ~0.28M", False),
     ("macs 40.55M", True), ("macs 40.5M", False), ("macs ~40.5M", True), ("flops 81.1M", True),
     ("macs 0.04G", True), ("layers 20", True), ("layers 21", False), ("output 10", True), ("output 100", False),
 ])

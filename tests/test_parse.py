@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+import resdsl
+from conftest import CIFAR20
 from resdsl import syntax as ast
 from resdsl.errors import SpecError
 from resdsl.parse import parse_text
@@ -124,3 +126,14 @@ def test_drop_path_words_in_either_order_each_once():
     assert (err.span.column, err.message) == (25, "drop-path takes one 'per-sample' or 'per-batch'; 'per-batch' "
                                                   "was given already")
     assert _err("drop-path 0.5 linear from-zero\n").message.startswith("drop-path takes one rule (linear")
+
+
+def test_long_digit_runs_in_names_and_paths_are_not_numbers(tmp_path):
+    """Only numbers are held to MAX_DIGITS: a name or a quoted path may hold any run of digits (or a '#')."""
+    digits = "1" * 101
+    parent = tmp_path / f"v{digits}#.res"
+    parent.write_text(CIFAR20, encoding="utf-8")
+    net = resdsl.compile_spec(text=f'extends "{parent.as_posix()}"\nnetwork v{digits}\n', name="t.res")
+    assert net.name == f"v{digits}" and net.params == 269_722
+    with pytest.raises(SpecError, match="has 101 digits"):
+        resdsl.compile_spec(text=CIFAR20.replace("fc 10", f"fc {digits}"), name="t.res")

@@ -66,6 +66,7 @@ class _Emitter:
         g = self.g
         init, fwd = [], []
         stem, head = self._top_nodes("stem"), self._top_nodes("head")
+        module_of = {n: m for m, members in g.graph["modules"].items() for n in members}
         for n in stem + ["@stages"] + head:
             if n == "@stages":
                 for i, runs in enumerate(stage_runs, start=1):
@@ -80,7 +81,7 @@ class _Emitter:
                     init.append(")")
                     fwd.append(f"x = self.layer{i}(x)")
                 continue
-            module = next((m for m, members in g.graph["modules"].items() if n in members), None)
+            module = module_of.get(n)
             if module is not None:  # one nn.Sequential (timm's deep stem `conv1`) for its members, at the first
                 if n == g.graph["modules"][module][0]:
                     init += sequential_lines(g, module, g.graph["modules"][module])
