@@ -101,7 +101,7 @@ def _validate_recipe(r: dict, fields: dict[str, ast.RecipeField], default_span: 
         if not w["lr"] > 0:
             bad("warmup", "warm-up learning rate must be positive")
         total = r["length"]["value"] if w["unit"] == r["length"]["unit"] else None
-        if total is not None and w["length"] >= total:
+        if total is not None and w["length"] is not None and w["length"] >= total:
             bad("warmup", "warm-up is not shorter than the whole run")
         if w["until_error"] is not None and not 0 < w["until_error"] <= 100:
             bad("warmup", "until-error is a percentage in (0, 100]")

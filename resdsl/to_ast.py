@@ -265,14 +265,23 @@ class ToAst(Transformer):
         return "patience", int(c[0])
 
     def r_warmup(self, meta, c):
-        out = {"length": int(c[0]), "unit": None, "lr": None, "until_error": None}
-        rest = c[1:]
-        if rest and isinstance(rest[0], Token) and rest[0].type == "LENGTH_UNIT":
-            out["unit"] = str(rest[0])
-            rest = rest[1:]
+        """`warmup [N [unit]] lr X [until-error E%]`: at most N iterations (or epochs), ended early once the
+        training error is below E%; without N only the error ends it ([R]: "until the training error is below
+        80%"). `warmup none`: no warm-up (a spec that extends a recipe with one)."""
+        if not c:
+            return ast.RecipeField("warmup", None, self._s(meta))
+        out = {"length": None, "unit": None, "lr": None, "until_error": None}
+        rest = list(c)
+        if rest[0].type == "INT":
+            out["length"] = int(rest.pop(0))
+        if rest[0].type == "LENGTH_UNIT":
+            out["unit"] = str(rest.pop(0))
         out["lr"] = _check_number(rest[0], self.path)
         if len(rest) > 1:
             out["until_error"] = rest[1]
+        elif out["length"] is None:
+            raise SpecError("a warm-up needs a length or an 'until-error' rule to end it", self._s(meta),
+                            hint="e.g. 'warmup 400 iterations lr 0.01' or 'warmup lr 0.01 until-error 80%'")
         return ast.RecipeField("warmup", out, self._s(meta))
 
     def until_error(self, meta, c):

@@ -117,7 +117,10 @@ def test_paper_recipes(at_root):
     assert (r["lr"], r["momentum"], r["weight_decay"], r["batch"]) == (0.1, 0.9, 1e-4, 128)
     assert r["schedule"] == {"kind": "step", "milestones": [32000, 48000], "gamma": 0.1}
     assert r["length"] == {"value": 64000, "unit": "iterations"}
-    assert r["warmup"] == {"length": 400, "unit": "iterations", "lr": 0.01, "until_error": 80.0}
+    # [R] 4.2: warm up "until the training error is below 80% (about 400 iterations)": the error alone ends it
+    assert r["warmup"] == {"length": None, "unit": "iterations", "lr": 0.01, "until_error": 80.0}
+    assert resdsl.compile_spec("specs/resnet110_preact.res").recipe["warmup"] == {
+        "length": 400, "unit": "iterations", "lr": 0.01, "until_error": None}  # [I]: "the beginning 400 iterations"
     assert resdsl.compile_spec("specs/resnet1001_preact_cifar100.res").recipe["dataset"] == "cifar100"
     assert resdsl.compile_spec("specs/resnet200.res").recipe["schedule"]["milestones"] == [30, 60]
 
@@ -142,3 +145,16 @@ def test_byte_order_mark_is_ignored(write_spec):
     with open(path, "wb") as fh:
         fh.write(b"\xef\xbb\xbf" + CIFAR20.encode())
     assert resdsl.compile_spec(path).params == 269_722
+
+
+def test_warmup_none_and_a_warmup_that_only_its_error_ends(at_root):
+    from resdsl.recipes import recipe_with_settings
+    from resdsl.resolve import resolve_path
+
+    spec = resolve_path("specs/resnet110_preact.res")
+    assert recipe_with_settings(spec, ["warmup=none"])["warmup"] is None
+    assert recipe_with_settings(spec, ["warmup=lr 0.02 until-error 90%"])["warmup"] == {
+        "length": None, "unit": "iterations", "lr": 0.02, "until_error": 90.0}
+    with pytest.raises(SpecError, match="a warm-up needs a length or an 'until-error' rule") as info:
+        recipe_with_settings(spec, ["momentum=0.9", "warmup=lr 0.02"])
+    assert (info.value.span.path, info.value.span.line) == ("--set", 2)

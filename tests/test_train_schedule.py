@@ -31,6 +31,23 @@ def test_warmup_until_error_ends_early_and_returns_to_base():
     assert restored.lr_at(12) == 0.1
 
 
+def test_a_warmup_without_a_length_ends_only_by_its_error_rule():
+    """[R]'s rule: lr 0.01 until the training error is below 80%, however long that takes (the run's length at
+    most); the banner and config.json say so, and a resumed run reads the same rule back."""
+    from resdsl.train.report import effective_recipe, schedule_words
+
+    recipe = dict(CIFAR, warmup=dict(CIFAR["warmup"], length=None, until_error=80.0))
+    s, total = from_recipe(recipe, 390)
+    for it in range(0, 5000, 100):
+        s.observe_train_error(it, 85.0)
+    assert s.lr_at(5000) == 0.01 and not s.warmup_done
+    s.observe_train_error(5000, 79.9)
+    assert s.lr_at(5001) == 0.1
+    assert schedule_words(recipe, s, total, 390).endswith("; warm-up lr 0.01 until training error < 80%")
+    ran = effective_recipe(recipe, s, total)
+    assert ran["warmup"]["length"] is None and from_recipe(ran, 390)[0].warmup_iters == total
+
+
 def test_length_override_scales_milestones_and_warmup():
     s, total = from_recipe(CIFAR, 390, length_override=(640, "iterations"))
     assert total == 640 and s.milestones == [320, 480] and s.warmup_iters == 4

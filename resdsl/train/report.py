@@ -97,10 +97,12 @@ def schedule_words(recipe: dict, schedule, total: int, per_epoch: int) -> str:
         text += f", lr x{schedule.gamma:g} after {schedule.patience} evaluations without improvement"
     else:
         text += f", {kind} lr"
-    if schedule.warmup_iters:
+    until = schedule.warmup_until_error
+    if schedule.warmup_iters and recipe["warmup"]["length"] is None:
+        text += f"; warm-up lr {schedule.warmup_lr:g} until training error < {until:g}%"
+    elif schedule.warmup_iters:
         text += f"; warm-up lr {schedule.warmup_lr:g} for {schedule.warmup_iters:,} iterations"
-        if schedule.warmup_until_error is not None:
-            text += f" or until training error < {schedule.warmup_until_error:g}%"
+        text += f" or until training error < {until:g}%" if until is not None else ""
     return text
 
 
@@ -132,5 +134,6 @@ def effective_recipe(recipe: dict, schedule, total: int) -> dict:
     if "milestones" in r["schedule"]:
         r["schedule"]["milestones"] = list(schedule.milestones)
     if recipe.get("warmup"):
-        r["warmup"] = {**recipe["warmup"], "length": schedule.warmup_iters, "unit": "iterations"}
+        length = None if recipe["warmup"]["length"] is None else schedule.warmup_iters  # None: the error rule's
+        r["warmup"] = {**recipe["warmup"], "length": length, "unit": "iterations"}
     return r

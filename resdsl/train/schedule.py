@@ -40,7 +40,7 @@ class LRSchedule:
         return self.base_lr
 
     def observe_train_error(self, it: int, error_percent: float) -> None:
-        """[R]: warm up "until training error is below 80%" (at most ``warmup_iters`` iterations)."""
+        """[R]: warm up "until training error is below 80%" (and for at most ``warmup_iters`` iterations)."""
         if not self.warmup_done and self.warmup_until_error is not None and error_percent < self.warmup_until_error:
             self.warmup_done = True
         if not self.warmup_done and it + 1 >= self.warmup_iters:
@@ -80,8 +80,9 @@ def from_recipe(recipe: dict, iters_per_epoch: int,
     milestones = [max(1, round(to_iters(m, length["unit"]) * factor)) for m in sched.get("milestones", [])]
     w = recipe.get("warmup")
     warmup_iters, warmup_lr, until = 0, None, None
-    if w:
-        warmup_iters = max(1, round(to_iters(w["length"], w["unit"] or length["unit"]) * factor))
+    if w:  # a warm-up without a length lasts until its error rule ends it, at most the whole run
+        warmup_iters = total if w["length"] is None else max(1, round(to_iters(w["length"], w["unit"] or
+                                                                               length["unit"]) * factor))
         warmup_lr, until = w["lr"], w.get("until_error")
     s = LRSchedule(recipe["lr"], total, sched["kind"], milestones, sched.get("gamma", 0.1), sched.get("patience", 5),
                    warmup_iters, warmup_lr, until)
