@@ -50,6 +50,8 @@ ANCHORS = {
         "constant scaling 0.5, F 0.5 (frozen gating)": '| constant scaling ("frozen gating") | 0.5 | 0.5 | '
                                                        '{median:.2f} |',
         "exclusive gating, init b_g = -6": "| exclusive gating, init b_g = -6 | 1-g(x) | g(x) | {median:.2f} |",
+        "exclusive gating, init b_g = -7": "| exclusive gating, init b_g = -7 | 1-g(x) | g(x) | {median:.2f} |",
+        "shortcut-only gating, init b_g = 0": "| shortcut-only gating, b_g = 0 | 1-g(x) | 1 | {median:.2f} |",
         "shortcut-only gating, init b_g = -6": "| shortcut-only gating, b_g = -6 | 1-g(x) | 1 | {median:.2f} |",
         "1x1 conv shortcut": "| 1x1 conv shortcut | 1x1 conv | 1 | {median:.2f} |"}),
     "i-table2": ("| order | unit | ResNet-110 | ResNet-164 |", I_TABLE2),
