@@ -166,12 +166,22 @@ def test_resume_checks_spec_flags_and_finished_runs(finished_run, tmp_path):
     (lambda run: (run / "config.json").write_text('{"recipe": {"lr": 0.1'), "config.json is damaged"),
     (lambda run: (run / "config.json").write_text("[1, 2]"), "not a resdsl run record"),
     (lambda run: (run / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated"), "cannot read checkpoint"),
+    # a value of the wrong kind, edited by hand: an internal error (TypeError) deep in the trainer before
+    (lambda run: _edit_config(run, lambda c: c["recipe"].update(lr="x")), "(recipe.lr is 'x', not a number)"),
+    (lambda run: _edit_config(run, lambda c: c["options"].update(iters="5")),
+     "(options.iters is '5', not a whole number)"),
 ])
 def test_damaged_run_records_are_clear_errors(finished_run, tmp_path, damage, fragment):
     run = _copy(finished_run, tmp_path)
     damage(run)
     r = resdsl("train", "--resume", str(run), "--quiet")
     assert r.returncode == 1 and fragment in r.stderr and "internal error" not in r.stderr, r.stderr
+
+
+def _edit_config(run: Path, change) -> None:
+    cfg = json.loads((run / "config.json").read_text())
+    change(cfg)
+    (run / "config.json").write_text(json.dumps(cfg))
 
 
 def _unfinished_run(tmp_path: Path) -> Path:

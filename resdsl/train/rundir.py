@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 
+from . import record
 from .fileio import TEMPORARY, FolderLock, OutputError, atomic_write, is_temporary
 
 CONFIG = "config.json"
@@ -149,6 +150,10 @@ def read_config(path: str, flag: str = "--resume") -> dict:
     if not isinstance(cfg, dict) or any(k not in cfg for k in need) or not isinstance(cfg["options"], dict):
         raise RunDirError(f"{flag} {path}: {CONFIG} is not a resdsl run record (it lacks "
                           f"{', '.join(k for k in need if not isinstance(cfg, dict) or k not in cfg) or 'options'})")
+    wrong = record.problem(cfg)
+    if wrong:
+        raise RunDirError(f"{flag} {path}: {CONFIG} is damaged ({wrong}), so the run's settings are unknown; its "
+                          "checkpoint is left as it is")
     return cfg
 
 

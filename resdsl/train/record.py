@@ -1,0 +1,68 @@
+"""What a run's config.json must hold for the run to be resumed or evaluated: the kinds of value the trainer reads
+back from it. A record edited by hand (or cut short, or written by something else) is refused here, naming the
+field, rather than failing deep inside the trainer. Imports nothing from resdsl: it is shipped beside emitted
+trainers."""
+from __future__ import annotations
+
+import math
+
+NUMBER, WHOLE, TEXT, FLAG = "a number", "a whole number", "a text", "true or false"
+_OPTIONAL = object()  # marks a kind that may also be null
+
+# the recipe as the trainer ran it (effective_recipe); its own rules (lr > 0, ...) were checked when it started
+RECIPE = {
+    "optimizer": TEXT, "momentum": NUMBER, "nesterov": FLAG, "weight_decay": NUMBER, "batch": WHOLE, "lr": NUMBER,
+    "schedule": {"kind": TEXT, "milestones": (_OPTIONAL, [int]), "gamma": (_OPTIONAL, NUMBER),
+                 "patience": (_OPTIONAL, WHOLE)},
+    "warmup": (_OPTIONAL, {"lr": NUMBER, "length": (_OPTIONAL, WHOLE), "until_error": (_OPTIONAL, NUMBER)}),
+    "augment": [dict], "normalize": TEXT,
+    "label_smoothing": NUMBER, "test": TEXT, "length": {"value": WHOLE, "unit": TEXT},
+}
+# the options a resumed run takes from its record (loop.RESUMED_OPTIONS and data_dir)
+OPTIONS = {
+    "data": (_OPTIONAL, TEXT), "data_dir": (_OPTIONAL, TEXT), "seed": WHOLE, "amp": (_OPTIONAL, TEXT),
+    "channels_last": FLAG, "deterministic": FLAG, "decode": (_OPTIONAL, TEXT),
+    **{key: (_OPTIONAL, WHOLE) for key in ("train_subset", "test_subset", "iters", "epochs", "eval_every",
+                                            "checkpoint_every")},
+}
+RECORD = {"recipe": RECIPE, "options": OPTIONS, "iterations": WHOLE}
+
+
+def problem(record, kind=None, where: str = "") -> str | None:
+    """The first field of ``record`` that is not of its kind, as 'FIELD is X, not KIND', else None."""
+    kind = RECORD if kind is None else kind
+    if isinstance(kind, tuple):  # (_OPTIONAL, kind)
+        return None if record is None else problem(record, kind[1], where)
+    if isinstance(kind, dict):
+        if not isinstance(record, dict):
+            return f"{where or 'the record'} is {_shown(record)}, not a table of fields"
+        for key, sub in kind.items():
+            if key not in record and not (isinstance(sub, tuple) and sub[0] is _OPTIONAL):
+                return f"{where + '.' if where else ''}{key} is missing"
+            found = problem(record.get(key), sub, f"{where + '.' if where else ''}{key}")
+            if found:
+                return found
+        return None
+    if isinstance(kind, list):
+        if not isinstance(record, list) or not all(isinstance(item, kind[0]) and not isinstance(item, bool)
+                                                   for item in record):
+            return f"{where} is {_shown(record)}, not a list of {'tables' if kind[0] is dict else 'whole numbers'}"
+        return None
+    return None if _is(record, kind) else f"{where} is {_shown(record)}, not {kind}"
+
+
+def _is(value, kind: str) -> bool:
+    if kind == FLAG:
+        return isinstance(value, bool)
+    if kind == TEXT:
+        return isinstance(value, str)
+    if isinstance(value, bool):  # JSON's true is no number
+        return False
+    if kind == WHOLE:
+        return isinstance(value, int)
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
