@@ -133,7 +133,8 @@ def recipe_with_settings(resolved: ResolvedSpec, settings: list[str], length: tu
     validated by the same rules; an error is located at the offending setting (``--set:N:COL``, N counting the
     --set flags). ``length``: the run's length from ``--iters``/``--epochs`` as (value, unit); where the settings
     give the schedule (and not the length), its milestones count in that length as written (the recipe's own
-    milestones are scaled to an overridden length, but these the user wrote for it)."""
+    milestones are scaled to an overridden length, but these the user wrote for it), and so does a warm-up
+    given in the settings."""
     if resolved.recipe is None:
         raise SpecError("--set changes the training recipe, but the spec names none", Span(resolved.path, 1, 1),
                         hint="add e.g. 'include \"recipes.res\"' and 'recipe cifar_resnet'")
@@ -149,6 +150,8 @@ def recipe_with_settings(resolved: ResolvedSpec, settings: list[str], length: tu
     except SpecError as err:
         raise _setting_error(err, body) from None
     recipe["name"] = resolved.recipe["name"]  # the run records its --set list beside the recipe
+    if length is not None and "warmup" in keys and "length" not in keys and recipe["warmup"] is not None:
+        recipe["warmup"]["as_written"] = True  # counted as written, not scaled to the run's length (see schedule)
     return recipe
 
 

@@ -86,3 +86,10 @@ def test_milestones_set_on_the_command_line_count_in_the_runs_length(at_root):
     assert from_recipe(epochs, 390, (4, "epochs"))[0].milestones == [780, 1170]
     assert recipe_with_settings(spec, ["schedule=step 10", "length=20 iterations"], (200, "iterations"))[
         "length"] == {"value": 20, "unit": "iterations"}
+    # a warm-up given with the run's length counts as written too, while the recipe's milestones still scale
+    warm = recipe_with_settings(spec, ["warmup=4 iterations lr 0.001"], (8, "iterations"))
+    s, total = from_recipe(warm, 390, (8, "iterations"))
+    assert s.warmup_iters == 4 and s.milestones == [4, 6]
+    preact = resolve_path("specs/resnet110_preact.res")  # the recipe's own 400-iteration warm-up scales
+    assert from_recipe(recipe_with_settings(preact, ["momentum=0.9"], (640, "iterations")), 390,
+                       (640, "iterations"))[0].warmup_iters == 4

@@ -81,8 +81,9 @@ def from_recipe(recipe: dict, iters_per_epoch: int,
     w = recipe.get("warmup")
     warmup_iters, warmup_lr, until = 0, None, None
     if w:  # a warm-up without a length lasts until its error rule ends it, at most the whole run
+        scale = 1 if w.get("as_written") else factor  # one the user gave with the run's length is not scaled
         warmup_iters = total if w["length"] is None else max(1, round(to_iters(w["length"], w["unit"] or
-                                                                               length["unit"]) * factor))
+                                                                               length["unit"]) * scale))
         warmup_lr, until = w["lr"], w.get("until_error")
     s = LRSchedule(recipe["lr"], total, sched["kind"], milestones, sched.get("gamma", 0.1), sched.get("patience", 5),
                    warmup_iters, warmup_lr, until)
