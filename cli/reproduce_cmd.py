@@ -121,7 +121,7 @@ def _experiment(experiment: str, rows: str | None, data: str | None):
     exp = parse_experiment(catalog.locate(experiment))
     if rows:
         try:
-            exp = only_rows(exp, [p.strip() for p in rows.split(",") if p.strip()])
+            exp = only_rows(exp, rows)
         except ExperimentRunError as exc:
             raise click.UsageError(str(exc)) from None
     if exp.dataset == "imagenet" and not data:

@@ -253,3 +253,18 @@ def test_nothing_imports_torch():
             "print('torch' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.stdout.strip() == "False", r.stderr
+
+
+def test_rows_are_picked_by_labels_that_hold_commas():
+    """--rows 'ResNet-110, (a) original,ResNet-164, (e)*': a label's own commas are not separators (8 of the
+    packaged experiments have such labels; none could be picked before)."""
+    from resdsl.experiment.reproduce import only_rows
+    from resdsl.experiment.runner import ExperimentRunError
+
+    exp = parse_experiment(catalog.locate("i-table2"))
+    picked = only_rows(exp, "ResNet-110, (a) original,ResNet-164, (e)*")
+    assert [r.label for r in picked.rows] == ["ResNet-110, (a) original", "ResNet-164, (e) full pre-activation"]
+    assert [r.label for r in only_rows(exp, "ResNet-110*, ResNet-164, (a) original").rows][-1] == \
+        "ResNet-164, (a) original"
+    with pytest.raises(ExperimentRunError, match=r"'nope' matches no row of i-table2; its rows: 'ResNet-110, \(a\)"):
+        only_rows(exp, "ResNet-110, (a) original,nope")

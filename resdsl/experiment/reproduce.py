@@ -17,20 +17,32 @@ SHAPES = {"cifar10": (3, 32, 10, 50000), "cifar100": (3, 32, 100, 50000), "fashi
           "mnist": (1, 28, 10, 60000), "synthetic": (3, 32, 10, 50000), "imagenet": (3, 224, 1000, 1281167)}
 
 
-def only_rows(exp: Experiment, patterns: list[str]) -> Experiment:
-    """The experiment with the rows whose labels match one of ``patterns`` (shell-style), in file order; its
-    figures keep those rows. No match is an error naming the labels there are."""
+def only_rows(exp: Experiment, text: str) -> Experiment:
+    """The experiment with the rows ``--rows`` names, in file order: comma-separated labels or shell-style
+    patterns, where a label may itself hold commas ('ResNet-110, (a) original'). Its figures keep those rows. A
+    part that matches no row is an error naming the rows there are."""
     import dataclasses
     import fnmatch
 
-    keep = [r for r in exp.rows if any(fnmatch.fnmatchcase(r.label, p) for p in patterns)]
+    def matches(pattern: str) -> list:
+        return [r for r in exp.rows if fnmatch.fnmatchcase(r.label, pattern)]
+
+    pieces, keep, start = text.split(","), set(), 0
+    while start < len(pieces):
+        # the longest run of pieces that, joined again by commas, names rows (a label's own commas)
+        end = next((e for e in range(len(pieces), start, -1) if matches(",".join(pieces[start:e]).strip())), None)
+        part = ",".join(pieces[start:end or start + 1]).strip()
+        if end is None and part:
+            raise ExperimentRunError(f"--rows: {part!r} matches no row of {exp.name}; its rows: "
+                                     + ", ".join(repr(r.label) for r in exp.rows))
+        if part:
+            keep.update(r.label for r in matches(part))
+        start = end or start + 1
     if not keep:
-        raise ExperimentRunError(f"--rows {','.join(patterns)} matches no row of {exp.name}; its rows: "
-                                 + ", ".join(r.label for r in exp.rows))
-    labels = {r.label for r in keep}
-    figures = tuple(dataclasses.replace(f, panels=tuple((t, tuple(lb for lb in ls if lb in labels))
+        raise ExperimentRunError(f"--rows {text!r} names no row of {exp.name}")
+    figures = tuple(dataclasses.replace(f, panels=tuple((t, tuple(lb for lb in ls if lb in keep))
                                                         for t, ls in f.panels)) for f in exp.figures)
-    return dataclasses.replace(exp, rows=tuple(keep), figures=figures)
+    return dataclasses.replace(exp, rows=tuple(r for r in exp.rows if r.label in keep), figures=figures)
 
 
 def dataset_of(exp: Experiment, options: dict) -> str:
