@@ -159,6 +159,11 @@ def test_resume_checks_spec_flags_and_finished_runs(finished_run, tmp_path):
     assert r.returncode == 1 and "not the one this run was trained from" in r.stderr, r.stderr
     r = resdsl("train", "--resume", str(run), "--iters", "50", "--quiet")
     assert r.returncode == 1 and "--iters 50 cannot change" in r.stderr, r.stderr
+    for flags, words in ((["--out", str(tmp_path / "elsewhere")], "cannot go to --out"),
+                         (["--overwrite"], "--overwrite would start it afresh")):  # both ignored silently before
+        r = resdsl("train", "--resume", str(run), *flags, "--quiet")
+        assert r.returncode == 1 and words in r.stderr, r.stderr
+    assert not (tmp_path / "elsewhere").exists()
 
 
 @pytest.mark.parametrize("damage,fragment", [

@@ -125,6 +125,7 @@ def train(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
     pick_device(opts.device)  # an unavailable device is refused before a run directory is made
     resume_dir = opts.resume
     if resume_dir is not None:
+        rundir.check_resume_target(resume_dir, opts.out, opts.overwrite)
         opts.out = run_dir = resume_dir
         lock = rundir.resume(run_dir) if rank == 0 else None
         try:

@@ -157,6 +157,16 @@ def read_config(path: str, flag: str = "--resume") -> dict:
     return cfg
 
 
+def check_resume_target(path: str, out: str | None, overwrite: bool) -> None:
+    """--resume continues a run where it is: --out (elsewhere) and --overwrite (start afresh) say otherwise."""
+    if out is not None and os.path.abspath(out) != os.path.abspath(path):
+        raise RunDirError(f"--resume {path} continues the run in its own folder; it cannot go to --out {out}. Copy "
+                          "the run there first and resume the copy, or drop --out")
+    if overwrite:
+        raise RunDirError(f"--resume {path} continues the run; --overwrite would start it afresh. Drop one of the "
+                          "two")
+
+
 def check_checkpoint(path: str) -> None:
     """A run to resume must have reached its first checkpoint."""
     if not os.path.exists(os.path.join(path, CHECKPOINT)):
