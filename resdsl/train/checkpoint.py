@@ -11,6 +11,7 @@ import os
 import pickle
 import random
 import stat
+import warnings
 import zipfile
 
 import torch
@@ -75,12 +76,17 @@ def load(path: str, map_location="cpu", plain: bool = False) -> dict:
     _check_regular(path)
     _check_sums(path)
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns of pickle protocols while it refuses a foreign pickle
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint at {path}") from None
     except IsADirectoryError:
         raise CheckpointError(f"{path} is a folder, not a checkpoint") from None
     except pickle.UnpicklingError:
+        if not _looks_saved(path):
+            raise CheckpointError(f"{path} is not a checkpoint: it is not a file torch.save writes (neither its "
+                                  "zip archive nor a pickle)") from None
         raise CheckpointError(f"{path} is not a resdsl checkpoint: it holds Python objects other than tensors, "
                               "numbers and strings, and resdsl never unpickles those (loading them can run code)") \
             from None
@@ -128,6 +134,16 @@ def _check_sums(path: str) -> None:
     if bad is not None:
         raise CheckpointError(f"cannot read checkpoint {path}: the file is damaged (its record {bad} fails its "
                               "checksum); it cannot be trusted to resume or evaluate from")
+
+
+def _looks_saved(path: str) -> bool:
+    """Whether a file begins as torch.save's output does: its zip archive, or (older torch) a pickle."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return True  # say nothing new; the load's own error stands
+    return head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")
 
 
 def iteration(path: str) -> int | None:
