@@ -268,3 +268,20 @@ def test_rows_are_picked_by_labels_that_hold_commas():
         "ResNet-164, (a) original"
     with pytest.raises(ExperimentRunError, match=r"'nope' matches no row of i-table2; its rows: 'ResNet-110, \(a\)"):
         only_rows(exp, "ResNet-110, (a) original,nope")
+
+
+def test_a_bad_override_is_located_at_its_set(tmp_path):
+    """An error in a row's `set "FIELD=VALUE"` points into the experiment file (it said `--set:1:4`, a flag the
+    user never typed)."""
+    from resdsl.experiment.reproduce import row_recipe
+    from resdsl.pipeline import compile_spec
+
+    path = tmp_path / "e.exp"
+    path.write_text('experiment e\ntitle "t"\nsource "[R] Table 6"\ndataset cifar10\nseeds 1\nconvention single\n'
+                    'row "b" spec resnet20\n  set "batch=64"\n  set "momentum=7"\n', encoding="utf-8")
+    exp = parse_experiment(path)
+    with pytest.raises(SpecError) as info:
+        row_recipe(exp, exp.rows[0], compile_spec("resnet20").spec)
+    err = info.value
+    assert (err.span.path, err.span.line, err.span.column) == (str(path), 9, 8) and "momentum" in err.message
+    assert '      set "momentum=7"\n           ^^^^^^^^^^' in err.render()

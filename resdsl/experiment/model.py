@@ -48,6 +48,7 @@ class Row:
     overrides: tuple = ()  # recipe overrides, each FIELD=VALUE as `resdsl train --set` takes it
     paper: Paper | None = None
     where: Where | None = None
+    override_at: tuple = ()  # where each override's text starts in the file: (line, column) past its quote
 
     @property
     def key(self) -> str:

@@ -253,7 +253,7 @@ class _Builder:
     # rows
     def on_row(self, stmt):
         label, spec, *options = stmt.children
-        row = {"label": label, "spec": spec, "set": [], "paper": None, "meta": stmt.meta}
+        row = {"label": label, "spec": spec, "set": [], "set_at": [], "paper": None, "meta": stmt.meta}
         self.rows.append(row)
         self.last = ("row", row)
         for option in options:
@@ -267,6 +267,7 @@ class _Builder:
             raise SpecError(f"set {tok}: write one recipe field as \"FIELD=VALUE\"", _span(self.path, tok),
                             hint='as `resdsl train --set` takes it, e.g. set "batch=64"')
         row["set"].append(_unquote(tok))
+        row["set_at"].append((tok.line, tok.column + 1))
 
     def on_paper(self, stmt):
         row = self._owner(stmt, "row", "paper")
@@ -290,7 +291,7 @@ class _Builder:
             raise SpecError(f"no packaged spec or file named '{spec}'", _span(self.path, spec_tok), hint=hint)
         paper = _paper_of(row["paper"], convention, self.path) if row["paper"] is not None else None
         return Row(label=_unquote(row["label"]), spec=spec, overrides=tuple(row["set"]), paper=paper,
-                   where=self._where(row["meta"]))
+                   where=self._where(row["meta"]), override_at=tuple(row["set_at"]))
 
     def _check_labels(self, rows: tuple) -> None:
         if not rows:

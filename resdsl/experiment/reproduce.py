@@ -50,14 +50,32 @@ def dataset_of(exp: Experiment, options: dict) -> str:
     return data if data in SHAPES else "imagenet"
 
 
+def row_recipe(exp: Experiment, row, resolved) -> dict:
+    """The row's recipe: its spec's with the row's `set` overrides applied as `resdsl train --set` applies them;
+    a bad override is located at its `set` in the experiment file (not at `--set`, which the user never typed)."""
+    from resdsl.errors import Span, SpecError
+    from resdsl.recipes import SET_PATH, recipe_with_settings
+
+    try:
+        return recipe_with_settings(resolved, list(row.overrides))
+    except SpecError as err:
+        if err.span is None or err.span.path != SET_PATH or not 1 <= err.span.line <= len(row.override_at):
+            raise
+        line, column = row.override_at[err.span.line - 1]
+        end = err.span.end_column and column + err.span.end_column - 1
+        with open(exp.path, encoding="utf-8-sig") as fh:
+            source = fh.read()
+        raise SpecError(err.message, Span(exp.path, line, column + err.span.column - 1, end), hint=err.hint,
+                        source=source) from None
+
+
 def run_iterations(exp: Experiment, job: Job, options: dict) -> tuple[int, int]:
     """(iterations, batch) of a run, from its spec's recipe with the row's overrides and the length flags."""
     from resdsl.pipeline import compile_spec
-    from resdsl.recipes import recipe_with_settings
     from resdsl.train.schedule import from_recipe
 
     net = compile_spec(spec_path(exp, job.row))
-    recipe = recipe_with_settings(net.spec, list(job.row.overrides)) if job.row.overrides else net.recipe
+    recipe = row_recipe(exp, job.row, net.spec) if job.row.overrides else net.recipe
     if recipe is None:
         return 0, 0
     n_train = SHAPES[dataset_of(exp, options)][3]
