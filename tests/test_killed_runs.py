@@ -29,6 +29,9 @@ def test_a_killed_writes_leftovers_do_not_block_the_folder(tmp_path):
     (run / ".resdsl-mine.txt").write_text("a user's")  # not a temporary file of resdsl's: kept, and refused
     with pytest.raises(rundir.RunDirError, match="not a resdsl run's"):
         rundir.start(str(run), overwrite=True)
+    with pytest.raises(rundir.RunDirError, match="not a resdsl run's") as info:  # no hint at what will fail too
+        rundir.start(str(run))
+    assert "--resume" not in str(info.value) and "--overwrite" not in str(info.value)
 
 
 def _checkpoint(path, iteration: int) -> None:

@@ -80,11 +80,14 @@ def start(path: str, overwrite: bool = False) -> FolderLock:
         _remove_leftovers(path)
         present = sorted(n for n in os.listdir(path) if n != _LOCK)
         foreign = [n for n in present if n not in RUN_FILES]
-        if present and not overwrite:
-            what = "a run" if CONFIG in present else "files"
-            raise RunDirError(f"run directory {path} already holds {what} ({', '.join(present[:5])}"
-                              f"{', ...' if len(present) > 5 else ''}); continue it with --resume {path}, choose "
-                              "another --out, or pass --overwrite to replace the previous run")
+        listed = f"{', '.join(present[:5])}{', ...' if len(present) > 5 else ''}"
+        if present and not overwrite and not foreign:
+            resume = f"continue it with --resume {path}, " if CONFIG in present else ""
+            raise RunDirError(f"run directory {path} already holds a run ({listed}); {resume}choose another --out, "
+                              "or pass --overwrite to replace the previous run")
+        if foreign and not overwrite:
+            raise RunDirError(f"run directory {path} already holds files that are not a resdsl run's ({listed}); "
+                              "choose another --out, or an empty folder")
         if foreign:
             raise RunDirError(f"--overwrite {path}: the folder holds files that are not a resdsl run's "
                               f"({', '.join(foreign[:5])}); resdsl does not delete them. Choose another --out")
