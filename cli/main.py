@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 
 import click
@@ -74,8 +75,8 @@ def _write_trainer(net, trainer_dir: str, overwrite: bool, info) -> None:
         files = emit_trainer(net, trainer_dir, overwrite=overwrite)
     except OSError as exc:
         raise click.ClickException(f"cannot write {trainer_dir}: {exc.strerror or exc}") from None
-    click.echo(f"wrote {trainer_dir}/ ({len(files)} files); run: python {trainer_dir}/train.py --data ...",
-               file=info)
+    train_py = shlex.quote(os.path.join(trainer_dir, "train.py"))  # a command to paste into a shell
+    click.echo(f"wrote {trainer_dir}/ ({len(files)} files); run: python {train_py} --data ...", file=info)
 
 
 @main.command("compile", epilog=COMPILE_EXAMPLES)

@@ -141,7 +141,7 @@ def test_run_directory_contents(tmp_path):
 
 
 def test_sigterm_checkpoints_and_resumes(tmp_path):
-    out = tmp_path / "run"
+    out = tmp_path / "my run"  # the resume command it prints is quoted for a shell
     proc = subprocess.Popen([sys.executable, "-m", "resdsl_cli.main", "train", "tests/specs/tiny.res", *QUICK,
                              "--iters", "400", "--eval-every", "100", "--out", str(out)], cwd=ROOT, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -151,7 +151,7 @@ def test_sigterm_checkpoints_and_resumes(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err  # 128 + SIGTERM
-    assert "SIGTERM received" in err and f"--resume {out}" in err and "Traceback" not in err
+    assert "SIGTERM received" in err and f"--resume '{out}'" in err and "Traceback" not in err
     it = torch.load(out / "checkpoint.pt", weights_only=True)["state"]["iter"]
     assert 0 < it < 400
 

@@ -22,8 +22,9 @@ def emit(folder, *extra: str):
 
 
 def test_a_trainer_emitted_again_replaces_its_own_files(tmp_path):
-    folder = tmp_path / "tr"
-    assert emit(folder).exit_code == 0
+    folder = tmp_path / "tr dir"
+    r = emit(folder)
+    assert r.exit_code == 0 and f"run: python '{folder}/train.py' --data" in r.output, r.output  # quoted
     manifest = json.loads((folder / MANIFEST).read_text())
     assert {"model.py", "train.py", "recipe.json", "resdsl_train/loop.py"} <= set(manifest["sha256"])
     (folder / "runs").mkdir()  # the user's things beside the trainer stay

@@ -10,6 +10,7 @@ import contextlib
 import datetime as dt
 import os
 import platform
+import shlex
 import signal
 import sys
 import threading
@@ -273,7 +274,7 @@ def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: st
             if stop.requested and not done:
                 progress.close()
                 raise Interrupted(f"{stop.requested} received: stopped after iteration {it + 1} of {s.total}; "
-                                  f"checkpoint written. Resume with: --resume {run_dir}", stop.requested)
+                                  f"checkpoint written. Resume with: --resume {shlex.quote(run_dir)}", stop.requested)
     progress.close()
     if s.world > 1:
         torch.distributed.barrier()
