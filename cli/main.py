@@ -106,6 +106,10 @@ def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, tr
     if overwrite and not trainer_dir:
         raise click.UsageError("--overwrite goes with --emit-trainer (it says which files of the folder may be "
                                "replaced)")
+    if onnx_out == "-":
+        raise click.UsageError("--onnx writes a binary file; give it a file name (- would be a file named '-')")
+    if as_json and dump_ir:
+        raise click.UsageError("--json and --dump-ir both print to standard output; give one of them")
     source_out = emit_py == "-"  # like viz -o -: standard output
     if source_out and (as_json or dump_ir):
         raise click.UsageError("--emit-python - writes the source to standard output, where --json and --dump-ir "

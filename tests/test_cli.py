@@ -67,6 +67,10 @@ def test_usage_errors_exit_2():
     for flag in ("--emit-python", "--emit-trainer", "--onnx"):  # an empty name did nothing, and said nothing
         r = run("compile", "specs/resnet20.res", flag, "")
         assert r.exit_code == 2 and f"{flag} needs a file or folder name" in r.output
+    r = run("compile", "specs/resnet20.res", "--onnx", "-")  # wrote a file named '-', where '-' elsewhere is stdout
+    assert r.exit_code == 2 and "--onnx writes a binary file" in r.output
+    r = run("compile", "specs/resnet20.res", "--json", "--dump-ir")  # --dump-ir was dropped without a word
+    assert r.exit_code == 2 and "give one of them" in r.output
 
 
 def test_dump_ir(at_root):
