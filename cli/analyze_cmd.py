@@ -27,19 +27,20 @@ def analyze() -> None:
                  short_help="std of each 3x3 layer's response on the test set, per run ([R] Fig. 7)")
 @click.argument("runs", nargs=-1, required=True, metavar="RUN...")
 @click.option("--out", default="responses", show_default=True, type=click.Path(file_okay=False, path_type=str),
+              metavar="DIR",
               help="folder for responses.png and responses.csv, created if missing (default: ./responses; never a "
                    "run directory, whose --overwrite refuses files it did not write)")
-@click.option("--test-subset", type=click.IntRange(min=1),
+@click.option("--test-subset", type=click.IntRange(min=1), metavar="N",
               help="measure on the first N test images (default: each run's own --test-subset, else all)")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="where to run the networks: auto picks a GPU when there is one")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+@click.option("--device", type=click.Choice(["auto", "cuda", "mps", "cpu"]), default="auto", show_default=True,
+              help="where to run the networks: auto picks CUDA, then Apple MPS, then the CPU")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, metavar="N",
               help="test images per forward pass")
 @click.option("--at", type=click.Choice(["auto", "bn", "conv"]), default="auto", show_default=True,
               help="where a 3x3 layer's response is taken. bn: the output of the BN after it ([R]: 'after BN and "
                    "before other nonlinearity (ReLU/addition)'); conv: the conv's own output; auto: bn, or conv for "
                    "a network whose last 3x3 conv in each unit has no BN of its own (pre-activation units)")
-@click.option("--data-dir", help="where named datasets are (default: the run's --data-dir)")
+@click.option("--data-dir", metavar="DIR", help="where named datasets are (default: the run's --data-dir)")
 @click.option("--no-download", is_flag=True, help="never download; fail if the data is not local")
 @guard
 def responses_cmd(runs, out, test_subset, device, batch_size, at, data_dir, no_download) -> None:

@@ -44,13 +44,14 @@ Examples:
 
 @click.command("list", epilog=LIST_EXAMPLES)
 @click.argument("pattern", required=False)
+@click.argument("experiments_pattern", required=False, metavar="")
 @click.option("--paper", type=click.Choice(PAPER_CHOICES, case_sensitive=False),
               help="Only the specs of one source: R ([R] Deep Residual Learning), I ([I] Identity Mappings), "
                    "WRN (Wide Residual Networks), SD (Stochastic Depth), torchvision or timm.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list: name, paper, where, network, params, "
               "macs, layers, path.")
 @guard
-def list_cmd(pattern: str | None, paper: str | None, as_json: bool) -> None:
+def list_cmd(pattern: str | None, experiments_pattern: str | None, paper: str | None, as_json: bool) -> None:
     """List the packaged specs, with their sources and counts.
 
     Every command takes a packaged spec's name wherever it takes a spec path. A name is the spec's path under
@@ -58,29 +59,35 @@ def list_cmd(pattern: str | None, paper: str | None, as_json: bool) -> None:
     same name wins. One line per spec: its name, the paper ([R] = "Deep Residual Learning for Image
     Recognition", [I] = "Identity Mappings in Deep Residual Networks", [WRN], [SD], torchvision or timm), the table
     or figure it reproduces, and its parameters and multiply-adds for one image. PATTERN filters the names
-    (shell-style wildcards). `resdsl list experiments` lists the packaged experiments instead (`resdsl reproduce
-    NAME`).
+    (shell-style wildcards). `resdsl list experiments [PATTERN]` lists the packaged experiments instead
+    (`resdsl reproduce NAME`).
     """
     if pattern == "experiments":
-        _list_experiments(as_json, paper)
+        _list_experiments(as_json, paper, experiments_pattern)
         return
+    if experiments_pattern is not None:
+        raise click.UsageError(f"one PATTERN at a time (a second, {experiments_pattern!r}, follows only "
+                               "'experiments')")
     rows = [_row(e) for e in catalog.entries() if _wanted(e, pattern, paper)]
     if not rows:
-        click.echo("resdsl: no packaged spec matches" + (f" '{pattern}'" if pattern else ""), err=True)
+        within = f" of [{paper.upper()}]" if paper and paper.lower() in ("r", "i") else f" of {paper}" if paper else ""
+        click.echo(f"resdsl: no packaged spec{within} matches" + (f" '{pattern}'" if pattern else ""), err=True)
         sys.exit(EXIT_SPEC)
     click.echo(json.dumps(rows, indent=2) if as_json else _table(rows))
 
 
-def _list_experiments(as_json: bool, paper: str | None) -> None:
-    """`resdsl list experiments`: the packaged experiment files that `resdsl reproduce NAME` runs (``paper``: only
-    those whose source is that paper's, as `[R] Table 6`)."""
+def _list_experiments(as_json: bool, paper: str | None, pattern: str | None) -> None:
+    """`resdsl list experiments [PATTERN]`: the packaged experiment files that `resdsl reproduce NAME` runs
+    (``paper``: only those whose source is that paper's, as `[R] Table 6`; ``pattern``: names, shell-style)."""
     from resdsl.experiment import catalog as experiments
 
     rows = [{"name": e.name, "source": e.source, "title": e.title, "rows": e.rows, "seeds": e.seeds,
              "path": str(e.path)} for e in experiments.entries()
-            if not paper or e.source.lower().startswith(f"[{paper.lower()}]")]
+            if (not paper or e.source.lower().startswith(f"[{paper.lower()}]"))
+            and (pattern is None or fnmatch.fnmatchcase(e.name, pattern))]
     if not rows:
-        click.echo(f"resdsl: no packaged experiment reproduces [{paper}]", err=True)
+        click.echo("resdsl: no packaged experiment" + (f" reproduces [{paper}]" if paper else "")
+                   + (f"{' and' if paper else ''} matches '{pattern}'" if pattern else ""), err=True)
         sys.exit(EXIT_SPEC)
     if as_json:
         click.echo(json.dumps(rows, indent=2))

@@ -28,11 +28,12 @@ def _positive(ctx, param, value):
 
 @click.command("reproduce", epilog=REPRODUCE_EXAMPLES)
 @click.argument("experiment", metavar="NAME|FILE")
-@click.option("--data", help="train on this dataset instead of the paper's (cifar10, fashion-mnist, ..., or an "
-              "ImageNet-layout folder); the report says so and keeps the paper's column")
-@click.option("--data-dir", help="where named datasets are (passed to every run)")
+@click.option("--data", metavar="NAME|DIR", help="train on this dataset instead of the paper's (cifar10, "
+              "fashion-mnist, ..., or an ImageNet-layout folder); the report says so and keeps the paper's column")
+@click.option("--data-dir", metavar="DIR", help="where named datasets are (passed to every run)")
 @click.option("--no-download", is_flag=True, help="never download data")
-@click.option("--seeds", type=int, callback=_positive, help="runs per row (default: the paper's count)")
+@click.option("--seeds", type=int, callback=_positive, metavar="COUNT",
+              help="how many runs per row, with seeds 0 to COUNT-1 (default: the paper's count)")
 @click.option("--out", metavar="DIR", help="experiment directory (default runs/<experiment>[-<data>]); "
               "restarting into it skips finished runs and resumes stopped ones exactly")
 @click.option("--rows", metavar="LABELS", help="only these rows: comma-separated labels or shell-style patterns "
@@ -42,12 +43,13 @@ def _positive(ctx, param, value):
 @click.option("--launcher", type=click.Choice(["local", "slurm", "submitit-local"]), default="local",
               show_default=True, help="local: subprocesses here; slurm: a submitit job array (requeued on "
               "preemption, resuming exactly); submitit-local: the submitit path on this machine")
-@click.option("--parallel", type=int, callback=_positive, help="local: runs at once (default: one per GPU, "
-              "else 1); slurm: the array's parallelism")
-@click.option("--iters", type=int, callback=_positive, help="every run: N iterations (milestones scale)")
-@click.option("--epochs", type=int, callback=_positive, help="every run: N epochs (milestones scale)")
-@click.option("--train-subset", type=int, callback=_positive, help="every run: the first N training images")
-@click.option("--test-subset", type=int, callback=_positive, help="every run: the first N test images")
+@click.option("--parallel", type=int, callback=_positive, metavar="N", help="local: runs at once (default: one "
+              "per GPU, else 1); slurm: the array's parallelism")
+@click.option("--iters", type=int, callback=_positive, metavar="N", help="every run: N iterations (milestones scale)")
+@click.option("--epochs", type=int, callback=_positive, metavar="N", help="every run: N epochs (milestones scale)")
+@click.option("--train-subset", type=int, callback=_positive, metavar="N",
+              help="every run: the first N training images")
+@click.option("--test-subset", type=int, callback=_positive, metavar="N", help="every run: the first N test images")
 @click.option("--device", type=click.Choice(["auto", "cuda", "mps", "cpu"]), help="every run's device")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "none"]), help="every run's precision")
 @click.option("--deterministic", is_flag=True, help="every run: deterministic algorithms")

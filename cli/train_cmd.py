@@ -271,9 +271,10 @@ def _train_once(spec: str, values: dict, settings: list[str]) -> int:
 @click.option("--checkpoint", type=click.Path(path_type=str),
               help="checkpoint.pt, a run directory, or a file of bare weights (torch.save(model.state_dict()), "
                    "torchvision's weight files) (default: RUNDIR's checkpoint; required with a SPEC)")
-@click.option("--data", help="dataset name or ImageNet-layout folder (default: the run's, else the recipe's)")
-@click.option("--data-dir", help="where named datasets are (default: the run's --data-dir)")
-@click.option("--test-subset", type=click.IntRange(min=1), help="evaluate on the first N test images")
+@click.option("--data", metavar="NAME|DIR",
+              help="dataset name or ImageNet-layout folder (default: the run's, else the recipe's)")
+@click.option("--data-dir", metavar="DIR", help="where named datasets are (default: the run's --data-dir)")
+@click.option("--test-subset", type=click.IntRange(min=1), metavar="N", help="evaluate on the first N test images")
 @click.option("--test", type=click.Choice(["auto", "single-view", "10-crop"]), default="auto",
               show_default=True, help="how to test, in the recipe's words: auto follows the recipe's `test` for image "
                                       "folders and tests small in-memory images whole (single-view)")

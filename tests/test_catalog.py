@@ -168,6 +168,10 @@ def test_list_filters(elsewhere):
     assert sources and all(s.startswith("[R] ") for s in sources)
     r = CliRunner().invoke(list_cmd, ["experiments", "--paper", "wrn"])
     assert r.exit_code == 1 and "no packaged experiment reproduces [WRN]" in r.stderr
+    r = CliRunner().invoke(list_cmd, ["experiments", "i-table3*", "--json"])  # a PATTERN, as for specs
+    assert [row["name"] for row in json.loads(r.stdout)] == ["i-table3", "i-table3-cifar100"]
+    r = CliRunner().invoke(list_cmd, ["resnet20", "--paper", "i"])  # the filter, not the name, is why
+    assert r.exit_code == 1 and "no packaged spec of [I] matches 'resnet20'" in r.stderr
 
 
 def test_list_is_a_resdsl_command():
