@@ -61,12 +61,26 @@ def relaunch_with_torchrun(nproc: int, module_args: list[str]) -> int:
 
     args = without(module_args, ("--nproc",))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
+    # a failed worker prints its own message; torchrun's log of the failure is said once below, in words
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
     try:
         elastic_launch(config, sys.executable)(*args)
     except ChildFailedError as exc:
-        codes = [f.exitcode for f in exc.failures.values()]
-        return next((c for c in codes if c and c > 0), 1)
+        codes = {rank: f.exitcode for rank, f in exc.failures.items()}
+        for rank, code in codes.items():
+            if code < 0:  # killed by a signal: the worker could say nothing itself
+                print(f"resdsl: error: process {rank} of {nproc} was killed by {_signal_name(-code)}",
+                      file=sys.stderr)
+        return next((c for c in codes.values() if c and c > 0), 1)
     return 0
+
+
+def _signal_name(number: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
