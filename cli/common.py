@@ -27,8 +27,11 @@ def guard(fn):
             return fn(*args, **kwargs)
         except SpecError as err:
             fail(err)
-        except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
+        except (click.exceptions.Exit, click.UsageError, SystemExit, KeyboardInterrupt):
             raise
+        except click.ClickException as exc:  # a failure (not a misuse): said as every other resdsl error is
+            click.echo(f"resdsl: error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
         except RecursionError:
             click.echo("resdsl: error: the spec nests too deeply to compile", err=True)
             sys.exit(EXIT_SPEC)
