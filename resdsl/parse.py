@@ -17,8 +17,15 @@ __all__ = ["parse_file", "parse_text", "expected_terminals"]  # expected_termina
 
 MAX_DIGITS = 100
 _LONG_NUMBER = re.compile(r"[0-9]{%d,}" % (MAX_DIGITS + 1))
-# what is not a number: a quoted path, a name (`v111...`; a letter after a digit is `16x3`'s, not a name's)
-_NAME_OR_STRING = re.compile(r'"[^"\n]*"|(?<![0-9A-Za-z_.\-])[A-Za-z_][A-Za-z0-9_.\-]*')
+# what is not a number: a quoted path, and a name where the grammar takes one (`network v111...`); a word glued
+# to digits elsewhere is a keyword and its number (`fc1000`), which the lexer reads as two tokens
+_NAME_OR_STRING = re.compile(r'(?P<string>"[^"\n]*")|(?P<word>\b(?:network|recipe|extends|optimizer|dataset)\s+)'
+                             r'(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)')
+
+
+def _blank(m: re.Match) -> str:
+    """A quoted string or a name as spaces (a keyword before the name stays): the columns are kept."""
+    return " " * len(m.group("string")) if m.group("string") else m.group("word") + " " * len(m.group("name"))
 
 
 def parse_file(path: str, span: Span | None = None) -> ast.SpecFile:
@@ -62,7 +69,7 @@ def _check_number_lengths(text: str, path: str) -> None:
     """Refuse absurdly long digit runs up front (outside comments): they mean nothing in a spec, and converting
     them would hit Python's int-size limit or take quadratic time."""
     for number, line in enumerate(text.split("\n"), start=1):
-        code = _NAME_OR_STRING.sub(lambda m: " " * len(m.group()), line).split("#", 1)[0]  # columns kept
+        code = _NAME_OR_STRING.sub(_blank, line).split("#", 1)[0]
         m = _LONG_NUMBER.search(code)
         if m:
             digits = m.end() - m.start()

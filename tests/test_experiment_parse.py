@@ -266,6 +266,10 @@ def test_rows_are_picked_by_labels_that_hold_commas():
     assert [r.label for r in picked.rows] == ["ResNet-110, (a) original", "ResNet-164, (e) full pre-activation"]
     assert [r.label for r in only_rows(exp, "ResNet-110*, ResNet-164, (a) original").rows][-1] == \
         "ResNet-164, (a) original"
+    assert len(only_rows(exp, "ResNet-110*,*(e)*").rows) == 6  # two patterns: each ends at a comma
+    table4 = parse_experiment(catalog.locate("i-table4"))  # '[ours]' is a label's text, not a character class
+    assert [r.label for r in only_rows(table4, "ResNet-164 [ours],ResNet-1001 [ours], batch 64").rows] == [
+        "ResNet-164 [ours]", "ResNet-1001 [ours], batch 64"]
     with pytest.raises(ExperimentRunError, match=r"'nope' matches no row of i-table2; its rows: 'ResNet-110, \(a\)"):
         only_rows(exp, "ResNet-110, (a) original,nope")
 

@@ -135,5 +135,6 @@ def test_long_digit_runs_in_names_and_paths_are_not_numbers(tmp_path):
     parent.write_text(CIFAR20, encoding="utf-8")
     net = resdsl.compile_spec(text=f'extends "{parent.as_posix()}"\nnetwork v{digits}\n', name="t.res")
     assert net.name == f"v{digits}" and net.params == 269_722
-    with pytest.raises(SpecError, match="has 101 digits"):
-        resdsl.compile_spec(text=CIFAR20.replace("fc 10", f"fc {digits}"), name="t.res")
+    for glued in ("fc ", "fc"):  # a keyword glued to its number is two tokens: still a number, still refused
+        with pytest.raises(SpecError, match="has 5000 digits"):
+            resdsl.compile_spec(text=CIFAR20.replace("fc 10", glued + "1" * 5000), name="t.res")

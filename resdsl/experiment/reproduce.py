@@ -24,14 +24,20 @@ def only_rows(exp: Experiment, text: str) -> Experiment:
     import dataclasses
     import fnmatch
 
-    def matches(pattern: str) -> list:
-        return [r for r in exp.rows if fnmatch.fnmatchcase(r.label, pattern)]
+    def matches(pattern: str) -> list:  # a label as it is ('ResNet-164 [ours]'), or a pattern
+        return [r for r in exp.rows if r.label == pattern or fnmatch.fnmatchcase(r.label, pattern)]
 
+    def joined(start: int, end: int) -> str:
+        return ",".join(pieces[start:end]).strip()
+
+    labels = {r.label for r in exp.rows}
     pieces, keep, start = text.split(","), set(), 0
     while start < len(pieces):
-        # the longest run of pieces that, joined again by commas, names rows (a label's own commas)
-        end = next((e for e in range(len(pieces), start, -1) if matches(",".join(pieces[start:e]).strip())), None)
-        part = ",".join(pieces[start:end or start + 1]).strip()
+        # the longest run of pieces that, joined again by commas, is a label (a label's own commas); else the
+        # shortest that matches as a pattern ('ResNet-110*,*(e)*' is two patterns, not one)
+        end = next((e for e in range(len(pieces), start, -1) if joined(start, e) in labels), None) or \
+            next((e for e in range(start + 1, len(pieces) + 1) if matches(joined(start, e))), None)
+        part = joined(start, end or start + 1)
         if end is None and part:
             raise ExperimentRunError(f"--rows: {part!r} matches no row of {exp.name}; its rows: "
                                      + ", ".join(repr(r.label) for r in exp.rows))
