@@ -146,13 +146,26 @@ def recipe_with_settings(resolved: ResolvedSpec, settings: list[str], length: tu
     source = f"recipe cli_settings extends {resolved.recipe['name']} {{\n{body}\n}}\n"
     try:
         (rdef,) = parse_text(source, SET_PATH).statements
+        unit_written = {f.key: f.value["unit"] for f in rdef.fields if f.key == "warmup" and f.value}.get("warmup")
         recipe = resolve_recipe("cli_settings", {**resolved.recipes, "cli_settings": rdef}, rdef.span)
     except SpecError as err:
         raise _setting_error(err, body) from None
     recipe["name"] = resolved.recipe["name"]  # the run records its --set list beside the recipe
     if length is not None and "warmup" in keys and "length" not in keys and recipe["warmup"] is not None:
-        recipe["warmup"]["as_written"] = True  # counted as written, not scaled to the run's length (see schedule)
+        at = [ln.split(" ", 1)[0] for ln in lines].index("warmup") + 1  # its --set number
+        _warmup_as_written(recipe["warmup"], unit_written, length, at)
     return recipe
+
+
+def _warmup_as_written(w: dict, unit_written: str | None, length: tuple[int, str], at: int) -> None:
+    """A warm-up given with the run's length counts in that length, as written (see schedule.from_recipe): its
+    unit, where it names none, is the run's, and it must be shorter than the run."""
+    w["as_written"] = True
+    if unit_written is None:
+        w["unit"] = length[1]
+    if w["length"] is not None and w["unit"] == length[1] and w["length"] >= length[0]:
+        raise SpecError(f"warm-up is not shorter than the whole run ({length[0]} {length[1]})",
+                        Span(SET_PATH, at, 1))
 
 
 def _setting_line(item: str, number: int) -> str:
@@ -161,6 +174,16 @@ def _setting_line(item: str, number: int) -> str:
         raise SpecError(f"--set {item!r}: write one recipe field as FIELD=VALUE, e.g. --set momentum=0.95 or "
                         "--set 'schedule=step 32000, 48000'", Span(SET_PATH, number, 1))
     return f"{key.strip().replace('_', '-')} {value.strip()}"
+
+
+def setting_column(item: str, column: int) -> int:
+    """Where column ``column`` of the recipe line a ``FIELD=VALUE`` setting becomes (``FIELD VALUE``, see
+    _setting_line) lies in the setting as written, spaces around '=' included (1-based)."""
+    key, _, value = item.partition("=")
+    k = len(key.strip())
+    if column <= k:
+        return len(key) - len(key.lstrip()) + column
+    return len(key) + 1 + len(value) - len(value.lstrip()) + column - k - 1
 
 
 def _setting_error(err: SpecError, body: str) -> SpecError:

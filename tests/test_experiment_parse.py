@@ -289,3 +289,7 @@ def test_a_bad_override_is_located_at_its_set(tmp_path):
     err = info.value
     assert (err.span.path, err.span.line, err.span.column) == (str(path), 9, 8) and "momentum" in err.message
     assert '      set "momentum=7"\n           ^^^^^^^^^^' in err.render()
+    from resdsl.recipes import setting_column
+
+    item = "schedule =   step 10 gamma x"  # becomes "schedule step 10 gamma x": the x at 25 is at 29 as written
+    assert [setting_column(item, c) for c in (1, 8, 10, 25)] == [1, 8, 14, 29]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from resdsl.errors import SpecError
 from resdsl.train.schedule import LRSchedule, from_recipe
 
 CIFAR = {"lr": 0.1, "length": {"value": 64000, "unit": "iterations"},
@@ -90,6 +91,12 @@ def test_milestones_set_on_the_command_line_count_in_the_runs_length(at_root):
     warm = recipe_with_settings(spec, ["warmup=4 iterations lr 0.001"], (8, "iterations"))
     s, total = from_recipe(warm, 390, (8, "iterations"))
     assert s.warmup_iters == 4 and s.milestones == [4, 6]
+    per_epoch = recipe_with_settings(spec, ["momentum=0.9", "warmup=2 lr 0.01"], (4, "epochs"))
+    assert from_recipe(per_epoch, 390, (4, "epochs"))[0].warmup_iters == 780  # no unit: the run's, epochs
+    for warmup, run in (("warmup=10 iterations lr 0.01", (8, "iterations")), ("warmup=2 lr 0.01", (1, "epochs"))):
+        with pytest.raises(SpecError, match=r"warm-up is not shorter than the whole run") as info:
+            recipe_with_settings(spec, ["momentum=0.9", warmup], run)
+        assert (info.value.span.path, info.value.span.line) == ("--set", 2)
     preact = resolve_path("specs/resnet110_preact.res")  # the recipe's own 400-iteration warm-up scales
     assert from_recipe(recipe_with_settings(preact, ["momentum=0.9"], (640, "iterations")), 390,
                        (640, "iterations"))[0].warmup_iters == 4

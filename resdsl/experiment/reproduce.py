@@ -60,7 +60,7 @@ def row_recipe(exp: Experiment, row, resolved) -> dict:
     """The row's recipe: its spec's with the row's `set` overrides applied as `resdsl train --set` applies them;
     a bad override is located at its `set` in the experiment file (not at `--set`, which the user never typed)."""
     from resdsl.errors import Span, SpecError
-    from resdsl.recipes import SET_PATH, recipe_with_settings
+    from resdsl.recipes import SET_PATH, recipe_with_settings, setting_column
 
     try:
         return recipe_with_settings(resolved, list(row.overrides))
@@ -68,11 +68,12 @@ def row_recipe(exp: Experiment, row, resolved) -> dict:
         if err.span is None or err.span.path != SET_PATH or not 1 <= err.span.line <= len(row.override_at):
             raise
         line, column = row.override_at[err.span.line - 1]
-        end = err.span.end_column and column + err.span.end_column - 1
+        item = row.overrides[err.span.line - 1]
+        start = column + setting_column(item, err.span.column) - 1
+        end = err.span.end_column and column + setting_column(item, err.span.end_column - 1)
         with open(exp.path, encoding="utf-8-sig") as fh:
             source = fh.read()
-        raise SpecError(err.message, Span(exp.path, line, column + err.span.column - 1, end), hint=err.hint,
-                        source=source) from None
+        raise SpecError(err.message, Span(exp.path, line, start, end), hint=err.hint, source=source) from None
 
 
 def run_iterations(exp: Experiment, job: Job, options: dict) -> tuple[int, int]:

@@ -33,7 +33,7 @@ from .evaluation import evaluate, evaluator
 from .session import (Interrupted, RunOptions, Session, TrainingError, apply_overrides, distributed_env, pick_device,
                       prepare)
 from .stepping import step_words, stepper
-from .steps import Window
+from .steps import Window, reduce_on, reduce_window
 
 CHECKPOINT = rundir.CHECKPOINT
 # options a resumed run takes from its config.json; giving another value on resume is refused, not ignored
@@ -267,7 +267,7 @@ def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: st
                 _check_finite(s, window, lr, path)
                 state.update(window.read())
                 if (it + 1) % s.ckpt_every == 0 or done:  # a collective: only where every rank is, never on a signal
-                    _reduce_window(state, s.device, s.rank, s.world)
+                    reduce_window(state, s.device, s.rank, s.world)
                     window.set(state["loss_sum"], state["wrong"], state["seen"])
                 state["elapsed"] = time.perf_counter() - start
                 _save(s, state, path, steps.optimizer_state())
@@ -307,6 +307,10 @@ def _observe_warmup(s: Session, state: dict, it: int, wrong, n: int) -> None:
     iteration while the warm-up lasts; none after)."""
     if s.schedule.warmup_done:
         return
+    if s.world > 1:  # every rank ends the warm-up at the same iteration: the whole batch's error, not its shard's
+        counts = torch.tensor([float(wrong), float(n)], dtype=torch.float64, device=reduce_on(s.device))
+        torch.distributed.all_reduce(counts)
+        wrong, n = counts[0], int(counts[1].item())
     recent = (state["recent_errors"] + [100.0 * int(wrong.item()) / n])[-20:]
     state["recent_errors"] = recent
     s.schedule.observe_train_error(it, sum(recent) / len(recent))
@@ -337,24 +341,11 @@ def _first_non_finite(tensors: dict) -> str | None:
     return next((n for n, ok in zip(names, finite) if not ok), None)
 
 
-def _reduce_window(state, device, rank, world) -> None:
-    """Sum the running training loss and error of every rank's shard into rank 0's (the others restart at zero),
-    so that the logged training figures are the whole batch's, and a checkpoint (written by rank 0) holds them."""
-    if world == 1:
-        return
-    totals = torch.tensor([state["loss_sum"], float(state["wrong"]), float(state["seen"])], dtype=torch.float64,
-                          device=device if torch.distributed.get_backend() == "nccl" else "cpu")
-    torch.distributed.all_reduce(totals)
-    if rank != 0:
-        totals.zero_()
-    state["loss_sum"], state["wrong"], state["seen"] = totals[0].item(), int(totals[1].item()), int(totals[2].item())
-
-
 def _evaluate_and_log(s: Session, state: dict, window: Window, it: int, lr: float, start: float,
                       metrics: MetricsLog, progress: Progress, evaluation) -> dict | None:
     row = None
     state.update(window.read())
-    _reduce_window(state, s.device, s.rank, s.world)
+    reduce_window(state, s.device, s.rank, s.world)
     if s.rank == 0:
         res = evaluation(last=it + 1 == s.total)
         seen = max(state["seen"], 1)

@@ -104,9 +104,9 @@ OPTIONS = (
     Option("--decode", "image folders: where pictures are decoded and cut; auto (the default) is the GPU on a CUDA "
            "device (JPEGs by nvJPEG in batches, the workers only read files), the workers elsewhere", "data",
            choices=("auto", "workers", "device"), default="auto"),
-    Option("--iters", "train for N iterations (milestones and warm-up scale with the length)", "recipe",
+    Option("--iters", "train for N iterations (the recipe's milestones and warm-up length scale with it)", "recipe",
            positive_int, "N"),
-    Option("--epochs", "train for N epochs (milestones and warm-up scale with the length)", "recipe",
+    Option("--epochs", "train for N epochs (the recipe's milestones and warm-up length scale with it)", "recipe",
            positive_int, "N"),
     Option("--batch-size", "global batch size (the recipe's 'batch')", "recipe", positive_int, "N"),
     Option("--lr", "base learning rate (the recipe's 'lr')", "recipe", learning_rate, "LR"),

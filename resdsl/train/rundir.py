@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 
 from . import record
@@ -82,7 +83,7 @@ def start(path: str, overwrite: bool = False) -> FolderLock:
         foreign = [n for n in present if n not in RUN_FILES]
         listed = f"{', '.join(present[:5])}{', ...' if len(present) > 5 else ''}"
         if present and not overwrite and not foreign:
-            resume = f"continue it with --resume {path}, " if CONFIG in present else ""
+            resume = f"continue it with --resume {shlex.quote(path)}, " if CONFIG in present else ""
             raise RunDirError(f"run directory {path} already holds a run ({listed}); {resume}choose another --out, "
                               "or pass --overwrite to replace the previous run")
         if foreign and not overwrite:

@@ -11,6 +11,7 @@ from the rest of resdsl (it ships beside emitted trainers), and torch only in th
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -130,7 +131,7 @@ def _summary(seeds: list[int], out: str, codes: dict[int, int], stopped: int | N
         left = [s for s in seeds if s not in codes]
         unstarted = f"; seed{'s' * (len(left) > 1)} {', '.join(map(str, left))} did not start" if left else ""
         print(f"stopped by {name}: each started run checkpointed (resume one with --resume "
-              f"{seed_dir(out, 'N')}){unstarted}", file=sys.stderr, flush=True)
+              f"{shlex.quote(seed_dir(out, 'N'))}){unstarted}", file=sys.stderr, flush=True)
         return 128 + stopped
     failed = [s for s in seeds if codes[s] != 0]
     if failed:

@@ -106,3 +106,20 @@ def train_step(session, net, x, y, check=None, cache: bool = True):
     loss.backward()
     s.optimizer.step()
     return loss, logits
+
+
+def reduce_on(device):
+    return device if torch.distributed.get_backend() == "nccl" else "cpu"  # gloo reduces host tensors
+
+
+def reduce_window(state, device, rank, world) -> None:
+    """Sum the running training loss and error of every rank's shard into rank 0's (the others restart at zero),
+    so that the logged training figures are the whole batch's, and a checkpoint (written by rank 0) holds them."""
+    if world == 1:
+        return
+    totals = torch.tensor([state["loss_sum"], float(state["wrong"]), float(state["seen"])], dtype=torch.float64,
+                          device=reduce_on(device))
+    torch.distributed.all_reduce(totals)
+    if rank != 0:
+        totals.zero_()
+    state["loss_sum"], state["wrong"], state["seen"] = totals[0].item(), int(totals[1].item()), int(totals[2].item())
