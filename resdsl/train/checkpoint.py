@@ -69,6 +69,11 @@ def save_atomic(obj: dict, path: str) -> None:
         raise CheckpointError(f"cannot write checkpoint {path}: {str(exc).splitlines()[0]} ({kept})") from None
 
 
+# torch warns of a pickle's protocol while it refuses a foreign pickle, with a line of its own source; the refusal
+# is said in words (a filter, not catch_warnings, which is not safe in the threads of --seed-runs threads)
+warnings.filterwarnings("ignore", message=r"Detected pickle protocol", category=UserWarning)
+
+
 def load(path: str, map_location="cpu", plain: bool = False) -> dict:
     """Read a resdsl checkpoint; anything else (a foreign pickle, a corrupt or truncated file) is refused. With
     ``plain``, a file holding only a state dict (``torch.save(model.state_dict())``, torchvision's weight files)
@@ -76,9 +81,7 @@ def load(path: str, map_location="cpu", plain: bool = False) -> dict:
     _check_regular(path)
     _check_sums(path)
     try:
-        with warnings.catch_warnings():  # torch warns of pickle protocols while it refuses a foreign pickle
-            warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint at {path}") from None
     except IsADirectoryError:
