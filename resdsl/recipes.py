@@ -146,7 +146,7 @@ def recipe_with_settings(resolved: ResolvedSpec, settings: list[str], length: tu
     source = f"recipe cli_settings extends {resolved.recipe['name']} {{\n{body}\n}}\n"
     try:
         (rdef,) = parse_text(source, SET_PATH).statements
-        unit_written = {f.key: f.value["unit"] for f in rdef.fields if f.key == "warmup" and f.value}.get("warmup")
+        unit_written = next((f.value["unit"] for f in rdef.fields if f.key == "warmup" and f.value), None)
         recipe = resolve_recipe("cli_settings", {**resolved.recipes, "cli_settings": rdef}, rdef.span)
     except SpecError as err:
         raise _setting_error(err, body) from None

@@ -9,14 +9,15 @@ import math
 NUMBER, WHOLE, TEXT, FLAG = "a number", "a whole number", "a text", "true or false"
 _OPTIONAL = object()  # marks a kind that may also be null
 
-# the recipe as the trainer ran it (effective_recipe); its own rules (lr > 0, ...) were checked when it started
+# the recipe as the trainer ran it (effective_recipe); its own rules (lr > 0, ...) were checked when it started.
+# What the trainer reads with a default (records of older resdsl versions may lack it) may be missing
 RECIPE = {
-    "optimizer": TEXT, "momentum": NUMBER, "nesterov": FLAG, "weight_decay": NUMBER, "batch": WHOLE, "lr": NUMBER,
+    "optimizer": TEXT, "momentum": NUMBER, "weight_decay": NUMBER, "batch": WHOLE, "lr": NUMBER,
     "schedule": {"kind": TEXT, "milestones": (_OPTIONAL, [int]), "gamma": (_OPTIONAL, NUMBER),
                  "patience": (_OPTIONAL, WHOLE)},
     "warmup": (_OPTIONAL, {"lr": NUMBER, "length": (_OPTIONAL, WHOLE), "until_error": (_OPTIONAL, NUMBER)}),
-    "augment": [dict], "normalize": TEXT,
-    "label_smoothing": NUMBER, "test": TEXT, "length": {"value": WHOLE, "unit": TEXT},
+    "length": {"value": WHOLE, "unit": TEXT}, "nesterov": (_OPTIONAL, FLAG), "augment": (_OPTIONAL, [dict]),
+    "normalize": (_OPTIONAL, TEXT), "label_smoothing": (_OPTIONAL, NUMBER), "test": (_OPTIONAL, TEXT),
 }
 # the options a resumed run takes from its record (loop.RESUMED_OPTIONS and data_dir)
 OPTIONS = {
