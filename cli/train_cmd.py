@@ -77,31 +77,38 @@ def train_cmd(spec, settings, seed_runs, **values) -> None:
         raise click.UsageError("give a SPEC to train (or --resume RUNDIR)")
     if values["resume"] and settings:
         raise click.UsageError("--set changes the recipe, and a resumed run keeps its own; start a new run instead")
-    given = spec
-    spec = spec or _run_record(values["resume"])[0]
     if values["seeds"]:
-        sys.exit(_launch_seeds(spec, given, values, settings, seed_runs))
+        sys.exit(_launch_seeds(spec, values, settings, seed_runs))
     if values["parallel"]:
         raise click.UsageError("--parallel goes with --seeds")
     if seed_runs != "auto":
         raise click.UsageError("--seed-runs goes with --seeds")
     if values["nproc"] and "RANK" not in os.environ:
-        sys.exit(_launch_processes(spec, given, values, settings))
+        sys.exit(_launch_processes(spec, values, settings))
     _run_training(spec, values, list(settings))
 
 
-def _run_record(run_dir: str, flag: str = "--resume") -> tuple[str, dict]:
-    """The spec a run was trained from and its options, from its config.json (read once)."""
+def _run_record(run_dir: str, flag: str = "--resume") -> dict:
+    """A run's config.json, checked."""
     from resdsl.train.rundir import RunDirError, read_config
 
     try:
-        cfg = read_config(run_dir, flag)
+        return read_config(run_dir, flag)
     except RunDirError as exc:
         raise click.ClickException(str(exc)) from None
-    spec = cfg.get("spec_path") or cfg.get("spec")
-    if not isinstance(spec, str):
-        raise click.ClickException(f"{run_dir}: config.json names no spec; give the spec as well")
-    return spec, cfg.get("options", {})
+
+
+def _compile(spec: str | None, values: dict):
+    """The network to train and what config.json says of its spec: SPEC, or with --resume RUN alone the spec the
+    run was trained from, compiled from the copy of its files the run keeps (see pipeline.compile_run)."""
+    from resdsl.pipeline import compile_run, compile_spec
+
+    if spec is not None:
+        net = compile_spec(spec)
+        return net, {"spec": spec, "spec_path": os.path.abspath(spec) if os.path.isfile(spec) else spec}
+    cfg = _run_record(values["resume"])
+    spec, net = compile_run(cfg, values["resume"])
+    return net, {"spec": spec, "spec_path": cfg.get("spec_path", spec)}
 
 
 def _as_args(spec, values: dict, settings) -> list[str]:
@@ -118,15 +125,14 @@ def _as_args(spec, values: dict, settings) -> list[str]:
     return args
 
 
-def _launch_processes(spec: str, given, values: dict, settings) -> int:
+def _launch_processes(spec: str | None, values: dict, settings) -> int:
     """--nproc N: check what can be checked once, fix the run directory for all ranks, then start torchrun."""
     import datetime as dt
 
-    from resdsl.pipeline import compile_spec
     from resdsl.train.cli import relaunch_with_torchrun
     from resdsl.train.rundir import default_path
 
-    net = compile_spec(spec)
+    net = _compile(spec, values)[0]
     nproc = values["nproc"]
     batch = values["batch_size"] or (net.recipe or {}).get("batch")
     if batch and batch % nproc:
@@ -134,10 +140,10 @@ def _launch_processes(spec: str, given, values: dict, settings) -> int:
                                    "processes; choose a batch size that is a multiple of it")
     if not values["out"] and not values["resume"]:  # every rank must write to the same run directory
         values = dict(values, out=default_path("runs", net.name, dt.datetime.now().strftime("%Y%m%d-%H%M%S")))
-    return relaunch_with_torchrun(nproc, ["-m", "resdsl_cli.main", "train", *_as_args(given, values, settings)])
+    return relaunch_with_torchrun(nproc, ["-m", "resdsl_cli.main", "train", *_as_args(spec, values, settings)])
 
 
-def _launch_seeds(spec: str, given, values: dict, settings, seed_runs: str) -> int:
+def _launch_seeds(spec: str, values: dict, settings, seed_runs: str) -> int:
     """--seeds: one run per seed, each the run `--seed N --out OUT/seed-N` alone makes, side by side."""
     import datetime as dt
 
@@ -158,10 +164,10 @@ def _launch_seeds(spec: str, given, values: dict, settings, seed_runs: str) -> i
     if way == "threads":
         click.echo("the runs are threads of this process" + (", each on its own CUDA stream of the GPU"
                                                               if gpus else ""))
-        return _seeds_in_threads(net, given or spec, out, values, settings)
+        return _seeds_in_threads(net, spec, out, values, settings)
 
     def command_for(seed: int, folder: str) -> list[str]:
-        args = _as_args(given or spec, dict(values, seed=seed, out=folder, quiet=True), settings)
+        args = _as_args(spec, dict(values, seed=seed, out=folder, quiet=True), settings)
         return [sys.executable, "-m", "resdsl_cli.main", "train", *args]
 
     return run_seeds(values["seeds"], out, command_for, gpus=gpus, parallel=values["parallel"])
@@ -230,23 +236,22 @@ def _model_fn(net):
     return model_fn
 
 
-def _run_training(spec: str, values: dict, settings: list[str]) -> None:
+def _run_training(spec: str | None, values: dict, settings: list[str]) -> None:
     code = _train_once(spec, values, settings)
     if code:
         sys.exit(code)
 
 
-def _train_once(spec: str, values: dict, settings: list[str]) -> int:
-    """One run; its exit status (0, 1 for an error, 128 + the signal's number for a stop), the error said on
-    stderr."""
+def _train_once(spec: str | None, values: dict, settings: list[str]) -> int:
+    """One run of SPEC (None: the --resume run's own); its exit status (0, 1 for an error, 128 + the signal's
+    number for a stop), the error said on stderr."""
     from resdsl import __version__
     from resdsl.errors import Span, SpecError
-    from resdsl.pipeline import compile_spec
     from resdsl.recipes import recipe_with_settings
     from resdsl.train.cli import options_from
     from resdsl.train.loop import run_with_errors, train
 
-    net = compile_spec(spec)
+    net, named = _compile(spec, values)
     if net.recipe is None:
         raise SpecError("the spec names no training recipe", Span(net.spec.path, 1, 1), source=net.spec.source,
                         hint="add e.g. 'include \"recipes.res\"' and 'recipe cifar_resnet'")
@@ -254,9 +259,9 @@ def _train_once(spec: str, values: dict, settings: list[str]) -> int:
         (values["epochs"], "epochs") if values.get("epochs") else None
     recipe = recipe_with_settings(net.spec, settings, length) if settings else net.recipe
     opts = options_from(values, net.name)
-    opts.extra_config = {"spec": spec, "spec_path": os.path.abspath(spec) if os.path.isfile(spec) else spec,
-                         "spec_hash": net.spec_hash(), "set": settings, "network": net.name, "resdsl": __version__,
-                         "git_commit": git_commit(), "params": net.params, "macs": net.macs}
+    opts.extra_config = {**named, "spec_hash": net.spec_hash(), "spec_files": net.files(), "set": settings,
+                         "network": net.name, "resdsl": __version__, "git_commit": git_commit(), "params": net.params,
+                         "macs": net.macs}
     result, failure = run_with_errors(train, _model_fn(net), recipe, opts)
     if not failure:
         return 0
@@ -290,20 +295,22 @@ def eval_cmd(target, checkpoint, data, data_dir, test_subset, test, old_view, de
     """Report top-1 and top-5 test error of a run directory, or of a SPEC's weights in --checkpoint."""
     if old_view is not None:
         raise click.UsageError("--view is now --test, in the recipe's words: --test auto|single-view|10-crop")
-    from resdsl.pipeline import compile_spec
+    from resdsl.pipeline import compile_run, compile_spec
     from resdsl.train import checkpoint as ckpt
     from resdsl.train.data import DataError
     from resdsl.train.loop import TrainingError
 
-    spec = target
-    if os.path.isdir(target):
-        spec, run = _run_record(target, "resdsl eval")
+    if os.path.isdir(target):  # the run's own spec, as it recorded it
+        cfg = _run_record(target, "resdsl eval")
+        spec, net = compile_run(cfg, target)
+        run = cfg["options"]
         checkpoint = checkpoint or target
         data, data_dir = data or run.get("data"), data_dir or run.get("data_dir")
         test_subset = test_subset or run.get("test_subset")
     elif checkpoint is None:
         raise click.UsageError(f"{target} is not a run directory: give a run directory, or a SPEC with --checkpoint")
-    net = compile_spec(spec)
+    else:
+        spec, net = target, compile_spec(target)
     if os.path.isdir(checkpoint):
         checkpoint = os.path.join(checkpoint, "checkpoint.pt")
     _warn_if_trained_from_another_spec(net, spec, checkpoint)
@@ -321,12 +328,18 @@ def _warn_if_trained_from_another_spec(net, spec: str, checkpoint: str) -> None:
     """Weights whose names and shapes fit load into any network with those names (a plain net takes its residual
     twin's): where the checkpoint's run recorded the hash of the spec it was trained from, a different one is said
     (a changed recipe alone changes it too, so this is a warning)."""
+    from resdsl import __version__
+
     try:
         with open(os.path.join(os.path.dirname(checkpoint), "config.json"), encoding="utf-8") as fh:
             cfg = json.load(fh)
     except (OSError, ValueError):
         return
-    if net.is_trained_from(cfg) is False:
+    if net.is_trained_from(cfg) is False and cfg.get("spec_files") == net.files():
+        click.echo(f"resdsl: warning: this resdsl ({__version__}) compiles the spec {checkpoint} was trained from "
+                   f"(its copy in config.json) to another network or recipe than resdsl {cfg.get('resdsl', '?')} "
+                   "did, which trained it: evaluating the network as this version builds it", err=True)
+    elif net.is_trained_from(cfg) is False:
         click.echo(f"resdsl: warning: {checkpoint} was trained from {cfg.get('spec', 'another spec')}; {spec} "
                    "describes another network or recipe (config.json's spec hash differs): evaluating the network "
                    f"{spec} describes with those weights", err=True)

@@ -10,7 +10,7 @@ from . import syntax as ast
 from .errors import Span, SpecError
 from .grammar import expected_terminals, parser
 from .parse_errors import syntax_error
-from .reading import foreign_file_error, read_spec_text, starts_like_spec
+from .reading import foreign_file_error, read_spec_text, recorded_text, starts_like_spec
 from .to_ast import ToAst
 
 __all__ = ["parse_file", "parse_text", "expected_terminals"]  # expected_terminals: for the experiment parser too
@@ -28,9 +28,10 @@ def _blank(m: re.Match) -> str:
     return " " * len(m.group("string")) if m.group("string") else m.group("word") + " " * len(m.group("name"))
 
 
-def parse_file(path: str, span: Span | None = None) -> ast.SpecFile:
-    """Read and parse the spec at ``path``; ``span`` is the extends/include statement that reached it."""
-    text = read_spec_text(path, span)
+def parse_file(path: str, span: Span | None = None, recorded: dict[str, str] | None = None) -> ast.SpecFile:
+    """Read and parse the spec at ``path``; ``span`` is the extends/include statement that reached it. With
+    ``recorded`` (path -> text, a run's record of its spec files) the text is taken from there, not from disk."""
+    text = read_spec_text(path, span) if recorded is None else recorded_text(recorded, path, span)
     try:
         return parse_text(text, path)
     except SpecError as err:

@@ -93,6 +93,12 @@ class CheckedNetwork:
         text = ir + "\n" + json.dumps(self.recipe, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
+    def files(self) -> dict:
+        """config.json's ``spec_files``: the spec's path and the text of every file it was compiled from (itself,
+        the specs it extends, the recipe files it includes), so a run can be rebuilt as it was trained after its
+        spec is edited, moved or replaced by a newer resdsl's (see compile_run)."""
+        return {"path": self.spec.path, "files": dict(self.spec.sources)}
+
     def is_trained_from(self, config) -> bool | None:
         """Whether a run's config.json (``config``) records this spec's hash; None where it records none (a run
         of another program, or from before resdsl kept it)."""
@@ -118,6 +124,33 @@ def compile_spec(path: str | os.PathLike | None = None, *, text: str | None = No
     if num_classes is not None or in_channels is not None or input_size is not None:
         override(resolved, num_classes=num_classes, in_channels=in_channels, input_size=input_size)
     return check(resolved)
+
+
+def compile_run(config: dict, where: str) -> tuple[str, CheckedNetwork]:
+    """The spec a run was trained from (``config``: its config.json; ``where``: the run's folder, for
+    messages), compiled, and its name as the run gives it. The run's own copy of its spec files
+    (``spec_files``) is compiled where it has one: the files on disk may have changed since. Runs without one
+    (older resdsl, emitted trainers) are rebuilt from the file or packaged spec their config.json names."""
+    name = config.get("spec")
+    saved = config.get("spec_files")
+    if saved is not None:
+        from .train.record import SPEC_FILES, problem  # imports nothing else: no torch
+
+        wrong = problem(saved, SPEC_FILES, "spec_files")
+        if wrong:
+            raise SpecError(f"{where}: config.json is damaged ({wrong}), so the network cannot be rebuilt", None)
+        try:
+            net = check(resolve_path(saved["path"], saved["files"]))
+        except SpecError as err:
+            err.notes.append(f"this text is the run's copy of its spec: {where}/config.json, spec_files")
+            raise
+        return name if isinstance(name, str) else saved["path"], net
+    path = config.get("spec_path")
+    spec = path if isinstance(path, str) and os.path.isfile(path) else name if isinstance(name, str) else path
+    if not isinstance(spec, str):
+        raise SpecError(f"{where}: config.json names no spec, so the network cannot be rebuilt; give the spec as "
+                        "well", None)
+    return spec, compile_spec(spec)
 
 
 def override(resolved: ResolvedSpec, *, num_classes=None, in_channels=None, input_size=None) -> None:

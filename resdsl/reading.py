@@ -28,6 +28,15 @@ def read_spec_text(path: str, span: Span | None = None) -> str:
                         hint="spec files are plain text; check the path") from None
 
 
+def recorded_text(recorded: dict[str, str], path: str, span: Span | None) -> str:
+    """The text of ``path`` in a run's record of its spec files (see pipeline.compile_run)."""
+    text = recorded.get(path)
+    if not isinstance(text, str):
+        raise SpecError(f"the run's record of its spec has no file '{path}'", span or Span(path, 1, 1),
+                        hint="config.json's spec_files was edited or cut short; give the spec file as well")
+    return text
+
+
 # Specs are read only from regular files. Anything else is refused before it is opened (a named pipe or a terminal
 # would block, /dev/zero never ends, opening some devices has side effects) and again after opening, from the open
 # file itself, in case the path changed in between; O_NONBLOCK keeps even that open from waiting on a pipe.

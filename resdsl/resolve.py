@@ -49,17 +49,20 @@ class ResolvedSpec:
 class _Reading:
     """What one resolution has read: each file's text, the recipes of each included file (``memo``, by real path,
     so a file included many times is read once) and, for every file but the first, the `include` or `extends`
-    statement that reached it first and that statement's verb (``reached``)."""
+    statement that reached it first and that statement's verb (``reached``). ``recorded``: the texts to read
+    instead of the files on disk (a run's record of its spec files)."""
 
     sources: dict[str, str]
+    recorded: dict[str, str] | None = None
     memo: dict = field(default_factory=dict)
     reached: dict[str, tuple[Span, str]] = field(default_factory=dict)
 
 
-def resolve_path(path: str) -> ResolvedSpec:
-    """Parse ``path`` and everything it extends or includes, and settle every setting."""
-    spec_file = parse_file(path)
-    return _resolve(spec_file, chain=())
+def resolve_path(path: str, recorded: dict[str, str] | None = None) -> ResolvedSpec:
+    """Parse ``path`` and everything it extends or includes, and settle every setting; with ``recorded`` (path ->
+    text, as ``ResolvedSpec.sources`` holds them) the files' texts are taken from there instead of the disk."""
+    spec_file = parse_file(path, recorded=recorded)
+    return _resolve(spec_file, chain=(), recorded=recorded)
 
 
 def resolve_text(text: str, path: str = "<spec>") -> ResolvedSpec:
@@ -84,8 +87,8 @@ def _located(err: SpecError, sources: dict[str, str], reached: dict[str, tuple[S
     return err
 
 
-def _resolve(spec_file: ast.SpecFile, chain: tuple[str, ...]) -> ResolvedSpec:
-    reading = _Reading({spec_file.path: spec_file.source})
+def _resolve(spec_file: ast.SpecFile, chain: tuple[str, ...], recorded=None) -> ResolvedSpec:
+    reading = _Reading({spec_file.path: spec_file.source}, recorded=recorded)
     try:
         resolved = _resolve_inner(spec_file, chain, reading)
         resolved.sources.update(reading.sources)
@@ -119,7 +122,7 @@ def _load_child(stmt, spec_file: ast.SpecFile, chain, reading: _Reading, what: s
     if len(chain) >= MAX_CHAIN:
         raise SpecError(f"{what} chain deeper than {MAX_CHAIN} files", stmt.span)
     reading.reached.setdefault(child, (stmt.span, "extended" if what == "extends" else "included"))
-    parsed = parse_file(child, stmt.span)
+    parsed = parse_file(child, stmt.span, reading.recorded)
     reading.sources[parsed.path] = parsed.source
     return parsed
 

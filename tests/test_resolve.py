@@ -134,7 +134,7 @@ def test_file_included_many_times_is_read_once(write_spec, monkeypatch):
     path = write_spec(CIFAR20 + 'include "f0.res"\nrecipe small\n', **files)
     reads = []
     real = resolve.parse_file
-    monkeypatch.setattr(resolve, "parse_file", lambda p, span=None: reads.append(p) or real(p, span))
+    monkeypatch.setattr(resolve, "parse_file", lambda p, span=None, recorded=None: reads.append(p) or real(p, span, recorded))
     assert resdsl.compile_spec(path).recipe["batch"] == 64
     assert len(reads) == 16  # the spec and f0 ... f14
 

@@ -206,18 +206,14 @@ class RunResponses:
 def open_run(run_dir: str) -> Run:
     """Read a run directory; anything that makes it unusable is a :class:`ResponsesError` (a spec that no longer
     compiles raises the spec's own located ``SpecError``)."""
-    from ..pipeline import compile_spec
+    from ..pipeline import compile_run
 
     cfg = _read_config(run_dir)
     path = os.path.join(run_dir, CHECKPOINT)
     if not os.path.isfile(path):
         raise ResponsesError(f"{run_dir}: no {CHECKPOINT} (the run stopped before its first checkpoint), so there "
                              "are no trained weights to measure")
-    spec_path, spec = cfg.get("spec_path"), cfg.get("spec")
-    spec = spec_path if isinstance(spec_path, str) and os.path.isfile(spec_path) else spec or spec_path
-    if not isinstance(spec, str):
-        raise ResponsesError(f"{run_dir}: {CONFIG} names no spec, so the network cannot be rebuilt")
-    net = compile_spec(spec)
+    spec, net = compile_run(cfg, run_dir)
     with _as_responses_error():
         from ..train import checkpoint as ckpt
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 NUMBER, WHOLE, TEXT, FLAG = "a number", "a whole number", "a text", "true or false"
+TEXTS = "a table of texts"  # {text: text, ...}
 _OPTIONAL = object()  # marks a kind that may also be null
 
 # the recipe as the trainer ran it (effective_recipe); its own rules (lr > 0, ...) were checked when it started.
@@ -26,7 +27,10 @@ OPTIONS = {
     **{key: (_OPTIONAL, WHOLE) for key in ("train_subset", "test_subset", "iters", "epochs", "eval_every",
                                             "checkpoint_every")},
 }
-RECORD = {"recipe": RECIPE, "options": OPTIONS, "iterations": WHOLE}
+# the spec's files as the run compiled them (pipeline.CheckedNetwork.files): path -> text (a path it lacks is
+# said when the spec is compiled)
+SPEC_FILES = {"path": TEXT, "files": TEXTS}
+RECORD = {"recipe": RECIPE, "options": OPTIONS, "iterations": WHOLE, "spec_files": (_OPTIONAL, SPEC_FILES)}
 
 
 def problem(record, kind=None, where: str = "") -> str | None:
@@ -57,6 +61,8 @@ def _is(value, kind: str) -> bool:
         return isinstance(value, bool)
     if kind == TEXT:
         return isinstance(value, str)
+    if kind == TEXTS:
+        return isinstance(value, dict) and all(isinstance(text, str) for text in value.values())
     if isinstance(value, bool):  # JSON's true is no number
         return False
     if kind == WHOLE:

@@ -1,0 +1,129 @@
+"""A run keeps the text of every spec file it was compiled from (config.json's spec_files): resuming, evaluating and
+analysing it rebuild that network, whatever has since happened to the files on disk (edited, moved, deleted, or
+a packaged spec changed by a newer resdsl)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import ROOT  # noqa: E402
+from test_train import QUICK, resdsl, weights  # noqa: E402
+
+RECIPE = """\
+recipe quick {
+  dataset synthetic
+  optimizer sgd
+  momentum 0.9
+  weight-decay 1e-4
+  batch 32
+  lr 0.05
+  length 12 iterations
+  schedule step 6, 9
+}
+"""
+NET = 'network small\ninclude "rec.res"\nextends "{base}"\nstages 8x1, 16x1 /2\nrecipe quick\n'
+
+
+def _write_spec(folder: Path) -> Path:
+    """A spec that extends a packaged spec's file and includes a recipe file of its own: three files."""
+    folder.mkdir()
+    (folder / "rec.res").write_text(RECIPE)
+    spec = folder / "small.res"
+    spec.write_text(NET.format(base=ROOT / "tests" / "specs" / "tiny.res"))
+    return spec
+
+
+def _stopped_run(tmp_path: Path) -> tuple[Path, Path]:
+    """A 12-iteration run of small.res stopped after its checkpoint at iteration 4 (as a kill leaves it: the
+    record says 12, the checkpoint holds 4), and its spec file."""
+    spec = _write_spec(tmp_path / "specs")
+    run = tmp_path / "run"
+    resdsl("train", str(spec), *QUICK, "--iters", "4", "--out", str(run), check=True)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["iterations"], cfg["options"]["iters"] = 12, 12
+    (run / "config.json").write_text(json.dumps(cfg))
+    return run, spec
+
+
+def test_the_record_holds_every_file_the_spec_was_compiled_from(tmp_path):
+    run, spec = _stopped_run(tmp_path)
+    record = json.loads((run / "config.json").read_text())["spec_files"]
+    assert record["path"] == str(spec)
+    assert set(record["files"]) == {str(spec), str(spec.parent / "rec.res"), str(ROOT / "tests/specs/tiny.res"),
+                                    str(ROOT / "specs/resnet20.res"), str(ROOT / "specs/recipes.res")}
+    assert record["files"][str(spec.parent / "rec.res")] == RECIPE
+
+
+def test_a_run_resumes_from_its_own_copy_after_its_files_changed(tmp_path):
+    run, spec = _stopped_run(tmp_path)
+    twin = tmp_path / "twin"  # the same stopped run, resumed while its files are as they were
+    shutil.copytree(run, twin)
+    resdsl("train", "--resume", str(twin), check=True)
+    # the spec now describes a wider network with another recipe, and the recipe file is gone
+    spec.write_text(NET.format(base=ROOT / "tests" / "specs" / "tiny.res").replace("16x1", "32x1"))
+    (spec.parent / "rec.res").unlink()
+    r = resdsl("train", "--resume", str(run))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["iter"] == 12
+    mine, its = weights(run), weights(twin)
+    assert mine.keys() == its.keys() and all(torch.equal(mine[k], its[k]) for k in mine)
+    r = resdsl("eval", str(run), "--device", "cpu")  # eval and analyze rebuild the recorded network too
+    assert r.returncode == 0 and "small on synthetic" in r.stdout and "warning" not in r.stderr, r.stderr
+    r = resdsl("analyze", "responses", str(run), "--device", "cpu", "--test-subset", "32", "--out",
+               str(tmp_path / "fig"))
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_changed_spec_given_with_resume_points_to_the_runs_copy(tmp_path):
+    run, spec = _stopped_run(tmp_path)
+    spec.write_text(spec.read_text().replace("16x1", "32x1"))
+    r = resdsl("train", str(spec), "--resume", str(run))
+    assert r.returncode == 1 and "not the one this run was trained from" in r.stderr, r.stderr
+    assert "drop the SPEC argument" in r.stderr, r.stderr
+
+
+def test_a_record_another_resdsl_compiled_otherwise_is_refused_by_name(tmp_path):
+    """What a newer resdsl that lowers a spec differently meets: the run's own spec gives another hash."""
+    run, _ = _stopped_run(tmp_path)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["spec_hash"], cfg["resdsl"] = "0" * 64, "0.0.9"
+    (run / "config.json").write_text(json.dumps(cfg))
+    r = resdsl("train", "--resume", str(run))
+    assert r.returncode == 1 and "compiles the run's own spec" in r.stderr and "resdsl 0.0.9" in r.stderr, r.stderr
+    r = resdsl("eval", str(run), "--device", "cpu")  # weights are still evaluated, with a warning
+    assert r.returncode == 0 and "compiles the spec" in r.stderr and "resdsl 0.0.9" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("damage,fragment", [
+    (lambda files: files.update(path=7), "spec_files.path is 7, not a text"),
+    (lambda files: files["files"].clear(), "the run's record of its spec has no file"),
+    (lambda files: files["files"].update({k: "network x\n" for k in files["files"]}),
+     "never says 'input'"),
+])
+def test_a_damaged_record_of_the_spec_is_a_clear_error(tmp_path, damage, fragment):
+    run, _ = _stopped_run(tmp_path)
+    cfg = json.loads((run / "config.json").read_text())
+    damage(cfg["spec_files"])
+    (run / "config.json").write_text(json.dumps(cfg))
+    for command in (["train", "--resume"], ["eval"]):
+        r = resdsl(*command, str(run))
+        assert r.returncode == 1 and fragment in r.stderr and "internal error" not in r.stderr, r.stderr
+        assert "spec_files" in r.stderr, r.stderr
+
+
+def test_a_run_without_a_record_of_its_spec_is_rebuilt_from_the_file(tmp_path):
+    """Runs of resdsl before spec_files (and of emitted trainers) name their spec's path only."""
+    run, spec = _stopped_run(tmp_path)
+    cfg = json.loads((run / "config.json").read_text())
+    del cfg["spec_files"]
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert resdsl("train", "--resume", str(run)).returncode == 0
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["iter"] == 12
+    spec.unlink()
+    r = resdsl("eval", str(run), "--device", "cpu")
+    assert r.returncode == 1 and "no such file" in r.stderr, r.stderr
