@@ -56,6 +56,16 @@ def test_length_override_scales_milestones_and_warmup():
     assert total == 200 and s.milestones == [100, 150]
 
 
+def test_a_run_short_enough_to_merge_two_milestones_says_so():
+    """--iters 3 puts [R]'s 32k and 48k at iteration 2: both decays happen there (x0.01), and the banner says so."""
+    from resdsl.train.report import schedule_words
+
+    s, total = from_recipe(CIFAR, 390, length_override=(3, "iterations"))
+    assert s.milestones == [2, 2] and s.lr_at(1) == 0.1 and s.lr_at(2) == pytest.approx(0.001)
+    assert schedule_words(CIFAR, s, total, 390).startswith("3 iterations (0.007692 epochs of 390), lr x0.1 at 2 "
+                                                           "(2 times)")
+
+
 def test_epoch_schedule():
     recipe = {"lr": 0.1, "length": {"value": 90, "unit": "epochs"},
               "schedule": {"kind": "step", "milestones": [30, 60], "gamma": 0.1}, "warmup": None}

@@ -92,7 +92,9 @@ def schedule_words(recipe: dict, schedule, total: int, per_epoch: int) -> str:
     kind = recipe["schedule"]["kind"]
     text = f"{total:,} iterations ({total / per_epoch:.4g} epochs of {per_epoch:,})"
     if kind == "step":
-        text += f", lr x{schedule.gamma:g} at " + (", ".join(f"{m:,}" for m in schedule.milestones) or "no milestone")
+        times = {m: schedule.milestones.count(m) for m in schedule.milestones}  # a short run can merge two
+        text += f", lr x{schedule.gamma:g} at " + (", ".join(f"{m:,}" + (f" ({n} times)" if n > 1 else "")
+                                                             for m, n in times.items()) or "no milestone")
     elif kind == "plateau":
         text += f", lr x{schedule.gamma:g} after {schedule.patience} evaluations without improvement"
     else:
