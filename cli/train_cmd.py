@@ -75,6 +75,8 @@ def train_cmd(spec, settings, seed_runs, **values) -> None:
     """Train SPEC (a file or a packaged spec's name) with its recipe, or continue a run with --resume."""
     if spec is None and not values["resume"]:
         raise click.UsageError("give a SPEC to train (or --resume RUNDIR)")
+    if values["iters"] and values["epochs"]:  # as reproduce says it: a misuse, exit 2
+        raise click.UsageError("give --iters or --epochs, not both")
     if values["resume"] and settings:
         raise click.UsageError("--set changes the recipe, and a resumed run keeps its own; start a new run instead")
     if values["seeds"]:

@@ -98,6 +98,13 @@ def test_set_on_resume_is_refused(run):
     assert r.returncode == 2 and "a resumed run keeps its own" in r.stderr
 
 
+def test_iters_and_epochs_together_are_a_usage_error_as_in_reproduce(tmp_path):
+    for command in (["train", TINY], ["reproduce", "r-table6", "--dry-run"]):
+        r = resdsl(*command, "--iters", "1", "--epochs", "1", "--out", str(tmp_path / "x"))
+        assert r.returncode == 2 and "give --iters or --epochs, not both" in r.stderr, r.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_every_command_and_option_has_help_and_examples():
     from resdsl_cli.main import main
 
