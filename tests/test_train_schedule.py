@@ -64,6 +64,8 @@ def test_a_run_short_enough_to_merge_two_milestones_says_so():
     assert s.milestones == [2, 2] and s.lr_at(1) == 0.1 and s.lr_at(2) == pytest.approx(0.001)
     assert schedule_words(CIFAR, s, total, 390).startswith("3 iterations (0.007692 epochs of 390), lr x0.1 at 2 "
                                                            "(2 times)")
+    s, total = from_recipe(CIFAR, 390, length_override=(1, "epochs"))
+    assert schedule_words(CIFAR, s, total, 390).startswith("390 iterations (1 epoch of 390)")
 
 
 def test_epoch_schedule():

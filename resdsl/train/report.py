@@ -90,7 +90,8 @@ def precision_words(opts, world: int = 1) -> str:
 def schedule_words(recipe: dict, schedule, total: int, per_epoch: int) -> str:
     """The schedule as it will run, in iterations: milestones and warm-up already scaled to the run's length."""
     kind = recipe["schedule"]["kind"]
-    text = f"{total:,} iterations ({total / per_epoch:.4g} epochs of {per_epoch:,})"
+    epochs = f"{total / per_epoch:.4g}"
+    text = f"{total:,} iterations ({epochs} epoch{'' if epochs == '1' else 's'} of {per_epoch:,})"
     if kind == "step":
         times = {m: schedule.milestones.count(m) for m in schedule.milestones}  # a short run can merge two
         text += f", lr x{schedule.gamma:g} at " + (", ".join(f"{m:,}" + (f" ({n} times)" if n > 1 else "")
