@@ -209,7 +209,7 @@ def test_trainer_into_existing_folder_keeps_its_files(in_tmp, monkeypatch):
     assert (in_tmp / "tr" / "model.py").read_text() == "OLD"
     invoke("compile", "net.res", "--emit-trainer", "tr", "--overwrite")  # model.py is not resdsl's: --overwrite
     assert (in_tmp / "tr" / "notes.txt").read_text() == "mine"
-    assert {"model.py", "train.py", "recipe.json", "resdsl_train", "notes.txt", "resdsl-trainer.json"} == \
+    assert {"model.py", "train.py", "recipe.json", "spec.json", "resdsl_train", "notes.txt", "resdsl-trainer.json"} == \
         set(os.listdir(in_tmp / "tr"))
     execute(in_tmp / "tr" / "model.py")
 

@@ -252,18 +252,23 @@ def test_emitted_trainer_runs_without_resdsl(tmp_path):
     from test_seeds import _same_run
 
     _same_run(tmp_path / "run", tmp_path / "same")
-    spec_hash = json.loads((tmp_path / "same" / "config.json").read_text())["spec_hash"]
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["spec_hash"] == spec_hash
+    same, emitted = (json.loads((tmp_path / run / "config.json").read_text()) for run in ("same", "run"))
+    spec_hash = same["spec_hash"]
+    assert emitted["spec_hash"] == spec_hash and emitted["spec_files"] == same["spec_files"]
     r = resdsl("eval", "tests/specs/tiny.res", "--checkpoint", str(tmp_path / "run"), "--data", "synthetic",
                "--test-subset", "64", check=True)
     assert "warning" not in r.stderr, r.stderr
+    r = resdsl("eval", str(tmp_path / "run"), check=True)  # the run's own record of its spec
+    assert "warning" not in r.stderr and "tiny on synthetic" in r.stdout, r.stderr
     # an edited model.py is another network: the trainer identifies it by its files
     model_py = folder / "model.py"
     model_py.write_text(model_py.read_text() + "# changed\n")
     check = ("import runpy, sys\nsys.argv = ['train.py']\n"
-             f"print(runpy.run_path({str(folder / 'train.py')!r}, run_name='emitted')['spec_hash']())\n")
+             f"ns = runpy.run_path({str(folder / 'train.py')!r}, run_name='emitted')\n"
+             "print(ns['spec_hash'](), ns['spec_files']())\n")
     r = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=ENV, check=True)
-    assert len(r.stdout.strip()) == 64 and r.stdout.strip() != spec_hash
+    changed, files = r.stdout.split()
+    assert len(changed) == 64 and changed != spec_hash and files == "None"  # nor are the spec's files its own
 
 
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").exists(), reason="dataset-fashion-mnist missing")

@@ -39,9 +39,10 @@ from resdsl_train.loop import run_with_errors, train  # noqa: E402
 from resdsl_train.seeds import run_seeds, without  # noqa: E402
 
 
-# the spec's hash as resdsl records it, and this folder's files as emitted: see spec_hash
+# the spec's hash as resdsl records it, and this folder's files as emitted: see spec_hash and spec_files
 SPEC_HASH = {spec_hash}
 EMITTED = {emitted}
+SPEC_JSON = {spec_json}
 
 
 def spec_hash():
@@ -55,6 +56,20 @@ def spec_hash():
         digest.update(data)
         own[name] = hashlib.sha256(data).hexdigest()
     return SPEC_HASH if own == EMITTED else digest.hexdigest()
+
+
+def spec_files():
+    """The spec files this trainer was emitted from, as resdsl compiled them (spec.json), while this folder is as
+    emitted: config.json records them, so that `resdsl train --resume` and `resdsl eval` rebuild a run of this
+    trainer from them, as they do a run of their own; else None."""
+    try:
+        with open(os.path.join(HERE, "spec.json"), "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    if spec_hash() != SPEC_HASH or hashlib.sha256(data).hexdigest() != SPEC_JSON:
+        return None
+    return json.loads(data)
 
 
 def main(argv=None):
@@ -73,7 +88,8 @@ def main(argv=None):
     with open(os.path.join(HERE, "recipe.json")) as fh:
         recipe = json.load(fh)
     opts = options_from(vars(ns), {name})
-    opts.extra_config = {{"spec": {spec}, "network": {name}, "emitted": True, "spec_hash": spec_hash()}}
+    opts.extra_config = {{"spec": {spec}, "network": {name}, "emitted": True, "spec_hash": spec_hash(),
+                         "spec_files": spec_files()}}
 
     def model_fn(shape, num_classes):
         return model.build(in_channels=shape[0], {classes_kw})
@@ -94,8 +110,8 @@ if __name__ == "__main__":
 
 
 def emit_trainer(net, out_dir: str, overwrite: bool = False) -> list[str]:
-    """Write DIR/model.py, DIR/resdsl_train/*.py, DIR/recipe.json, DIR/train.py and DIR/resdsl-trainer.json (what
-    was written, by hash); returns the paths written.
+    """Write DIR/model.py, DIR/resdsl_train/*.py, DIR/recipe.json, DIR/spec.json (the spec's files, which runs
+    record), DIR/train.py and DIR/resdsl-trainer.json (what was written, by hash); returns the paths written.
 
     Every file is made and checked in memory first, then written into a temporary folder that is renamed into
     place, so a failure (a full disk, an unwritable folder) leaves no half-written trainer. In a folder that already
@@ -123,10 +139,12 @@ def trainer_files(net) -> dict[str, bytes]:
     classes_kw = "num_classes=num_classes" if "fc" in net.graph else ""
     files["model.py"] = emit_python(net).encode("utf-8")
     files["recipe.json"] = (json.dumps(net.recipe, indent=2) + "\n").encode("ascii")
+    files["spec.json"] = (json.dumps(net.files(), indent=1) + "\n").encode("ascii")  # data only: never run
     emitted = {rel: _digest(files[rel]) for rel in ("model.py", "recipe.json")}
     train_py = TRAIN_PY.format(name_text=py_doc(net.name), spec_text=py_doc(net.spec.path), name=py_str(net.name),
                                spec=py_str(net.spec.path), classes_kw=classes_kw, spec_hash=py_str(net.spec_hash()),
-                               emitted="{" + ", ".join(f"{py_str(k)}: {py_str(v)}" for k, v in emitted.items()) + "}")
+                               emitted="{" + ", ".join(f"{py_str(k)}: {py_str(v)}" for k, v in emitted.items()) + "}",
+                               spec_json=py_str(_digest(files["spec.json"])))
     files["train.py"] = train_py.encode("utf-8")
     for rel in ("model.py", "train.py"):
         compile(files[rel], rel, "exec")  # a SyntaxError here is a bug in resdsl: found before anything is written
