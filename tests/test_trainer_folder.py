@@ -40,9 +40,13 @@ def test_a_trainer_emitted_again_replaces_its_own_files(tmp_path):
     assert not (folder / "resdsl_train" / "gone.py").exists() and (tmp_path / "outside.txt").exists()
     assert (folder / "notes.txt").read_text() == "mine" and (folder / "runs").is_dir()
     assert "resdsl_train/gone.py" not in json.loads((folder / MANIFEST).read_text())["sha256"]
+    # another spec's trainer into the same folder: every file of the first is resdsl's, spec.json too
+    r = CliRunner().invoke(main, ["compile", "tests/specs/tiny_plain.res", "--emit-trainer", str(folder)])
+    assert r.exit_code == 0, r.output
+    assert "tiny_plain.res" in json.loads((folder / "spec.json").read_text())["path"]
 
 
-@pytest.mark.parametrize("edited", ["train.py", "resdsl_train/loop.py"])
+@pytest.mark.parametrize("edited", ["train.py", "spec.json", "resdsl_train/loop.py"])
 def test_an_edited_trainer_file_is_refused_unless_overwrite(tmp_path, edited):
     """`--emit-trainer` into the same folder after editing train.py replaced the user's train.py without a word."""
     folder = tmp_path / "tr"

@@ -242,8 +242,8 @@ def _written_before(out_dir: str) -> dict[str, str]:
 
 
 def _own_name(rel: str) -> bool:
-    """A name a trainer folder's file can have: model.py, train.py, recipe.json or resdsl_train/NAME.py."""
-    if rel in ("model.py", "train.py", "recipe.json"):
+    """A name a trainer folder's file can have: model.py, train.py, recipe.json, spec.json or resdsl_train/NAME.py."""
+    if rel in ("model.py", "train.py", "recipe.json", "spec.json"):
         return True
     folder, _, name = rel.partition("/")
     return folder == "resdsl_train" and name.endswith(".py") and name.removesuffix(".py").isidentifier()
