@@ -33,3 +33,14 @@ def test_wrong_kind_of_figure(line, fragment):
     with pytest.raises(SpecError) as info:
         resdsl.compile_spec(text=CIFAR20 + f"expect {line}\n", name="t.res")
     assert fragment in info.value.message and info.value.span.line == 8
+
+
+def test_the_example_in_docs_language_holds_for_resnet50():
+    """docs/language.md's one `expect` example (it once mixed ResNet-34's parameters with ResNet-50's MACs)."""
+    from conftest import ROOT
+
+    line = next(line for line in (ROOT / "docs" / "language.md").read_text().splitlines()
+                if line.startswith("`expect params"))
+    text = f'extends "{ROOT / "specs" / "resnet50.res"}"\n' + line.split("`")[1] + "\n"
+    net = resdsl.compile_spec(text=text, name="example.res")
+    assert net.ok and len(net.expects) == 5, [r.to_json() for r in net.expects]
