@@ -281,7 +281,9 @@ def _train_once(spec: str | None, values: dict, settings: list[str]) -> int:
 @click.option("--data", metavar="NAME|DIR",
               help="dataset name or ImageNet-layout folder (default: the run's, else the recipe's)")
 @click.option("--data-dir", metavar="DIR", help="where named datasets are (default: the run's --data-dir)")
-@click.option("--test-subset", type=click.IntRange(min=1), metavar="N", help="evaluate on the first N test images")
+@click.option("--test-subset", callback=lambda ctx, param, value: _subset(value), metavar="N|all",
+              help="evaluate on the first N test images, or all of them (default: a run's own --test-subset, else "
+                   "all)")
 @click.option("--test", type=click.Choice(["auto", "single-view", "10-crop"]), default="auto",
               show_default=True, help="how to test, in the recipe's words: auto follows the recipe's `test` for image "
                                       "folders and tests small in-memory images whole (single-view)")
@@ -308,11 +310,12 @@ def eval_cmd(target, checkpoint, data, data_dir, test_subset, test, old_view, de
         run = cfg["options"]
         checkpoint = checkpoint or target
         data, data_dir = data or run.get("data"), data_dir or run.get("data_dir")
-        test_subset = test_subset or run.get("test_subset")
+        test_subset, the_runs = (test_subset, False) if test_subset else (run.get("test_subset"), True)
     elif checkpoint is None:
         raise click.UsageError(f"{target} is not a run directory: give a run directory, or a SPEC with --checkpoint")
     else:
-        spec, net = target, compile_spec(target)
+        spec, net, the_runs = target, compile_spec(target), False
+    test_subset = None if test_subset == "all" else test_subset
     if os.path.isdir(checkpoint):
         checkpoint = os.path.join(checkpoint, "checkpoint.pt")
     _warn_if_trained_from_another_spec(net, spec, checkpoint)
@@ -322,8 +325,22 @@ def eval_cmd(target, checkpoint, data, data_dir, test_subset, test, old_view, de
     except (ckpt.CheckpointError, DataError, TrainingError) as exc:
         click.echo(f"resdsl: error: {exc}", err=True)
         sys.exit(EXIT_SPEC)
+    which = " (the run's --test-subset; --test-subset all for every one)" if the_runs and test_subset else ""
     click.echo(f"{net.name} on {name} ({views}): top-1 error {res['error']:.2f}%, top-5 error "
-               f"{res['top5_error']:.2f}%, loss {res['loss']:.4f}")
+               f"{res['top5_error']:.2f}%, loss {res['loss']:.4f}, on {res['images']:,} test images{which}")
+
+
+def _subset(value: str | None) -> int | str | None:
+    """eval's --test-subset: a number of images, or all."""
+    if value is None or value == "all":
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise click.BadParameter(f"{value!r} is neither a number of images (1 or more) nor 'all'")
+    return number
 
 
 def _warn_if_trained_from_another_spec(net, spec: str, checkpoint: str) -> None:

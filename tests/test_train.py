@@ -133,6 +133,10 @@ def test_run_directory_contents(tmp_path):
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     r = resdsl("eval", "tests/specs/tiny.res", "--checkpoint", str(out), "--data", "synthetic", "--test-subset", "64")
     assert r.returncode == 0 and f"top-1 error {rows[-1]['test_error']:.2f}%" in r.stdout
+    r = resdsl("eval", str(out))  # the run's own test subset, and eval says so
+    assert r.stdout.rstrip().endswith("on 64 test images (the run's --test-subset; --test-subset all for every one)")
+    r = resdsl("eval", str(out), "--test-subset", "all")
+    assert r.returncode == 0 and "on 64 test images" not in r.stdout and "run's" not in r.stdout, r.stdout
     # a bare state dict (torch.save(model.state_dict()), torchvision's weight files) is weights to evaluate
     torch.save(torch.load(out / "checkpoint.pt", weights_only=True)["model"], tmp_path / "plain.pt")
     r = resdsl("eval", "tests/specs/tiny.res", "--checkpoint", str(tmp_path / "plain.pt"), "--data", "synthetic",

@@ -35,11 +35,11 @@ def evaluate(model, batches, device, amp_dtype=None, channels_last=False) -> dic
 
 
 def _figures(total: int, loss_sums, wrongs) -> dict:
-    """The figures from :func:`_evaluated`'s sums (their one read)."""
+    """The figures from :func:`_evaluated`'s sums (their one read), and the number of test images."""
     loss_sum = sum(loss_sums.tolist()) if total else 0.0
     wrong1, wrong5 = wrongs.sum(0).tolist() if total else (0, 0)
-    total = max(total, 1)
-    return {"loss": loss_sum / total, "error": 100.0 * wrong1 / total, "top5_error": 100.0 * wrong5 / total}
+    n = max(total, 1)
+    return {"loss": loss_sum / n, "error": 100.0 * wrong1 / n, "top5_error": 100.0 * wrong5 / n, "images": total}
 
 
 def _evaluated(model, batches, device, amp_dtype, channels_last, cache: bool = True) -> tuple:
