@@ -43,12 +43,16 @@ def test_tiny_experiment_end_to_end(tmp_path):
     assert all(len(row["test_errors"]) == 2 and row["seeds"] == [0, 1] for row in rows.values())
     resnet = rows["ResNet-8"]
     assert resnet["paper"] == {"convention": "single", "error": 50.0}
-    assert resnet["difference"] == pytest.approx(resnet["mean"] - 50.0)
-    assert resnet["params"] == 19218
+    assert resnet["difference"] is None and resnet["params"] == 19218  # a scaled-down run is not compared
+    assert res["departures"] == ["3 iterations a run, not its recipe's length", "only the first 128 training "
+                                 "images", "only the first 32 test images"]
+    assert 0 < res["training_seconds"] < 600
     for run in ("plain-8/seed-0", "resnet-8/seed-1"):  # every run is a complete run directory
         assert json.loads((out / run / "config.json").read_text())["iterations"] == 3
     report = (out / "report.md").read_text()
-    assert "| ResNet-8 | 0.02M | 2 of 2 |" in report and "50 |" in report
+    assert "| ResNet-8 | 0.02M | 2 of 2 |" in report and report.count("| 50 |") == 1 and "ours - paper" not in report
+    assert "- not the paper's setup (3 iterations a run, not its recipe's length; only the first 128" in report
+    _compared_when_the_setup_is_the_papers(out, rows)
     # the degradation sentence is computed from the runs' final training errors
     plain = rows["plain-8"]["train_error_mean"]
     assert res["statements"] and f"{plain:.1f}%" in res["statements"][0]
@@ -63,6 +67,17 @@ def test_tiny_experiment_end_to_end(tmp_path):
     assert "asks for --iters 5." in other.stderr  # the flags that differ, not the two option dicts
     dry = reproduce(TINY, *FAST[:1], "5", *FAST[2:], "--out", str(out), "--dry-run")  # says what the run would
     assert dry.returncode == 1 and "asks for --iters 5." in dry.stderr and "runs to do" not in dry.stdout
+
+
+def _compared_when_the_setup_is_the_papers(out, rows):
+    """The same runs reported as if they followed the experiment's own setup: ours - paper is there."""
+    from resdsl.experiment.parse import parse_experiment
+    from resdsl.experiment.reproduce import write_report
+
+    text = write_report(parse_experiment(str(ROOT / TINY)), str(out), {}, None, "resdsl reproduce tiny", 1.0)
+    mean = rows["ResNet-8"]["mean"]
+    assert "ours - paper |" in text and f"| 50 | {mean - 50:+.2f} |" in text and "not the paper's setup" not in text
+    assert results(out)["rows"][1]["difference"] == pytest.approx(mean - 50.0)
 
 
 def test_killed_experiment_finishes_equal_to_an_uninterrupted_one(tmp_path):

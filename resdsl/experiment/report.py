@@ -18,8 +18,9 @@ from .runner import Job, last_row
 OURS_FOR = {"single": "mean", "median": "median", "best-mean-std": "mean"}
 
 
-def row_results(exp: Experiment, row: Row, row_jobs: list[Job], params: int | None) -> dict:
-    """One row: its finished runs' final test and training errors, their statistics, the paper's figure."""
+def row_results(exp: Experiment, row: Row, row_jobs: list[Job], params: int | None, compared: bool = True) -> dict:
+    """One row: its finished runs' final test and training errors, their statistics, the paper's figure and,
+    where the runs follow the paper's setup (``compared``), our figure minus the paper's."""
     finals = [(j.seed, last_row(j.run_dir)) for j in row_jobs]
     done = [(seed, r) for seed, r in finals if r is not None and r.get("test_error") is not None]
     errors = [r["test_error"] for _, r in done]
@@ -34,7 +35,7 @@ def row_results(exp: Experiment, row: Row, row_jobs: list[Job], params: int | No
     if row.paper is not None:
         res["paper"] = {"convention": row.paper.convention, **row.paper.values}
         ours = res.get(OURS_FOR[row.paper.convention])
-        res["difference"] = None if ours is None else ours - row.paper.headline
+        res["difference"] = None if ours is None or not compared else ours - row.paper.headline
     return res
 
 
@@ -56,18 +57,23 @@ def _paper_words(paper: dict | None) -> str:
     return f"{paper['error']:g}{top5}"
 
 
-def table(rows: list[dict], paper_dataset: str) -> str:
-    """The report's table: one line per paper row."""
-    head = ("| network | params | runs | test error %: mean +- std | median | best | "
-            f"paper ({paper_dataset}) | ours - paper |")
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
+def table(rows: list[dict], paper_dataset: str, compared: bool = True) -> str:
+    """The report's table: one line per paper row; the difference column only where the runs are comparable."""
+    head = ("| network | params (spec) | runs | test error %: mean +- std | median | best | "
+            f"paper ({paper_dataset}) |" + (" ours - paper |" if compared else ""))
+    lines = [head, "|---" * (8 if compared else 7) + "|"]
     for r in rows:
         diff = r.get("difference")
         params = f"{r['params'] / 1e6:.2f}M" if r.get("params") else "-"
         lines.append(f"| {r['label']} | {params} | {len(r['test_errors'])} of {r['runs']} | {_pm(r)} | "
-                     f"{_fmt(r.get('median'))} | {_fmt(r.get('best'))} | {_paper_words(r.get('paper'))} | "
-                     f"{'-' if diff is None else f'{diff:+.2f}'} |")
+                     f"{_fmt(r.get('median'))} | {_fmt(r.get('best'))} | {_paper_words(r.get('paper'))} |"
+                     + (f" {'-' if diff is None else f'{diff:+.2f}'} |" if compared else ""))
     return "\n".join(lines)
+
+
+def training_seconds(all_jobs: list[Job]) -> float:
+    """The runs' own training time (each run's last metrics row, which counts on across resumes), summed."""
+    return sum((last_row(j.run_dir) or {}).get("seconds") or 0.0 for j in all_jobs)
 
 
 def _fmt(value) -> str:
@@ -95,9 +101,10 @@ def degradation(exp: Experiment, rows: list[dict]) -> list[str]:
     return words
 
 
-def curves_png(exp: Experiment, fig, rows_jobs: dict, path: str) -> None:
+def curves_png(exp: Experiment, fig, rows_jobs: dict, path: str, away: str = "") -> None:
     """[R] Fig. 6 drawn from the runs: per panel, each row's training error (dashed) and test error (bold)
-    against iterations, the mean over its finished seeds."""
+    against iterations, the mean over its finished seeds, on one error scale for all panels (as the paper's);
+    ``away``: how the runs depart from the paper's setup, said in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -106,7 +113,7 @@ def curves_png(exp: Experiment, fig, rows_jobs: dict, path: str) -> None:
     panels = drawn_panels(fig, rows_jobs)
     if not panels:
         return
-    figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False, sharey=True)
     for ax, (title, labels) in zip(axes[0], panels):
         for k, label in enumerate(labels):
             iters, train, test = _mean_curve(rows_jobs.get(label, []))
@@ -118,10 +125,12 @@ def curves_png(exp: Experiment, fig, rows_jobs: dict, path: str) -> None:
         ax.set_title(title)
         ax.set_xlabel("iter.")
         ax.set_ylabel("error (%)")
+        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    figure.suptitle(f"{exp.source}: dashed training error, bold test error", fontsize=10)
+    figure.suptitle(f"{exp.source}: dashed training error, bold test error (mean of each row's seeds)"
+                    + (f"\n{away}" if away else ""), fontsize=10)
     figure.tight_layout()
     _save_png(figure, path)
     plt.close(figure)

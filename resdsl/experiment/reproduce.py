@@ -56,6 +56,21 @@ def dataset_of(exp: Experiment, options: dict) -> str:
     return data if data in SHAPES else "imagenet"
 
 
+def departures(exp: Experiment, options: dict) -> list[str]:
+    """How runs with these options depart from the paper's setup: another dataset, another length, a part of the
+    data. Their figures are then not the paper's experiment, and the report does not set them against it."""
+    words = []
+    if options.get("data") and dataset_of(exp, options) != exp.dataset:
+        words.append(f"on {options['data']}, not {exp.dataset}")
+    for key, unit in (("iters", "iterations"), ("epochs", "epochs")):
+        if options.get(key):
+            words.append(f"{options[key]:,} {unit} a run, not its recipe's length")
+    for key, which in (("train_subset", "training"), ("test_subset", "test")):
+        if options.get(key):
+            words.append(f"only the first {options[key]:,} {which} images")
+    return words
+
+
 def row_recipe(exp: Experiment, row, resolved) -> dict:
     """The row's recipe: its spec's with the row's `set` overrides applied as `resdsl train --set` applies them;
     a bad override is located at its `set` in the experiment file (not at `--set`, which the user never typed)."""
@@ -182,37 +197,54 @@ def write_report(exp: Experiment, out: str, options: dict, seeds: int | None, co
 
     all_jobs = jobs(exp, out, seeds)
     by_row = {row.label: [j for j in all_jobs if j.row is row] for row in exp.rows}
-    rows = [report.row_results(exp, row, by_row[row.label], _params(by_row[row.label])) for row in exp.rows]
-    data = dataset_of(exp, options) if options.get("data") else exp.dataset
+    away = departures(exp, options)
+    rows = [report.row_results(exp, row, by_row[row.label], _params(by_row[row.label]), compared=not away)
+            for row in exp.rows]
     title = f"{exp.source}: {exp.title}" + (f", on {options['data']} (the paper's column: {exp.dataset})"
                                             if options.get("data") and options["data"] != exp.dataset else "")
-    figures = []
-    for fig in exp.figures:
-        if fig.kind == "curves":
-            report.curves_png(exp, fig, by_row, os.path.join(out, f"{fig.name}.png"))
-            figures.append(f"![{fig.name}]({fig.name}.png)")
-        elif fig.kind == "responses":
-            try:
-                figures += _responses(fig, by_row, out)
-            except Exception as exc:  # noqa: BLE001 - one unreadable run must not cost the whole report
-                figures.append(f"({fig.name} not drawn: {str(exc).splitlines()[0] if str(exc) else exc!r})")
-    words = report.degradation(exp, rows)
-    info = {"experiment": exp.name, "title": title, "source": exp.source, "dataset": data,
+    info = {"experiment": exp.name, "title": title, "source": exp.source,
+            "dataset": dataset_of(exp, options) if options.get("data") else exp.dataset,
             "paper_dataset": exp.dataset, "command": command, "commit": commit, "device": _device(all_jobs),
-            "date": dt.date.today().isoformat(), "wall_seconds": round(wall, 1), "rows": rows,
-            "statements": words, "notes": list(exp.notes)}
-    text = "\n".join([f"# {title}", "", f"- command: `{command}`", f"- commit: {info['commit']}",
-                      f"- device: {info['device']}", f"- date: {info['date']}",
-                      f"- wall time of this command: {_duration(wall)}", "",
-                      report.table(rows, exp.dataset), "",
-                      "Ours: final test error of each seed's run (mean +- sample std, median, best); the paper's "
-                      "figure in its own convention, compared with our " + ", ".join(
-                          f"{v} for {k}" for k, v in report.OURS_FOR.items()) + ".", ""]
-                     + [f"- {w}" for w in words] + [""] + figures + [""] + [f"> {n}" for n in exp.notes])
+            "date": dt.date.today().isoformat(), "wall_seconds": round(wall, 1),
+            "training_seconds": round(report.training_seconds(all_jobs), 1), "departures": away, "rows": rows,
+            "statements": report.degradation(exp, rows), "notes": list(exp.notes)}
+    text = _report_text(exp, info, _figures(exp, by_row, out, away))
     write_output(os.path.join(out, "report.md"), (text.rstrip() + "\n").encode())
     write_output(os.path.join(out, "results.csv"), report.csv_text(rows).encode())
     write_output(os.path.join(out, "results.json"), (json.dumps(info, indent=2) + "\n").encode())
     return text
+
+
+def _figures(exp: Experiment, by_row: dict, out: str, away: list[str]) -> list[str]:
+    """Draw the experiment's figures into ``out``; the report's lines that show them."""
+    lines = []
+    for fig in exp.figures:
+        if fig.kind == "curves":
+            report.curves_png(exp, fig, by_row, os.path.join(out, f"{fig.name}.png"), "; ".join(away))
+            lines.append(f"![{fig.name}]({fig.name}.png)")
+        elif fig.kind == "responses":
+            try:
+                lines += _responses(fig, by_row, out)
+            except Exception as exc:  # noqa: BLE001 - one unreadable run must not cost the whole report
+                lines.append(f"({fig.name} not drawn: {str(exc).splitlines()[0] if str(exc) else exc!r})")
+    return lines
+
+
+def _report_text(exp: Experiment, info: dict, figures: list[str]) -> str:
+    """report.md: where and how the runs ran, the table beside the paper's, the statements, the figures."""
+    away = info["departures"]
+    setup = [f"- not the paper's setup ({'; '.join(away)}): the paper's figures stand beside ours, not compared "
+             "with them", ""] if away else []
+    compared = "" if away else ", compared with our " + ", ".join(f"{v} for {k}" for k, v in report.OURS_FOR.items())
+    return "\n".join([f"# {info['title']}", "", *setup, f"- command: `{info['command']}`",
+                      f"- commit: {info['commit']}", f"- device: {info['device']}", f"- date: {info['date']}",
+                      f"- training time of the runs: {_duration(info['training_seconds'])} (summed from their "
+                      f"records); wall time of this command: {_duration(info['wall_seconds'])}", "",
+                      report.table(info["rows"], exp.dataset, compared=not away), "",
+                      "Ours: final test error of each seed's run (mean +- sample std, median, best); the paper's "
+                      f"figure in its own convention{compared}.", ""]
+                     + [f"- {w}" for w in info["statements"]] + [""] + figures + [""]
+                     + [f"> {n}" for n in exp.notes])
 
 
 def _responses(fig, by_row: dict, out: str) -> list[str]:
