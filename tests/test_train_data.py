@@ -129,7 +129,19 @@ def test_mnist_download_failure(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="could not be downloaded") as info:
         load_dataset("mnist", str(tmp_path / "typo" / "data"), download=True)
     assert "--data-dir" in str(info.value) and "\n" not in str(info.value)
+    assert f"--data-dir {tmp_path / 'typo' / 'data'} does not exist: is it mistyped?" in str(info.value)
     assert os.listdir(tmp_path) == []  # not typo/data/MNIST/raw/, empty, made on the way to a failed download
+
+
+@pytest.mark.parametrize("name", ["fashion-mnist", "cifar10"])
+def test_a_data_dir_that_does_not_exist_is_named(tmp_path, name):
+    """A mistyped --data-dir was reported as one more place the data is not in."""
+    with pytest.raises(DataError, match="does not exist: is it mistyped") as info:
+        load_dataset(name, str(tmp_path / "fashion_mnist"), download=False)
+    assert f"--data-dir {tmp_path / 'fashion_mnist'} does not exist" in str(info.value)
+    with pytest.raises(DataError) as info:
+        load_dataset(name, str(tmp_path), download=False)  # there, but without the data: no such words
+    assert "does not exist: is it" not in str(info.value)
 
 
 @pytest.mark.skipif(not os.path.isdir(DEBIAN_FASHION_MNIST), reason="Debian's dataset-fashion-mnist not installed")

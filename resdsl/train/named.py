@@ -26,6 +26,14 @@ def _root(data_dir) -> str:
     return os.path.expanduser(data_dir or DEFAULT_ROOT)
 
 
+def _absent(data_dir) -> str:
+    """What to say of a --data-dir that does not exist (a typo, most often): the messages below name the places
+    looked in, and a missing one looks like any other."""
+    if data_dir and not os.path.isdir(os.path.expanduser(data_dir)):
+        return f" (--data-dir {data_dir} does not exist: is it mistyped?)"
+    return ""
+
+
 @contextlib.contextmanager
 def _no_empty_folders_left(path: str):
     """A download that fails leaves none of the folders it made on the way to ``path`` behind while they are
@@ -69,9 +77,11 @@ def load_cifar(name: str, data_dir, download: bool) -> InMemoryData:
             raise DataError(f"{name}: {where}/ is incomplete or corrupt ({one_line(exc)}). Delete it and let "
                             f"resdsl download it again, or fix it: {fix} (--data {name} --data-dir DIR)") from None
         if download:
-            raise DataError(f"{name} is not in {root} and could not be downloaded ({one_line(exc)}). Without "
+            raise DataError(f"{name} is not in {root}{_absent(data_dir)} and could not be downloaded "
+                            f"({one_line(exc)}). Without "
                             f"internet access: {fix}") from None
-        raise DataError(f"{name} is not in {root} ({where}/ does not exist) and downloads are off. {fix}, or "
+        raise DataError(f"{name} is not in {root} ({where}/ does not exist){_absent(data_dir)} and downloads are "
+                        f"off. {fix}, or "
                         "drop --no-download") from None
 
     def tensors(ds):
@@ -105,14 +115,16 @@ def load_mnist(name: str, data_dir, download: bool) -> InMemoryData:
             with _no_empty_folders_left(os.path.join(root, sub, "raw")):
                 cls(root=root, train=True, download=True)
         except Exception as exc:  # noqa: BLE001 - offline etc.
-            raise DataError(f"{name} is not in any of {', '.join(places)} and could not be downloaded "
+            raise DataError(f"{name} is not in any of {', '.join(places)}{_absent(data_dir)} and could not be "
+                            "downloaded "
                             f"({one_line(exc)}). {fix}") from None
         files = find_idx(os.path.join(root, sub, "raw"))
         if files is None:
             raise DataError(f"{name} was downloaded to {os.path.join(root, sub, 'raw')}, but its IDX files are not "
                             f"all there. {fix}")
     if files is None:
-        raise DataError(f"{name} is not in any of {', '.join(places)}, and downloads are off. {fix}, or drop "
+        raise DataError(f"{name} is not in any of {', '.join(places)}{_absent(data_dir)}, and downloads are off. "
+                        f"{fix}, or drop "
                         "--no-download")
     t = {k: read_idx(p) for k, p in files.items()}
     for part in ("train", "test"):
