@@ -36,10 +36,11 @@ def _positive(ctx, param, value):
               help="how many runs per row, with seeds 0 to COUNT-1 (default: the paper's count)")
 @click.option("--out", metavar="DIR", help="experiment directory (default runs/<experiment>[-<data>]); "
               "restarting into it skips finished runs and resumes stopped ones exactly")
-@click.option("--rows", metavar="LABELS", help="only these rows: comma-separated labels or shell-style patterns "
-              "('plain-20,plain-56,ResNet-20,ResNet-56', 'ResNet-*')")
+@click.option("--rows", metavar="LABELS", help="only these rows: comma-separated labels or shell-style patterns, "
+              "in any case ('plain-20,plain-56,ResNet-20,ResNet-56', 'resnet-*')")
 @click.option("--dry-run", is_flag=True, help="print the plan (runs, state, estimated time) and stop")
-@click.option("--no-estimate", is_flag=True, help="plan without timing a training step")
+@click.option("--no-estimate", is_flag=True, help="plan without timing a training step (on a CPU, timing every row "
+              "of a table takes minutes: a step of ResNet-1202 is seconds)")
 @click.option("--launcher", type=click.Choice(["local", "slurm", "submitit-local"]), default="local",
               show_default=True, help="local: subprocesses here; slurm: a submitit job array (requeued on "
               "preemption, resuming exactly); submitit-local: the submitit path on this machine")

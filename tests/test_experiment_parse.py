@@ -272,6 +272,10 @@ def test_rows_are_picked_by_labels_that_hold_commas():
         "ResNet-164 [ours]", "ResNet-1001 [ours], batch 64"]
     with pytest.raises(ExperimentRunError, match=r"'nope' matches no row of i-table2; its rows: 'ResNet-110, \(a\)"):
         only_rows(exp, "ResNet-110, (a) original,nope")
+    # in any case, as the run folders spell them (resnet-20/seed-0)
+    table6 = parse_experiment(catalog.locate("r-table6"))
+    assert [r.label for r in only_rows(table6, "resnet-20,PLAIN-2*").rows] == ["plain-20", "ResNet-20"]
+    assert [r.label for r in only_rows(exp, "resnet-110, (A) original").rows] == ["ResNet-110, (a) original"]
 
 
 def test_a_bad_override_is_located_at_its_set(tmp_path):

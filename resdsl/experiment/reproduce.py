@@ -19,23 +19,24 @@ SHAPES = {"cifar10": (3, 32, 10, 50000), "cifar100": (3, 32, 100, 50000), "fashi
 
 def only_rows(exp: Experiment, text: str) -> Experiment:
     """The experiment with the rows ``--rows`` names, in file order: comma-separated labels or shell-style
-    patterns, where a label may itself hold commas ('ResNet-110, (a) original'). Its figures keep those rows. A
-    part that matches no row is an error naming the rows there are."""
+    patterns, where a label may itself hold commas ('ResNet-110, (a) original'), in any case. Its figures keep
+    those rows. A part that matches no row is an error naming the rows there are."""
     import dataclasses
     import fnmatch
 
-    def matches(pattern: str) -> list:  # a label as it is ('ResNet-164 [ours]'), or a pattern
-        return [r for r in exp.rows if r.label == pattern or fnmatch.fnmatchcase(r.label, pattern)]
+    def matches(pattern: str) -> list:  # a label as it is ('ResNet-164 [ours]'), or a pattern; in any case, as
+        pattern = pattern.lower()       # the run folders spell them in lower case (resnet-20/seed-0)
+        return [r for r in exp.rows if r.label.lower() == pattern or fnmatch.fnmatchcase(r.label.lower(), pattern)]
 
     def joined(start: int, end: int) -> str:
         return ",".join(pieces[start:end]).strip()
 
-    labels = {r.label for r in exp.rows}
+    labels = {r.label.lower() for r in exp.rows}
     pieces, keep, start = text.split(","), set(), 0
     while start < len(pieces):
         # the longest run of pieces that, joined again by commas, is a label (a label's own commas); else the
         # shortest that matches as a pattern ('ResNet-110*,*(e)*' is two patterns, not one)
-        end = next((e for e in range(len(pieces), start, -1) if joined(start, e) in labels), None) or \
+        end = next((e for e in range(len(pieces), start, -1) if joined(start, e).lower() in labels), None) or \
             next((e for e in range(start + 1, len(pieces) + 1) if matches(joined(start, e))), None)
         part = joined(start, end or start + 1)
         if end is None and part:
