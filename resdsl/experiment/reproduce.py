@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import statistics
 import time
 
 from . import report
@@ -112,8 +113,10 @@ def run_iterations(exp: Experiment, job: Job, options: dict) -> tuple[int, int]:
 
 
 def step_seconds(exp: Experiment, spec: str, batch: int, options: dict) -> float:
-    """Seconds of one training step of ``spec`` at ``batch`` on this machine: two eager steps timed after one,
-    at a batch of at most 16 off CUDA (then scaled), on random tensors of the dataset's shape."""
+    """Seconds of one training step of ``spec`` at ``batch`` on this machine: the median of the eager steps timed
+    after one (two at least, ten at most, until a second has passed: one or two steps swung the estimate twofold
+    on a busy machine), at a batch of at most 16 off CUDA (then scaled), on random tensors of the dataset's
+    shape."""
     import torch
     import torch.nn.functional as F
 
@@ -127,7 +130,7 @@ def step_seconds(exp: Experiment, spec: str, batch: int, options: dict) -> float
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x, y = torch.randn(b, c, size, size, device=device), torch.randint(0, classes, (b,), device=device)
     times = []
-    for _ in range(3):
+    while len(times) < 3 or (len(times) < 11 and sum(times[1:]) < 1.0):
         start = time.perf_counter()
         F.cross_entropy(model(x), y).backward()
         opt.step()
@@ -135,7 +138,7 @@ def step_seconds(exp: Experiment, spec: str, batch: int, options: dict) -> float
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return min(times[1:]) * batch / b
+    return statistics.median(times[1:]) * batch / b
 
 
 def plan(exp: Experiment, out: str, options: dict, seeds: int | None, estimate: bool = True) -> list[dict]:
