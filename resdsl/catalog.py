@@ -119,6 +119,20 @@ def locate(spec: str | os.PathLike) -> str:
     raise SpecError(f"no spec file or packaged spec named '{text}'", None, hint=_suggestion(text))
 
 
+def packaged_file(rel: str) -> str | None:
+    """The packaged file an `extends`/`include` path names when no file is there: a spec's name with or without
+    ``.res`` (``resnet20``, ``torchvision/resnet50.res``) or a packaged recipe file (``recipes.res``), so that a
+    packaged spec copied elsewhere still compiles. None where the packaged specs have no such file."""
+    parts = Path(rel).parts
+    if not parts or Path(rel).is_absolute() or ".." in parts:
+        return None
+    try:
+        path = specs_root() / (rel if rel.endswith(SUFFIX) else rel + SUFFIX)
+    except SpecError:  # no packaged specs at all: the reader reports the missing file
+        return None
+    return str(path) if path.is_file() else None
+
+
 def _missing_path(path: str) -> None:
     """A missing 'specs/resnet20.res' or 'resnet20.res' is most likely meant as a packaged name: say which."""
     parts = Path(path.removesuffix(SUFFIX)).parts
@@ -149,4 +163,4 @@ def _suggestion(word: str) -> str:
     return f"did you mean {', '.join(close)}? {listing}" if close else listing
 
 
-__all__ = ["Entry", "PAPERS", "specs_root", "names", "entries", "source_of", "locate", "close_names"]
+__all__ = ["Entry", "PAPERS", "specs_root", "names", "entries", "source_of", "locate", "packaged_file", "close_names"]

@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass, field
 
 from . import syntax as ast
+from .catalog import packaged_file
 from .errors import Span, SpecError
 from .parse import parse_file, parse_text
 from .recipes import resolve_recipe
@@ -99,11 +100,17 @@ def _resolve(spec_file: ast.SpecFile, chain: tuple[str, ...], recorded=None) -> 
     return resolved
 
 
-def _child_path(base_file: str, rel: str) -> str:
+def _child_path(base_file: str, rel: str, recorded: dict[str, str] | None = None) -> str:
+    """The file an `extends`/`include` of ``rel`` in ``base_file`` reads: relative to ``base_file``'s folder,
+    else, where nothing is there, the packaged spec or recipe file of that name (catalog.packaged_file). In a
+    run's record (``recorded``) the file it holds."""
     if os.path.isabs(rel):
         return rel
     base_dir = os.path.dirname(base_file) if base_file and not base_file.startswith("<") else ""
-    return os.path.normpath(os.path.join(base_dir, rel)) if base_dir else os.path.normpath(rel)
+    child = os.path.normpath(os.path.join(base_dir, rel)) if base_dir else os.path.normpath(rel)
+    if child in (recorded if recorded is not None else ()) or (recorded is None and os.path.lexists(child)):
+        return child
+    return packaged_file(rel) or child
 
 
 def _key(path: str) -> str:
@@ -114,7 +121,7 @@ def _key(path: str) -> str:
 
 
 def _load_child(stmt, spec_file: ast.SpecFile, chain, reading: _Reading, what: str) -> ast.SpecFile:
-    child = _child_path(spec_file.path, stmt.path)
+    child = _child_path(spec_file.path, stmt.path, reading.recorded)
     if _key(child) in chain or _key(child) == _key(spec_file.path):
         names = " -> ".join(os.path.basename(c) for c in (*chain, _key(child)))
         verb = "extend" if what == "extends" else what
@@ -185,7 +192,7 @@ def _resolve_inner(spec_file: ast.SpecFile, chain: tuple[str, ...], reading: _Re
 
 def _included_recipes(stmt: ast.Include, parent: ast.SpecFile, chain, reading: _Reading) -> dict[str, ast.RecipeDef]:
     """The recipes an `include` statement brings in (read once per file and resolution)."""
-    key, memo = _key(_child_path(parent.path, stmt.path)), reading.memo
+    key, memo = _key(_child_path(parent.path, stmt.path, reading.recorded)), reading.memo
     if key in memo and key not in chain:
         return memo[key]
     inc = _load_child(stmt, parent, chain, reading, "include")

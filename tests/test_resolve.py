@@ -54,6 +54,26 @@ def test_missing_parent_points_at_extends_line(write_spec):
     assert err.span.path == path and err.span.line == 8 and "no such file" in err.message
 
 
+def test_a_packaged_spec_copied_elsewhere_still_compiles(write_spec, tmp_path):
+    """Where nothing is beside the file, `extends`/`include` read the packaged spec or recipe file of that name:
+    a copy of specs/resnet20.res (`include "recipes.res"`) stopped at its include."""
+    from conftest import ROOT
+    from resdsl.catalog import specs_root
+
+    copy = write_spec((ROOT / "specs" / "resnet20.res").read_text(), name="my20.res")
+    net = resdsl.compile_spec(copy)
+    assert net.params == 269_722 and net.recipe["lr"] == 0.1 and net.ok
+    assert str(specs_root() / "recipes.res") in net.spec.sources
+    for parent in ("resnet20", "resnet20.res", "torchvision/resnet50"):
+        child = write_spec(f'extends "{parent}"\nnetwork mine\n', name="child.res")
+        assert resdsl.compile_spec(child).name == "mine"
+    mine = write_spec("recipe cifar_resnet {\n  lr 0.3\n}\n", name="recipes.res")  # a file there wins
+    assert _err(copy).span.path == mine  # (an incomplete recipe of its own, not the packaged one)
+    for escape in ("../specs/resnet20", str(ROOT / "specs" / "nope")):
+        path = write_spec(f'extends "{escape}"\n', name="esc.res")
+        assert "no such file" in _err(path).message
+
+
 def test_included_file_may_not_define_network(write_spec):
     path = write_spec(CIFAR20 + 'include "other.res"\n', **{"other.res": CIFAR20})
     err = _err(path)
