@@ -102,8 +102,8 @@ def _describe(term: str) -> list[str]:
         pattern = parser().get_terminal(term).pattern
     except KeyError:
         return [term.lower()]
-    if pattern.type == "str":
-        return [pattern.value]
+    if pattern.type == "str":  # punctuation quoted: "one of: ',', end of line", not "one of: ,, end of line"
+        return [pattern.value if pattern.value.isalnum() else f"'{pattern.value}'"]
     return [term.lower()]
 
 
@@ -121,7 +121,9 @@ def _expected_hint(text: str, offset: int, word: str | None, expected: set[str] 
     words.sort(key=lambda w: (w.startswith(("a ", "an ", "end ")), w))
     hint = "expected " + (words[0] if len(words) == 1 else "one of: " + ", ".join(words))
     if word:
-        close = difflib.get_close_matches(word, [w for w in words if " " not in w], n=1, cutoff=0.6)
+        plain = [w for w in words if " " not in w]
+        close = [w for w in plain if w.lower() == word.lower()] or \
+            difflib.get_close_matches(word, plain, n=1, cutoff=0.6)  # 'a' for 'A': by case first
         if close:
             hint = f"did you mean '{close[0]}'? " + hint
     return hint

@@ -73,6 +73,12 @@ def test_unknown_statement_suggests():
     assert "did you mean 'stage" in err.hint
 
 
+def test_hints_quote_punctuation_and_suggest_a_word_in_another_case():
+    assert _err("expect params 0.27M layers 20\n").hint == "expected one of: ',', end of file, end of line"
+    assert _err("shortcut a\n").hint.startswith("did you mean 'A'? expected one of: A, B, C")
+    assert _err("order Post\n").hint.startswith("did you mean 'post'?")
+
+
 def test_unknown_order_lists_choices():
     err = _err("order preactivation\n")
     assert (err.span.line, err.span.column) == (1, 7)
