@@ -23,5 +23,21 @@ def emit_python(spec) -> str:
     return _emit(spec if isinstance(spec, CheckedNetwork) else compile_spec(spec))
 
 
-__all__ = ["compile_spec", "build_model", "emit_python", "CheckedNetwork", "SpecError", "Span"]
+def draw(spec, view: str = "overview"):
+    """A block diagram of a spec (path, name or CheckedNetwork) as a ``graphviz.Source`` (the `viz` extra), which a
+    notebook shows inline and ``.render()`` writes; drawing it needs graphviz's `dot` program. ``view``: overview
+    ([R] Fig. 3), unit ([I] Fig. 2/4) or full (every operation), as `resdsl viz --view`."""
+    from graphviz import Source
+
+    from .backends import graphviz as gv
+
+    net = spec if isinstance(spec, CheckedNetwork) else compile_spec(spec)
+    views = {"overview": gv.overview_dot, "full": gv.full_dot,
+             "unit": lambda n: gv.unit_dot([(n, n.name)], typical_only=False)}
+    if view not in views:
+        raise ValueError(f"view {view!r} is not one of {', '.join(views)}")
+    return Source(views[view](net))
+
+
+__all__ = ["compile_spec", "build_model", "emit_python", "draw", "CheckedNetwork", "SpecError", "Span"]
 __version__ = "0.1.0"

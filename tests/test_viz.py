@@ -336,3 +336,16 @@ def test_a_format_that_contradicts_the_file_name_is_refused(tmp_path, at_root):
     assert not (tmp_path / "x.png").exists()
     r = run("viz", "specs/resnet20.res", "-o", str(tmp_path / "x.gv"), "--format", "dot")
     assert r.exit_code == 0 and (tmp_path / "x.gv").read_text().startswith("digraph")
+
+
+@needs_dot
+def test_draw_gives_a_notebook_diagram():
+    """resdsl.draw: the drawing `resdsl viz` makes, as a graphviz.Source that a notebook shows as SVG."""
+    pytest.importorskip("graphviz")
+    net = resdsl.compile_spec("resnet20")
+    drawn = resdsl.draw(net)
+    assert drawn.source == gv.overview_dot(net)
+    assert "<svg" in drawn._repr_image_svg_xml()  # what Jupyter calls to show it
+    assert resdsl.draw("resnet110_preact", view="unit").source.startswith("digraph")
+    with pytest.raises(ValueError, match="not one of overview, full, unit"):
+        resdsl.draw(net, view="units")
