@@ -66,7 +66,7 @@ def responses_cmd(runs, out, test_subset, device, batch_size, at, data_dir, no_d
         results = dict(zip(_labels(measured), (m.responses for m in measured)))
         png, csv = os.path.join(out, "responses.png"), os.path.join(out, "responses.csv")
         _make_folder(out)
-        draw_responses(results, png)
+        draw_responses(results, png, ", ".join(dict.fromkeys(f"{m.images:,} test images" for m in measured)))
         write_csv(results, csv)
     except (ResponsesError, OutputError) as exc:
         click.echo(f"resdsl: error: {exc}", err=True)
@@ -104,7 +104,7 @@ def _labels(measured) -> list[str]:
 
 def _table(m) -> str:
     """One line per stage (the stem, layer1, ...): how many 3x3 layers, their mean and largest std."""
-    where = "after BN" if m.taken_at == "bn" else "the 3x3 convs' own outputs (no BN of their own)"
+    where = "after BN" if m.taken_at == "bn" else "the 3x3 convs' own outputs (before any BN)"
     stages: dict[str, list[float]] = {}
     for name, std in m.responses:
         stages.setdefault(name.split(".")[0] if "." in name else "stem", []).append(std)

@@ -162,7 +162,8 @@ FORMATS = ("svg", "png", "pdf", "dot")
 @main.command("viz", epilog=VIZ_EXAMPLES)
 @click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str),
-              help="Output file (default: NAME-VIEW.FORMAT in the current folder; '-' for stdout).")
+              help="Output file (default: NAME-VIEW.FORMAT in the current folder, units.FORMAT for several specs; '-' "
+                   "for stdout).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="Output format (default: from -o's extension, "
               "else svg).")
 @click.option("--view", type=click.Choice(["overview", "unit", "full"]), default="overview", show_default=True,

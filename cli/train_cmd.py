@@ -65,8 +65,8 @@ def _table_options(fn):
 @click.option("--seed-runs", type=click.Choice(["auto", "processes", "threads"]), default="auto", show_default=True,
               help="with --seeds: one process per run, or one thread per run in one process, each on its own CUDA "
                    "stream (processes on one GPU take turns on it; streams of one process share it); auto: threads "
-                   "on one GPU unless the network has dropout or stochastic depth or --parallel is given, processes "
-                   "elsewhere")
+                   "on one GPU unless the network has dropout or stochastic depth, --parallel is given or there are "
+                   "more than 10 seeds, processes elsewhere")
 @click.option("--set", "settings", multiple=True, metavar="FIELD=VALUE",
               help="override any recipe field, written as in a spec's recipe block and checked like one, e.g. "
                    "--set momentum=0.95 or --set 'schedule=step 100, 150' (repeat for several).")

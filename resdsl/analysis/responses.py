@@ -308,10 +308,13 @@ def _prepare(run: Run, test_subset, device, batch_size, data_dir, download):
 # the figure and the numbers
 
 
-def draw_responses(results: dict, png_path: str) -> None:
+def draw_responses(results: dict, png_path: str, about: str = "") -> None:
     """[R] Fig. 7: "Top: the layers are shown in their original order. Bottom: the responses are ranked in
-    descending order." ``results`` maps a label (the legend's) to ``[(module name, std), ...]``."""
+    descending order." ``results`` maps a label (the legend's) to ``[(module name, std), ...]``; ``about`` (e.g.
+    the number of test images) joins the title. Like the paper's, the std axis starts at 0 and layers are
+    whole numbers."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     from ..train.fileio import write_output
 
@@ -326,9 +329,12 @@ def draw_responses(results: dict, png_path: str) -> None:
     bottom.set_xlabel("layer index (sorted by magnitude)")
     for ax in (top, bottom):
         ax.set_ylabel("std")
+        ax.set_ylim(bottom=0)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
-    fig.suptitle("std of the 3x3 layers' responses ([R] Fig. 7)", fontsize="medium")
+    fig.suptitle("std of the 3x3 layers' responses ([R] Fig. 7)" + (f", {about}" if about else ""),
+                 fontsize="medium")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
