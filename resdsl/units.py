@@ -160,7 +160,7 @@ class Order:
     after: tuple[str, ...]  # after each conv of F but the last
     after_last: tuple[str, ...]  # after the last conv of F
     after_add: tuple[str, ...]  # after the addition
-    figure: str  # [I] Fig. 4's letter and words, in drawing captions
+    figure: str  # [I] Fig. 4's letter and words, in drawing captions (named: Fig. 2 has letters of its own)
     doc: str  # in generated docstrings
     class_word: str  # in generated class names
 
@@ -171,15 +171,15 @@ class Order:
 
 
 ORDERS = {o.word: o for o in (
-    Order("post", (), ("bn", "relu"), ("bn",), ("relu",), "(a) original", "original post-activation ([I] Fig. 4a)",
-          ""),
-    Order("bn-after-add", (), ("bn", "relu"), (), ("bn", "relu"), "(b) BN after addition",
+    Order("post", (), ("bn", "relu"), ("bn",), ("relu",), "Fig. 4(a) original",
+          "original post-activation ([I] Fig. 4a)", ""),
+    Order("bn-after-add", (), ("bn", "relu"), (), ("bn", "relu"), "Fig. 4(b) BN after addition",
           "BN after addition ([I] Fig. 4b)", "BnAfterAdd"),
-    Order("relu-before-add", (), ("bn", "relu"), ("bn", "relu"), (), "(c) ReLU before addition",
+    Order("relu-before-add", (), ("bn", "relu"), ("bn", "relu"), (), "Fig. 4(c) ReLU before addition",
           "ReLU before addition ([I] Fig. 4c)", "ReluBeforeAdd"),
-    Order("relu-preact", ("relu",), ("bn",), ("bn",), (), "(d) ReLU-only pre-activation",
+    Order("relu-preact", ("relu",), ("bn",), ("bn",), (), "Fig. 4(d) ReLU-only pre-activation",
           "ReLU-only pre-activation ([I] Fig. 4d)", "ReluPreact"),
-    Order("preact", ("bn", "relu"), (), (), (), "(e) full pre-activation", "full pre-activation ([I] Fig. 4e)",
+    Order("preact", ("bn", "relu"), (), (), (), "Fig. 4(e) full pre-activation", "full pre-activation ([I] Fig. 4e)",
           "Preact"),
 )}
 

@@ -232,7 +232,7 @@ def _captions(dot: str) -> list[str]:
 def test_unit_captions_in_the_papers_words(at_root):
     """[I] Fig. 4's letter and words, [R] Table 1's notation with the units per stage; no generated class name."""
     dot = gv.unit_dot([(resdsl.compile_spec("specs/resnet110_bn_after_add.res"), "b")], typical_only=True)
-    assert _captions(dot) == ["b\\n(b) BN after addition; identity shortcut\\nbasic [3x3, 16; 3x3, 16] x 18 (layer1)"
+    assert _captions(dot) == ["b\\nFig. 4(b) BN after addition; identity shortcut\\nbasic [3x3, 16; 3x3, 16] x 18 (layer1)"
                               "\\n[3x3, 32; 3x3, 32] x 17 (layer2)\\n[3x3, 64; 3x3, 64] x 17 (layer3)"]
     net = resdsl.compile_spec("specs/resnet50.res")
     g = net.graph
@@ -240,7 +240,7 @@ def test_unit_captions_in_the_papers_words(at_root):
                    for k in (1, 2, 3)]
     assert first_stage == [(1, 64), (3, 64), (1, 256)]  # [R] Table 1, conv2_x
     captions = _captions(gv.unit_dot([(net, "resnet50")], typical_only=False))
-    assert captions[0].startswith("resnet50\\n(a) original; 1x1 projection shortcut (option B)\\nbottleneck "
+    assert captions[0].startswith("resnet50\\nFig. 4(a) original; 1x1 projection shortcut (option B)\\nbottleneck "
                                   "[1x1, 64; 3x3, 64; 1x1, 256] x 1 (layer1)\\n[1x1, 128; 3x3, 128; 1x1, 512] x 1 "
                                   "(layer2, stride 2)")
     assert "bottleneck [1x1, 64; 3x3, 64; 1x1, 256] x 2 (layer1)" in captions[1]
@@ -248,9 +248,10 @@ def test_unit_captions_in_the_papers_words(at_root):
 
 
 @pytest.mark.parametrize("spec,words", [
-    ("resnet110", "(a) original; identity shortcut\\nbasic"),
-    ("resnet110_relu_before_add", "(c) ReLU before addition"),
-    ("resnet110_relu_preact", "(d) ReLU-only pre-activation"),
+    ("resnet110", "\\nFig. 4(a) original; identity shortcut\\nbasic"),  # Fig. 4's letter, not Fig. 2's
+    ("resnet110_relu_before_add", "Fig. 4(c) ReLU before addition"),
+    ("resnet110_relu_preact", "Fig. 4(d) ReLU-only pre-activation"),
+    ("resnet110_exclusive_gate", "\\nFig. 4(a) original; identity shortcut\\nexclusive gating"),
     ("resnet110_shortcut_scale05", "identity shortcut\\nconstant scaling 0.5\\n"),
     ("resnet110_frozen_gate", "constant scaling 0.5, F scaled by 0.5, frozen gating"),
     ("resnet110_exclusive_gate", "exclusive gating, init b_g = -6"),
@@ -270,7 +271,7 @@ def test_caption_details(at_root, tmp_path):
     more than four stages are summed up."""
     net = resdsl.compile_spec("specs/resnet110_preact.res")
     first = _captions(gv.unit_dot([(net, "p")], typical_only=False))[0]
-    assert first == "p\\n(e) full pre-activation; identity shortcut\\nBN-ReLU before splitting into two paths\\n" \
+    assert first == "p\\nFig. 4(e) full pre-activation; identity shortcut\\nBN-ReLU before splitting into two paths\\n" \
                     "basic [3x3, 16; 3x3, 16] x 1 (layer1)"
     plain = gv.unit_dot([(resdsl.compile_spec("specs/plain34.res"), "plain34")], typical_only=True)
     assert _captions(plain)[0].startswith("plain34\\nplain net: no shortcut\\nbasic [3x3, 64; 3x3, 64] x 3 (layer1)")
