@@ -16,7 +16,7 @@ Examples:
   resdsl reproduce r-table6 --dry-run                      # the plan: runs, state, estimated time
   resdsl reproduce r-table6 --data fashion-mnist --seeds 2 # [R] Table 6 and Fig. 6 on Fashion-MNIST
   resdsl reproduce i-table2 --launcher slurm --slurm-partition gpu   # the runs as a Slurm job array
-  resdsl reproduce my_orders.exp --out runs/orders         # an experiment file of your own
+  resdsl reproduce my_orders.exp --out runs/orders         # your own experiment file (docs/experiments.md)
 """
 
 

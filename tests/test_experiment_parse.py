@@ -297,3 +297,16 @@ def test_a_bad_override_is_located_at_its_set(tmp_path):
 
     item = "schedule =   step 10 gamma x"  # becomes "schedule step 10 gamma x": the x at 25 is at 29 as written
     assert [setting_column(item, c) for c in (1, 8, 10, 25)] == [1, 8, 14, 29]
+
+
+def test_docs_experiments_describes_every_word_of_the_language():
+    """docs/experiments.md is the experiment language's reference: every keyword of its grammar is there."""
+    import re
+
+    from conftest import ROOT
+
+    grammar = (ROOT / "resdsl" / "experiment" / "grammar.lark").read_text()
+    words = set(re.findall(r'"([a-z0-9]+)"', grammar))
+    doc = (ROOT / "docs" / "experiments.md").read_text()
+    assert words >= {"experiment", "row", "panel", "top5"} and not [w for w in words if f"`{w}" not in doc and
+                                                                      f" {w} " not in doc]
