@@ -148,6 +148,8 @@ def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, tr
         click.echo(_summary(net), file=info)
     from resdsl.errors import render_diagnostic
 
+    for message, span, hint in net.warnings():
+        click.echo(render_diagnostic("warning", message, span, hint, net.spec.sources.get(span.path)), err=True)
     for e in net.expects:
         if not e.ok:
             click.echo(render_diagnostic("error", f"expect {e.what} {e.expected} does not hold: actual {e.actual}",

@@ -248,12 +248,14 @@ def _train_once(spec: str | None, values: dict, settings: list[str]) -> int:
     """One run of SPEC (None: the --resume run's own); its exit status (0, 1 for an error, 128 + the signal's
     number for a stop), the error said on stderr."""
     from resdsl import __version__
-    from resdsl.errors import Span, SpecError
+    from resdsl.errors import Span, SpecError, render_diagnostic
     from resdsl.recipes import recipe_with_settings
     from resdsl.train.cli import options_from
     from resdsl.train.loop import run_with_errors, train
 
     net, named = _compile(spec, values)
+    for message, span, hint in net.warnings():
+        click.echo(render_diagnostic("warning", message, span, hint, net.spec.sources.get(span.path)), err=True)
     if net.recipe is None:
         raise SpecError("the spec names no training recipe", Span(net.spec.path, 1, 1), source=net.spec.source,
                         hint="add e.g. 'include \"recipes.res\"' and 'recipe cifar_resnet'")

@@ -93,6 +93,16 @@ class CheckedNetwork:
         text = ir + "\n" + json.dumps(self.recipe, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
+    def warnings(self) -> list[tuple[str, object, str]]:
+        """(message, span, hint) for what compiles but is most likely not meant, said as a warning: an input
+        written channels-last (`input 32x32x3` is 32 channels of 32x3-pixel images)."""
+        inp = self.spec.get("input")
+        c, h, w = inp.channels.value, inp.height.value, inp.width.value
+        if c >= 8 and w <= 4 and w < h:
+            return [(f"input {c}x{h}x{w} is {c} channels of {h}x{w}-pixel images", inp.span,
+                     f"resdsl reads channels x height x width: {w}x{c}x{h} for {w}-channel {c}x{h} images")]
+        return []
+
     def files(self) -> dict:
         """config.json's ``spec_files``: the spec's path and the text of every file it was compiled from (itself,
         the specs it extends, the recipe files it includes), so a run can be rebuilt as it was trained after its

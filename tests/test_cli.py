@@ -87,3 +87,15 @@ def test_real_process_does_not_import_torch(at_root):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["params"] == 10_327_706
+
+
+def test_an_input_written_channels_last_is_a_warning(write_spec):
+    """`input 32x32x3` compiles (32 channels of 32x3 images) but is most likely 3x32x32: said, located, exit 0."""
+    import resdsl
+
+    path = write_spec(CIFAR20.replace("input 3x32x32", "input 32x32x3"))
+    r = run("compile", path)
+    assert r.exit_code == 0, r.output
+    assert f"{path}:2:1: warning: input 32x32x3 is 32 channels of 32x3-pixel images" in r.stderr
+    assert "hint: resdsl reads channels x height x width: 3x32x32" in r.stderr
+    assert resdsl.compile_spec(text=CIFAR20).warnings() == []
