@@ -90,7 +90,8 @@ def _per_batch_reference(model, batches):
             wrong1 += (top[:, 0] != y).sum().item()
             wrong5 += (~(top == y[:, None]).any(1)).sum().item()
             total += y.numel()
-    return {"loss": loss_sum / total, "error": 100.0 * wrong1 / total, "top5_error": 100.0 * wrong5 / total}
+    return {"loss": loss_sum / total, "error": 100.0 * wrong1 / total, "top5_error": 100.0 * wrong5 / total,
+            "images": total}
 
 
 def test_evaluation_reads_once_and_equals_reading_each_batch():
@@ -103,7 +104,7 @@ def test_evaluation_reads_once_and_equals_reading_each_batch():
     batches = [(torch.randn(n, 3, 32, 32, generator=gen), torch.randint(0, 10, (n,), generator=gen))
                for n in (16, 16, 7)]
     assert evaluate(model, batches, torch.device("cpu")) == _per_batch_reference(model, batches)
-    assert evaluate(model, [], torch.device("cpu")) == {"loss": 0.0, "error": 0.0, "top5_error": 0.0}
+    assert evaluate(model, [], torch.device("cpu")) == {"loss": 0.0, "error": 0.0, "top5_error": 0.0, "images": 0}
 
 
 def test_a_checkpoint_names_the_first_diverged_tensor():
