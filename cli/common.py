@@ -48,6 +48,14 @@ def guard(fn):
     return wrapper
 
 
+def say_warnings(net) -> None:
+    """The spec's warnings (what compiles but is most likely not meant), located, on stderr."""
+    from resdsl.errors import render_diagnostic
+
+    for message, span, hint in net.warnings():
+        click.echo(render_diagnostic("warning", message, span, hint, net.spec.sources.get(span.path)), err=True)
+
+
 def write_output(path: str, text: str | bytes) -> None:
     """Write a generated file: atomically where it is a regular file or new, through where it is a device or a
     pipe; a missing folder, a full disk or an unsuitable target is a clear error, not a traceback."""

@@ -11,7 +11,7 @@ import click
 from resdsl.cost import human
 from resdsl.errors import printable
 
-from .common import EXIT_SPEC, guard as _guard, write_output as _write_output
+from .common import EXIT_SPEC, guard as _guard, say_warnings, write_output as _write_output
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="resdsl", prog_name="resdsl")
@@ -148,8 +148,7 @@ def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, tr
         click.echo(_summary(net), file=info)
     from resdsl.errors import render_diagnostic
 
-    for message, span, hint in net.warnings():
-        click.echo(render_diagnostic("warning", message, span, hint, net.spec.sources.get(span.path)), err=True)
+    say_warnings(net)
     for e in net.expects:
         if not e.ok:
             click.echo(render_diagnostic("error", f"expect {e.what} {e.expected} does not hold: actual {e.actual}",

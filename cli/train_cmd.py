@@ -11,7 +11,7 @@ import click
 
 from resdsl.train.options import OPTIONS
 
-from .common import EXIT_SPEC, guard
+from .common import EXIT_SPEC, guard, say_warnings
 
 TRAIN_EXAMPLES = """\b
 Examples:
@@ -158,6 +158,7 @@ def _launch_seeds(spec: str, values: dict, settings, seed_runs: str) -> int:
             raise click.UsageError(f"--seeds runs one process per seed; it does not go with --{flag} (resume one "
                                    "seed's run with --resume OUT/seed-N)")
     net = compile_spec(spec)  # a bad spec is one message here, not one per seed
+    say_warnings(net)
     out = values["out"] or default_path("runs", net.name, dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
     click.echo(f"{len(values['seeds'])} runs of {net.name}, seeds {', '.join(map(str, values['seeds']))}, in {out}")
 
@@ -248,14 +249,14 @@ def _train_once(spec: str | None, values: dict, settings: list[str]) -> int:
     """One run of SPEC (None: the --resume run's own); its exit status (0, 1 for an error, 128 + the signal's
     number for a stop), the error said on stderr."""
     from resdsl import __version__
-    from resdsl.errors import Span, SpecError, render_diagnostic
+    from resdsl.errors import Span, SpecError
     from resdsl.recipes import recipe_with_settings
     from resdsl.train.cli import options_from
     from resdsl.train.loop import run_with_errors, train
 
     net, named = _compile(spec, values)
-    for message, span, hint in net.warnings():
-        click.echo(render_diagnostic("warning", message, span, hint, net.spec.sources.get(span.path)), err=True)
+    if not values.get("quiet") and os.environ.get("RANK", "0") == "0":  # --seeds and --nproc say it once
+        say_warnings(net)
     if net.recipe is None:
         raise SpecError("the spec names no training recipe", Span(net.spec.path, 1, 1), source=net.spec.source,
                         hint="add e.g. 'include \"recipes.res\"' and 'recipe cifar_resnet'")

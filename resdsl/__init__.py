@@ -26,7 +26,8 @@ def emit_python(spec) -> str:
 def draw(spec, view: str = "overview"):
     """A block diagram of a spec (path, name or CheckedNetwork) as a ``graphviz.Source`` (the `viz` extra), which a
     notebook shows inline and ``.render()`` writes; drawing it needs graphviz's `dot` program. ``view``: overview
-    ([R] Fig. 3), unit ([I] Fig. 2/4) or full (every operation), as `resdsl viz --view`."""
+    ([R] Fig. 3), unit ([I] Fig. 2/4) or full (every operation), as `resdsl viz --view`. Rendering is graphviz's
+    own, without the size and time limits `resdsl viz` sets."""
     from graphviz import Source
 
     from .backends import graphviz as gv

@@ -119,18 +119,33 @@ def locate(spec: str | os.PathLike) -> str:
     raise SpecError(f"no spec file or packaged spec named '{text}'", None, hint=_suggestion(text))
 
 
-def packaged_file(rel: str) -> str | None:
-    """The packaged file an `extends`/`include` path names when no file is there: a spec's name with or without
-    ``.res`` (``resnet20``, ``torchvision/resnet50.res``) or a packaged recipe file (``recipes.res``), so that a
-    packaged spec copied elsewhere still compiles. None where the packaged specs have no such file."""
-    parts = Path(rel).parts
-    if not parts or Path(rel).is_absolute() or ".." in parts:
+def packaged_file(name: str) -> str | None:
+    """The packaged file an `extends`/`include` names when no file is there: a packaged spec's or recipe file's
+    name, without .res, as the command line takes it (``resnet20``, ``torchvision/resnet50``, ``recipes``), so
+    that a spec copied out of the package can name its parents. A path (``resnet50.res``) is never read as a name:
+    which packaged file a copy's relative path meant cannot be told (specs/ and specs/torchvision/ both have a
+    resnet50.res). None where the packaged specs have no such file."""
+    parts = Path(name).parts
+    if not parts or name.endswith(SUFFIX) or Path(name).is_absolute() or ".." in parts:
         return None
     try:
-        path = specs_root() / (rel if rel.endswith(SUFFIX) else rel + SUFFIX)
-    except SpecError:  # no packaged specs at all: the reader reports the missing file
+        path = specs_root() / (name + SUFFIX)
+        return str(path) if path.is_file() else None
+    except (SpecError, OSError, ValueError):  # no packaged specs, a name too long for a path
         return None
-    return str(path) if path.is_file() else None
+
+
+def packaged_names_like(path: str) -> list[str]:
+    """The names of the packaged files (specs and recipe files) whose file name is ``path``'s, for a hint."""
+    base = os.path.basename(path)
+    if not base.endswith(SUFFIX):
+        return []
+    try:
+        root = specs_root()
+        found = [_name_of(p, root) for p in root.rglob("*" + SUFFIX) if p.name == base and p.is_file()]
+        return sorted(found, key=lambda n: (n.count("/"), n))  # the top folder's first
+    except (SpecError, OSError, ValueError):
+        return []
 
 
 def _missing_path(path: str) -> None:
@@ -163,4 +178,5 @@ def _suggestion(word: str) -> str:
     return f"did you mean {', '.join(close)}? {listing}" if close else listing
 
 
-__all__ = ["Entry", "PAPERS", "specs_root", "names", "entries", "source_of", "locate", "packaged_file", "close_names"]
+__all__ = ["Entry", "PAPERS", "specs_root", "names", "entries", "source_of", "locate", "packaged_file",
+           "packaged_names_like", "close_names"]

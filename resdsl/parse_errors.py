@@ -103,7 +103,7 @@ def _describe(term: str) -> list[str]:
     except KeyError:
         return [term.lower()]
     if pattern.type == "str":  # punctuation quoted: "one of: ',', end of line", not "one of: ,, end of line"
-        return [pattern.value if pattern.value.isalnum() else f"'{pattern.value}'"]
+        return [pattern.value if any(c.isalnum() for c in pattern.value) else f"'{pattern.value}'"]
     return [term.lower()]
 
 
@@ -118,7 +118,7 @@ def _expected_hint(text: str, offset: int, word: str | None, expected: set[str] 
         for w in _describe(term):
             if w not in words:
                 words.append(w)
-    words.sort(key=lambda w: (w.startswith(("a ", "an ", "end ")), w))
+    words.sort(key=lambda w: (w.startswith(("a ", "an ", "end ")), w.strip("'")))  # a quote does not sort
     hint = "expected " + (words[0] if len(words) == 1 else "one of: " + ", ".join(words))
     if word:
         plain = [w for w in words if " " not in w]

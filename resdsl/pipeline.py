@@ -104,10 +104,11 @@ class CheckedNetwork:
         return []
 
     def files(self) -> dict:
-        """config.json's ``spec_files``: the spec's path and the text of every file it was compiled from (itself,
-        the specs it extends, the recipe files it includes), so a run can be rebuilt as it was trained after its
+        """config.json's ``spec_files``: the spec's path, the text of every file it was compiled from (itself,
+        the specs it extends, the recipe files it includes) and the spellings that reached a file under another
+        path (resolve._Reading.aliases), so a run can be rebuilt as it was trained after its
         spec is edited, moved or replaced by a newer resdsl's (see compile_run)."""
-        return {"path": self.spec.path, "files": dict(self.spec.sources)}
+        return {"path": self.spec.path, "files": dict(self.spec.sources), "aliases": dict(self.spec.aliases)}
 
     def is_trained_from(self, config) -> bool | None:
         """Whether a run's config.json (``config``) records this spec's hash; None where it records none (a run
@@ -150,7 +151,7 @@ def compile_run(config: dict, where: str) -> tuple[str, CheckedNetwork]:
         if wrong:
             raise SpecError(f"{where}: config.json is damaged ({wrong}), so the network cannot be rebuilt", None)
         try:
-            net = check(resolve_path(saved["path"], saved["files"]))
+            net = check(resolve_path(saved["path"], saved["files"], saved.get("aliases")))
         except SpecError as err:
             err.notes.append(f"this text is the run's copy of its spec: {where}/config.json, spec_files")
             raise

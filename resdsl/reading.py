@@ -33,7 +33,11 @@ def recorded_text(recorded: dict[str, str], path: str, span: Span | None) -> str
     text = recorded.get(path)
     if not isinstance(text, str):
         raise SpecError(f"the run's record of its spec has no file '{path}'", span or Span(path, 1, 1),
-                        hint="config.json's spec_files was edited or cut short; give the spec file as well")
+                        hint="config.json's spec_files does not hold it: edited by hand, cut short, or written by "
+                             "another program")
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(f"the run's record of '{path}' is larger than {MAX_SPEC_BYTES} bytes; is it really a spec?",
+                        span or Span(path, 1, 1))
     return text
 
 

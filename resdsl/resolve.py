@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass, field
 
 from . import syntax as ast
-from .catalog import packaged_file
+from .catalog import packaged_file, packaged_names_like
 from .errors import Span, SpecError
 from .parse import parse_file, parse_text
 from .recipes import resolve_recipe
@@ -36,6 +36,7 @@ class ResolvedSpec:
     files: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
     reached: dict[str, tuple[Span, str]] = field(default_factory=dict)  # see _Reading
+    aliases: dict[str, str] = field(default_factory=dict)  # see _Reading
 
     def get(self, key: str):
         return self.settings.get(key)
@@ -50,20 +51,26 @@ class ResolvedSpec:
 class _Reading:
     """What one resolution has read: each file's text, the recipes of each included file (``memo``, by real path,
     so a file included many times is read once) and, for every file but the first, the `include` or `extends`
-    statement that reached it first and that statement's verb (``reached``). ``recorded``: the texts to read
-    instead of the files on disk (a run's record of its spec files)."""
+    statement that reached it first and that statement's verb (``reached``). ``aliases``: each spelling of an
+    `extends`/`include` that read a file under another path (a packaged file named by name; a file already read
+    under another spelling, as the memo finds by real path), to that path. ``recorded``: the texts to read instead
+    of the files on disk (a run's record of its spec files), whose ``aliases`` then stand for the disk's paths."""
 
     sources: dict[str, str]
     recorded: dict[str, str] | None = None
+    aliases: dict[str, str] = field(default_factory=dict)
+    first: dict[str, str] = field(default_factory=dict)  # by _key: the path a file was first read under
     memo: dict = field(default_factory=dict)
     reached: dict[str, tuple[Span, str]] = field(default_factory=dict)
 
 
-def resolve_path(path: str, recorded: dict[str, str] | None = None) -> ResolvedSpec:
+def resolve_path(path: str, recorded: dict[str, str] | None = None,
+                 aliases: dict[str, str] | None = None) -> ResolvedSpec:
     """Parse ``path`` and everything it extends or includes, and settle every setting; with ``recorded`` (path ->
-    text, as ``ResolvedSpec.sources`` holds them) the files' texts are taken from there instead of the disk."""
+    text, as ``ResolvedSpec.sources`` holds them, and ``aliases`` as ``ResolvedSpec.aliases``) the files' texts
+    are taken from there instead of the disk."""
     spec_file = parse_file(path, recorded=recorded)
-    return _resolve(spec_file, chain=(), recorded=recorded)
+    return _resolve(spec_file, chain=(), recorded=recorded, aliases=aliases)
 
 
 def resolve_text(text: str, path: str = "<spec>") -> ResolvedSpec:
@@ -88,32 +95,44 @@ def _located(err: SpecError, sources: dict[str, str], reached: dict[str, tuple[S
     return err
 
 
-def _resolve(spec_file: ast.SpecFile, chain: tuple[str, ...], recorded=None) -> ResolvedSpec:
-    reading = _Reading({spec_file.path: spec_file.source}, recorded=recorded)
+def _resolve(spec_file: ast.SpecFile, chain: tuple[str, ...], recorded=None, aliases=None) -> ResolvedSpec:
+    reading = _Reading({spec_file.path: spec_file.source}, recorded=recorded, aliases=dict(aliases or {}))
     try:
         resolved = _resolve_inner(spec_file, chain, reading)
         resolved.sources.update(reading.sources)
         resolved.reached.update(reading.reached)
+        resolved.aliases.update(reading.aliases)
         _settle(resolved)
     except SpecError as err:
         raise _located(err, reading.sources, reading.reached) from None
     return resolved
 
 
-def _child_path(base_file: str, rel: str, recorded: dict[str, str] | None = None) -> str:
-    """The file an `extends`/`include` of ``rel`` in ``base_file`` reads: relative to ``base_file``'s folder,
-    else, where nothing is there, the packaged spec or recipe file of that name (catalog.packaged_file). In a
-    run's record (``recorded``) the file it holds."""
+def _spelling(base_file: str, rel: str) -> str:
+    """The path an `extends`/`include` of ``rel`` in ``base_file`` names: relative to ``base_file``'s folder."""
     if os.path.isabs(rel):
         return rel
     base_dir = os.path.dirname(base_file) if base_file and not base_file.startswith("<") else ""
-    child = os.path.normpath(os.path.join(base_dir, rel)) if base_dir else os.path.normpath(rel)
-    if child in (recorded if recorded is not None else ()) or (recorded is None and os.path.lexists(child)):
+    return os.path.normpath(os.path.join(base_dir, rel)) if base_dir else os.path.normpath(rel)
+
+
+def _child_path(base_file: str, rel: str, reading: _Reading) -> str:
+    """The file an `extends`/`include` reads: the one it names, else, where nothing is there and ``rel`` is a
+    packaged spec's name (no .res: `extends "resnet20"`), the packaged file. Replaying a run's record, the path
+    the record's aliases give the spelling."""
+    child = _spelling(base_file, rel)
+    if reading.recorded is not None:
+        return reading.aliases.get(child, child)
+    if os.path.lexists(child):
         return child
     return packaged_file(rel) or child
 
 
-def _key(path: str) -> str:
+def _key(path: str, reading: _Reading) -> str:
+    """What identifies a file for cycles and the include memo: its real path on disk; in a replayed record,
+    where nothing is read from disk, the path it was first read under (the record's aliases lead there)."""
+    if reading.recorded is not None:
+        return reading.aliases.get(os.path.normpath(path), os.path.normpath(path))
     try:
         return os.path.realpath(path)
     except (OSError, ValueError):
@@ -121,21 +140,45 @@ def _key(path: str) -> str:
 
 
 def _load_child(stmt, spec_file: ast.SpecFile, chain, reading: _Reading, what: str) -> ast.SpecFile:
-    child = _child_path(spec_file.path, stmt.path, reading.recorded)
-    if _key(child) in chain or _key(child) == _key(spec_file.path):
-        names = " -> ".join(os.path.basename(c) for c in (*chain, _key(child)))
+    child = _child_path(spec_file.path, stmt.path, reading)
+    if _key(child, reading) in chain or _key(child, reading) == _key(spec_file.path, reading):
+        names = " -> ".join(os.path.basename(c) for c in (*chain, _key(child, reading)))
         verb = "extend" if what == "extends" else what
         raise SpecError(f"cyclic {what}: {names}", stmt.span, hint=f"a spec cannot {verb} itself, directly or not")
     if len(chain) >= MAX_CHAIN:
         raise SpecError(f"{what} chain deeper than {MAX_CHAIN} files", stmt.span)
+    if reading.recorded is None and not os.path.lexists(child):
+        _refuse_missing(stmt, child, what)
     reading.reached.setdefault(child, (stmt.span, "extended" if what == "extends" else "included"))
     parsed = parse_file(child, stmt.span, reading.recorded)
-    reading.sources[parsed.path] = parsed.source
+    _read(reading, _spelling(spec_file.path, stmt.path), parsed)
     return parsed
 
 
+def _read(reading: _Reading, spelling: str, parsed: ast.SpecFile) -> None:
+    """Keep a file's text under its path, and the spelling that reached it where that differs (a packaged file
+    reached by name): a run's record then replays every `extends`/`include` without looking at the disk."""
+    reading.sources[parsed.path] = parsed.source
+    reading.first.setdefault(_key(parsed.path, reading), parsed.path)
+    _alias(reading, spelling, parsed.path)
+
+
+def _alias(reading: _Reading, spelling: str, path: str) -> None:
+    if reading.recorded is None and spelling != path:
+        reading.aliases.setdefault(spelling, path)
+
+
+def _refuse_missing(stmt, child: str, what: str) -> None:
+    """A missing `extends`/`include` file: the reader's error, with the packaged files of that name as a hint."""
+    names = packaged_names_like(stmt.path)
+    if names:
+        verb = "extends" if what == "extends" else "include"
+        raise SpecError(f"cannot read spec '{child}': no such file", stmt.span,
+                        hint="packaged files are named without .res: " + " or ".join(f'{verb} "{n}"' for n in names))
+
+
 def _resolve_inner(spec_file: ast.SpecFile, chain: tuple[str, ...], reading: _Reading) -> ResolvedSpec:
-    chain = (*chain, _key(spec_file.path))
+    chain = (*chain, _key(spec_file.path, reading))
     own: dict[str, ast.Statement] = {}
     for stmt in spec_file.statements:
         key = _SINGULAR.get(type(stmt))
@@ -192,8 +235,9 @@ def _resolve_inner(spec_file: ast.SpecFile, chain: tuple[str, ...], reading: _Re
 
 def _included_recipes(stmt: ast.Include, parent: ast.SpecFile, chain, reading: _Reading) -> dict[str, ast.RecipeDef]:
     """The recipes an `include` statement brings in (read once per file and resolution)."""
-    key, memo = _key(_child_path(parent.path, stmt.path, reading.recorded)), reading.memo
+    key, memo = _key(_child_path(parent.path, stmt.path, reading), reading), reading.memo
     if key in memo and key not in chain:
+        _alias(reading, _spelling(parent.path, stmt.path), reading.first.get(key, key))  # for a run's record
         return memo[key]
     inc = _load_child(stmt, parent, chain, reading, "include")
     memo[key] = _recipes_of_include(inc, chain, reading)
@@ -206,7 +250,7 @@ def _recipes_of_include(inc: ast.SpecFile, chain, reading: _Reading) -> dict[str
         if isinstance(stmt, ast.RecipeDef):
             _add_recipe(out, stmt.name, stmt)
         elif isinstance(stmt, ast.Include):
-            for name, rdef in _included_recipes(stmt, inc, (*chain, _key(inc.path)), reading).items():
+            for name, rdef in _included_recipes(stmt, inc, (*chain, _key(inc.path, reading)), reading).items():
                 _add_recipe(out, name, rdef)
         else:
             raise SpecError("an included file may only define recipes (and include other recipe files)",

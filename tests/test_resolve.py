@@ -1,6 +1,8 @@
 """Extends, include and recipes: inheritance rules and their located errors."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import resdsl
@@ -54,24 +56,31 @@ def test_missing_parent_points_at_extends_line(write_spec):
     assert err.span.path == path and err.span.line == 8 and "no such file" in err.message
 
 
-def test_a_packaged_spec_copied_elsewhere_still_compiles(write_spec, tmp_path):
-    """Where nothing is beside the file, `extends`/`include` read the packaged spec or recipe file of that name:
-    a copy of specs/resnet20.res (`include "recipes.res"`) stopped at its include."""
+def test_a_spec_outside_the_package_names_packaged_parents_by_name(write_spec):
+    """`extends "resnet20"` / `include "recipes"`: packaged files by name (no .res), as the command line takes
+    them, where no file of that name is beside the spec. A path is never read as a packaged name (a copy of
+    specs/torchvision/resnet101.res extends "resnet50.res", torchvision's, which specs/ also has): a missing one
+    names the packaged files it may mean."""
     from conftest import ROOT
     from resdsl.catalog import specs_root
 
     copy = write_spec((ROOT / "specs" / "resnet20.res").read_text(), name="my20.res")
-    net = resdsl.compile_spec(copy)
+    err = _err(copy)
+    assert "cannot read spec" in err.message and err.hint == ('packaged files are named without .res: '
+                                                             'include "recipes" or include "family/recipes"')
+    net = resdsl.compile_spec(write_spec(Path(copy).read_text().replace('"recipes.res"', '"recipes"'),
+                                         name="my20.res"))
     assert net.params == 269_722 and net.recipe["lr"] == 0.1 and net.ok
     assert str(specs_root() / "recipes.res") in net.spec.sources
-    for parent in ("resnet20", "resnet20.res", "torchvision/resnet50"):
-        child = write_spec(f'extends "{parent}"\nnetwork mine\n', name="child.res")
-        assert resdsl.compile_spec(child).name == "mine"
-    mine = write_spec("recipe cifar_resnet {\n  lr 0.3\n}\n", name="recipes.res")  # a file there wins
-    assert _err(copy).span.path == mine  # (an incomplete recipe of its own, not the packaged one)
-    for escape in ("../specs/resnet20", str(ROOT / "specs" / "nope")):
-        path = write_spec(f'extends "{escape}"\n', name="esc.res")
-        assert "no such file" in _err(path).message
+    for parent, name in (("resnet20", "resnet20"), ("torchvision/resnet50", "resnet50")):
+        child = write_spec(f'extends "{parent}"\nexpect layers 50\n', name="child.res")
+        assert resdsl.compile_spec(child).name == name
+    err = _err(write_spec('extends "resnet50.res"\n', name="tv.res"))
+    assert 'extends "resnet50" or extends "torchvision/resnet50"' in err.hint
+    mine = write_spec("recipe cifar_resnet {\n  lr 0.3\n}\n", name="recipes")  # a file there wins
+    assert _err(write_spec(Path(copy).read_text().replace('"recipes.res"', '"recipes"'))).span.path == mine
+    for name in ("../specs/resnet20", str(ROOT / "specs" / "nope"), "x" * 5000):
+        assert "cannot read spec" in _err(write_spec(f'extends "{name}"\n', name="esc.res")).message
 
 
 def test_included_file_may_not_define_network(write_spec):
@@ -154,7 +163,8 @@ def test_file_included_many_times_is_read_once(write_spec, monkeypatch):
     path = write_spec(CIFAR20 + 'include "f0.res"\nrecipe small\n', **files)
     reads = []
     real = resolve.parse_file
-    monkeypatch.setattr(resolve, "parse_file", lambda p, span=None, recorded=None: reads.append(p) or real(p, span, recorded))
+    monkeypatch.setattr(resolve, "parse_file",
+                        lambda p, span=None, recorded=None: reads.append(p) or real(p, span, recorded))
     assert resdsl.compile_spec(path).recipe["batch"] == 64
     assert len(reads) == 16  # the spec and f0 ... f14
 

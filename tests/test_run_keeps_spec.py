@@ -127,3 +127,51 @@ def test_a_run_without_a_record_of_its_spec_is_rebuilt_from_the_file(tmp_path):
     spec.unlink()
     r = resdsl("eval", str(run), "--device", "cpu")
     assert r.returncode == 1 and "no such file" in r.stderr, r.stderr
+
+
+def _replayed(record: dict, monkeypatch, tmp_path) -> "object":
+    """compile_run of a record, from another working directory, with every file it names gone from the disk."""
+    from resdsl.pipeline import compile_run
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    return compile_run({"spec": "x", "spec_files": record}, "RUN")[1]
+
+
+def test_a_file_reached_by_two_spellings_replays_from_anywhere(tmp_path, monkeypatch):
+    """base.res by its absolute path and net.res beside it both include rec.res: 'sub/rec.res' was read once (the
+    include memo), so the record lacked the second spelling and a replay from another folder failed."""
+    import resdsl
+
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "rec.res").write_text(RECIPE)
+    (sub / "base.res").write_text(f'extends "{ROOT / "tests" / "specs" / "tiny.res"}"\ninclude "rec.res"\n')
+    (sub / "net.res").write_text(f'network net\nextends "{sub / "base.res"}"\ninclude "rec.res"\nrecipe quick\n')
+    monkeypatch.chdir(tmp_path)
+    net = resdsl.compile_spec("sub/net.res")
+    record = net.files()
+    shutil.rmtree(sub)
+    assert _replayed(record, monkeypatch, tmp_path).spec_hash() == net.spec_hash()
+
+
+def test_a_packaged_parent_named_by_a_spec_replays_on_another_install(tmp_path, monkeypatch):
+    """`include "recipes"` reads the packaged file; the record replays it from its own copy, whatever this
+    machine's packaged specs are (another venv, a wheel, another machine: here, none at all)."""
+    import resdsl
+    from resdsl import catalog
+    from resdsl.errors import SpecError
+
+    spec = tmp_path / "mine.res"
+    spec.write_text((ROOT / "specs" / "resnet20.res").read_text().replace('"recipes.res"', '"recipes"'))
+    net = resdsl.compile_spec(str(spec))
+    record = net.files()
+    assert record["aliases"] == {str(tmp_path / "recipes"): str(catalog.specs_root() / "recipes.res")}
+
+    def no_packaged_specs():
+        raise SpecError("no packaged specs here", None)
+
+    monkeypatch.setattr(catalog, "specs_root", no_packaged_specs)
+    spec.unlink()
+    assert _replayed(record, monkeypatch, tmp_path).spec_hash() == net.spec_hash()

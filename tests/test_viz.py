@@ -232,7 +232,8 @@ def _captions(dot: str) -> list[str]:
 def test_unit_captions_in_the_papers_words(at_root):
     """[I] Fig. 4's letter and words, [R] Table 1's notation with the units per stage; no generated class name."""
     dot = gv.unit_dot([(resdsl.compile_spec("specs/resnet110_bn_after_add.res"), "b")], typical_only=True)
-    assert _captions(dot) == ["b\\nFig. 4(b) BN after addition; identity shortcut\\nbasic [3x3, 16; 3x3, 16] x 18 (layer1)"
+    assert _captions(dot) == ["b\\nFig. 4(b) BN after addition; identity shortcut\\n"
+                              "basic [3x3, 16; 3x3, 16] x 18 (layer1)"
                               "\\n[3x3, 32; 3x3, 32] x 17 (layer2)\\n[3x3, 64; 3x3, 64] x 17 (layer3)"]
     net = resdsl.compile_spec("specs/resnet50.res")
     g = net.graph
@@ -271,8 +272,8 @@ def test_caption_details(at_root, tmp_path):
     more than four stages are summed up."""
     net = resdsl.compile_spec("specs/resnet110_preact.res")
     first = _captions(gv.unit_dot([(net, "p")], typical_only=False))[0]
-    assert first == "p\\nFig. 4(e) full pre-activation; identity shortcut\\nBN-ReLU before splitting into two paths\\n" \
-                    "basic [3x3, 16; 3x3, 16] x 1 (layer1)"
+    assert first == "p\\nFig. 4(e) full pre-activation; identity shortcut\\n" \
+                    "BN-ReLU before splitting into two paths\\nbasic [3x3, 16; 3x3, 16] x 1 (layer1)"
     plain = gv.unit_dot([(resdsl.compile_spec("specs/plain34.res"), "plain34")], typical_only=True)
     assert _captions(plain)[0].startswith("plain34\\nplain net: no shortcut\\nbasic [3x3, 64; 3x3, 64] x 3 (layer1)")
     spec = tmp_path / "six.res"

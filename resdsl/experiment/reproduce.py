@@ -64,9 +64,9 @@ def departures(exp: Experiment, options: dict) -> list[str]:
     words = []
     if options.get("data") and dataset_of(exp, options) != exp.dataset:
         words.append(f"on {options['data']}, not {exp.dataset}")
-    for key, unit in (("iters", "iterations"), ("epochs", "epochs")):
+    for key, unit in (("iters", "iteration"), ("epochs", "epoch")):
         if options.get(key):
-            words.append(f"{options[key]:,} {unit} a run, not its recipe's length")
+            words.append(f"{options[key]:,} {unit}{'' if options[key] == 1 else 's'} a run, not its recipe's length")
     for key, which in (("train_subset", "training"), ("test_subset", "test")):
         if options.get(key):
             words.append(f"only the first {options[key]:,} {which} images")

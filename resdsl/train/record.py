@@ -29,7 +29,7 @@ OPTIONS = {
 }
 # the spec's files as the run compiled them (pipeline.CheckedNetwork.files): path -> text (a path it lacks is
 # said when the spec is compiled)
-SPEC_FILES = {"path": TEXT, "files": TEXTS}
+SPEC_FILES = {"path": TEXT, "files": TEXTS, "aliases": (_OPTIONAL, TEXTS)}
 RECORD = {"recipe": RECIPE, "options": OPTIONS, "iterations": WHOLE, "spec_files": (_OPTIONAL, SPEC_FILES)}
 
 
