@@ -358,9 +358,11 @@ def _warn_if_trained_from_another_spec(net, spec: str, checkpoint: str) -> None:
     except (OSError, ValueError):
         return
     if net.is_trained_from(cfg) is False and cfg.get("spec_files") == net.files():
-        click.echo(f"resdsl: warning: this resdsl ({__version__}) compiles the spec {checkpoint} was trained from "
-                   f"(its copy in config.json) to another network or recipe than resdsl {cfg.get('resdsl', '?')} "
-                   "did, which trained it: evaluating the network as this version builds it", err=True)
+        why = ("config.json's copy of the spec no longer gives the network its spec hash records (edited or "
+               "damaged)" if cfg.get("resdsl") == __version__ else f"this resdsl ({__version__}) compiles the spec "
+               f"{checkpoint} was trained from (its copy in config.json) to another network or recipe than resdsl "
+               f"{cfg.get('resdsl', '?')} did, which trained it")
+        click.echo(f"resdsl: warning: {why}: evaluating the network as this version builds it", err=True)
     elif net.is_trained_from(cfg) is False:
         click.echo(f"resdsl: warning: {checkpoint} was trained from {cfg.get('spec', 'another spec')}; {spec} "
                    "describes another network or recipe (config.json's spec hash differs): evaluating the network "

@@ -59,8 +59,7 @@ class _Reading:
     sources: dict[str, str]
     recorded: dict[str, str] | None = None
     aliases: dict[str, str] = field(default_factory=dict)
-    first: dict[str, str] = field(default_factory=dict)  # by _key: the path a file was first read under
-    memo: dict = field(default_factory=dict)
+    memo: dict = field(default_factory=dict)  # by _key: (the path read, its recipes)
     reached: dict[str, tuple[Span, str]] = field(default_factory=dict)
 
 
@@ -131,8 +130,8 @@ def _child_path(base_file: str, rel: str, reading: _Reading) -> str:
 def _key(path: str, reading: _Reading) -> str:
     """What identifies a file for cycles and the include memo: its real path on disk; in a replayed record,
     where nothing is read from disk, the path it was first read under (the record's aliases lead there)."""
-    if reading.recorded is not None:
-        return reading.aliases.get(os.path.normpath(path), os.path.normpath(path))
+    if reading.recorded is not None:  # as recorded: normpath would take d/lnk/.. for d, as the disk did not
+        return reading.aliases.get(path, path)
     try:
         return os.path.realpath(path)
     except (OSError, ValueError):
@@ -159,7 +158,6 @@ def _read(reading: _Reading, spelling: str, parsed: ast.SpecFile) -> None:
     """Keep a file's text under its path, and the spelling that reached it where that differs (a packaged file
     reached by name): a run's record then replays every `extends`/`include` without looking at the disk."""
     reading.sources[parsed.path] = parsed.source
-    reading.first.setdefault(_key(parsed.path, reading), parsed.path)
     _alias(reading, spelling, parsed.path)
 
 
@@ -237,11 +235,12 @@ def _included_recipes(stmt: ast.Include, parent: ast.SpecFile, chain, reading: _
     """The recipes an `include` statement brings in (read once per file and resolution)."""
     key, memo = _key(_child_path(parent.path, stmt.path, reading), reading), reading.memo
     if key in memo and key not in chain:
-        _alias(reading, _spelling(parent.path, stmt.path), reading.first.get(key, key))  # for a run's record
-        return memo[key]
+        path, recipes = memo[key]
+        _alias(reading, _spelling(parent.path, stmt.path), path)  # the path whose reading the memo holds
+        return recipes
     inc = _load_child(stmt, parent, chain, reading, "include")
-    memo[key] = _recipes_of_include(inc, chain, reading)
-    return memo[key]
+    memo[key] = (inc.path, _recipes_of_include(inc, chain, reading))
+    return memo[key][1]
 
 
 def _recipes_of_include(inc: ast.SpecFile, chain, reading: _Reading) -> dict[str, ast.RecipeDef]:

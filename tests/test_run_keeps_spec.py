@@ -175,3 +175,65 @@ def test_a_packaged_parent_named_by_a_spec_replays_on_another_install(tmp_path, 
     monkeypatch.setattr(catalog, "specs_root", no_packaged_specs)
     spec.unlink()
     assert _replayed(record, monkeypatch, tmp_path).spec_hash() == net.spec_hash()
+
+
+def _recipe(name: str) -> str:
+    return RECIPE.replace("recipe quick", f"recipe {name}")
+
+
+
+BODY = 'extends "{tiny}"\nnetwork n\n'.format(tiny=ROOT / "tests" / "specs" / "tiny.res")
+
+
+def test_a_replay_keys_files_as_recorded_not_by_their_normal_form(tmp_path, monkeypatch):
+    """d/lnk/../common.res is other/common.res to the disk (lnk is a link into other/), while normpath makes it
+    d/common.res: keyed so, the replay took the second include for the first and lost recipe b."""
+    import resdsl
+
+    (tmp_path / "other" / "sub").mkdir(parents=True)
+    (tmp_path / "lnk").symlink_to(tmp_path / "other" / "sub")
+    (tmp_path / "common.res").write_text(_recipe("a"))
+    (tmp_path / "other" / "common.res").write_text(_recipe("b"))
+    (tmp_path / "net.res").write_text(BODY + f'include "{tmp_path}/common.res"\ninclude "{tmp_path}/lnk/../common.res"'
+                                             "\nrecipe b\n")
+    net = resdsl.compile_spec(str(tmp_path / "net.res"))
+    assert _replayed(net.files(), monkeypatch, tmp_path).spec_hash() == net.spec_hash()
+
+
+def test_an_include_memo_hit_is_recorded_as_the_reading_it_reuses(tmp_path, monkeypatch):
+    """Y/q.res is extended, then included as X/p.res (a link to it): the include's alias must lead to the file
+    as the memo read it there (X/p.res includes X/z.res), not to where `extends` first read it (Y/q.res, whose
+    z.res is Y/z.res)."""
+    import resdsl
+
+    for folder in ("X", "Y"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "Y" / "q.res").write_text('include "z.res"\n')
+    (tmp_path / "Y" / "z.res").write_text(_recipe("a"))
+    (tmp_path / "X" / "z.res").write_text(_recipe("b"))
+    (tmp_path / "X" / "p.res").symlink_to("../Y/q.res")
+    (tmp_path / "X" / "more.res").write_text('include "p.res"\n')
+    whole = "network n\ninput 3x32x32\nstem cifar 8\nunit basic\nshortcut A\nstages 8x1, 16x1 /2\nhead avgpool fc 10\n"
+    (tmp_path / "net.res").write_text('extends "Y/q.res"\n' + whole + 'include "X/p.res"\ninclude "X/more.res"\n'
+                                      "recipe b\n")
+    monkeypatch.chdir(tmp_path)
+    net = resdsl.compile_spec("net.res")
+    assert _replayed(net.files(), monkeypatch, tmp_path).spec_hash() == net.spec_hash()
+
+
+def test_a_hand_edited_record_is_said_to_be_one(tmp_path):
+    """Same resdsl, a record that no longer gives its hash: edited or damaged, not 'another version'; a path of
+    megabytes is cut in the message."""
+    run, _ = _stopped_run(tmp_path)
+    cfg = json.loads((run / "config.json").read_text())
+    files = cfg["spec_files"]["files"]
+    rec = next(p for p in files if p.endswith("rec.res"))
+    files[rec] = files[rec].replace("lr 0.05", "lr 0.3")
+    (run / "config.json").write_text(json.dumps(cfg))
+    r = resdsl("train", "--resume", str(run))
+    assert r.returncode == 1 and "config.json was edited or damaged" in r.stderr and "version" not in r.stderr
+    cfg["spec_files"]["aliases"] = {str(rec): "y" * 100_000}
+    files[rec] = files[rec].replace("lr 0.3", "lr 0.05")
+    (run / "config.json").write_text(json.dumps(cfg))
+    r = resdsl("eval", str(run))
+    assert r.returncode == 1 and "has no file 'yyy" in r.stderr and len(r.stderr) < 2000, r.stderr[:300]

@@ -61,24 +61,8 @@ def _resume_options(opts: RunOptions, saved: dict) -> dict:
         setattr(opts, key, old.get(key))
     opts.data_dir = opts.data_dir or old.get("data_dir")
     opts.extra_config = dict(opts.extra_config, run_id=saved.get("run_id"))  # its checkpoints keep the run's id
-    _check_same_spec(opts, saved)
+    rundir.check_same_spec(opts.resume, opts.extra_config, saved)
     return recipe
-
-
-def _check_same_spec(opts: RunOptions, saved: dict) -> None:
-    """A run resumes only with the network and recipe it was trained from (config.json's spec hash)."""
-    spec_hash, old_hash = opts.extra_config.get("spec_hash"), saved.get("spec_hash")
-    if not (spec_hash and old_hash and spec_hash != old_hash):
-        return
-    if saved.get("spec_files") and opts.extra_config.get("spec_files") == saved.get("spec_files"):
-        raise TrainingError(f"--resume {opts.resume}: this resdsl ({opts.extra_config.get('resdsl')}) compiles the "
-                            f"run's own spec (its copy in config.json) to another network or recipe than resdsl "
-                            f"{saved.get('resdsl')} did, which started the run; resume it with that version")
-    own = ("; to resume with the copy of its spec the run keeps, drop the SPEC argument" if saved.get("spec_files")
-           else ". Resume with the run's own spec")
-    raise TrainingError(f"--resume {opts.resume}: the spec {opts.extra_config.get('spec')} is not the one this run "
-                        f"was trained from ({saved.get('spec')}, recorded by its hash in config.json): the network "
-                        f"or its recipe differs{own}, or start a new run")
 
 
 def _check_seed(seed: int) -> int:

@@ -204,3 +204,23 @@ def write_config(path: str, config: dict) -> None:
 def _short(exc: Exception) -> str:
     text = " ".join(str(exc).split())
     return text[:200]
+
+
+def check_same_spec(resume: str, extra: dict, saved: dict) -> None:
+    """A run resumes only with the network and recipe it was trained from (config.json's spec hash); ``extra``:
+    what the resuming command records of its spec (RunOptions.extra_config)."""
+    spec_hash, old_hash = extra.get("spec_hash"), saved.get("spec_hash")
+    if not (spec_hash and old_hash and spec_hash != old_hash):
+        return
+    if saved.get("spec_files") and extra.get("spec_files") == saved.get("spec_files"):
+        version = extra.get("resdsl")
+        raise RunDirError(f"--resume {resume}: " + (
+            "the run's own copy of its spec in config.json no longer gives the network and recipe its spec hash "
+            "records: config.json was edited or damaged; start a new run" if saved.get("resdsl") == version else
+            f"this resdsl ({version}) compiles the run's own spec (its copy in config.json) to another network or "
+            f"recipe than resdsl {saved.get('resdsl')} did, which started the run; resume it with that version"))
+    own = ("; to resume with the copy of its spec the run keeps, drop the SPEC argument" if saved.get("spec_files")
+           else ". Resume with the run's own spec")
+    raise RunDirError(f"--resume {resume}: the spec {extra.get('spec')} is not the one this run was trained from "
+                      f"({saved.get('spec')}, recorded by its hash in config.json): the network or its recipe "
+                      f"differs{own}, or start a new run")
