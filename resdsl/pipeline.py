@@ -159,8 +159,9 @@ def compile_run(config: dict, where: str) -> tuple[str, CheckedNetwork]:
     path = config.get("spec_path")
     spec = path if isinstance(path, str) and os.path.isfile(path) else name if isinstance(name, str) else path
     if not isinstance(spec, str):
-        raise SpecError(f"{where}: config.json names no spec, so the network cannot be rebuilt; give the spec as "
-                        "well", None)
+        raise SpecError(f"{where}: config.json names no spec, so the network cannot be rebuilt", None,
+                        hint=f"name it yourself: resdsl train SPEC --resume {where}, or resdsl eval SPEC "
+                             f"--checkpoint {where}")
     return spec, compile_spec(spec)
 
 

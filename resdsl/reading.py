@@ -31,13 +31,12 @@ def read_spec_text(path: str, span: Span | None = None) -> str:
 def recorded_text(recorded: dict[str, str], path: str, span: Span | None) -> str:
     """The text of ``path`` in a run's record of its spec files (see pipeline.compile_run)."""
     text = recorded.get(path)
+    shown = path if len(path) <= 200 else path[:200] + "..."  # a hand-edited record's path can be any size
     if not isinstance(text, str):
-        shown = path if len(path) <= 200 else path[:200] + "..."  # a hand-edited record's path can be any size
         raise SpecError(f"the run's record of its spec has no file '{shown}'", span or Span(shown, 1, 1),
                         hint="config.json's spec_files does not hold it: edited by hand, cut short, or written by "
                              "another program")
     if len(text) > MAX_SPEC_BYTES:
-        shown = path if len(path) <= 200 else path[:200] + "..."
         raise SpecError(f"the run's record of '{shown}' is larger than {MAX_SPEC_BYTES} bytes; is it really a "
                         "spec?", span or Span(shown, 1, 1))
     return text

@@ -237,3 +237,14 @@ def test_a_hand_edited_record_is_said_to_be_one(tmp_path):
     (run / "config.json").write_text(json.dumps(cfg))
     r = resdsl("eval", str(run))
     assert r.returncode == 1 and "has no file 'yyy" in r.stderr and len(r.stderr) < 2000, r.stderr[:300]
+
+
+def test_a_record_that_names_no_spec_says_how_to_name_it(tmp_path):
+    run, _ = _stopped_run(tmp_path)
+    cfg = json.loads((run / "config.json").read_text())
+    for key in ("spec_files", "spec", "spec_path"):
+        del cfg[key]
+    (run / "config.json").write_text(json.dumps(cfg))
+    r = resdsl("eval", str(run))
+    assert r.returncode == 1 and "config.json names no spec" in r.stderr, r.stderr
+    assert f"hint: name it yourself: resdsl train SPEC --resume {run}" in r.stderr
