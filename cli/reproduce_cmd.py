@@ -70,7 +70,7 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     OUT/report.md, results.csv, results.json and the figures are written. Killed and restarted with the same
     command, finished runs are skipped and stopped ones resume exactly.
     """
-    from resdsl.experiment.reproduce import departures, launch, plan, plan_text, write_report
+    from resdsl.experiment.reproduce import departures, launch, plan, plan_text, setup_words, write_report
     from resdsl.experiment.runner import ExperimentRunError, check_record
 
     from .train_cmd import git_commit
@@ -93,8 +93,7 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     lines = plan(exp, out, options, seeds, estimate=not no_estimate)
     away = departures(exp, options)
     click.echo(f"{exp.source}: {exp.title} -> {out}\n"
-               + (f"not the paper's setup ({'; '.join(away)}): the report will not compare with its figures\n"
-                  if away else "") + plan_text(exp, lines, parallel))
+               + (setup_words(away) + "\n" if away else "") + plan_text(exp, lines, parallel))
     if dry_run:
         return
     slurm = {"slurm_partition": slurm_partition, "timeout_min": slurm_time, "gpus_per_node": slurm_gpus,

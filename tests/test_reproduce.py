@@ -37,6 +37,7 @@ def test_tiny_experiment_end_to_end(tmp_path):
     r = reproduce(TINY, *FAST, "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert "4 of 4 runs to do" in r.stdout
+    assert "not the paper's setup (3 iterations a run" in r.stdout  # the plan says it as the report does
     res = results(out)
     rows = {row["label"]: row for row in res["rows"]}
     assert set(rows) == {"plain-8", "ResNet-8"}

@@ -73,6 +73,11 @@ def departures(exp: Experiment, options: dict) -> list[str]:
     return words
 
 
+def setup_words(away: list[str]) -> str:
+    """The plan's and the report's sentence on runs that depart from the paper's setup (``departures``)."""
+    return f"not the paper's setup ({'; '.join(away)}): the paper's figures stand beside ours, not compared with them"
+
+
 def row_recipe(exp: Experiment, row, resolved) -> dict:
     """The row's recipe: its spec's with the row's `set` overrides applied as `resdsl train --set` applies them;
     a bad override is located at its `set` in the experiment file (not at `--set`, which the user never typed)."""
@@ -237,8 +242,7 @@ def _figures(exp: Experiment, by_row: dict, out: str, away: list[str]) -> list[s
 def _report_text(exp: Experiment, info: dict, figures: list[str]) -> str:
     """report.md: where and how the runs ran, the table beside the paper's, the statements, the figures."""
     away = info["departures"]
-    setup = [f"- not the paper's setup ({'; '.join(away)}): the paper's figures stand beside ours, not compared "
-             "with them", ""] if away else []
+    setup = [f"- {setup_words(away)}", ""] if away else []
     compared = "" if away else ", compared with our " + ", ".join(f"{v} for {k}" for k, v in report.OURS_FOR.items())
     return "\n".join([f"# {info['title']}", "", *setup, f"- command: `{info['command']}`",
                       f"- commit: {info['commit']}", f"- device: {info['device']}", f"- date: {info['date']}",
