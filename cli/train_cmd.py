@@ -287,21 +287,23 @@ def _train_once(spec: str | None, values: dict, settings: list[str]) -> int:
 @click.option("--test-subset", callback=lambda ctx, param, value: _subset(value), metavar="N|all",
               help="evaluate on the first N test images, or all of them (default: a run's own --test-subset, else "
                    "all)")
-@click.option("--test", type=click.Choice(["auto", "single-view", "10-crop"]), default="auto",
-              show_default=True, help="how to test, in the recipe's words: auto follows the recipe's `test` for image "
-                                      "folders and tests small in-memory images whole (single-view)")
+@click.option("--test", type=click.Choice(["auto", "single-view", "10-crop", "multi-scale"]), default="auto",
+              show_default=True, help="how to test, in the recipe's words (with the recipe's sizes where its `test` "
+                                      "is of that kind): auto follows the recipe's `test` for image folders and tests "
+                                      "small in-memory images whole (single-view)")
 @click.option("--view", "old_view", hidden=True, help="renamed --test")
 @click.option("--device", type=click.Choice(["auto", "cuda", "mps", "cpu"]), default="auto", show_default=True,
               help="where to evaluate: auto picks CUDA, then Apple MPS, then the CPU")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
-              help="images per evaluation batch (10-crop divides it by 10)")
+              help="images per evaluation batch (10-crop divides it by 10, multi-scale by 24)")
 @click.option("--no-download", is_flag=True, help="never download; fail if the data is not local")
 @guard
 def eval_cmd(target, checkpoint, data, data_dir, test_subset, test, old_view, device, batch_size,
              no_download) -> None:
     """Report top-1 and top-5 test error of a run directory, or of a SPEC's weights in --checkpoint."""
     if old_view is not None:
-        raise click.UsageError("--view is now --test, in the recipe's words: --test auto|single-view|10-crop")
+        raise click.UsageError("--view is now --test, in the recipe's words: --test "
+                               "auto|single-view|10-crop|multi-scale")
     from resdsl.pipeline import compile_run, compile_spec
     from resdsl.train import checkpoint as ckpt
     from resdsl.train.data import DataError

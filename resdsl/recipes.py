@@ -21,6 +21,7 @@ RECIPE_DEFAULTS = {
     "test": "single-view",
 }
 RECIPE_REQUIRED = ("lr", "batch", "length")
+MAX_TEST_SIDE = 4096  # a test view's shorter side or crop, in pixels
 
 
 def resolve_recipe(name: str, recipes: dict[str, ast.RecipeDef], span: Span) -> dict:
@@ -112,6 +113,7 @@ def _validate_recipe(r: dict, fields: dict[str, ast.RecipeField], default_span: 
             bad("augment", f"crop {aug['crop']} is larger than the shortest resized side {aug['min']}")
         if aug["kind"] == "random-resized-crop" and aug["size"] < 1:
             bad("augment", "crop size must be positive")
+    _validate_test(r["test"], lambda msg: bad("test", msg))
     if r["dataset"] is not None and r["dataset"] not in DATASETS:
         bad("dataset", f"unknown dataset '{r['dataset']}'", hint="known datasets: " + ", ".join(DATASETS))
     if r["split"] is not None and min(r["split"]) < 1:
@@ -119,6 +121,19 @@ def _validate_recipe(r: dict, fields: dict[str, ast.RecipeField], default_span: 
     for key in ("lr", "momentum", "weight_decay", "label_smoothing"):
         if not math.isfinite(r[key]):
             bad(key, f"{key} is not a finite number")
+
+
+def _validate_test(test, bad) -> None:
+    """A test view's sizes: a crop cut from a shorter side at least as long, scales each given once."""
+    if not isinstance(test, dict):
+        return
+    sides = [test["scale"], test["crop"]] if "crop" in test else test["scales"]
+    if not all(0 < n <= MAX_TEST_SIDE for n in sides):
+        bad(f"test sizes are between 1 and {MAX_TEST_SIDE} pixels")
+    if "crop" in test and test["crop"] > test["scale"]:
+        bad(f"the test crop {test['crop']} is larger than the shorter side {test['scale']} it is cut from")
+    if "scales" in test and len(set(sides)) < len(sides):
+        bad("a multi-scale test names a scale twice")
 
 
 # ---------------------------------------------------------------------------------------------

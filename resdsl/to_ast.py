@@ -327,8 +327,20 @@ _RECIPE_FIELDS = {
     "r_dataset": ("dataset", lambda c, path: str(c[0])),
     "r_split": ("split", lambda c, path: [int(c[0]), int(c[1])]),
     "r_label_smoothing": ("label_smoothing", lambda c, path: _check_number(c[0], path)),
-    "r_test": ("test", lambda c, path: str(c[0])),
+    "r_test": ("test", lambda c, path: _test_view(c)),
 }
+
+
+def _test_view(c) -> str | dict:
+    """A recipe's `test`: its name alone, or a table with its sizes (resdsl/train/views.py says why)."""
+    kind = str(c[0])
+    if len(c) == 1:
+        return kind
+    if kind == "multi-scale":
+        return {"view": kind, "scales": [int(n) for n in c[1:]]}
+    return {"view": kind, "scale": int(c[1]), "crop": int(c[2])}
+
+
 _AUGMENTATIONS = {
     "aug_pad_crop": lambda c: {"kind": "pad-crop", "padding": int(c[0])},
     "aug_flip": lambda c: {"kind": "flip"},

@@ -300,15 +300,15 @@ def test_image_folder_training_and_ten_crop_eval(tmp_path):
     assert cfg["dataset"]["shape"] == [3, 32, 32] and cfg["dataset"]["classes"] == 2 and cfg["iterations"] == 3
     r = resdsl("eval", "tests/specs/tiny_folder.res", "--checkpoint", str(out), "--data", str(tmp_path / "imgs"))
     assert r.returncode == 0, r.stderr
-    assert "(10-crop): top-1 error" in r.stdout  # the recipe's `test 10-crop`
+    assert "(10-crop, 32x32 of shorter side 37): top-1 error" in r.stdout  # the recipe's `test 10-crop`
     single = tmp_path / "single"  # a recipe that tests on a single view: eval follows it
     r = resdsl("train", "tests/specs/tiny_folder.res", "--data", str(tmp_path / "imgs"), "--workers", "0",
                "--device", "cpu", "--quiet", "--set", "test=single-view", "--out", str(single))
     assert r.returncode == 0, r.stderr[-3000:]
     r = resdsl("eval", str(single))
-    assert r.returncode == 0 and "(single view): top-1 error" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "(single view, 32x32 of shorter side 37): top-1 error" in r.stdout, r.stdout + r.stderr
     r = resdsl("eval", str(out), "--test", "single-view")  # the recipe's way overridden
-    assert r.returncode == 0 and "(single view): top-1 error" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "(single view, 32x32 of shorter side 37): top-1 error" in r.stdout, r.stdout + r.stderr
     r = resdsl("eval", str(out), "--view", "10-crop")
     assert r.returncode == 2 and "--view is now --test" in r.stderr
     # decoded and cut where the model is (on a GPU by nvJPEG; here the CPU): the same batches, the same run

@@ -16,11 +16,13 @@ import torch.nn.functional as F
 
 from . import stepping
 from .streams import thread_stream
+from .views import Views
 
 
 @torch.no_grad()
 def evaluate(model, batches, device, amp_dtype=None, channels_last=False) -> dict:
-    """Mean loss, top-1 and top-5 error (%) over ``batches`` of (x, y); a (B, K, C, H, W) x averages K crops.
+    """Mean loss, top-1 and top-5 error (%) over ``batches`` of (x, y); a (B, K, C, H, W) x averages the softmax
+    scores of K crops, a :class:`views.Views` those of each picture's scales.
     The per-batch sums stay on the device and are read once at the end (a read per batch would make the host wait
     for every batch's forward pass); they are added on the host in batch order, in double."""
     was_training = model.training
@@ -47,18 +49,22 @@ def _evaluated(model, batches, device, amp_dtype, channels_last, cache: bool = T
     (B, 2); None for both when there was no batch. ``cache=False`` turns off autocast's weight cache (for a CUDA
     graph)."""
     total, loss_sums, wrongs = 0, [], []
-    for x, y in batches:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        crops = x.dim() == 5
-        if crops:
-            b, k = x.shape[:2]
-            x = x.flatten(0, 1)
+
+    def forward(x):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None, cache_enabled=cache):
-            logits = model(x).float()
-        if crops:
-            logits = logits.view(b, k, -1).softmax(-1).mean(1).log()
+            return model(x).float()
+
+    for x, y in batches:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if isinstance(x, Views):  # several scales: each picture's mean softmax scores
+            logits = x.scores(forward)
+        elif x.dim() == 5:  # crops: the same
+            b, k = x.shape[:2]
+            logits = forward(x.flatten(0, 1)).view(b, k, -1).softmax(-1).mean(1).log()
+        else:
+            logits = forward(x)
         loss_sums.append(F.cross_entropy(logits, y, reduction="sum"))
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         wrongs.append(torch.stack([(top[:, 0] != y).sum(), (~(top == y[:, None]).any(1)).sum()]))

@@ -79,11 +79,12 @@ class FolderData:
         (a plain index means seed 0). ``encoded``: the files' bytes, for :func:`images.build_batch`."""
         return self._dataset("train", plan_from(augment, crop), encoded)
 
-    def test_dataset(self, crop: int, resize: int = 256, ten_crop: bool = False,
-                     encoded: bool = False) -> "FolderImages":
+    def test_dataset(self, crop: int, resize: int = 256, ten_crop: bool = False, encoded: bool = False,
+                     scales: tuple = ()) -> "FolderImages":
         """The test images: shorter side resized to ``resize``, then the center ``crop`` (a (C, H, W) tensor per
-        image) or, with ``ten_crop``, the four corners and the center and their mirror images ((10, C, H, W))."""
-        return self._dataset("test", EvalView(crop, resize, ten_crop), encoded)
+        image) or, with ``ten_crop``, the four corners and the center and their mirror images ((10, C, H, W)); or,
+        with ``scales``, each whole image at those shorter sides (a :class:`views.Views` per image)."""
+        return self._dataset("test", EvalView(crop, resize, ten_crop, tuple(scales)), encoded)
 
 
 class FolderImages(torch.utils.data.Dataset):
@@ -104,7 +105,8 @@ class FolderImages(torch.utils.data.Dataset):
         data = read_bytes(path)
         if self.encoded:  # the draw is made here, in a worker, off the thread that makes the batches
             return data, label, seed, path, draw(seed) if isinstance(self.view, Plan) else None
-        return make_batch([data], [path], [seed], self.view, "cpu")[0], label
+        x = make_batch([data], [path], [seed], self.view, "cpu")
+        return (x if getattr(self.view, "scales", ()) else x[0]), label  # a multi-scale test's views.Views
 
 
 def collate_encoded(items: list) -> tuple:

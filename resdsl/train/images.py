@@ -292,17 +292,20 @@ def _lighting(x: torch.Tensor, numbers: _Numbers) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class EvalView:
-    """How test pictures are cut: shorter side to ``resize``, then the center ``crop`` or ten crops."""
+    """How test pictures are cut: shorter side to ``resize``, then the center ``crop`` or ten crops; or, with
+    ``scales``, each whole picture at every one of those shorter sides (:mod:`views`' multi-scale test)."""
 
     crop: int
     resize: int
     ten_crop: bool = False
+    scales: tuple = ()
 
 
 def make_batch(datas: list[torch.Tensor], paths: list[str], seeds: list[int], view: Plan | EvalView,
                device, draws: list[Draw] | None = None) -> torch.Tensor:
     """The network's input from encoded files: decoded on ``device``, cut by the view (a training Plan with each
-    sample's seed, or a EvalView), finished as a batch. (B, 3, c, c), or (B, 10, 3, c, c) for ten test crops.
+    sample's seed, or a EvalView), finished as a batch. (B, 3, c, c), or (B, 10, 3, c, c) for ten test crops, or a
+    :class:`views.Views` for several scales.
     ``draws``: the seeds' :func:`draw`, when made already (by the DataLoader workers, off this thread).
     On a CUDA device the batch is made on the calling thread's data stream (:mod:`streams`), so :func:`decode`
     waits only for the previous batch's cuts, not for the training steps queued on the caller's stream."""
@@ -318,6 +321,10 @@ def build_batch(datas, paths, seeds, view, device, draws=None) -> torch.Tensor:
         draws = draws if draws is not None else [draw(s) for s in seeds]
         views = [(k, train_box(view, d, p.shape[1], p.shape[2])) for k, (d, p) in enumerate(zip(draws, pictures))]
         return finish(cut_views(pictures, views), view, draws)
+    if view.scales:
+        from .views import scaled_views  # which imports this module
+
+        return scaled_views(pictures, view.scales)
     views = [(k, b) for k, p in enumerate(pictures)
              for b in test_boxes(p.shape[1], p.shape[2], view.crop, view.resize, view.ten_crop)]
     x = finish(cut_views(pictures, views), None, None)

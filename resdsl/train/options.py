@@ -100,7 +100,8 @@ OPTIONS = (
     Option("--no-download", "never download; fail if the data is not local", "data", is_flag=True),
     Option("--train-subset", "train on the first N training images only", "data", positive_int, "N"),
     Option("--test-subset", "evaluate on the first N test images only", "data", positive_int, "N"),
-    Option("--workers", "DataLoader worker processes for image folders", "data", count, "N", default=4),
+    Option("--workers", "DataLoader worker processes for image folders (default: 4, or the cores this process may "
+           "use where fewer)", "data", count, "N"),
     Option("--decode", "image folders: where pictures are decoded and cut; auto (the default) is the GPU on a CUDA "
            "device (JPEGs by nvJPEG in batches, the workers only read files), the workers elsewhere", "data",
            choices=("auto", "workers", "device"), default="auto"),

@@ -8,6 +8,7 @@ import math
 
 NUMBER, WHOLE, TEXT, FLAG = "a number", "a whole number", "a text", "true or false"
 TEXTS = "a table of texts"  # {text: text, ...}
+VIEW = "a test view's name or table"  # views.view_of: "10-crop", {"view": "multi-scale", "scales": [...]}
 _OPTIONAL = object()  # marks a kind that may also be null
 
 # the recipe as the trainer ran it (effective_recipe); its own rules (lr > 0, ...) were checked when it started.
@@ -18,7 +19,7 @@ RECIPE = {
                  "patience": (_OPTIONAL, WHOLE)},
     "warmup": (_OPTIONAL, {"lr": NUMBER, "length": (_OPTIONAL, WHOLE), "until_error": (_OPTIONAL, NUMBER)}),
     "length": {"value": WHOLE, "unit": TEXT}, "nesterov": (_OPTIONAL, FLAG), "augment": (_OPTIONAL, [dict]),
-    "normalize": (_OPTIONAL, TEXT), "label_smoothing": (_OPTIONAL, NUMBER), "test": (_OPTIONAL, TEXT),
+    "normalize": (_OPTIONAL, TEXT), "label_smoothing": (_OPTIONAL, NUMBER), "test": (_OPTIONAL, VIEW),
 }
 # the options a resumed run takes from its record (loop.RESUMED_OPTIONS and data_dir)
 OPTIONS = {
@@ -61,6 +62,8 @@ def _is(value, kind: str) -> bool:
         return isinstance(value, bool)
     if kind == TEXT:
         return isinstance(value, str)
+    if kind == VIEW:
+        return isinstance(value, (str, dict))
     if kind == TEXTS:
         return isinstance(value, dict) and all(isinstance(text, str) for text in value.values())
     if isinstance(value, bool):  # JSON's true is no number

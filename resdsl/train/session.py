@@ -20,6 +20,7 @@ from .options import MAX_LR
 from .schedule import LRSchedule, from_recipe
 from .steps import seed_for
 from .streams import prepared, thread_stream, to_device
+from .views import batch_pictures, collate_views, eval_view, named, view_of, words
 
 
 class TrainingError(Exception):
@@ -62,7 +63,7 @@ class RunOptions:
     checkpoint_every: int | None = None
     quiet: bool = False
     sync_bn: bool = False
-    workers: int = 4
+    workers: int | None = None  # DataLoader workers for image folders; None: loader_workers()'s default
     decode: str | None = "auto"  # image folders: auto (device on CUDA), device, workers
     download: bool = True
     name: str = "run"
@@ -123,13 +124,22 @@ def decodes_on_device(opts: RunOptions, device: torch.device) -> bool:
     return device.type == "cuda" if choice == "auto" else choice == "device"
 
 
+def loader_workers(opts: RunOptions) -> int:
+    """``--workers``, by default 4, or the cores this process may use where fewer (more workers than cores only
+    compete, and PyTorch's DataLoader warns of them)."""
+    if opts.workers is not None:
+        return opts.workers
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(4, cores)
+
+
 def _folder_batches(ds, opts: RunOptions, device, on_device: bool, role: str, **loader):
     """(x, y) batches of a folder dataset through a DataLoader whose workers decode the pictures, or only read the
     files (and make each sample's draw) while the batches are decoded and cut on ``device`` (``on_device``), one
     batch ahead in a thread of their own (:class:`ahead.Ahead`), on this thread's data stream for ``role``."""
+    loader.setdefault("collate_fn", collate_encoded if on_device else None)
     batches = worker_errors_unwrapped(torch.utils.data.DataLoader(
-        ds, num_workers=opts.workers, pin_memory=torch.cuda.is_available() and not on_device,
-        collate_fn=collate_encoded if on_device else None, **loader))
+        ds, num_workers=loader_workers(opts), pin_memory=torch.cuda.is_available() and not on_device, **loader))
     if not on_device:
         return batches
     stream = thread_stream(device, role)  # taken here, in the thread that uses the batches (see streams.py)
@@ -142,13 +152,17 @@ def _folder_batches(ds, opts: RunOptions, device, on_device: bool, role: str, **
     return Ahead(batches, make, device)
 
 
-def test_batches(data, pipeline, opts, batch_size, ten_crop=False, device=None):
+def test_batches(data, pipeline, opts, batch_size, test=None, device=None):
+    """The test set's (x, y) batches: an in-memory set's whole images, a folder's pictures as the :func:`views.view_of`
+    table ``test`` says (default: a single view)."""
     if isinstance(data, InMemoryData):
         return pipeline.test_batches(batch_size)
+    view = eval_view(test or view_of(None), data.shape[1])
     on_device = device is not None and decodes_on_device(opts, device)
-    ds = data.test_dataset(crop=data.shape[1], resize=round(data.shape[1] * 256 / 224), ten_crop=ten_crop,
-                           encoded=on_device)
-    return _folder_batches(ds, opts, device, on_device, "test", batch_size=batch_size, shuffle=False)
+    ds = data.test_dataset(crop=view.crop, resize=view.resize, ten_crop=view.ten_crop, encoded=on_device,
+                           scales=view.scales)
+    collate = {"collate_fn": collate_views} if view.scales and not on_device else {}
+    return _folder_batches(ds, opts, device, on_device, "test", batch_size=batch_size, shuffle=False, **collate)
 
 
 class _EpochBatches:
@@ -317,35 +331,37 @@ def prepare(model_fn: Callable, recipe: dict, opts: RunOptions, rank: int = 0, w
                    iters_per_epoch, total, eval_every, opts.checkpoint_every or eval_every, rank, world)
 
 
-def tests_ten_crops(test: str, recipe: dict, folder: bool) -> bool:
-    """Whether a checkpoint is tested on ten crops: ``--test 10-crop`` or ``single-view``, or ``auto``: the recipe's
-    ``test`` (10-crop in [R]'s ImageNet recipe, single-view in [I]'s), which only image folders can follow (small
-    in-memory images are tested whole)."""
+def test_view(test: str, recipe: dict, folder: bool) -> dict:
+    """How a checkpoint is tested (a :func:`views.view_of` table): ``--test`` ``single-view``, ``10-crop`` or
+    ``multi-scale`` (with the recipe's sizes where its ``test`` is of that kind), or ``auto``: the recipe's ``test``
+    (10-crop in [R]'s ImageNet recipe, single-view in [I]'s), which only image folders can follow (small in-memory
+    images are tested whole)."""
     if test == "auto":
-        return folder and recipe.get("test") == "10-crop"
-    return test == "10-crop"
+        return view_of(recipe.get("test") if folder else None)
+    return named(test, recipe.get("test"))
 
 
 def evaluate_checkpoint(model_fn: Callable, state: dict, path: str, recipe: dict, opts: RunOptions, test: str,
                         batch_size: int) -> tuple[str, dict]:
     """Top-1/top-5 error of a checkpoint's weights on the test set its recipe trained beside (``resdsl eval``);
-    returns the views used ("single view" or "10-crop") and the result."""
+    returns the views used in words (:func:`views.words`) and the result."""
     from . import checkpoint as ckpt
 
     device, _ = setup_device(opts, 1)
     data = load_data(recipe, opts)
+    view = test_view(test, recipe, isinstance(data, FolderData))
+    if view != view_of(None) and not isinstance(data, FolderData):
+        raise TrainingError(f"{view['view']} testing needs an image-folder dataset (small in-memory images are "
+                            "tested whole)")
     model = model_fn(data.shape, data.num_classes)
     ckpt.load_weights(model, state["model"], path)
     model.to(device)
-    ten = tests_ten_crops(test, recipe, isinstance(data, FolderData))
-    if ten and not isinstance(data, FolderData):
-        raise TrainingError("10-crop testing needs an image-folder dataset")
     pipeline = None
     if isinstance(data, InMemoryData):
         data = data.to(device)
         pipeline = BatchPipeline(data, recipe.get("normalize", "none"), [])
         if state.get("normalization"):
             pipeline.load_stats(state["normalization"])
-    batches = test_batches(data, pipeline, opts, max(1, batch_size // (10 if ten else 1)), ten_crop=ten,
-                           device=device)
-    return ("10-crop" if ten else "single view"), evaluate(model, batches, device)
+    batches = test_batches(data, pipeline, opts, batch_pictures(view, batch_size), test=view, device=device)
+    views = words(view, data.shape[1]) if isinstance(data, FolderData) else "single view"
+    return views, evaluate(model, batches, device)

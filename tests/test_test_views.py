@@ -1,0 +1,155 @@
+"""The papers' test views on image folders (resdsl/train/views.py): [R]'s fully-convolutional multi-scale test and
+[I]'s larger single crop, against references written here with torchvision's own transforms; the recipe's `test`
+words and their checks."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.io import decode_image
+from torchvision.transforms.v2 import functional as TF
+
+from resdsl import compile_spec
+from resdsl.backends.torch_module import build_model
+from resdsl.errors import SpecError
+from resdsl.train.data import load_dataset
+from resdsl.train.evaluation import evaluate
+from resdsl.train.images import IMAGENET_MEAN, IMAGENET_STD, make_batch
+from resdsl.train import session
+from resdsl.train.views import Views, view_of
+from test_train_data import make_folder
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = str(ROOT / "tests" / "specs" / "tiny_folder.res")
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return build_model(compile_spec(TINY), num_classes=2, in_channels=3, input_size=(32, 32)).eval()
+
+
+def normalised(picture: torch.Tensor) -> torch.Tensor:
+    x = picture.float().div(255)
+    return TF.normalize(x, list(IMAGENET_MEAN), list(IMAGENET_STD))
+
+
+def reference(model, folder: Path, views) -> dict:
+    """Loss and top-1 error, each picture's softmax scores averaged over ``views(picture)`` (a list of tensors)."""
+    losses, wrong, n = [], 0, 0
+    for label, name in enumerate(("cat", "dog")):
+        for path in sorted((folder / "val" / name).iterdir()):
+            picture = decode_image(str(path), mode="RGB")
+            with torch.no_grad():
+                scores = torch.stack([model(v[None]).softmax(-1)[0] for v in views(picture)]).mean(0).log()
+            losses.append(F.nll_loss(scores[None], torch.tensor([label])).item())
+            wrong += int(scores.argmax().item() != label)
+            n += 1
+    return {"loss": sum(losses) / n, "error": 100.0 * wrong / n}
+
+
+def ours(model, folder: Path, test) -> dict:
+    data = load_dataset(str(folder))
+    data.shape = (3, 32, 32)
+    batches = session.test_batches(data, None, session.RunOptions(workers=0), 3, test=view_of(test), device=torch.device("cpu"))
+    return evaluate(model, batches, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imgs")
+    make_folder(root, per_class=3, size=(48, 40))  # 4:3 pictures, PNG and JPEG
+    rng = np.random.default_rng(5)
+    for name in ("cat", "dog"):  # and one 3:5 each
+        Image.fromarray(rng.integers(0, 255, (50, 30, 3), dtype=np.uint8)).save(root / "val" / name / "tall.png")
+    return root
+
+
+def test_multi_scale_averages_the_whole_pictures_scores_at_every_scale(folder):
+    """[R] Table 4's test: each whole picture resized to each shorter side, its softmax scores averaged."""
+    model, scales = tiny_model(), (32, 40, 56)
+
+    def views(picture):
+        return [normalised(TF.resize(picture, [s], antialias=True)) for s in scales]
+
+    want = reference(model, folder, views)
+    got = ours(model, folder, {"view": "multi-scale", "scales": list(scales)})
+    assert got["images"] == 8 and got["error"] == want["error"]
+    assert got["loss"] == pytest.approx(want["loss"], abs=1e-5)
+    # without sizes, [R]'s scales {224, 256, 384, 480, 640} for this 32-pixel network: 32, 37, 55, 69, 91
+    paper = [round(s * 32 / 224) for s in (224, 256, 384, 480, 640)]
+    want = reference(model, folder, lambda p: [normalised(TF.resize(p, [s], antialias=True)) for s in paper])
+    assert ours(model, folder, "multi-scale")["loss"] == pytest.approx(want["loss"], abs=1e-5)
+
+
+def test_a_larger_single_crop_is_torchvisions_resize_and_center_crop(folder):
+    """[I] Table 5's "single 320x320 crop from s = 320", here 40x40 from 40 on a 32-pixel network."""
+    model = tiny_model()
+    want = reference(model, folder, lambda p: [normalised(TF.center_crop(TF.resize(p, [40], antialias=True), 40))])
+    got = ours(model, folder, {"view": "single-view", "scale": 40, "crop": 40})
+    assert got["loss"] == pytest.approx(want["loss"], abs=1e-5) and got["error"] == want["error"]
+
+
+def test_multi_scale_batches_are_the_same_from_workers_and_where_the_model_is(folder):
+    """The same views, decoded and resized one picture at a time in a DataLoader worker, or as a batch where the
+    model is (on a GPU after nvJPEG; here the CPU)."""
+    data = load_dataset(str(folder))
+    one, encoded = (data.test_dataset(32, 37, scales=(32, 48), encoded=e) for e in (False, True))
+    items = [encoded[i] for i in range(len(encoded))]
+    batch = make_batch([i[0] for i in items], [i[3] for i in items], [0] * len(items), encoded.view, "cpu")
+    assert isinstance(batch, Views) and batch.pictures == 8 and batch.per_picture == 2
+    assert sorted(len(index) for index, _ in batch.groups) == [2, 2, 6, 6]  # 4:3 and 3:5 pictures, two scales
+    model = tiny_model()
+    with torch.no_grad():
+        together = batch.scores(model)
+        alone = torch.cat([one[i][0].scores(model) for i in range(len(one))])
+    assert torch.allclose(together, alone, atol=1e-6)
+
+
+def test_eval_says_the_view_and_refuses_it_for_in_memory_images(tmp_path, folder):
+    run = tmp_path / "run"
+    train = [sys.executable, "-m", "resdsl_cli.main", "train", TINY, "--data", str(folder), "--workers", "0",
+             "--device", "cpu", "--quiet", "--set", "test=multi-scale 32, 48", "--out", str(run)]
+    r = subprocess.run(train, capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((run / "config.json").read_text())["recipe"]["test"] == {"view": "multi-scale",
+                                                                               "scales": [32, 48]}
+    r = subprocess.run([sys.executable, "-m", "resdsl_cli.main", "eval", str(run)], capture_output=True, text=True)
+    assert r.returncode == 0 and "(multi-scale, fully convolutional, shorter side 32, 48): top-1" in r.stdout, r
+    r = subprocess.run([sys.executable, "-m", "resdsl_cli.main", "eval", str(run), "--test", "10-crop"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "(10-crop, 32x32 of shorter side 37): top-1" in r.stdout, r
+    r = subprocess.run([sys.executable, "-m", "resdsl_cli.main", "eval", "tests/specs/tiny.res", "--checkpoint",
+                        str(run), "--data", "synthetic", "--test", "multi-scale"], capture_output=True, text=True,
+                       cwd=ROOT)
+    assert r.returncode == 1 and "multi-scale testing needs an image-folder dataset" in r.stderr, r
+
+
+RECIPE = 'extends "resnet50"\nnetwork t\nrecipe r\nrecipe r extends imagenet_resnet {{\n  test {}\n}}\n'
+
+
+@pytest.mark.parametrize("words, value", [
+    ("10-crop", "10-crop"),
+    ("multi-scale", "multi-scale"),
+    ("multi-scale 224, 256, 384, 480, 640", {"view": "multi-scale", "scales": [224, 256, 384, 480, 640]}),
+    ("single-view scale 320 crop 320", {"view": "single-view", "scale": 320, "crop": 320}),
+    ("10-crop scale 288 crop 256", {"view": "10-crop", "scale": 288, "crop": 256}),
+])
+def test_recipe_test_words(words, value):
+    """A view without sizes stays its name (recipes, and so spec hashes, of earlier versions are unchanged)."""
+    assert compile_spec(text=RECIPE.format(words)).recipe["test"] == value
+
+
+@pytest.mark.parametrize("words, message", [
+    ("single-view scale 256 crop 320", "the test crop 320 is larger than the shorter side 256"),
+    ("multi-scale 224, 256, 224", "names a scale twice"),
+    ("multi-scale 0, 256", "between 1 and 4096 pixels"),
+])
+def test_recipe_test_sizes_are_checked_where_written(words, message):
+    with pytest.raises(SpecError, match=message) as err:
+        compile_spec(text=RECIPE.format(words))
+    assert err.value.span.line == 5
