@@ -52,6 +52,8 @@ def _positive(ctx, param, value):
               help="every run: the first N training images")
 @click.option("--test-subset", type=int, callback=_positive, metavar="N", help="every run: the first N test images")
 @click.option("--device", type=click.Choice(["auto", "cuda", "mps", "cpu"]), help="every run's device")
+@click.option("--workers", type=click.IntRange(min=0), metavar="N", help="image folders: every run's DataLoader "
+              "workers (default: 4, or the cores where fewer; a restart may give another number)")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "none"]), help="every run's precision")
 @click.option("--deterministic", is_flag=True, help="every run: deterministic algorithms")
 @click.option("--slurm-partition", help="slurm: the partition")
@@ -60,7 +62,7 @@ def _positive(ctx, param, value):
 @click.option("--slurm-gpus", type=int, default=1, show_default=True, help="slurm: GPUs per job")
 @guard
 def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry_run, no_estimate, launcher, parallel,
-                  iters, epochs, train_subset, test_subset, device, amp, deterministic, slurm_partition,
+                  iters, epochs, train_subset, test_subset, device, workers, amp, deterministic, slurm_partition,
                   slurm_time, slurm_gpus):
     """Reproduce a paper's table or figure: every row's runs, then a report beside the paper's numbers.
 
@@ -77,8 +79,8 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
 
     exp = _experiment(experiment, rows, data)
     options = {"data": data, "data_dir": data_dir, "iters": iters, "epochs": epochs, "train_subset": train_subset,
-               "test_subset": test_subset, "device": device, "amp": amp, "no_download": no_download,
-               "deterministic": deterministic}
+               "test_subset": test_subset, "device": device, "workers": workers, "amp": amp,
+               "no_download": no_download, "deterministic": deterministic}
     if iters and epochs:
         raise click.UsageError("give --iters or --epochs, not both")
     out = out or os.path.join("runs", exp.name + (f"-{os.path.basename(os.path.normpath(data))}" if data else ""))

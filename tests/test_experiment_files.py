@@ -86,10 +86,9 @@ ANCHORS = {
         "ResNet-164 [ours]": "| CIFAR-100 | ResNet-164 [ours] (1.7M) | {median:.2f} |",
         "ResNet-1001 [ours]": "| CIFAR-100 | ResNet-1001 [ours] (10.2M) | {median:.2f} ({mean:.2f} +- {std:.2f}) |"}),
     "i-table5": ("[I] Table 5, ILSVRC 2012 validation, single crop", {
-        label: f"| {label} | scale | 224x224 | {crop} | {{error:.1f}} | {{top5:.1f}} |" for label, crop in (
-            ("ResNet-152, original Residual Unit", "224x224"),  # the row of [I]'s test on resdsl's single view
-            ("ResNet-152, pre-act Residual Unit", "320x320"), ("ResNet-200, original Residual Unit", "320x320"),
-            ("ResNet-200, pre-act Residual Unit", "320x320"))}),
+        label: f"| {label} | scale | 224x224 | 320x320 | {{error:.1f}} | {{top5:.1f}} |" for label in (
+            "ResNet-152, original Residual Unit", "ResNet-152, pre-act Residual Unit",
+            "ResNet-200, original Residual Unit", "ResNet-200, pre-act Residual Unit")}),
 }
 _PART = re.compile(r"\{(\w+):(\.\d+f)\}|<cell>|<num>")
 
@@ -157,6 +156,22 @@ def test_specs_resolve_to_the_experiments_dataset(shipped):
         assert found == locate_spec(row.spec), row
         recipe = recipe_with_settings(resolve_path(found), list(row.overrides))
         assert recipe["dataset"] == shipped.dataset, (row.label, recipe["dataset"])
+
+
+# how each ImageNet table tests (the rows' recipes' `test`, which each run's final test follows): [R] 3.4's
+# 10-crop for comparisons (Tables 2 and 3) and its fully-convolutional multi-scale test for best results (Table 4),
+# [I] Table 5's "single 320x320 crop from s = 320"
+PAPER_VIEWS = {"r-table2": "10-crop", "r-table3": "10-crop",
+               "r-table4": {"view": "multi-scale", "scales": [224, 256, 384, 480, 640]},
+               "i-table5": {"view": "single-view", "scale": 320, "crop": 320}}
+
+
+def test_imagenet_rows_are_tested_as_the_paper_tests_them(shipped):
+    if shipped.dataset != "imagenet":
+        return
+    for row in shipped.rows:
+        recipe = recipe_with_settings(resolve_path(spec_path(row.spec, ROOT / "experiments")), list(row.overrides))
+        assert recipe["test"] == PAPER_VIEWS[shipped.name], row.label
 
 
 def test_figures_draw_rows_of_the_file(shipped):

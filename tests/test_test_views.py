@@ -153,3 +153,24 @@ def test_recipe_test_sizes_are_checked_where_written(words, message):
     with pytest.raises(SpecError, match=message) as err:
         compile_spec(text=RECIPE.format(words))
     assert err.value.span.line == 5
+
+
+def test_reproduce_reports_each_runs_final_test_in_its_recipes_view(tmp_path, folder):
+    """[R] Table 3's errors are 10-crop: an experiment's runs end with that test (final-test.json), the report takes
+    its figures, top-5 too, and says how they were tested; a run stopped before its final test is resumed to it."""
+    out = tmp_path / "exp"
+    cmd = [sys.executable, "-m", "resdsl_cli.main", "reproduce", "tests/experiments/tiny_folder.exp", "--data",
+           str(folder), "--iters", "2", "--device", "cpu", "--workers", "0", "--no-estimate", "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    tested = json.loads((out / "tiny" / "seed-0" / "final-test.json").read_text())
+    assert tested["view"] == "10-crop, 32x32 of shorter side 37" and tested["images"] == 8
+    row = json.loads((out / "results.json").read_text())["rows"][0]
+    assert row["test_errors"] == [tested["test_error"]] and row["top5_mean"] == tested["test_top5_error"]
+    assert row["views"] == ["10-crop, 32x32 of shorter side 37"]
+    report = (out / "report.md").read_text()
+    assert "top-5 %: mean |" in report and "tested 10-crop, 32x32 of shorter side 37 (final-test.json)" in report
+    (out / "tiny" / "seed-0" / "final-test.json").unlink()  # as if killed after the last checkpoint
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and "1 of 1 runs to do" in r.stdout, r.stdout + r.stderr[-2000:]
+    assert json.loads((out / "tiny" / "seed-0" / "final-test.json").read_text()) == tested

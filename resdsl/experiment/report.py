@@ -12,8 +12,11 @@ import os
 import statistics
 
 from .model import Experiment, Row
-from .runner import Job, last_row
+from .runner import Job, final_row, last_row
 
+# the test of a run without a final test in its recipe's view (resdsl/train/final.py): its last evaluation, on the
+# whole test images of an in-memory dataset or an image folder's single center crops
+LAST_EVALUATION = "the last evaluation"
 # how a paper's convention is matched by our seeds: the statistic compared with its headline figure
 OURS_FOR = {"single": "mean", "median": "median", "best-mean-std": "mean"}
 
@@ -21,15 +24,18 @@ OURS_FOR = {"single": "mean", "median": "median", "best-mean-std": "mean"}
 def row_results(exp: Experiment, row: Row, row_jobs: list[Job], params: int | None, compared: bool = True) -> dict:
     """One row: its finished runs' final test and training errors, their statistics, the paper's figure and,
     where the runs follow the paper's setup (``compared``), our figure minus the paper's."""
-    finals = [(j.seed, last_row(j.run_dir)) for j in row_jobs]
+    finals = [(j.seed, final_row(j.run_dir)) for j in row_jobs]
     done = [(seed, r) for seed, r in finals if r is not None and r.get("test_error") is not None]
     errors = [r["test_error"] for _, r in done]
+    top5 = [r["test_top5_error"] for _, r in done if r.get("test_top5_error") is not None]
     res = {"label": row.label, "spec": row.spec, "overrides": list(row.overrides), "params": params,
-           "seeds": [seed for seed, _ in done], "test_errors": errors,
+           "seeds": [seed for seed, _ in done], "test_errors": errors, "test_top5_errors": top5,
+           "views": sorted({r.get("view") or LAST_EVALUATION for _, r in done}),
            "train_errors": [r.get("train_error") for _, r in done], "runs": len(row_jobs)}
     if errors:
         res.update(mean=statistics.mean(errors), median=statistics.median(errors), best=min(errors),
                    std=statistics.stdev(errors) if len(errors) > 1 else None)
+    res["top5_mean"] = statistics.mean(top5) if top5 else None
     train = [e for e in res["train_errors"] if e is not None]
     res["train_error_mean"] = statistics.mean(train) if train else None
     if row.paper is not None:
@@ -59,16 +65,27 @@ def _paper_words(paper: dict | None) -> str:
 
 def table(rows: list[dict], paper_dataset: str, compared: bool = True) -> str:
     """The report's table: one line per paper row; the difference column only where the runs are comparable."""
+    top5 = any("top5" in (r.get("paper") or {}) for r in rows)  # the paper's table gives top-5 errors too
     head = ("| network | params (spec) | runs | test error %: mean +- std | median | best | "
-            f"paper ({paper_dataset}) |" + (" ours - paper |" if compared else ""))
-    lines = [head, "|---" * (8 if compared else 7) + "|"]
+            + ("top-5 %: mean | " if top5 else "") + f"paper ({paper_dataset}) |" + (" ours - paper |" if compared
+                                                                                   else ""))
+    lines = [head, "|---" * (7 + top5 + compared) + "|"]
     for r in rows:
         diff = r.get("difference")
         params = f"{r['params'] / 1e6:.2f}M" if r.get("params") else "-"
         lines.append(f"| {r['label']} | {params} | {len(r['test_errors'])} of {r['runs']} | {_pm(r)} | "
-                     f"{_fmt(r.get('median'))} | {_fmt(r.get('best'))} | {_paper_words(r.get('paper'))} |"
+                     f"{_fmt(r.get('median'))} | {_fmt(r.get('best'))} | "
+                     + (f"{_fmt(r.get('top5_mean'))} | " if top5 else "") + f"{_paper_words(r.get('paper'))} |"
                      + (f" {'-' if diff is None else f'{diff:+.2f}'} |" if compared else ""))
     return "\n".join(lines)
+
+
+def tested_words(rows: list[dict]) -> str:
+    """How the runs' final test errors were tested: 'the last evaluation', or their final tests' views."""
+    views = sorted({v for r in rows for v in r.get("views", [])})
+    if views in ([], [LAST_EVALUATION]):
+        return ""
+    return "; tested " + " and ".join(views) + " (final-test.json)"
 
 
 def training_seconds(all_jobs: list[Job]) -> float:
@@ -174,7 +191,7 @@ def _save_png(figure, path: str) -> None:
 def csv_text(rows: list[dict]) -> str:
     buf = io.StringIO()
     cols = ["label", "spec", "params", "runs", "finished", "mean", "std", "median", "best", "paper_convention",
-            "paper", "difference", "train_error_mean"]
+            "paper", "difference", "train_error_mean", "top5_mean", "views"]
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
     for r in rows:
@@ -182,5 +199,5 @@ def csv_text(rows: list[dict]) -> str:
         head = paper.get("error", paper.get("median", paper.get("mean")))
         w.writerow([r["label"], r["spec"], r.get("params"), r["runs"], len(r["test_errors"]), r.get("mean"),
                     r.get("std"), r.get("median"), r.get("best"), paper.get("convention"), head,
-                    r.get("difference"), r.get("train_error_mean")])
+                    r.get("difference"), r.get("train_error_mean"), r.get("top5_mean"), "; ".join(r["views"])])
     return buf.getvalue()

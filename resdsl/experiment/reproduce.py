@@ -249,8 +249,9 @@ def _report_text(exp: Experiment, info: dict, figures: list[str]) -> str:
                       f"- training time of the runs: {_duration(info['training_seconds'])} (summed from their "
                       f"records); wall time of this command: {_duration(info['wall_seconds'])}", "",
                       report.table(info["rows"], exp.dataset, compared=not away), "",
-                      "Ours: final test error of each seed's run (mean +- sample std, median, best); the paper's "
-                      f"figure in its own convention{compared}.", ""]
+                      "Ours: final test error of each seed's run (mean +- sample std, median, best)"
+                      f"{report.tested_words(info['rows'])}; the paper's figure in its own convention{compared}.",
+                      ""]
                      + [f"- {w}" for w in info["statements"]] + [""] + figures + [""]
                      + [f"> {n}" for n in exp.notes])
 

@@ -25,6 +25,8 @@ RECORD = "experiment.json"
 # `resdsl train` options an experiment passes through to every run (the same for every run of the experiment)
 PASSED = ("data", "data_dir", "iters", "epochs", "train_subset", "test_subset", "device", "workers", "amp")
 FLAGS = ("no_download", "deterministic", "channels_last")
+# passed options that change how fast a run goes, not what it computes: a restart may give others
+UNRECORDED = ("workers",)
 
 
 class ExperimentRunError(Exception):
@@ -54,19 +56,23 @@ def status(job: Job) -> tuple[str, int]:
     """("finished" | "stopped" | "new", iterations done) from the run directory's own records. Done is what its
     checkpoint holds: a run killed after its last metrics row but before its last checkpoint is not finished (its
     weights are older than its last figures), and resuming it redoes the rest exactly."""
-    from resdsl.train.checkpoint import iteration  # torch: only once there are runs to look at
+    from resdsl.train import final  # torch: only once there are runs to look at
+    from resdsl.train.checkpoint import iteration
 
     checkpoint = os.path.join(job.run_dir, "checkpoint.pt")
     try:
         with open(os.path.join(job.run_dir, "config.json"), encoding="utf-8") as fh:
-            total = json.load(fh)["iterations"]
-    except (OSError, ValueError, KeyError):
+            config = json.load(fh)
+        total = config["iterations"]
+    except (OSError, ValueError, KeyError, TypeError):
         return "new", 0
     if not os.path.exists(checkpoint):
         return "new", 0
     done = iteration(checkpoint)
     if done is None:  # there but unreadable: resuming it says what is wrong with it
         return "stopped", 0
+    if done >= total and final.missing(job.run_dir, config):  # resumed, it runs its final test alone
+        return "stopped", done
     return ("finished" if done >= total else "stopped"), done
 
 
@@ -78,6 +84,17 @@ def last_row(run_dir: str) -> dict | None:
         return json.loads(lines[-1]) if lines else None
     except (OSError, ValueError):
         return None
+
+
+def final_row(run_dir: str) -> dict | None:
+    """A run's final figures: its last metrics row, its test figures replaced by those of its final test in the
+    recipe's view where it has one (``view`` says which; resdsl/train/final.py)."""
+    from resdsl.train import final
+
+    row, tested = last_row(run_dir), final.read(run_dir)
+    if row is None or tested is None:
+        return row
+    return dict(row, **{k: tested.get(k) for k in ("test_loss", "test_error", "test_top5_error", "view")})
 
 
 def spec_path(exp: Experiment, row: Row) -> str:
@@ -117,13 +134,15 @@ def check_record(out: str, exp: Experiment, options: dict, seeds: int, write: bo
     typo). ``write=False`` (a dry run) refuses what the run would refuse and writes nothing."""
     path = os.path.join(out, RECORD)
     mine = {"experiment": exp.name, "file": exp.path, "seeds": seeds, "rows": [r.label for r in exp.rows],
-            "options": {k: options.get(k) for k in PASSED + FLAGS}}
+            "options": {k: options.get(k) for k in PASSED + FLAGS if k not in UNRECORDED}}
     if os.path.exists(path):
         try:
             with open(path, encoding="utf-8") as fh:
                 old = json.load(fh)
         except (OSError, ValueError) as exc:
             raise ExperimentRunError(f"{path} cannot be read ({exc}); use another --out") from None
+        if isinstance(old, dict) and isinstance(old.get("options"), dict):  # older records hold them (as null)
+            old["options"] = {k: v for k, v in old["options"].items() if k not in UNRECORDED}
         differ = [key for key in ("experiment", "seeds", "rows", "options") if old.get(key) != mine[key]]
         if differ == ["options"] and not _any_checkpoint(out):  # no run trained to mix with: a start that
             return _write_record(out, path, mine) if write else None  # failed on a typo (--data) is put right

@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from . import checkpoint as ckpt
-from . import rundir
+from . import final, rundir
 from .data import DataError
 from .fileio import OutputError
 from .metrics import MetricsLog
@@ -188,7 +188,12 @@ def _train(model_fn, recipe, opts, run_dir, rank, world, log) -> dict:
                 log.say(line)
             if opts.resume is None:
                 rundir.write_config(run_dir, _config(s))
-        result = _loop(s, state, metrics, log, run_dir, path)
+        if state["iter"] < s.total:
+            result = _loop(s, state, metrics, log, run_dir, path)
+        else:  # a finished run resumed for its final test alone (_restore refuses it otherwise)
+            result = {"run_dir": run_dir, "last": None, "iterations": s.total, "model": s.model}
+        if rank == 0 and final.due(s.recipe, s.data):
+            result["final"] = final.run(s, run_dir, s.total, lambda text: log.say(text))
     except BaseException:
         metrics.close(quietly=True)  # curves.png shows every row written; TensorBoard's writer is closed
         raise
@@ -213,7 +218,7 @@ def _restore(s: Session, state: dict, path: str, metrics: MetricsLog) -> None:
     ckpt.set_rng_state(saved["rng"])
     if s.rank != 0:  # rank 0's checkpoint holds the whole window's running sums
         state["loss_sum"], state["wrong"], state["seen"] = 0.0, 0, 0
-    if state["iter"] >= s.total:
+    if state["iter"] >= s.total and not (final.due(s.recipe, s.data) and not final.written(os.path.dirname(path))):
         raise TrainingError(f"--resume {s.opts.resume}: the run already finished all {s.total} iterations, so there "
                             "is nothing to continue. To train longer, start a new run (e.g. --iters N --out NEW)")
     metrics.resume(state["iter"])
@@ -228,6 +233,7 @@ def _config(s: Session) -> dict:
             "command": list(sys.argv), "versions": _versions(), "seed": opts.seed, "world_size": s.world,
             "dataset": {"name": s.recipe["dataset"], "shape": list(s.data.shape), "classes": s.data.num_classes,
                         "train_size": s.n_train}, "iterations": s.total, "iters_per_epoch": s.iters_per_epoch,
+            "final_test": final.due(s.recipe, s.data),
             **opts.extra_config}
 
 
