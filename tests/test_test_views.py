@@ -174,3 +174,17 @@ def test_reproduce_reports_each_runs_final_test_in_its_recipes_view(tmp_path, fo
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0 and "1 of 1 runs to do" in r.stdout, r.stdout + r.stderr[-2000:]
     assert json.loads((out / "tiny" / "seed-0" / "final-test.json").read_text()) == tested
+
+
+def test_a_run_says_how_it_is_tested_and_can_be_overwritten_with_its_final_test(tmp_path, folder):
+    run = tmp_path / "run"
+    train = [sys.executable, "-m", "resdsl_cli.main", "train", TINY, "--data", str(folder), "--workers", "0",
+             "--device", "cpu", "--out", str(run)]
+    r = subprocess.run(train, capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert ("test single view, 32x32 of shorter side 37 at each evaluation, then 10-crop, 32x32 of shorter side 37 "
+            "at the end (final-test.json)") in r.stdout
+    tested = json.loads((run / "final-test.json").read_text())
+    assert f"done: 3 iterations, test error (10-crop, 32x32 of shorter side 37) {tested['test_error']:.2f}%" in r.stdout
+    r = subprocess.run(train + ["--overwrite"], capture_output=True, text=True, cwd=ROOT)  # a run's own file
+    assert r.returncode == 0 and "final test (10-crop" in r.stdout, r.stderr[-2000:]

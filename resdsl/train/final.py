@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import os
 
+from . import rundir
 from .data import FolderData
 from .evaluation import evaluate
 from .fileio import write_output
 from .views import batch_pictures, view_of, words
 
-FILE = "final-test.json"
+FILE = rundir.FINAL_TEST
 
 
 def due(recipe: dict, data) -> dict | None:
@@ -25,6 +26,15 @@ def due(recipe: dict, data) -> dict | None:
     image folder, and another view than the single center crop of the run's evaluations."""
     view = view_of(recipe.get("test"))
     return view if isinstance(data, FolderData) and view != view_of(None) else None
+
+
+def plan_words(recipe: dict, data) -> str | None:
+    """The banner's line on how a run is tested, where it ends with a final test."""
+    view = due(recipe, data)
+    if view is None:
+        return None
+    center = words(view_of(None), data.shape[1])
+    return f"test {center} at each evaluation, then {words(view, data.shape[1])} at the end ({FILE})"
 
 
 def written(run_dir: str) -> bool:

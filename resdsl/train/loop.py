@@ -154,9 +154,10 @@ def train(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
             lock.release()
         if owns_group and torch.distributed.is_initialized():  # leaving gloo's threads running can abort the exit
             torch.distributed.destroy_process_group()
-    last = result["last"]
+    last = result.get("final") or result["last"]  # the final test in the recipe's view, where there is one
     if last is not None:
-        log.say(f"done: {result['iterations']} iterations, test error {last['test_error']:.2f}% (top-5 "
+        view = f" ({last['view']})" if "view" in last else ""
+        log.say(f"done: {result['iterations']} iterations, test error{view} {last['test_error']:.2f}% (top-5 "
                 f"{last['test_top5_error']:.2f}%), run directory {run_dir}")
     return result
 
@@ -186,6 +187,8 @@ def _train(model_fn, recipe, opts, run_dir, rank, world, log) -> dict:
             for line in banner(opts, s.recipe, s.model, _data_words(s.data, s.recipe, s.n_train), s.device,
                                s.schedule, s.total, s.iters_per_epoch, run_dir, state["iter"], step_words(s), s.world):
                 log.say(line)
+            if final.plan_words(s.recipe, s.data):
+                log.say(final.plan_words(s.recipe, s.data))
             if opts.resume is None:
                 rundir.write_config(run_dir, _config(s))
         if state["iter"] < s.total:

@@ -1,7 +1,7 @@
 """Run directories: one run per folder, locked while a process owns it, never overwritten by accident.
 
-A run directory holds ``config.json`` (what ran), ``checkpoint.pt``, ``metrics.jsonl``, ``curves.png`` and
-``tensorboard/``. A new run refuses a folder that already holds files (unless asked to ``--overwrite`` a previous
+A run directory holds ``config.json`` (what ran), ``checkpoint.pt``, ``metrics.jsonl``, ``curves.png``,
+``tensorboard/`` and, for a run with a final test in its recipe's view, ``final-test.json``. A new run refuses a folder that already holds files (unless asked to ``--overwrite`` a previous
 run's files), and a resumed run must find the folder's record intact and writable.
 """
 from __future__ import annotations
@@ -17,7 +17,8 @@ from .fileio import TEMPORARY, FolderLock, OutputError, atomic_write, is_tempora
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
-RUN_FILES = (CONFIG, CHECKPOINT, METRICS, "curves.png", "tensorboard", "train.log")
+FINAL_TEST = "final-test.json"  # final.py: the last test in the recipe's view, where that is not the evaluations'
+RUN_FILES = (CONFIG, CHECKPOINT, METRICS, FINAL_TEST, "curves.png", "tensorboard", "train.log")
 _LOCK = ".lock"
 
 
