@@ -55,7 +55,8 @@ def reference(model, folder: Path, views) -> dict:
 def ours(model, folder: Path, test) -> dict:
     data = load_dataset(str(folder))
     data.shape = (3, 32, 32)
-    batches = session.test_batches(data, None, session.RunOptions(workers=0), 3, test=view_of(test), device=torch.device("cpu"))
+    batches = session.test_batches(data, None, session.RunOptions(workers=0), 3, test=view_of(test),
+                                   device=torch.device("cpu"))
     return evaluate(model, batches, torch.device("cpu"))
 
 

@@ -1,8 +1,9 @@
 """Run directories: one run per folder, locked while a process owns it, never overwritten by accident.
 
 A run directory holds ``config.json`` (what ran), ``checkpoint.pt``, ``metrics.jsonl``, ``curves.png``,
-``tensorboard/`` and, for a run with a final test in its recipe's view, ``final-test.json``. A new run refuses a folder that already holds files (unless asked to ``--overwrite`` a previous
-run's files), and a resumed run must find the folder's record intact and writable.
+``tensorboard/`` and, for a run with a final test in its recipe's view, ``final-test.json``. A new run refuses a
+folder that already holds files (unless asked to ``--overwrite`` a previous run's files), and a resumed run must
+find the folder's record intact and writable.
 """
 from __future__ import annotations
 
