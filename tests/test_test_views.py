@@ -2,6 +2,9 @@
 [I]'s larger single crop, against references written here with torchvision's own transforms; the recipe's `test`
 words and their checks."""
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -172,6 +175,14 @@ def test_reproduce_reports_each_runs_final_test_in_its_recipes_view(tmp_path, fo
     report = (out / "report.md").read_text()
     assert "top-5 %: mean |" in report and "tested 10-crop, 32x32 of shorter side 37 (final-test.json)" in report
     (out / "tiny" / "seed-0" / "final-test.json").unlink()  # as if killed after the last checkpoint
+    from resdsl.experiment.parse import parse_experiment
+    from resdsl.experiment.reproduce import write_report
+
+    exp = parse_experiment(str(ROOT / "tests/experiments/tiny_folder.exp"))
+    write_report(exp, str(out), {"data": str(folder), "iters": 2}, None, "test", 1.0)  # its figures are not counted
+    assert json.loads((out / "results.json").read_text())["rows"][0]["test_errors"] == []
+    r = subprocess.run(cmd + ["--dry-run"], capture_output=True, text=True, cwd=ROOT)
+    assert re.search(r"tiny/seed-0 +to test +2/2", r.stdout), r.stdout
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0 and "1 of 1 runs to do" in r.stdout, r.stdout + r.stderr[-2000:]
     assert json.loads((out / "tiny" / "seed-0" / "final-test.json").read_text()) == tested
@@ -189,3 +200,63 @@ def test_a_run_says_how_it_is_tested_and_can_be_overwritten_with_its_final_test(
     assert f"done: 3 iterations, test error (10-crop, 32x32 of shorter side 37) {tested['test_error']:.2f}%" in r.stdout
     r = subprocess.run(train + ["--overwrite"], capture_output=True, text=True, cwd=ROOT)  # a run's own file
     assert r.returncode == 0 and "final test (10-crop" in r.stdout, r.stderr[-2000:]
+
+
+def test_a_resumed_experiment_run_takes_the_devices_and_workers_given_anew(tmp_path):
+    from resdsl.experiment.parse import parse_experiment
+    from resdsl.experiment.runner import Job, train_command
+
+    exp = parse_experiment(str(ROOT / "tests/experiments/tiny_folder.exp"))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"iterations": 2, "final_test": {"view": "10-crop"}}))
+    torch.save({"state": {"iter": 2}}, run / "checkpoint.pt")
+    cmd = train_command(exp, Job(exp.rows[0], 0, str(run)), {"device": "cpu", "workers": 0, "iters": 2})
+    assert cmd[3:] == ["train", "--resume", str(run), "--quiet", "--device", "cpu", "--workers", "0"]
+
+
+def test_the_final_test_halves_batches_that_do_not_fit_and_stops_on_a_signal(tmp_path, monkeypatch, folder):
+    """Out of memory (a multi-scale test's largest views are ~8 crops' pixels), the batches are halved down to one
+    picture; Ctrl-C or SIGTERM stops the test with the trainer's "stopped" message, and nothing is written."""
+    from resdsl.train import final
+    from resdsl.train.session import Interrupted, TrainingError
+
+    data = load_dataset(str(folder))
+    data.shape = (3, 32, 32)
+    s = type("S", (), {"recipe": {"batch": 128}, "data": data})()
+    tried, said = [], []
+
+    def test(s, view, pictures):
+        tried.append(pictures)
+        if pictures > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return {"loss": 1.0, "error": 50.0, "top5_error": 0.0, "images": 8}
+
+    monkeypatch.setattr(final, "_test", test)
+    view = view_of("multi-scale")
+    assert final.run(s, str(tmp_path), view, 3, said.append)["test_error"] == 50.0
+    assert tried == [10, 5, 2] and said[0] == "note: the final test ran out of memory; 5 pictures a batch"
+    monkeypatch.setattr(final, "_test", lambda s, view, pictures: test(s, view, 99))
+    with pytest.raises(TrainingError, match="ran out of memory with one picture a batch"):
+        final.run(s, str(tmp_path / "b"), view, 3, said.append)
+
+    def killed(s, view, pictures):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("the signal stops the test")
+
+    monkeypatch.setattr(final, "_test", killed)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with pytest.raises(Interrupted, match="SIGTERM received during the final test") as stop:
+        final.run(s, str(tmp_path / "c"), view, 3, said.append)
+    assert stop.value.status == 143 and not (tmp_path / "c" / "final-test.json").exists()
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before  # handlers given back
+
+
+def test_a_sized_view_equal_to_the_evaluations_asks_no_final_test(folder):
+    from resdsl.train import final
+
+    data = load_dataset(str(folder))
+    data.shape = (3, 32, 32)
+    assert final.due({"test": {"view": "single-view", "scale": 37, "crop": 32}}, data) is None
+    assert final.due({"test": "single-view"}, data) is None
+    assert final.due({"test": {"view": "single-view", "scale": 40, "crop": 32}}, data)["scale"] == 40

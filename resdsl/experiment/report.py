@@ -82,10 +82,12 @@ def table(rows: list[dict], paper_dataset: str, compared: bool = True) -> str:
 
 def tested_words(rows: list[dict]) -> str:
     """How the runs' final test errors were tested: 'the last evaluation', or their final tests' views."""
-    views = sorted({v for r in rows for v in r.get("views", [])})
-    if views in ([], [LAST_EVALUATION]):
+    views = {v for r in rows for v in r.get("views", [])}
+    finals = sorted(views - {LAST_EVALUATION})
+    if not finals:
         return ""
-    return "; tested " + " and ".join(views) + " (final-test.json)"
+    last = ", or at their last evaluation (runs recorded without a final test)" if LAST_EVALUATION in views else ""
+    return "; tested " + " and ".join(finals) + f" (final-test.json){last}"
 
 
 def training_seconds(all_jobs: list[Job]) -> float:

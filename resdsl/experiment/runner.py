@@ -27,6 +27,8 @@ PASSED = ("data", "data_dir", "iters", "epochs", "train_subset", "test_subset", 
 FLAGS = ("no_download", "deterministic", "channels_last")
 # passed options that change how fast a run goes, not what it computes: a restart may give others
 UNRECORDED = ("workers",)
+# passed to a resumed run too (`resdsl train --resume` takes the others from the run's record)
+RESUME_PASSED = ("device", "workers")
 
 
 class ExperimentRunError(Exception):
@@ -53,7 +55,8 @@ def jobs(exp: Experiment, out: str, seeds: int | None = None) -> list[Job]:
 
 
 def status(job: Job) -> tuple[str, int]:
-    """("finished" | "stopped" | "new", iterations done) from the run directory's own records. Done is what its
+    """("finished" | "stopped" | "to test" | "new", iterations done) from the run directory's own records ("to
+    test": trained, its final test in the recipe's view still to do; resdsl/train/final.py). Done is what its
     checkpoint holds: a run killed after its last metrics row but before its last checkpoint is not finished (its
     weights are older than its last figures), and resuming it redoes the rest exactly."""
     from resdsl.train import final  # torch: only once there are runs to look at
@@ -72,7 +75,7 @@ def status(job: Job) -> tuple[str, int]:
     if done is None:  # there but unreadable: resuming it says what is wrong with it
         return "stopped", 0
     if done >= total and final.missing(job.run_dir, config):  # resumed, it runs its final test alone
-        return "stopped", done
+        return "to test", done
     return ("finished" if done >= total else "stopped"), done
 
 
@@ -91,6 +94,13 @@ def final_row(run_dir: str) -> dict | None:
     recipe's view where it has one (``view`` says which; resdsl/train/final.py)."""
     from resdsl.train import final
 
+    try:
+        with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as fh:
+            config = json.load(fh)
+    except (OSError, ValueError):
+        config = None
+    if final.missing(run_dir, config):  # not finished: its figures are not yet those of the paper's view
+        return None
     row, tested = last_row(run_dir), final.read(run_dir)
     if row is None or tested is None:
         return row
@@ -113,19 +123,21 @@ def train_command(exp: Experiment, job: Job, options: dict) -> list[str]:
     base = [sys.executable, "-m", "resdsl_cli.main", "train"]
     if state == "finished":
         return []
-    if state == "stopped":
-        return base + ["--resume", job.run_dir, "--quiet"]
+    if state in ("stopped", "to test"):  # with the options a resumed run may take anew
+        return base + ["--resume", job.run_dir, "--quiet"] + _flags(options, RESUME_PASSED)
     cmd = base + [spec_path(exp, job.row), "--seed", str(job.seed), "--out", job.run_dir, "--quiet"]
     if os.path.isdir(job.run_dir) and os.listdir(job.run_dir):
         cmd.append("--overwrite")  # only a previous attempt's records: --overwrite never deletes foreign files
     for item in job.row.overrides:
         cmd += ["--set", item]
     options = dict(options, data=options.get("data") or exp.dataset)  # the experiment's dataset unless replaced
-    for key in PASSED:
-        if options.get(key) is not None:
-            cmd += ["--" + key.replace("_", "-"), str(options[key])]
-    cmd += ["--" + key.replace("_", "-") for key in FLAGS if options.get(key)]
-    return cmd
+    cmd += _flags(options, PASSED)
+    return cmd + ["--" + key.replace("_", "-") for key in FLAGS if options.get(key)]
+
+
+def _flags(options: dict, keys: tuple) -> list[str]:
+    return [word for key in keys if options.get(key) is not None
+            for word in ("--" + key.replace("_", "-"), str(options[key]))]
 
 
 def check_record(out: str, exp: Experiment, options: dict, seeds: int, write: bool = True) -> None:

@@ -180,23 +180,25 @@ def _train(model_fn, recipe, opts, run_dir, rank, world, log) -> dict:
     state = {"iter": 0, "elapsed": 0.0, "loss_sum": 0.0, "wrong": 0, "seen": 0, "recent_errors": []}
     metrics = MetricsLog(run_dir, enabled=rank == 0)
     path = os.path.join(run_dir, CHECKPOINT)
+    # the final test in the recipe's view (final.py): as a new run's recipe asks, as a resumed run's record says
+    test = final.due(s.recipe, s.data) if opts.resume is None else rundir.read_config(run_dir).get("final_test")
     try:
         if opts.resume is not None:
-            _restore(s, state, path, metrics)
+            _restore(s, state, path, metrics, test)
         if rank == 0:
             for line in banner(opts, s.recipe, s.model, _data_words(s.data, s.recipe, s.n_train), s.device,
                                s.schedule, s.total, s.iters_per_epoch, run_dir, state["iter"], step_words(s), s.world):
                 log.say(line)
-            if final.plan_words(s.recipe, s.data):
-                log.say(final.plan_words(s.recipe, s.data))
+            if test:
+                log.say(final.plan_words(test, s.data))
             if opts.resume is None:
-                rundir.write_config(run_dir, _config(s))
+                rundir.write_config(run_dir, dict(_config(s), final_test=test))
         if state["iter"] < s.total:
             result = _loop(s, state, metrics, log, run_dir, path)
         else:  # a finished run resumed for its final test alone (_restore refuses it otherwise)
             result = {"run_dir": run_dir, "last": None, "iterations": s.total, "model": s.model}
-        if rank == 0 and final.due(s.recipe, s.data):
-            result["final"] = final.run(s, run_dir, s.total, lambda text: log.say(text))
+        if rank == 0 and test:
+            result["final"] = final.run(s, run_dir, test, s.total, lambda text: log.say(text))
     except BaseException:
         metrics.close(quietly=True)  # curves.png shows every row written; TensorBoard's writer is closed
         raise
@@ -204,8 +206,9 @@ def _train(model_fn, recipe, opts, run_dir, rank, world, log) -> dict:
     return result
 
 
-def _restore(s: Session, state: dict, path: str, metrics: MetricsLog) -> None:
-    """Model, optimizer, schedule, running figures and RNG states from the run's checkpoint."""
+def _restore(s: Session, state: dict, path: str, metrics: MetricsLog, test: dict | None) -> None:
+    """Model, optimizer, schedule, running figures and RNG states from the run's checkpoint (a finished run is
+    refused unless its final test in ``test``'s view is still to do)."""
     saved = ckpt.load(path)
     mine, its = s.opts.extra_config.get("run_id"), saved.get("run_id")
     if mine and its and mine != its:  # runs recorded before run ids have neither
@@ -221,7 +224,7 @@ def _restore(s: Session, state: dict, path: str, metrics: MetricsLog) -> None:
     ckpt.set_rng_state(saved["rng"])
     if s.rank != 0:  # rank 0's checkpoint holds the whole window's running sums
         state["loss_sum"], state["wrong"], state["seen"] = 0.0, 0, 0
-    if state["iter"] >= s.total and not (final.due(s.recipe, s.data) and not final.written(os.path.dirname(path))):
+    if state["iter"] >= s.total and not (test and not final.written(os.path.dirname(path))):
         raise TrainingError(f"--resume {s.opts.resume}: the run already finished all {s.total} iterations, so there "
                             "is nothing to continue. To train longer, start a new run (e.g. --iters N --out NEW)")
     metrics.resume(state["iter"])
@@ -236,7 +239,6 @@ def _config(s: Session) -> dict:
             "command": list(sys.argv), "versions": _versions(), "seed": opts.seed, "world_size": s.world,
             "dataset": {"name": s.recipe["dataset"], "shape": list(s.data.shape), "classes": s.data.num_classes,
                         "train_size": s.n_train}, "iterations": s.total, "iters_per_epoch": s.iters_per_epoch,
-            "final_test": final.due(s.recipe, s.data),
             **opts.extra_config}
 
 
