@@ -1,12 +1,10 @@
 """Run by tests/test_train.py, alone or under torchrun: trains a BatchNorm-free net with the resdsl trainer, so
-that one process and N processes with the same global batch must reach the same weights."""
+that one process and N processes with the same global batch must reach the same weights. The one process may be
+the test's own (``run``)."""
 import sys
 
 import torch
 from torch import nn
-
-sys.path.insert(0, sys.argv[2])
-from resdsl.train.loop import RunOptions, train  # noqa: E402
 
 RECIPE = {"name": "t", "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": False, "weight_decay": 1e-4,
           "batch": 32, "length": {"value": 6, "unit": "iterations"}, "schedule": {"kind": "step",
@@ -20,8 +18,16 @@ def model_fn(shape, classes):
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, classes))
 
 
-if __name__ == "__main__":
-    torch.set_num_threads(1)
+def run(out: str) -> None:
+    """Train into run directory ``out``: the whole batch in this process, or this rank's shard under torchrun."""
+    from resdsl.train.loop import RunOptions, train
+
     opts = RunOptions(data="synthetic", train_subset=128, test_subset=32, device="cpu", quiet=True, seed=5,
-                      out=sys.argv[1], eval_every=6)
+                      out=out, eval_every=6)
     train(model_fn, RECIPE, opts)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, sys.argv[2])  # the repository's resdsl
+    torch.set_num_threads(1)
+    run(sys.argv[1])

@@ -89,8 +89,15 @@ def test_kill_and_resume_is_bitwise_exact(tmp_path, spec):
 def test_two_process_gloo_matches_one_process(tmp_path):
     """Same global batch, sharded over 2 gloo processes: the same weights as one process (a BatchNorm-free net,
     since per-process BN statistics legitimately differ from whole-batch ones)."""
+    import ddp_worker
+
     worker = str(ROOT / "tests" / "ddp_worker.py")
-    subprocess.run([sys.executable, worker, str(tmp_path / "one"), str(ROOT)], check=True, env=ENV, timeout=300)
+    threads = torch.get_num_threads()
+    try:  # the one process is this one (a fresh interpreter only started torch; the two processes are torchrun's)
+        torch.set_num_threads(1)
+        ddp_worker.run(str(tmp_path / "one"))
+    finally:
+        torch.set_num_threads(threads)
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", worker,
                         str(tmp_path / "two"), str(ROOT)], capture_output=True, text=True, env=ENV, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
