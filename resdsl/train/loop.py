@@ -157,7 +157,8 @@ def train(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
     last = result.get("final") or result["last"]  # the final test in the recipe's view, where there is one
     if last is not None:
         view = f" ({last['view']})" if "view" in last else ""
-        log.say(f"done: {result['iterations']} iterations, test error{view} {last['test_error']:.2f}% (top-5 "
+        n = result["iterations"]
+        log.say(f"done: {n:,} iteration{'' if n == 1 else 's'}, test error{view} {last['test_error']:.2f}% (top-5 "
                 f"{last['test_top5_error']:.2f}%), run directory {run_dir}")
     return result
 

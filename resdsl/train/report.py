@@ -91,7 +91,8 @@ def schedule_words(recipe: dict, schedule, total: int, per_epoch: int) -> str:
     """The schedule as it will run, in iterations: milestones and warm-up already scaled to the run's length."""
     kind = recipe["schedule"]["kind"]
     epochs = f"{total / per_epoch:.4g}"
-    text = f"{total:,} iterations ({epochs} epoch{'' if epochs == '1' else 's'} of {per_epoch:,})"
+    text = (f"{total:,} iteration{'' if total == 1 else 's'} ({epochs} epoch{'' if epochs == '1' else 's'} of "
+            f"{per_epoch:,})")
     if kind == "step":
         times = {m: schedule.milestones.count(m) for m in schedule.milestones}  # a short run can merge two
         text += f", lr x{schedule.gamma:g} at " + (", ".join(f"{m:,}" + (f" ({n} times)" if n > 1 else "")
@@ -104,7 +105,8 @@ def schedule_words(recipe: dict, schedule, total: int, per_epoch: int) -> str:
     if schedule.warmup_iters and recipe["warmup"]["length"] is None:
         text += f"; warm-up lr {schedule.warmup_lr:g} until training error < {until:g}%"
     elif schedule.warmup_iters:
-        text += f"; warm-up lr {schedule.warmup_lr:g} for {schedule.warmup_iters:,} iterations"
+        text += (f"; warm-up lr {schedule.warmup_lr:g} for {schedule.warmup_iters:,} iteration"
+                 f"{'' if schedule.warmup_iters == 1 else 's'}")
         text += f" or until training error < {until:g}%" if until is not None else ""
     return text
 
