@@ -260,3 +260,12 @@ def test_a_sized_view_equal_to_the_evaluations_asks_no_final_test(folder):
     assert final.due({"test": {"view": "single-view", "scale": 37, "crop": 32}}, data) is None
     assert final.due({"test": "single-view"}, data) is None
     assert final.due({"test": {"view": "single-view", "scale": 40, "crop": 32}}, data)["scale"] == 40
+
+
+def test_a_view_the_data_does_not_take_is_said(folder):
+    from resdsl.train import final
+
+    small = load_dataset("synthetic", train_subset=8, test_subset=4)
+    assert final.plan_words(None, small, {"test": "10-crop", "dataset": "synthetic"}) == (
+        "note: the recipe's test view (10-crop) is for image folders; synthetic's small images are tested whole")
+    assert final.plan_words(None, small, {"test": "single-view", "dataset": "synthetic"}) is None

@@ -37,9 +37,13 @@ def due(recipe: dict, data) -> dict | None:
     return view
 
 
-def plan_words(view: dict | None, data) -> str | None:
-    """The banner's line on how a run is tested, where it ends with a final test in ``view``."""
+def plan_words(view: dict | None, data, recipe: dict) -> str | None:
+    """The banner's line on how a run is tested, where it ends with a final test in ``view`` or where its recipe
+    names a view that the run's data does not take."""
     if view is None:
+        if not isinstance(data, FolderData) and view_of(recipe.get("test")) != view_of(None):
+            return (f"note: the recipe's test view ({view_of(recipe.get('test'))['view']}) is for image folders; "
+                    f"{recipe.get('dataset')}'s small images are tested whole")
         return None
     center = words(view_of(None), data.shape[1])
     return f"test {center} at each evaluation, then {words(view, data.shape[1])} at the end ({FILE})"
