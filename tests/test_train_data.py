@@ -327,8 +327,15 @@ def test_bad_folders(tmp_path):
     with pytest.raises(DataError, match="no val/ folder"):
         load_dataset(str(tmp_path))
     (tmp_path / "val").mkdir()
-    with pytest.raises(DataError, match="holds no images"):  # empty train/
+    with pytest.raises(DataError, match="holds no images") as info:  # empty train/
         load_dataset(str(tmp_path))
+    assert "lie loose" not in str(info.value)
+    make_folder(tmp_path / "flat", parts=("train",))
+    for i in range(3):  # ImageNet's validation archive: the images without class folders
+        (tmp_path / "flat" / "val").mkdir(exist_ok=True)
+        (tmp_path / "flat" / "val" / f"ILSVRC2012_val_{i:08d}.JPEG").write_bytes(b"")
+    with pytest.raises(DataError, match="its 3 images lie loose in it.*torchvision.datasets.ImageNet"):
+        load_dataset(str(tmp_path / "flat"))
     with pytest.raises(DataError, match="unknown dataset 'imagenette'") as info:
         load_dataset("imagenette")
     assert all(n in str(info.value) for n in DATASETS) and "--data" in str(info.value)

@@ -135,8 +135,23 @@ def _scan_folder(root: str, part: str):
     try:
         return datasets.ImageFolder(os.path.join(root, part), loader=read_bytes)
     except (FileNotFoundError, OSError) as exc:
+        flat = _loose_images(os.path.join(root, part))
+        hint = (f"; its {flat:,} images lie loose in it, as ImageNet's validation archive holds them: with "
+                "ILSVRC2012_img_val.tar and the devkit ILSVRC2012_devkit_t12.tar.gz in ROOT (and the loose "
+                f"{part}/ moved away), torchvision.datasets.ImageNet(ROOT, split='val') makes {part}/ with class "
+                "folders") if flat else ""
         raise DataError(f"--data {root}: {part}/ holds no images in class folders ({one_line(exc)}); an "
-                        f"image-folder dataset needs {part}/<class>/<image> files") from None
+                        f"image-folder dataset needs {part}/<class>/<image> files{hint}") from None
+
+
+def _loose_images(folder: str) -> int:
+    """How many image files lie directly in ``folder`` (not in class folders)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    try:
+        return sum(1 for e in os.scandir(folder) if e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS))
+    except OSError:
+        return 0
 
 
 def worker_errors_unwrapped(batches):
