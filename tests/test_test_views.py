@@ -269,3 +269,22 @@ def test_a_view_the_data_does_not_take_is_said(folder):
     assert final.plan_words(None, small, {"test": "10-crop", "dataset": "synthetic"}) == (
         "note: the recipe's test view (10-crop) is for image folders; synthetic's small images are tested whole")
     assert final.plan_words(None, small, {"test": "single-view", "dataset": "synthetic"}) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_multi_scale_scores_are_deterministic_on_cuda(folder):
+    """A run with --deterministic ends with its final test under torch.use_deterministic_algorithms(True), which
+    refuses CUDA's atomic index_add_: the scores must be added without it, to the same figures as on the CPU."""
+    model = tiny_model()
+    data = load_dataset(str(folder))
+    one = data.test_dataset(32, 37, scales=(32, 48))
+    views = [one[i][0] for i in range(len(one))]
+    torch.use_deterministic_algorithms(True)
+    try:
+        with torch.no_grad():
+            on_gpu = torch.cat([v.to("cuda").scores(model.cuda()) for v in views]).cpu()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    with torch.no_grad():
+        on_cpu = torch.cat([v.scores(model.cpu()) for v in views])
+    assert torch.allclose(on_gpu, on_cpu, atol=1e-5)

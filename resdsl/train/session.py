@@ -350,7 +350,7 @@ def evaluate_checkpoint(model_fn: Callable, state: dict, path: str, recipe: dict
     device, _ = setup_device(opts, 1)
     data = load_data(recipe, opts)
     view = test_view(test, recipe, isinstance(data, FolderData))
-    if view != view_of(None) and not isinstance(data, FolderData):
+    if view["view"] != "single-view" and not isinstance(data, FolderData):
         raise TrainingError(f"{view['view']} testing needs an image-folder dataset (small in-memory images are "
                             "tested whole)")
     model = model_fn(data.shape, data.num_classes)

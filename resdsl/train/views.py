@@ -65,7 +65,8 @@ def scales_of(test: dict, side: int) -> tuple:
     55, 69, 91 for a 32-pixel one); () for the other views."""
     if test["view"] != "multi-scale":
         return ()
-    return test["scales"] or tuple(round(s * side / 224) for s in PAPER_SCALES)
+    # each once: a tiny input's scaled sides may meet (Views.scores adds one view of a picture per size)
+    return tuple(dict.fromkeys(test["scales"] or (max(1, round(s * side / 224)) for s in PAPER_SCALES)))
 
 
 def words(test: dict, side: int) -> str:
@@ -116,10 +117,10 @@ class Views:
         """Each picture's log of its views' mean softmax scores, (pictures, classes); ``forward(x)`` gives a
         group's logits."""
         total = None
-        for index, x in self.groups:
+        for index, x in self.groups:  # a group holds one view of each of its pictures (a size per scale)
             p = forward(x).float().softmax(-1)
             total = torch.zeros(self.pictures, p.shape[1], device=p.device) if total is None else total
-            total.index_add_(0, index, p)
+            total[index] = total[index] + p  # not index_add_: CUDA's is nondeterministic (refused by --deterministic)
         return total.div_(self.per_picture).log()
 
 
