@@ -114,16 +114,26 @@ def test_multi_scale_batches_are_the_same_from_workers_and_where_the_model_is(fo
     assert torch.allclose(together, alone, atol=1e-6)
 
 
-def test_eval_says_the_view_and_refuses_it_for_in_memory_images(tmp_path, folder):
+def test_a_run_says_how_it_is_tested_and_eval_follows_its_recipe(tmp_path, folder):
+    """The banner says how the run is tested, its closing line gives the final test's figures; --overwrite takes
+    final-test.json as a run's own file; eval tests as the recipe says, or as --test says, and refuses a view the
+    data cannot take."""
     run = tmp_path / "run"
     train = [sys.executable, "-m", "resdsl_cli.main", "train", TINY, "--data", str(folder), "--workers", "0",
-             "--device", "cpu", "--quiet", "--set", "test=multi-scale 32, 48", "--out", str(run)]
-    r = subprocess.run(train, capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 0, r.stderr[-2000:]
+             "--device", "cpu", "--set", "test=multi-scale 32, 48", "--out", str(run)]
+    for again in ([], ["--overwrite"]):  # the second time over the first run's files
+        r = subprocess.run(train + again, capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert ("test single view, 32x32 of shorter side 37 at each evaluation, then multi-scale, fully convolutional, "
+            "shorter side 32, 48 at the end (final-test.json)") in r.stdout
+    tested = json.loads((run / "final-test.json").read_text())
+    assert (f"done: 3 iterations, test error (multi-scale, fully convolutional, shorter side 32, 48) "
+            f"{tested['test_error']:.2f}%") in r.stdout
     assert json.loads((run / "config.json").read_text())["recipe"]["test"] == {"view": "multi-scale",
                                                                                "scales": [32, 48]}
     r = subprocess.run([sys.executable, "-m", "resdsl_cli.main", "eval", str(run)], capture_output=True, text=True)
     assert r.returncode == 0 and "(multi-scale, fully convolutional, shorter side 32, 48): top-1" in r.stdout, r
+    assert f"top-1 error {tested['test_error']:.2f}%" in r.stdout  # the final test's figure
     r = subprocess.run([sys.executable, "-m", "resdsl_cli.main", "eval", str(run), "--test", "10-crop"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "(10-crop, 32x32 of shorter side 37): top-1" in r.stdout, r
@@ -186,20 +196,6 @@ def test_reproduce_reports_each_runs_final_test_in_its_recipes_view(tmp_path, fo
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0 and "1 of 1 runs to do" in r.stdout, r.stdout + r.stderr[-2000:]
     assert json.loads((out / "tiny" / "seed-0" / "final-test.json").read_text()) == tested
-
-
-def test_a_run_says_how_it_is_tested_and_can_be_overwritten_with_its_final_test(tmp_path, folder):
-    run = tmp_path / "run"
-    train = [sys.executable, "-m", "resdsl_cli.main", "train", TINY, "--data", str(folder), "--workers", "0",
-             "--device", "cpu", "--out", str(run)]
-    r = subprocess.run(train, capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert ("test single view, 32x32 of shorter side 37 at each evaluation, then 10-crop, 32x32 of shorter side 37 "
-            "at the end (final-test.json)") in r.stdout
-    tested = json.loads((run / "final-test.json").read_text())
-    assert f"done: 3 iterations, test error (10-crop, 32x32 of shorter side 37) {tested['test_error']:.2f}%" in r.stdout
-    r = subprocess.run(train + ["--overwrite"], capture_output=True, text=True, cwd=ROOT)  # a run's own file
-    assert r.returncode == 0 and "final test (10-crop" in r.stdout, r.stderr[-2000:]
 
 
 def test_a_resumed_experiment_run_takes_the_devices_and_workers_given_anew(tmp_path):
