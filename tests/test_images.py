@@ -195,8 +195,26 @@ def test_a_broken_file_is_named(device):
     broken = good[: len(good) // 3].clone()
     with pytest.raises(DataError, match="cannot decode the image x/broken.jpg"):
         decoding.decode([good, broken], ["x/good.jpg", "x/broken.jpg"], device)
-    with pytest.raises(DataError, match="cannot decode the image x/text.jpg"):
+    with pytest.raises(DataError, match=r"cannot decode the image x/text.jpg \(not an image file, or a kind PIL"):
         decoding.decode([torch.frombuffer(bytearray(b"not an image"), dtype=torch.uint8)], ["x/text.jpg"], device)
+
+
+def test_an_empty_file_is_named(tmp_path):
+    (tmp_path / "empty.JPEG").write_bytes(b"")
+    with pytest.raises(DataError, match=r"cannot read the image .*empty.JPEG \(the file is empty\)"):
+        decoding.read_bytes(str(tmp_path / "empty.JPEG"))
+
+
+@pytest.mark.parametrize("device", ["cpu"] + CUDA)
+def test_a_16_bit_png_keeps_its_8_high_bits(device):
+    """torchvision decodes a 16-bit PNG to uint16 (0-65535); as uint8 it must be scaled, not taken as 0-255
+    levels (inputs of ~1,000 after normalisation) nor clipped to 255 (as PIL's convert("RGB") does)."""
+    levels = np.random.default_rng(0).integers(0, 65536, (30, 40), dtype=np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(levels).save(buf, format="PNG")
+    (img,) = decoding.decode([torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)], ["x.png"], device)
+    assert img.dtype == torch.uint8 and img.shape == (3, 30, 40)
+    assert torch.equal(img[0].cpu(), torch.from_numpy((levels >> 8).astype(np.uint8)))
 
 
 def test_the_draw_is_the_seeds_alone():

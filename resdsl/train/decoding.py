@@ -14,9 +14,12 @@ def read_bytes(path: str) -> torch.Tensor:
     """A file's bytes as a uint8 tensor (a DataError names a file that cannot be read)."""
     try:
         with open(path, "rb") as fh:
-            return torch.frombuffer(bytearray(fh.read()), dtype=torch.uint8)
+            data = fh.read()
     except OSError as exc:
         raise DataError(f"cannot read the image {path} ({exc.strerror or exc}); remove or replace the file") from None
+    if not data:  # torch.frombuffer refuses an empty buffer
+        raise DataError(f"cannot read the image {path} (the file is empty); remove or replace the file")
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
 def _is_jpeg(data: torch.Tensor) -> bool:
@@ -52,9 +55,14 @@ def _decode_on_cpu(data: torch.Tensor, path: str) -> torch.Tensor:
     from torchvision.io import ImageReadMode, decode_image
 
     try:
-        return decode_image(data, mode=ImageReadMode.RGB)
+        picture = decode_image(data, mode=ImageReadMode.RGB)
     except (RuntimeError, ValueError):
         return _decode_with_pil(data, path)
+    if picture.dtype != torch.uint8:  # a 16-bit PNG comes as uint16 (0-65535): its 8 high bits (PIL would clip)
+        from torchvision.transforms.v2.functional import to_dtype
+
+        picture = to_dtype(picture, torch.uint8, scale=True)
+    return picture
 
 
 def _decode_with_pil(data: torch.Tensor, path: str) -> torch.Tensor:
@@ -67,4 +75,5 @@ def _decode_with_pil(data: torch.Tensor, path: str) -> torch.Tensor:
         with Image.open(io.BytesIO(data.numpy().tobytes())) as img:
             return pil_to_tensor(img.convert("RGB"))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot decode the image {path} ({exc}); remove or replace the file") from None
+        why = "not an image file, or a kind PIL does not know" if "cannot identify" in str(exc) else exc
+        raise DataError(f"cannot decode the image {path} ({why}); remove or replace the file") from None

@@ -132,8 +132,17 @@ def crop_size(augment: list, default: int = 224) -> int:
 def _scan_folder(root: str, part: str):
     from torchvision import datasets
 
+    class Folder(datasets.ImageFolder):
+        """ImageFolder without hidden folders as classes (.ipynb_checkpoints, .DS_Store's kin, .git)."""
+
+        def find_classes(self, directory):
+            classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
+            if not classes:
+                raise FileNotFoundError(f"no class folders in {directory}")
+            return classes, {name: k for k, name in enumerate(classes)}
+
     try:
-        return datasets.ImageFolder(os.path.join(root, part), loader=read_bytes)
+        return Folder(os.path.join(root, part), loader=read_bytes)
     except (FileNotFoundError, OSError) as exc:
         flat = _loose_images(os.path.join(root, part))
         hint = (f"; its {flat:,} images lie loose in it, as ImageNet's validation archive holds them: with "
