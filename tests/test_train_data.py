@@ -313,8 +313,11 @@ def test_folder_subsets_and_split(tmp_path):
     assert d.train_size == 4 and d.test_size == 2
     train = d.train_dataset([{"kind": "flip"}], crop=16)
     everything = load_dataset(str(tmp_path)).train_dataset([], crop=16).samples
-    assert len(everything) == 6 and train.samples == everything[:4]
-    assert len(d.test_dataset(crop=16, resize=20)) == 2
+    # a folder lists its images class by class: the subset is drawn over the classes, the same for every run
+    assert len(everything) == 6 and len(train.samples) == 4 and set(train.samples) <= set(everything)
+    assert train.samples == load_dataset(str(tmp_path), train_subset=4, seed=9).train_dataset([], 16).samples
+    assert {label for _, label in train.samples} == {0, 1} and len(d.test_dataset(crop=16, resize=20)) == 2
+    assert {label for _, label in d.test_dataset(crop=16, resize=20).samples} == {0, 1}  # not the first class alone
     with pytest.raises(DataError, match="larger than"):
         load_dataset(str(tmp_path), test_subset=7)
     s = load_dataset(str(tmp_path), split=(4, 2), seed=3)

@@ -21,6 +21,8 @@ from .images import Plan, EvalView, draw, make_batch, plan_from
 # ---------------------------------------------------------------------------------------------------
 # the dataset
 
+SUBSET_SEED = 0  # --train-subset/--test-subset of a folder: the same images for every run and seed
+
 
 @dataclass
 class FolderData:
@@ -29,7 +31,8 @@ class FolderData:
     The images stay on disk; :meth:`train_dataset` and :meth:`test_dataset` give ``torch.utils.data.Dataset``
     objects that decode and augment them (for a DataLoader). ``shape`` is (3, crop, crop), the size the network
     sees: 224 unless the caller sets it from the recipe. With ``split`` the test set is held out of train/ (as
-    for the in-memory datasets) and val/ is not used; ``train_subset`` / ``test_subset`` keep the first N.
+    for the in-memory datasets) and val/ is not used; ``train_subset`` / ``test_subset`` keep N images drawn over
+    every class (the first N of a split's shuffled order; without a split, a draw that is the same for every run).
     """
 
     name: str
@@ -63,8 +66,11 @@ class FolderData:
             order = split_order(total, self.seed)
             idx = order[:n_train] if which == "train" else order[total - n_val:]
         n = self.train_subset if which == "train" else self.test_subset
-        if n is not None:
-            idx = torch.arange(n) if idx is None else idx[:n]
+        if n is not None and idx is None:  # a folder lists its images class by class: the first N would be the
+            total = len(self._folder(part))  # first classes alone, so N drawn over them all (a fixed draw)
+            idx = split_order(total, SUBSET_SEED)[:n].sort().values
+        elif n is not None:
+            idx = idx[:n]  # already in a shuffled order
         return part, idx
 
     def _dataset(self, which: str, view, encoded: bool) -> "FolderImages":

@@ -98,8 +98,10 @@ OPTIONS = (
     Option("--data-dir", "where named datasets are (or are downloaded to); when given, the only place looked at",
            "data", metavar="DIR"),
     Option("--no-download", "never download; fail if the data is not local", "data", is_flag=True),
-    Option("--train-subset", "train on the first N training images only", "data", positive_int, "N"),
-    Option("--test-subset", "evaluate on the first N test images only", "data", positive_int, "N"),
+    Option("--train-subset", "train on the first N training images only (of an image folder, N drawn over its "
+           "classes, the same N for every run)", "data", positive_int, "N"),
+    Option("--test-subset", "evaluate on the first N test images only (of an image folder, N drawn over its "
+           "classes, the same N for every run)", "data", positive_int, "N"),
     Option("--workers", "DataLoader worker processes for image folders (default: 4, or the cores this process may "
            "use where fewer)", "data", count, "N"),
     Option("--decode", "image folders: where pictures are decoded and cut; auto (the default) is the GPU on a CUDA "
