@@ -30,10 +30,11 @@ from .options import MAX_SEED
 from .seeds import release_launcher, stop_with_launcher
 from .report import Progress, RunLog, banner, device_words, effective_recipe, precision_words
 from .evaluation import evaluate, evaluator
+from .points import evaluate_and_log, observe_warmup, pending
 from .session import (Interrupted, RunOptions, Session, TrainingError, apply_overrides, distributed_env, pick_device,
                       prepare)
 from .stepping import step_words, stepper
-from .steps import Window, reduce_on, reduce_window
+from .steps import Window, reduce_window
 
 CHECKPOINT = rundir.CHECKPOINT
 # options a resumed run takes from its config.json; giving another value on resume is refused, not ignored
@@ -194,7 +195,7 @@ def _train(model_fn, recipe, opts, run_dir, rank, world, log) -> dict:
                 log.say(final.plan_words(test, s.data, s.recipe))
             if opts.resume is None:
                 rundir.write_config(run_dir, dict(_config(s), final_test=test))
-        if state["iter"] < s.total:
+        if state["iter"] < s.total or pending(s, state, metrics):
             result = _loop(s, state, metrics, log, run_dir, path)
         else:  # a finished run resumed for its final test alone (_restore refuses it otherwise)
             result = {"run_dir": run_dir, "last": None, "iterations": s.total, "model": s.model}
@@ -209,7 +210,7 @@ def _train(model_fn, recipe, opts, run_dir, rank, world, log) -> dict:
 
 def _restore(s: Session, state: dict, path: str, metrics: MetricsLog, test: dict | None) -> None:
     """Model, optimizer, schedule, running figures and RNG states from the run's checkpoint (a finished run is
-    refused unless its final test in ``test``'s view is still to do)."""
+    refused unless its last evaluation or its final test in ``test``'s view is still to do)."""
     saved = ckpt.load(path)
     mine, its = s.opts.extra_config.get("run_id"), saved.get("run_id")
     if mine and its and mine != its:  # runs recorded before run ids have neither
@@ -225,10 +226,11 @@ def _restore(s: Session, state: dict, path: str, metrics: MetricsLog, test: dict
     ckpt.set_rng_state(saved["rng"])
     if s.rank != 0:  # rank 0's checkpoint holds the whole window's running sums
         state["loss_sum"], state["wrong"], state["seen"] = 0.0, 0, 0
-    if state["iter"] >= s.total and not (test and not final.written(os.path.dirname(path))):
+    metrics.resume(state["iter"])
+    if state["iter"] >= s.total and not (test and not final.written(os.path.dirname(path))) and not pending(
+            s, state, metrics):
         raise TrainingError(f"--resume {s.opts.resume}: the run already finished all {s.total} iterations, so there "
                             "is nothing to continue. To train longer, start a new run (e.g. --iters N --out NEW)")
-    metrics.resume(state["iter"])
 
 
 def _config(s: Session) -> dict:
@@ -260,17 +262,21 @@ def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: st
     progress = Progress(s.total, state["iter"], quiet=s.opts.quiet or s.rank != 0, log=log)
     start = time.perf_counter() - state["elapsed"]
     last_row = None
-    with _Stop() as stop, contextlib.closing(steps):
+    if pending(s, state, metrics):  # the evaluation its checkpoint stands at, which the run missed
+        it = state["iter"] - 1
+        last_row = evaluate_and_log(s, state, window, it, s.schedule.lr_at(it), start, metrics, progress, evaluation)
+    with _Stop() as stop, contextlib.closing(steps), _keeping_on_data_errors(s, state, window, steps, start, path,
+                                                                             progress, run_dir):
         for it in range(state["iter"], s.total):
             lr = s.schedule.lr_at(it)
             loss, wrong, n = steps.step(it, lr)
-            _observe_warmup(s, state, it, wrong, n)
+            observe_warmup(s, state, it, wrong, n)
             state["iter"] = it + 1
             progress.update(it, loss, wrong, n, lr)
             done = it + 1 == s.total
             if (it + 1) % s.eval_every == 0 or done:
                 _check_finite(s, window, lr, path)
-                last_row = _evaluate_and_log(s, state, window, it, lr, start, metrics, progress, evaluation)
+                last_row = evaluate_and_log(s, state, window, it, lr, start, metrics, progress, evaluation)
             if (it + 1) % s.ckpt_every == 0 or done or stop.requested:
                 _check_finite(s, window, lr, path)
                 state.update(window.read())
@@ -287,6 +293,25 @@ def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: st
     if s.world > 1:
         torch.distributed.barrier()
     return {"run_dir": run_dir, "last": last_row, "iterations": s.total, "model": s.model}
+
+
+@contextlib.contextmanager
+def _keeping_on_data_errors(s: Session, state: dict, window: Window, steps, start: float, path: str, progress,
+                            run_dir: str):
+    """A picture that cannot be read or decoded stops the run; one process first keeps its work in a checkpoint of
+    the iterations done (resumed, a run redoes an evaluation it missed: points.pending)."""
+    try:
+        yield
+    except DataError as exc:
+        progress.close()
+        if s.world > 1 or state["iter"] == 0:
+            raise
+        _check_finite(s, window, s.schedule.lr_at(state["iter"] - 1), path)
+        state.update(window.read())
+        state["elapsed"] = time.perf_counter() - start
+        _save(s, state, path, steps.optimizer_state())
+        raise DataError(f"{exc}. A checkpoint of the {state['iter']:,} iterations done was written: with the file "
+                        f"replaced or removed, resume with --resume {shlex.quote(run_dir)}") from None
 
 
 def _kept(path: str) -> str:
@@ -308,20 +333,6 @@ def _check_finite(s: Session, window: Window, lr: float, path: str) -> None:
     if first is not None:
         raise TrainingError(f"the loss became non-finite at iteration {first + 1} (lr {s.schedule.lr_at(first):g}); "
                             f"training stopped; {_kept(path)}. Try a lower --lr or a warm-up")
-
-
-def _observe_warmup(s: Session, state: dict, it: int, wrong, n: int) -> None:
-    """[R]'s warm-up "until training error is below 80%" needs each batch's error on the host (one read per
-    iteration while the warm-up lasts; none after)."""
-    if s.schedule.warmup_done:
-        return
-    if s.world > 1:  # every rank ends the warm-up at the same iteration: the whole batch's error, not its shard's
-        counts = torch.tensor([float(wrong), float(n)], dtype=torch.float64, device=reduce_on(s.device))
-        torch.distributed.all_reduce(counts)
-        wrong, n = counts[0], int(counts[1].item())
-    recent = (state["recent_errors"] + [100.0 * int(wrong.item()) / n])[-20:]
-    state["recent_errors"] = recent
-    s.schedule.observe_train_error(it, sum(recent) / len(recent))
 
 
 def _save(s: Session, state: dict, path: str, optimizer_state: dict) -> None:
@@ -347,37 +358,6 @@ def _first_non_finite(tensors: dict) -> str | None:
     device = tensors[names[0]].device  # a module may keep a buffer elsewhere: the flags go to one device
     finite = torch.stack([torch.isfinite(tensors[n]).all().to(device) for n in names]).tolist()
     return next((n for n, ok in zip(names, finite) if not ok), None)
-
-
-def _evaluate_and_log(s: Session, state: dict, window: Window, it: int, lr: float, start: float,
-                      metrics: MetricsLog, progress: Progress, evaluation) -> dict | None:
-    row = None
-    state.update(window.read())
-    reduce_window(state, s.device, s.rank, s.world)
-    if s.rank == 0:
-        res = evaluation(last=it + 1 == s.total)
-        seen = max(state["seen"], 1)
-        row = {"iter": it + 1, "epoch": round((it + 1) / s.iters_per_epoch, 4), "lr": lr,
-               "train_loss": state["loss_sum"] / seen, "train_error": 100.0 * state["wrong"] / seen,
-               "test_loss": res["loss"], "test_error": res["error"], "test_top5_error": res["top5_error"],
-               "seconds": round(time.perf_counter() - start, 3)}
-        metrics.write(row)
-        progress.note(row)
-        s.schedule.observe_val_error(res["error"])
-    if s.world > 1:
-        _share_plateau(s)
-    state["loss_sum"], state["wrong"], state["seen"] = 0.0, 0, 0
-    window.reset()
-    return row
-
-
-def _share_plateau(s: Session) -> None:
-    """Every rank must take the same plateau decision; rank 0's evaluation decides."""
-    sch = s.schedule
-    flag = torch.tensor([sch.plateau_scale, sch.plateau_best, sch.plateau_bad], dtype=torch.float64,
-                        device=s.device if torch.distributed.get_backend() == "nccl" else "cpu")
-    torch.distributed.broadcast(flag, 0)
-    sch.plateau_scale, sch.plateau_best, sch.plateau_bad = flag[0].item(), flag[1].item(), int(flag[2].item())
 
 
 def run_with_errors(fn, *args, **kwargs):

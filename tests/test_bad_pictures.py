@@ -1,0 +1,54 @@
+"""A picture that cannot be read or decoded, met in the middle of a run: the run stops with the file named, keeps
+its work in a checkpoint of the iterations done, and, resumed once the file is replaced, ends exactly as a run
+that never met it."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from test_seeds import _same_run  # noqa: E402
+from test_train_data import make_folder  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = str(ROOT / "tests" / "specs" / "tiny_folder.res")
+
+
+def train(*args):
+    cmd = [sys.executable, "-m", "resdsl_cli.main", "train", TINY, "--device", "cpu", "--workers", "0", "--quiet",
+           "--iters", "4", "--eval-every", "2", "--checkpoint-every", "4", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def test_a_broken_test_picture_keeps_the_work_and_the_resumed_run_is_exact(tmp_path):
+    good = tmp_path / "good"
+    make_folder(good, per_class=4, size=(48, 40))
+    bad = tmp_path / "bad"
+    shutil.copytree(good, bad)
+    (bad / "val" / "dog" / "1.jpg").write_bytes((good / "val" / "dog" / "1.jpg").read_bytes()[:200])  # truncated
+    r = train("--data", str(bad), "--out", str(tmp_path / "run"))
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert f"cannot decode the image {bad / 'val' / 'dog' / '1.jpg'}" in r.stderr
+    assert "A checkpoint of the 2 iterations done was written" in r.stderr and "--resume" in r.stderr
+    assert (tmp_path / "run" / "checkpoint.pt").exists() and not (tmp_path / "run" / "metrics.jsonl").exists()
+    shutil.copy(good / "val" / "dog" / "1.jpg", bad / "val" / "dog" / "1.jpg")  # the file replaced
+    r = subprocess.run([sys.executable, "-m", "resdsl_cli.main", "train", "--resume", str(tmp_path / "run"),
+                        "--quiet"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = train("--data", str(bad), "--out", str(tmp_path / "never"))  # the same folder, never broken
+    assert r.returncode == 0, r.stderr[-2000:]
+    _same_run(tmp_path / "run", tmp_path / "never")  # the evaluation the run missed was made on resuming
+
+
+def test_a_broken_training_picture_at_the_first_batch_writes_no_checkpoint(tmp_path):
+    folder = tmp_path / "f"
+    make_folder(folder, per_class=2, size=(48, 40))
+    for name in ("cat", "dog"):
+        for path in (folder / "train" / name).iterdir():
+            path.write_bytes(b"")  # every training picture: the first batch cannot be made
+    r = train("--data", str(folder), "--out", str(tmp_path / "run"))
+    assert r.returncode == 1 and "(the file is empty); remove or replace the file" in r.stderr, r.stderr[-2000:]
+    assert "checkpoint" not in r.stderr.split("error:")[-1] and not (tmp_path / "run" / "checkpoint.pt").exists()
