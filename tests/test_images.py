@@ -71,6 +71,13 @@ def test_scale_augmentation_covers_its_range_and_crops_inside():
         plan_from([{"kind": "scale", "min": 20, "max": 40, "crop": 24}], crop=24)
 
 
+def test_a_picture_too_small_for_pad_crop_is_named():
+    plan = plan_from([{"kind": "pad-crop", "padding": 2}], crop=24)
+    data = encode(picture(10, 12))
+    with pytest.raises(DataError, match=r"x/small.png: pad-crop: a 12x10 image padded by 2 is smaller than the 24x24"):
+        make_batch([data], ["x/small.png"], [0], plan, "cpu")
+
+
 def test_random_resized_crop_keeps_torchvisions_ranges():
     plan = plan_from([{"kind": "random-resized-crop", "size": 20}], crop=24)
     for seed in range(200):

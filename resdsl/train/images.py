@@ -319,7 +319,8 @@ def build_batch(datas, paths, seeds, view, device, draws=None) -> torch.Tensor:
     pictures = decode(datas, paths, device)
     if isinstance(view, Plan):
         draws = draws if draws is not None else [draw(s) for s in seeds]
-        views = [(k, train_box(view, d, p.shape[1], p.shape[2])) for k, (d, p) in enumerate(zip(draws, pictures))]
+        views = [(k, _named(paths[k], train_box, view, d, p.shape[1], p.shape[2]))
+                 for k, (d, p) in enumerate(zip(draws, pictures))]
         return finish(cut_views(pictures, views), view, draws)
     if view.scales:
         from .views import scaled_views  # which imports this module
@@ -329,6 +330,14 @@ def build_batch(datas, paths, seeds, view, device, draws=None) -> torch.Tensor:
              for b in test_boxes(p.shape[1], p.shape[2], view.crop, view.resize, view.ten_crop)]
     x = finish(cut_views(pictures, views), None, None)
     return x.view(len(pictures), 10, *x.shape[1:]) if view.ten_crop else x
+
+
+def _named(path: str, fn, *args):
+    """``fn(*args)``; a DataError it raises names the picture's file."""
+    try:
+        return fn(*args)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
 
 
 def cut_views(pictures: list[torch.Tensor], views: list[tuple[int, Box]]) -> torch.Tensor:
