@@ -284,3 +284,25 @@ def test_multi_scale_scores_are_deterministic_on_cuda(folder):
     with torch.no_grad():
         on_cpu = torch.cat([v.scores(model.cpu()) for v in views])
     assert torch.allclose(on_gpu, on_cpu, atol=1e-5)
+
+
+def test_an_experiment_restarts_with_other_workers(tmp_path):
+    """--workers changes how fast a run goes, not what it computes: a restart may give another number, and a
+    record written when it was part of the options (as null) is read as before."""
+    from resdsl.experiment.parse import parse_experiment
+    from resdsl.experiment.runner import PASSED, check_record
+
+    exp = parse_experiment(str(ROOT / "tests/experiments/tiny_folder.exp"))
+    out = tmp_path / "exp"
+    check_record(str(out), exp, {"workers": 4, "iters": 2}, 1)
+    record = json.loads((out / "experiment.json").read_text())
+    assert "workers" not in record["options"]
+    (out / "tiny" / "seed-0").mkdir(parents=True)
+    (out / "tiny" / "seed-0" / "checkpoint.pt").write_bytes(b"x")  # a run has checkpointed: options are fixed
+    check_record(str(out), exp, {"workers": 0, "iters": 2}, 1)
+    record["options"] = {k: None for k in PASSED} | {"iters": 2, "no_download": None, "deterministic": None,
+                                                      "channels_last": None}  # an older record's keys
+    (out / "experiment.json").write_text(json.dumps(record))
+    check_record(str(out), exp, {"workers": 2, "iters": 2}, 1)
+    with pytest.raises(Exception, match="started with options --iters 2"):
+        check_record(str(out), exp, {"iters": 3}, 1)
