@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("torch")
 
 from test_seeds import _same_run  # noqa: E402
+from resdsl.train.data import load_dataset  # noqa: E402
 from test_train_data import make_folder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,3 +53,11 @@ def test_a_broken_training_picture_at_the_first_batch_writes_no_checkpoint(tmp_p
     r = train("--data", str(folder), "--out", str(tmp_path / "run"))
     assert r.returncode == 1 and "(the file is empty); remove or replace the file" in r.stderr, r.stderr[-2000:]
     assert "checkpoint" not in r.stderr.split("error:")[-1] and not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_hidden_folders_are_no_classes(tmp_path):
+    make_folder(tmp_path)
+    for part in ("train", "val"):  # a notebook's checkpoints, with a picture in it
+        make_folder(tmp_path / part / ".ipynb_checkpoints", classes=("x",), per_class=1, parts=(".",))
+    d = load_dataset(str(tmp_path))
+    assert d.classes == ["cat", "dog"] and d.train_size == 6

@@ -290,14 +290,6 @@ def test_imagenet_layout_folder(tmp_path):
         d.train_dataset([{"kind": "jitter"}], crop=24)
 
 
-def test_hidden_folders_are_no_classes(tmp_path):
-    make_folder(tmp_path)
-    for part in ("train", "val"):  # a notebook's checkpoints, with a picture in it
-        make_folder(tmp_path / part / ".ipynb_checkpoints", classes=("x",), per_class=1, parts=(".",))
-    d = load_dataset(str(tmp_path))
-    assert d.classes == ["cat", "dog"] and d.train_size == 6
-
-
 def test_folder_datasets_pickle_for_workers(tmp_path):
     """DataLoader workers started with spawn pickle the dataset: no lambdas in the transforms."""
     make_folder(tmp_path, per_class=1)
