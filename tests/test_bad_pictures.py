@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 
 from test_seeds import _same_run  # noqa: E402
 from resdsl.train.data import load_dataset  # noqa: E402
@@ -36,12 +36,42 @@ def test_a_broken_test_picture_keeps_the_work_and_the_resumed_run_is_exact(tmp_p
     assert "A checkpoint of the 2 iterations done was written" in r.stderr and "--resume" in r.stderr
     assert (tmp_path / "run" / "checkpoint.pt").exists() and not (tmp_path / "run" / "metrics.jsonl").exists()
     shutil.copy(good / "val" / "dog" / "1.jpg", bad / "val" / "dog" / "1.jpg")  # the file replaced
-    r = subprocess.run([sys.executable, "-m", "resdsl_cli.main", "train", "--resume", str(tmp_path / "run"),
-                        "--quiet"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    r = resume(tmp_path / "run")
     assert r.returncode == 0, r.stderr[-2000:]
     r = train("--data", str(bad), "--out", str(tmp_path / "never"))  # the same folder, never broken
     assert r.returncode == 0, r.stderr[-2000:]
     _same_run(tmp_path / "run", tmp_path / "never")  # the evaluation the run missed was made on resuming
+    # a row lost otherwise (a damaged line) is not made up: the run is finished, and stays as it is
+    rows = (tmp_path / "never" / "metrics.jsonl").read_text().splitlines()
+    (tmp_path / "never" / "metrics.jsonl").write_text("\n".join(rows[:-1] + [rows[-1][:30]]) + "\n")
+    r = resume(tmp_path / "never")
+    assert r.returncode == 1 and "already finished all 4 iterations" in r.stderr, r.stderr[-2000:]
+
+
+def test_a_failed_last_evaluation_is_made_on_resuming_and_checkpointed(tmp_path):
+    """The evaluation at the run's last iteration fails: resumed, the run makes it, then its final test, and its
+    checkpoint (running sums, schedule) is the one of a run that never failed."""
+    good = tmp_path / "good"
+    make_folder(good, per_class=4, size=(48, 40))
+    bad = tmp_path / "bad"
+    shutil.copytree(good, bad)
+    (bad / "val" / "cat" / "2.png").write_bytes(b"")
+    r = train("--data", str(bad), "--eval-every", "4", "--out", str(tmp_path / "run"))
+    assert r.returncode == 1 and "A checkpoint of the 4 iterations done was written" in r.stderr, r.stderr[-2000:]
+    shutil.copy(good / "val" / "cat" / "2.png", bad / "val" / "cat" / "2.png")
+    assert resume(tmp_path / "run").returncode == 0
+    assert train("--data", str(bad), "--eval-every", "4", "--out", str(tmp_path / "never")).returncode == 0
+    _same_run(tmp_path / "run", tmp_path / "never")
+    mine, theirs = (torch.load(tmp_path / run / "checkpoint.pt", weights_only=True) for run in ("run", "never"))
+    assert {k: v for k, v in mine["state"].items() if k != "elapsed"} == {
+        k: v for k, v in theirs["state"].items() if k != "elapsed"} | {"eval_missed": False}
+    assert mine["schedule"] == theirs["schedule"]
+    assert (tmp_path / "run" / "final-test.json").read_text() == (tmp_path / "never" / "final-test.json").read_text()
+
+
+def resume(run):
+    return subprocess.run([sys.executable, "-m", "resdsl_cli.main", "train", "--resume", str(run), "--quiet"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
 def test_a_broken_training_picture_at_the_first_batch_writes_no_checkpoint(tmp_path):

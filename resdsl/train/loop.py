@@ -30,7 +30,7 @@ from .options import MAX_SEED
 from .seeds import release_launcher, stop_with_launcher
 from .report import Progress, RunLog, banner, device_words, effective_recipe, precision_words
 from .evaluation import evaluate, evaluator
-from .points import evaluate_and_log, observe_warmup, pending
+from .points import evaluate_and_log, missed, observe_warmup, pending
 from .session import (Interrupted, RunOptions, Session, TrainingError, apply_overrides, distributed_env, pick_device,
                       prepare)
 from .stepping import step_words, stepper
@@ -195,7 +195,7 @@ def _train(model_fn, recipe, opts, run_dir, rank, world, log) -> dict:
                 log.say(final.plan_words(test, s.data, s.recipe))
             if opts.resume is None:
                 rundir.write_config(run_dir, dict(_config(s), final_test=test))
-        if state["iter"] < s.total or pending(s, state, metrics):
+        if state["iter"] < s.total or pending(state):
             result = _loop(s, state, metrics, log, run_dir, path)
         else:  # a finished run resumed for its final test alone (_restore refuses it otherwise)
             result = {"run_dir": run_dir, "last": None, "iterations": s.total, "model": s.model}
@@ -226,11 +226,10 @@ def _restore(s: Session, state: dict, path: str, metrics: MetricsLog, test: dict
     ckpt.set_rng_state(saved["rng"])
     if s.rank != 0:  # rank 0's checkpoint holds the whole window's running sums
         state["loss_sum"], state["wrong"], state["seen"] = 0.0, 0, 0
-    metrics.resume(state["iter"])
-    if state["iter"] >= s.total and not (test and not final.written(os.path.dirname(path))) and not pending(
-            s, state, metrics):
+    if state["iter"] >= s.total and not (test and not final.written(os.path.dirname(path))) and not pending(state):
         raise TrainingError(f"--resume {s.opts.resume}: the run already finished all {s.total} iterations, so there "
                             "is nothing to continue. To train longer, start a new run (e.g. --iters N --out NEW)")
+    metrics.resume(state["iter"])
 
 
 def _config(s: Session) -> dict:
@@ -262,11 +261,14 @@ def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: st
     progress = Progress(s.total, state["iter"], quiet=s.opts.quiet or s.rank != 0, log=log)
     start = time.perf_counter() - state["elapsed"]
     last_row = None
-    if pending(s, state, metrics):  # the evaluation its checkpoint stands at, which the run missed
-        it = state["iter"] - 1
-        last_row = evaluate_and_log(s, state, window, it, s.schedule.lr_at(it), start, metrics, progress, evaluation)
     with _Stop() as stop, contextlib.closing(steps), _keeping_on_data_errors(s, state, window, steps, start, path,
-                                                                             progress, run_dir):
+                                                                             progress, run_dir, metrics):
+        if pending(state):  # the evaluation its checkpoint stands at, which failed: made, then checkpointed
+            it = state["iter"] - 1
+            last_row = evaluate_and_log(s, state, window, it, s.schedule.lr_at(it), start, metrics, progress,
+                                        evaluation)
+            state["eval_missed"], state["elapsed"] = False, time.perf_counter() - start
+            _save(s, state, path, steps.optimizer_state())
         for it in range(state["iter"], s.total):
             lr = s.schedule.lr_at(it)
             loss, wrong, n = steps.step(it, lr)
@@ -297,9 +299,9 @@ def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: st
 
 @contextlib.contextmanager
 def _keeping_on_data_errors(s: Session, state: dict, window: Window, steps, start: float, path: str, progress,
-                            run_dir: str):
+                            run_dir: str, metrics: MetricsLog):
     """A picture that cannot be read or decoded stops the run; one process first keeps its work in a checkpoint of
-    the iterations done (resumed, a run redoes an evaluation it missed: points.pending)."""
+    the iterations done, marked where the evaluation there failed (resumed, it is made first: points.pending)."""
     try:
         yield
     except DataError as exc:
@@ -308,10 +310,11 @@ def _keeping_on_data_errors(s: Session, state: dict, window: Window, steps, star
             raise
         _check_finite(s, window, s.schedule.lr_at(state["iter"] - 1), path)
         state.update(window.read())
-        state["elapsed"] = time.perf_counter() - start
+        state["eval_missed"], state["elapsed"] = missed(s, state, metrics), time.perf_counter() - start
         _save(s, state, path, steps.optimizer_state())
-        raise DataError(f"{exc}. A checkpoint of the {state['iter']:,} iterations done was written: with the file "
-                        f"replaced or removed, resume with --resume {shlex.quote(run_dir)}") from None
+        n = state["iter"]
+        raise DataError(f"{exc}. A checkpoint of the {n:,} iteration{'' if n == 1 else 's'} done was written: with "
+                        f"the file replaced or removed, resume with --resume {shlex.quote(run_dir)}") from None
 
 
 def _kept(path: str) -> str:

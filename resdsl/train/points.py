@@ -16,13 +16,17 @@ if TYPE_CHECKING:
     from .session import Session
 
 
-def pending(s, state: dict, metrics: MetricsLog) -> bool:
-    """Whether a resumed run's checkpoint stands at an evaluation point whose metrics row it lacks: its evaluation
-    failed on a test file that could not be read (the loop kept the work first), or the row was unreadable. One
-    process only (the others of a run have no metrics of their own)."""
+def missed(s, state: dict, metrics: MetricsLog) -> bool:
+    """Whether the run stands at an evaluation point whose evaluation has not been logged (it failed)."""
     it = state["iter"]
-    at_point = it > 0 and (it % s.eval_every == 0 or it == s.total)
-    return s.world == 1 and s.rank == 0 and at_point and not any(r["iter"] == it for r in metrics.rows)
+    return it > 0 and (it % s.eval_every == 0 or it == s.total) and not any(r["iter"] == it for r in metrics.rows)
+
+
+def pending(state: dict) -> bool:
+    """Whether a resumed run's checkpoint was written in place of the evaluation it stands at (which failed on a
+    test file that could not be read: the loop kept the work first and marked it). That evaluation comes first;
+    the checkpoint holds the window's sums and the schedule as they were just before it."""
+    return bool(state.get("eval_missed"))
 
 
 def evaluate_and_log(s: Session, state: dict, window: Window, it: int, lr: float, start: float,
