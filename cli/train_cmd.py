@@ -295,7 +295,8 @@ def _train_once(spec: str | None, values: dict, settings: list[str]) -> int:
 @click.option("--device", type=click.Choice(["auto", "cuda", "mps", "cpu"]), default="auto", show_default=True,
               help="where to evaluate: auto picks CUDA, then Apple MPS, then the CPU")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
-              help="images per evaluation batch (10-crop divides it by 10, multi-scale by 24)")
+              help="images per evaluation batch, in crops' worth of pixels (10-crop takes 10 a picture, [R]'s "
+                   "multi-scale about 24)")
 @click.option("--no-download", is_flag=True, help="never download; fail if the data is not local")
 @guard
 def eval_cmd(target, checkpoint, data, data_dir, test_subset, test, old_view, device, batch_size,

@@ -306,3 +306,14 @@ def test_an_experiment_restarts_with_other_workers(tmp_path):
     check_record(str(out), exp, {"workers": 2, "iters": 2}, 1)
     with pytest.raises(Exception, match="started with options --iters 2"):
         check_record(str(out), exp, {"iters": 3}, 1)
+
+
+def test_test_batches_hold_about_the_same_pixels_whatever_the_view():
+    from resdsl.train.views import batch_pictures
+
+    assert batch_pictures(view_of("single-view"), 256, 224) == 256
+    assert batch_pictures(view_of("10-crop"), 256, 224) == 25
+    assert batch_pictures(view_of("multi-scale"), 256, 224) == 10  # [R]'s five sides: ~24 crops' worth a picture
+    assert batch_pictures(view_of({"view": "single-view", "scale": 320, "crop": 320}), 256, 224) == 125
+    assert batch_pictures(view_of({"view": "multi-scale", "scales": [224, 1024]}), 256, 224) == 8
+    assert batch_pictures(view_of("multi-scale"), 1, 224) == 1

@@ -73,7 +73,7 @@ def run(s, run_dir: str, view: dict, iteration: int, say) -> dict:
     memory are halved (a multi-scale test's largest views are ~8 times a crop's pixels) down to one picture."""
     from .session import TrainingError
 
-    pictures = batch_pictures(view, max(s.recipe["batch"], 256))
+    pictures = batch_pictures(view, max(s.recipe["batch"], 256), s.data.shape[1])
     with _stopped_by_signals(run_dir):
         while True:
             try:

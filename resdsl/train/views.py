@@ -30,9 +30,7 @@ from .images import EvalView, finish, resized
 
 KINDS = ("single-view", "10-crop", "multi-scale")
 PAPER_SCALES = (224, 256, 384, 480, 640)  # [R] 3.4, the shorter sides of its multi-scale test
-# a multi-scale test holds this many 224x224 crops' worth of pixels per 4:3 picture (sum of (s / 224)^2 * 4 / 3):
-# its batches hold that many times fewer pictures than a single view's
-PIXELS_PER_PICTURE = 24
+ASPECT = 4 / 3  # most ImageNet pictures' (500x375): a whole picture at shorter side s holds s * s * 4 / 3 pixels
 
 
 def view_of(value) -> dict:
@@ -77,10 +75,15 @@ def words(test: dict, side: int) -> str:
     return f"{'10-crop' if v.ten_crop else 'single view'}, {v.crop}x{v.crop} of shorter side {v.resize}"
 
 
-def batch_pictures(test: dict, batch_size: int) -> int:
-    """Pictures per test batch of ``batch_size`` images' worth: fewer for ten crops or several scales."""
-    share = {"10-crop": 10, "multi-scale": PIXELS_PER_PICTURE}.get(test["view"], 1)
-    return max(1, batch_size // share)
+def batch_pictures(test: dict, batch_size: int, side: int) -> int:
+    """Pictures per test batch of ``batch_size`` crops' worth of pixels, for a network whose input is ``side``
+    pixels: fewer for ten crops, or a whole picture at several scales (about 24 crops' worth at [R]'s)."""
+    v = eval_view(test, side)
+    if v.scales:
+        share = sum(s * s * ASPECT for s in v.scales) / (v.crop * v.crop)
+    else:
+        share = (10 if v.ten_crop else 1) * v.crop * v.crop / (side * side)
+    return max(1, int(batch_size / share))
 
 
 # ---------------------------------------------------------------------------------------------------
