@@ -10,7 +10,8 @@ import time
 
 from . import report
 from .model import Experiment
-from .runner import (ExperimentRunError, Job, check_record, jobs, run_local, run_submitit, spec_path, status)
+from .runner import (ExperimentRunError, Job, check_record, jobs, run_local, run_record, run_submitit, spec_path,
+                     status)
 
 # (channels, size, classes, training images) of the datasets a recipe names, for the estimate before any data
 # is read; an image folder (--data DIR) is taken as ImageNet
@@ -274,22 +275,11 @@ def _responses(fig, by_row: dict, out: str) -> list[str]:
 
 
 def _params(row_jobs: list[Job]):
-    for j in row_jobs:
-        try:
-            with open(os.path.join(j.run_dir, "config.json"), encoding="utf-8") as fh:
-                return json.load(fh).get("params")
-        except (OSError, ValueError):
-            continue
-    return None
+    records = [r for r in map(run_record, (j.run_dir for j in row_jobs)) if r is not None]
+    return records[0].get("params") if records else None
 
 
 def _device(all_jobs: list[Job]) -> str:
-    for j in all_jobs:
-        try:
-            with open(os.path.join(j.run_dir, "config.json"), encoding="utf-8") as fh:
-                cfg = json.load(fh)
-            return f"{cfg.get('device')}, {cfg.get('precision')}"
-        except (OSError, ValueError):
-            continue
-    return "no run finished"
+    records = [r for r in map(run_record, (j.run_dir for j in all_jobs)) if r is not None]
+    return f"{records[0].get('device')}, {records[0].get('precision')}" if records else "no run finished"
 

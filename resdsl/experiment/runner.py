@@ -63,11 +63,9 @@ def status(job: Job) -> tuple[str, int]:
     from resdsl.train.checkpoint import iteration
 
     checkpoint = os.path.join(job.run_dir, "checkpoint.pt")
-    try:
-        with open(os.path.join(job.run_dir, "config.json"), encoding="utf-8") as fh:
-            config = json.load(fh)
-        total = config["iterations"]
-    except (OSError, ValueError, KeyError, TypeError):
+    config = run_record(job.run_dir)
+    total = config.get("iterations") if config else None
+    if not isinstance(total, int):
         return "new", 0
     if not os.path.exists(checkpoint):
         return "new", 0
@@ -77,6 +75,16 @@ def status(job: Job) -> tuple[str, int]:
     if done >= total and final.missing(job.run_dir, config):  # resumed, it runs its final test alone
         return "to test", done
     return ("finished" if done >= total else "stopped"), done
+
+
+def run_record(run_dir: str) -> dict | None:
+    """A run's config.json (None when it has none, or it cannot be read as a table)."""
+    try:
+        with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as fh:
+            record = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def last_row(run_dir: str) -> dict | None:
@@ -94,12 +102,7 @@ def final_row(run_dir: str) -> dict | None:
     recipe's view where it has one (``view`` says which; resdsl/train/final.py)."""
     from resdsl.train import final
 
-    try:
-        with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as fh:
-            config = json.load(fh)
-    except (OSError, ValueError):
-        config = None
-    if final.missing(run_dir, config):  # not finished: its figures are not yet those of the paper's view
+    if final.missing(run_dir, run_record(run_dir)):  # not finished: its figures are not yet those of the paper's view
         return None
     row, tested = last_row(run_dir), final.read(run_dir)
     if row is None or tested is None:

@@ -23,6 +23,7 @@ from . import rundir
 from .data import FolderData
 from .evaluation import evaluate
 from .fileio import write_output
+from .session import Interrupted, TrainingError, test_batches
 from .views import batch_pictures, eval_view, view_of, words
 
 FILE = rundir.FINAL_TEST
@@ -71,8 +72,6 @@ def read(run_dir: str) -> dict | None:
 def run(s, run_dir: str, view: dict, iteration: int, say) -> dict:
     """Test the session's current weights in ``view``; write and say the figures. Batches that do not fit in
     memory are halved (a multi-scale test's largest views are ~8 times a crop's pixels) down to one picture."""
-    from .session import TrainingError
-
     pictures = batch_pictures(view, max(s.recipe["batch"], 256), s.data.shape[1])
     with _stopped_by_signals(run_dir):
         while True:
@@ -97,8 +96,6 @@ def run(s, run_dir: str, view: dict, iteration: int, say) -> dict:
 
 
 def _test(s, view: dict, pictures: int) -> dict:
-    from .session import test_batches  # the session imports the evaluation this module uses
-
     if s.device.type == "cuda":
         torch.cuda.empty_cache()  # what a failed batch left cached
     batches = test_batches(s.data, s.pipeline, s.opts, pictures, test=view, device=s.device)
@@ -109,7 +106,6 @@ def _test(s, view: dict, pictures: int) -> dict:
 def _stopped_by_signals(run_dir: str):
     """Ctrl-C or SIGTERM during the final test stops it with the trainer's "stopped" message (the checkpoint is
     whole, and a resumed run does this test alone); nothing is written until the test is done."""
-    from .session import Interrupted
 
     def stop(signum, frame):
         raise Interrupted(f"{signal.Signals(signum).name} received during the final test; the run's checkpoint is "
