@@ -191,8 +191,9 @@ def _train(model_fn, recipe, opts, run_dir, rank, world, log) -> dict:
             for line in banner(opts, s.recipe, s.model, _data_words(s.data, s.recipe, s.n_train), s.device,
                                s.schedule, s.total, s.iters_per_epoch, run_dir, state["iter"], step_words(s), s.world):
                 log.say(line)
-            if final.plan_words(test, s.data, s.recipe):
-                log.say(final.plan_words(test, s.data, s.recipe))
+            tested = final.plan_words(test, s.data, s.recipe)
+            if tested:
+                log.say(tested)
             if opts.resume is None:
                 rundir.write_config(run_dir, dict(_config(s), final_test=test))
         if state["iter"] < s.total or pending(state):

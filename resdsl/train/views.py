@@ -132,29 +132,25 @@ def scaled_views(pictures: list[torch.Tensor], scales: tuple) -> Views:
     normalised as every test view is, those of one size stacked together."""
     from torchvision.transforms.v2 import functional as TF
 
-    by_size: dict = {}
+    views = []
     for k, picture in enumerate(pictures):
         for s in scales:
-            if (picture.shape[1], picture.shape[2]) == resized(picture.shape[1], picture.shape[2], s):
-                view = picture
-            else:
-                view = TF.resize(picture, [s], antialias=True)
-            by_size.setdefault(tuple(view.shape), []).append((k, view))
-    groups = []
-    for members in by_size.values():
-        index = torch.tensor([k for k, _ in members], dtype=torch.long, device=pictures[0].device)
-        groups.append((index, finish(torch.stack([v for _, v in members]), None, None)))
+            same = (picture.shape[1], picture.shape[2]) == resized(picture.shape[1], picture.shape[2], s)
+            views.append((k, picture if same else TF.resize(picture, [s], antialias=True)))
+    groups = [(index, finish(x, None, None)) for index, x in _by_size(views)]
     return Views(groups, len(pictures), len(scales))
 
 
 def collate_views(items: list) -> tuple:
     """A DataLoader's batch of ``(Views of one picture, label)`` items: one :class:`Views` and the labels."""
-    groups: dict = {}
-    for k, (views, _) in enumerate(items):
-        for _, x in views.groups:
-            for view in x:
-                groups.setdefault(tuple(view.shape), ([], []))
-                groups[tuple(view.shape)][0].append(k)
-                groups[tuple(view.shape)][1].append(view)
-    stacked = [(torch.tensor(ks, dtype=torch.long), torch.stack(xs)) for ks, xs in groups.values()]
-    return Views(stacked, len(items), items[0][0].per_picture), torch.tensor([label for _, label in items])
+    views = [(k, view) for k, (one, _) in enumerate(items) for _, x in one.groups for view in x]
+    return Views(_by_size(views), len(items), items[0][0].per_picture), torch.tensor([label for _, label in items])
+
+
+def _by_size(views: list) -> list:
+    """(picture index, view) pairs as groups of one size: (indices, the views stacked)."""
+    sizes: dict = {}
+    for k, view in views:
+        sizes.setdefault(tuple(view.shape), []).append((k, view))
+    return [(torch.tensor([k for k, _ in members], dtype=torch.long, device=members[0][1].device),
+             torch.stack([v for _, v in members])) for members in sizes.values()]
