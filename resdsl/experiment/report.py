@@ -64,19 +64,19 @@ def _paper_words(paper: dict | None) -> str:
 
 
 def table(rows: list[dict], paper_dataset: str, compared: bool = True) -> str:
-    """The report's table: one line per paper row; the difference column only where the runs are comparable."""
-    top5 = any("top5" in (r.get("paper") or {}) for r in rows)  # the paper's table gives top-5 errors too
-    head = ("| network | params (spec) | runs | test error %: mean +- std | median | best | "
-            + ("top-5 %: mean | " if top5 else "") + f"paper ({paper_dataset}) |" + (" ours - paper |" if compared
-                                                                                   else ""))
-    lines = [head, "|---" * (7 + top5 + compared) + "|"]
+    """The report's table: one line per paper row; our top-5 error where the paper gives one, the difference
+    column only where the runs are comparable."""
+    top5 = any("top5" in (r.get("paper") or {}) for r in rows)
+    head = (["network", "params (spec)", "runs", "test error %: mean +- std", "median", "best"]
+            + ["top-5 %: mean"] * top5 + [f"paper ({paper_dataset})"] + ["ours - paper"] * compared)
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in rows:
         diff = r.get("difference")
-        params = f"{r['params'] / 1e6:.2f}M" if r.get("params") else "-"
-        lines.append(f"| {r['label']} | {params} | {len(r['test_errors'])} of {r['runs']} | {_pm(r)} | "
-                     f"{_fmt(r.get('median'))} | {_fmt(r.get('best'))} | "
-                     + (f"{_fmt(r.get('top5_mean'))} | " if top5 else "") + f"{_paper_words(r.get('paper'))} |"
-                     + (f" {'-' if diff is None else f'{diff:+.2f}'} |" if compared else ""))
+        cells = ([r["label"], f"{r['params'] / 1e6:.2f}M" if r.get("params") else "-",
+                  f"{len(r['test_errors'])} of {r['runs']}", _pm(r), _fmt(r.get("median")), _fmt(r.get("best"))]
+                 + [_fmt(r.get("top5_mean"))] * top5 + [_paper_words(r.get("paper"))]
+                 + ["-" if diff is None else f"{diff:+.2f}"] * compared)
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
