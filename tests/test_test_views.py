@@ -317,3 +317,19 @@ def test_test_batches_hold_about_the_same_pixels_whatever_the_view():
     assert batch_pictures(view_of({"view": "single-view", "scale": 320, "crop": 320}), 256, 224) == 125
     assert batch_pictures(view_of({"view": "multi-scale", "scales": [224, 1024]}), 256, 224) == 8
     assert batch_pictures(view_of("multi-scale"), 1, 224) == 1
+
+
+def test_a_hand_edited_test_view_in_a_record_is_named():
+    """config.json's recipe test and final_test are read back by resume and eval: a damaged one is refused by its
+    field (rundir.read_config), not met as a KeyError or a ValueError inside the final test."""
+    from resdsl.train.record import problem
+
+    record = {"recipe": {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0, "batch": 4, "lr": 0.1,
+                         "schedule": {"kind": "constant"}, "length": {"value": 3, "unit": "iterations"},
+                         "test": {"view": "multi-scale", "scales": [32, 48]}},
+              "options": {"seed": 0, "channels_last": False, "deterministic": False}, "iterations": 3,
+              "final_test": {"view": "10-crop", "scale": None, "crop": None, "scales": []}}
+    assert problem(record) is None
+    assert problem(dict(record, final_test={"view": "multi-scale", "scales": "32"})).startswith("final_test is ")
+    bad = dict(record, recipe=dict(record["recipe"], test={"view": "single-view", "scale": "320", "crop": 320}))
+    assert problem(bad).startswith("recipe.test is ")

@@ -31,7 +31,8 @@ OPTIONS = {
 # the spec's files as the run compiled them (pipeline.CheckedNetwork.files): path -> text (a path it lacks is
 # said when the spec is compiled)
 SPEC_FILES = {"path": TEXT, "files": TEXTS, "aliases": (_OPTIONAL, TEXTS)}
-RECORD = {"recipe": RECIPE, "options": OPTIONS, "iterations": WHOLE, "spec_files": (_OPTIONAL, SPEC_FILES)}
+RECORD = {"recipe": RECIPE, "options": OPTIONS, "iterations": WHOLE, "spec_files": (_OPTIONAL, SPEC_FILES),
+          "final_test": (_OPTIONAL, VIEW)}
 
 
 def problem(record, kind=None, where: str = "") -> str | None:
@@ -63,7 +64,7 @@ def _is(value, kind: str) -> bool:
     if kind == TEXT:
         return isinstance(value, str)
     if kind == VIEW:
-        return isinstance(value, (str, dict))
+        return _is_view(value)
     if kind == TEXTS:
         return isinstance(value, dict) and all(isinstance(text, str) for text in value.values())
     if isinstance(value, bool):  # JSON's true is no number
@@ -71,6 +72,17 @@ def _is(value, kind: str) -> bool:
     if kind == WHOLE:
         return isinstance(value, int)
     return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _is_view(value) -> bool:
+    """A test view's name, or its table: {"view": name, "scale"/"crop": whole or null, "scales": whole numbers}."""
+    if isinstance(value, str):
+        return True
+    if not isinstance(value, dict) or not isinstance(value.get("view"), str):
+        return False
+    sizes = [value[k] for k in ("scale", "crop") if value.get(k) is not None]
+    scales = value.get("scales") if value.get("scales") is not None else []
+    return isinstance(scales, list) and all(_is(n, WHOLE) for n in sizes + scales)
 
 
 def _shown(value) -> str:
