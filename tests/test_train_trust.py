@@ -224,6 +224,19 @@ def test_half_written_metrics_line_is_dropped_on_resume(tmp_path):
     assert [row["iter"] for row in rows] == [2, 4, 6, 8, 10, 12]
 
 
+
+def test_damaged_metrics_line_before_the_checkpoint_is_said_to_be_lost(tmp_path):
+    """A row before the checkpoint cannot be evaluated again (the weights have moved on): the warning says it is
+    lost, and the run resumes and finishes with every other row."""
+    run = _unfinished_run(tmp_path)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join(["{damaged", *lines[1:]]) + "\n")
+    r = resdsl("train", "--resume", str(run), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "line 1 came before the checkpoint's iteration 4: its row is lost" in r.stderr, r.stderr
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["iter"] for row in rows] == [4, 6, 8, 10, 12]
+
 def _in_process_run(tmp_path, **kw):
     import resdsl as rd
     from resdsl.train.loop import RunOptions, run_with_errors, train

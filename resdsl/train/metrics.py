@@ -57,7 +57,7 @@ class MetricsLog:
             return
         except OSError as exc:
             raise OutputError(f"cannot read {self.path}: {exc.strerror or exc}") from None
-        rows, dropped = [], []
+        rows, dropped, last_kept = [], [], 0  # last_kept: the line of the last row up to the checkpoint
         for number, line in enumerate(lines, start=1):
             try:
                 row = json.loads(line) if line.strip() else None
@@ -66,11 +66,11 @@ class MetricsLog:
                 dropped.append(number)
             if isinstance(row, dict) and isinstance(row.get("iter"), int):
                 rows.append(row)
+                last_kept = number if row["iter"] <= up_to_iter else last_kept
             elif row is not None:
                 dropped.append(number)
         if dropped:
-            print(f"warning: {self.path}: dropped unreadable line(s) {', '.join(map(str, dropped[:5]))}; "
-                  "they are evaluated again where the checkpoint allows", file=sys.stderr)
+            _warn_dropped(self.path, dropped, last_kept, up_to_iter)
         self.rows = [r for r in rows if r["iter"] <= up_to_iter]
         self.unplotted = True  # curves.png may show rows dropped here
         if self.tb is not None:  # TensorBoard too forgets the points after the checkpoint: they come again
@@ -137,3 +137,22 @@ class MetricsLog:
             if self.tb is not None:
                 self.tb.close()
                 self.tb = None
+
+
+def _warn_dropped(path: str, dropped: list[int], last_kept: int, up_to_iter: int) -> None:
+    """Say what becomes of unreadable lines of metrics.jsonl: those after the checkpoint's rows are written again
+    as the run resumes; a row from before the checkpoint cannot be, and stays lost (the weights are unaffected)."""
+    lost = [n for n in dropped if n < last_kept]
+    shown = ", ".join(map(str, dropped[:5])) + (", ..." if len(dropped) > 5 else "")
+    fate = "they are written again as the run resumes"
+    if lost:
+        fate = (f"{_lines(lost)} came before the checkpoint's iteration {up_to_iter}: "
+                f"{'its row is' if len(lost) == 1 else 'their rows are'} lost, the training is not")
+        if len(lost) < len(dropped):
+            fate += "; the later ones are written again as the run resumes"
+    print(f"warning: {path}: dropped unreadable line(s) {shown}; {fate}", file=sys.stderr)
+
+
+def _lines(numbers: list[int]) -> str:
+    return ("line " if len(numbers) == 1 else "lines ") + ", ".join(map(str, numbers[:5])) + \
+        (", ..." if len(numbers) > 5 else "")
