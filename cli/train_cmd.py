@@ -285,8 +285,8 @@ def _train_once(spec: str | None, values: dict, settings: list[str]) -> int:
               help="dataset name or ImageNet-layout folder (default: the run's, else the recipe's)")
 @click.option("--data-dir", metavar="DIR", help="where named datasets are (default: the run's --data-dir)")
 @click.option("--test-subset", callback=lambda ctx, param, value: _subset(value), metavar="N|all",
-              help="evaluate on the first N test images, or all of them (default: a run's own --test-subset, else "
-                   "all)")
+              help="evaluate on the first N test images (of an image folder, N drawn over its classes, as in "
+                   "training), or all of them (default: a run's own --test-subset, else all)")
 @click.option("--test", type=click.Choice(["auto", "single-view", "10-crop", "multi-scale"]), default="auto",
               show_default=True, help="how to test, in the recipe's words (with the recipe's sizes where its `test` "
                                       "is of that kind): auto follows the recipe's `test` for image folders and tests "
