@@ -51,8 +51,9 @@ def describe(d: dict) -> str:
     return OPS[d["op"]].describe(d)
 
 
-def dump(g: nx.DiGraph) -> str:
-    """Deterministic text form of a checked IR: one line per node, in execution order."""
+def dump(g: nx.DiGraph, locations: bool = True) -> str:
+    """Deterministic text form of a checked IR: one line per node, in execution order, each ending with the spec
+    line it comes from (``@path:line``) unless ``locations`` is False."""
     lines = [f"# network {g.graph['name']}  input {shape_text(g.graph['input'])}  order {g.graph['order']}"]
     for n, d in g.nodes(data=True):
         ins = ",".join(inputs_of(g, n)) or "-"
@@ -60,5 +61,5 @@ def dump(g: nx.DiGraph) -> str:
         cost = f" params={d.get('params', 0)} macs={d.get('macs', 0)}" if d.get("params") or d.get("macs") else ""
         desc = describe(d)
         lines.append(f"{n} = {d['op']}{' ' + desc if desc else ''} ({ins}) : {shape_text(d.get('shape'))}"
-                     f"{cost} @{sp.path}:{sp.line}")
+                     f"{cost}" + (f" @{sp.path}:{sp.line}" if locations else ""))
     return "\n".join(lines) + "\n"

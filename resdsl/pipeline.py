@@ -89,8 +89,8 @@ class CheckedNetwork:
         """What identifies the network and recipe a run was trained from (config.json's ``spec_hash``): the checked
         IR without source locations, and the spec's own recipe. An emitted trainer records the same one while its
         model.py and recipe.json are as emitted, so runs move between it and `resdsl train`."""
-        ir = "\n".join(line.rsplit(" @", 1)[0] for line in self.dump_ir().splitlines())
-        text = ir + "\n" + json.dumps(self.recipe, sort_keys=True)
+        ir = ir_mod.dump(self.graph, locations=False)  # where the spec lies is no part of what it describes
+        text = ir + json.dumps(self.recipe, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
     def warnings(self) -> list[tuple[str, object, str]]:

@@ -248,3 +248,18 @@ def test_a_record_that_names_no_spec_says_how_to_name_it(tmp_path):
     r = resdsl("eval", str(run))
     assert r.returncode == 1 and "config.json names no spec" in r.stderr, r.stderr
     assert f"hint: name it yourself: resdsl train SPEC --resume {run}" in r.stderr
+
+
+@pytest.mark.parametrize("folder", [b"at @dir", b"line\nbreak \xff"])
+def test_the_spec_hash_is_the_same_wherever_the_spec_lies(tmp_path, folder):
+    """A copy of a spec in a folder whose name holds ' @' (the IR dump's location mark), a line break or a byte
+    that is not UTF-8 describes the same network: the same hash (a run's resume and eval compare it)."""
+    import os
+
+    import resdsl as rd
+
+    spec = _write_spec(tmp_path / "plain")
+    moved = os.path.join(os.fsencode(tmp_path), folder)
+    shutil.copytree(spec.parent, os.fsdecode(moved))
+    there = os.fsdecode(os.path.join(moved, b"small.res"))
+    assert rd.compile_spec(there).spec_hash() == rd.compile_spec(str(spec)).spec_hash()
