@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 pytest.importorskip("torch")
 
-from conftest import within  # noqa: E402
+from conftest import ROOT, within  # noqa: E402
 from resdsl.backends.trainer_folder import MANIFEST  # noqa: E402
 from resdsl_cli.main import main  # noqa: E402
 
@@ -104,3 +104,23 @@ def test_a_hand_made_manifest_reaches_nothing_outside_the_trainers_files(tmp_pat
     with within(20):
         r = emit(folder)
     assert r.exit_code == 0 and (folder / MANIFEST).is_file(), r.output  # every file as this emit writes it
+
+
+def test_an_emitted_trainer_says_when_the_data_is_too_small_for_its_network(tmp_path):
+    """model.py has no shape check: the trainer tries the data's images on it first, so a network that cannot take
+    them is an error naming the shape (as `resdsl train` gives a located one), not a traceback at the first step,
+    and no run folder is left."""
+    import subprocess
+    import sys
+
+    spec = tmp_path / "patchy.res"  # 256x256 patchified by 8 then pooled by 8: a 32x32 image is gone in the stem
+    spec.write_text(f'extends "{ROOT / "tests" / "specs" / "tiny.res"}"\nnetwork patchy\ninput 3x256x256\n'
+                    "stem conv 8x8 /8 8 pool avg 8x8 /8\n")
+    assert CliRunner().invoke(main, ["compile", str(spec), "--emit-trainer", str(tmp_path / "t")]).exit_code == 0
+    run = tmp_path / "run"
+    r = subprocess.run([sys.executable, str(tmp_path / "t" / "train.py"), "--data", "synthetic", "--train-subset",
+                        "64", "--test-subset", "32", "--iters", "1", "--device", "cpu", "--out", str(run)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr
+    assert "train.py: error: the network cannot take the data's 3x32x32 images" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not run.exists()

@@ -37,6 +37,7 @@ import model  # noqa: E402
 from resdsl_train.cli import make_parser, options_from, relaunch_with_torchrun  # noqa: E402
 from resdsl_train.loop import run_with_errors, train  # noqa: E402
 from resdsl_train.seeds import run_seeds, without  # noqa: E402
+from resdsl_train.session import check_fits  # noqa: E402
 
 
 # the spec's hash as resdsl records it, and this folder's files as emitted: see spec_hash and spec_files
@@ -91,8 +92,8 @@ def main(argv=None):
     opts.extra_config = {{"spec": {spec}, "network": {name}, "emitted": True, "spec_hash": spec_hash(),
                          "spec_files": spec_files()}}
 
-    def model_fn(shape, num_classes):
-        return model.build(in_channels=shape[0], {classes_kw})
+    def model_fn(shape, num_classes):  # the data's images tried once: model.py has no shape check of its own
+        return check_fits(model.build(in_channels=shape[0], {classes_kw}), shape)
 
     _, failure = run_with_errors(train, model_fn, recipe, opts)  # the trainer prints its banner and last line
     if failure:

@@ -331,6 +331,23 @@ def prepare(model_fn: Callable, recipe: dict, opts: RunOptions, rank: int = 0, w
                    iters_per_epoch, total, eval_every, opts.checkpoint_every or eval_every, rank, world)
 
 
+def check_fits(model: torch.nn.Module, shape: tuple) -> torch.nn.Module:
+    """A network built without the compiler's shape check (an emitted trainer's model.py) tried on one blank image
+    of the data's shape, in eval mode (no statistics move, no random draw), so that images it cannot take are said
+    before a run directory is made, not as a traceback at the first step. Returns the model."""
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *shape))
+    except RuntimeError as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrainingError(f"the network cannot take the data's {'x'.join(map(str, shape))} images: {text}") \
+            from None
+    finally:
+        model.train(was_training)
+    return model
+
+
 def test_view(test: str, recipe: dict, folder: bool) -> dict:
     """How a checkpoint is tested (a :func:`views.view_of` table): ``--test`` ``single-view``, ``10-crop`` or
     ``multi-scale`` (with the recipe's sizes where its ``test`` is of that kind), or ``auto``: the recipe's ``test``
