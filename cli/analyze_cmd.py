@@ -47,7 +47,8 @@ def responses_cmd(runs, out, test_subset, device, batch_size, at, data_dir, no_d
     """[R] Fig. 7: the std of every 3x3 layer's response (after BN, before ReLU and the addition) on the test set,
     for each RUN; writes OUT/responses.png (top: layers in network order, bottom: sorted descending) and
     OUT/responses.csv (run, layer, module, std, rank)."""
-    from resdsl.analysis import ResponsesError, draw_responses, measure_run, open_run, write_csv
+    from resdsl.analysis import (ResponsesError, draw_responses, images_words, labelled, measure_run, open_run,
+                                 write_csv)
     from resdsl.train.fileio import OutputError
     from resdsl.train.rundir import CONFIG
 
@@ -63,10 +64,10 @@ def responses_cmd(runs, out, test_subset, device, batch_size, at, data_dir, no_d
             measured.append(measure_run(run, test_subset=test_subset, device=device, batch_size=batch_size,
                                         data_dir=data_dir, download=not no_download, at=at))
             click.echo(_table(measured[-1]))
-        results = dict(zip(_labels(measured), (m.responses for m in measured)))
+        results = labelled(measured)
         png, csv = os.path.join(out, "responses.png"), os.path.join(out, "responses.csv")
         _make_folder(out)
-        draw_responses(results, png, ", ".join(dict.fromkeys(f"{m.images:,} test images" for m in measured)))
+        draw_responses(results, png, images_words(measured))
         write_csv(results, csv)
     except (ResponsesError, OutputError) as exc:
         click.echo(f"resdsl: error: {exc}", err=True)
@@ -87,19 +88,6 @@ def _warn_if_spec_changed(run) -> None:
     if run.net.is_trained_from(run.config) is False:
         click.echo(f"resdsl: warning: {run.path}: the spec {run.spec} has changed since the run was trained (its "
                    "hash differs from config.json's); measuring the network it describes now", err=True)
-
-
-def _labels(measured) -> list[str]:
-    """The legend: each run's network name, with its folder where two runs share a name; '(conv outputs)' marks
-    a run whose responses are not taken after BN."""
-    names = [m.network for m in measured]
-    labels = []
-    for m in measured:
-        label = m.network
-        if names.count(m.network) > 1:
-            label += f" ({os.path.basename(os.path.normpath(m.run))})"
-        labels.append(label + (" (conv outputs)" if m.taken_at == "conv" else ""))
-    return labels
 
 
 def _table(m) -> str:

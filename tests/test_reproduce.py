@@ -45,19 +45,21 @@ def test_tiny_experiment_end_to_end(tmp_path):
     resnet = rows["ResNet-8"]
     assert resnet["paper"] == {"convention": "single", "error": 50.0}
     assert resnet["difference"] is None and resnet["params"] == 19218  # a scaled-down run is not compared
-    assert res["departures"] == ["3 iterations a run, not its recipe's length", "only the first 128 training "
-                                 "images", "only the first 32 test images"]
+    assert res["departures"] == ["3 iterations a run, not its recipe's length", "only 128 of the training "
+                                 "images", "only 32 of the test images"]
     assert 0 < res["training_seconds"] < 600
     for run in ("plain-8/seed-0", "resnet-8/seed-1"):  # every run is a complete run directory
         assert json.loads((out / run / "config.json").read_text())["iterations"] == 3
     report = (out / "report.md").read_text()
     assert "| ResNet-8 | 0.02M | 2 of 2 |" in report and report.count("| 50 |") == 1 and "ours - paper" not in report
-    assert "- not the paper's setup (3 iterations a run, not its recipe's length; only the first 128" in report
+    assert "- not the paper's setup (3 iterations a run, not its recipe's length; only 128 of the" in report
     _compared_when_the_setup_is_the_papers(out, rows)
     # the degradation sentence is computed from the runs' final training errors
     plain = rows["plain-8"]["train_error_mean"]
     assert res["statements"] and f"{plain:.1f}%" in res["statements"][0]
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "fig7.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # [R] Fig. 7 of seed 0 of each row
+    assert {line.split(",")[0] for line in (out / "fig7.csv").read_text().splitlines()[1:]} == {"plain-8", "ResNet-8"}
     csv = (out / "results.csv").read_text().splitlines()
     assert csv[0].startswith("label,spec,params") and len(csv) == 3
     again = reproduce(TINY, *FAST, "--out", str(out))  # nothing left to do: every run is skipped
@@ -68,6 +70,20 @@ def test_tiny_experiment_end_to_end(tmp_path):
     assert "asks for --iters 5." in other.stderr  # the flags that differ, not the two option dicts
     dry = reproduce(TINY, *FAST[:1], "5", *FAST[2:], "--out", str(out), "--dry-run")  # says what the run would
     assert dry.returncode == 1 and "asks for --iters 5." in dry.stderr and "runs to do" not in dry.stdout
+    _a_stopped_run_is_not_counted(out)
+
+
+def _a_stopped_run_is_not_counted(out):
+    """A run stopped before its last iteration (here: one whose record asks for more than it trained) is left out
+    of its row's figures: its last row is a figure from along the way."""
+    from resdsl.experiment.parse import parse_experiment
+    from resdsl.experiment.reproduce import write_report
+
+    config = out / "resnet-8" / "seed-1" / "config.json"
+    config.write_text(json.dumps(dict(json.loads(config.read_text()), iterations=6)))
+    text = write_report(parse_experiment(str(ROOT / TINY)), str(out), {"iters": 3}, None, "resdsl reproduce", 1.0)
+    resnet = {row["label"]: row for row in results(out)["rows"]}["ResNet-8"]
+    assert resnet["seeds"] == [0] and len(resnet["test_errors"]) == 1 and "| ResNet-8 | 0.02M | 1 of 2 |" in text
 
 
 def _compared_when_the_setup_is_the_papers(out, rows):

@@ -193,3 +193,17 @@ def test_clear_errors(runs, tmp_path):
 def test_import_stays_light():
     code = "import sys, resdsl_cli.analyze_cmd, resdsl.analysis; assert 'torch' not in sys.modules, 'torch'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_the_legend_marks_conv_outputs_and_tells_runs_of_one_network_apart():
+    """Responses taken at the convs are never drawn as if after BN: '(conv outputs)' joins their label, whether
+    the label is the network's (`resdsl analyze`) or an experiment row's (`resdsl reproduce`)."""
+    from resdsl.analysis import RunResponses, labelled
+
+    measured = [RunResponses("runs/a", "resnet20", "bn", 10, [("layer1.0.bn1", 0.5)]),
+                RunResponses("runs/b", "resnet20", "bn", 10, [("layer1.0.bn1", 0.6)]),
+                RunResponses("runs/c", "resnet20_preact", "conv", 10, [("layer1.0.conv1", 0.1)])]
+    assert list(labelled(measured)) == ["resnet20 (a)", "resnet20 (b)", "resnet20_preact (conv outputs)"]
+    rows = labelled(measured, ["ResNet-20", "ResNet-20 B", "pre-act"])
+    assert list(rows) == ["ResNet-20", "ResNet-20 B", "pre-act (conv outputs)"] and rows["pre-act (conv outputs)"] == [
+        ("layer1.0.conv1", 0.1)]

@@ -304,6 +304,25 @@ def _prepare(run: Run, test_subset, device, batch_size, data_dir, download):
     return model, test_batches(data, pipeline, opts, batch_size), dev
 
 
+def labelled(measured: list[RunResponses], labels: list[str] | None = None) -> dict:
+    """What :func:`draw_responses` and :func:`write_csv` take: legend label -> responses. A run's label is the
+    one given (an experiment's row), else its network's name, with its folder where two runs share a name;
+    '(conv outputs)' marks a run whose responses are not taken after BN, so the two kinds are never read alike."""
+    names = [m.network for m in measured]
+    out = {}
+    for k, m in enumerate(measured):
+        label = labels[k] if labels else m.network
+        if not labels and names.count(m.network) > 1:
+            label += f" ({os.path.basename(os.path.normpath(m.run))})"
+        out[label + (" (conv outputs)" if m.taken_at == "conv" else "")] = m.responses
+    return out
+
+
+def images_words(measured: list[RunResponses]) -> str:
+    """The figure's note on what was measured: '10,000 test images'."""
+    return ", ".join(dict.fromkeys(f"{m.images:,} test images" for m in measured))
+
+
 # ---------------------------------------------------------------------------------------------------
 # the figure and the numbers
 

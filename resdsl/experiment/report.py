@@ -12,7 +12,7 @@ import os
 import statistics
 
 from .model import Experiment, Row
-from .runner import Job, final_row, last_row
+from .runner import Job, final_row, last_row, status
 
 # the test of a run without a final test in its recipe's view (resdsl/train/final.py): its last evaluation, on the
 # whole test images of an in-memory dataset or an image folder's single center crops
@@ -161,7 +161,8 @@ def drawn_panels(fig, rows_jobs: dict) -> list:
 
 
 def _mean_curve(jobs_of_row: list[Job]):
-    curves = [_curve(j.run_dir) for j in jobs_of_row]
+    """The mean over the row's finished runs (a stopped one's would cut every curve at its last row)."""
+    curves = [_curve(j.run_dir) for j in jobs_of_row if status(j)[0] == "finished"]
     curves = [c for c in curves if c]
     if not curves:
         return [], [], []

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import statistics
+import textwrap
 import time
 
 from . import report
@@ -70,7 +71,7 @@ def departures(exp: Experiment, options: dict) -> list[str]:
             words.append(f"{options[key]:,} {unit}{'' if options[key] == 1 else 's'} a run, not its recipe's length")
     for key, which in (("train_subset", "training"), ("test_subset", "test")):
         if options.get(key):
-            words.append(f"only the first {options[key]:,} {which} images")
+            words.append(f"only {options[key]:,} of the {which} images")
     return words
 
 
@@ -234,7 +235,7 @@ def _figures(exp: Experiment, by_row: dict, out: str, away: list[str]) -> list[s
             lines.append(f"![{fig.name}]({fig.name}.png)")
         elif fig.kind == "responses":
             try:
-                lines += _responses(fig, by_row, out)
+                lines += _responses(fig, by_row, out, away)
             except Exception as exc:  # noqa: BLE001 - one unreadable run must not cost the whole report
                 lines.append(f"({fig.name} not drawn: {str(exc).splitlines()[0] if str(exc) else exc!r})")
     return lines
@@ -257,19 +258,23 @@ def _report_text(exp: Experiment, info: dict, figures: list[str]) -> str:
                      + [f"> {n}" for n in exp.notes])
 
 
-def _responses(fig, by_row: dict, out: str) -> list[str]:
-    """[R] Fig. 7 for the figure's rows (seed 0 of each), through `resdsl analyze responses`'s functions."""
+def _responses(fig, by_row: dict, out: str, away: list[str]) -> list[str]:
+    """[R] Fig. 7 for the figure's rows (seed 0 of each), through `resdsl analyze responses`'s functions; the
+    title says how the runs depart from the paper's setup, as the curves' does."""
     from resdsl.analysis import responses as resp
 
-    results = {}
-    for _, labels in fig.panels:
-        for label in labels:
+    labels, measured = [], []
+    for _, labels_of_panel in fig.panels:
+        for label in labels_of_panel:
             runs = [j for j in by_row.get(label, []) if status(j)[0] == "finished"]
-            if runs:
-                results[label] = resp.responses_of_run(runs[0].run_dir)
-    if not results:
+            if runs and label not in labels:
+                labels.append(label)
+                measured.append(resp.measure_run(runs[0].run_dir))
+    if not measured:
         return []
-    resp.draw_responses(results, os.path.join(out, f"{fig.name}.png"))
+    results = resp.labelled(measured, labels)
+    about = resp.images_words(measured) + ("\n" + textwrap.fill("; ".join(away), 90) if away else "")
+    resp.draw_responses(results, os.path.join(out, f"{fig.name}.png"), about)
     resp.write_csv(results, os.path.join(out, f"{fig.name}.csv"))
     return [f"![{fig.name}]({fig.name}.png)"]
 

@@ -55,6 +55,11 @@ def jobs(exp: Experiment, out: str, seeds: int | None = None) -> list[Job]:
 
 
 def status(job: Job) -> tuple[str, int]:
+    """The job's run's :func:`run_state`."""
+    return run_state(job.run_dir)
+
+
+def run_state(run_dir: str) -> tuple[str, int]:
     """("finished" | "stopped" | "to test" | "new", iterations done) from the run directory's own records ("to
     test": trained, its final test in the recipe's view still to do; resdsl/train/final.py). Done is what its
     checkpoint holds: a run killed after its last metrics row but before its last checkpoint is not finished (its
@@ -62,8 +67,8 @@ def status(job: Job) -> tuple[str, int]:
     from resdsl.train import final  # torch: only once there are runs to look at
     from resdsl.train.checkpoint import iteration
 
-    checkpoint = os.path.join(job.run_dir, "checkpoint.pt")
-    config = run_record(job.run_dir)
+    checkpoint = os.path.join(run_dir, "checkpoint.pt")
+    config = run_record(run_dir)
     total = config.get("iterations") if config else None
     if not isinstance(total, int):
         return "new", 0
@@ -72,7 +77,7 @@ def status(job: Job) -> tuple[str, int]:
     done = iteration(checkpoint)
     if done is None:  # there but unreadable: resuming it says what is wrong with it
         return "stopped", 0
-    if done >= total and final.missing(job.run_dir, config):  # resumed, it runs its final test alone
+    if done >= total and final.missing(run_dir, config):  # resumed, it runs its final test alone
         return "to test", done
     return ("finished" if done >= total else "stopped"), done
 
@@ -98,11 +103,13 @@ def last_row(run_dir: str) -> dict | None:
 
 
 def final_row(run_dir: str) -> dict | None:
-    """A run's final figures: its last metrics row, its test figures replaced by those of its final test in the
-    recipe's view where it has one (``view`` says which; resdsl/train/final.py)."""
+    """A finished run's final figures: its last metrics row, its test figures replaced by those of its final test
+    in the recipe's view where it has one (``view`` says which; resdsl/train/final.py). None for a run that is not
+    finished: a stopped run's last row is a figure from along the way, and one still "to test" has not yet been
+    tested in the paper's view."""
     from resdsl.train import final
 
-    if final.missing(run_dir, run_record(run_dir)):  # not finished: its figures are not yet those of the paper's view
+    if run_state(run_dir)[0] != "finished":
         return None
     row, tested = last_row(run_dir), final.read(run_dir)
     if row is None or tested is None:
