@@ -136,13 +136,21 @@ def _launch_processes(spec: str | None, values: dict, settings) -> int:
 
     net = _compile(spec, values)[0]
     nproc = values["nproc"]
-    batch = values["batch_size"] or (net.recipe or {}).get("batch")
+    if values["resume"]:  # in as many processes as it was started in (whose number divided its batch)
+        from resdsl.train.rundir import RunDirError, check_world
+
+        try:
+            check_world(values["resume"], _run_record(values["resume"]), nproc)
+        except RunDirError as exc:
+            raise click.ClickException(str(exc)) from None
+    batch = None if values["resume"] else values["batch_size"] or (net.recipe or {}).get("batch")
     if batch and batch % nproc:
         raise click.ClickException(f"the batch size {batch} does not split evenly over --nproc {nproc} "
                                    "processes; choose a batch size that is a multiple of it")
     if not values["out"] and not values["resume"]:  # every rank must write to the same run directory
         values = dict(values, out=default_path("runs", net.name, dt.datetime.now().strftime("%Y%m%d-%H%M%S")))
-    return relaunch_with_torchrun(nproc, ["-m", "resdsl_cli.main", "train", *_as_args(spec, values, settings)])
+    return relaunch_with_torchrun(nproc, ["-m", "resdsl_cli.main", "train", *_as_args(spec, values, settings)],
+                                  values["resume"] or values["out"])
 
 
 def _launch_seeds(spec: str, values: dict, settings, seed_runs: str) -> int:

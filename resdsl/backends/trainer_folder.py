@@ -36,6 +36,7 @@ sys.path.insert(0, HERE)
 import model  # noqa: E402
 from resdsl_train.cli import make_parser, options_from, relaunch_with_torchrun  # noqa: E402
 from resdsl_train.loop import run_with_errors, train  # noqa: E402
+from resdsl_train.rundir import default_path  # noqa: E402
 from resdsl_train.seeds import run_seeds, without  # noqa: E402
 from resdsl_train.session import check_fits  # noqa: E402
 
@@ -85,7 +86,10 @@ def main(argv=None):
         return run_seeds(ns.seeds, out, lambda seed, folder: [sys.executable, os.path.abspath(__file__), *rest,
                          "--seed", str(seed), "--out", folder, "--quiet"], parallel=ns.parallel)
     if ns.nproc and "RANK" not in os.environ:
-        return relaunch_with_torchrun(ns.nproc, [os.path.abspath(__file__), *argv])
+        if not ns.out and not ns.resume:  # every process must write to the same run directory
+            ns.out = default_path("runs", {name}, time.strftime("%Y%m%d-%H%M%S"))
+            argv = [*argv, "--out", ns.out]
+        return relaunch_with_torchrun(ns.nproc, [os.path.abspath(__file__), *argv], ns.resume or ns.out)
     with open(os.path.join(HERE, "recipe.json")) as fh:
         recipe = json.load(fh)
     opts = options_from(vars(ns), {name})

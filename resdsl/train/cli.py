@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import signal
 import sys
 
 from .loop import RunOptions
 from .options import EMITTED_EXAMPLES, GROUPS, OPTIONS
-from .seeds import without
+from .seeds import as_launcher, without
 
 
 def _argparse_type(parse):
@@ -46,40 +48,63 @@ def options_from(values: dict, name: str) -> RunOptions:
     return RunOptions(**kw, download=not values.get("no_download"), name=name)
 
 
-def relaunch_with_torchrun(nproc: int, module_args: list[str]) -> int:
+def relaunch_with_torchrun(nproc: int, module_args: list[str], run_dir: str | None = None) -> int:
     """Run ``python <module_args without --nproc>`` in ``nproc`` processes through torchrun's own engine
     (``torch.distributed.launcher``, as ``torchrun --standalone``); returns the exit status.
 
     The launcher is called in-process rather than as the ``torchrun`` command so that a worker's failure ends in
-    that worker's own message (printed by rank 0) and its exit status, not in torchrun's traceback of the failure.
+    that worker's own message (printed by rank 0) and its exit status, not in torchrun's traceback of the failure;
+    a signal to the launcher (Ctrl-C, SIGTERM) is passed on to the workers, which checkpoint and stop, and ends in
+    128 + its number. Each worker stops with the launcher if it is killed outright (seeds.as_launcher).
+    ``run_dir``: the run's folder, for the resume hint after a worker was killed.
     """
-    import logging
     import uuid
 
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     args = without(module_args, ("--nproc",))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    # a failed worker prints its own message; torchrun's log of the failure is said once below, in words
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    as_launcher()
+    _quiet_elastic()
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
     try:
         elastic_launch(config, sys.executable)(*args)
+    except SignalException as exc:  # the workers had it too: rank 0 has said where their checkpoint is
+        return 128 + int(exc.sigval)
     except ChildFailedError as exc:
         codes = {rank: f.exitcode for rank, f in exc.failures.items()}
-        for rank, code in codes.items():
-            if code < 0:  # killed by a signal: the worker could say nothing itself
-                print(f"resdsl: error: process {rank} of {nproc} was killed by {_signal_name(-code)}",
-                      file=sys.stderr)
+        for line in _failure_lines(codes, nproc, run_dir):
+            print(f"resdsl: error: {line}", file=sys.stderr)
         return next((c for c in codes.values() if c and c > 0), 1)
     return 0
 
 
-def _signal_name(number: int) -> str:
-    import signal
+def _failure_lines(codes: dict[int, int], nproc: int, run_dir: str | None) -> list[str]:
+    """What the launcher says of failed workers (rank -> exit code, negative for a signal): a worker that failed
+    on its own has said why (rank 0 does), so only one killed by a signal is named. torchrun stops the others of
+    a failed run with SIGTERM, so such deaths are not named beside a worker that failed or was killed otherwise."""
+    causes = [r for r, c in codes.items() if c > 0 or (c < 0 and -c != signal.SIGTERM)]
+    killed = [r for r, c in codes.items() if c < 0 and (r in causes or not causes)]
+    lines = [f"process {r} of {nproc} was killed by {_signal_name(-codes[r])}" for r in killed]
+    if lines and run_dir:
+        lines[-1] += f"; resume the run from its last checkpoint with --resume {shlex.quote(run_dir)} --nproc {nproc}"
+    return lines
 
+
+def _quiet_elastic() -> None:
+    """A failed worker prints its own message, and the launcher says the rest once, in words: torchrun's own log
+    lines (each of its modules' loggers has a level of its own) are not shown."""
+    import logging
+
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
     except ValueError:

@@ -48,8 +48,10 @@ def _versions() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__}
 
 
-def _resume_options(opts: RunOptions, saved: dict) -> dict:
-    """Take a resumed run's options from its config.json; a flag given with another value is an error."""
+def _resume_options(opts: RunOptions, saved: dict, world: int) -> dict:
+    """Take a resumed run's options from its config.json; a flag given with another value, or another number of
+    processes, is an error."""
+    rundir.check_world(opts.resume, saved, world)
     old, recipe = saved["options"], saved["recipe"]
     old = dict(old, batch_size=recipe.get("batch"), lr=recipe.get("lr"))
     for key in RESUMED_OPTIONS:
@@ -127,7 +129,7 @@ def train(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
         opts.out = run_dir = resume_dir
         lock = rundir.resume(run_dir) if rank == 0 else None
         try:
-            recipe = _resume_options(opts, rundir.read_config(resume_dir))
+            recipe = _resume_options(opts, rundir.read_config(resume_dir), world)
             rundir.check_checkpoint(resume_dir)
         except BaseException:
             if lock is not None:
@@ -144,7 +146,7 @@ def train(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
     log = RunLog(run_dir, enabled=rank == 0 and not (opts.overwrite and resume_dir is None))
     owns_group = world > 1 and not torch.distributed.is_initialized()  # prepare() joins the process group
     try:
-        result = _train(model_fn, recipe, opts, run_dir, rank, world, log)
+        result = _with_peers(lambda: _train(model_fn, recipe, opts, run_dir, rank, world, log), rank, world, run_dir)
     except BaseException as exc:
         log.say(f"{'stopped' if isinstance(exc, Interrupted) else 'error'}: {exc}", err=True, show=False)
         if lock is not None and resume_dir is None and fresh:
@@ -162,6 +164,23 @@ def train(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
         log.say(f"done: {n:,} iteration{'' if n == 1 else 's'}, test error{view} {last['test_error']:.2f}% (top-5 "
                 f"{last['test_top5_error']:.2f}%), run directory {run_dir}")
     return result
+
+
+def _with_peers(fn, rank: int, world: int, run_dir: str):
+    """``fn()``; in a run of several processes, the error torch.distributed raises when another process stopped
+    or died (a gloo or NCCL collective that lost its peer) is said as such, not as a crash of this one."""
+    try:
+        return fn()
+    except RuntimeError as exc:
+        text = str(exc)
+        lost = isinstance(exc, getattr(torch.distributed, "DistError", ())) or any(
+            word in text for word in ("gloo", "NCCL", "Connection reset", "Connection closed"))
+        if world == 1 or not lost:
+            raise
+        first = text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
+        raise TrainingError(f"process {rank} of {world} lost contact with the others ({first}): one of them stopped "
+                            f"or died; the last checkpoint is intact: resume with --resume {shlex.quote(run_dir)}") \
+            from None
 
 
 def _data_words(data, recipe, n_train) -> str:

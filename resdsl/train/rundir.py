@@ -71,12 +71,12 @@ def start(path: str, overwrite: bool = False) -> FolderLock:
     ``overwrite`` and all of it is a previous run's files, which :func:`clear_previous` removes once the new run
     has been prepared (so a run that cannot start leaves the previous one as it was)."""
     _check_name(path)
+    if os.path.lexists(path) and not os.path.isdir(path):  # makedirs would say only "File exists"
+        raise RunDirError(f"cannot use run directory {path}: it is a file, not a folder; choose another --out")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
         raise RunDirError(f"cannot use run directory {path}: {exc.strerror or exc}") from None
-    if not os.path.isdir(path):
-        raise RunDirError(f"cannot use run directory {path}: it is not a folder")
     _check_writable(path, "a run needs to write there")
     lock = _lock(path)
     try:
@@ -226,3 +226,13 @@ def check_same_spec(resume: str, extra: dict, saved: dict) -> None:
     raise RunDirError(f"--resume {resume}: the spec {extra.get('spec')} is not the one this run was trained from "
                       f"({saved.get('spec')}, recorded by its hash in config.json): the network or its recipe "
                       f"differs{own}, or start a new run")
+
+
+def check_world(resume: str, saved: dict, world: int) -> None:
+    """A run resumes in as many processes as it was started in (config.json's ``world_size``): each process's share
+    of the batch, its batch-norm statistics and its part of the data depend on their number."""
+    was = saved.get("world_size", 1)
+    if isinstance(was, int) and was != world:
+        how = f"with --nproc {was}" if was > 1 else "without --nproc"
+        raise RunDirError(f"--resume {resume}: the run was started in {was} process{'es' if was > 1 else ''} and "
+                          f"continues exactly only in as many, not {world}: resume it {how}")

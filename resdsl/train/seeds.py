@@ -104,6 +104,15 @@ def stop_with_launcher() -> bool:
     return str(os.getppid()) != launcher  # it died before the prctl: no signal will come
 
 
+def as_launcher() -> None:
+    """This process starts runs of its own that are not ``run_seeds``'s (torchrun's workers for --nproc): each of
+    them stops with it (LAUNCHER_ENV), and where this process was itself started by a launcher, it is sent
+    SIGTERM when that one dies, which torchrun's engine passes on to its workers."""
+    if _LAUNCHER[0]:
+        _death_signal(signal.SIGTERM)
+    os.environ[LAUNCHER_ENV] = str(os.getpid())
+
+
 def release_launcher() -> None:
     """The training loop is over: what is left (the last records, the final line) finishes whatever the launcher
     does, so the kernel's signal is called off."""

@@ -1,0 +1,116 @@
+"""`--nproc` runs (torchrun's workers, gloo on the CPU) that end other than by finishing: stopped by a signal, a
+worker or the launcher killed outright. Each ends in words and an exit status, never an "internal error", with
+its last checkpoint intact; and the run resumes only in as many processes as it was started in."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("torch")
+
+from conftest import ROOT  # noqa: E402
+from test_train import ENV, QUICK, resdsl  # noqa: E402
+
+LONG = ["--iters", "3000", "--eval-every", "1000", "--checkpoint-every", "5", "--batch-size", "16"]
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+def _start(run):
+    """A 2-process run in a session of its own (as a terminal's Ctrl-C reaches a process group), once it has
+    written its first checkpoint."""
+    proc = subprocess.Popen([sys.executable, "-m", "resdsl_cli.main", "train", "tests/specs/tiny.res", *QUICK, *LONG,
+                             "--nproc", "2", "--out", str(run)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not (run / "checkpoint.pt").exists():
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    return proc
+
+
+def _workers(launcher: int) -> dict[int, int]:
+    """rank -> pid of the launcher's workers (its children that have a RANK)."""
+    ranks = {}
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                parent = int(fh.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                env = dict(v.split(b"=", 1) for v in fh.read().split(b"\0") if b"=" in v)
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == launcher and b"RANK" in env:
+            ranks[int(env[b"RANK"])] = int(entry)
+    return ranks
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_ctrl_c_stops_every_worker_and_the_run_resumes_only_in_as_many(tmp_path):
+    run = tmp_path / "run"
+    proc = _start(run)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 130, err
+    assert "stopped: SIGINT received" in err and f"--resume {run}" in err
+    assert "internal error" not in err and "Traceback" not in err, err
+    for extra in ([], ["--nproc", "3"]):  # another number of processes: refused, before any starts
+        r = resdsl("train", "--resume", str(run), *extra)
+        assert r.returncode == 1 and "the run was started in 2 processes" in r.stderr, r.stderr
+        assert "resume it with --nproc 2" in r.stderr
+
+
+def test_a_killed_worker_is_named_with_the_way_to_resume(tmp_path):
+    run = tmp_path / "run"
+    proc = _start(run)
+    os.kill(_workers(proc.pid)[1], signal.SIGKILL)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 1, err
+    assert f"process 1 of 2 was killed by SIGKILL; resume the run from its last checkpoint with --resume {run} " \
+           "--nproc 2" in err, err
+    assert "internal error" not in err and "Traceback" not in err and "killed by SIGTERM" not in err, err
+
+
+def test_workers_stop_with_a_launcher_killed_outright(tmp_path):
+    """SIGKILL cannot be passed on: the kernel sends each worker SIGTERM as the launcher dies, and each checkpoints
+    and stops instead of training on as an orphan holding the folder."""
+    run = tmp_path / "run"
+    proc = _start(run)
+    workers = _workers(proc.pid)
+    assert sorted(workers) == [0, 1]
+    proc.kill()
+    proc.communicate(timeout=60)
+    deadline = time.time() + 120
+    while time.time() < deadline and any(_alive(pid) for pid in workers.values()):
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers.values())
+    assert "checkpoint written" in (run / "train.log").read_text()
+
+
+def test_the_launcher_names_only_the_workers_that_were_killed_first():
+    """torchrun stops the others of a failed run with SIGTERM: those are not named beside the worker that failed
+    (which said why itself) or that was killed otherwise."""
+    from resdsl.train.cli import _failure_lines
+
+    assert _failure_lines({0: 1, 1: -15}, 2, "runs/a") == []
+    assert _failure_lines({0: -15, 1: -9}, 2, "runs/a") == [
+        "process 1 of 2 was killed by SIGKILL; resume the run from its last checkpoint with --resume runs/a --nproc 2"]
+    assert _failure_lines({1: -15}, 2, None) == ["process 1 of 2 was killed by SIGTERM"]
+
+
+def test_an_out_that_is_a_file_is_said_to_be_one(tmp_path):
+    (tmp_path / "afile").write_text("mine")
+    r = resdsl("train", "tests/specs/tiny.res", *QUICK, "--iters", "2", "--out", str(tmp_path / "afile"))
+    assert r.returncode == 1 and "it is a file, not a folder; choose another --out" in r.stderr, r.stderr
+    assert (tmp_path / "afile").read_text() == "mine"
