@@ -27,7 +27,7 @@ def test_banner_says_what_trains_where_on_what_and_how(run):
     out, r = run
     lines = r.stdout.splitlines()
     assert lines[0].startswith("network tiny (tests/specs/tiny.res): 19,218 parameters")
-    assert lines[1] == "device cpu, fp32"
+    assert lines[1] == "device cpu (1 thread), fp32"
     assert lines[2] == "data synthetic, 3x32x32 images, 10 classes: 256 train / 64 test"
     assert lines[3] == "recipe cifar_resnet: sgd lr 0.1, momentum 0.8, weight decay 0, batch 32, seed 3"
     # the recipe's milestones 32000, 48000 of 64000, scaled to a 6-iteration run
@@ -59,7 +59,7 @@ def test_config_records_what_actually_ran(run):
     assert cfg["spec_recipe"]["schedule"]["milestones"] == [32000, 48000]
     assert cfg["recipe"]["momentum"] == 0.8 and cfg["recipe"]["weight_decay"] == 0
     assert cfg["set"] == ["momentum=0.8", "weight_decay=0"]
-    assert cfg["device"] == "cpu" and cfg["options"]["device"] == "cpu"
+    assert cfg["device"] == "cpu (1 thread)" and cfg["options"]["device"] == "cpu" and cfg["options"]["threads"] == 1
     assert "train" in cfg["command"] and "--set" in cfg["command"]
     assert cfg["resdsl"] and "git_commit" in cfg and len(cfg["spec_hash"]) == 64
 

@@ -48,11 +48,12 @@ def test_train_package_imports_nothing_else_of_resdsl():
                 assert not any(a.name.startswith("resdsl") for a in node.names), path
 
 
-@pytest.mark.parametrize("spec", ["tiny", "tiny_random"])
-def test_kill_and_resume_is_bitwise_exact(tmp_path, spec):
+@pytest.mark.parametrize("spec,threads", [("tiny", None), ("tiny_random", None), ("tiny", "2")])
+def test_kill_and_resume_is_bitwise_exact(tmp_path, spec, threads):
     """Killed with SIGKILL and resumed, a run ends with the weights and metrics of an uninterrupted one; also a
     network that draws random numbers as it trains (dropout in F, stochastic depth), whose generator state the
-    checkpoint carries."""
+    checkpoint carries; and a run resumed where OMP_NUM_THREADS says otherwise (2 threads here, where it trained
+    with 1, as a `--seeds` run resumed alone would): on a CPU it takes its record's number of threads."""
     iters = 60
     args = ["train", f"tests/specs/{spec}.res", *QUICK, "--iters", str(iters), "--eval-every", "15",
             "--checkpoint-every", "5", "--deterministic"]
@@ -75,7 +76,12 @@ def test_kill_and_resume_is_bitwise_exact(tmp_path, spec):
     assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
     stopped_at = torch.load(cut / "checkpoint.pt", weights_only=True)["state"]["iter"]
     assert 20 <= stopped_at < iters
-    r = resdsl("train", "--resume", str(cut), "--quiet", check=True)
+    if threads:
+        r = subprocess.run([sys.executable, "-m", "resdsl_cli.main", "train", "--resume", str(cut)], cwd=ROOT,
+                           env=dict(ENV, OMP_NUM_THREADS=threads), capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and "device cpu (1 thread)" in r.stdout, r.stderr
+    else:
+        r = resdsl("train", "--resume", str(cut), "--quiet", check=True)
     assert f"done: {iters} iterations" in r.stdout
     a, b = weights(full), weights(cut)
     assert a.keys() == b.keys()

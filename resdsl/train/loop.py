@@ -39,7 +39,7 @@ from .steps import Window, reduce_window
 CHECKPOINT = rundir.CHECKPOINT
 # options a resumed run takes from its config.json; giving another value on resume is refused, not ignored
 RESUMED_OPTIONS = ("data", "seed", "train_subset", "test_subset", "iters", "epochs", "eval_every",
-                   "checkpoint_every", "amp", "channels_last", "deterministic", "batch_size", "lr", "decode")
+                   "checkpoint_every", "amp", "channels_last", "deterministic", "batch_size", "lr", "decode", "threads")
 
 
 def _versions() -> dict:

@@ -69,11 +69,14 @@ def _num(value, fmt: str) -> str:
 
 
 def device_words(device) -> str:
-    """``cuda:0 (NVIDIA H100 80GB HBM3)``, ``cpu``, ``mps``."""
+    """``cuda:0 (NVIDIA H100 80GB HBM3)``, ``cpu (2 threads)``, ``mps``."""
     import torch
 
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        n = torch.get_num_threads()
+        return f"cpu ({n} thread{'' if n == 1 else 's'})"
     return str(device)
 
 

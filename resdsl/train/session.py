@@ -65,6 +65,9 @@ class RunOptions:
     sync_bn: bool = False
     workers: int | None = None  # DataLoader workers for image folders; None: loader_workers()'s default
     decode: str | None = "auto"  # image folders: auto (device on CUDA), device, workers
+    # on a CPU, torch's threads (OMP_NUM_THREADS): sums split over threads round differently, so a resumed run
+    # takes its record's number (config.json) whatever its environment says
+    threads: int | None = None
     download: bool = True
     name: str = "run"
     extra_config: dict = field(default_factory=dict)
@@ -251,6 +254,10 @@ def setup_device(opts: RunOptions, world: int) -> tuple[torch.device, torch.dtyp
     device = pick_device(opts.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    if device.type == "cpu":
+        if opts.threads and opts.threads != torch.get_num_threads():
+            torch.set_num_threads(opts.threads)
+        opts.threads = torch.get_num_threads()
     if opts.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=False)
         torch.backends.cudnn.benchmark = False
