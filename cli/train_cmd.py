@@ -186,7 +186,7 @@ def _launch_seeds(spec: str, values: dict, settings, seed_runs: str) -> int:
 
 def _seeds_in_threads(net, spec: str, out: str, values: dict, settings) -> int:
     """--seed-runs threads: every seed's run in a thread of this process, on its own CUDA stream."""
-    from resdsl.train.loop import stop_all
+    from resdsl.train.stopping import stop_all
     from resdsl.train.seeds import MAX_THREAD_RUNS, run_in_threads
 
     cuda = _gpus(values["device"]) > 0

@@ -14,16 +14,17 @@ import pytest
 pytest.importorskip("torch")
 
 from conftest import ROOT  # noqa: E402
+from test_seeds import _same_run  # noqa: E402
 from test_train import ENV, QUICK, resdsl  # noqa: E402
 
 LONG = ["--iters", "3000", "--eval-every", "1000", "--checkpoint-every", "5", "--batch-size", "16"]
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 
-def _start(run):
+def _start(run, args=LONG):
     """A 2-process run in a session of its own (as a terminal's Ctrl-C reaches a process group), once it has
     written its first checkpoint."""
-    proc = subprocess.Popen([sys.executable, "-m", "resdsl_cli.main", "train", "tests/specs/tiny.res", *QUICK, *LONG,
+    proc = subprocess.Popen([sys.executable, "-m", "resdsl_cli.main", "train", "tests/specs/tiny.res", *QUICK, *args,
                              "--nproc", "2", "--out", str(run)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 240
@@ -69,6 +70,24 @@ def test_ctrl_c_stops_every_worker_and_the_run_resumes_only_in_as_many(tmp_path)
         r = resdsl("train", "--resume", str(run), *extra)
         assert r.returncode == 1 and "the run was started in 2 processes" in r.stderr, r.stderr
         assert "resume it with --nproc 2" in r.stderr
+
+
+def test_a_signal_to_one_worker_stops_all_after_the_same_iteration_and_resumes_exactly(tmp_path):
+    """SIGINT to process 1 alone (between two checkpoints): the processes share their requests, so both stop
+    after the same iteration and the checkpoint holds both shares of the training figures; resumed, the run ends
+    with the weights and every metrics row of an uninterrupted one."""
+    args = ["--iters", "200", "--eval-every", "50", "--batch-size", "16"]
+    whole = tmp_path / "whole"
+    resdsl("train", "tests/specs/tiny.res", *QUICK, *args, "--nproc", "2", "--out", str(whole), check=True)
+    run = tmp_path / "run"
+    proc = _start(run, args)
+    os.kill(_workers(proc.pid)[1], signal.SIGINT)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 130 and "stopped: SIGINT received: stopped after iteration" in err, err
+    assert "internal error" not in err and "lost contact" not in err, err
+    r = resdsl("train", "--resume", str(run), "--nproc", "2", "--quiet")
+    assert r.returncode == 0, r.stderr
+    _same_run(run, whole)
 
 
 def test_a_killed_worker_is_named_with_the_way_to_resume(tmp_path):

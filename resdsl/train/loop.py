@@ -11,9 +11,7 @@ import datetime as dt
 import os
 import platform
 import shlex
-import signal
 import sys
-import threading
 import time
 import uuid
 from dataclasses import asdict
@@ -27,7 +25,6 @@ from .data import DataError
 from .fileio import OutputError
 from .metrics import MetricsLog
 from .options import MAX_SEED
-from .seeds import release_launcher, stop_with_launcher
 from .report import Progress, RunLog, banner, device_words, effective_recipe, precision_words
 from .evaluation import evaluate, evaluator
 from .points import evaluate_and_log, missed, observe_warmup, pending
@@ -35,6 +32,7 @@ from .session import (Interrupted, RunOptions, Session, TrainingError, apply_ove
                       prepare)
 from .stepping import step_words, stepper
 from .steps import Window, reduce_window
+from .stopping import Stop
 
 CHECKPOINT = rundir.CHECKPOINT
 # options a resumed run takes from its config.json; giving another value on resume is refused, not ignored
@@ -72,48 +70,6 @@ def _check_seed(seed: int) -> int:
     if not 0 <= seed <= MAX_SEED:
         raise TrainingError(f"--seed {seed} is out of range: use a whole number from 0 to {MAX_SEED}")
     return seed
-
-
-_SIGNALLED: list[str] = []  # runs in threads of one process (--seed-runs threads): the signal the process got
-
-
-def stop_all(name: str) -> None:
-    """Ask every run of this process to checkpoint and stop after its current iteration (for ``name``, a signal's
-    name): how the main thread passes a signal on to runs in other threads, which cannot take signals."""
-    _SIGNALLED.append(name)
-
-
-class _Stop:
-    """Turns SIGINT/SIGTERM (or :func:`stop_all`) into a flag the loop checks after each iteration."""
-
-    def __init__(self):
-        self._own = None
-        self._old = {}
-
-    @property
-    def requested(self) -> str | None:
-        return self._own or (_SIGNALLED[-1] if _SIGNALLED else None)
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            _SIGNALLED.clear()  # a signal meant for earlier runs of this process is not this run's
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        if self._old and stop_with_launcher():
-            self._own = "SIGTERM"  # the launcher that started this run is gone
-        return self
-
-    def _handle(self, signum, frame):
-        self._own = signal.Signals(signum).name
-
-    def __exit__(self, *exc):
-        if self._old:
-            release_launcher()
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 def train(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
@@ -281,7 +237,7 @@ def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: st
     progress = Progress(s.total, state["iter"], quiet=s.opts.quiet or s.rank != 0, log=log)
     start = time.perf_counter() - state["elapsed"]
     last_row = None
-    with _Stop() as stop, contextlib.closing(steps), _keeping_on_data_errors(s, state, window, steps, start, path,
+    with Stop() as stop, contextlib.closing(steps), _keeping_on_data_errors(s, state, window, steps, start, path,
                                                                              progress, run_dir, metrics):
         if pending(state):  # the evaluation its checkpoint stands at, which failed: made, then checkpointed
             it = state["iter"] - 1
@@ -299,18 +255,18 @@ def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: st
             if (it + 1) % s.eval_every == 0 or done:
                 _check_finite(s, window, lr, path)
                 last_row = evaluate_and_log(s, state, window, it, lr, start, metrics, progress, evaluation)
-            if (it + 1) % s.ckpt_every == 0 or done or stop.requested:
+            stopping = stop.agreed(it + 1, s.device, s.world)  # every process stops after the same iteration
+            if (it + 1) % s.ckpt_every == 0 or done or stopping:
                 _check_finite(s, window, lr, path)
                 state.update(window.read())
-                if (it + 1) % s.ckpt_every == 0 or done:  # a collective: only where every rank is, never on a signal
-                    reduce_window(state, s.device, s.rank, s.world)
-                    window.set(state["loss_sum"], state["wrong"], state["seen"])
+                reduce_window(state, s.device, s.rank, s.world)  # a collective: every rank is at this iteration
+                window.set(state["loss_sum"], state["wrong"], state["seen"])
                 state["elapsed"] = time.perf_counter() - start
                 _save(s, state, path, steps.optimizer_state())
-            if stop.requested and not done:
+            if stopping and not done:
                 progress.close()
-                raise Interrupted(f"{stop.requested} received: stopped after iteration {it + 1} of {s.total}; "
-                                  f"checkpoint written. Resume with: --resume {shlex.quote(run_dir)}", stop.requested)
+                raise Interrupted(f"{stopping} received: stopped after iteration {it + 1} of {s.total}; "
+                                  f"checkpoint written. Resume with: --resume {shlex.quote(run_dir)}", stopping)
     progress.close()
     if s.world > 1:
         torch.distributed.barrier()
