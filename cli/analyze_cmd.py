@@ -94,8 +94,8 @@ def _table(m) -> str:
     """One line per stage (the stem, layer1, ...): how many 3x3 layers, their mean and largest std."""
     where = "after BN" if m.taken_at == "bn" else "the 3x3 convs' own outputs (before any BN)"
     stages: dict[str, list[float]] = {}
-    for name, std in m.responses:
-        stages.setdefault(name.split(".")[0] if "." in name else "stem", []).append(std)
+    for (name, std), conv in zip(m.responses, m.convs or [name for name, _ in m.responses]):
+        stages.setdefault(conv.split(".")[0] if conv.startswith("layer") else "stem", []).append(std)
     stages["all"] = [s for _, s in m.responses]
     lines = [f"{m.network} ({m.run}): {len(m.responses)} 3x3 layers, responses {where}, {m.images:,} test images",
              f"  {'stage':<8} {'layers':>6} {'mean std':>10} {'max std':>10}"]

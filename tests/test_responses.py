@@ -207,3 +207,16 @@ def test_the_legend_marks_conv_outputs_and_tells_runs_of_one_network_apart():
     rows = labelled(measured, ["ResNet-20", "ResNet-20 B", "pre-act"])
     assert list(rows) == ["ResNet-20", "ResNet-20 B", "pre-act (conv outputs)"] and rows["pre-act (conv outputs)"] == [
         ("layer1.0.conv1", 0.1)]
+
+
+def test_the_summary_counts_a_stem_whose_response_is_taken_in_the_first_unit_as_the_stem():
+    """A pre-activation net's 3x3 stem feeds the first unit's BN (layer1.0.bn1): its response is that BN's output,
+    but it is the stem's line of the summary, not layer1's."""
+    from resdsl.analysis import RunResponses
+    from resdsl_cli.analyze_cmd import _table
+
+    m = RunResponses("runs/p", "preact", "bn", 10, [("layer1.0.bn1", 1.0), ("layer1.0.bn3", 2.0)],
+                     ["conv1", "layer1.0.conv2"])
+    lines = _table(m).splitlines()
+    assert lines[2].split() == ["stem", "1", "1.0000", "1.0000"] and lines[3].split() == ["layer1", "1", "2.0000",
+                                                                                          "2.0000"]

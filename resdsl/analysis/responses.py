@@ -35,7 +35,7 @@ import io
 import itertools
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
@@ -128,8 +128,9 @@ def _accumulator(sums: list, acc_device):
     return hook
 
 
-def measure(model, batches, device, at: str = "auto") -> tuple[list[tuple[str, float]], str, int]:
-    """``(responses, "bn" or "conv", number of images)``: :func:`layer_responses` with what it measured."""
+def measure(model, batches, device, at: str = "auto") -> tuple[list[tuple[str, float]], str, int, list[str]]:
+    """``(responses, "bn" or "conv", number of images, the 3x3 convs' names)``: :func:`layer_responses` with what
+    it measured (a response's module is a BN that may sit in the next unit: the conv says whose it is)."""
     import torch
 
     device = torch.device(device)
@@ -158,7 +159,7 @@ def measure(model, batches, device, at: str = "auto") -> tuple[list[tuple[str, f
                 h.remove()
     finally:
         model.train(was_training)
-    return [(name, _std(*sums[name])) for _, name in layers], taken, images
+    return [(name, _std(*sums[name])) for _, name in layers], taken, images, [conv for conv, _ in layers]
 
 
 def _std(n: int, total, squares) -> float:
@@ -201,6 +202,7 @@ class RunResponses:
     taken_at: str  # "bn": after each 3x3 conv's BN; "conv": the 3x3 convs' own outputs (pre-activation units)
     images: int  # test images seen
     responses: list  # [(module name, std), ...] in network order
+    convs: list = field(default_factory=list)  # the 3x3 conv of each response (a stem's may be taken in layer1)
 
 
 def open_run(run_dir: str) -> Run:
@@ -270,8 +272,8 @@ def measure_run(run, *, test_subset: int | None = None, device: str = "auto", ba
     run = run if isinstance(run, Run) else open_run(run)
     with _as_responses_error():
         model, batches, dev = _prepare(run, test_subset, device, batch_size, data_dir, download)
-        responses, taken, images = measure(model, batches, dev, at)
-    return RunResponses(run.path, run.network, taken, images, responses)
+        responses, taken, images, convs = measure(model, batches, dev, at)
+    return RunResponses(run.path, run.network, taken, images, responses, convs)
 
 
 def _prepare(run: Run, test_subset, device, batch_size, data_dir, download):
