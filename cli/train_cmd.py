@@ -295,10 +295,11 @@ def _train_once(spec: str | None, values: dict, settings: list[str]) -> int:
 @click.option("--test-subset", callback=lambda ctx, param, value: _subset(value), metavar="N|all",
               help="evaluate on the first N test images (of an image folder, N drawn over its classes, as in "
                    "training), or all of them (default: a run's own --test-subset, else all)")
-@click.option("--test", type=click.Choice(["auto", "single-view", "10-crop", "multi-scale"]), default="auto",
-              show_default=True, help="how to test, in the recipe's words (with the recipe's sizes where its `test` "
-                                      "is of that kind): auto follows the recipe's `test` for image folders and tests "
-                                      "small in-memory images whole (single-view)")
+@click.option("--test", default="auto", show_default=True, metavar="auto|single-view|10-crop|multi-scale|VIEW",
+              help="how to test, in the recipe's words: a kind (with the recipe's sizes where its `test` is of that "
+                   "kind), or a whole view with its sizes ('single-view scale 256 crop 224', '10-crop scale 480 crop "
+                   "448', 'multi-scale 224, 320'); auto follows the recipe's `test` for image folders and tests small "
+                   "in-memory images whole (single-view)")
 @click.option("--view", "old_view", hidden=True, help="renamed --test")
 @click.option("--device", type=click.Choice(["auto", "cuda", "mps", "cpu"]), default="auto", show_default=True,
               help="where to evaluate: auto picks CUDA, then Apple MPS, then the CPU")
@@ -313,6 +314,10 @@ def eval_cmd(target, checkpoint, data, data_dir, test_subset, test, old_view, de
     if old_view is not None:
         raise click.UsageError("--view is now --test, in the recipe's words: --test "
                                "auto|single-view|10-crop|multi-scale")
+    if test != "auto":  # a view in the recipe's words, checked (and located) before anything is loaded
+        from resdsl.recipes import test_view_words
+
+        test = test_view_words(test)
     from resdsl.pipeline import compile_run, compile_spec
     from resdsl.train import checkpoint as ckpt
     from resdsl.train.data import DataError

@@ -208,3 +208,41 @@ def _setting_error(err: SpecError, body: str) -> SpecError:
         return SpecError(err.message, Span(SET_PATH, 1, 1), hint=err.hint)
     return SpecError(err.message, Span(SET_PATH, span.line - 1, span.column, span.end_column), hint=err.hint,
                      source=body)
+
+
+# ---------------------------------------------------------------------------------------------
+# `resdsl eval --test VIEW`: a test view written and checked as a recipe's `test`
+
+TEST_PATH = "--test"
+
+
+def test_view_words(text: str):
+    """The test view ``text`` names in a recipe's words: a bare kind (``10-crop``, which eval takes with the
+    recipe's own sizes where its view is of that kind) or a table with sizes (``single-view scale 256 crop 224``,
+    ``multi-scale 224, 320``), parsed by the recipe grammar and checked by its rules; an error is located in
+    ``--test``."""
+    line = text.strip()
+    if not line or any(c in line for c in "\n{}#"):
+        raise SpecError(f"--test {text!r}: write one test view as a recipe's `test` does", Span(TEST_PATH, 1, 1),
+                        hint="e.g. --test 10-crop, --test 'single-view scale 320 crop 320', --test 'multi-scale 224, "
+                             "256, 384, 480, 640'")
+    (rdef,) = _relocated(lambda: parse_text(f"recipe cli_test {{\ntest {line}\n}}\n", TEST_PATH).statements, line)
+    (field,) = rdef.fields
+
+    def bad(msg):
+        raise SpecError(msg, field.span)
+
+    _relocated(lambda: _validate_test(field.value, bad), line)
+    return field.value
+
+
+def _relocated(fn, line: str):
+    """``fn()``, its SpecError located in the --test text itself (line 2 of the recipe it was wrapped in, after
+    ``test ``)."""
+    try:
+        return fn()
+    except SpecError as err:
+        span = err.span
+        column = max(1, span.column - len("test ")) if span is not None and span.line == 2 else 1
+        end = max(column + 1, span.end_column - len("test ")) if span is not None and span.end_column else None
+        raise SpecError(err.message, Span(TEST_PATH, 1, column, end), hint=err.hint, source=line) from None

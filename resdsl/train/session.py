@@ -355,18 +355,18 @@ def check_fits(model: torch.nn.Module, shape: tuple) -> torch.nn.Module:
     return model
 
 
-def test_view(test: str, recipe: dict, folder: bool) -> dict:
+def test_view(test, recipe: dict, folder: bool) -> dict:
     """How a checkpoint is tested (a :func:`views.view_of` table): ``--test`` ``single-view``, ``10-crop`` or
-    ``multi-scale`` (with the recipe's sizes where its ``test`` is of that kind), or ``auto``: the recipe's ``test``
-    (10-crop in [R]'s ImageNet recipe, single-view in [I]'s), which only image folders can follow (small in-memory
-    images are tested whole)."""
+    ``multi-scale`` (with the recipe's sizes where its ``test`` is of that kind), a view with its sizes (a table,
+    as a recipe's ``test`` holds it), or ``auto``: the recipe's ``test`` (10-crop in [R]'s ImageNet recipe,
+    single-view in [I]'s), which only image folders can follow (small in-memory images are tested whole)."""
     if test == "auto":
         return view_of(recipe.get("test") if folder else None)
-    return named(test, recipe.get("test"))
+    return view_of(test) if isinstance(test, dict) else named(test, recipe.get("test"))
 
 
-def evaluate_checkpoint(model_fn: Callable, state: dict, path: str, recipe: dict, opts: RunOptions, test: str,
-                        batch_size: int) -> tuple[str, dict]:
+def evaluate_checkpoint(model_fn: Callable, state: dict, path: str, recipe: dict, opts: RunOptions,
+                        test: str | dict, batch_size: int) -> tuple[str, dict]:
     """Top-1/top-5 error of a checkpoint's weights on the test set its recipe trained beside (``resdsl eval``);
     returns the views used in words (:func:`views.words`) and the result."""
     from . import checkpoint as ckpt
@@ -374,8 +374,9 @@ def evaluate_checkpoint(model_fn: Callable, state: dict, path: str, recipe: dict
     device, _ = setup_device(opts, 1)
     data = load_data(recipe, opts)
     view = test_view(test, recipe, isinstance(data, FolderData))
-    if view["view"] != "single-view" and not isinstance(data, FolderData):
-        raise TrainingError(f"{view['view']} testing needs an image-folder dataset (small in-memory images are "
+    if (view["view"] != "single-view" or view["scale"] or view["crop"]) and not isinstance(data, FolderData):
+        sized = f" scale {view['scale']} crop {view['crop']}" if view["view"] == "single-view" else ""
+        raise TrainingError(f"{view['view']}{sized} testing needs an image-folder dataset (small in-memory images are "
                             "tested whole)")
     model = model_fn(data.shape, data.num_classes)
     ckpt.load_weights(model, state["model"], path)
