@@ -137,11 +137,11 @@ def test_a_run_says_how_it_is_tested_and_eval_follows_its_recipe(tmp_path, folde
     r = subprocess.run([sys.executable, "-m", "resdsl_cli.main", "eval", str(run), "--test", "10-crop"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "(10-crop, 32x32 of shorter side 37): top-1" in r.stdout, r
-    r = subprocess.run([sys.executable, "-m", "resdsl_cli.main", "eval", str(run), "--test", "10-crop scale 40 crop 32"],
-                       capture_output=True, text=True)  # a view with its own sizes, in the recipe's words
+    r = subprocess.run([sys.executable, "-m", "resdsl_cli.main", "eval", str(run), "--test",
+                        "10-crop scale 40 crop 32"], capture_output=True, text=True)  # a view with sizes of its own
     assert r.returncode == 0 and "(10-crop, 32x32 of shorter side 40): top-1" in r.stdout, r
-    r = subprocess.run([sys.executable, "-m", "resdsl_cli.main", "eval", str(run), "--test", "10-crop scale 30 crop 32"],
-                       capture_output=True, text=True)  # checked as a recipe's, located in --test
+    r = subprocess.run([sys.executable, "-m", "resdsl_cli.main", "eval", str(run), "--test",
+                        "10-crop scale 30 crop 32"], capture_output=True, text=True)  # checked as a recipe's, located
     assert r.returncode == 1 and "--test:1:1: error: the test crop 32 is larger than the shorter side 30" in r.stderr
     r = subprocess.run([sys.executable, "-m", "resdsl_cli.main", "eval", "tests/specs/tiny.res", "--checkpoint",
                         str(run), "--data", "synthetic", "--test", "multi-scale"], capture_output=True, text=True,

@@ -387,6 +387,7 @@ def evaluate_checkpoint(model_fn: Callable, state: dict, path: str, recipe: dict
         pipeline = BatchPipeline(data, recipe.get("normalize", "none"), [])
         if state.get("normalization"):
             pipeline.load_stats(state["normalization"])
-    batches = test_batches(data, pipeline, opts, batch_pictures(view, batch_size, data.shape[1]), test=view, device=device)
+    batches = test_batches(data, pipeline, opts, batch_pictures(view, batch_size, data.shape[1]), test=view,
+                           device=device)
     views = words(view, data.shape[1]) if isinstance(data, FolderData) else "single view"
     return views, evaluate(model, batches, device)
