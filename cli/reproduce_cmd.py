@@ -26,6 +26,19 @@ def _positive(ctx, param, value):
     return value
 
 
+def _slurm_options(ctx, param, values) -> dict:
+    """--slurm-option KEY=VALUE ...: submitit's additional sbatch parameters (#SBATCH --KEY=VALUE)."""
+    options = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        key = key.strip().lstrip("-")
+        if not sep or not key or not value.strip() or not all(c.isalnum() or c in "-_" for c in key) or \
+                any(c in value for c in "\n\r"):
+            raise click.BadParameter(f"{item!r}: write one #SBATCH option as KEY=VALUE, e.g. account=abc")
+        options[key.replace("-", "_")] = value.strip()
+    return options
+
+
 @click.command("reproduce", epilog=REPRODUCE_EXAMPLES)
 @click.argument("experiment", metavar="NAME|FILE")
 @click.option("--data", metavar="NAME|DIR", help="train on this dataset instead of the paper's (cifar10, "
@@ -57,13 +70,18 @@ def _positive(ctx, param, value):
 @click.option("--amp", type=click.Choice(["auto", "bf16", "none"]), help="every run's precision")
 @click.option("--deterministic", is_flag=True, help="every run: deterministic algorithms")
 @click.option("--slurm-partition", help="slurm: the partition")
-@click.option("--slurm-time", type=int, default=24 * 60, show_default=True, help="slurm: minutes per job "
-              "(a job that runs out is requeued and resumes)")
-@click.option("--slurm-gpus", type=int, default=1, show_default=True, help="slurm: GPUs per job")
+@click.option("--slurm-time", type=int, callback=_positive, default=24 * 60, show_default=True, metavar="MINUTES",
+              help="slurm: minutes per job (a job that runs out checkpoints, is requeued and resumes exactly)")
+@click.option("--slurm-gpus", type=click.IntRange(min=0), default=1, show_default=True, help="slurm: GPUs per job")
+@click.option("--slurm-cpus", type=int, callback=_positive, metavar="N", help="slurm: CPUs per job (Slurm's default "
+              "is often 1, too few for an image folder's data-loading workers)")
+@click.option("--slurm-option", "slurm_options", multiple=True, callback=_slurm_options, metavar="KEY=VALUE",
+              help="slurm: any other #SBATCH option, as --KEY=VALUE (--slurm-option account=abc --slurm-option "
+              "qos=high --slurm-option mem=64G); repeatable")
 @guard
 def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry_run, no_estimate, launcher, parallel,
                   iters, epochs, train_subset, test_subset, device, workers, amp, deterministic, slurm_partition,
-                  slurm_time, slurm_gpus):
+                  slurm_time, slurm_gpus, slurm_cpus, slurm_options):
     """Reproduce a paper's table or figure: every row's runs, then a report beside the paper's numbers.
 
     NAME is a packaged experiment (`resdsl list experiments`), FILE an experiment file. The plan comes first
@@ -85,7 +103,7 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
         raise click.UsageError("give --iters or --epochs, not both")
     out = out or os.path.join("runs", exp.name + (f"-{os.path.basename(os.path.normpath(data))}" if data else ""))
     gpus = _gpus(device)
-    parallel = parallel or max(1, gpus)
+    asked, parallel = parallel, parallel or max(1, gpus)
     started = time.perf_counter()
     try:  # a dry run refuses what the run would refuse (another experiment's folder, other options)
         check_record(out, exp, options, seeds or exp.seeds, write=False)
@@ -99,22 +117,29 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     if dry_run:
         return
     slurm = {"slurm_partition": slurm_partition, "timeout_min": slurm_time, "gpus_per_node": slurm_gpus,
-             "parallel": parallel}
+             "cpus_per_task": slurm_cpus, "slurm_additional_parameters": slurm_options or None,
+             "parallel": asked}  # a job array runs every job at once unless --parallel says otherwise
     try:
         failed = launch(exp, out, options, seeds, launcher, parallel, gpus, slurm, say=click.echo)
     except ExperimentRunError as exc:
         click.echo(f"resdsl: error: {exc}", err=True)
         sys.exit(EXIT_SPEC)
     except KeyboardInterrupt as exc:
-        click.echo(f"resdsl: {exc or 'stopped'}: the stopped runs checkpointed; the same command resumes them",
-                   err=True)
+        if launcher != "local":  # the jobs are the cluster's: waiting for them stops, they do not
+            click.echo("resdsl: stopped waiting; the jobs run on (see their logs in "
+                       f"{os.path.join(out, 'submitit')}); the same command, once they are done, writes the report",
+                       err=True)
+        else:
+            click.echo(f"resdsl: {str(exc) or 'stopped'}: the stopped runs checkpointed; the same command resumes "
+                       "them", err=True)
         sys.exit(getattr(exc, "status", 130))  # 128 + the signal's number; a bare Ctrl-C is SIGINT's 130
     command = "resdsl reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     write_report(exp, out, options, seeds, command, time.perf_counter() - started, git_commit() or "unknown")
     click.echo(f"report: {os.path.join(out, 'report.md')}")
     if failed:
         click.echo(f"resdsl: error: {len(failed)} runs failed ({', '.join(failed)}); their errors are above (and in "
-                   "their train.log where they got that far); the report holds the others", err=True)
+                   "their train.log where they got that far, or their job's log); the report holds the others",
+                   err=True)
         sys.exit(EXIT_SPEC)
 
 

@@ -133,6 +133,55 @@ def test_submitit_local_launcher_runs_the_experiment(tmp_path):
     assert (out / "submitit").is_dir()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_job_at_its_time_limit_checkpoints_is_requeued_and_resumes_exactly(tmp_path):
+    """submitit's SIGUSR2 (Slurm sends it 90 s before a job's time limit, or on a preemption) to the job: the
+    trainer checkpoints and stops, the job is requeued as itself and resumes the run, which ends equal to a run
+    made in one go; the experiment finishes as if nothing had happened."""
+    pytest.importorskip("submitit")
+    args = ["--iters", "60", *FAST[2:], "--seeds", "1", "--rows", "ResNet-8"]
+    out = tmp_path / "exp"
+    proc = subprocess.Popen([sys.executable, "-m", "resdsl_cli.main", "reproduce", TINY, *args, "--launcher",
+                             "submitit-local", "--out", str(out)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    run = out / "resnet-8" / "seed-0"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not (run / "checkpoint.pt").exists():
+        time.sleep(0.05)
+    job = [pid for pid, cmd in _processes() if b"submitit.core._submit" in cmd]
+    assert len(job) == 1, job
+    os.kill(job[0], signal.SIGUSR2)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr + stdout
+    assert "done resnet-8/seed-0" in stdout and "failed" not in stdout
+    log = (run / "train.log").read_text()
+    assert "stopped: SIGTERM received" in log and "resumed at iteration" in log, log[-2000:]
+    whole = tmp_path / "whole"
+    resdsl("train", "tests/specs/tiny.res", "--seed", "0", "--out", str(whole), "--quiet", "--data", "synthetic",
+           *args[:8], check=True)
+    _same_run(run, whole)
+
+
+@pytest.mark.parametrize("args, fragment", [(["--slurm-time", "0"], "must be at least 1"),
+                                             (["--slurm-option", "account"], "write one #SBATCH option as KEY=VALUE"),
+                                             (["--slurm-gpus", "-1"], "x>=0")])
+def test_slurm_options_are_checked(args, fragment):
+    r = reproduce(TINY, "--dry-run", "--no-estimate", *args)
+    assert r.returncode == 2 and fragment in r.stderr, r.stderr
+
+
+def _processes():
+    """(pid, command line) of every process."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                found.append((int(entry), fh.read()))
+        except OSError:
+            continue
+    return found
+
+
 @pytest.mark.skipif(shutil.which("srun") is not None, reason="a Slurm cluster is here")
 def test_slurm_launcher_without_slurm_is_a_plain_error(tmp_path):
     pytest.importorskip("submitit")

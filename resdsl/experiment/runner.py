@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 
 from ..train.seeds import LAUNCHER_ENV
@@ -256,24 +257,68 @@ def run_local(exp: Experiment, todo: list[Job], options: dict, parallel: int, gp
     return failed
 
 
+# a job whose run stopped on a signal (a preemption: Slurm's SIGTERM) waits this long for submitit's SIGUSR2,
+# whose handler checkpoints and requeues it, before it reports the run stopped
+REQUEUE_WAIT_S = 60
+# submitit's handler waits this long for the trainer's checkpoint: Slurm sends SIGUSR2 90 s before the time limit
+STOP_WAIT_S = 80
+# times a run's job may be requeued at its time limit (submitit's default, 3, ends a run of four time limits)
+MAX_TIMEOUTS = 1000
+FAILURE = "resdsl run:"  # marks the job's own failure among the lines of submitit's error
+
+
 class TrainJob:
-    """A submitit job: advances one run (whatever its state when the job starts) and, when the cluster preempts
-    or times it out, is requeued as itself, so that it resumes from the run's last checkpoint."""
+    """A submitit job: advances one run (whatever its state when the job starts). At a time limit or a preemption
+    (submitit's SIGUSR2) the trainer checkpoints and stops, and the job is requeued as itself, so that it resumes
+    from that checkpoint exactly."""
 
     def __init__(self, exp: Experiment, job: Job, options: dict):
         self.exp, self.job, self.options = exp, job, options
+        self._proc = None
+
+    def __getstate__(self):  # pickled by submitit: the running trainer stays here
+        return dict(self.__dict__, _proc=None)
 
     def __call__(self) -> int:
         cmd = train_command(self.exp, self.job, self.options)
         if not cmd:
             return 0
-        return subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True).returncode
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+        code = _wait(self._proc, None)
+        if code == 0:
+            return 0
+        if code > 128:  # stopped with a checkpoint: a preemption's SIGTERM, which submitit's SIGUSR2 follows
+            time.sleep(REQUEUE_WAIT_S)  # its handler (checkpoint below) requeues the job and exits
+            raise RuntimeError(f"{FAILURE} stopped by {_signal_name(code - 128)} with a checkpoint; the same resdsl "
+                               "reproduce command resumes it")
+        raise RuntimeError(f"{FAILURE} resdsl train exited with status {code}; its train.log ("
+                           f"{os.path.join(self.job.run_dir, 'train.log')}) and this job's .err log say why")
 
     def checkpoint(self, *args, **kwargs):
-        """submitit's requeue hook: the trainer checkpoints on SIGTERM, the same job resumes it."""
+        """submitit's hook at a time limit or a preemption: the trainer (which may have had the signal itself) is
+        asked to checkpoint and stop, and waited for; then the same job is requeued, and resumes it."""
         import submitit
 
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            _wait(self._proc, STOP_WAIT_S)
         return submitit.helpers.DelayedSubmission(TrainJob(self.exp, self.job, self.options))
+
+
+def _wait(proc: subprocess.Popen, seconds: float | None) -> int | None:
+    """The process's exit status once it ends (None after ``seconds``), by polling: submitit's signal handler may
+    wait for it too, and Popen.wait holds a lock the handler would wait on for good."""
+    deadline = None if seconds is None else time.monotonic() + seconds
+    while proc.poll() is None and (deadline is None or time.monotonic() < deadline):
+        time.sleep(0.2)
+    return proc.returncode
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def run_submitit(exp: Experiment, todo: list[Job], options: dict, folder: str, cluster: str | None,
@@ -286,23 +331,37 @@ def run_submitit(exp: Experiment, todo: list[Job], options: dict, folder: str, c
         raise ExperimentRunError("--launcher slurm needs submitit: pip install 'resdsl[cluster]'") from None
     params = {k: v for k, v in slurm.items() if v is not None}
     try:  # no Slurm here (submitit looks for srun), or sbatch refused the array: the user's setup, not a bug
-        executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
-        if cluster == "slurm":
+        executor = submitit.AutoExecutor(folder=folder, cluster=cluster, slurm_max_num_timeout=MAX_TIMEOUTS,
+                                           local_max_num_timeout=MAX_TIMEOUTS)
+        if cluster == "slurm":  # every run at once unless --parallel says otherwise
             executor.update_parameters(slurm_array_parallelism=params.pop("parallel", len(todo)), **params)
         else:
             executor.update_parameters(timeout_min=params.get("timeout_min", 60 * 24))
         say(f"submitting {len(todo)} runs through submitit ({cluster or 'auto'}), logs in {folder}")
         submitted = executor.submit_array([TrainJob(exp, job, options) for job in todo])
-    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+    except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as exc:
         hint = "; on a machine without Slurm use --launcher local" if cluster == "slurm" else ""
         raise ExperimentRunError(f"submitit could not submit the runs: {str(exc).strip() or type(exc).__name__}"
                                  f"{hint}") from None
+    if submitted:
+        array = str(submitted[0].job_id).split("_")[0]
+        say(f"job array {array}: this command waits for its jobs, then writes the report (stopped, it leaves them "
+            f"running: scancel {array} stops them; the same command, once they are done, writes the report)")
+    return _results(todo, submitted, say)
+
+
+def _results(todo: list[Job], submitted: list, say) -> list[str]:
+    """Wait for each job; say how it ended; the names of the failed ones."""
     failed = []
     for job, sub in zip(todo, submitted):
         try:
             sub.result()
             say(f"done {job.name}")
         except Exception as exc:  # noqa: BLE001 - submitit wraps the job's failure; the user sees its name
-            say(f"failed {job.name}: {str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else exc}")
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            why = next((ln[ln.index(FAILURE) + len(FAILURE):].strip() for ln in lines if FAILURE in ln),
+                       lines[0] if lines else type(exc).__name__)
+            err = getattr(getattr(sub, "paths", None), "stderr", None)
+            say(f"failed {job.name}: {why[:300]}" + (f" (log: {err})" if err else ""))
             failed.append(job.name)
     return failed

@@ -24,6 +24,7 @@ from .data import FolderData
 from .evaluation import evaluate
 from .fileio import write_output
 from .session import Interrupted, TrainingError, test_batches
+from .stopping import STOP_SIGNALS
 from .views import batch_pictures, eval_view, view_of, words
 
 FILE = rundir.FINAL_TEST
@@ -115,7 +116,7 @@ def _stopped_by_signals(run_dir: str):
     if threading.current_thread() is not threading.main_thread():  # --seeds threads: their launcher's signals
         yield
         return
-    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    old = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
     try:
         yield
     finally:

@@ -64,7 +64,9 @@ def run_seeds(seeds: list[int], out: str, command_for: Callable[[int, str], list
         for _, proc, _ in running:
             proc.send_signal(signum)
 
-    old = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    from .stopping import STOP_SIGNALS  # (stopping imports this module)
+
+    old = {sig: signal.signal(sig, handle) for sig in STOP_SIGNALS}
     try:
         while (pending and not stopped) or running:
             while pending and not stopped and len(running) < parallel:
@@ -167,7 +169,9 @@ def run_in_threads(seeds: list[int], out: str, train_one: Callable[[int, str], i
         stopped.append(signum)
         stop(signal.Signals(signum).name)
 
-    old = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    from .stopping import STOP_SIGNALS  # (stopping imports this module)
+
+    old = {sig: signal.signal(sig, handle) for sig in STOP_SIGNALS}
 
     def one(seed: int) -> None:
         _Prefixed.prefix.text = f"[seed {seed}] "

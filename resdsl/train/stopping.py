@@ -1,6 +1,6 @@
-"""How a run is asked to stop: SIGINT or SIGTERM (Ctrl-C, a scheduler, a launcher that died) or, for runs in
-threads of one process, :func:`stop_all`, turned into a flag the loop reads after each iteration; it then writes
-a checkpoint and stops. The processes of one run (--nproc) agree on the iteration they stop after, so that their
+"""How a run is asked to stop: SIGINT, SIGTERM, SIGUSR1 or SIGUSR2 (Ctrl-C, a scheduler, a launcher that died,
+a cluster's warning before a time limit) or, for runs in threads of one process, :func:`stop_all`, turned into a
+flag the loop reads after each iteration; it then writes a checkpoint and stops. The processes of one run (--nproc) agree on the iteration they stop after, so that their
 checkpoint and their shared figures are those of one moment."""
 from __future__ import annotations
 
@@ -16,6 +16,12 @@ from .steps import reduce_on
 # the host: a sync, which the loop otherwise makes only at its log points); on a CPU after every iteration
 CUDA_STOP_EVERY = 8
 
+# what asks a run to stop: Ctrl-C, SIGTERM (a scheduler, kill), and the user signals a cluster sends ahead of a
+# time limit or a preemption (submitit asks Slurm for SIGUSR2 90 s before the end; others use SIGUSR1), whose
+# default action would end the run without a checkpoint
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
+                     if hasattr(signal, name))
+
 _SIGNALLED: list[str] = []  # runs in threads of one process (--seed-runs threads): the signal the process got
 
 
@@ -26,7 +32,7 @@ def stop_all(name: str) -> None:
 
 
 class Stop:
-    """Turns SIGINT/SIGTERM (or :func:`stop_all`) into a flag the loop checks after each iteration."""
+    """Turns STOP_SIGNALS (or :func:`stop_all`) into a flag the loop checks after each iteration."""
 
     def __init__(self):
         self._own = None
@@ -39,7 +45,7 @@ class Stop:
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             _SIGNALLED.clear()  # a signal meant for earlier runs of this process is not this run's
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             try:
                 self._old[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread
