@@ -225,17 +225,20 @@ def test_half_written_metrics_line_is_dropped_on_resume(tmp_path):
 
 
 
-def test_damaged_metrics_line_before_the_checkpoint_is_said_to_be_lost(tmp_path):
-    """A row before the checkpoint cannot be evaluated again (the weights have moved on): the warning says it is
-    lost, and the run resumes and finishes with every other row."""
+@pytest.mark.parametrize("line", [1, 2])
+def test_damaged_metrics_line_before_the_checkpoint_is_said_to_be_lost(tmp_path, line):
+    """A row up to the checkpoint (line 2: the checkpoint's own, written just before it) cannot be evaluated again
+    (the weights have moved on): the warning says it is lost, and the run resumes and finishes with every other
+    row."""
     run = _unfinished_run(tmp_path)
     lines = (run / "metrics.jsonl").read_text().splitlines()
-    (run / "metrics.jsonl").write_text("\n".join(["{damaged", *lines[1:]]) + "\n")
+    lines[line - 1] = "{damaged"
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     r = resdsl("train", "--resume", str(run), "--quiet")
     assert r.returncode == 0, r.stderr
-    assert "line 1 came before the checkpoint's iteration 4: its row is lost" in r.stderr, r.stderr
+    assert f"line {line} came before the checkpoint's iteration 4: its row is lost" in r.stderr, r.stderr
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [row["iter"] for row in rows] == [4, 6, 8, 10, 12]
+    assert [row["iter"] for row in rows] == [i for i in (2, 4, 6, 8, 10, 12) if i != 2 * line]
 
 def _in_process_run(tmp_path, **kw):
     import resdsl as rd

@@ -205,7 +205,8 @@ def _restore(s: Session, state: dict, path: str, metrics: MetricsLog, test: dict
     if state["iter"] >= s.total and not (test and not final.written(os.path.dirname(path))) and not pending(state):
         raise TrainingError(f"--resume {s.opts.resume}: the run already finished all {s.total} iterations, so there "
                             "is nothing to continue. To train longer, start a new run (e.g. --iters N --out NEW)")
-    metrics.resume(state["iter"])
+    due = state["iter"] % s.eval_every == 0 or state["iter"] == s.total  # its row was written before it
+    metrics.resume(state["iter"], row_at_checkpoint=due and not pending(state))
 
 
 def _config(s: Session) -> dict:

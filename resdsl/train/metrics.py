@@ -47,9 +47,11 @@ class MetricsLog:
             return None
         return SummaryWriter(os.path.join(self.run_dir, "tensorboard"), purge_step=purge_step)
 
-    def resume(self, up_to_iter: int) -> None:
+    def resume(self, up_to_iter: int, row_at_checkpoint: bool = False) -> None:
         """Keep the rows written up to the checkpoint's iteration; later ones will be written again. A line that
-        does not parse (a run killed mid-write, a full disk) is dropped with a warning: it is re-evaluated."""
+        does not parse (a run killed mid-write, a full disk) is dropped with a warning that says whether its row
+        comes again (after the checkpoint) or is lost (before it; ``row_at_checkpoint``: the checkpoint's own
+        iteration has a row, written before it, so an unreadable line where that row belongs is lost too)."""
         try:
             with open(self.path, encoding="utf-8", errors="replace") as fh:
                 lines = fh.read().split("\n")
@@ -69,6 +71,8 @@ class MetricsLog:
                 last_kept = number if row["iter"] <= up_to_iter else last_kept
             elif row is not None:
                 dropped.append(number)
+        if row_at_checkpoint and not any(r["iter"] == up_to_iter for r in rows):  # its line is the next dropped
+            last_kept = next((n + 1 for n in dropped if n > last_kept), last_kept)
         if dropped:
             _warn_dropped(self.path, dropped, last_kept, up_to_iter)
         self.rows = [r for r in rows if r["iter"] <= up_to_iter]
