@@ -91,3 +91,17 @@ def test_hidden_folders_are_no_classes(tmp_path):
         make_folder(tmp_path / part / ".ipynb_checkpoints", classes=("x",), per_class=1, parts=(".",))
     d = load_dataset(str(tmp_path))
     assert d.classes == ["cat", "dog"] and d.train_size == 6
+
+
+def test_a_broken_picture_in_another_process_is_named_by_it(tmp_path):
+    """Each process of a --nproc run reads its own share of the pictures: one that cannot be read in process 1's
+    share is named by process 1 (only rank 0 speaks otherwise), not hidden behind rank 0's 'lost contact'."""
+    folder = tmp_path / "f"
+    make_folder(folder, per_class=2, size=(48, 40))
+    for name in ("cat", "dog"):
+        for path in (folder / "train" / name).iterdir():
+            path.write_bytes(b"")
+    r = train("--data", str(folder), "--out", str(tmp_path / "run"), "--nproc", "2", "--batch-size", "2")
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "resdsl: error: process 1 of 2: cannot" in r.stderr and "(the file is empty)" in r.stderr, r.stderr[-3000:]
+    assert "internal error" not in r.stderr

@@ -117,14 +117,19 @@ def test_workers_stop_with_a_launcher_killed_outright(tmp_path):
     assert "checkpoint written" in (run / "train.log").read_text()
 
 
-def test_the_launcher_names_only_the_workers_that_were_killed_first():
+def test_the_launcher_names_only_the_workers_that_were_killed_first(tmp_path):
     """torchrun stops the others of a failed run with SIGTERM: those are not named beside the worker that failed
-    (which said why itself) or that was killed otherwise."""
+    (which said why itself) or that was killed otherwise; the way to resume is given where there is a checkpoint."""
     from resdsl.train.cli import _failure_lines
 
-    assert _failure_lines({0: 1, 1: -15}, 2, "runs/a") == []
-    assert _failure_lines({0: -15, 1: -9}, 2, "runs/a") == [
-        "process 1 of 2 was killed by SIGKILL; resume the run from its last checkpoint with --resume runs/a --nproc 2"]
+    run = tmp_path / "a"
+    run.mkdir()
+    assert _failure_lines({0: 1, 1: -15}, 2, str(run)) == []
+    assert _failure_lines({0: -15, 1: -9}, 2, str(run)) == [f"process 1 of 2 was killed by SIGKILL; {run} has no "
+                                                            "checkpoint yet"]
+    (run / "checkpoint.pt").write_bytes(b"")
+    assert _failure_lines({0: -15, 1: -9}, 2, str(run)) == [
+        f"process 1 of 2 was killed by SIGKILL; resume the run from its last checkpoint with --resume {run} --nproc 2"]
     assert _failure_lines({1: -15}, 2, None) == ["process 1 of 2 was killed by SIGTERM"]
 
 

@@ -48,6 +48,9 @@ def options_from(values: dict, name: str) -> RunOptions:
     return RunOptions(**kw, download=not values.get("no_download"), name=name)
 
 
+SHUTDOWN_GRACE_S = 600
+
+
 def relaunch_with_torchrun(nproc: int, module_args: list[str], run_dir: str | None = None) -> int:
     """Run ``python <module_args without --nproc>`` in ``nproc`` processes through torchrun's own engine
     (``torch.distributed.launcher``, as ``torchrun --standalone``); returns the exit status.
@@ -66,6 +69,9 @@ def relaunch_with_torchrun(nproc: int, module_args: list[str], run_dir: str | No
 
     args = without(module_args, ("--nproc",))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # stopped, a worker finishes its iteration (an evaluation on ImageNet takes minutes) and checkpoints before
+    # torchrun's grace (30 s by default) ends in SIGKILL
+    os.environ.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(SHUTDOWN_GRACE_S))
     as_launcher()
     _quiet_elastic()
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
@@ -89,8 +95,10 @@ def _failure_lines(codes: dict[int, int], nproc: int, run_dir: str | None) -> li
     causes = [r for r, c in codes.items() if c > 0 or (c < 0 and -c != signal.SIGTERM)]
     killed = [r for r, c in codes.items() if c < 0 and (r in causes or not causes)]
     lines = [f"process {r} of {nproc} was killed by {_signal_name(-codes[r])}" for r in killed]
-    if lines and run_dir:
+    if lines and run_dir and os.path.exists(os.path.join(run_dir, "checkpoint.pt")):
         lines[-1] += f"; resume the run from its last checkpoint with --resume {shlex.quote(run_dir)} --nproc {nproc}"
+    elif lines and run_dir:
+        lines[-1] += f"; {run_dir} has no checkpoint yet"
     return lines
 
 

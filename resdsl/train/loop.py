@@ -105,6 +105,8 @@ def train(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
         result = _with_peers(lambda: _train(model_fn, recipe, opts, run_dir, rank, world, log), rank, world, run_dir)
     except BaseException as exc:
         log.say(f"{'stopped' if isinstance(exc, Interrupted) else 'error'}: {exc}", err=True, show=False)
+        if rank != 0 and isinstance(exc, DataError):  # its own share of the data: rank 0 cannot say it
+            print(f"resdsl: error: process {rank} of {world}: {exc}", file=sys.stderr, flush=True)
         if lock is not None and resume_dir is None and fresh:
             rundir.remove_if_unused(run_dir)  # a run that failed before its first record leaves no empty folder
         raise
@@ -134,9 +136,11 @@ def _with_peers(fn, rank: int, world: int, run_dir: str):
         if world == 1 or not lost:
             raise
         first = text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
-        raise TrainingError(f"process {rank} of {world} lost contact with the others ({first}): one of them stopped "
-                            f"or died; the last checkpoint is intact: resume with --resume {shlex.quote(run_dir)}") \
-            from None
+        kept = os.path.join(run_dir, CHECKPOINT)
+        resume = (f"the last checkpoint is intact: resume with --resume {shlex.quote(run_dir)}"
+                  if os.path.exists(kept) else "no checkpoint was written yet")
+        raise TrainingError(f"process {rank} of {world} lost contact with the others ({first}): one of them failed "
+                            f"(its error is above) or died; {resume}") from None
 
 
 def _data_words(data, recipe, n_train) -> str:
@@ -265,6 +269,8 @@ def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: st
                 state["elapsed"] = time.perf_counter() - start
                 _save(s, state, path, steps.optimizer_state())
             if stopping and not done:
+                if s.world > 1:
+                    stop.hold()
                 progress.close()
                 raise Interrupted(f"{stopping} received: stopped after iteration {it + 1} of {s.total}; "
                                   f"checkpoint written. Resume with: --resume {shlex.quote(run_dir)}", stopping)

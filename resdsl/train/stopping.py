@@ -37,6 +37,7 @@ class Stop:
     def __init__(self):
         self._own = None
         self._old = {}
+        self._holding = False
 
     @property
     def requested(self) -> str | None:
@@ -61,7 +62,12 @@ class Stop:
         if self._old:
             release_launcher()
         for sig, old in self._old.items():
-            signal.signal(sig, old)
+            signal.signal(sig, signal.SIG_IGN if self._holding else old)
+
+    def hold(self) -> None:
+        """This process of several stops: from here on it takes no signal (torchrun sends SIGTERM to the processes
+        still running as soon as one has ended, which would cut rank 0 short of its records and its message)."""
+        self._holding = True
 
     def agreed(self, done: int, device: torch.device, world: int) -> str | None:
         """After ``done`` iterations: the signal to stop for, or None to go on. Alone, this run's own request. Of
