@@ -148,8 +148,8 @@ def test_a_job_at_its_time_limit_checkpoints_is_requeued_and_resumes_exactly(tmp
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None and not (run / "checkpoint.pt").exists():
         time.sleep(0.05)
-    job = [pid for pid, cmd in _processes() if b"submitit.core._submit" in cmd]
-    assert len(job) == 1, job
+    job = [pid for pid, cmd in _processes() if b"submitit.core._submit" in cmd and _descends(pid, proc.pid)]
+    assert len(job) == 1, job  # this experiment's job (another test's may run beside it)
     os.kill(job[0], signal.SIGUSR2)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr + stdout
@@ -168,6 +168,18 @@ def test_a_job_at_its_time_limit_checkpoints_is_requeued_and_resumes_exactly(tmp
 def test_slurm_options_are_checked(args, fragment):
     r = reproduce(TINY, "--dry-run", "--no-estimate", *args)
     assert r.returncode == 2 and fragment in r.stderr, r.stderr
+
+
+def _descends(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                pid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+        if pid == ancestor:
+            return True
+    return False
 
 
 def _processes():
