@@ -132,13 +132,11 @@ def _launch_processes(spec: str | None, values: dict, settings) -> int:
     import datetime as dt
 
     from resdsl.train.cli import relaunch_with_torchrun
-    from resdsl.train.rundir import default_path
+    from resdsl.train.rundir import RunDirError, check_world, default_path
 
     net = _compile(spec, values)[0]
     nproc = values["nproc"]
     if values["resume"]:  # in as many processes as it was started in (whose number divided its batch)
-        from resdsl.train.rundir import RunDirError, check_world
-
         try:
             check_world(values["resume"], _run_record(values["resume"]), nproc)
         except RunDirError as exc:

@@ -1,7 +1,8 @@
 """How a run is asked to stop: SIGINT, SIGTERM, SIGUSR1 or SIGUSR2 (Ctrl-C, a scheduler, a launcher that died,
 a cluster's warning before a time limit) or, for runs in threads of one process, :func:`stop_all`, turned into a
-flag the loop reads after each iteration; it then writes a checkpoint and stops. The processes of one run (--nproc) agree on the iteration they stop after, so that their
-checkpoint and their shared figures are those of one moment."""
+flag the loop reads after each iteration; it then writes a checkpoint and stops. The processes of one run
+(--nproc) agree on the iteration they stop after, so that their checkpoint and their shared figures are those of
+one moment."""
 from __future__ import annotations
 
 import signal
