@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from ..train.seeds import LAUNCHER_ENV
+from ..train.seeds import LAUNCHER_ENV, signal_name
 from .model import Experiment, Row
 
 RECORD = "experiment.json"
@@ -289,7 +289,7 @@ class TrainJob:
             return 0
         if code > 128:  # stopped with a checkpoint: a preemption's SIGTERM, which submitit's SIGUSR2 follows
             time.sleep(REQUEUE_WAIT_S)  # its handler (checkpoint below) requeues the job and exits
-            raise RuntimeError(f"{FAILURE} stopped by {_signal_name(code - 128)} with a checkpoint; the same resdsl "
+            raise RuntimeError(f"{FAILURE} stopped by {signal_name(code - 128)} with a checkpoint; the same resdsl "
                                "reproduce command resumes it")
         raise RuntimeError(f"{FAILURE} resdsl train exited with status {code}; its train.log ("
                            f"{os.path.join(self.job.run_dir, 'train.log')}) and this job's .err log say why")
@@ -314,13 +314,6 @@ def _wait(proc: subprocess.Popen, seconds: float | None) -> int | None:
     return proc.returncode
 
 
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
 def run_submitit(exp: Experiment, todo: list[Job], options: dict, folder: str, cluster: str | None,
                  slurm: dict, say=print) -> list[str]:
     """Submit the jobs as one submitit job array (``cluster``: "slurm", or "local" for submitit's local
@@ -343,7 +336,7 @@ def run_submitit(exp: Experiment, todo: list[Job], options: dict, folder: str, c
         hint = "; on a machine without Slurm use --launcher local" if cluster == "slurm" else ""
         raise ExperimentRunError(f"submitit could not submit the runs: {str(exc).strip() or type(exc).__name__}"
                                  f"{hint}") from None
-    if submitted:
+    if submitted and cluster == "slurm":
         array = str(submitted[0].job_id).split("_")[0]
         say(f"job array {array}: this command waits for its jobs, then writes the report (stopped, it leaves them "
             f"running: scancel {array} stops them; the same command, once they are done, writes the report)")

@@ -10,7 +10,7 @@ import sys
 
 from .loop import RunOptions
 from .options import EMITTED_EXAMPLES, GROUPS, OPTIONS
-from .seeds import as_launcher, without
+from .seeds import as_launcher, signal_name, without
 
 
 def _argparse_type(parse):
@@ -94,7 +94,7 @@ def _failure_lines(codes: dict[int, int], nproc: int, run_dir: str | None) -> li
     a failed run with SIGTERM, so such deaths are not named beside a worker that failed or was killed otherwise."""
     causes = [r for r, c in codes.items() if c > 0 or (c < 0 and -c != signal.SIGTERM)]
     killed = [r for r, c in codes.items() if c < 0 and (r in causes or not causes)]
-    lines = [f"process {r} of {nproc} was killed by {_signal_name(-codes[r])}" for r in killed]
+    lines = [f"process {r} of {nproc} was killed by {signal_name(-codes[r])}" for r in killed]
     if lines and run_dir and os.path.exists(os.path.join(run_dir, "checkpoint.pt")):
         lines[-1] += f"; resume the run from its last checkpoint with --resume {shlex.quote(run_dir)} --nproc {nproc}"
     elif lines and run_dir:
@@ -110,10 +110,3 @@ def _quiet_elastic() -> None:
     for name in list(logging.root.manager.loggerDict):
         if name.startswith("torch.distributed"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"

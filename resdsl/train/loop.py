@@ -243,7 +243,7 @@ def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: st
     start = time.perf_counter() - state["elapsed"]
     last_row = None
     with Stop() as stop, contextlib.closing(steps), _keeping_on_data_errors(s, state, window, steps, start, path,
-                                                                             progress, run_dir, metrics):
+                                                                            progress, run_dir, metrics):
         if pending(state):  # the evaluation its checkpoint stands at, which failed: made, then checkpointed
             it = state["iter"] - 1
             last_row = evaluate_and_log(s, state, window, it, s.schedule.lr_at(it), start, metrics, progress,

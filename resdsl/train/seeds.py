@@ -115,6 +115,14 @@ def as_launcher() -> None:
     os.environ[LAUNCHER_ENV] = str(os.getpid())
 
 
+def signal_name(number: int) -> str:
+    """``SIGTERM`` for 15; a number Python does not name is said as one."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 def release_launcher() -> None:
     """The training loop is over: what is left (the last records, the final line) finishes whatever the launcher
     does, so the kernel's signal is called off."""
