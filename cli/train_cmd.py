@@ -129,8 +129,6 @@ def _as_args(spec, values: dict, settings) -> list[str]:
 
 def _launch_processes(spec: str | None, values: dict, settings) -> int:
     """--nproc N: check what can be checked once, fix the run directory for all ranks, then start torchrun."""
-    import datetime as dt
-
     from resdsl.train.cli import relaunch_with_torchrun
     from resdsl.train.rundir import RunDirError, check_world, default_path
 
@@ -146,15 +144,13 @@ def _launch_processes(spec: str | None, values: dict, settings) -> int:
         raise click.ClickException(f"the batch size {batch} does not split evenly over --nproc {nproc} "
                                    "processes; choose a batch size that is a multiple of it")
     if not values["out"] and not values["resume"]:  # every rank must write to the same run directory
-        values = dict(values, out=default_path("runs", net.name, dt.datetime.now().strftime("%Y%m%d-%H%M%S")))
+        values = dict(values, out=default_path(net.name))
     return relaunch_with_torchrun(nproc, ["-m", "resdsl_cli.main", "train", *_as_args(spec, values, settings)],
                                   values["resume"] or values["out"])
 
 
 def _launch_seeds(spec: str, values: dict, settings, seed_runs: str) -> int:
     """--seeds: one run per seed, each the run `--seed N --out OUT/seed-N` alone makes, side by side."""
-    import datetime as dt
-
     from resdsl.pipeline import compile_spec
     from resdsl.train.rundir import default_path
     from resdsl.train.seeds import run_seeds, seed_runs_way
@@ -165,7 +161,7 @@ def _launch_seeds(spec: str, values: dict, settings, seed_runs: str) -> int:
                                    "seed's run with --resume OUT/seed-N)")
     net = compile_spec(spec)  # a bad spec is one message here, not one per seed
     say_warnings(net)
-    out = values["out"] or default_path("runs", net.name, dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    out = values["out"] or default_path(net.name)
     click.echo(f"{len(values['seeds'])} runs of {net.name}, seeds {', '.join(map(str, values['seeds']))}, in {out}")
 
     gpus = _gpus(values["device"])

@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -81,13 +80,13 @@ def main(argv=None):
     if ns.seeds:
         if ns.seed is not None or ns.resume or ns.nproc:
             parser.error("--seeds runs one process per seed; it does not go with --seed, --resume or --nproc")
-        out = ns.out or os.path.join("runs", {name} + "-seeds-" + time.strftime("%Y%m%d-%H%M%S"))
+        out = ns.out or default_path({name} + "-seeds")
         rest = without(argv, ("--seeds", "--out", "--parallel"))
         return run_seeds(ns.seeds, out, lambda seed, folder: [sys.executable, os.path.abspath(__file__), *rest,
                          "--seed", str(seed), "--out", folder, "--quiet"], parallel=ns.parallel)
     if ns.nproc and "RANK" not in os.environ:
         if not ns.out and not ns.resume:  # every process must write to the same run directory
-            ns.out = default_path("runs", {name}, time.strftime("%Y%m%d-%H%M%S"))
+            ns.out = default_path({name})
             argv = [*argv, "--out", ns.out]
         return relaunch_with_torchrun(ns.nproc, [os.path.abspath(__file__), *argv], ns.resume or ns.out)
     with open(os.path.join(HERE, "recipe.json")) as fh:

@@ -7,7 +7,6 @@ checkpoint at fixed iterations, so a run's figures do not depend on where it was
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import platform
 import shlex
@@ -95,7 +94,7 @@ def train(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
         recipe = apply_overrides(recipe, opts)
         opts.seed = _check_seed(opts.seed or 0)
         opts.extra_config = dict(opts.extra_config, run_id=uuid.uuid4().hex)  # config.json and every checkpoint
-        run_dir = opts.out or rundir.default_path("runs", opts.name, dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+        run_dir = opts.out or rundir.default_path(opts.name)
         fresh = not os.path.exists(run_dir)
         lock = rundir.start(run_dir, opts.overwrite) if rank == 0 else None
     # with --overwrite the previous run stays whole, its train.log untouched, until this one is prepared (_train)

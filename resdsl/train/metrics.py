@@ -71,10 +71,11 @@ class MetricsLog:
                 last_kept = number if row["iter"] <= up_to_iter else last_kept
             elif row is not None:
                 dropped.append(number)
-        if row_at_checkpoint and not any(r["iter"] == up_to_iter for r in rows):  # its line is the next dropped
-            last_kept = next((n + 1 for n in dropped if n > last_kept), last_kept)
+        lost = [n for n in dropped if n < last_kept]  # rows from before the checkpoint cannot come again
+        if row_at_checkpoint and not any(r["iter"] == up_to_iter for r in rows):
+            lost += [n for n in dropped if n > last_kept][:1]  # the line where the checkpoint's own row was
         if dropped:
-            _warn_dropped(self.path, dropped, last_kept, up_to_iter)
+            _warn_dropped(self.path, dropped, lost, up_to_iter)
         self.rows = [r for r in rows if r["iter"] <= up_to_iter]
         self.unplotted = True  # curves.png may show rows dropped here
         if self.tb is not None:  # TensorBoard too forgets the points after the checkpoint: they come again
@@ -143,20 +144,17 @@ class MetricsLog:
                 self.tb = None
 
 
-def _warn_dropped(path: str, dropped: list[int], last_kept: int, up_to_iter: int) -> None:
+def _warn_dropped(path: str, dropped: list[int], lost: list[int], up_to_iter: int) -> None:
     """Say what becomes of unreadable lines of metrics.jsonl: those after the checkpoint's rows are written again
-    as the run resumes; a row from before the checkpoint cannot be, and stays lost (the weights are unaffected)."""
-    lost = [n for n in dropped if n < last_kept]
-    shown = ", ".join(map(str, dropped[:5])) + (", ..." if len(dropped) > 5 else "")
+    as the run resumes; the ``lost`` rows, up to the checkpoint, cannot be (the weights are unaffected)."""
     fate = "they are written again as the run resumes"
     if lost:
-        fate = (f"{_lines(lost)} came before the checkpoint's iteration {up_to_iter}: "
-                f"{'its row is' if len(lost) == 1 else 'their rows are'} lost, the training is not")
+        fate = (f"{'line' if len(lost) == 1 else 'lines'} {_listed(lost)} came before the checkpoint's iteration "
+                f"{up_to_iter}: {'its row is' if len(lost) == 1 else 'their rows are'} lost, the training is not")
         if len(lost) < len(dropped):
             fate += "; the later ones are written again as the run resumes"
-    print(f"warning: {path}: dropped unreadable line(s) {shown}; {fate}", file=sys.stderr)
+    print(f"warning: {path}: dropped unreadable line(s) {_listed(dropped)}; {fate}", file=sys.stderr)
 
 
-def _lines(numbers: list[int]) -> str:
-    return ("line " if len(numbers) == 1 else "lines ") + ", ".join(map(str, numbers[:5])) + \
-        (", ..." if len(numbers) > 5 else "")
+def _listed(numbers: list[int]) -> str:
+    return ", ".join(map(str, numbers[:5])) + (", ..." if len(numbers) > 5 else "")

@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import shutil
+import time
 
 from . import record
 from .fileio import TEMPORARY, FolderLock, OutputError, atomic_write, is_temporary
@@ -124,8 +125,10 @@ def remove_if_unused(path: str) -> None:
         pass
 
 
-def default_path(root: str, name: str, stamp: str) -> str:
-    """``root/name-stamp``, with -2, -3, ... when runs start within the same second."""
+def default_path(name: str, root: str = "runs") -> str:
+    """Where a run (or a set of runs) that names no --out goes: ``runs/NAME-YYYYmmdd-HHMMSS``, with -2, -3, ...
+    when runs start within the same second."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
     path, k = os.path.join(root, f"{name}-{stamp}"), 2
     while os.path.exists(path):
         path, k = os.path.join(root, f"{name}-{stamp}-{k}"), k + 1
