@@ -157,10 +157,15 @@ def test_run_directory_contents(tmp_path):
     assert r.returncode == 0 and "top-1 error" in r.stdout, r.stderr
 
 
-def test_a_failed_workers_message_is_all_that_is_said(capfd):
+def test_a_failed_workers_message_is_all_that_is_said(capfd, tmp_path, monkeypatch):
     """--nproc: a worker that fails says why itself (torchrun's log line of it, "E1123 ... failed (exitcode: 1)",
-    leaked); one killed by a signal cannot, so the launcher names the signal. The exit status is the worker's."""
+    leaked); one killed by a signal cannot, so the launcher names the signal. The exit status is the worker's.
+    torchrun's log folders (a torchelastic_* folder per run) are not left in the temporary folder."""
+    import tempfile
+
     from resdsl.train.cli import relaunch_with_torchrun
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
     assert relaunch_with_torchrun(2, ["-c", "import sys; print('worker: no data', file=sys.stderr); sys.exit(3)"]) == 3
     err = capfd.readouterr().err
@@ -168,6 +173,7 @@ def test_a_failed_workers_message_is_all_that_is_said(capfd):
     assert relaunch_with_torchrun(2, ["-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]) == 1
     err = capfd.readouterr().err
     assert "resdsl: error: process 0 of 2 was killed by SIGKILL" in err and "exitcode" not in err, err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_sigterm_checkpoints_and_resumes(tmp_path):

@@ -61,6 +61,7 @@ def relaunch_with_torchrun(nproc: int, module_args: list[str], run_dir: str | No
     128 + its number. Each worker stops with the launcher if it is killed outright (seeds.as_launcher).
     ``run_dir``: the run's folder, for the resume hint after a worker was killed.
     """
+    import tempfile
     import uuid
 
     from torch.distributed.elastic.multiprocessing.api import SignalException
@@ -74,10 +75,12 @@ def relaunch_with_torchrun(nproc: int, module_args: list[str], run_dir: str | No
     os.environ.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(SHUTDOWN_GRACE_S))
     as_launcher()
     _quiet_elastic()
+    logs = tempfile.TemporaryDirectory(prefix="resdsl-torchrun-", ignore_cleanup_errors=True)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
-                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, **_log_folder(logs.name))
     try:
-        elastic_launch(config, sys.executable)(*args)
+        with logs:
+            elastic_launch(config, sys.executable)(*args)
     except SignalException as exc:  # the workers had it too: rank 0 has said where their checkpoint is
         return 128 + int(exc.sigval)
     except ChildFailedError as exc:
@@ -86,6 +89,16 @@ def relaunch_with_torchrun(nproc: int, module_args: list[str], run_dir: str | No
             print(f"resdsl: error: {line}", file=sys.stderr)
         return next((c for c in codes.values() if c and c > 0), 1)
     return 0
+
+
+def _log_folder(path: str) -> dict:
+    """torchrun's own log folder (its workers' error files) in ``path``: by default it makes one in the temporary
+    folder for each run and leaves it there. (torch before 2.3 has no such setting.)"""
+    try:
+        from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
+    except ImportError:
+        return {}
+    return {"logs_specs": DefaultLogsSpecs(log_dir=path)}
 
 
 def _failure_lines(codes: dict[int, int], nproc: int, run_dir: str | None) -> list[str]:
