@@ -68,8 +68,9 @@ def _table_options(fn):
                    "on one GPU unless the network has dropout or stochastic depth, --parallel is given or there are "
                    "more than 10 seeds, processes elsewhere")
 @click.option("--set", "settings", multiple=True, metavar="FIELD=VALUE",
-              help="override any recipe field, written as in a spec's recipe block and checked like one, e.g. "
-                   "--set momentum=0.95 or --set 'schedule=step 100, 150' (repeat for several).")
+              help="override any recipe field, written as in a spec's recipe block (weight_decay is also taken for "
+                   "weight-decay) and checked like one, e.g. --set momentum=0.95 or --set 'schedule=step 100, 150' "
+                   "(repeat for several).")
 @guard
 def train_cmd(spec, settings, seed_runs, **values) -> None:
     """Train SPEC (a file or a packaged spec's name) with its recipe, or continue a run with --resume."""
@@ -252,7 +253,7 @@ def _train_once(spec: str | None, values: dict, settings: list[str]) -> int:
     number for a stop), the error said on stderr."""
     from resdsl import __version__
     from resdsl.errors import Span, SpecError
-    from resdsl.recipes import recipe_with_settings
+    from resdsl.recipes import NO_RECIPE_HINT, recipe_with_settings
     from resdsl.train.cli import options_from
     from resdsl.train.loop import run_with_errors, train
 
@@ -261,7 +262,7 @@ def _train_once(spec: str | None, values: dict, settings: list[str]) -> int:
         say_warnings(net)
     if net.recipe is None:
         raise SpecError("the spec names no training recipe", Span(net.spec.path, 1, 1), source=net.spec.source,
-                        hint="add e.g. 'include \"recipes.res\"' and 'recipe cifar_resnet'")
+                        hint=NO_RECIPE_HINT)
     length = (values["iters"], "iterations") if values.get("iters") else \
         (values["epochs"], "epochs") if values.get("epochs") else None
     recipe = recipe_with_settings(net.spec, settings, length) if settings else net.recipe

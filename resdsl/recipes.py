@@ -140,6 +140,8 @@ def _validate_test(test, bad) -> None:
 # `resdsl train --set FIELD=VALUE`: recipe overrides written and checked exactly as in a recipe block
 
 SET_PATH = "--set"
+# what a spec without a recipe is told to add (`include "recipes"` finds the packaged recipes.res from anywhere)
+NO_RECIPE_HINT = "add e.g. 'include \"recipes\"' and 'recipe cifar_resnet'"
 
 
 def recipe_with_settings(resolved: ResolvedSpec, settings: list[str], length: tuple[int, str] | None = None) -> dict:
@@ -152,7 +154,7 @@ def recipe_with_settings(resolved: ResolvedSpec, settings: list[str], length: tu
     given in the settings."""
     if resolved.recipe is None:
         raise SpecError("--set changes the training recipe, but the spec names none", Span(resolved.path, 1, 1),
-                        hint="add e.g. 'include \"recipes.res\"' and 'recipe cifar_resnet'")
+                        hint=NO_RECIPE_HINT)
     lines = [_setting_line(item, number) for number, item in enumerate(settings, start=1)]
     keys = {line.split(" ", 1)[0] for line in lines}
     if length is not None and "schedule" in keys and "length" not in keys:

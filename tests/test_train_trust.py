@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -290,6 +291,18 @@ def test_failed_start_leaves_no_empty_run_directory(tmp_path):
 def test_imagenet_recipe_says_to_pass_the_folder(tmp_path):
     r = resdsl("train", "specs/resnet50.res", "--out", str(tmp_path / "run"), "--quiet")
     assert r.returncode == 1 and "--data /path/to/imagenet" in r.stderr, r.stderr
+
+
+def test_a_spec_without_a_recipe_is_told_what_to_add_and_that_works(tmp_path):
+    spec = tmp_path / "mine.res"  # outside specs/: the hint must name the packaged recipes as found from anywhere
+    spec.write_text("network mine\ninput 3x32x32\nstem cifar 8\nunit basic\norder post\nshortcut A\n"
+                    "stages 8x1, 16x1 /2\nhead avgpool fc 10\n")
+    r = resdsl("train", str(spec), *QUICK, "--iters", "2", "--out", str(tmp_path / "run"))
+    assert r.returncode == 1 and "names no training recipe" in r.stderr, r.stderr
+    include, recipe = re.findall(r"'([^']+)'", r.stderr.split("hint:", 1)[1])[:2]
+    spec.write_text(spec.read_text() + f"{include}\n{recipe}\n")
+    r = resdsl("train", str(spec), *QUICK, "--iters", "2", "--out", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
 
 
 def _write_idx(folder: Path, names) -> None:
