@@ -79,8 +79,8 @@ def check_unit(unit: ast.Unit) -> None:
                             "for 'dropout'", unit.dropout.span, hint="for dropout on the shortcut, 'shortcut ... "
                             "dropout P' ([I] Fig. 2f)")
     if unit.base_width is not None and unit.width_factor is not None:
-        raise SpecError("give 'base-width' or 'width-factor', not both: width-factor F is base-width 64 x F",
-                        unit.width_factor.span)
+        second = max(unit.base_width.span, unit.width_factor.span, key=lambda sp: (sp.line, sp.column))
+        raise SpecError("give 'base-width' or 'width-factor', not both: width-factor F is base-width 64 x F", second)
 
 
 def check_drop_path(dp: ast.DropPath) -> None:

@@ -25,6 +25,14 @@ TERMINAL_DESCRIPTIONS = {
     "$END": "end of file",
 }
 
+# statements a researcher may reach for that the language does not have: what it builds instead
+NOT_IN_THE_LANGUAGE = {
+    "norm": "resdsl builds BatchNorm only (the papers' normalisation); 'order' places it",
+    "normalization": "resdsl builds BatchNorm only (the papers' normalisation); 'order' places it",
+    "activation": "resdsl builds ReLU only (the papers' activation); 'order' places it",
+    "dilation": "resdsl builds no dilated convolutions; a stage's '/2' sets its stride",
+}
+
 _WORD = re.compile(r"[A-Za-z0-9_.\-~%]+")
 
 
@@ -64,6 +72,8 @@ def syntax_error(exc: UnexpectedInput, text: str, path: str) -> SpecError:
     hint = _expected_hint(text, offset, word, expected)
     if expected is not None and _is_statement_start(expected) and word:
         message = f"unknown statement '{word if len(word) <= 40 else word[:40] + '...'}'"
+        if word.lower() in NOT_IN_THE_LANGUAGE:
+            hint = f"{NOT_IN_THE_LANGUAGE[word.lower()]}; {hint}"
     span = Span(path, line, start + 1, start + 1 + max(1, len(word)))
     return SpecError(message, span, hint=hint, source=text)
 

@@ -32,7 +32,7 @@ class ResolvedSpec:
     expects: list[ast.ExpectItem] = field(default_factory=list)
     recipes: dict[str, ast.RecipeDef] = field(default_factory=dict)
     recipe: dict | None = None
-    recipe_span: Span | None = None
+    override_at: dict[int, Span] = field(default_factory=dict)  # stage N -> where a `stage N:` writes its N
     files: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
     reached: dict[str, tuple[Span, str]] = field(default_factory=dict)  # see _Reading
@@ -221,6 +221,7 @@ def _resolve_inner(spec_file: ast.SpecFile, chain: tuple[str, ...], reading: _Re
                                 f"{first.line})", stmt.span, hint="each setting appears once per file; a spec "
                                 "that extends another overrides it")
             resolved.overrides.setdefault(idx, {})[kind] = stmt.statement
+            resolved.override_at[idx] = stmt.index.span
         elif isinstance(stmt, ast.Expect):
             resolved.expects.extend(stmt.items)
     for name, rdef in local_recipes.items():
@@ -278,14 +279,12 @@ def _settle(r: ResolvedSpec) -> None:
     if "init" not in r.settings:
         r.settings["init"] = ast.Init(top)
     n_stages = len(r.settings["stages"].entries)
-    for idx, slot in sorted(r.overrides.items()):
+    for idx in sorted(r.overrides):
         if idx > n_stages:
-            stmt = next(iter(slot.values()))
-            raise SpecError(f"stage {idx} does not exist: the network has {n_stages} stage(s)", stmt.span)
+            raise SpecError(f"stage {idx} does not exist: the network has {n_stages} stage(s)", r.override_at[idx])
     if "recipe" in r.settings:
         use = r.settings["recipe"]
         r.recipe = resolve_recipe(use.name, r.recipes, use.span)
-        r.recipe_span = use.span
 
 
 _REQUIRED_HINTS = {

@@ -48,6 +48,7 @@ def test_width_factor_is_base_width_64_times_it():
 
 @pytest.mark.parametrize("words, message, column", [
     ("unit bottleneck base-width 4 width-factor 2", "give 'base-width' or 'width-factor', not both", 43),
+    ("unit bottleneck width-factor 2 base-width 4", "give 'base-width' or 'width-factor', not both", 43),  # 2nd
     ("unit bottleneck cardinality 0", "cardinality must be between 1 and 1024, got 0", 29),
     ("unit bottleneck cardinality 32 cardinality 64", "'cardinality' given twice in one unit statement", 44),
     ("unit basic cardinality 32", "", 12),  # only a bottleneck has a grouped conv: the grammar says what may follow

@@ -73,6 +73,11 @@ def test_unknown_statement_suggests():
     assert "did you mean 'stage" in err.hint
 
 
+def test_statements_the_language_does_not_have_say_what_it_builds():
+    err = _err("network n\nnorm group 32\n")
+    assert err.message == "unknown statement 'norm'" and err.hint.startswith("resdsl builds BatchNorm only")
+
+
 def test_hints_quote_punctuation_and_suggest_a_word_in_another_case():
     assert _err("expect params 0.27M layers 20\n").hint == "expected one of: ',', end of file, end of line"
     assert _err("shortcut a\n").hint.startswith("did you mean 'A'? expected one of: A, B, C")

@@ -138,7 +138,7 @@ def test_unknown_recipe_lists_known(write_spec):
 
 def test_stage_override_out_of_range(write_spec):
     err = _err(write_spec(CIFAR20 + "stage 4: shortcut B\n"))
-    assert "stage 4 does not exist" in err.message
+    assert "stage 4 does not exist" in err.message and err.span.column == 7  # at the 4, not at 'shortcut B'
 
 
 def test_paper_recipes(at_root):
