@@ -26,6 +26,17 @@ def _positive(ctx, param, value):
     return value
 
 
+def _seed_count(ctx, param, value):
+    """--seeds COUNT: runs per row (train's --seeds takes a list of seeds: said so where one is given here)."""
+    if value is None:
+        return None
+    try:
+        return _positive(ctx, param, int(value))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: reproduce takes a count of runs per row, seeds 0 to COUNT-1 "
+                                 "(e.g. --seeds 5), not a list of seeds as train's --seeds does") from None
+
+
 def _slurm_options(ctx, param, values) -> dict:
     """--slurm-option KEY=VALUE ...: submitit's additional sbatch parameters (#SBATCH --KEY=VALUE)."""
     options = {}
@@ -45,7 +56,7 @@ def _slurm_options(ctx, param, values) -> dict:
               "fashion-mnist, ..., or an ImageNet-layout folder); the report says so and keeps the paper's column")
 @click.option("--data-dir", metavar="DIR", help="where named datasets are (passed to every run)")
 @click.option("--no-download", is_flag=True, help="never download data")
-@click.option("--seeds", type=int, callback=_positive, metavar="COUNT",
+@click.option("--seeds", callback=_seed_count, metavar="COUNT",
               help="how many runs per row, with seeds 0 to COUNT-1 (default: the paper's count)")
 @click.option("--out", metavar="DIR", help="experiment directory (default runs/<experiment>[-<data>]); "
               "restarting into it skips finished runs and resumes stopped ones exactly")
@@ -90,7 +101,7 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     OUT/report.md, results.csv, results.json and the figures are written. Killed and restarted with the same
     command, finished runs are skipped and stopped ones resume exactly.
     """
-    from resdsl.experiment.reproduce import departures, launch, plan, plan_text, setup_words, write_report
+    from resdsl.experiment.reproduce import departures, plan, plan_text, setup_words, write_report
     from resdsl.experiment.runner import ExperimentRunError, check_record
 
     from .train_cmd import git_commit
@@ -119,8 +130,25 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     slurm = {"slurm_partition": slurm_partition, "timeout_min": slurm_time, "gpus_per_node": slurm_gpus,
              "cpus_per_task": slurm_cpus, "slurm_additional_parameters": slurm_options or None,
              "parallel": asked}  # a job array runs every job at once unless --parallel says otherwise
+    failed = _run_all(exp, out, options, seeds, launcher, parallel, gpus, slurm)
+    command = "resdsl reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    write_report(exp, out, options, seeds, command, time.perf_counter() - started, git_commit() or "unknown")
+    click.echo(f"report: {os.path.join(out, 'report.md')}")
+    if failed:
+        click.echo(f"resdsl: error: {len(failed)} runs failed ({', '.join(failed)}); their errors are above (and in "
+                   "their train.log where they got that far, or their job's log); the report holds the others",
+                   err=True)
+        sys.exit(EXIT_SPEC)
+
+
+def _run_all(exp, out: str, options: dict, seeds, launcher: str, parallel: int, gpus: int, slurm: dict) -> list:
+    """Every unfinished run, through ``launcher``; the labels of the runs that failed. Ctrl-C (or a signal)
+    ends the command with what became of the runs."""
+    from resdsl.experiment.reproduce import launch
+    from resdsl.experiment.runner import ExperimentRunError
+
     try:
-        failed = launch(exp, out, options, seeds, launcher, parallel, gpus, slurm, say=click.echo)
+        return launch(exp, out, options, seeds, launcher, parallel, gpus, slurm, say=click.echo)
     except ExperimentRunError as exc:
         click.echo(f"resdsl: error: {exc}", err=True)
         sys.exit(EXIT_SPEC)
@@ -133,14 +161,6 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
             click.echo(f"resdsl: {str(exc) or 'stopped'}: the stopped runs checkpointed; the same command resumes "
                        "them", err=True)
         sys.exit(getattr(exc, "status", 130))  # 128 + the signal's number; a bare Ctrl-C is SIGINT's 130
-    command = "resdsl reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    write_report(exp, out, options, seeds, command, time.perf_counter() - started, git_commit() or "unknown")
-    click.echo(f"report: {os.path.join(out, 'report.md')}")
-    if failed:
-        click.echo(f"resdsl: error: {len(failed)} runs failed ({', '.join(failed)}); their errors are above (and in "
-                   "their train.log where they got that far, or their job's log); the report holds the others",
-                   err=True)
-        sys.exit(EXIT_SPEC)
 
 
 def _experiment(experiment: str, rows: str | None, data: str | None):

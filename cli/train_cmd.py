@@ -158,7 +158,7 @@ def _launch_seeds(spec: str, values: dict, settings, seed_runs: str) -> int:
 
     for flag in ("seed", "resume", "nproc"):
         if values[flag] is not None:
-            raise click.UsageError(f"--seeds runs one process per seed; it does not go with --{flag} (resume one "
+            raise click.UsageError(f"--seeds makes one run per seed; it does not go with --{flag} (resume one "
                                    "seed's run with --resume OUT/seed-N)")
     net = compile_spec(spec)  # a bad spec is one message here, not one per seed
     say_warnings(net)

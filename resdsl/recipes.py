@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from . import syntax as ast
 from .errors import Span, SpecError
 from .parse import parse_text
-from .train.vocabulary import RECIPE_DATASETS as DATASETS  # the trainer's own words (a torch-free module)
+from .train.vocabulary import RECIPE_DATASETS  # the trainer's own words (a torch-free module)
 
 if TYPE_CHECKING:
     from .resolve import ResolvedSpec  # which imports this module
@@ -114,8 +114,8 @@ def _validate_recipe(r: dict, fields: dict[str, ast.RecipeField], default_span: 
         if aug["kind"] == "random-resized-crop" and aug["size"] < 1:
             bad("augment", "crop size must be positive")
     _validate_test(r["test"], lambda msg: bad("test", msg))
-    if r["dataset"] is not None and r["dataset"] not in DATASETS:
-        bad("dataset", f"unknown dataset '{r['dataset']}'", hint="known datasets: " + ", ".join(DATASETS))
+    if r["dataset"] is not None and r["dataset"] not in RECIPE_DATASETS:
+        bad("dataset", f"unknown dataset '{r['dataset']}'", hint="known datasets: " + ", ".join(RECIPE_DATASETS))
     if r["split"] is not None and min(r["split"]) < 1:
         bad("split", "both parts of a train/val split must be positive")
     for key in ("lr", "momentum", "weight_decay", "label_smoothing"):

@@ -164,8 +164,10 @@ def test_a_job_at_its_time_limit_checkpoints_is_requeued_and_resumes_exactly(tmp
 
 @pytest.mark.parametrize("args, fragment", [(["--slurm-time", "0"], "must be at least 1"),
                                              (["--slurm-option", "account"], "write one #SBATCH option as KEY=VALUE"),
-                                             (["--slurm-gpus", "-1"], "x>=0")])
-def test_slurm_options_are_checked(args, fragment):
+                                             (["--slurm-gpus", "-1"], "x>=0"),
+                                             (["--seeds", "0"], "must be at least 1"),
+                                             (["--seeds", "0-4"], "not a list of seeds as train's --seeds does")])
+def test_options_are_checked(args, fragment):
     r = reproduce(TINY, "--dry-run", "--no-estimate", *args)
     assert r.returncode == 2 and fragment in r.stderr, r.stderr
 

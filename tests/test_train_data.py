@@ -13,8 +13,9 @@ torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")
 pytest.importorskip("torchvision")
 
-from resdsl.train.data import (DATASETS, DEBIAN_FASHION_MNIST, DataError, FolderData, InMemoryData,  # noqa: E402
+from resdsl.train.data import (DEBIAN_FASHION_MNIST, DataError, FolderData, InMemoryData,  # noqa: E402
                                epoch_permutation, load_dataset, read_idx)
+from resdsl.train.vocabulary import IN_MEMORY_DATASETS  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------------
 # IDX files (MNIST, Fashion-MNIST)
@@ -341,7 +342,7 @@ def test_bad_folders(tmp_path):
         load_dataset(str(tmp_path / "flat"))
     with pytest.raises(DataError, match="unknown dataset 'imagenette'") as info:
         load_dataset("imagenette")
-    assert all(n in str(info.value) for n in DATASETS) and "--data" in str(info.value)
+    assert all(n in str(info.value) for n in IN_MEMORY_DATASETS) and "--data" in str(info.value)
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(DataError, match="not a folder"):
         load_dataset(str(tmp_path / "file.txt"))

@@ -30,9 +30,9 @@ from .folders import image_folder
 from .images import FOLDER_AUGMENTATIONS, IMAGENET_EIGVAL, IMAGENET_EIGVEC, IMAGENET_MEAN, IMAGENET_STD
 from .idx import MAX_IDX_BYTES, read_idx
 from .named import DEBIAN_FASHION_MNIST, DEFAULT_ROOT, CIFAR_FILES, load_cifar, load_mnist, synthetic_data
-from .vocabulary import DATASETS, FOLDER_DATASETS
+from .vocabulary import FOLDER_DATASETS, IN_MEMORY_DATASETS
 
-__all__ = ["DATASETS", "DEBIAN_FASHION_MNIST", "DEFAULT_ROOT", "FOLDER_AUGMENTATIONS", "FOLDER_DATASETS",
+__all__ = ["DEBIAN_FASHION_MNIST", "DEFAULT_ROOT", "FOLDER_AUGMENTATIONS", "FOLDER_DATASETS",
            "IMAGENET_EIGVAL", "IMAGENET_EIGVEC", "IMAGENET_MEAN", "IMAGENET_STD", "IN_MEMORY_AUGMENTATIONS",
            "MAX_IDX_BYTES", "NORMALIZATIONS", "BatchPipeline", "DataError", "FolderData", "FolderImages",
            "InMemoryData", "collate_encoded", "crop_size", "epoch_permutation", "load_dataset", "read_idx",
@@ -43,7 +43,7 @@ def load_dataset(name_or_path: str, data_dir: str | None = None, *, download: bo
                  split: tuple[int, int] | None = None, train_subset: int | None = None,
                  test_subset: int | None = None, synthetic_shape=(3, 32, 32), synthetic_classes=10,
                  synthetic_size=(1024, 256), seed: int = 0) -> InMemoryData | FolderData:
-    """Load a dataset by name (one of :data:`DATASETS`) or the path of an ImageNet-layout folder.
+    """Load a dataset by name (one of :data:`IN_MEMORY_DATASETS`) or the path of an ImageNet-layout folder.
 
     ``data_dir`` is where the named datasets are looked for and downloaded to (default ~/.cache/resdsl/data);
     ``download=False`` never touches the network. ``split=(n_train, n_val)`` holds out the last ``n_val``
@@ -73,9 +73,9 @@ def load_dataset(name_or_path: str, data_dir: str | None = None, *, download: bo
                         "train/<class>/ and val/<class>/ inside")
     elif "/" in name or os.sep in name or name.startswith((".", "~")):
         raise DataError(f"--data {name}: no such folder. An image-folder dataset is a folder with train/<class>/ "
-                        f"and val/<class>/ inside; or use one of the named datasets: {', '.join(DATASETS)}")
+                        f"and val/<class>/ inside; or use one of the named datasets: {', '.join(IN_MEMORY_DATASETS)}")
     else:
-        raise DataError(f"unknown dataset '{name}': pass --data with one of {', '.join(DATASETS)}, or with the "
+        raise DataError(f"unknown dataset '{name}': pass --data with one of {', '.join(IN_MEMORY_DATASETS)}, or with the "
                         "path of an ImageNet-layout folder (train/<class>/ and val/<class>/ inside)")
     if split is not None:
         n_train, n_val = split

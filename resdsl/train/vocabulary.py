@@ -3,5 +3,4 @@ and the trainer implements them. Imports nothing (compiling a spec never imports
 
 IN_MEMORY_DATASETS = ("cifar10", "cifar100", "fashion-mnist", "mnist", "synthetic")
 FOLDER_DATASETS = ("imagenet",)  # named in recipes, read from a folder the user gives with --data
-DATASETS = IN_MEMORY_DATASETS
 RECIPE_DATASETS = IN_MEMORY_DATASETS + FOLDER_DATASETS
