@@ -198,10 +198,10 @@ def viz_cmd(specs: tuple[str, ...], output: str | None, fmt: str | None, view: s
         try:
             dot = gv.full_dot(nets[0])
         except ValueError as exc:
-            click.echo(f"resdsl: error: {exc}", err=True)
+            click.echo(f"resdsl: error: {exc}; use --view overview (or --view unit)", err=True)
             sys.exit(EXIT_SPEC)
     else:
-        dot = gv.unit_dot([(n, os.path.splitext(os.path.basename(p))[0]) for n, p in zip(nets, specs)],
+        dot = gv.unit_dot(list(zip(nets, _panel_names(specs))),
                           typical_only=len(nets) > 1 and not all_units)
     if fmt == "dot":
         data = dot.encode()
@@ -221,6 +221,13 @@ def viz_cmd(specs: tuple[str, ...], output: str | None, fmt: str | None, view: s
         output = f"{nets[0].name}-{view}.{fmt}" if len(nets) == 1 else f"units.{fmt}"
     _write_output(output, data)
     click.echo(f"wrote {output} ({view} view, {fmt}, {len(data):,} bytes)")
+
+
+def _panel_names(specs: tuple[str, ...]) -> list[str]:
+    """Each side-by-side panel's name: its file's name without .res, or the spec as given where two would be
+    named alike (resnet50 and torchvision/resnet50)."""
+    names = [os.path.splitext(os.path.basename(p))[0] for p in specs]
+    return [n if names.count(n) == 1 else p for n, p in zip(names, specs)]
 
 
 from .list_cmd import list_cmd  # noqa: E402 - registered after main is defined

@@ -37,7 +37,10 @@ def draw(spec, view: str = "overview"):
              "unit": lambda n: gv.unit_dot([(n, n.name)], typical_only=False)}
     if view not in views:
         raise ValueError(f"view {view!r} is not one of {', '.join(views)}")
-    return Source(views[view](net))
+    try:
+        return Source(views[view](net))
+    except ValueError as exc:  # too large for the full view
+        raise ValueError(f"{exc}: view='overview' or view='unit' draws it") from None
 
 
 __all__ = ["compile_spec", "build_model", "emit_python", "draw", "CheckedNetwork", "SpecError", "Span"]

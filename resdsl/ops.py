@@ -161,6 +161,14 @@ def _fc_cost(d: dict) -> tuple[int, int]:
 
 # ---- words: the IR dump's description and the drawings' label ----------------------------------------------
 
+def _drop_path_label(d: dict) -> str:
+    """'drop path 0.5 per batch'; a drawing of one unit that stands for several gives their rates' range
+    (``drop_range``: stochastic depth's rate grows unit by unit)."""
+    low, high = d.get("drop_range", (d["drop_prob"],) * 2)
+    rate = f"{low:.3g}" if low == high else f"{low:.3g} to {high:.3g}"
+    return f"drop path {rate}" + (" per batch" if d.get("per_batch") else "")
+
+
 def _conv_label(d: dict) -> str:
     k = d["kernel"][0]
     label = f"{k}x{k} conv, {d['out_channels']}{groups_words(d)}{_by_stride(d)}"
@@ -339,7 +347,7 @@ _OP_LIST = [  # in legend order: the legend names each colour group's ops in thi
        describe=lambda d: f"p={d['p']:g}" + (f", x{d['keep']:g} at test" if "keep" in d else "")),
     Op("se", _se_shape, _se_words, cost=_se_cost, look=("se", "squeeze-excitation"), module=_se_module,
        helper=SQUEEZE_EXCITE_SOURCE, describe=lambda d: _se_words(d).removeprefix("SE ")),
-    Op("drop_path", _same, lambda d: f"drop path {d['drop_prob']:.3g}" + (" per batch" if d.get("per_batch") else ""),
+    Op("drop_path", _same, _drop_path_label,
        look=("random", "drop path"), random=True, passes_input=True, helper=DROP_PATH_SOURCE,
        module=lambda d, num: "DropPath(per_batch=True)" if d.get("per_batch") else "DropPath()",
        describe=lambda d: f"p={d['drop_prob']:.6g}" + (" per-batch" if d.get("per_batch") else "")),

@@ -58,7 +58,7 @@ def test_se_is_its_own_box_and_a_grouped_conv_says_its_groups(at_root):
     full = gv.full_dot(net)
     assert "SE r=16: 256→16→256" in full and "3x3 conv, 128, C=32" in full
     assert "squeeze-excitation" in full.split("cluster_legend")[1]  # in the legend, with its own colour
-    assert "[1x1, 128; 3x3, 128, C=32; 1x1, 256] + SE r=16 x 2" in gv.overview_dot(net)
+    assert "[1x1, 128; 3x3, 128, C=32; 1x1, 256; SE r=16] x 2" in gv.overview_dot(net)  # SENet Table 1's way
 
 
 def test_resnet_d_draws_its_pool_on_the_shortcut(at_root):

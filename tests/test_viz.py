@@ -76,6 +76,8 @@ def test_full_view_has_shapes_on_edges_and_refuses_big_nets(at_root):
     assert '[label="32x16x16"]' in dot and '[label="16x32x32", style=solid]' in dot
     r = run("viz", "specs/resnet1001_preact.res", "--view", "full", "--format", "dot", "-o", "-")
     assert r.exit_code == 1 and "use --view overview" in r.stderr.lower()
+    with pytest.raises(ValueError, match="view='overview' or view='unit' draws it"):  # the API's words, not the CLI's
+        resdsl.draw("resnet1001_preact", view="full")
 
 
 def test_usage_errors(at_root, tmp_path):
@@ -161,7 +163,48 @@ def test_captions_with_hostile_names_stay_one_dot_line(at_root):
     net = resdsl.compile_spec("specs/resnet20.res")
     dot = gv.unit_dot([(net, 'a\nb\r"c\\N\u2028\udcff')], typical_only=True)
     assert all(line.isprintable() for line in dot.splitlines())
-    assert 'a\\nb\\\\r\\"c\\\\N\\\\u2028\\\\udcff\\n' in dot
+    assert 'a\\\\nb\\\\r\\"c\\\\N\\\\u2028\\\\udcff\\n' in dot  # a line break in a name is drawn, not made
+
+
+@needs_dot
+def test_a_file_name_is_drawn_verbatim(at_root, tmp_path):
+    """A file name cannot add caption lines (a line break in it is drawn as \\n) nor have graphviz read an HTML
+    entity in it ("&#60;" drawn as those five characters, not as "<")."""
+    names = ["resnet110\nFig. 4(e) full pre-activation", "lt&#60;x&amp;y"]
+    for name in names:
+        (tmp_path / f"{name}.res").write_text('extends "resnet110"\n')
+    r = run("viz", *(str(tmp_path / f"{n}.res") for n in names), "--view", "unit", "-o", str(tmp_path / "u.svg"))
+    assert r.exit_code == 0, r.output
+    texts = [t.text for t in ET.parse(tmp_path / "u.svg").iter("{http://www.w3.org/2000/svg}text")]
+    assert "resnet110\\nFig. 4(e) full pre-activation" in texts and "lt&#60;x&amp;y" in texts
+    assert not any(t.startswith("Fig. 4(e)") for t in texts)
+
+
+def test_a_kinds_panel_says_where_its_other_units_stride(at_root):
+    """A kind's panel draws its first unit; an op that strides in another of its units says so: [R]'s ResNet-50
+    strides in the first 1x1 conv, torchvision's (v1.5) in the 3x3. Side by side, the two are named apart."""
+    r = run("viz", "resnet50", "torchvision/resnet50", "--view", "unit", "--all-units", "--format", "dot", "-o", "-")
+    assert r.exit_code == 0, r.output
+    paper, tv = r.stdout.split("label=\"torchvision/resnet50\\n", 1)
+    assert 'label="resnet50\\n' in paper
+    for text, strided in ((paper, "1x1 conv, 64"), (tv, "3x3 conv, 64")):
+        assert f'"{strided} (/2 where the unit strides)"' in text and '"1x1 conv, 256 (/2 where the unit strides)"' in text
+    assert "3x3 conv, 64 (/2" not in paper and "1x1 conv, 64 (/2" not in tv
+
+
+def test_scales_beside_a_learned_gate_are_not_called_frozen_gating(at_root):
+    text = resdsl.compile_spec("specs/resnet20.res").spec.source  # [I]'s frozen gating is scaling without a gate
+    text = text.replace("shortcut A", "shortcut A scale 0.5 residual 0.5 gate exclusive bias 0").replace(
+        'include "recipes.res"', 'include "recipes"')
+    caption = _captions(gv.unit_dot([(resdsl.compile_spec(text=text), "g")], typical_only=True))[0]
+    assert "constant scaling 0.5, F scaled by 0.5, exclusive gating, init b_g = 0\\n" in caption
+    assert "frozen" not in caption
+
+
+def test_a_drop_paths_panel_gives_the_range_of_its_rates(at_root):
+    net = resdsl.compile_spec("family/resnet110_stochastic_depth")
+    dot = gv.unit_dot([(net, "sd")], typical_only=True)  # 52 units, [SD]'s rates from 0.5/54 to 0.5
+    assert '"drop path 0.00926 to 0.5 per batch"' in dot
 
 
 # ---- shortcut lines, captions, legend, graphviz warnings ------------------------------------------------

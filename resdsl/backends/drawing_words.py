@@ -37,8 +37,8 @@ PROJECTION_WORDS = {"B": "1x1 projection shortcut (option B)", "C": "1x1 conv sh
 AVG_PROJECTION_WORDS = {"B": "average pool + 1x1 projection shortcut (ResNet-D, option B)",
                         "C": "average pool + 1x1 conv shortcut (ResNet-D, option C)"}
 # how [I] Fig. 2's variants show: as their ops (unit and full views) or as words (the overview's edge labels)
-VARIANT_LEGEND = {"ops": "{} ([I] Fig. 2): drawn as their ops;\nthe shortcut line keeps its style",
-                  "words": "{} ([I] Fig. 2): named on the shortcut line,\nwhich keeps its style"}
+VARIANT_LEGEND = {"ops": ("{} ([I] Fig. 2): drawn as their ops;", "the shortcut line keeps its style"),
+                  "words": ("{} ([I] Fig. 2): named on the shortcut line,", "which keeps its style")}
 
 
 def _gate_words(d: dict) -> str | None:
@@ -83,7 +83,8 @@ def variants(g, unit: dict) -> list[str]:
     """[I] Fig. 2's words for what changes this unit's shortcut or scales its F ("constant scaling 0.5", ...)."""
     words = [w for _, w in _variant_hits(g, unit)]
     scales = [g.nodes[n]["factor"] for n in unit["nodes"] if g.nodes[n]["op"] == "scale"]
-    if len(scales) == 2 and math.isclose(sum(scales), 1):  # shortcut x λ and F x (1-λ): [I]'s "frozen gating"
+    gated = any(g.nodes[n].get("gate") for n in unit["nodes"])
+    if len(scales) == 2 and math.isclose(sum(scales), 1) and not gated:  # h x λ, F x (1-λ): [I]'s "frozen gating"
         words.append("frozen gating")
     return words
 
@@ -96,11 +97,12 @@ def variant_families(g, unit: dict) -> set[str]:
 # ---- unit captions -------------------------------------------------------------------------------------
 
 def unit_notation(g, unit: dict) -> str:
-    """[R] Table 1 notation of one unit's residual path: [3x3, 64; 3x3, 64] or [1x1, 64; 3x3, 64; 1x1, 256]."""
+    """[R] Table 1 notation of one unit's residual path: [3x3, 64; 3x3, 64] or [1x1, 64; 3x3, 64; 1x1, 256]; a
+    squeeze-excitation inside the brackets, as SENet's Table 1 lists it ([...; 1x1, 256; SE r=16] x 3)."""
     convs = [g.nodes[n] for n in unit["nodes"] if g.nodes[n]["op"] == "conv" and g.nodes[n].get("path") == "residual"]
     se = [g.nodes[n] for n in unit["nodes"] if g.nodes[n]["op"] == "se"]
-    return "[" + "; ".join(f"{d['kernel'][0]}x{d['kernel'][0]}, {d['out_channels']}{groups_words(d)}"
-                           for d in convs) + "]" + "".join(f" + SE r={d['ratio']}" for d in se)
+    return "[" + "; ".join([f"{d['kernel'][0]}x{d['kernel'][0]}, {d['out_channels']}{groups_words(d)}"
+                            for d in convs] + [f"SE r={d['ratio']}" for d in se]) + "]"
 
 
 def _shortcut_words(unit: dict) -> str:

@@ -30,20 +30,26 @@ def _op_colour(op: str) -> str:
     return COLOURS[look[0]] if look else "#ffffff"
 
 
-def _q(text: str) -> str:
-    """A DOT double-quoted string on one line. Captions hold file names, so every unprintable character (another
-    line break, an undecodable byte) is drawn as its Python escape, and backslashes stay literal (no \\N, \\G)."""
+def _q(text: str | list[str]) -> str:
+    """A DOT double-quoted label, drawn verbatim: a list is drawn as its lines, and only a list breaks lines.
+    Captions hold file names, so within a line every unprintable character (a line break, an undecodable byte) is
+    drawn as its Python escape, backslashes stay literal (no \\N, \\G) and so does '&' (graphviz reads "&lt;",
+    "&#8238;" as the characters they name)."""
+    return '"' + "\\n".join(map(_line, [text] if isinstance(text, str) else text)) + '"'
+
+
+def _line(text: str) -> str:
     out = []
     for ch in text:
-        if ch == "\n":
-            out.append("\\n")  # a line break in the label
-        elif ch in '\\"':
+        if ch in '\\"':
             out.append("\\" + ch)
+        elif ch == "&":
+            out.append("&amp;")
         elif ch.isprintable():
             out.append(ch)
         else:
             out.append(ascii(ch)[1:-1].replace("\\", "\\\\"))
-    return '"' + "".join(out) + '"'
+    return "".join(out)
 
 
 def _header(title: str, rankdir: str = "TB") -> list[str]:
@@ -65,7 +71,7 @@ def _legend_items(ops: set[str], lines: set[str], families: set[str], how: str) 
                        f"{b} [label={_q(line.legend)}, shape=plaintext, style=\"\", fontsize=9];",
                        f"{{ rank=same; {a}; {b}; }}", f"{a} -> {b} [style={line.style}, minlen=2];"], a))
     if families:
-        note = VARIANT_LEGEND[how].format(", ".join(sorted(families)))
+        note = [line.format(", ".join(sorted(families))) for line in VARIANT_LEGEND[how]]
         items.append(([f"legend_variants [label={_q(note)}, shape=plaintext, style=\"\", fontsize=9];"],
                       "legend_variants"))
     colours: OrderedDict[str, list] = OrderedDict((c, []) for c in COLOURS)
@@ -114,14 +120,14 @@ def _stage_runs(g, stage_units: list[dict]) -> list[list]:
 def _run_lines(name: str, prev: str, key: tuple, count: int) -> tuple[list[str], list[str], str]:
     """DOT of one run of identical units: (nodes inside the stage cluster, edges, the node the next run follows)."""
     notation, line, changes, stride = key
-    label = notation + (f" x {count}" if count > 1 else "") + (f"\n/{stride} (downsampling)" if stride > 1 else "")
+    label = [notation + (f" x {count}" if count > 1 else "")] + ([f"/{stride} (downsampling)"] if stride > 1 else [])
     nodes = [f"    {name} [label={_q(label)}, fillcolor=\"#ffffff\"];"]
     edges = [f"  {prev} -> {name};"]
     if line is None:  # plain net: no shortcut, no addition
         return nodes, edges, name
     add = f"{name}_add"
     nodes.append(f"    {add} [label=\"+\", shape=circle, width=0.3, fixedsize=true, fillcolor=\"#ffffff\"];")
-    tag = LINES[line].short + (f" x {count}" if count > 1 else "") + "".join("\n" + w for w in changes)
+    tag = [LINES[line].short + (f" x {count}" if count > 1 else ""), *changes]
     edges += [f"  {name} -> {add};", f"  {prev} -> {add} [style={LINES[line].style}, label={_q(tag)}];"]
     return nodes, edges, add
 
@@ -153,8 +159,8 @@ def overview_dot(net) -> str:
     records = g.graph["units"]
     out = _header(_title(net))
     stem_nodes, gs = _stem_head(net, "stem"), net.parts["stem"]
-    stem_label = "stem: " + ", ".join(op_label(d) for d in stem_nodes) + \
-        f"\nout {shape_text(stem_nodes[-1]['shape'])}\n{gs['params']:,} params, {human(gs['macs'])} MACs"
+    stem_label = ["stem: " + ", ".join(op_label(d) for d in stem_nodes), f"out {shape_text(stem_nodes[-1]['shape'])}",
+                  f"{gs['params']:,} params, {human(gs['macs'])} MACs"]
     out.append(f"  input [label={_q('input ' + shape_text(net.input_shape))}, shape=plaintext, style=\"\"];")
     out.append(f"  stem [label={_q(stem_label)}, fillcolor={_q(COLOURS['conv'])}];")
     out.append("  input -> stem;")
@@ -162,8 +168,8 @@ def overview_dot(net) -> str:
     for st, row in zip(g.graph["stages"], net.stages()):
         stage_lines, prev = _overview_stage(g, st, row, [u for u in records if u["stage"] == st["index"]], prev)
         out += stage_lines
-    head_label = "head: " + ", ".join(op_label(d) for d in _stem_head(net, "head")) + \
-        f"\n{net.parts['head']['params']:,} params"
+    head_label = ["head: " + ", ".join(op_label(d) for d in _stem_head(net, "head")),
+                  f"{net.parts['head']['params']:,} params"]
     out.append(f"  head [label={_q(head_label)}, fillcolor={_q(COLOURS['fc'])}];")
     out.append(f"  output [label={_q('output ' + shape_text(net.output_shape))}, shape=plaintext, style=\"\"];")
     out.append(f"  {prev} -> head;")
@@ -190,8 +196,8 @@ def _edge_attrs(g, v: str, port: int, style: str | None, unit_view: bool) -> lis
     return attrs
 
 
-def _unit_cluster(net, cid: str, caption: str, unit: dict) -> list[str]:
-    """One unit's ops in execution order, in a captioned cluster from x to x_next."""
+def _unit_cluster(net, cid: str, caption: list[str], unit: dict, labels: dict[str, str]) -> list[str]:
+    """One unit's ops in execution order, in a captioned cluster from x to x_next; ``labels``: each node's."""
     g, nodes = net.graph, unit["nodes"]
     inside = set(nodes)
     style = LINES[unit["shortcut"]].style if unit["shortcut"] else None
@@ -202,7 +208,7 @@ def _unit_cluster(net, cid: str, caption: str, unit: dict) -> list[str]:
     for n in nodes:
         d = g.nodes[n]
         look = ", shape=circle, width=0.35, fixedsize=true" if d["op"] == "add" and not d.get("gate") else ""
-        out.append(f"    {ids[n]} [label={_q(op_label(d))}{look}, fillcolor={_q(_op_colour(d['op']))}];")
+        out.append(f"    {ids[n]} [label={_q(labels[n])}{look}, fillcolor={_q(_op_colour(d['op']))}];")
     out.append(f"    {cid}_y [label=\"x_next\", shape=plaintext, style=\"\"];")
     for n in nodes:
         for port, u in enumerate(inputs_of(g, n)):
@@ -212,6 +218,21 @@ def _unit_cluster(net, cid: str, caption: str, unit: dict) -> list[str]:
     out.append(f"    {ids[nodes[-1]]} -> {cid}_y;")
     out.append("  }")
     return out
+
+
+def _labels(g, instances: list[dict]) -> dict[str, str]:
+    """The labels of a kind's first unit, which its panel draws for all: an op that strides in another of them
+    says so ("1x1 conv, 64 (/2 where the unit strides)": where a bottleneck strides, [R]'s 1x1 or torchvision's
+    3x3, shows though layer1's unit does not), and a drop path gives the range of its rates."""
+    labels = {}
+    for k, n in enumerate(instances[0]["nodes"]):
+        same = [g.nodes[u["nodes"][k]] for u in instances]  # units of one kind hold the same ops in the same order
+        d = g.nodes[n]
+        if d["op"] == "drop_path":
+            d = {**d, "drop_range": (min(s["drop_prob"] for s in same), max(s["drop_prob"] for s in same))}
+        stride = max(s.get("stride", 1) for s in same)
+        labels[n] = op_label(d) + (f" (/{stride} where the unit strides)" if stride > d.get("stride", 1) else "")
+    return labels
 
 
 def unit_dot(nets_and_names: list[tuple[object, str]], typical_only: bool) -> str:
@@ -228,8 +249,8 @@ def unit_dot(nets_and_names: list[tuple[object, str]], typical_only: bool) -> st
             kinds = [max(kinds, key=lambda k: len(k[1]))]
         for ui, (_cls, instances) in enumerate(kinds):
             first = instances[0]
-            caption = "\n".join([caption_name, *unit_caption(g, instances)])
-            out += _unit_cluster(net, f"s{si}u{ui}", caption, first)
+            caption = [caption_name, *unit_caption(g, instances)]
+            out += _unit_cluster(net, f"s{si}u{ui}", caption, first, _labels(g, instances))
             ops |= {g.nodes[n]["op"] for n in first["nodes"]}
             lines |= {first["shortcut"]} - {None}
             families |= variant_families(g, first)
@@ -245,7 +266,7 @@ def full_dot(net) -> str:
     g = net.graph
     if g.number_of_nodes() > MAX_FULL_NODES:
         raise ValueError(f"{net.name} has {g.number_of_nodes()} operations; the full view is unreadable above "
-                         f"{MAX_FULL_NODES}. Use --view overview (or --view unit)")
+                         f"{MAX_FULL_NODES}")
     out = _header(_title(net)) + _full_nodes(g)
     line_of = {(u["stage"], u["index"]): u["shortcut"] for u in g.graph["units"]}
     ids = {n: f"n{k}" for k, n in enumerate(g.nodes)}
@@ -275,7 +296,7 @@ def _full_nodes(g) -> list[str]:
         for n in members:
             d = g.nodes[n]
             shape = "circle" if d["op"] == "add" and not d.get("gate") else "box"
-            label = op_label(d) if d["op"] in ("input", "output", "add") else f"{n}\n{op_label(d)}"
+            label = op_label(d) if d["op"] in ("input", "output", "add") else [n, op_label(d)]
             out.append(f"    {ids[n]} [label={_q(label)}, shape={shape}, fillcolor={_q(_op_colour(d['op']))}];")
         if part in stages:
             out.append("  }")
