@@ -2,7 +2,6 @@
 resdsl/train/options.py, which an emitted trainer's argparse front end reads too."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -363,10 +362,10 @@ def _warn_if_trained_from_another_spec(net, spec: str, checkpoint: str) -> None:
     (a changed recipe alone changes it too, so this is a warning)."""
     from resdsl import __version__
 
-    try:
-        with open(os.path.join(os.path.dirname(checkpoint), "config.json"), encoding="utf-8") as fh:
-            cfg = json.load(fh)
-    except (OSError, ValueError):
+    from resdsl.train.rundir import record_of
+
+    cfg = record_of(os.path.dirname(checkpoint))
+    if cfg is None:
         return
     if net.is_trained_from(cfg) is False and cfg.get("spec_files") == net.files():
         why = ("config.json's copy of the spec no longer gives the network its spec hash records (edited or "

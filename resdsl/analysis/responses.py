@@ -37,8 +37,8 @@ import json
 import os
 from dataclasses import dataclass, field
 
-CHECKPOINT = "checkpoint.pt"
-CONFIG = "config.json"
+from ..train.rundir import CHECKPOINT, CONFIG
+
 TAKEN_AT = ("auto", "bn", "conv")
 
 

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import os
 import statistics
 
 from .model import Experiment, Row
+from ..train.rundir import metrics_rows
 from .runner import Job, final_row, last_row, status
 
 # the test of a run without a final test in its recipe's view (resdsl/train/final.py): its last evaluation, on the
@@ -174,12 +173,7 @@ def _mean_curve(jobs_of_row: list[Job]):
 
 
 def _curve(run_dir: str):
-    try:
-        with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as fh:
-            rows = [json.loads(x) for x in fh.read().splitlines() if x.strip()]
-    except (OSError, ValueError):
-        return []
-    return [(r["iter"], r["train_error"], r["test_error"]) for r in rows
+    return [(r["iter"], r["train_error"], r["test_error"]) for r in metrics_rows(run_dir)
             if r.get("train_error") is not None and r.get("test_error") is not None]
 
 

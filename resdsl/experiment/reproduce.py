@@ -9,9 +9,10 @@ import statistics
 import textwrap
 import time
 
+from ..train.rundir import record_of
 from . import report
 from .model import Experiment
-from .runner import (ExperimentRunError, Job, check_record, jobs, run_local, run_record, run_submitit, spec_path,
+from .runner import (ExperimentRunError, Job, check_record, jobs, run_local, run_submitit, spec_path,
                      status)
 
 # (channels, size, classes, training images) of the datasets a recipe names, for the estimate before any data
@@ -280,11 +281,11 @@ def _responses(fig, by_row: dict, out: str, away: list[str]) -> list[str]:
 
 
 def _params(row_jobs: list[Job]):
-    records = [r for r in map(run_record, (j.run_dir for j in row_jobs)) if r is not None]
+    records = [r for r in map(record_of, (j.run_dir for j in row_jobs)) if r is not None]
     return records[0].get("params") if records else None
 
 
 def _device(all_jobs: list[Job]) -> str:
-    records = [r for r in map(run_record, (j.run_dir for j in all_jobs)) if r is not None]
+    records = [r for r in map(record_of, (j.run_dir for j in all_jobs)) if r is not None]
     return f"{records[0].get('device')}, {records[0].get('precision')}" if records else "no run finished"
 

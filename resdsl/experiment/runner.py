@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from ..train.rundir import CHECKPOINT, metrics_rows, record_of
 from ..train.seeds import LAUNCHER_ENV, signal_name
 from .model import Experiment, Row
 
@@ -68,8 +69,8 @@ def run_state(run_dir: str) -> tuple[str, int]:
     from resdsl.train import final  # torch: only once there are runs to look at
     from resdsl.train.checkpoint import iteration
 
-    checkpoint = os.path.join(run_dir, "checkpoint.pt")
-    config = run_record(run_dir)
+    checkpoint = os.path.join(run_dir, CHECKPOINT)
+    config = record_of(run_dir)
     total = config.get("iterations") if config else None
     if not isinstance(total, int):
         return "new", 0
@@ -83,24 +84,10 @@ def run_state(run_dir: str) -> tuple[str, int]:
     return ("finished" if done >= total else "stopped"), done
 
 
-def run_record(run_dir: str) -> dict | None:
-    """A run's config.json (None when it has none, or it cannot be read as a table)."""
-    try:
-        with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as fh:
-            record = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
 def last_row(run_dir: str) -> dict | None:
     """The last metrics.jsonl row of a run (None when it has none)."""
-    try:
-        with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as fh:
-            lines = [line for line in fh.read().splitlines() if line.strip()]
-        return json.loads(lines[-1]) if lines else None
-    except (OSError, ValueError):
-        return None
+    rows = metrics_rows(run_dir)
+    return rows[-1] if rows else None
 
 
 def final_row(run_dir: str) -> dict | None:
@@ -190,7 +177,7 @@ def check_record(out: str, exp: Experiment, options: dict, seeds: int, write: bo
 
 def _any_checkpoint(out: str) -> bool:
     """Whether any run of the experiment folder has trained far enough to checkpoint."""
-    return bool(glob.glob(os.path.join(glob.escape(out), "*", "seed-*", "checkpoint.pt")))
+    return bool(glob.glob(os.path.join(glob.escape(out), "*", "seed-*", CHECKPOINT)))
 
 
 def _write_record(out: str, path: str, record: dict) -> None:

@@ -10,6 +10,7 @@ import sys
 
 from .loop import RunOptions
 from .options import EMITTED_EXAMPLES, GROUPS, OPTIONS
+from .rundir import CHECKPOINT
 from .seeds import as_launcher, signal_name, without
 
 
@@ -108,7 +109,7 @@ def _failure_lines(codes: dict[int, int], nproc: int, run_dir: str | None) -> li
     causes = [r for r, c in codes.items() if c > 0 or (c < 0 and -c != signal.SIGTERM)]
     killed = [r for r, c in codes.items() if c < 0 and (r in causes or not causes)]
     lines = [f"process {r} of {nproc} was killed by {signal_name(-codes[r])}" for r in killed]
-    if lines and run_dir and os.path.exists(os.path.join(run_dir, "checkpoint.pt")):
+    if lines and run_dir and os.path.exists(os.path.join(run_dir, CHECKPOINT)):
         lines[-1] += f"; resume the run from its last checkpoint with --resume {shlex.quote(run_dir)} --nproc {nproc}"
     elif lines and run_dir:
         lines[-1] += f"; {run_dir} has no checkpoint yet"

@@ -9,6 +9,7 @@ import sys
 import time
 
 from .fileio import OutputError, atomic_write
+from .rundir import METRICS
 
 # curves.png is redrawn at most this often (seconds), and always when the run ends: drawing it takes matplotlib
 # about 0.1 s, a third of what a small CIFAR net's evaluation point costs on a GPU (issue 10)
@@ -32,7 +33,7 @@ class MetricsLog:
 
     def __init__(self, run_dir: str, enabled: bool = True):
         self.run_dir = run_dir
-        self.path = os.path.join(run_dir, "metrics.jsonl")
+        self.path = os.path.join(run_dir, METRICS)
         self.enabled = enabled
         self.rows: list[dict] = []
         self.plotted_at, self.unplotted = -math.inf, False

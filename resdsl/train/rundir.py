@@ -141,6 +141,28 @@ def _check_run_folder(path: str, flag: str) -> None:
         raise RunDirError(f"{flag} {path}: not a run directory ({what})")
 
 
+def record_of(path: str) -> dict | None:
+    """A run's config.json as a table, for looking at runs (not resuming them): None where there is none or it
+    cannot be read as one."""
+    try:
+        with open(os.path.join(path, CONFIG), encoding="utf-8") as fh:
+            cfg = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return cfg if isinstance(cfg, dict) else None
+
+
+def metrics_rows(path: str) -> list[dict]:
+    """A run's metrics.jsonl rows, for looking at runs: none where it has none or a line is damaged (a figure
+    from a damaged record is never shown; resuming the run says what was lost)."""
+    try:
+        with open(os.path.join(path, METRICS), encoding="utf-8") as fh:
+            rows = [json.loads(line) for line in fh.read().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []
+    return rows if all(isinstance(r, dict) for r in rows) else []
+
+
 def read_config(path: str, flag: str = "--resume") -> dict:
     """The record of a run to resume (or, ``flag`` naming the command, to evaluate); every way it can be missing
     or damaged is a clear error."""
