@@ -10,7 +10,6 @@ import click
 from resdsl.errors import SpecError
 
 EXIT_SPEC = 1  # a bad spec, a failed expect
-EXIT_USAGE = 2  # click's own usage errors
 EXIT_INTERNAL = 70
 
 

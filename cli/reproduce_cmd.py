@@ -124,7 +124,7 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     lines = plan(exp, out, options, seeds, estimate=not no_estimate)
     away = departures(exp, options)
     click.echo(f"{exp.source}: {exp.title} -> {out}\n"
-               + (setup_words(away) + "\n" if away else "") + plan_text(exp, lines, parallel))
+               + (setup_words(away) + "\n" if away else "") + plan_text(lines, parallel))
     if dry_run:
         return
     slurm = {"slurm_partition": slurm_partition, "timeout_min": slurm_time, "gpus_per_node": slurm_gpus,

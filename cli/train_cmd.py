@@ -333,7 +333,7 @@ def eval_cmd(target, checkpoint, data, data_dir, test_subset, test, old_view, de
         checkpoint = os.path.join(checkpoint, "checkpoint.pt")
     _warn_if_trained_from_another_spec(net, spec, checkpoint)
     try:
-        name, views, res = _evaluate(net, spec, checkpoint, data, data_dir, test_subset, test, device, batch_size,
+        name, views, res = _evaluate(net, checkpoint, data, data_dir, test_subset, test, device, batch_size,
                                      not no_download)
     except (ckpt.CheckpointError, DataError, TrainingError) as exc:
         click.echo(f"resdsl: error: {exc}", err=True)
@@ -379,7 +379,7 @@ def _warn_if_trained_from_another_spec(net, spec: str, checkpoint: str) -> None:
                    f"{spec} describes with those weights", err=True)
 
 
-def _evaluate(net, spec, checkpoint, data, data_dir, test_subset, test, device, batch_size, download):
+def _evaluate(net, checkpoint, data, data_dir, test_subset, test, device, batch_size, download):
     """The checkpoint's weights on its recipe's test set, through the trainer's front door."""
     from resdsl.train import checkpoint as ckpt
     from resdsl.train.session import RunOptions, evaluate_checkpoint

@@ -260,6 +260,7 @@ def _frozen(v):
 
 
 def _inputs(g, n: str) -> list[str]:
+    """ir.inputs_of (a node's inputs by port), which units cannot import: ir imports ops, and ops imports units."""
     return [u for _, u in sorted((e["port"], u) for u, _, e in g.in_edges(n, data=True))]
 
 

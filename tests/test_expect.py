@@ -27,8 +27,7 @@ def test_output_shape_without_fc():
     assert net.ok and net.output_shape == (64,)
 
 
-@pytest.mark.parametrize("line,fragment", [("output 21.8M", "not a shape"), ("params 64x8x8", "not a shape")
-                                           if False else ("params 64x8x8", "a count, not a shape")])
+@pytest.mark.parametrize("line,fragment", [("output 21.8M", "not a shape"), ("params 64x8x8", "a count, not a shape")])
 def test_wrong_kind_of_figure(line, fragment):
     with pytest.raises(SpecError) as info:
         resdsl.compile_spec(text=CIFAR20 + f"expect {line}\n", name="t.res")

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 import resdsl
+from resdsl import units
 from resdsl.backends import graphviz as gv
 from resdsl_cli.main import main
 
@@ -42,8 +43,7 @@ def test_overview_of_plain_net_has_no_shortcuts(at_root):
 
 def test_unit_view_shows_every_op_in_order(at_root):
     net = resdsl.compile_spec("specs/resnet110_preact.res")
-    units = gv.distinct_units(net)
-    assert [(name, count) for name, _, count in units] == [
+    assert [(name, len(records)) for name, records in units.distinct(net.graph)] == [
         ("PreactBasicUnitPreactShared", 1), ("PreactBasicUnit", 51), ("PreactBasicUnitZeroPad", 2)]
     dot = gv.unit_dot([(net, "resnet110_preact")], typical_only=False)
     assert dot.count("subgraph cluster_s0u") == 3

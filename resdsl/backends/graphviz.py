@@ -182,12 +182,6 @@ def overview_dot(net) -> str:
 
 # ---- units -------------------------------------------------------------------------------------------
 
-def distinct_units(net) -> list[tuple[str, list[str], int]]:
-    """(class name, nodes of its first instance, how many units share it) per kind of unit, in network order; the
-    class name is for --emit-python readers, never a caption."""
-    return [(name, records[0]["nodes"], len(records)) for name, records in units.distinct(net.graph)]
-
-
 def _edge_attrs(g, v: str, port: int, style: str | None, unit_view: bool) -> list[str]:
     """A shortcut edge takes its unit's line style; the unit view also names the addition's inputs."""
     attrs = [f"style={style}"] if style and is_shortcut_edge(g, v, port) else []

@@ -20,7 +20,7 @@ LAST_EVALUATION = "the last evaluation"
 OURS_FOR = {"single": "mean", "median": "median", "best-mean-std": "mean"}
 
 
-def row_results(exp: Experiment, row: Row, row_jobs: list[Job], params: int | None, compared: bool = True) -> dict:
+def row_results(row: Row, row_jobs: list[Job], params: int | None, compared: bool = True) -> dict:
     """One row: its finished runs' final test and training errors, their statistics, the paper's figure and,
     where the runs follow the paper's setup (``compared``), our figure minus the paper's."""
     finals = [(j.seed, final_row(j.run_dir)) for j in row_jobs]

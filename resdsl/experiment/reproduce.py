@@ -166,7 +166,7 @@ def plan(exp: Experiment, out: str, options: dict, seeds: int | None, estimate: 
     return lines
 
 
-def plan_text(exp: Experiment, lines: list[dict], parallel: int) -> str:
+def plan_text(lines: list[dict], parallel: int) -> str:
     rows = [f"{'run':<36} {'state':<9} {'iterations':>16} {'estimate':>10}"]
     for ln in lines:
         est = "-" if ln["seconds"] is None else _duration(ln["seconds"])
@@ -210,7 +210,7 @@ def write_report(exp: Experiment, out: str, options: dict, seeds: int | None, co
     all_jobs = jobs(exp, out, seeds)
     by_row = {row.label: [j for j in all_jobs if j.row is row] for row in exp.rows}
     away = departures(exp, options)
-    rows = [report.row_results(exp, row, by_row[row.label], _params(by_row[row.label]), compared=not away)
+    rows = [report.row_results(row, by_row[row.label], _params(by_row[row.label]), compared=not away)
             for row in exp.rows]
     title = f"{exp.source}: {exp.title}" + (f", on {options['data']} (the paper's column: {exp.dataset})"
                                             if options.get("data") and options["data"] != exp.dataset else "")

@@ -26,9 +26,10 @@ from .model import Experiment, Row
 RECORD = "experiment.json"
 # `resdsl train` options an experiment passes through to every run (the same for every run of the experiment)
 PASSED = ("data", "data_dir", "iters", "epochs", "train_subset", "test_subset", "device", "workers", "amp")
-FLAGS = ("no_download", "deterministic", "channels_last")
-# passed options that change how fast a run goes, not what it computes: a restart may give others
-UNRECORDED = ("workers",)
+FLAGS = ("no_download", "deterministic")
+# passed options that change how fast a run goes, not what it computes: a restart may give others; and
+# channels_last, which records before it was dropped hold as null (reproduce has no such option)
+UNRECORDED = ("workers", "channels_last")
 # passed to a resumed run too (`resdsl train --resume` takes the others from the run's record)
 RESUME_PASSED = ("device", "workers")
 

@@ -235,7 +235,7 @@ def _network(s: Session):
 def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: str, path: str) -> dict:
     s.model.train()
     window = Window(s.device, state)
-    check_for = (lambda it, lr: _loss_check(s, it, lr, path)) if s.opts.sync_every_step else None
+    check_for = (lambda it, lr: _loss_check(it, lr, path)) if s.opts.sync_every_step else None
     say = lambda text: log.say(text, err=True)  # noqa: E731
     steps, evaluation = stepper(s, _network(s), window, check_for, say=say), evaluator(s, say=say)
     progress = Progress(s.total, state["iter"], quiet=s.opts.quiet or s.rank != 0, log=log)
@@ -257,11 +257,11 @@ def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: st
             progress.update(it, loss, wrong, n, lr)
             done = it + 1 == s.total
             if (it + 1) % s.eval_every == 0 or done:
-                _check_finite(s, window, lr, path)
+                _check_finite(s, window, path)
                 last_row = evaluate_and_log(s, state, window, it, lr, start, metrics, progress, evaluation)
             stopping = stop.agreed(it + 1, s.device, s.world)  # every process stops after the same iteration
             if (it + 1) % s.ckpt_every == 0 or done or stopping:
-                _check_finite(s, window, lr, path)
+                _check_finite(s, window, path)
                 state.update(window.read())
                 reduce_window(state, s.device, s.rank, s.world)  # a collective: every rank is at this iteration
                 window.set(state["loss_sum"], state["wrong"], state["seen"])
@@ -290,7 +290,7 @@ def _keeping_on_data_errors(s: Session, state: dict, window: Window, steps, star
         progress.close()
         if s.world > 1 or state["iter"] == 0:
             raise
-        _check_finite(s, window, s.schedule.lr_at(state["iter"] - 1), path)
+        _check_finite(s, window, path)
         state.update(window.read())
         state["eval_missed"], state["elapsed"] = missed(s, state, metrics), time.perf_counter() - start
         _save(s, state, path, steps.optimizer_state())
@@ -303,7 +303,7 @@ def _kept(path: str) -> str:
     return f"the last good checkpoint is {path}" if os.path.exists(path) else "no checkpoint was written"
 
 
-def _loss_check(s: Session, it: int, lr: float, path: str):
+def _loss_check(it: int, lr: float, path: str):
     """--sync-every-step: stop at the first non-finite loss, before its step (the plain loop's behaviour)."""
     def check(loss):
         if not torch.isfinite(loss):
@@ -312,7 +312,7 @@ def _loss_check(s: Session, it: int, lr: float, path: str):
     return check
 
 
-def _check_finite(s: Session, window: Window, lr: float, path: str) -> None:
+def _check_finite(s: Session, window: Window, path: str) -> None:
     """Where the loop reads its figures: any non-finite loss since the last read stops the run, unsaved."""
     first = window.first_nonfinite()
     if first is not None:
