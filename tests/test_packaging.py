@@ -75,6 +75,9 @@ def test_wheel_metadata(wheel, names):
     metadata = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     for extra in ("train", "viz", "onnx", "test"):
         assert f"Provides-Extra: {extra}" in metadata
+    from resdsl import __version__  # one version: the package's, which emitted code and run records name
+
+    assert f"\nVersion: {__version__}\n" in metadata
 
 
 def test_unpacked_wheel_compiles_by_name_from_its_own_files(wheel, tmp_path):
