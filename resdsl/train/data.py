@@ -1,4 +1,5 @@
-"""Datasets for the trainer, and a fast in-memory batch pipeline for the small ones: the front door.
+"""Datasets for the trainer, and a fast in-memory batch pipeline for the small ones: where the trainer's front
+door (session.py) gets its data.
 
 * ``cifar10`` / ``cifar100`` come through torchvision's own loaders (and on-disk format);
 * ``fashion-mnist`` / ``mnist`` are read from their IDX files by a small parser (``idx.py``; Debian's
