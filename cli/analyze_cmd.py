@@ -8,6 +8,8 @@ import sys
 
 import click
 
+from resdsl.train.options import DEVICES
+
 from .common import EXIT_SPEC, guard
 
 RESPONSES_EXAMPLES = """\b
@@ -32,7 +34,7 @@ def analyze() -> None:
                    "run directory, whose --overwrite refuses files it did not write)")
 @click.option("--test-subset", type=click.IntRange(min=1), metavar="N",
               help="measure on the first N test images (default: each run's own --test-subset, else all)")
-@click.option("--device", type=click.Choice(["auto", "cuda", "mps", "cpu"]), default="auto", show_default=True,
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="where to run the networks: auto picks CUDA, then Apple MPS, then the CPU")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, metavar="N",
               help="test images per forward pass")

@@ -8,6 +8,8 @@ import time
 
 import click
 
+from resdsl.train.options import AMPS, DEVICES, positive_int
+
 from .common import EXIT_SPEC, guard
 
 REPRODUCE_EXAMPLES = """\b
@@ -21,20 +23,19 @@ Examples:
 
 
 def _positive(ctx, param, value):
-    if value is not None and value < 1:
-        raise click.BadParameter("must be at least 1")
-    return value
+    """A click callback with the trainer's rule for a count (options.positive_int)."""
+    try:
+        return None if value is None else positive_int(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _seed_count(ctx, param, value):
     """--seeds COUNT: runs per row (train's --seeds takes a list of seeds: said so where one is given here)."""
-    if value is None:
-        return None
-    try:
-        return _positive(ctx, param, int(value))
-    except ValueError:
+    if value is not None and not value.strip().lstrip("+-").isdigit():
         raise click.BadParameter(f"{value!r}: reproduce takes a count of runs per row, seeds 0 to COUNT-1 "
-                                 "(e.g. --seeds 5), not a list of seeds as train's --seeds does") from None
+                                 "(e.g. --seeds 5), not a list of seeds as train's --seeds does")
+    return _positive(ctx, param, value)
 
 
 def _slurm_options(ctx, param, values) -> dict:
@@ -75,10 +76,10 @@ def _slurm_options(ctx, param, values) -> dict:
 @click.option("--train-subset", type=int, callback=_positive, metavar="N",
               help="every run: the first N training images")
 @click.option("--test-subset", type=int, callback=_positive, metavar="N", help="every run: the first N test images")
-@click.option("--device", type=click.Choice(["auto", "cuda", "mps", "cpu"]), help="every run's device")
+@click.option("--device", type=click.Choice(DEVICES), help="every run's device")
 @click.option("--workers", type=click.IntRange(min=0), metavar="N", help="image folders: every run's DataLoader "
               "workers (default: 4, or the cores where fewer; a restart may give another number)")
-@click.option("--amp", type=click.Choice(["auto", "bf16", "none"]), help="every run's precision")
+@click.option("--amp", type=click.Choice(AMPS), help="every run's precision")
 @click.option("--deterministic", is_flag=True, help="every run: deterministic algorithms")
 @click.option("--slurm-partition", help="slurm: the partition")
 @click.option("--slurm-time", type=int, callback=_positive, default=24 * 60, show_default=True, metavar="MINUTES",

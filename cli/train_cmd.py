@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from resdsl.train.options import OPTIONS
+from resdsl.train.options import DEVICES, OPTIONS
 
 from .common import EXIT_SPEC, guard, say_warnings
 
@@ -295,7 +295,7 @@ def _train_once(spec: str | None, values: dict, settings: list[str]) -> int:
                    "448', 'multi-scale 224, 320'); auto follows the recipe's `test` for image folders and tests small "
                    "in-memory images whole (single-view)")
 @click.option("--view", "old_view", hidden=True, help="renamed --test")
-@click.option("--device", type=click.Choice(["auto", "cuda", "mps", "cpu"]), default="auto", show_default=True,
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="where to evaluate: auto picks CUDA, then Apple MPS, then the CPU")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
               help="images per evaluation batch, in crops' worth of pixels (10-crop takes 10 a picture, [R]'s "

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from . import syntax as ast
 from .errors import SpecError
+from .ops import shape_text
 
 _SUFFIX = {"": 0, "K": 3, "M": 6, "G": 9, "T": 12}
 _QUANTITY = re.compile(r"^([0-9][0-9_]*)(?:\.([0-9]+))?([KMGT]?)$")
@@ -64,7 +65,7 @@ def check(items: list[ast.ExpectItem], facts: dict) -> list[ExpectResult]:
                 raise SpecError(f"'{item.text}' is not a shape", item.span,
                                 hint="e.g. 'output 1000' or 'output 64x8x8'")
             got = tuple(facts["output"])
-            results.append(ExpectResult("output", written, "x".join(map(str, got)), got == want, item.span.line,
+            results.append(ExpectResult("output", written, shape_text(got), got == want, item.span.line,
                                         item.span))
             continue
         if "x" in item.text:

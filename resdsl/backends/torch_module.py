@@ -11,6 +11,7 @@ import math
 import os
 
 from ..errors import SpecError, env_limit
+from ..ops import shape_text
 from .escape import py_ident
 from .python_source import emit_python
 
@@ -90,7 +91,7 @@ def check_limits(net) -> None:
     need = activation_bytes(net)
     if need > limit:
         span = settings["input"].span
-        shape = "x".join(map(str, net.input_shape))
+        shape = shape_text(net.input_shape)
         raise net.spec.locate(SpecError(
             f"one {shape} image needs about {_gib(need)} ({need:,} bytes) of float32 activations, more than the "
             f"limit of {_gib(limit)} ({limit:,.0f} bytes)", span,

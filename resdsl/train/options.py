@@ -12,6 +12,7 @@ from typing import Callable
 MAX_SEED = 2**63 - 1
 MAX_LR = 3.4e38  # the largest float32: SGD keeps its learning rate in the parameters' precision
 DEVICES = ("auto", "cuda", "mps", "cpu")
+AMPS = ("auto", "bf16", "none")
 
 
 def _int(text) -> int:
@@ -136,7 +137,7 @@ OPTIONS = (
     Option("--device", "where to train: auto picks CUDA, then Apple MPS, then the CPU", "device", choices=DEVICES,
            default="auto"),
     Option("--amp", "precision: auto (the default) is bf16 autocast with channels_last on a CUDA GPU and fp32 "
-           "elsewhere; bf16 (no loss scaling needed); none (fp32)", "device", choices=("auto", "bf16", "none"),
+           "elsewhere; bf16 (no loss scaling needed); none (fp32)", "device", choices=AMPS,
            default="auto"),
     Option("--channels-last", "NHWC memory layout (faster convolutions on tensor cores)", "device", is_flag=True),
     Option("--compile", "torch.compile the model", "device", is_flag=True),
