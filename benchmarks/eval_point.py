@@ -5,7 +5,7 @@ was a third of the run. This times the host's parts of it without a GPU:
  records     137 `MetricsLog.write` calls (metrics.jsonl with fsync, TensorBoard, curves.png) with curves.png
              drawn at every evaluation (PLOT_EVERY_S = 0, as before this change) and as the loop draws it now
              (at the first evaluation, then at most every PLOT_EVERY_S seconds, and once at close);
- checkpoint  the loop's `_save` of ResNet-20 with its SGD state (finiteness check, torch.save, atomic write),
+ checkpoint  the loop's `save_checkpoint` of ResNet-20 with its SGD state (finiteness check, torch.save, atomic write),
              mean of 20.
 
 Run folders go to /dev/shm when it exists (no disk stalls, as gpu_train.py). Usage:
@@ -49,19 +49,20 @@ def _records(folder: str, every_s: float) -> float:
 
 def _checkpoint(folder: str, n: int = 20) -> float:
     import resdsl as rd
-    from resdsl.train.loop import _save
+    from resdsl.train.loop import save_checkpoint
 
     model = rd.build_model("resnet20", num_classes=10)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     model(torch.randn(8, 3, 32, 32)).sum().backward()
     opt.step()  # momentum buffers exist, as in a running loop
-    s = SimpleNamespace(rank=0, model=model, schedule=SimpleNamespace(state_dict=dict), recipe={}, pipeline=None)
+    s = SimpleNamespace(rank=0, model=model, schedule=SimpleNamespace(state_dict=dict), recipe={}, pipeline=None,
+                        opts=SimpleNamespace(extra_config={"run_id": "bench"}))  # what save_checkpoint reads
     state = {"iter": 1, "elapsed": 0.0, "loss_sum": 0.0, "wrong": 0, "seen": 0, "recent_errors": []}
     path = str(Path(folder) / "checkpoint.pt")
-    _save(s, state, path, opt.state_dict())
+    save_checkpoint(s, state, path, opt.state_dict())
     start = time.perf_counter()
     for _ in range(n):
-        _save(s, state, path, opt.state_dict())
+        save_checkpoint(s, state, path, opt.state_dict())
     return (time.perf_counter() - start) / n
 
 
@@ -81,7 +82,7 @@ def main() -> int:
         f"| records, curves.png at every evaluation (before) | {every:.2f} | {every / EVALS * 1e3:.1f} |",
         f"| records, curves.png at most every {PLOT_EVERY_S:g} s and at the end (now) | {now:.2f} | "
         f"{now / EVALS * 1e3:.1f} |",
-        f"| checkpoint (`_save`: finiteness check, torch.save, atomic write) | {ckpt * EVALS:.2f} | "
+        f"| checkpoint (`save_checkpoint`: finiteness check, torch.save, atomic write) | {ckpt * EVALS:.2f} | "
         f"{ckpt * 1e3:.1f} |"])
     print(table)
     if args.record:

@@ -248,7 +248,7 @@ def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: st
             last_row = evaluate_and_log(s, state, window, it, s.schedule.lr_at(it), start, metrics, progress,
                                         evaluation)
             state["eval_missed"], state["elapsed"] = False, time.perf_counter() - start
-            _save(s, state, path, steps.optimizer_state())
+            save_checkpoint(s, state, path, steps.optimizer_state())
         for it in range(state["iter"], s.total):
             lr = s.schedule.lr_at(it)
             loss, wrong, n = steps.step(it, lr)
@@ -266,7 +266,7 @@ def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: st
                 reduce_window(state, s.device, s.rank, s.world)  # a collective: every rank is at this iteration
                 window.set(state["loss_sum"], state["wrong"], state["seen"])
                 state["elapsed"] = time.perf_counter() - start
-                _save(s, state, path, steps.optimizer_state())
+                save_checkpoint(s, state, path, steps.optimizer_state())
             if stopping and not done:
                 if s.world > 1:
                     stop.hold()
@@ -293,7 +293,7 @@ def _keeping_on_data_errors(s: Session, state: dict, window: Window, steps, star
         _check_finite(s, window, path)
         state.update(window.read())
         state["eval_missed"], state["elapsed"] = missed(s, state, metrics), time.perf_counter() - start
-        _save(s, state, path, steps.optimizer_state())
+        save_checkpoint(s, state, path, steps.optimizer_state())
         n = state["iter"]
         raise DataError(f"{exc}. A checkpoint of the {n:,} iteration{'' if n == 1 else 's'} done was written: with "
                         f"the file replaced or removed, resume with --resume {shlex.quote(run_dir)}") from None
@@ -320,7 +320,8 @@ def _check_finite(s: Session, window: Window, path: str) -> None:
                             f"training stopped; {_kept(path)}. Try a lower --lr or a warm-up")
 
 
-def _save(s: Session, state: dict, path: str, optimizer_state: dict) -> None:
+def save_checkpoint(s: Session, state: dict, path: str, optimizer_state: dict) -> None:
+    """The run's checkpoint (rank 0 writes it), after its weights are checked finite; written atomically."""
     if s.rank != 0:
         return
     model = s.model
