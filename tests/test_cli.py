@@ -99,3 +99,19 @@ def test_an_input_written_channels_last_is_a_warning(write_spec):
     assert f"{path}:2:1: warning: input 32x32x3 is 32 channels of 32x3-pixel images" in r.stderr
     assert "hint: resdsl reads channels x height x width: 3x32x32" in r.stderr
     assert resdsl.compile_spec(text=CIFAR20).warnings() == []
+
+
+def test_output_into_a_closed_pipe_is_a_quiet_failure():
+    """`resdsl list | program` where the program has gone: no traceback, no 'internal error', a failure status."""
+    proc = subprocess.Popen([sys.executable, "-m", "resdsl_cli.main", "list"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1 and err == "", err
+
+
+def test_counts_in_words():
+    from resdsl.cost import human
+
+    assert [human(n) for n in (0, 999, 1000, 269722, 10 ** 6, 25_557_032, 3.664e9)] == \
+        ["0", "999", "1.00K", "270K", "1.00M", "25.6M", "3.66G"]

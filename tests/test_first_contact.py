@@ -59,6 +59,8 @@ def test_config_records_what_actually_ran(run):
     assert cfg["spec_recipe"]["schedule"]["milestones"] == [32000, 48000]
     assert cfg["recipe"]["momentum"] == 0.8 and cfg["recipe"]["weight_decay"] == 0
     assert cfg["set"] == ["momentum=0.8", "weight_decay=0"]
+    groups = torch.load(out / "checkpoint.pt", weights_only=True)["optimizer"]["param_groups"]
+    assert all(g["momentum"] == 0.8 and g["weight_decay"] == 0 for g in groups)  # what trained, not only what is said
     assert cfg["device"] == "cpu (1 thread)" and cfg["options"]["device"] == "cpu" and cfg["options"]["threads"] == 1
     assert "train" in cfg["command"] and "--set" in cfg["command"]
     assert cfg["resdsl"] and "git_commit" in cfg and len(cfg["spec_hash"]) == 64

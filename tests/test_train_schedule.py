@@ -25,6 +25,8 @@ def test_warmup_until_error_ends_early_and_returns_to_base():
     s, _ = from_recipe(recipe, 390)
     s.observe_train_error(10, 85.0)
     assert s.lr_at(11) == 0.01
+    s.observe_train_error(10, 80.0)  # "below 80%": not at 80
+    assert s.lr_at(11) == 0.01 and not s.warmup_done
     s.observe_train_error(11, 79.0)
     assert s.lr_at(12) == 0.1 and s.lr_at(200) == 0.1
     restored = from_recipe(recipe, 390)[0]
@@ -112,3 +114,23 @@ def test_milestones_set_on_the_command_line_count_in_the_runs_length(at_root):
     preact = resolve_path("specs/resnet110_preact.res")  # the recipe's own 400-iteration warm-up scales
     assert from_recipe(recipe_with_settings(preact, ["momentum=0.9"], (640, "iterations")), 390,
                        (640, "iterations"))[0].warmup_iters == 4
+
+
+def test_the_warmup_ends_on_the_mean_error_of_the_last_20_batches():
+    """The loop feeds [R]'s rule the mean training error of the last 20 batches, so one lucky batch does not end
+    ResNet-110's warm-up."""
+    import torch
+    from types import SimpleNamespace
+
+    from resdsl.train.points import observe_warmup
+
+    schedule = from_recipe(dict(CIFAR, warmup=dict(CIFAR["warmup"], length=None, until_error=80.0)), 390)[0]
+    s, state = SimpleNamespace(schedule=schedule, world=1), {"recent_errors": []}
+    for it in range(19):
+        observe_warmup(s, state, it, torch.tensor(90), 100)  # 90% wrong
+    observe_warmup(s, state, 19, torch.tensor(10), 100)  # one batch at 10%: the mean of 20 is 86%
+    assert not schedule.warmup_done and schedule.lr_at(20) == 0.01
+    for it in range(20, 31):  # 10% batches until the 20 batches' mean is below 80%
+        observe_warmup(s, state, it, torch.tensor(10), 100)
+        assert schedule.warmup_done == (sum(state["recent_errors"]) / 20 < 80)
+    assert schedule.warmup_done and schedule.lr_at(31) == 0.1

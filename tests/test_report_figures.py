@@ -1,0 +1,47 @@
+"""What `resdsl reproduce` says of its runs, against hand computation: each row's statistics (the sample std, the
+median a median row of [I] is compared by), the difference from the paper's figure, and the degradation sentence
+of [R] section 4.1, which must say "higher" only where the deeper net's training error is higher."""
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from resdsl.experiment import report
+from resdsl.experiment.model import Experiment, Figure, Paper, Row
+from resdsl.experiment.runner import Job
+
+ERRORS = {"a": 6.0, "b": 7.0, "c": 11.0}  # run folder -> final test error of a finished run
+
+
+@pytest.fixture
+def finished(monkeypatch):
+    """Runs whose final rows are ERRORS (training error = test error + 1)."""
+    monkeypatch.setattr(report, "final_row", lambda run_dir: {"test_error": ERRORS[run_dir],
+                                                               "train_error": ERRORS[run_dir] + 1})
+
+
+def _jobs(row: Row) -> list[Job]:
+    return [Job(row, seed, run_dir) for seed, run_dir in enumerate(ERRORS)]
+
+
+@pytest.mark.parametrize("paper, ours", [(Paper("median", {"median": 6.5}), 7.0),  # [I]: median of 5
+                                         (Paper("best-mean-std", {"best": 6.0, "mean": 6.5, "std": 0.2}), 8.0),
+                                         (Paper("single", {"error": 6.5}), 8.0)])
+def test_a_rows_statistics_and_its_difference_from_the_paper(finished, paper, ours):
+    row = Row("ResNet-110", "resnet110", paper=paper)
+    res = report.row_results(row, _jobs(row), params=1_700_000)
+    errors = list(ERRORS.values())
+    assert res["mean"] == 8.0 and res["median"] == 7.0 and res["best"] == 6.0
+    assert res["std"] == pytest.approx(statistics.stdev(errors)) and res["std"] == pytest.approx(2.6458, abs=1e-4)
+    assert res["difference"] == pytest.approx(ours - 6.5)  # the paper's convention picks our statistic
+    assert report.row_results(row, _jobs(row), params=None, compared=False)["difference"] is None
+
+
+@pytest.mark.parametrize("deep, shallow, verb", [(12.0, 6.0, "higher"), (6.0, 12.0, "lower")])
+def test_the_degradation_sentence_follows_the_training_errors(deep, shallow, verb):
+    exp = Experiment("x", "t", "[R] Fig. 6", "cifar10", 1, (Row("plain-20", "plain20"), Row("plain-56", "plain56")),
+                     figures=(Figure("curves", "fig6", (("plain", ("plain-20", "plain-56")),)),))
+    rows = [{"label": "plain-20", "train_error_mean": shallow}, {"label": "plain-56", "train_error_mean": deep}]
+    assert report.degradation(exp, rows) == [f"plain: plain-56 ends with {verb} training error than plain-20: "
+                                             f"{deep:.1f}% vs {shallow:.1f}%."]
