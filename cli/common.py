@@ -13,6 +13,17 @@ EXIT_SPEC = 1  # a bad spec, a failed expect
 EXIT_INTERNAL = 70
 
 
+def gpus(device: str | None) -> int:
+    """How many CUDA GPUs runs on ``device`` (--device; None: not given, as auto) may use."""
+    if device not in (None, "auto", "cuda"):
+        return 0
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count()
+
+
 def fail(err: SpecError) -> None:
     click.echo(err.render(), err=True)
     sys.exit(EXIT_SPEC)

@@ -10,7 +10,7 @@ import click
 
 from resdsl.train.options import AMPS, DEVICES, positive_int
 
-from .common import EXIT_SPEC, guard
+from .common import EXIT_SPEC, gpus, guard
 
 REPRODUCE_EXAMPLES = """\b
 Examples:
@@ -114,8 +114,8 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     if iters and epochs:
         raise click.UsageError("give --iters or --epochs, not both")
     out = out or os.path.join("runs", exp.name + (f"-{os.path.basename(os.path.normpath(data))}" if data else ""))
-    gpus = _gpus(device)
-    asked, parallel = parallel, parallel or max(1, gpus)
+    cards = gpus(device)
+    asked, parallel = parallel, parallel or max(1, cards)
     started = time.perf_counter()
     try:  # a dry run refuses what the run would refuse (another experiment's folder, other options)
         check_record(out, exp, options, seeds or exp.seeds, write=False)
@@ -131,7 +131,7 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     slurm = {"slurm_partition": slurm_partition, "timeout_min": slurm_time, "gpus_per_node": slurm_gpus,
              "cpus_per_task": slurm_cpus, "slurm_additional_parameters": slurm_options or None,
              "parallel": asked}  # a job array runs every job at once unless --parallel says otherwise
-    failed = _run_all(exp, out, options, seeds, launcher, parallel, gpus, slurm)
+    failed = _run_all(exp, out, options, seeds, launcher, parallel, cards, slurm)
     command = "resdsl reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     write_report(exp, out, options, seeds, command, time.perf_counter() - started, git_commit() or "unknown")
     click.echo(f"report: {os.path.join(out, 'report.md')}")
@@ -142,14 +142,14 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
         sys.exit(EXIT_SPEC)
 
 
-def _run_all(exp, out: str, options: dict, seeds, launcher: str, parallel: int, gpus: int, slurm: dict) -> list:
+def _run_all(exp, out: str, options: dict, seeds, launcher: str, parallel: int, cards: int, slurm: dict) -> list:
     """Every unfinished run, through ``launcher``; the labels of the runs that failed. Ctrl-C (or a signal)
     ends the command with what became of the runs."""
     from resdsl.experiment.reproduce import launch
     from resdsl.experiment.runner import ExperimentRunError
 
     try:
-        return launch(exp, out, options, seeds, launcher, parallel, gpus, slurm, say=click.echo)
+        return launch(exp, out, options, seeds, launcher, parallel, cards, slurm, say=click.echo)
     except ExperimentRunError as exc:
         click.echo(f"resdsl: error: {exc}", err=True)
         sys.exit(EXIT_SPEC)
@@ -183,12 +183,3 @@ def _experiment(experiment: str, rows: str | None, data: str | None):
     return exp
 
 
-def _gpus(device) -> int:
-    if device in ("cpu", "mps"):
-        return 0
-    try:
-        import torch
-
-        return torch.cuda.device_count()
-    except ImportError:
-        return 0

@@ -10,7 +10,7 @@ import click
 
 from resdsl.train.options import DEVICES, OPTIONS
 
-from .common import EXIT_SPEC, guard, say_warnings
+from .common import EXIT_SPEC, gpus, guard, say_warnings
 
 TRAIN_EXAMPLES = """\b
 Examples:
@@ -164,18 +164,18 @@ def _launch_seeds(spec: str, values: dict, settings, seed_runs: str) -> int:
     out = values["out"] or default_path(net.name)
     click.echo(f"{len(values['seeds'])} runs of {net.name}, seeds {', '.join(map(str, values['seeds']))}, in {out}")
 
-    gpus = _gpus(values["device"])
-    way = seed_runs_way(seed_runs, gpus, _is_random(net), values["parallel"], len(values["seeds"]))
+    cards = gpus(values["device"])
+    way = seed_runs_way(seed_runs, cards, _is_random(net), values["parallel"], len(values["seeds"]))
     if way == "threads":
         click.echo("the runs are threads of this process" + (", each on its own CUDA stream of the GPU"
-                                                              if gpus else ""))
+                                                              if cards else ""))
         return _seeds_in_threads(net, spec, out, values, settings)
 
     def command_for(seed: int, folder: str) -> list[str]:
         args = _as_args(spec, dict(values, seed=seed, out=folder, quiet=True), settings)
         return [sys.executable, "-m", "resdsl_cli.main", "train", *args]
 
-    return run_seeds(values["seeds"], out, command_for, gpus=gpus, parallel=values["parallel"])
+    return run_seeds(values["seeds"], out, command_for, gpus=cards, parallel=values["parallel"])
 
 
 def _seeds_in_threads(net, spec: str, out: str, values: dict, settings) -> int:
@@ -183,7 +183,7 @@ def _seeds_in_threads(net, spec: str, out: str, values: dict, settings) -> int:
     from resdsl.train.stopping import stop_all
     from resdsl.train.seeds import MAX_THREAD_RUNS, run_in_threads
 
-    cuda = _gpus(values["device"]) > 0
+    cuda = gpus(values["device"]) > 0
     if cuda and len(values["seeds"]) > MAX_THREAD_RUNS:
         raise click.UsageError(f"at most {MAX_THREAD_RUNS} runs go in threads on a GPU (each takes CUDA streams from "
                                "a pool of 32 that PyTorch shares out); use --seed-runs processes")
@@ -206,14 +206,6 @@ def _is_random(net) -> bool:
     from resdsl.ops import OPS
 
     return any(OPS[d["op"]].random for _, d in net.graph.nodes(data=True))
-
-
-def _gpus(device: str) -> int:
-    if device not in ("auto", "cuda"):
-        return 0
-    import torch
-
-    return torch.cuda.device_count()
 
 
 def git_commit() -> str | None:
