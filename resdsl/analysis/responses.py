@@ -37,6 +37,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from ..train.dataerror import one_line
 from ..train.rundir import CHECKPOINT, CONFIG
 
 TAKEN_AT = ("auto", "bn", "conv")
@@ -233,7 +234,7 @@ def _read_config(run_dir: str) -> dict:
         raise ResponsesError(f"{run_dir}: not a run directory (no {CONFIG}); give a folder made by "
                              "`resdsl train`") from None
     except (OSError, ValueError) as exc:
-        raise ResponsesError(f"{run_dir}: {CONFIG} cannot be read ({' '.join(str(exc).split())[:200]})") from None
+        raise ResponsesError(f"{run_dir}: {CONFIG} cannot be read ({one_line(exc)})") from None
     if not isinstance(cfg, dict) or not isinstance(cfg.get("options", {}), dict):
         raise ResponsesError(f"{run_dir}: {CONFIG} is not a resdsl run record")
     return cfg

@@ -14,6 +14,7 @@ import shutil
 import time
 
 from . import record
+from .dataerror import one_line
 from .fileio import TEMPORARY, FolderLock, OutputError, atomic_write, is_temporary
 
 CONFIG = "config.json"
@@ -175,7 +176,7 @@ def read_config(path: str, flag: str = "--resume") -> dict:
         raise RunDirError(f"{flag} {path}: not a run directory (no {CONFIG}, the record of how the run was "
                           "started)") from None
     except (OSError, ValueError) as exc:
-        raise RunDirError(f"{flag} {path}: {CONFIG} is damaged ({_short(exc)}), so the run's settings are unknown; "
+        raise RunDirError(f"{flag} {path}: {CONFIG} is damaged ({one_line(exc)}), so the run's settings are unknown; "
                           "its checkpoint is left as it is") from None
     need = ("recipe", "options", "iterations")
     if not isinstance(cfg, dict) or any(k not in cfg for k in need) or not isinstance(cfg["options"], dict):
@@ -226,11 +227,6 @@ def write_config(path: str, config: dict) -> None:
         atomic_write(os.path.join(path, CONFIG), lambda fh: fh.write(text.encode()))
     except OutputError as exc:
         raise RunDirError(str(exc)) from None
-
-
-def _short(exc: Exception) -> str:
-    text = " ".join(str(exc).split())
-    return text[:200]
 
 
 def check_same_spec(resume: str, extra: dict, saved: dict) -> None:
