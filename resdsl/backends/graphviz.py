@@ -140,7 +140,7 @@ def _stem_head(net, part: str) -> list[dict]:
 def _overview_stage(g, st: dict, row: dict, stage_units: list[dict], prev: str) -> tuple[list[str], str]:
     """One stage's cluster of runs and the edges through it; returns them and the node the next stage follows."""
     i = st["index"]
-    caption = (f"layer{i}: {st['units']} {st['unit']} units, out {shape_text(row['output'])}, "
+    caption = (f"{st['name']}: {st['units']} {st['unit']} units, out {shape_text(row['output'])}, "
                f"{row['params']:,} params, {human(row['macs'])} MACs")
     out = [f"  subgraph cluster_layer{i} {{",
            f"    label={_q(caption)}; fontsize=11; style=\"rounded,filled\"; "
