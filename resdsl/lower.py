@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from . import syntax as ast
 from .errors import Span, SpecError
 from .ir import GraphBuilder
-from .checks import (MAX_CHANNELS, MAX_CLASSES, MAX_STEM_CONVS, check_drop_path, check_ends, check_range,
-                     check_shortcut, check_sizes, check_unit, unit_widths)
+from .checks import (MAX_CHANNELS, MAX_CLASSES, MAX_STEM_CONVS, check_drop_path, check_ends, check_probability,
+                     check_range, check_shortcut, check_sizes, check_unit, unit_widths)
 from .resolve import ResolvedSpec, stage_setting
 from .units import DROP_RULES, ORDERS, PATHS, SHORTCUT_KINDS, UNIT_KINDS, plan_convs, projection_bn, signature
 
@@ -354,6 +354,9 @@ def _build_head(b, x, ch, head: ast.Head, final_ops: tuple[str, ...]) -> None:
     for op in final_ops:  # a pre-activation network activates its last unit's output here ([I])
         x = b.add(f"final_{op}", op, [x], sp, part="head", **({"channels": ch} if op == "bn" else {}))
     x = b.add("avgpool", "global_avgpool", [x], sp, part="head")
+    if head.dropout is not None:
+        check_probability(head.dropout)
+        x = b.add("dropout", "dropout", [x], head.dropout.span, part="head", p=head.dropout.value)
     if head.classes is not None:
         check_range(head.classes, 1, MAX_CLASSES, "number of classes")
         x = b.add("fc", "fc", [x], head.classes.span, part="head", in_features=ch,

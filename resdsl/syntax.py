@@ -153,6 +153,7 @@ class StageOverride(Statement):
 @dataclass(frozen=True)
 class Head(Statement):
     classes: Value | None  # None: features only (global average pool, no fc)
+    dropout: Value | None = None  # dropout on the pooled features, before the fc (timm's drop_rate)
 
 
 @dataclass(frozen=True)

@@ -191,7 +191,9 @@ class ToAst(Transformer):
 
     # head / init / expect
     def head(self, meta, c):
-        return ast.Head(self._s(meta), c[0] if c else None)
+        dropout = next((v for item in c if isinstance(item, tuple) for _, v in [item]), None)  # ("dropout", P)
+        classes = next((item for item in c if not isinstance(item, tuple)), None)
+        return ast.Head(self._s(meta), classes, dropout)
 
     def head_fc(self, meta, c):
         return self._int(c[0])

@@ -170,3 +170,13 @@ def test_the_emitted_drop_path_rule_gives_every_unit_the_irs_probability(rule):
     ir = [net.graph.nodes[r["prefix"] + "drop_path"]["drop_prob"] for r in net.graph.graph["units"]]
     emitted = [u.drop_path.p for layer in (model.layer1, model.layer2, model.layer3) for u in layer]
     assert emitted == ir and len(set(ir)) == 5 and max(ir) == pytest.approx(0.35)
+
+
+def test_head_dropout_is_checked_and_drawn(at_root):
+    text = 'extends "resnet20"\nnetwork r\nhead avgpool dropout {} fc 10\n'
+    with pytest.raises(resdsl.SpecError) as info:
+        resdsl.compile_spec(text=text.format(1.5))
+    assert "dropout probability must be in [0, 1), got 1.5" in info.value.message and info.value.span.column == 22
+    net = resdsl.compile_spec(text=text.format(0.2))
+    assert net.params == resdsl.compile_spec("resnet20").params  # no weights of its own
+    assert "head: global avg pool, dropout 0.2, fc 10" in gv.overview_dot(net)

@@ -66,3 +66,26 @@ def test_drop_path_from_zero_is_timms_drop_path_rate(at_root, tmp_path):
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-5)
     torch.manual_seed(8)
     assert not torch.allclose(model(x), outs[0])  # another draw drops other units: the masks are random
+
+
+def test_head_dropout_is_timms_drop_rate(at_root, tmp_path):
+    """`head avgpool dropout P fc N` is timm's drop_rate: dropout on the pooled features before the fc, no weights of
+    its own (timm's state_dict loads strictly), the identity in eval mode and in training the same units dropped."""
+    spec = tmp_path / "resnet26d_drop.res"
+    spec.write_text(f'extends "{(at_root / "specs/timm/resnet26d.res").as_posix()}"\nnetwork resnet26d_drop\n'
+                    "head avgpool dropout 0.25 fc 1000\n")
+    model = resdsl.build_model(spec)
+    assert isinstance(model.dropout, torch.nn.Dropout) and model.dropout.p == 0.25
+    _check(model, "resnet26d", size=64)  # eval mode
+    ref = timm.create_model("resnet26d", pretrained=False, drop_rate=0.25)
+    model.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(4, 3, 64, 64)
+    outs = []
+    for m in (model.train(), ref.train()):
+        torch.manual_seed(7)
+        outs.append(m(x))
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-5)
+    no_dropout = resdsl.build_model(f"{at_root}/specs/timm/resnet26d.res")
+    no_dropout.load_state_dict(ref.state_dict(), strict=True)
+    torch.manual_seed(7)
+    assert not torch.allclose(no_dropout.train()(x), outs[0])  # the dropout is there in training
