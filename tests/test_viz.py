@@ -188,8 +188,10 @@ def test_a_kinds_panel_says_where_its_other_units_stride(at_root):
     paper, tv = r.stdout.split("label=\"torchvision/resnet50\\n", 1)
     assert 'label="resnet50\\n' in paper
     for text, strided in ((paper, "1x1 conv, 64"), (tv, "3x3 conv, 64")):
-        assert f'"{strided} (/2 where the unit strides)"' in text and '"1x1 conv, 256 (/2 where the unit strides)"' in text
+        assert f'"{strided} (/2 where the unit strides)"' in text
+        assert '"1x1 conv, 256 (/2 where the unit strides)"' in text
     assert "3x3 conv, 64 (/2" not in paper and "1x1 conv, 64 (/2" not in tv
+    assert '[label="x, 64-d"' in paper and '[label="x_next, 256-d"' in paper  # [R] Fig. 5's "256-d"
 
 
 def test_scales_beside_a_learned_gate_are_not_called_frozen_gating(at_root):

@@ -195,15 +195,16 @@ def _unit_cluster(net, cid: str, caption: list[str], unit: dict, labels: dict[st
     g, nodes = net.graph, unit["nodes"]
     inside = set(nodes)
     style = LINES[unit["shortcut"]].style if unit["shortcut"] else None
+    x_in, x_out = (f"{x}, {unit['args'][k]}-d" for x, k in (("x", "in_channels"), ("x_next", "out_channels")))
     out = [f"  subgraph cluster_{cid} {{",
            f"    label={_q(caption)}; fontsize=12; color=\"#999999\"; style=rounded; labelloc=b;",
-           f"    {cid}_x [label=\"x\", shape=plaintext, style=\"\"];"]
+           f"    {cid}_x [label={_q(x_in)}, shape=plaintext, style=\"\"];"]
     ids = {n: f"{cid}_{k}" for k, n in enumerate(nodes)}
     for n in nodes:
         d = g.nodes[n]
         look = ", shape=circle, width=0.35, fixedsize=true" if d["op"] == "add" and not d.get("gate") else ""
         out.append(f"    {ids[n]} [label={_q(labels[n])}{look}, fillcolor={_q(_op_colour(d['op']))}];")
-    out.append(f"    {cid}_y [label=\"x_next\", shape=plaintext, style=\"\"];")
+    out.append(f"    {cid}_y [label={_q(x_out)}, shape=plaintext, style=\"\"];")
     for n in nodes:
         for port, u in enumerate(inputs_of(g, n)):
             attrs = _edge_attrs(g, n, port, style, unit_view=True)
