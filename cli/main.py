@@ -34,7 +34,7 @@ def _summary(net) -> str:
     align = ["<", ">", "<", ">", ">"]
     out = [f"{net.name}  ({printable(net.spec.path)})",
            f"input {'x'.join(map(str, net.input_shape))} -> output {'x'.join(map(str, net.output_shape))}, "
-           f"order {net.graph.graph['order']}, {net.layers} layers",
+           f"order {_orders(net.graph.graph)}, {net.layers} layers",
            ""]
     for i, r in enumerate(rows):
         out.append("  ".join(f"{c:{a}{w}}" for c, a, w in zip(r, align, widths)).rstrip())
@@ -221,6 +221,12 @@ def viz_cmd(specs: tuple[str, ...], output: str | None, fmt: str | None, view: s
         output = f"{nets[0].name}-{view}.{fmt}" if len(nets) == 1 else f"units.{fmt}"
     _write_output(output, data)
     click.echo(f"wrote {output} ({view} view, {fmt}, {len(data):,} bytes)")
+
+
+def _orders(g: dict) -> str:
+    """The network's order, and a stage's own where a `stage N: order` gives it another ("post; stage 2: preact")."""
+    other = [f"stage {st['index']}: {st['order']}" for st in g["stages"] if st["order"] != g["order"]]
+    return "; ".join([g["order"], *other])
 
 
 def _panel_names(specs: tuple[str, ...]) -> list[str]:

@@ -61,6 +61,16 @@ def packaged_folder(folder: str) -> Path:
                     hint=f"reinstall resdsl; a wheel ships them under resdsl/{folder}/")
 
 
+def shown_path(path: str) -> str:
+    """A spec file's path as emitted code shows it: a packaged file as specs/NAME.res (the same on every machine,
+    not where the package is installed), any other as it was given."""
+    try:
+        inside = Path(path).resolve().relative_to(specs_root().resolve())
+    except (ValueError, OSError, SpecError):
+        return path
+    return "specs/" + inside.as_posix()
+
+
 def _name_of(path: Path, root: Path) -> str:
     return path.relative_to(root).with_suffix("").as_posix()
 
@@ -178,5 +188,5 @@ def _suggestion(word: str) -> str:
     return f"did you mean {', '.join(close)}? {listing}" if close else listing
 
 
-__all__ = ["Entry", "PAPERS", "specs_root", "names", "entries", "source_of", "locate", "packaged_file",
+__all__ = ["Entry", "PAPERS", "specs_root", "names", "entries", "source_of", "locate", "packaged_file", "shown_path",
            "packaged_names_like", "close_names"]

@@ -67,7 +67,8 @@ def lower(r: ResolvedSpec):
         b.g.graph["stages"].append({
             "name": f"layer{i}", "index": i, "width": entry.width.value, "units": entry.units.value,
             "stride": entry.stride.value, "unit": unit.kind, "order": order.name, "shortcut": shortcut.kind,
-            "span": entry.span,
+            "span": entry.span, "said": [st.span for st in (unit, order, shortcut)  # where the spec says them
+                                         if not (st is s.get("order") and "order" in r.implied)],
         })
         for j in range(entry.units.value):
             ctx = _Ctx(first_unit=(i == 1 and j == 0), stem_activated=activated, init=init,

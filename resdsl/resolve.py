@@ -33,6 +33,7 @@ class ResolvedSpec:
     recipes: dict[str, ast.RecipeDef] = field(default_factory=dict)
     recipe: dict | None = None
     override_at: dict[int, Span] = field(default_factory=dict)  # stage N -> where a `stage N:` writes its N
+    implied: set[str] = field(default_factory=set)  # settings no file says, taken at their defaults (order, init)
     files: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
     reached: dict[str, tuple[Span, str]] = field(default_factory=dict)  # see _Reading
@@ -276,8 +277,10 @@ def _settle(r: ResolvedSpec) -> None:
             raise SpecError(f"the spec never says '{key}'", top, hint=_REQUIRED_HINTS[key])
     if "order" not in r.settings:
         r.settings["order"] = ast.Order(top, "post")
+        r.implied.add("order")
     if "init" not in r.settings:
         r.settings["init"] = ast.Init(top)
+        r.implied.add("init")
     n_stages = len(r.settings["stages"].entries)
     for idx in sorted(r.overrides):
         if idx > n_stages:

@@ -76,6 +76,22 @@ def test_emitted_source_is_deterministic_and_readable(at_root):
     assert src.count("class ") == 3  # two unit classes and the network
     assert "for _ in range(110)" in src and len(src.splitlines()) < 200
     assert "import resdsl" not in src and "10,327,706 parameters" in src
+    assert max(map(len, src.splitlines())) <= 120
+
+
+def test_emitted_source_cites_the_spec_as_a_reader_finds_it(at_root):
+    """A packaged spec is named specs/NAME.res, not where this machine installed it; each unit class cites the lines
+    that make it (the order of resnet110_preact.res, not only resnet20's stages); a stage comment gives the width
+    its units take (ResNeXt's 128 from `stages 64x3`); a unit that activates before splitting says so."""
+    import os
+
+    preact = emit_python(resdsl.compile_spec("resnet110_preact"))  # by name: an absolute path in the package
+    assert "specs/resnet110_preact.res" in preact and os.fspath(at_root) not in preact
+    words = " ".join(preact.split())  # docstrings wrap
+    assert "BN-ReLU before splitting into F and the shortcut ([I])" in words
+    assert "specs/resnet110_preact.res:4;" in words  # its `order preact` line
+    resnext = emit_python(resdsl.compile_spec("torchvision/resnext50_32x4d"))
+    assert "# stage 1: 3 x bottleneck units, width 128 (64 in the stages line), stride 1" in resnext
 
 
 # ---------------------------------------------------------------------------------------------

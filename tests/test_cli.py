@@ -115,3 +115,12 @@ def test_counts_in_words():
 
     assert [human(n) for n in (0, 999, 1000, 269722, 10 ** 6, 25_557_032, 3.664e9)] == \
         ["0", "999", "1.00K", "270K", "1.00M", "25.6M", "3.66G"]
+
+
+def test_the_summary_names_every_stage_that_has_an_order_of_its_own(tmp_path):
+    spec = tmp_path / "mixed.res"
+    spec.write_text(CIFAR20 + "stage 2: order preact\nstage 3: order bn-after-add\n")
+    r = run("compile", str(spec))
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[1] == ("input 3x32x32 -> output 10, order post; stage 2: preact; "
+                                        "stage 3: bn-after-add, 20 layers")

@@ -3,6 +3,7 @@
 table (ops.py) gives each node's PyTorch form."""
 from __future__ import annotations
 
+from ..catalog import shown_path
 from ..ir import inputs_of
 from ..ops import OPS
 from ..units import ORDERS, PATHS, PLAIN_DOC, SE_PLACES, UNIT_KINDS
@@ -128,7 +129,8 @@ def _variant_words(ops: list[dict]) -> list[str]:
         elif o["op"] == "scale":
             words.append(f"{o['path']} path scaled by {o['factor']:g}")
         elif o["op"] == "dropout" and o["path"] == "shortcut":
-            words.append(f"dropout {o['p']:g} on the shortcut")
+            words.append(f"dropout {o['p']:g} on the shortcut, its kept units unscaled in training and the shortcut "
+                         f"scaled by {o['keep']:g} at test ([I] section 3.1: an expectation of {o['keep']:g})")
         elif o["op"] == "dropout" and f"dropout {o['p']:g} between the convolutions of F" not in words:
             words.append(f"dropout {o['p']:g} between the convolutions of F")
         elif o["op"] == "se":
@@ -143,9 +145,17 @@ def _variant_words(ops: list[dict]) -> list[str]:
 def class_doc(g, record: dict) -> str:
     """The class docstring: the unit's notation, order and shortcut in the papers' words, and its spec lines."""
     ops = [g.nodes[n] for n in record["nodes"]]
-    shortcut = ", ".join([PATHS[record["shortcut"]].doc if record["shortcut"] else PLAIN_DOC, *_variant_words(ops)])
+    shared = [OPS[o["op"]].label(o) for o in ops if o.get("path") == "shared"]
+    shortcut = ", ".join([PATHS[record["shortcut"]].doc if record["shortcut"] else PLAIN_DOC, *_variant_words(ops)]
+                         + ([f"{'-'.join(shared)} before splitting into F and the shortcut ([I])"] if shared else []))
+    said = g.graph["stages"][record["stage"] - 1]["said"]  # the unit, order and shortcut lines of its stage
     spans = sorted({(o["span"].path, o["span"].line) for o in ops}
-                   | {(o["origin"].path, o["origin"].line) for o in ops if o.get("origin")})
-    where = ", ".join(f"{py_doc(p)}:{ln}" for p, ln in spans)  # file names are untrusted
+                   | {(o["origin"].path, o["origin"].line) for o in ops if o.get("origin")}
+                   | {(sp.path, sp.line) for sp in said})
+    lines: dict[str, list[int]] = {}
+    for p, ln in spans:
+        lines.setdefault(p, []).append(ln)
+    # "specs/resnet18.res:7, 8; specs/resnet50.res:5" (file names are untrusted)
+    where = "; ".join(f"{py_doc(shown_path(p))}:{', '.join(map(str, lns))}" for p, lns in lines.items())
     return (f"{UNIT_KINDS[record['kind']].notation} unit, {ORDERS[record['order']].doc}, {shortcut}. "
             f"Spec: {where}.")

@@ -76,7 +76,8 @@ def load_dataset(name_or_path: str, data_dir: str | None = None, *, download: bo
         raise DataError(f"--data {name}: no such folder. An image-folder dataset is a folder with train/<class>/ "
                         f"and val/<class>/ inside; or use one of the named datasets: {', '.join(IN_MEMORY_DATASETS)}")
     else:
-        raise DataError(f"unknown dataset '{name}': pass --data with one of {', '.join(IN_MEMORY_DATASETS)}, or with the "
+        named = ", ".join(IN_MEMORY_DATASETS)
+        raise DataError(f"unknown dataset '{name}': pass --data with one of {named}, or with the "
                         "path of an ImageNet-layout folder (train/<class>/ and val/<class>/ inside)")
     if split is not None:
         n_train, n_val = split
