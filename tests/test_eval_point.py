@@ -57,11 +57,11 @@ def test_a_run_stopped_by_an_error_still_draws_its_last_rows(tmp_path, monkeypat
     real_check = loop._check_finite
     calls = []
 
-    def fail_at_third(s, window, lr, path):
+    def fail_at_third(s, window, path):
         calls.append(1)
         if len(calls) == 5:  # the third evaluation point (evaluation and checkpoint read once each)
             raise loop.TrainingError("the loss became non-finite (simulated)")
-        real_check(s, window, lr, path)
+        real_check(s, window, path)
 
     monkeypatch.setattr(loop, "_check_finite", fail_at_third)
     import resdsl as rd

@@ -72,15 +72,15 @@ def test_image_folder_runs_do_not_depend_on_workers_or_resume(tmp_path, monkeypa
     two = _folder_run(tmp_path, "w2", tmp_path / "imgs", 2)
     assert all(torch.equal(one[k], two[k]) for k in one)
 
-    real_save = loop._save
+    real_save = loop.save_checkpoint
 
     def save_and_copy_at_4(s, state, path, optimizer_state):  # keep the run as it was at iteration 4, as a kill would
         real_save(s, state, path, optimizer_state)
         if state["iter"] == 4:
             shutil.copytree(tmp_path / "full", tmp_path / "stopped", ignore=shutil.ignore_patterns(".lock"))
 
-    monkeypatch.setattr(loop, "_save", save_and_copy_at_4)
+    monkeypatch.setattr(loop, "save_checkpoint", save_and_copy_at_4)
     _folder_run(tmp_path, "full", tmp_path / "imgs", 2)
-    monkeypatch.setattr(loop, "_save", real_save)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
     resumed = _folder_run(tmp_path, "stopped", tmp_path / "imgs", 2, resume=str(tmp_path / "stopped"))
     assert all(torch.equal(one[k], resumed[k]) for k in one)

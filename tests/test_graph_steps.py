@@ -110,7 +110,7 @@ def test_graph_evaluation_gives_the_eager_figures_of_the_current_weights(tmp_pat
 
 def test_stopped_graph_run_resumes_exactly(tmp_path, graph_steps, device, monkeypatch):
     one, one_rows = _train(tmp_path, "full", device)
-    real_save = loop._save
+    real_save = loop.save_checkpoint
 
     def save_and_copy(s, state, path, optimizer_state):  # the run as a kill at iteration 12 leaves it
         real_save(s, state, path, optimizer_state)
@@ -118,9 +118,9 @@ def test_stopped_graph_run_resumes_exactly(tmp_path, graph_steps, device, monkey
             for copy in ("stopped", "stopped-too"):
                 shutil.copytree(tmp_path / "again", tmp_path / copy, ignore=shutil.ignore_patterns(".lock"))
 
-    monkeypatch.setattr(loop, "_save", save_and_copy)
+    monkeypatch.setattr(loop, "save_checkpoint", save_and_copy)
     _train(tmp_path, "again", device)
-    monkeypatch.setattr(loop, "_save", real_save)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
     resumed, rows = _train(tmp_path, "x", device, resume=tmp_path / "stopped")
     assert all(torch.equal(one["model"][k], resumed["model"][k]) for k in one["model"])
     assert rows == one_rows
