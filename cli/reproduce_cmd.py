@@ -102,8 +102,8 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     OUT/report.md, results.csv, results.json and the figures are written. Killed and restarted with the same
     command, finished runs are skipped and stopped ones resume exactly.
     """
-    from resdsl.experiment.reproduce import departures, plan, plan_text, setup_words, write_report
-    from resdsl.experiment.runner import ExperimentRunError, check_record
+    from resdsl.experiment.reproduce import departures, plan, plan_text, setup_words, take, write_report
+    from resdsl.experiment.runner import check_record, check_runs
 
     from .train_cmd import git_commit
 
@@ -117,11 +117,9 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     cards = gpus(device)
     asked, parallel = parallel, parallel or max(1, cards)
     started = time.perf_counter()
-    try:  # a dry run refuses what the run would refuse (another experiment's folder, other options)
-        check_record(out, exp, options, seeds or exp.seeds, write=False)
-    except ExperimentRunError as exc:
-        click.echo(f"resdsl: error: {exc}", err=True)
-        sys.exit(EXIT_SPEC)
+    # a dry run refuses what the run would refuse (another experiment's folder, other options, runs of other specs)
+    _refused(check_record, out, exp, options, seeds or exp.seeds, write=False)
+    _refused(check_runs, exp, out, seeds)
     lines = plan(exp, out, options, seeds, estimate=not no_estimate)
     away = departures(exp, options)
     click.echo(f"{exp.source}: {exp.title} -> {out}\n"
@@ -131,14 +129,30 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     slurm = {"slurm_partition": slurm_partition, "timeout_min": slurm_time, "gpus_per_node": slurm_gpus,
              "cpus_per_task": slurm_cpus, "slurm_additional_parameters": slurm_options or None,
              "parallel": asked}  # a job array runs every job at once unless --parallel says otherwise
-    failed = _run_all(exp, out, options, seeds, launcher, parallel, cards, slurm)
-    command = "resdsl reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    write_report(exp, out, options, seeds, command, time.perf_counter() - started, git_commit() or "unknown")
+    lock = _refused(take, exp, out, options, seeds)
+    try:
+        failed = _run_all(exp, out, options, seeds, launcher, parallel, cards, slurm)
+        command = "resdsl reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        write_report(exp, out, options, seeds, command, time.perf_counter() - started, git_commit() or "unknown")
+    finally:
+        lock.release()
     click.echo(f"report: {os.path.join(out, 'report.md')}")
     if failed:
-        click.echo(f"resdsl: error: {len(failed)} runs failed ({', '.join(failed)}); their errors are above (and in "
-                   "their train.log where they got that far, or their job's log); the report holds the others",
+        click.echo(f"resdsl: error: {len(failed)} run{'' if len(failed) == 1 else 's'} failed ({', '.join(failed)}); "
+                   "their errors are above (and in their train.log where they got that far, or their job's log); "
+                   "the report holds the others",
                    err=True)
+        sys.exit(EXIT_SPEC)
+
+
+def _refused(fn, *args, **kwargs):
+    """``fn``'s value; an experiment it refuses (ExperimentRunError) is this command's error."""
+    from resdsl.experiment.runner import ExperimentRunError
+
+    try:
+        return fn(*args, **kwargs)
+    except ExperimentRunError as exc:
+        click.echo(f"resdsl: error: {exc}", err=True)
         sys.exit(EXIT_SPEC)
 
 

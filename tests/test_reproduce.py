@@ -247,3 +247,35 @@ def test_an_output_folder_it_did_not_make_is_refused(tmp_path):
     (tmp_path / "file").write_text("x")
     r = reproduce(TINY, *FAST, "--out", str(tmp_path / "file"))
     assert r.returncode == 1 and "is a file" in r.stderr and "internal error" not in r.stderr, r.stderr
+
+
+def test_a_restart_refuses_runs_of_another_network_or_recipe_and_a_folder_in_use(tmp_path):
+    """The report must not average runs of two networks: a spec edited, or a row's `set` changed, since its runs
+    were trained is refused on restart (and by a dry run), naming the runs. A second command into a folder that
+    one is using is refused at once."""
+    from resdsl.train.fileio import FolderLock
+
+    net = tmp_path / "net.res"
+    net.write_text(f'extends "{ROOT / "tests/specs/tiny.res"}"\nnetwork net\n')
+    exp = tmp_path / "e.exp"
+    head = 'experiment e\ntitle "t"\nsource "test"\ndataset synthetic\nseeds 1\nconvention single\n'
+    exp.write_text(head + 'row "R" spec net.res\n')
+    out = tmp_path / "out"
+    assert reproduce(str(exp), *FAST, "--out", str(out)).returncode == 0
+    net.write_text(net.read_text() + "order preact\n")  # another network under the same row
+    for dry in ([], ["--dry-run"]):
+        r = reproduce(str(exp), *FAST, "--out", str(out), *dry)
+        assert r.returncode == 1 and "r/seed-0 trained from another network or recipe" in r.stderr, r.stderr
+    net.write_text(f'extends "{ROOT / "tests/specs/tiny.res"}"\nnetwork net\n')
+    exp.write_text(head + 'row "R" spec net.res set "lr=0.05"\n')  # another recipe
+    r = reproduce(str(exp), *FAST, "--out", str(out), "--dry-run")
+    assert r.returncode == 1 and "r/seed-0 trained from another network or recipe" in r.stderr, r.stderr
+    exp.write_text(head + 'row "R" spec net.res\n')
+    lock = FolderLock(str(out), "experiment folder")  # another reproduce at work in it
+    try:
+        r = reproduce(str(exp), *FAST, "--out", str(out))
+    finally:
+        lock.release()
+    assert r.returncode == 1 and "is in use by another process" in r.stderr and "report" not in r.stdout, r.stdout
+    r = reproduce(str(exp), *FAST, "--out", str(out))
+    assert r.returncode == 0 and "every run is finished" in r.stdout, r.stderr

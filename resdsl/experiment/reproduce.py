@@ -12,8 +12,8 @@ import time
 from ..train.rundir import record_of
 from . import report
 from .model import Experiment
-from .runner import (ExperimentRunError, Job, check_record, jobs, run_local, run_submitit, spec_path,
-                     status)
+from .runner import (ExperimentRunError, Job, check_record, check_runs, jobs, run_local, run_submitit,
+                     spec_path, status)
 
 # (channels, size, classes, training images) of the datasets a recipe names, for the estimate before any data
 # is read; an image folder (--data DIR) is taken as ImageNet
@@ -186,10 +186,24 @@ def _duration(seconds: float) -> str:
                                                              else f"{seconds:.0f} s")
 
 
+def take(exp: Experiment, out: str, options: dict, seeds: int | None):
+    """The experiment folder for this command: its record written or checked, its runs checked against the rows,
+    and the folder locked (a FolderLock: ``release()`` it when the report is written) so that a second command
+    into it is refused at once rather than share out the runs and write the report over this one's."""
+    from resdsl.train.fileio import FolderLock, OutputError
+
+    check_record(out, exp, options, seeds or exp.seeds)
+    try:
+        lock = FolderLock(out, "experiment folder")
+    except OutputError as exc:
+        raise ExperimentRunError(str(exc)) from None
+    check_runs(exp, out, seeds)
+    return lock
+
+
 def launch(exp: Experiment, out: str, options: dict, seeds: int | None, launcher: str, parallel: int,
            gpus: int, slurm: dict, say=print) -> list[str]:
-    """Run every unfinished job; returns the names of the failed ones."""
-    check_record(out, exp, options, seeds or exp.seeds)
+    """Run every unfinished job of a folder this command has taken (:func:`take`); the names of the failed ones."""
     todo = [j for j in jobs(exp, out, seeds) if status(j)[0] != "finished"]
     if not todo:
         say("every run is finished")

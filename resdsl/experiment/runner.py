@@ -176,6 +176,28 @@ def check_record(out: str, exp: Experiment, options: dict, seeds: int, write: bo
         _write_record(out, path, mine)
 
 
+def check_runs(exp: Experiment, out: str, seeds: int | None) -> None:
+    """Refuse a restart whose rows no longer name what their runs were trained from: a spec edited, a row's spec or
+    its `set` overrides changed in the experiment file since (the report would average runs of two networks)."""
+    from resdsl.pipeline import compile_spec
+
+    hashes, stale = {}, []
+    for job in jobs(exp, out, seeds):
+        config = record_of(job.run_dir)
+        if config is None:
+            continue
+        if job.row.label not in hashes:
+            hashes[job.row.label] = compile_spec(spec_path(exp, job.row))
+        if hashes[job.row.label].is_trained_from(config) is False or \
+                list(config.get("set") or []) != list(job.row.overrides):
+            stale.append(job.name)
+    if stale:
+        raise ExperimentRunError(
+            f"{out}: {', '.join(stale)} trained from another network or recipe than the experiment now names (a "
+            "spec, or a row's spec or `set` in the experiment file, changed since); use another --out, or remove "
+            "those run folders to train them anew")
+
+
 def _any_checkpoint(out: str) -> bool:
     """Whether any run of the experiment folder has trained far enough to checkpoint."""
     return bool(glob.glob(os.path.join(glob.escape(out), "*", "seed-*", CHECKPOINT)))
