@@ -122,7 +122,7 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     _refused(check_runs, exp, out, seeds)
     lines = plan(exp, out, options, seeds, estimate=not no_estimate)
     away = departures(exp, options)
-    click.echo(f"{exp.source}: {exp.title} -> {out}\n"
+    click.echo(f"{exp.heading} -> {out}\n"
                + (setup_words(away) + "\n" if away else "") + plan_text(lines, parallel))
     if dry_run:
         return

@@ -45,3 +45,16 @@ def test_the_degradation_sentence_follows_the_training_errors(deep, shallow, ver
     rows = [{"label": "plain-20", "train_error_mean": shallow}, {"label": "plain-56", "train_error_mean": deep}]
     assert report.degradation(exp, rows) == [f"plain: plain-56 ends with {verb} training error than plain-20: "
                                              f"{deep:.1f}% vs {shallow:.1f}%."]
+
+
+def test_the_papers_whole_figure_is_kept(finished):
+    """[I] Table 4 gives "4.92 (4.89+-0.14)": the median with the mean +- std; the report and results.csv keep all."""
+    import csv
+    import io
+
+    row = Row("ResNet-1001", "resnet1001_preact", paper=Paper("median", {"median": 4.92, "mean": 4.89, "std": 0.14}))
+    res = report.row_results(row, _jobs(row), params=10_327_706)
+    assert "| 4.92 median (4.89 +- 0.14) |" in report.table([res], "cifar10")
+    line = next(csv.DictReader(io.StringIO(report.csv_text([res]))))
+    assert (line["paper"], line["paper_median"], line["paper_mean"], line["paper_std"]) == ("4.92", "4.92", "4.89",
+                                                                                          "0.14")

@@ -80,5 +80,10 @@ class Experiment:
     metric: str = "error"  # what the paper reports: "error" (top-1 %); ImageNet rows may add top5
     extra: dict = field(default_factory=dict)
 
+    @property
+    def heading(self) -> str:
+        """"[R] Table 6: Classification error on the CIFAR-10 test set"; a file may give neither part."""
+        return ": ".join(w for w in (self.source, self.title) if w) or self.name
+
     def row(self, label: str) -> Row:
         return next(r for r in self.rows if r.label == label)

@@ -57,8 +57,9 @@ def _paper_words(paper: dict | None) -> str:
     top5 = f" (top-5 {paper['top5']:g})" if "top5" in paper else ""
     if paper["convention"] == "best-mean-std":
         return f"{paper['best']:g} best, {paper['mean']:g} +- {paper['std']:g}{top5}"
-    if paper["convention"] == "median":
-        return f"{paper['median']:g} median{top5}"
+    if paper["convention"] == "median":  # [I] Table 4 gives the mean +- std beside some medians
+        spread = f" ({paper['mean']:g} +- {paper['std']:g})" if "mean" in paper and "std" in paper else ""
+        return f"{paper['median']:g} median{spread}{top5}"
     return f"{paper['error']:g}{top5}"
 
 
@@ -188,7 +189,8 @@ def _save_png(figure, path: str) -> None:
 def csv_text(rows: list[dict]) -> str:
     buf = io.StringIO()
     cols = ["label", "spec", "params", "runs", "finished", "mean", "std", "median", "best", "paper_convention",
-            "paper", "difference", "train_error_mean", "top5_mean", "views"]
+            "paper", "paper_median", "paper_mean", "paper_std", "paper_best", "paper_top5", "difference",
+            "train_error_mean", "top5_mean", "views"]
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
     for r in rows:
@@ -196,5 +198,5 @@ def csv_text(rows: list[dict]) -> str:
         head = paper.get("error", paper.get("median", paper.get("mean")))
         w.writerow([r["label"], r["spec"], r.get("params"), r["runs"], len(r["test_errors"]), r.get("mean"),
                     r.get("std"), r.get("median"), r.get("best"), paper.get("convention"), head,
-                    r.get("difference"), r.get("train_error_mean"), r.get("top5_mean"), "; ".join(r["views"])])
+                    *(paper.get(k) for k in ("median", "mean", "std", "best", "top5")), r.get("difference"), r.get("train_error_mean"), r.get("top5_mean"), "; ".join(r["views"])])
     return buf.getvalue()

@@ -226,7 +226,7 @@ def write_report(exp: Experiment, out: str, options: dict, seeds: int | None, co
     away = departures(exp, options)
     rows = [report.row_results(row, by_row[row.label], _params(by_row[row.label]), compared=not away)
             for row in exp.rows]
-    title = f"{exp.source}: {exp.title}" + (f", on {options['data']} (the paper's column: {exp.dataset})"
+    title = exp.heading + (f", on {options['data']} (the paper's column: {exp.dataset})"
                                             if options.get("data") and options["data"] != exp.dataset else "")
     info = {"experiment": exp.name, "title": title, "source": exp.source,
             "dataset": dataset_of(exp, options) if options.get("data") else exp.dataset,
