@@ -107,7 +107,7 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
 
     from .train_cmd import git_commit
 
-    exp = _experiment(experiment, rows, data)
+    exp = _experiment(experiment, rows, data, dry_run)
     options = {"data": data, "data_dir": data_dir, "iters": iters, "epochs": epochs, "train_subset": train_subset,
                "test_subset": test_subset, "device": device, "workers": workers, "amp": amp,
                "no_download": no_download, "deterministic": deterministic}
@@ -125,6 +125,9 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     click.echo(f"{exp.heading} -> {out}\n"
                + (setup_words(away) + "\n" if away else "") + plan_text(lines, parallel))
     if dry_run:
+        if exp.dataset == "imagenet" and not data:
+            click.echo("(planned for ImageNet's 1,281,167 training images; to run it, --data with an ImageNet-layout "
+                       "folder)")
         return
     slurm = {"slurm_partition": slurm_partition, "timeout_min": slurm_time, "gpus_per_node": slurm_gpus,
              "cpus_per_task": slurm_cpus, "slurm_additional_parameters": slurm_options or None,
@@ -178,8 +181,9 @@ def _run_all(exp, out: str, options: dict, seeds, launcher: str, parallel: int, 
         sys.exit(getattr(exc, "status", 130))  # 128 + the signal's number; a bare Ctrl-C is SIGINT's 130
 
 
-def _experiment(experiment: str, rows: str | None, data: str | None):
-    """The experiment a NAME or FILE names, with only the --rows asked for; an ImageNet one needs --data."""
+def _experiment(experiment: str, rows: str | None, data: str | None, dry_run: bool):
+    """The experiment a NAME or FILE names, with only the --rows asked for; an ImageNet one needs --data (but
+    for a dry run, planned for ImageNet's size)."""
     from resdsl.experiment import catalog
     from resdsl.experiment.parse import parse_experiment
     from resdsl.experiment.reproduce import only_rows
@@ -191,7 +195,7 @@ def _experiment(experiment: str, rows: str | None, data: str | None):
             exp = only_rows(exp, rows)
         except ExperimentRunError as exc:
             raise click.UsageError(str(exc)) from None
-    if exp.dataset == "imagenet" and not data:
+    if exp.dataset == "imagenet" and not data and not dry_run:
         raise click.UsageError(f"{exp.name} trains on ImageNet: pass --data with an ImageNet-layout folder "
                                "(train/ and val/ of class folders)")
     return exp

@@ -214,6 +214,24 @@ def test_dry_run_plans_with_an_estimate(tmp_path):
     assert r.returncode == 0 and "4 of 4 runs to do; time not estimated" in r.stdout, r.stdout + r.stderr
 
 
+def test_an_imagenet_experiment_is_planned_without_data_and_for_a_folders_size(tmp_path):
+    """A dry run needs no ImageNet yet (planned for its 1,281,167 images: [I]'s 90 epochs at batch 256); with a
+    folder, the epochs are the folder's, as the trainer counts them; a real run needs the folder."""
+    from PIL import Image
+
+    r = reproduce("i-table5", "--rows", "ResNet-152*original*", "--dry-run", "--no-estimate")
+    assert r.returncode == 0 and " 0/450,360 " in r.stdout and "planned for ImageNet's" in r.stdout, r.stdout
+    for split, n in (("train", 600), ("val", 1)):  # 600 images: 2 iterations an epoch at batch 256
+        for k in range(n):
+            (tmp_path / "imgs" / split / "c").mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / split / "c" / f"{k}.png")
+    r = reproduce("i-table5", "--rows", "ResNet-152*original*", "--data", str(tmp_path / "imgs"), "--dry-run",
+                  "--no-estimate", "--out", str(tmp_path / "exp"))
+    assert r.returncode == 0 and " 0/180 " in r.stdout, r.stdout + r.stderr
+    r = reproduce("i-table5", "--no-estimate", "--out", str(tmp_path / "exp"))
+    assert r.returncode == 2 and "pass --data" in r.stderr
+
+
 def test_broken_experiment_file_is_a_located_error(tmp_path):
     bad = tmp_path / "bad.exp"
     bad.write_text('experiment bad\ndataset cifar10\nseeds 2\nrow "x" spek resnet20\n')

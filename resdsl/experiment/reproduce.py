@@ -3,6 +3,7 @@ run what is not finished, and write the report beside the paper's figures."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import statistics
@@ -61,6 +62,29 @@ def dataset_of(exp: Experiment, options: dict) -> str:
     return data if data in SHAPES else "imagenet"
 
 
+def training_images(exp: Experiment, options: dict) -> int:
+    """How many training images a run reads: a named dataset's, an image folder's own count (the trainer's epochs
+    are the folder's, not ImageNet's), ImageNet's where no folder is given yet (a dry run)."""
+    data = options.get("data")
+    if dataset_of(exp, options) == "imagenet" and data and os.path.isdir(os.path.join(data, "train")):
+        return _folder_images(os.path.abspath(os.path.join(data, "train"))) or SHAPES["imagenet"][3]
+    return SHAPES[dataset_of(exp, options)][3]
+
+
+@functools.lru_cache(maxsize=8)
+def _folder_images(train: str) -> int:
+    """The images in ``train``'s class folders, counted as torchvision's ImageFolder finds them (every file with an
+    image extension under a class folder that is not hidden)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    count = 0
+    for entry in os.scandir(train):
+        if entry.is_dir() and not entry.name.startswith("."):
+            for _, _, files in os.walk(entry.path, followlinks=True):
+                count += sum(1 for f in files if f.lower().endswith(IMG_EXTENSIONS))
+    return count
+
+
 def departures(exp: Experiment, options: dict) -> list[str]:
     """How runs with these options depart from the paper's setup: another dataset, another length, a part of the
     data. Their figures are then not the paper's experiment, and the report does not set them against it."""
@@ -110,7 +134,7 @@ def run_iterations(exp: Experiment, job: Job, options: dict) -> tuple[int, int]:
     recipe = row_recipe(exp, job.row, net.spec) if job.row.overrides else net.recipe
     if recipe is None:
         return 0, 0
-    n_train = SHAPES[dataset_of(exp, options)][3]
+    n_train = training_images(exp, options)
     if options.get("train_subset"):
         n_train = min(n_train, options["train_subset"])
     batch = recipe["batch"]
