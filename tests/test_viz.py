@@ -35,6 +35,14 @@ def test_overview_collapses_repeats_and_marks_projections(at_root):
     assert "zero-pad (A)" in small and "[3x3, 32; 3x3, 32] x 2" in small
 
 
+def test_the_overview_names_each_stages_order(at_root):
+    """[I] Fig. 4's five nets differ only in their order: the overview says it per stage (a plain net has none)."""
+    orders = ["", "_bn_after_add", "_relu_before_add", "_relu_preact", "_preact"]
+    captions = {gv.overview_dot(resdsl.compile_spec(f"specs/resnet110{o}.res")).split('label="layer1: ')[1]
+                .split(", out")[0] for o in orders}
+    assert len(captions) == 5 and "18 basic units, full pre-activation ([I] Fig. 4e)" in captions
+
+
 def test_overview_of_plain_net_has_no_shortcuts(at_root):
     dot = gv.overview_dot(resdsl.compile_spec("specs/plain34.res"))
     assert "identity" not in dot.split("cluster_legend")[0] and "+" not in dot.split("cluster_legend")[0]

@@ -140,7 +140,8 @@ def _stem_head(net, part: str) -> list[dict]:
 def _overview_stage(g, st: dict, row: dict, stage_units: list[dict], prev: str) -> tuple[list[str], str]:
     """One stage's cluster of runs and the edges through it; returns them and the node the next stage follows."""
     i = st["index"]
-    caption = (f"{st['name']}: {st['units']} {st['unit']} units, out {shape_text(row['output'])}, "
+    order = "" if st["shortcut"] == "none" else f", {units.ORDERS[st['order']].doc}"  # [I] Fig. 4's, as the units'
+    caption = (f"{st['name']}: {st['units']} {st['unit']} units{order}, out {shape_text(row['output'])}, "
                f"{row['params']:,} params, {human(row['macs'])} MACs")
     out = [f"  subgraph cluster_layer{i} {{",
            f"    label={_q(caption)}; fontsize=11; style=\"rounded,filled\"; "
