@@ -29,6 +29,19 @@ def _check(model, name: str, size: int = 224) -> None:
         torch.testing.assert_close(model(x), ref(x), rtol=0, atol=1e-5)
 
 
+def _same_in_training(model, ref):
+    """``ref``'s weights in ``model``, both in training mode from one seed: the same outputs (the same units
+    dropped); (the input, our output)."""
+    model.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(4, 3, 64, 64)
+    outs = []
+    for m in (model.train(), ref.train()):
+        torch.manual_seed(7)
+        outs.append(m(x))
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-5)
+    return x, outs[0]
+
+
 @pytest.mark.parametrize("name", TIMM)
 def test_timm_parity(name, at_root):
     _check(resdsl.build_model(f"specs/timm/{name}.res"), name)
@@ -57,15 +70,9 @@ def test_drop_path_from_zero_is_timms_drop_path_rate(at_root, tmp_path):
     for m in ref.modules():  # timm zero-initialises each unit's last BN, which would make F, dropped or not, zero
         if isinstance(m, torch.nn.BatchNorm2d):
             torch.nn.init.uniform_(m.weight, 0.5, 1.5)
-    model.load_state_dict(ref.state_dict(), strict=True)
-    x = torch.randn(4, 3, 64, 64)
-    outs = []
-    for m in (model.train(), ref.train()):
-        torch.manual_seed(7)
-        outs.append(m(x))
-    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-5)
+    x, ours = _same_in_training(model, ref)
     torch.manual_seed(8)
-    assert not torch.allclose(model(x), outs[0])  # another draw drops other units: the masks are random
+    assert not torch.allclose(model(x), ours)  # another draw drops other units: the masks are random
 
 
 def test_head_dropout_is_timms_drop_rate(at_root, tmp_path):
@@ -78,14 +85,8 @@ def test_head_dropout_is_timms_drop_rate(at_root, tmp_path):
     assert isinstance(model.dropout, torch.nn.Dropout) and model.dropout.p == 0.25
     _check(model, "resnet26d", size=64)  # eval mode
     ref = timm.create_model("resnet26d", pretrained=False, drop_rate=0.25)
-    model.load_state_dict(ref.state_dict(), strict=True)
-    x = torch.randn(4, 3, 64, 64)
-    outs = []
-    for m in (model.train(), ref.train()):
-        torch.manual_seed(7)
-        outs.append(m(x))
-    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-5)
+    x, ours = _same_in_training(model, ref)
     no_dropout = resdsl.build_model(f"{at_root}/specs/timm/resnet26d.res")
     no_dropout.load_state_dict(ref.state_dict(), strict=True)
     torch.manual_seed(7)
-    assert not torch.allclose(no_dropout.train()(x), outs[0])  # the dropout is there in training
+    assert not torch.allclose(no_dropout.train()(x), ours)  # the dropout is there in training
