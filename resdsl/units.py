@@ -94,7 +94,7 @@ class ShortcutPath:
     """The ops a shortcut h(x) is built from, by their names in the unit, and the module that holds them."""
 
     ops: tuple[tuple[str, str], ...]  # (name in the unit, op kind), in order
-    doc: str  # in generated docstrings
+    words: dict[str, str]  # by the stage's option ("" for any other): what captions and docstrings call it
     module: str | None = None  # the nn.Sequential holding them (torchvision's `downsample`, for its weights)
 
     @property
@@ -107,17 +107,29 @@ class ShortcutPath:
 # parameter-free zero-padding one op, a projection a 1x1 conv with its BN (the BN is left out where the order or
 # `projection-bn no` says so). The names are torchvision's, so its state_dicts load (layer2.0.downsample.0).
 PATHS = {
-    "identity": ShortcutPath((), "identity shortcut"),
-    "zero-pad": ShortcutPath((("shortcut_zero_pad", "zero_pad"),), "zero-padding shortcut (option A)"),
-    "projection": ShortcutPath((("downsample.0", "conv"), ("downsample.1", "bn")), "projection shortcut",
-                               module="downsample"),
+    "identity": ShortcutPath((), {"": "identity shortcut"}),
+    "zero-pad": ShortcutPath((("shortcut_zero_pad", "zero_pad"),), {"": "zero-padding shortcut (option A)"}),
+    # a projection is named by its stage's option: [R]'s B, or C, which [I] Fig. 2(e) calls a 1x1 conv shortcut
+    "projection": ShortcutPath((("downsample.0", "conv"), ("downsample.1", "bn")),
+                               {"": "1x1 projection shortcut", "B": "1x1 projection shortcut (option B)",
+                                "C": "1x1 conv shortcut (option C)"}, module="downsample"),
     # ResNet-D (He et al. 2019, "Bag of Tricks", Fig. 2c): a 2x2 average pool with stride 2 takes the stride off
     # the 1x1 conv, which then sees every pixel; timm's names (`avg_down`): the pool is downsample.0, nn.Identity
     # where the unit keeps its size
     "avg-projection": ShortcutPath((("downsample.0", "avgpool"), ("downsample.1", "conv"), ("downsample.2", "bn")),
-                                   "average-pool + projection shortcut (ResNet-D)", module="downsample"),
+                                   {"": "average pool + 1x1 projection shortcut (ResNet-D)",
+                                    "B": "average pool + 1x1 projection shortcut (ResNet-D, option B)",
+                                    "C": "average pool + 1x1 conv shortcut (ResNet-D, option C)"}, module="downsample"),
 }
-PLAIN_DOC = "no shortcut (plain)"
+
+
+def shortcut_words(record: dict) -> str:
+    """A unit's shortcut in the papers' words (its record: the path it builds, its stage's option), as the
+    drawings' captions and the emitted docstrings say it."""
+    if record["shortcut"] is None:
+        return "plain net: no shortcut"
+    words = PATHS[record["shortcut"]].words
+    return words.get(record["option"], words[""])
 
 
 @dataclass(frozen=True)

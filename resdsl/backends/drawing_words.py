@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 from ..ops import OPS, PORT_SHORTCUT, groups_words
-from ..units import ORDERS, UNIT_KINDS
+from ..units import ORDERS, UNIT_KINDS, shortcut_words
 
 
 @dataclass(frozen=True)
@@ -30,12 +30,6 @@ LINES = {
     "projection": Line("dashed", "1x1 projection", "1x1 projection shortcut (option B/C)"),
     "avg-projection": Line("dashed", "avg pool + 1x1 projection", "average pool + 1x1 projection shortcut (ResNet-D)"),
 }
-# caption words of a unit's shortcut line; a projection is named by the stage's option ([R] B, or C = [I] Fig. 2(e))
-CAPTION_LINE_WORDS = {None: "plain net: no shortcut", "identity": "identity shortcut",
-                      "zero-pad": "zero-padding shortcut (option A)"}
-PROJECTION_WORDS = {"B": "1x1 projection shortcut (option B)", "C": "1x1 conv shortcut (option C)"}
-AVG_PROJECTION_WORDS = {"B": "average pool + 1x1 projection shortcut (ResNet-D, option B)",
-                        "C": "average pool + 1x1 conv shortcut (ResNet-D, option C)"}
 # how [I] Fig. 2's variants show: as their ops (unit and full views) or as words (the overview's edge labels)
 VARIANT_LEGEND = {"ops": ("{} ([I] Fig. 2): drawn as their ops;", "the shortcut line keeps its style"),
                   "words": ("{} ([I] Fig. 2): named on the shortcut line,", "which keeps its style")}
@@ -105,15 +99,6 @@ def unit_notation(g, unit: dict) -> str:
                             for d in convs] + [f"SE r={d['ratio']}" for d in se]) + "]"
 
 
-def _shortcut_words(unit: dict) -> str:
-    """The caption's words for a unit's shortcut; a projection is named by its stage's option."""
-    if unit["shortcut"] == "projection":
-        return PROJECTION_WORDS.get(unit["option"], LINES["projection"].legend)
-    if unit["shortcut"] == "avg-projection":
-        return AVG_PROJECTION_WORDS.get(unit["option"], LINES["avg-projection"].legend)
-    return CAPTION_LINE_WORDS[unit["shortcut"]]
-
-
 def _shared_words(g, unit: dict) -> str | None:
     """[I]: a pre-activation unit's first unit (or projection unit) activates before splitting into two paths."""
     shared = [op_label(g.nodes[n]) for n in unit["nodes"] if g.nodes[n].get("path") == "shared"]
@@ -148,7 +133,7 @@ def unit_caption(g, instances: list[dict]) -> list[str]:
     first = instances[0]
     order = ORDERS[first["order"]].figure
     # [I] Fig. 4's orders are orders of residual units; a plain net's unit (no addition) is named as such
-    lines = [f"{order}; {_shortcut_words(first)}" if first["shortcut"] else CAPTION_LINE_WORDS[None]]
+    lines = [f"{order}; {shortcut_words(first)}" if first["shortcut"] else shortcut_words(first)]
     changes = ", ".join(variants(g, first))
     lines += [words for words in (changes, _shared_words(g, first)) if words]
     rows = _stage_rows(g, instances)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..catalog import shown_path
 from ..ir import inputs_of
 from ..ops import OPS
-from ..units import ORDERS, PATHS, PLAIN_DOC, SE_PLACES, UNIT_KINDS
+from ..units import ORDERS, SE_PLACES, UNIT_KINDS, shortcut_words
 from .escape import py_doc, py_literal
 
 PATH_VARIABLES = {"shared": "x", "residual": "out", "shortcut": "identity", "gate": "g", "merge": "out"}
@@ -146,7 +146,7 @@ def class_doc(g, record: dict) -> str:
     """The class docstring: the unit's notation, order and shortcut in the papers' words, and its spec lines."""
     ops = [g.nodes[n] for n in record["nodes"]]
     shared = [OPS[o["op"]].label(o) for o in ops if o.get("path") == "shared"]
-    shortcut = ", ".join([PATHS[record["shortcut"]].doc if record["shortcut"] else PLAIN_DOC, *_variant_words(ops)]
+    shortcut = ", ".join([shortcut_words(record), *_variant_words(ops)]
                          + ([f"{'-'.join(shared)} before splitting into F and the shortcut ([I])"] if shared else []))
     said = g.graph["stages"][record["stage"] - 1]["said"]  # the unit, order and shortcut lines of its stage
     spans = sorted({(o["span"].path, o["span"].line) for o in ops}
