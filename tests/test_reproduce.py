@@ -297,3 +297,16 @@ def test_a_restart_refuses_runs_of_another_network_or_recipe_and_a_folder_in_use
     assert r.returncode == 1 and "is in use by another process" in r.stderr and "report" not in r.stdout, r.stdout
     r = reproduce(str(exp), *FAST, "--out", str(out))
     assert r.returncode == 0 and "every run is finished" in r.stdout, r.stderr
+    from resdsl.experiment.parse import parse_experiment
+    from resdsl.experiment.runner import check_record
+
+    fresh = tmp_path / "fresh"  # another command (--iters 4) has just begun here: its record, nothing checkpointed
+    check_record(str(fresh), parse_experiment(exp), {"iters": 4, "device": "cpu"}, 1)
+    record = (fresh / "experiment.json").read_text()
+    lock = FolderLock(str(fresh), "experiment folder")
+    try:  # other options, no checkpoint: were the folder free, this command's record would replace that one
+        r = reproduce(str(exp), *FAST, "--out", str(fresh))
+    finally:
+        lock.release()
+    assert r.returncode == 1 and "in use by another process" in r.stderr, r.stderr
+    assert (fresh / "experiment.json").read_text() == record  # the running command's record is left as it is

@@ -216,12 +216,20 @@ def take(exp: Experiment, out: str, options: dict, seeds: int | None):
     into it is refused at once rather than share out the runs and write the report over this one's."""
     from resdsl.train.fileio import FolderLock, OutputError
 
-    check_record(out, exp, options, seeds or exp.seeds)
+    check_record(out, exp, options, seeds or exp.seeds, write=False)  # a file or another's folder: nothing made
     try:
-        lock = FolderLock(out, "experiment folder")
+        os.makedirs(out, exist_ok=True)
+        lock = FolderLock(out, "experiment folder")  # before the record is written: it is this command's
+    except OSError as exc:
+        raise ExperimentRunError(f"cannot make the experiment folder {out}: {exc.strerror or exc}") from None
     except OutputError as exc:
         raise ExperimentRunError(str(exc)) from None
-    check_runs(exp, out, seeds)
+    try:
+        check_record(out, exp, options, seeds or exp.seeds)
+        check_runs(exp, out, seeds)
+    except BaseException:
+        lock.release()
+        raise
     return lock
 
 

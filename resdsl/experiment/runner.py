@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from ..train.fileio import LOCK_FILE
 from ..train.rundir import CHECKPOINT, metrics_rows, record_of
 from ..train.seeds import LAUNCHER_ENV, signal_name
 from .model import Experiment, Row
@@ -169,7 +170,7 @@ def check_record(out: str, exp: Experiment, options: dict, seeds: int, write: bo
         return
     if os.path.exists(out) and not os.path.isdir(out):
         raise ExperimentRunError(f"--out {out} is a file, not a folder; use another --out")
-    if os.path.isdir(out) and os.listdir(out):  # the report and results would replace files it did not write
+    if os.path.isdir(out) and set(os.listdir(out)) - {LOCK_FILE}:  # the report would replace files not its own
         raise ExperimentRunError(f"--out {out} already holds files but no {RECORD} (an experiment folder holds its "
                                  "record, its runs and its report, written by resdsl); use another --out")
     if write:

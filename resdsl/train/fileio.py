@@ -141,6 +141,9 @@ def _write_through(path: str, blob: bytes, flags: int) -> None:
         os.close(fd)
 
 
+LOCK_FILE = ".lock"  # in the folder a FolderLock locks
+
+
 class FolderLock:
     """An exclusive lock on a folder a process owns (a run directory), held until :meth:`release` or exit.
 
@@ -153,7 +156,7 @@ class FolderLock:
     held: "weakref.WeakSet[FolderLock]" = weakref.WeakSet()
 
     def __init__(self, folder: str, what: str = "folder"):
-        self.path = os.path.join(folder, ".lock")
+        self.path = os.path.join(folder, LOCK_FILE)
         self.fd = None
         if fcntl is None:  # pragma: no cover
             return

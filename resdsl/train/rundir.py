@@ -15,14 +15,13 @@ import time
 
 from . import record
 from .dataerror import one_line
-from .fileio import TEMPORARY, FolderLock, OutputError, atomic_write, is_temporary
+from .fileio import LOCK_FILE, TEMPORARY, FolderLock, OutputError, atomic_write, is_temporary
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 FINAL_TEST = "final-test.json"  # final.py: the last test in the recipe's view, where that is not the evaluations'
 RUN_FILES = (CONFIG, CHECKPOINT, METRICS, FINAL_TEST, "curves.png", "tensorboard", "train.log")
-_LOCK = ".lock"
 
 
 class RunDirError(Exception):
@@ -83,7 +82,7 @@ def start(path: str, overwrite: bool = False) -> FolderLock:
     lock = _lock(path)
     try:
         _remove_leftovers(path)
-        present = sorted(n for n in os.listdir(path) if n != _LOCK)
+        present = sorted(n for n in os.listdir(path) if n != LOCK_FILE)
         foreign = [n for n in present if n not in RUN_FILES]
         listed = f"{', '.join(present[:5])}{', ...' if len(present) > 5 else ''}"
         if present and not overwrite and not foreign:
@@ -120,7 +119,7 @@ def remove_if_unused(path: str) -> None:
     """Remove a run directory this process created if nothing but its lock and log were written into it (the log
     only repeats what was printed)."""
     try:
-        if set(os.listdir(path)) <= {_LOCK, "train.log"}:
+        if set(os.listdir(path)) <= {LOCK_FILE, "train.log"}:
             shutil.rmtree(path)
     except OSError:
         pass
