@@ -64,11 +64,23 @@ def packaged_folder(folder: str) -> Path:
 def shown_path(path: str) -> str:
     """A spec file's path as emitted code shows it: a packaged file as specs/NAME.res (the same on every machine,
     not where the package is installed), any other as it was given."""
+    inside = _packaged(path)
+    return path if inside is None else "specs/" + inside.as_posix()
+
+
+def named(path: str) -> str:
+    """A spec file as a command takes it on any machine: a packaged spec by its name (resnet20), any other file by
+    its path."""
+    inside = _packaged(path)
+    return path if inside is None or inside.suffix != SUFFIX else inside.with_suffix("").as_posix()
+
+
+def _packaged(path: str) -> Path | None:
+    """``path`` inside the packaged specs' folder, or None."""
     try:
-        inside = Path(path).resolve().relative_to(specs_root().resolve())
+        return Path(path).resolve().relative_to(specs_root().resolve())
     except (ValueError, OSError, SpecError):
-        return path
-    return "specs/" + inside.as_posix()
+        return None
 
 
 def _name_of(path: Path, root: Path) -> str:
@@ -188,5 +200,5 @@ def _suggestion(word: str) -> str:
     return f"did you mean {', '.join(close)}? {listing}" if close else listing
 
 
-__all__ = ["Entry", "PAPERS", "specs_root", "names", "entries", "source_of", "locate", "packaged_file", "shown_path",
+__all__ = ["Entry", "PAPERS", "specs_root", "names", "entries", "source_of", "locate", "packaged_file", "shown_path", "named",
            "packaged_names_like", "close_names"]

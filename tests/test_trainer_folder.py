@@ -124,3 +124,16 @@ def test_an_emitted_trainer_says_when_the_data_is_too_small_for_its_network(tmp_
     assert r.returncode == 1, r.stderr
     assert "train.py: error: the network cannot take the data's 3x32x32 images" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and not run.exists()
+
+
+def test_a_packaged_spec_is_recorded_by_its_name(tmp_path):
+    """A run of the emitted trainer names a packaged spec as any command takes it (`resnet20`): not this machine's
+    install path, and not specs/resnet20.res, which no command finds outside a checkout."""
+    from resdsl.pipeline import compile_run
+
+    r = CliRunner().invoke(main, ["compile", "resnet20", "--emit-trainer", str(tmp_path / "tr")])
+    assert r.exit_code == 0, r.output
+    text = (tmp_path / "tr" / "train.py").read_text()
+    assert "\"spec\": 'resnet20'" in text and str(ROOT) not in text
+    name, net = compile_run({"spec": "resnet20"}, str(tmp_path))  # a record without its spec's files still rebuilds
+    assert net.name == "resnet20"

@@ -12,7 +12,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from ..catalog import shown_path
+from ..catalog import named, shown_path
 from .escape import py_doc, py_str
 from .python_source import emit_python
 
@@ -148,7 +148,7 @@ def trainer_files(net) -> dict[str, bytes]:
     emitted = {rel: _digest(files[rel]) for rel in ("model.py", "recipe.json")}
     shown = shown_path(net.spec.path)
     train_py = TRAIN_PY.format(name_text=py_doc(net.name), spec_text=py_doc(shown), name=py_str(net.name),
-                               spec=py_str(shown), classes_kw=classes_kw, spec_hash=py_str(net.spec_hash()),
+                               spec=py_str(named(net.spec.path)), classes_kw=classes_kw, spec_hash=py_str(net.spec_hash()),
                                emitted="{" + ", ".join(f"{py_str(k)}: {py_str(v)}" for k, v in emitted.items()) + "}",
                                spec_json=py_str(_digest(files["spec.json"])))
     files["train.py"] = train_py.encode("utf-8")
