@@ -58,3 +58,17 @@ def test_the_papers_whole_figure_is_kept(finished):
     line = next(csv.DictReader(io.StringIO(report.csv_text([res]))))
     assert (line["paper"], line["paper_median"], line["paper_mean"], line["paper_std"]) == ("4.92", "4.92", "4.89",
                                                                                           "0.14")
+
+
+def test_a_damaged_metrics_line_costs_only_itself(tmp_path):
+    """One damaged row of metrics.jsonl (a disk's fault) leaves a run's last row and its curve's other points;
+    a damaged last row is no figure, and the row before it is not taken for the run's last."""
+    from resdsl.experiment.runner import last_row
+
+    rows = ['{"iter": 1, "train_error": 90.0, "test_error": 91.0}', '{"iter": 2, "train_err',
+            '{"iter": 3, "train_error": 70.0, "test_error": 75.0}']
+    (tmp_path / "metrics.jsonl").write_text("\n".join(rows) + "\n")
+    assert last_row(str(tmp_path))["iter"] == 3
+    assert report._curve(str(tmp_path)) == [(1, 90.0, 91.0), (3, 70.0, 75.0)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(rows[:1] + rows[1:2]) + "\n")
+    assert last_row(str(tmp_path)) is None

@@ -163,19 +163,18 @@ def drawn_panels(fig, rows_jobs: dict) -> list:
 def _mean_curve(jobs_of_row: list[Job]):
     """The mean over the row's finished runs (a stopped one's would cut every curve at its last row)."""
     curves = [_curve(j.run_dir) for j in jobs_of_row if status(j)[0] == "finished"]
-    curves = [c for c in curves if c]
+    curves = [{it: (train, test) for it, train, test in c} for c in curves if c]
     if not curves:
         return [], [], []
-    n = min(len(c) for c in curves)
-    iters = [curves[0][i][0] for i in range(n)]
-    train = [statistics.mean(c[i][1] for c in curves) for i in range(n)]
-    test = [statistics.mean(c[i][2] for c in curves) for i in range(n)]
+    iters = sorted(set.intersection(*(set(c) for c in curves)))  # the points every run has (a damaged line: not)
+    train = [statistics.mean(c[it][0] for c in curves) for it in iters]
+    test = [statistics.mean(c[it][1] for c in curves) for it in iters]
     return iters, train, test
 
 
 def _curve(run_dir: str):
     return [(r["iter"], r["train_error"], r["test_error"]) for r in metrics_rows(run_dir)
-            if r.get("train_error") is not None and r.get("test_error") is not None]
+            if r is not None and r.get("train_error") is not None and r.get("test_error") is not None]
 
 
 def _save_png(figure, path: str) -> None:

@@ -87,7 +87,8 @@ def run_state(run_dir: str) -> tuple[str, int]:
 
 
 def last_row(run_dir: str) -> dict | None:
-    """The last metrics.jsonl row of a run (None when it has none)."""
+    """The last metrics.jsonl row of a run (None when it has none, or it is damaged: an earlier row is not the
+    run's last figure; a damaged line before it is not this row's concern)."""
     rows = metrics_rows(run_dir)
     return rows[-1] if rows else None
 

@@ -152,15 +152,23 @@ def record_of(path: str) -> dict | None:
     return cfg if isinstance(cfg, dict) else None
 
 
-def metrics_rows(path: str) -> list[dict]:
-    """A run's metrics.jsonl rows, for looking at runs: none where it has none or a line is damaged (a figure
-    from a damaged record is never shown; resuming the run says what was lost)."""
+def metrics_rows(path: str) -> list[dict | None]:
+    """A run's metrics.jsonl rows, for looking at runs: None for a damaged line, in its place (the last row of a
+    run is its final figure only where it is intact); none where the file cannot be read."""
     try:
         with open(os.path.join(path, METRICS), encoding="utf-8") as fh:
-            rows = [json.loads(line) for line in fh.read().splitlines() if line.strip()]
+            lines = [line for line in fh.read().splitlines() if line.strip()]
     except (OSError, ValueError):
         return []
-    return rows if all(isinstance(r, dict) for r in rows) else []
+    return [_row(line) for line in lines]
+
+
+def _row(line: str) -> dict | None:
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) else None
 
 
 def read_config(path: str, flag: str = "--resume") -> dict:
