@@ -32,10 +32,15 @@ def _positive(ctx, param, value):
 
 def _seed_count(ctx, param, value):
     """--seeds COUNT: runs per row (train's --seeds takes a list of seeds: said so where one is given here)."""
+    from resdsl.experiment.parse import MAX_SEEDS
+
     if value is not None and not value.strip().lstrip("+-").isdigit():
         raise click.BadParameter(f"{value!r}: reproduce takes a count of runs per row, seeds 0 to COUNT-1 "
                                  "(e.g. --seeds 5), not a list of seeds as train's --seeds does")
-    return _positive(ctx, param, value)
+    count = _positive(ctx, param, value)
+    if count is not None and count > MAX_SEEDS:  # as an experiment file's `seeds`
+        raise click.BadParameter(f"at most {MAX_SEEDS} runs per row, got {count}")
+    return count
 
 
 def _slurm_options(ctx, param, values) -> dict:

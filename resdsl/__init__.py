@@ -39,8 +39,10 @@ def draw(spec, view: str = "overview"):
         raise ValueError(f"view {view!r} is not one of {', '.join(views)}")
     try:
         return Source(views[view](net))
-    except ValueError as exc:  # too large for the full view
-        raise ValueError(f"{exc}: view='overview' or view='unit' draws it") from None
+    except ValueError as exc:
+        if view != "full":
+            raise
+        raise ValueError(f"{exc}: view='overview' or view='unit' draws it") from None  # too large for it
 
 
 __all__ = ["compile_spec", "build_model", "emit_python", "draw", "CheckedNetwork", "SpecError", "Span"]

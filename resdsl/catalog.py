@@ -200,5 +200,5 @@ def _suggestion(word: str) -> str:
     return f"did you mean {', '.join(close)}? {listing}" if close else listing
 
 
-__all__ = ["Entry", "PAPERS", "specs_root", "names", "entries", "source_of", "locate", "packaged_file", "shown_path", "named",
-           "packaged_names_like", "close_names"]
+__all__ = ["Entry", "PAPERS", "specs_root", "names", "entries", "source_of", "locate", "packaged_file", "shown_path",
+           "named", "packaged_names_like", "close_names"]

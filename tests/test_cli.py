@@ -103,9 +103,12 @@ def test_an_input_written_channels_last_is_a_warning(write_spec):
 
 def test_output_into_a_closed_pipe_is_a_quiet_failure():
     """`resdsl list | program` where the program has gone: no traceback, no 'internal error', a failure status."""
-    proc = subprocess.Popen([sys.executable, "-m", "resdsl_cli.main", "list"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    proc.stdout.close()
+    import os
+
+    read, write = os.pipe()
+    os.close(read)  # closed before the command starts: its first write fails, whatever the timing
+    proc = subprocess.Popen([sys.executable, "-m", "resdsl_cli.main", "list"], stdout=write, stderr=subprocess.PIPE)
+    os.close(write)
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 1 and err == "", err
 

@@ -166,7 +166,8 @@ def test_a_job_at_its_time_limit_checkpoints_is_requeued_and_resumes_exactly(tmp
                                              (["--slurm-option", "account"], "write one #SBATCH option as KEY=VALUE"),
                                              (["--slurm-gpus", "-1"], "x>=0"),
                                              (["--seeds", "0"], "must be at least 1"),
-                                             (["--seeds", "0-4"], "not a list of seeds as train's --seeds does")])
+                                             (["--seeds", "0-4"], "not a list of seeds as train's --seeds does"),
+                                             (["--seeds", "100000000000"], "at most 1000 runs per row")])
 def test_options_are_checked(args, fragment):
     r = reproduce(TINY, "--dry-run", "--no-estimate", *args)
     assert r.returncode == 2 and fragment in r.stderr, r.stderr

@@ -36,6 +36,10 @@ def tiny_model():
     return build_model(compile_spec(TINY), num_classes=2, in_channels=3, input_size=(32, 32)).eval()
 
 
+ONE_PICTURE = 100 / 8  # in %: a sharpened model's scores can tie between two classes, and float sums break a tie
+# either way; the loss, compared closely, is where averaging logits instead of scores shows
+
+
 def sharp(model):
     """The model with its logits 200 times larger: a random network's are near 0, where averaging softmax scores
     and averaging logits give about the same figures; [R]'s test averages the scores."""
@@ -92,7 +96,7 @@ def test_multi_scale_averages_the_whole_pictures_scores_at_every_scale(folder):
 
     want = reference(model, folder, views)
     got = ours(model, folder, {"view": "multi-scale", "scales": list(scales)})
-    assert got["images"] == 8 and got["error"] == want["error"]
+    assert got["images"] == 8 and abs(got["error"] - want["error"]) <= ONE_PICTURE
     assert got["loss"] == pytest.approx(want["loss"], abs=1e-5)
     # without sizes, [R]'s scales {224, 256, 384, 480, 640} for this 32-pixel network: 32, 37, 55, 69, 91
     paper = [round(s * 32 / 224) for s in (224, 256, 384, 480, 640)]
@@ -108,7 +112,7 @@ def test_ten_crop_averages_the_softmax_scores_of_torchvisions_ten_crops(folder):
     want = reference(model, folder, lambda p: [normalised(v) for v in TF.ten_crop(TF.resize(p, [37], antialias=True),
                                                                                   [32])])
     got = ours(model, folder, "10-crop")
-    assert got["images"] == 8 and got["error"] == want["error"]
+    assert got["images"] == 8 and abs(got["error"] - want["error"]) <= ONE_PICTURE
     assert got["loss"] == pytest.approx(want["loss"], abs=1e-5)
 
 

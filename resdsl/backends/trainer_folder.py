@@ -146,9 +146,9 @@ def trainer_files(net) -> dict[str, bytes]:
     files["recipe.json"] = (json.dumps(net.recipe, indent=2) + "\n").encode("ascii")
     files["spec.json"] = (json.dumps(net.files(), indent=1) + "\n").encode("ascii")  # data only: never run
     emitted = {rel: _digest(files[rel]) for rel in ("model.py", "recipe.json")}
-    shown = shown_path(net.spec.path)
-    train_py = TRAIN_PY.format(name_text=py_doc(net.name), spec_text=py_doc(shown), name=py_str(net.name),
-                               spec=py_str(named(net.spec.path)), classes_kw=classes_kw, spec_hash=py_str(net.spec_hash()),
+    train_py = TRAIN_PY.format(name_text=py_doc(net.name), spec_text=py_doc(shown_path(net.spec.path)),
+                               name=py_str(net.name), spec=py_str(named(net.spec.path)), classes_kw=classes_kw,
+                               spec_hash=py_str(net.spec_hash()),
                                emitted="{" + ", ".join(f"{py_str(k)}: {py_str(v)}" for k, v in emitted.items()) + "}",
                                spec_json=py_str(_digest(files["spec.json"])))
     files["train.py"] = train_py.encode("utf-8")

@@ -197,5 +197,6 @@ def csv_text(rows: list[dict]) -> str:
         head = paper.get("error", paper.get("median", paper.get("mean")))
         w.writerow([r["label"], r["spec"], r.get("params"), r["runs"], len(r["test_errors"]), r.get("mean"),
                     r.get("std"), r.get("median"), r.get("best"), paper.get("convention"), head,
-                    *(paper.get(k) for k in ("median", "mean", "std", "best", "top5")), r.get("difference"), r.get("train_error_mean"), r.get("top5_mean"), "; ".join(r["views"])])
+                    *(paper.get(k) for k in ("median", "mean", "std", "best", "top5")), r.get("difference"),
+                    r.get("train_error_mean"), r.get("top5_mean"), "; ".join(r["views"])])
     return buf.getvalue()

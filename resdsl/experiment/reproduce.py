@@ -78,10 +78,13 @@ def _folder_images(train: str) -> int:
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
     count = 0
-    for entry in os.scandir(train):
-        if entry.is_dir() and not entry.name.startswith("."):
-            for _, _, files in os.walk(entry.path, followlinks=True):
-                count += sum(1 for f in files if f.lower().endswith(IMG_EXTENSIONS))
+    try:  # a folder that cannot be read is counted as none here: the trainer says what is wrong with it
+        for entry in os.scandir(train):
+            if entry.is_dir() and not entry.name.startswith("."):
+                for _, _, files in os.walk(entry.path, followlinks=True):
+                    count += sum(1 for f in files if f.lower().endswith(IMG_EXTENSIONS))
+    except OSError:
+        return 0
     return count
 
 

@@ -196,8 +196,8 @@ def check_runs(exp: Experiment, out: str, seeds: int | None) -> None:
     if stale:
         raise ExperimentRunError(
             f"{out}: {', '.join(stale)} trained from another network or recipe than the experiment now names (a "
-            "spec, or a row's spec or `set` in the experiment file, changed since); use another --out, or remove "
-            "those run folders to train them anew")
+            "spec, or a row's spec or `set` in the experiment file, changed since, or another resdsl version builds "
+            "the network otherwise); use another --out, or remove those run folders to train them anew")
 
 
 def _any_checkpoint(out: str) -> bool:
