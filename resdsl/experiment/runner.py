@@ -183,14 +183,14 @@ def check_runs(exp: Experiment, out: str, seeds: int | None) -> None:
     its `set` overrides changed in the experiment file since (the report would average runs of two networks)."""
     from resdsl.pipeline import compile_spec
 
-    hashes, stale = {}, []
+    nets, stale = {}, []
     for job in jobs(exp, out, seeds):
         config = record_of(job.run_dir)
         if config is None:
             continue
-        if job.row.label not in hashes:
-            hashes[job.row.label] = compile_spec(spec_path(exp, job.row))
-        if hashes[job.row.label].is_trained_from(config) is False or \
+        if job.row.label not in nets:
+            nets[job.row.label] = compile_spec(spec_path(exp, job.row))
+        if nets[job.row.label].is_trained_from(config) is False or \
                 list(config.get("set") or []) != list(job.row.overrides):
             stale.append(job.name)
     if stale:
