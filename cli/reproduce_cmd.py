@@ -107,7 +107,8 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     OUT/report.md, results.csv, results.json and the figures are written. Killed and restarted with the same
     command, finished runs are skipped and stopped ones resume exactly.
     """
-    from resdsl.experiment.reproduce import departures, plan, plan_text, setup_words, take, write_report
+    from resdsl.experiment.reproduce import (departures, plan, plan_text, setup_words, take, training_images,
+                                             write_report)
     from resdsl.experiment.runner import check_record, check_runs
 
     from .train_cmd import git_commit
@@ -131,8 +132,8 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
                + (setup_words(away) + "\n" if away else "") + plan_text(lines, parallel))
     if dry_run:
         if exp.dataset == "imagenet" and not data:
-            click.echo("(planned for ImageNet's 1,281,167 training images; to run it, --data with an ImageNet-layout "
-                       "folder)")
+            click.echo(f"(planned for ImageNet's {training_images(exp, options):,} training images; to run it, --data "
+                       "with an ImageNet-layout folder)")
         return
     slurm = {"slurm_partition": slurm_partition, "timeout_min": slurm_time, "gpus_per_node": slurm_gpus,
              "cpus_per_task": slurm_cpus, "slurm_additional_parameters": slurm_options or None,

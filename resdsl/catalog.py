@@ -72,7 +72,7 @@ def named(path: str) -> str:
     """A spec file as a command takes it on any machine: a packaged spec by its name (resnet20), any other file by
     its path."""
     inside = _packaged(path)
-    return path if inside is None or inside.suffix != SUFFIX else inside.with_suffix("").as_posix()
+    return path if inside is None or inside.suffix != SUFFIX else _name_of(Path(path).resolve(), specs_root().resolve())
 
 
 def _packaged(path: str) -> Path | None:

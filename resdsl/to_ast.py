@@ -191,7 +191,7 @@ class ToAst(Transformer):
 
     # head / init / expect
     def head(self, meta, c):
-        dropout = next((v for item in c if isinstance(item, tuple) for _, v in [item]), None)  # ("dropout", P)
+        dropout = next((item[1] for item in c if isinstance(item, tuple)), None)  # ("dropout", P)
         classes = next((item for item in c if not isinstance(item, tuple)), None)
         return ast.Head(self._s(meta), classes, dropout)
 
