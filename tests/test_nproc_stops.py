@@ -23,10 +23,13 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 
 def _start(run, args=LONG):
     """A 2-process run in a session of its own (as a terminal's Ctrl-C reaches a process group), once it has
-    written its first checkpoint."""
+    written its first checkpoint. Its temporary folder is the test's: a launcher killed outright cannot remove
+    torchrun's log folder."""
+    tmp = run.parent / "tmp"
+    tmp.mkdir(exist_ok=True)
     proc = subprocess.Popen([sys.executable, "-m", "resdsl_cli.main", "train", "tests/specs/tiny.res", *QUICK, *args,
-                             "--nproc", "2", "--out", str(run)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                             "--nproc", "2", "--out", str(run)], cwd=ROOT, env=dict(ENV, TMPDIR=str(tmp)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None and not (run / "checkpoint.pt").exists():
         time.sleep(0.05)

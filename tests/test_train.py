@@ -104,7 +104,8 @@ def test_two_process_gloo_matches_one_process(tmp_path):
         ddp_worker.run(str(tmp_path / "one"))
     finally:
         torch.set_num_threads(threads)
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", worker,
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "--log-dir", str(tmp_path / "logs"), worker,
                         str(tmp_path / "two"), str(ROOT)], capture_output=True, text=True, env=ENV, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
