@@ -82,7 +82,7 @@ def _require_regular(path: str, mode: int, where: Span) -> None:
 # when it is recognisably a spec: its first word is a statement keyword AND the error lies after its first line
 # of code. Otherwise none of its text is shown, neither the line nor the offending word -- unless that word is a
 # near miss of a keyword ('netwrok'), which makes it a typo rather than content. The location is always given.
-_STATEMENT_WORDS = frozenset({"network", "extends", "include", "input", "stem", "unit", "order", "shortcut",
+STATEMENT_WORDS = frozenset({"network", "extends", "include", "input", "stem", "unit", "order", "shortcut",
                               "stages", "stage", "head", "init", "expect", "recipe", "drop-path", "layer-count"})
 
 
@@ -90,7 +90,7 @@ def starts_like_spec(text: str, err: SpecError) -> bool:
     for number, line in enumerate(text.removeprefix("\ufeff").split("\n"), start=1):
         code = line.split("#", 1)[0].strip()
         if code:
-            return code.split(None, 1)[0] in _STATEMENT_WORDS and err.span is not None and err.span.line > number
+            return code.split(None, 1)[0] in STATEMENT_WORDS and err.span is not None and err.span.line > number
     return False
 
 

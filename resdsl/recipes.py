@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from . import catalog
 from . import syntax as ast
 from .errors import Span, SpecError
 from .parse import parse_text
+from .reading import STATEMENT_WORDS
 from .train.vocabulary import RECIPE_DATASETS  # the trainer's own words (a torch-free module)
 
 if TYPE_CHECKING:
@@ -155,7 +157,7 @@ def recipe_with_settings(resolved: ResolvedSpec, settings: list[str], length: tu
     if resolved.recipe is None:
         raise SpecError("--set changes the training recipe, but the spec names none", Span(resolved.path, 1, 1),
                         hint=NO_RECIPE_HINT)
-    lines = [_setting_line(item, number) for number, item in enumerate(settings, start=1)]
+    lines = [_setting_line(item, number, resolved.path) for number, item in enumerate(settings, start=1)]
     keys = {line.split(" ", 1)[0] for line in lines}
     if length is not None and "schedule" in keys and "length" not in keys:
         lines.append(f"length {length[0]} {length[1]}")  # last, so that errors keep their --set numbers
@@ -185,12 +187,20 @@ def _warmup_as_written(w: dict, unit_written: str | None, length: tuple[int, str
                         Span(SET_PATH, at, 1))
 
 
-def _setting_line(item: str, number: int) -> str:
+def _setting_line(item: str, number: int, spec_path: str) -> str:
     key, sep, value = item.partition("=")
     if not sep or not key.strip() or not value.strip() or "\n" in item or "{" in item or "}" in item:
         raise SpecError(f"--set {item!r}: write one recipe field as FIELD=VALUE, e.g. --set momentum=0.95 or "
                         "--set 'schedule=step 32000, 48000'", Span(SET_PATH, number, 1))
-    return f"{key.strip().replace('_', '-')} {value.strip()}"
+    word = key.strip().replace("_", "-")
+    if word in STATEMENT_WORDS - {"recipe"}:  # a run's network is its spec file's, kept in the run folder
+        start = len(key) - len(key.lstrip()) + 1
+        raise SpecError(f"'{word}' is a line of the network, and a setting changes only the training recipe",
+                        Span(SET_PATH, number, start, start + len(word)), source="\n" * (number - 1) + item,
+                        hint="write a spec that extends this one, one line each: "
+                             f"'extends \"{catalog.named(spec_path)}\"', 'network NAME', '{word} {value.strip()}'")
+    return f"{word} {value.strip()}"
+
 
 
 def setting_column(item: str, column: int) -> int:
