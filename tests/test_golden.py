@@ -48,3 +48,17 @@ def test_emitted_python_matches_golden(rel, at_root):
     from regen_golden import python_golden_name
 
     assert resdsl.emit_python(rel) == (GOLDEN / python_golden_name(rel)).read_text()
+
+
+def test_emitted_python_keeps_to_the_files_width(at_root):
+    """Every packaged spec's emitted source reads at 100 columns: docstrings and comments are wrapped there, an
+    nn.Sequential that would pass it is split, and only a module's one-line constructor may be longer."""
+    from resdsl.backends.python_units import WIDTH
+
+    for rel in SPECS:
+        in_docstring = False
+        for number, line in enumerate(resdsl.emit_python(rel).splitlines(), start=1):
+            prose = in_docstring or line.lstrip().startswith(("#", '"""'))
+            if line.count('"""') % 2:
+                in_docstring = not in_docstring
+            assert len(line) <= (WIDTH if prose else WIDTH + 12), f"{rel}, emitted line {number}: {line}"

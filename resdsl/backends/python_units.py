@@ -3,6 +3,8 @@
 table (ops.py) gives each node's PyTorch form."""
 from __future__ import annotations
 
+import textwrap
+
 from ..catalog import shown_path
 from ..ir import inputs_of
 from ..ops import OPS
@@ -11,6 +13,11 @@ from .escape import py_doc, py_literal
 
 PATH_VARIABLES = {"shared": "x", "residual": "out", "shortcut": "identity", "gate": "g", "merge": "out"}
 CONSTRUCTOR = "def __init__(self, in_channels, width, out_channels, stride=1):"  # the record's args, in order
+# The emitted file's width: its prose (docstrings, comments) is wrapped at it and an nn.Sequential that would pass
+# it is split; a module's constructor stays on one line (up to 112 characters). The spec's own words (a long file
+# name) may make a line longer.
+WIDTH = 100
+BODY = 8  # the indentation of a line in a method's body
 
 
 def number(d: dict, key: str) -> str:
@@ -33,13 +40,34 @@ def sequential_lines(g, module: str, members: list[str]) -> list[str]:
     """`self.<module> = nn.Sequential(...)` for IR nodes named `<module>.<index>` (torchvision's `downsample.0`,
     timm's `conv1.3`): each node at its index, a function op as its module (`member`), and nn.Identity() at an
     index no node takes (timm's stride-1 `downsample.0`), so that every later index keeps its name and its weights
-    load. One line for up to two modules, else one line each."""
+    load. One line where it fits in a method's body, else one line each."""
     at = {int(n.rsplit(".", 1)[1]): g.nodes[n] for n in members}
     parts = [(module_expr(at[i]) or OPS[at[i]["op"]].member) if i in at else "nn.Identity()"
              for i in range(max(at) + 1)]
-    if len(parts) <= 2:
-        return [f"self.{module} = nn.Sequential({', '.join(parts)})"]
+    line = f"self.{module} = nn.Sequential({', '.join(parts)})"
+    if BODY + len(line) <= WIDTH:
+        return [line]
     return [f"self.{module} = nn.Sequential(", *(f"    {p}," for p in parts), ")"]
+
+
+def comment_lines(text: str, indent: int = BODY) -> list[str]:
+    """``text`` (escaped already) as comment lines of the file's width at ``indent``, wrapped at spaces only."""
+    return ["# " + ln for ln in wrapped(text, WIDTH - indent - 2)]
+
+
+def wrapped(text: str, width: int, first: str = "") -> list[str]:
+    """``text`` in lines of ``width``, the first after ``first``, broken at spaces only: a word is never cut (an
+    escape holds no space, and cutting one in two would break it), nor a file name that ``whole`` marked."""
+    lines = textwrap.wrap(text, width, initial_indent=first, break_long_words=False, break_on_hyphens=False)
+    return [ln.replace(_KEPT_SPACE, " ") for ln in lines] or [first]
+
+
+_KEPT_SPACE = "\0"  # escaped text holds no NUL (py_text writes it as \x00), so it can mark a space kept
+
+
+def whole(escaped: str) -> str:
+    """An escaped file name that ``wrapped`` keeps on one line, as it is written (spaces included)."""
+    return escaped.replace(" ", _KEPT_SPACE)
 
 
 def op_lines(d: dict, name: str, var: str, ins: list[str], inplace: bool) -> tuple[str | None, list[str]]:
@@ -156,6 +184,6 @@ def class_doc(g, record: dict) -> str:
     for p, ln in spans:
         lines.setdefault(p, []).append(ln)
     # "specs/resnet18.res:7, 8; specs/resnet50.res:5" (file names are untrusted)
-    where = "; ".join(f"{py_doc(shown_path(p))}:{', '.join(map(str, lns))}" for p, lns in lines.items())
+    where = "; ".join(f"{whole(py_doc(shown_path(p)))}:{', '.join(map(str, lns))}" for p, lns in lines.items())
     return (f"{UNIT_KINDS[record['kind']].notation} unit, {ORDERS[record['order']].doc}, {shortcut}. "
             f"Spec: {where}.")
