@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 from dataclasses import dataclass, field
 
 from . import cost as cost_pass
@@ -11,6 +12,7 @@ from . import expect as expect_pass
 from . import ir as ir_mod
 from .catalog import locate
 from .errors import SpecError
+from .reading import starts_like_spec
 from .lower import lower
 from .resolve import ResolvedSpec, resolve_path, resolve_text
 from .shapes import infer_shapes
@@ -159,10 +161,19 @@ def compile_run(config: dict, where: str) -> tuple[str, CheckedNetwork]:
     path = config.get("spec_path")
     spec = path if isinstance(path, str) and os.path.isfile(path) else name if isinstance(name, str) else path
     if not isinstance(spec, str):
+        shown = shlex.quote(where)
         raise SpecError(f"{where}: config.json names no spec, so the network cannot be rebuilt", None,
-                        hint=f"name it yourself: resdsl train SPEC --resume {where}, or resdsl eval SPEC "
-                             f"--checkpoint {where}")
-    return spec, compile_spec(spec)
+                        hint=f"name it yourself: resdsl train SPEC --resume {shown}, or resdsl eval SPEC "
+                             f"--checkpoint {shown}")
+    try:
+        return spec, compile_spec(spec)
+    except SpecError as err:  # a record names any file: its text is shown only where it is recognisably a spec
+        read = err.source is not None and err.span is not None and err.span.path == path  # an error in its text
+        if spec != path or not read or starts_like_spec(err.source, err):
+            raise
+        raise SpecError(f"{where}/config.json names {path} as the run's spec, which is not a resdsl spec (its text "
+                        "is not shown)", None, hint=f"name the spec yourself: resdsl eval SPEC --checkpoint "
+                                                    f"{shlex.quote(where)}") from None
 
 
 def override(resolved: ResolvedSpec, *, num_classes=None, in_channels=None, input_size=None) -> None:

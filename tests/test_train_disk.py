@@ -11,23 +11,29 @@ torch = pytest.importorskip("torch")
 from test_train_trust import _in_process_run, _unfinished_run  # noqa: E402
 
 
-def test_full_disk_while_logging_metrics_keeps_the_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("full_from,kept", [(2, "the last good checkpoint is"), (1, "no checkpoint was written")])
+def test_full_disk_while_logging_metrics_keeps_the_checkpoint(tmp_path, monkeypatch, full_from, kept):
+    """The disk fills up as the second (or the first) metrics row is written: the system's words, and what is
+    kept (the checkpoint after the first row, or none yet: the message must not claim one)."""
     from resdsl.train import metrics
 
-    real_open, calls = open, {"n": 0}
+    real_append, calls = metrics.open_append, {"n": 0}
 
-    def full_disk_open(path, mode="r", *a, **k):
-        if "a" in mode:
-            calls["n"] += 1
-            if calls["n"] >= 2:
-                raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        return real_open(path, mode, *a, **k)
+    def full_disk_append(path, *a, **k):
+        calls["n"] += 1
+        if calls["n"] >= full_from:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_append(path, *a, **k)
 
-    monkeypatch.setattr(metrics, "open", full_disk_open, raising=False)
+    monkeypatch.setattr(metrics, "open_append", full_disk_append)
     result, failure = _in_process_run(tmp_path)
     assert result is None and failure[1] == 1
-    assert "No space left on device" in failure[0] and "last checkpoint is intact" in failure[0]
-    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["state"]["iter"] == 2
+    assert "No space left on device" in failure[0] and kept in failure[0], failure[0]
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    if full_from == 2:
+        assert torch.load(checkpoint, weights_only=True)["state"]["iter"] == 2
+    else:
+        assert not checkpoint.exists()
 
 
 def test_torch_save_failure_is_a_checkpoint_error(tmp_path, monkeypatch):
@@ -77,12 +83,14 @@ def test_read_only_run_directory_is_a_clear_error(tmp_path, monkeypatch):
 
     run = _unfinished_run(tmp_path)
 
-    def read_only_open(path, mode="r", *a, **k):
-        if "w" in mode and str(path).startswith(str(run)):
-            raise OSError(errno.EROFS, "Read-only file system", str(path))
-        return open(path, mode, *a, **k)
+    real_mkstemp = rundir.tempfile.mkstemp
 
-    monkeypatch.setattr(rundir, "open", read_only_open, raising=False)
+    def read_only_mkstemp(*a, dir=None, **k):  # every new file in the run's folder: the probe's, a record's
+        if dir is not None and str(dir).startswith(str(run)):
+            raise OSError(errno.EROFS, "Read-only file system", str(dir))
+        return real_mkstemp(*a, dir=dir, **k)
+
+    monkeypatch.setattr(rundir.tempfile, "mkstemp", read_only_mkstemp)
     result, failure = _in_process_run(tmp_path, resume=str(run), iters=None, eval_every=None,
                                       checkpoint_every=None, data=None, train_subset=None, test_subset=None,
                                       batch_size=None)

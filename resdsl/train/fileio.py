@@ -121,6 +121,63 @@ def write_output(path: str, data: bytes | str) -> None:
                           "and pipes")
 
 
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def read_regular(path: str) -> bytes:
+    """The bytes of a regular file (through links). A named pipe, device or folder in its place raises OSError,
+    which says so, at once: opening or reading one would block (a pipe) or never end (a device)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        _check_regular(fd, path)
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
+
+
+def open_append(path: str, encoding: str | None = "utf-8"):
+    """``path`` opened to append text, created if missing: a file resdsl keeps in a folder it owns (a run's log,
+    its metrics). A symbolic link in its place is never followed (it could point anywhere), and anything but a
+    regular file is refused; both raise OSError."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | _NOFOLLOW, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or os.path.islink(path):
+            raise OSError(errno.ELOOP, "it is a symbolic link, which resdsl does not write through") from None
+        if exc.errno == errno.ENXIO:  # a named pipe nothing reads
+            raise OSError(errno.EINVAL, "it is a named pipe, not a regular file") from None
+        raise
+    try:
+        _check_regular(fd, path)
+        os.set_blocking(fd, True)
+    except OSError:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "a", encoding=encoding)
+
+
+def _check_regular(fd: int, path: str) -> None:
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else
+                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket")
+        raise OSError(errno.EISDIR if stat.S_ISDIR(mode) else errno.EINVAL, f"it is {kind}, not a regular file",
+                      path)
+
+
+def write_owned(path: str, data: bytes | str) -> None:
+    """Write ``data`` to a file resdsl names itself in a folder it owns (a run's or an experiment's report, figure,
+    record): the entry is replaced atomically whatever it is, a symbolic link included, and nothing it points at
+    is ever written (a folder in its place is refused). Unlike a path the user named (:func:`write_output`), where
+    a link is the user's way of saying where the output goes."""
+    blob = data.encode() if isinstance(data, str) else data
+    if os.path.isdir(path) and not os.path.islink(path):
+        raise OutputError(f"cannot write {path}: it is a folder")
+    atomic_write(path, lambda fh: fh.write(blob))
+
+
 def _write_through(path: str, blob: bytes, flags: int) -> None:
     """Write into an existing device, pipe or descriptor path without replacing it."""
     try:
@@ -160,10 +217,7 @@ class FolderLock:
         self.fd = None
         if fcntl is None:  # pragma: no cover
             return
-        try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise OutputError(f"cannot lock {what} {folder}: {_reason(exc)}") from None
+        self.fd = _open_lock_file(self.path, what, folder)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -171,8 +225,12 @@ class FolderLock:
             self.fd = None
             raise OutputError(f"{what} {folder} is in use by another process (it holds {self.path}); wait for it to "
                               "finish or stop it first") from None
-        os.ftruncate(self.fd, 0)
-        os.write(self.fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(self.fd, 0)
+            os.write(self.fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:
+            self.release()
+            raise OutputError(f"cannot lock {what} {folder}: {self.path}: {_reason(exc)}") from None
         FolderLock.held.add(self)
 
     def release(self) -> None:
@@ -190,6 +248,26 @@ class FolderLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def _open_lock_file(path: str, what: str, folder: str) -> int:
+    """The lock file, opened for writing only if it is a regular file of its own: a symbolic link (to a file
+    elsewhere, which the pid would overwrite), a named pipe (which would block) or anything else in its place is
+    refused, never followed."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | _NOFOLLOW
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or os.path.islink(path):
+            raise OutputError(f"cannot lock {what} {folder}: {path} is a symbolic link; resdsl writes its lock "
+                              "file itself: remove the link") from None
+        raise OutputError(f"cannot lock {what} {folder}: {path}: {_reason(exc)}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OutputError(f"cannot lock {what} {folder}: {path} is not a regular file; resdsl writes its lock "
+                          "file itself: remove it")
+    os.set_blocking(fd, True)
+    return fd
 
 
 if hasattr(os, "register_at_fork"):

@@ -22,7 +22,7 @@ import torch
 from . import rundir
 from .data import FolderData
 from .evaluation import evaluate
-from .fileio import write_output
+from .fileio import read_regular, write_output
 from .session import Interrupted, TrainingError, test_batches
 from .stopping import STOP_SIGNALS
 from .views import batch_pictures, eval_view, view_of, words
@@ -63,8 +63,7 @@ def missing(run_dir: str, config: dict) -> bool:
 def read(run_dir: str) -> dict | None:
     """A run's final-test.json (None when it has none, or it cannot be read)."""
     try:
-        with open(os.path.join(run_dir, FILE), encoding="utf-8") as fh:
-            found = json.load(fh)
+        found = json.loads(read_regular(os.path.join(run_dir, FILE)))
     except (OSError, ValueError):
         return None
     return found if isinstance(found, dict) and isinstance(found.get("test_error"), (int, float)) else None

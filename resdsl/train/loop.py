@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 
 from . import checkpoint as ckpt
-from . import final, rundir
+from . import final, rundir, views
 from .data import DataError
 from .fileio import OutputError
 from .metrics import MetricsLog
@@ -161,7 +161,7 @@ def _train(model_fn, recipe, opts, run_dir, rank, world, log) -> dict:
     metrics = MetricsLog(run_dir, enabled=rank == 0)
     path = os.path.join(run_dir, CHECKPOINT)
     # the final test in the recipe's view (final.py): as a new run's recipe asks, as a resumed run's record says
-    test = final.due(s.recipe, s.data) if opts.resume is None else rundir.read_config(run_dir).get("final_test")
+    test = final.due(s.recipe, s.data) if opts.resume is None else _recorded_final_test(run_dir)
     try:
         if opts.resume is not None:
             _restore(s, state, path, metrics, test)
@@ -180,11 +180,24 @@ def _train(model_fn, recipe, opts, run_dir, rank, world, log) -> dict:
             result = {"run_dir": run_dir, "last": None, "iterations": s.total, "model": s.model}
         if rank == 0 and test:
             result["final"] = final.run(s, run_dir, test, s.total, lambda text: log.say(text))
+    except OutputError as exc:  # a full disk or a vanished folder while writing the run's records
+        metrics.close(quietly=True)
+        raise OutputError(f"{exc}; {_kept(path)}") from None
     except BaseException:
         metrics.close(quietly=True)  # curves.png shows every row written; TensorBoard's writer is closed
         raise
     metrics.close()
     return result
+
+
+def _recorded_final_test(run_dir: str) -> dict | None:
+    """The final test a resumed run's record says is due, as a full view table (a record may hold a name)."""
+    recorded = rundir.read_config(run_dir).get("final_test")
+    try:
+        return views.view_of(recorded) if recorded else None
+    except DataError as exc:
+        raise rundir.RunDirError(f"--resume {run_dir}: {rundir.CONFIG} is damaged (final_test: {exc}), so the run's "
+                                 "settings are unknown; its checkpoint is left as it is") from None
 
 
 def _restore(s: Session, state: dict, path: str, metrics: MetricsLog, test: dict | None) -> None:
@@ -354,8 +367,8 @@ def run_with_errors(fn, *args, **kwargs):
         return None, (str(exc), exc.status)
     except (TrainingError, DataError, ckpt.CheckpointError, rundir.RunDirError) as exc:
         return None, (str(exc), 1)
-    except OutputError as exc:  # a full disk or a vanished folder while writing a run's records
-        return None, (f"{exc}; the last checkpoint is intact", 1)
+    except OutputError as exc:  # a full disk or a vanished folder: _train says what of the run is kept
+        return None, (str(exc), 1)
 
 
 __all__ = ["RunOptions", "train", "evaluate", "TrainingError", "Interrupted", "run_with_errors", "pick_device"]

@@ -8,7 +8,8 @@ import os
 import sys
 import time
 
-from .fileio import OutputError, atomic_write
+from .fileio import OutputError, atomic_write, open_append, read_regular
+from .record import metrics_row
 from .rundir import METRICS
 
 # curves.png is redrawn at most this often (seconds), and always when the run ends: drawing it takes matplotlib
@@ -54,24 +55,24 @@ class MetricsLog:
         comes again (after the checkpoint) or is lost (before it; ``row_at_checkpoint``: the checkpoint's own
         iteration has a row, written before it, so an unreadable line where that row belongs is lost too)."""
         try:
-            with open(self.path, encoding="utf-8", errors="replace") as fh:
-                lines = fh.read().split("\n")
+            lines = read_regular(self.path).decode("utf-8", errors="replace").split("\n")
         except FileNotFoundError:
             return
         except OSError as exc:
             raise OutputError(f"cannot read {self.path}: {exc.strerror or exc}") from None
         rows, dropped, last_kept = [], [], 0  # last_kept: the line of the last row up to the checkpoint
         for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
             try:
-                row = json.loads(line) if line.strip() else None
+                row = metrics_row(json.loads(line))
             except ValueError:
                 row = None
+            if row is None:
                 dropped.append(number)
-            if isinstance(row, dict) and isinstance(row.get("iter"), int):
-                rows.append(row)
-                last_kept = number if row["iter"] <= up_to_iter else last_kept
-            elif row is not None:
-                dropped.append(number)
+                continue
+            rows.append(row)
+            last_kept = number if row["iter"] <= up_to_iter else last_kept
         lost = [n for n in dropped if n < last_kept]  # rows from before the checkpoint cannot come again
         if row_at_checkpoint and not any(r["iter"] == up_to_iter for r in rows):
             lost += [n for n in dropped if n > last_kept][:1]  # the line where the checkpoint's own row was
@@ -93,7 +94,7 @@ class MetricsLog:
         if not self.enabled:
             return
         try:
-            with open(self.path, "a") as fh:
+            with open_append(self.path) as fh:
                 fh.write(json.dumps(row) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())

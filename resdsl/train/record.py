@@ -34,6 +34,18 @@ SPEC_FILES = {"path": TEXT, "files": TEXTS, "aliases": (_OPTIONAL, TEXTS)}
 RECORD = {"recipe": RECIPE, "options": OPTIONS, "iterations": WHOLE, "spec_files": (_OPTIONAL, SPEC_FILES),
           "final_test": (_OPTIONAL, VIEW)}
 
+# a row of metrics.jsonl (points.evaluate_and_log writes it): its figures, each null where it was not finite
+FIGURES = ("epoch", "lr", "train_loss", "train_error", "test_loss", "test_error", "test_top5_error", "seconds")
+METRICS_ROW = {"iter": WHOLE, **{key: (_OPTIONAL, NUMBER) for key in FIGURES}}
+
+
+def metrics_row(value) -> dict | None:
+    """A metrics.jsonl row (parsed) with every figure (null where the row lacks it), or None where it is not one:
+    a row of text, or of a figure that is not a number, counts as damaged."""
+    if problem(value, METRICS_ROW) is not None:
+        return None
+    return {**dict.fromkeys(FIGURES), **value}
+
 
 def problem(record, kind=None, where: str = "") -> str | None:
     """The first field of ``record`` that is not of its kind, as 'FIELD is X, not KIND', else None."""

@@ -2,8 +2,11 @@
 appended to ``RUN/train.log``; and the progress bar (terminal only)."""
 from __future__ import annotations
 
+import errno
 import os
 import sys
+
+from .fileio import open_append
 
 LOG = "train.log"
 
@@ -14,19 +17,36 @@ class RunLog:
     def __init__(self, run_dir: str, enabled: bool = True):
         self.path = os.path.join(run_dir, LOG)
         self.enabled = enabled
+        self.kept = True  # False once train.log could not be written: said once, then printing goes on
 
     def say(self, text: str, err: bool = False, show: bool = True) -> None:
         """Print ``text`` (to stderr with ``err``; not at all without ``show``) and append it to train.log."""
         if not self.enabled:
             return
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # undecodable file-name bytes as escapes
+        text = shown(text)
         if show:
             print(text, file=sys.stderr if err else sys.stdout, flush=True)
+        if not self.kept:
+            return
         try:
-            with open(self.path, "a", encoding="utf-8") as fh:
+            with open_append(self.path) as fh:
                 fh.write(text + "\n")
-        except OSError:  # the log is a copy of what was printed; a full disk is reported by the real records
-            pass
+        except OSError as exc:  # the log is a copy of what was printed; a full disk is reported by the real records
+            self.kept = False
+            if exc.errno == errno.ELOOP or exc.errno == errno.EINVAL:  # a link or a pipe put in its place
+                print(f"resdsl: warning: not writing {shown(self.path)}: {exc.strerror}; what is printed is not "
+                      "kept there", file=sys.stderr, flush=True)
+
+
+def shown(text: str) -> str:
+    """``text`` as a run prints and logs it: its lines, each as :func:`printable` writes it."""
+    return "\n".join(printable(line) for line in text.split("\n"))
+
+
+def printable(text: str) -> str:
+    """``text`` on one line, each unprintable character (a line break or a terminal's escape sequence in a file
+    name or a run record, an undecodable file-name byte) written as its escape."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 class Progress:
@@ -116,13 +136,14 @@ def schedule_words(recipe: dict, schedule, total: int, per_epoch: int) -> str:
 
 def banner(opts, recipe, model, data_words: str, device, schedule, total, per_epoch, run_dir, start_iter,
            step_words: str | None = None, world: int = 1) -> list:
-    """The lines printed when a run starts: what is trained, where, on what, how, and where it is written."""
+    """The lines printed when a run starts: what is trained, where, on what, how, and where it is written. Each is
+    one line: a line break in a name (a file's, a record's) is written as its escape."""
     cfg = opts.extra_config
     params = sum(p.numel() for p in model.parameters())
     spec = f" ({cfg['spec']})" if cfg.get("spec") else ""
     macs = f", {cfg['macs'] / 1e6:,.1f}M MACs per image of the spec's input" if cfg.get("macs") else ""
     r = recipe
-    return [
+    return [printable(line) for line in [
         f"network {cfg.get('network', opts.name)}{spec}: {params:,} parameters{macs}",
         f"device {device_words(device)}, {precision_words(opts, world)}" + (f", {step_words}" if step_words else ""),
         f"data {data_words}",
@@ -131,7 +152,7 @@ def banner(opts, recipe, model, data_words: str, device, schedule, total, per_ep
         f"seed {opts.seed}",
         f"schedule {schedule_words(recipe, schedule, total, per_epoch)}",
         f"run directory {run_dir}" + (f" (resumed at iteration {start_iter:,})" if start_iter else ""),
-    ]
+    ]]
 
 
 def effective_recipe(recipe: dict, schedule, total: int) -> dict:

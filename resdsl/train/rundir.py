@@ -11,11 +11,12 @@ import json
 import os
 import shlex
 import shutil
+import tempfile
 import time
 
 from . import record
 from .dataerror import one_line
-from .fileio import LOCK_FILE, TEMPORARY, FolderLock, OutputError, atomic_write, is_temporary
+from .fileio import LOCK_FILE, TEMPORARY, FolderLock, OutputError, atomic_write, is_temporary, read_regular
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
@@ -36,10 +37,10 @@ def _lock(path: str) -> FolderLock:
 
 
 def _check_writable(path: str, why: str) -> None:
-    probe = os.path.join(path, f"{TEMPORARY[0]}write-test{TEMPORARY[1]}")
+    """A file can be made in the folder (a new one: mkstemp never opens an existing name, nor follows a link)."""
     try:
-        with open(probe, "w") as fh:
-            fh.write("ok")
+        fd, probe = tempfile.mkstemp(dir=path, prefix=TEMPORARY[0], suffix=TEMPORARY[1])
+        os.close(fd)
         os.remove(probe)
     except OSError as exc:
         raise RunDirError(f"cannot use run directory {path}: {exc.strerror or exc}; {why}") from None
@@ -145,8 +146,7 @@ def record_of(path: str) -> dict | None:
     """A run's config.json as a table, for looking at runs (not resuming them): None where there is none or it
     cannot be read as one."""
     try:
-        with open(os.path.join(path, CONFIG), encoding="utf-8") as fh:
-            cfg = json.load(fh)
+        cfg = json.loads(read_regular(os.path.join(path, CONFIG)))
     except (OSError, ValueError):
         return None
     return cfg if isinstance(cfg, dict) else None
@@ -156,8 +156,8 @@ def metrics_rows(path: str) -> list[dict | None]:
     """A run's metrics.jsonl rows, for looking at runs: None for a damaged line, in its place (the last row of a
     run is its final figure only where it is intact); none where the file cannot be read."""
     try:
-        with open(os.path.join(path, METRICS), encoding="utf-8") as fh:
-            lines = [line for line in fh.read().splitlines() if line.strip()]
+        lines = [line for line in read_regular(os.path.join(path, METRICS)).decode("utf-8").splitlines()
+                 if line.strip()]
     except (OSError, ValueError):
         return []
     return [_row(line) for line in lines]
@@ -165,10 +165,9 @@ def metrics_rows(path: str) -> list[dict | None]:
 
 def _row(line: str) -> dict | None:
     try:
-        row = json.loads(line)
+        return record.metrics_row(json.loads(line))
     except ValueError:
         return None
-    return row if isinstance(row, dict) else None
 
 
 def read_config(path: str, flag: str = "--resume") -> dict:
@@ -177,8 +176,7 @@ def read_config(path: str, flag: str = "--resume") -> dict:
     _check_run_folder(path, flag)
     cfg_path = os.path.join(path, CONFIG)
     try:
-        with open(cfg_path, encoding="utf-8") as fh:
-            cfg = json.load(fh)
+        cfg = json.loads(read_regular(cfg_path))
     except FileNotFoundError:
         raise RunDirError(f"{flag} {path}: not a run directory (no {CONFIG}, the record of how the run was "
                           "started)") from None
@@ -210,7 +208,7 @@ def check_checkpoint(path: str) -> None:
     """A run to resume must have reached its first checkpoint."""
     if not os.path.exists(os.path.join(path, CHECKPOINT)):
         raise RunDirError(f"--resume {path}: no {CHECKPOINT} there to resume from (the run stopped before its first "
-                          f"checkpoint); start it again (--out {path} --overwrite)")
+                          f"checkpoint); start it again (--out {shlex.quote(path)} --overwrite)")
 
 
 def resume(path: str) -> FolderLock:
