@@ -105,3 +105,16 @@ def test_a_broken_picture_in_another_process_is_named_by_it(tmp_path):
     assert r.returncode == 1, r.stderr[-2000:]
     assert "resdsl: error: process 1 of 2: cannot" in r.stderr and "(the file is empty)" in r.stderr, r.stderr[-3000:]
     assert "internal error" not in r.stderr
+
+
+def test_a_named_pipe_among_the_pictures_is_named_not_waited_for(tmp_path):
+    """A named pipe called like a picture would block the reader for ever: it is a picture that cannot be read."""
+    import os
+
+    from resdsl.train.decoding import read_bytes
+    from resdsl.train.data import DataError
+
+    pipe = tmp_path / "cat.jpg"
+    os.mkfifo(pipe)
+    with pytest.raises(DataError, match=r"cannot read the image .*cat\.jpg \(it is a named pipe, not a regular file\)"):
+        read_bytes(str(pipe))

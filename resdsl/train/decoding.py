@@ -1,20 +1,21 @@
 """Image files' bytes to decoded pictures (issue 10): JPEGs by nvJPEG on a CUDA GPU in one batched call, everything
 else on the CPU by torchvision's decoders, then PIL for the formats they lack; a file nothing can decode is a
-DataError that names it. Imports nothing from the rest of resdsl but its data errors: it is shipped beside emitted
-trainers.
+DataError that names it. Imports nothing from the rest of resdsl but its data errors and file reading: it is shipped
+beside emitted trainers.
 """
 from __future__ import annotations
 
 import torch
 
 from .dataerror import DataError
+from .fileio import read_regular
 
 
 def read_bytes(path: str) -> torch.Tensor:
-    """A file's bytes as a uint8 tensor (a DataError names a file that cannot be read)."""
+    """A file's bytes as a uint8 tensor (a DataError names a file that cannot be read, or that is no regular file:
+    a named pipe would block the reading worker for ever)."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        data = read_regular(path)
     except OSError as exc:
         raise DataError(f"cannot read the image {path} ({exc.strerror or exc}); remove or replace the file") from None
     if not data:  # torch.frombuffer refuses an empty buffer
