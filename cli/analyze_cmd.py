@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from resdsl.errors import printable
 from resdsl.train.options import DEVICES
 
 from .common import EXIT_SPEC, guard
@@ -72,9 +73,9 @@ def responses_cmd(runs, out, test_subset, device, batch_size, at, data_dir, no_d
         draw_responses(results, png, images_words(measured))
         write_csv(results, csv)
     except (ResponsesError, OutputError) as exc:
-        click.echo(f"resdsl: error: {exc}", err=True)
+        click.echo(printable(f"resdsl: error: {exc}"), err=True)
         sys.exit(EXIT_SPEC)
-    click.echo(f"wrote {png} and {csv}")
+    click.echo(printable(f"wrote {png} and {csv}"))
 
 
 def _make_folder(path: str) -> None:
@@ -88,8 +89,8 @@ def _warn_if_spec_changed(run) -> None:
     """A spec edited since training rebuilds another network around the same weights: say so (a changed recipe
     alone also changes the hash, and does not matter here, so this is a warning)."""
     if run.net.is_trained_from(run.config) is False:
-        click.echo(f"resdsl: warning: {run.path}: the spec {run.spec} has changed since the run was trained (its "
-                   "hash differs from config.json's); measuring the network it describes now", err=True)
+        click.echo(printable(f"resdsl: warning: {run.path}: the spec {run.spec} has changed since the run was trained "
+                             "(its hash differs from config.json's); measuring the network it describes now"), err=True)
 
 
 def _table(m) -> str:
@@ -99,7 +100,8 @@ def _table(m) -> str:
     for (name, std), conv in zip(m.responses, m.convs or [name for name, _ in m.responses]):
         stages.setdefault(conv.split(".")[0] if conv.startswith("layer") else "stem", []).append(std)
     stages["all"] = [s for _, s in m.responses]
-    lines = [f"{m.network} ({m.run}): {len(m.responses)} 3x3 layers, responses {where}, {m.images:,} test images",
+    lines = [printable(f"{m.network} ({m.run})")  # a record's and a folder's names: control characters escaped
+             + f": {len(m.responses)} 3x3 layers, responses {where}, {m.images:,} test images",
              f"  {'stage':<8} {'layers':>6} {'mean std':>10} {'max std':>10}"]
     for stage, stds in stages.items():
         lines.append(f"  {stage:<8} {len(stds):>6} {sum(stds) / len(stds):>10.4f} {max(stds):>10.4f}")

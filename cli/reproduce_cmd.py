@@ -8,6 +8,7 @@ import time
 
 import click
 
+from resdsl.errors import printable
 from resdsl.train.options import AMPS, DEVICES, positive_int
 
 from .common import EXIT_SPEC, gpus, guard
@@ -107,8 +108,7 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     OUT/report.md, results.csv, results.json and the figures are written. Killed and restarted with the same
     command, finished runs are skipped and stopped ones resume exactly.
     """
-    from resdsl.experiment.reproduce import (departures, plan, plan_text, setup_words, take, training_images,
-                                             write_report)
+    from resdsl.experiment.reproduce import departures, plan, plan_text, setup_words, take, training_images
     from resdsl.experiment.runner import check_record, check_runs
 
     from .train_cmd import git_commit
@@ -128,8 +128,8 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     _refused(check_runs, exp, out, seeds)
     lines = plan(exp, out, options, seeds, estimate=not no_estimate)
     away = departures(exp, options)
-    click.echo(f"{exp.heading} -> {out}\n"
-               + (setup_words(away) + "\n" if away else "") + plan_text(lines, parallel))
+    click.echo(printable(f"{exp.heading} -> {out}") + "\n"  # the file's title: its control characters escaped
+               + (printable(setup_words(away)) + "\n" if away else "") + plan_text(lines, parallel))
     if dry_run:
         if exp.dataset == "imagenet" and not data:
             click.echo(f"(planned for ImageNet's {training_images(exp, options):,} training images; to run it, --data "
@@ -142,10 +142,10 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     try:
         failed = _run_all(exp, out, options, seeds, launcher, parallel, cards, slurm)
         command = "resdsl reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-        write_report(exp, out, options, seeds, command, time.perf_counter() - started, git_commit() or "unknown")
+        _report(exp, out, options, seeds, command, time.perf_counter() - started, git_commit() or "unknown")
     finally:
         lock.release()
-    click.echo(f"report: {os.path.join(out, 'report.md')}")
+    click.echo(printable(f"report: {os.path.join(out, 'report.md')}"))
     if failed:
         click.echo(f"resdsl: error: {len(failed)} run{'' if len(failed) == 1 else 's'} failed ({', '.join(failed)}); "
                    "their errors are above (and in their train.log where they got that far, or their job's log); "
@@ -161,8 +161,27 @@ def _refused(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except ExperimentRunError as exc:
-        click.echo(f"resdsl: error: {exc}", err=True)
-        sys.exit(EXIT_SPEC)
+        _error(str(exc))
+
+
+def _error(message: str) -> None:
+    """``resdsl: error: MESSAGE`` and this command's exit status for it; the message may quote a file's text
+    (an experiment.json, a title), so its control characters are escaped."""
+    click.echo(printable(f"resdsl: error: {message}"), err=True)
+    sys.exit(EXIT_SPEC)
+
+
+def _report(exp, out: str, options: dict, seeds, command: str, wall: float, commit: str) -> None:
+    """write_report; a report that cannot be written (its place taken by a folder, a full disk) is this command's
+    error, which says the runs are kept: they are finished, and the same command writes the report again."""
+    from resdsl.experiment.reproduce import write_report
+    from resdsl.train.fileio import OutputError
+
+    try:
+        write_report(exp, out, options, seeds, command, wall, commit)
+    except OutputError as exc:
+        _error(f"the report was not written: {exc}. The runs are kept in {out}; once the cause is put right, "
+               "the same command writes the report (finished runs are not trained again)")
 
 
 def _run_all(exp, out: str, options: dict, seeds, launcher: str, parallel: int, cards: int, slurm: dict) -> list:
@@ -174,8 +193,7 @@ def _run_all(exp, out: str, options: dict, seeds, launcher: str, parallel: int, 
     try:
         return launch(exp, out, options, seeds, launcher, parallel, cards, slurm, say=click.echo)
     except ExperimentRunError as exc:
-        click.echo(f"resdsl: error: {exc}", err=True)
-        sys.exit(EXIT_SPEC)
+        _error(str(exc))
     except KeyboardInterrupt as exc:
         if launcher != "local":  # the jobs are the cluster's: waiting for them stops, they do not
             click.echo("resdsl: stopped waiting; the jobs run on (see their logs in "

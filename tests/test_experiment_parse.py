@@ -136,6 +136,13 @@ LOCATED = [
     (HEAD + 'row "ResNet-20" spec resnet20\nfigure curves f\n  panel "x" "ResNet-2"\n', "t.exp:5:13",
      "names no row \"ResNet-2\"", "did you mean 'ResNet-20'?"),
     (HEAD + 'row "a" spec resnet20\nfigure curves f\n', "t.exp:4:15", "figure 'f' has no panels", "panel"),
+    # a figure's files beside the report's own: responses `results` wrote results.csv, which the report replaced
+    (HEAD + 'row "a" spec resnet20\nfigure responses results panel "x" "a"\n', "t.exp:4:18",
+     "figure name 'results' is taken: the experiment folder's report.md, results.csv", "e.g. fig6"),
+    (HEAD + 'row "a" spec resnet20\nfigure curves Report panel "x" "a"\n', "t.exp:4:15",
+     "figure name 'Report' is taken", None),
+    (HEAD + 'row "a" spec resnet20\nfigure curves experiment panel "x" "a"\n', "t.exp:4:15",
+     "figure name 'experiment' is taken", None),
     (HEAD + 'row "a" spec resnet20\nfigure curves f panel "x" "a"\nfigure curves f panel "y" "a"\n', "t.exp:5:15",
      "figure 'f' is given twice", None),
     (HEAD + 'row "a" spec resnet2O\n', "t.exp:3:14", "no packaged spec or file named 'resnet2O'",

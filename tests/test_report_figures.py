@@ -72,3 +72,52 @@ def test_a_damaged_metrics_line_costs_only_itself(tmp_path):
     assert report._curve(str(tmp_path)) == [(1, 90.0, 91.0), (3, 70.0, 75.0)]
     (tmp_path / "metrics.jsonl").write_text("\n".join(rows[:1] + rows[1:2]) + "\n")
     assert last_row(str(tmp_path)) is None
+
+
+@pytest.mark.parametrize("deep, shallow", [(89.84, 89.81), (5.0, 5.0)])
+def test_training_errors_equal_as_shown_are_the_same_not_lower(deep, shallow):
+    """'ends with lower training error than plain-20: 89.8% vs 89.8%' contradicted its own figures."""
+    exp = Experiment("x", "t", "[R] Fig. 6", "cifar10", 1, (Row("plain-20", "plain20"), Row("plain-56", "plain56")),
+                     figures=(Figure("curves", "fig6", (("plain", ("plain-20", "plain-56")),)),))
+    rows = [{"label": "plain-20", "train_error_mean": shallow}, {"label": "plain-56", "train_error_mean": deep}]
+    assert report.degradation(exp, rows) == [f"plain: plain-56 ends with the same training error as plain-20: "
+                                             f"{deep:.1f}% vs {shallow:.1f}%."]
+
+
+def test_labels_are_table_cells_and_spreadsheet_text_not_markdown_html_or_formulas(finished):
+    """A label 'A | B <script>' added a column to report.md's table and passed HTML through; one starting with
+    '=' went into results.csv as a formula. Numbers stay numbers (a difference of -1.5 is no formula)."""
+    import csv
+    import io
+
+    rows = [report.row_results(Row(label, "resnet20", paper=Paper("single", {"error": 9.5})), _jobs(Row(label, "r")),
+                               params=270_000) for label in ("A | B <script>`x`", "=HYPERLINK(1)", "@x", "+1", "-2")]
+    lines = report.table(rows, "cifar10").splitlines()
+    cells = [len(line.replace("\\|", "").split("|")) for line in lines]
+    assert len(set(cells)) == 1, lines  # every line as many columns as the head: no cell's '|' makes another
+    assert "| A \\| B &lt;script>\\`x\\` |" in lines[2] and "<script>" not in "\n".join(lines)
+    parsed = list(csv.DictReader(io.StringIO(report.csv_text(rows))))
+    assert [r["label"] for r in parsed] == ["A | B <script>`x`", "'=HYPERLINK(1)", "'@x", "'+1", "'-2"]
+    assert all(r["difference"] == "-1.5" and float(r["mean"]) == 8.0 for r in parsed)  # 8.0 - 9.5: a number
+
+
+@pytest.mark.parametrize("row", [{"test_error": "x", "train_error": 1.0}, {"test_error": 5.0, "train_error": "x"},
+                                 {"iter": 1}, {"test_error": True}, {"test_error": [1]},
+                                 {"test_error": 5.0, "test_top5_error": "x", "view": ["x"]}])
+def test_metrics_rows_of_the_wrong_types_are_no_figures(monkeypatch, tmp_path, row):
+    """A metrics row or final test edited by hand (text, a list, true where a number goes; a row with no errors at
+    all) is no figure: the report is written without it (it raised TypeError or KeyError: an internal error)."""
+    import json
+
+    monkeypatch.setattr(report, "final_row", lambda run_dir: row)
+    monkeypatch.setattr(report, "last_row", lambda run_dir: {"seconds": "x"})
+    res = report.row_results(Row("a", "resnet20"), _jobs(Row("a", "resnet20")), params=None)
+    assert all(isinstance(e, float) for e in res["test_errors"] + res["test_top5_errors"])
+    assert all(e is None or isinstance(e, float) for e in res["train_errors"])  # None: a run without one
+    assert res["views"] in ([], [report.LAST_EVALUATION]) and res.get("top5_mean") is None
+    assert report.csv_text([res]) and report.table([res], "cifar10")  # written, not raised
+    assert report.training_seconds(_jobs(Row("a", "resnet20"))) == 0.0
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in (
+        row, {"iter": "3", "train_error": 1.0, "test_error": 2.0}, {"iter": 4, "train_error": 1.0, "test_error": 2.0},
+        {"iter": 5, "train_error": None, "test_error": 2.0})) + "\n")
+    assert report._curve(str(tmp_path)) == [(4, 1.0, 2.0)]

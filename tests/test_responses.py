@@ -220,3 +220,63 @@ def test_the_summary_counts_a_stem_whose_response_is_taken_in_the_first_unit_as_
     lines = _table(m).splitlines()
     assert lines[2].split() == ["stem", "1", "1.0000", "1.0000"] and lines[3].split() == ["layer1", "1", "2.0000",
                                                                                           "2.0000"]
+
+
+def test_a_damaged_or_odd_record_is_said_as_elsewhere(runs, tmp_path):
+    """config.json is read as `resdsl eval` reads it: a field of the wrong kind ("network": ["x"] was an internal
+    TypeError), a named pipe in its place (the read blocked for good) and a recipe that is no table are clear
+    errors; a network name with a control character is echoed escaped."""
+    import os
+
+    from conftest import within
+
+    def tampered(name: str, **fields) -> Path:
+        run = tmp_path / name
+        shutil.copytree(runs["tiny"], run)
+        (run / "config.json").write_text(json.dumps(dict(json.loads((run / "config.json").read_text()), **fields)))
+        return run
+
+    out = str(tmp_path / "out")
+    _fails([str(tampered("listed", network=["x"])), "--out", out, "--device", "cpu"], "config.json is damaged",
+           "network is ['x'], not a text")
+    _fails([str(tampered("recipe", recipe="x")), "--out", out, "--device", "cpu"], "config.json is damaged")
+    if hasattr(os, "mkfifo"):
+        pipe = tmp_path / "pipe"
+        shutil.copytree(runs["tiny"], pipe)
+        (pipe / "config.json").unlink()
+        os.mkfifo(pipe / "config.json")
+        with within(30):
+            _fails([str(pipe), "--out", out, "--device", "cpu"], "config.json", "named pipe")
+    from resdsl_cli.analyze_cmd import analyze
+
+    r = CliRunner().invoke(analyze, ["responses", str(tampered("escape", network="tiny\x1bc")), "--out", out,
+                                     "--device", "cpu", "--test-subset", "16"])
+    assert r.exit_code == 0 and "\x1b" not in r.output and "tiny\\x1bc (" in r.output, r.output
+
+
+def test_run_folders_named_with_dollars_are_drawn_as_written(runs, tmp_path, monkeypatch):
+    """Two runs of one network are told apart by their folders' names, which the legend shows: 'a$\\foo$' stopped
+    matplotlib (its mathtext: Unknown symbol), an internal error; it is drawn, and written, as it is named."""
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
+
+    from resdsl_cli.analyze_cmd import analyze
+
+    legends, save = [], Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        legends.extend((t.get_text(), t.get_parse_math()) for t in fig.findobj(Text) if "$" in t.get_text())
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    folders = [tmp_path / "a$\\foo$", tmp_path / "=b$5 vs $6"]
+    for folder in folders:
+        shutil.copytree(runs["tiny"], folder)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(analyze, ["responses", *map(str, folders), "--out", str(out), "--device", "cpu",
+                                     "--test-subset", "16"])
+    assert r.exit_code == 0, r.output
+    labels = ["tiny (a$\\foo$)", "tiny (=b$5 vs $6)"]
+    assert {text for text, _ in legends} == set(labels) and not any(parsed for _, parsed in legends)
+    with open(out / "responses.csv", newline="") as fh:
+        assert sorted({row["run"] for row in csv.DictReader(fh)}) == sorted(labels)

@@ -33,12 +33,11 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import json
 import os
 from dataclasses import dataclass, field
 
-from ..train.dataerror import one_line
-from ..train.rundir import CHECKPOINT, CONFIG
+from ..errors import printable
+from ..train.rundir import CHECKPOINT, RunDirError, read_config
 
 TAKEN_AT = ("auto", "bn", "conv")
 
@@ -191,7 +190,7 @@ class Run:
 
     @property
     def network(self) -> str:
-        return self.config.get("network") or self.net.name
+        return self.config.get("network") or self.net.name  # text, as the record's check says
 
 
 @dataclass
@@ -225,19 +224,12 @@ def open_run(run_dir: str) -> Run:
 
 
 def _read_config(run_dir: str) -> dict:
-    if not os.path.isdir(run_dir):
-        raise ResponsesError(f"{run_dir}: not a run directory (no such folder)")
+    """The run's config.json, checked as `resdsl eval` checks it (rundir.read_config: a regular file only, every
+    field read of its kind, the network's name, which labels the figure, included)."""
     try:
-        with open(os.path.join(run_dir, CONFIG), encoding="utf-8") as fh:
-            cfg = json.load(fh)
-    except FileNotFoundError:
-        raise ResponsesError(f"{run_dir}: not a run directory (no {CONFIG}); give a folder made by "
-                             "`resdsl train`") from None
-    except (OSError, ValueError) as exc:
-        raise ResponsesError(f"{run_dir}: {CONFIG} cannot be read ({one_line(exc)})") from None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("options", {}), dict):
-        raise ResponsesError(f"{run_dir}: {CONFIG} is not a resdsl run record")
-    return cfg
+        return read_config(run_dir, "resdsl analyze responses")
+    except RunDirError as exc:
+        raise ResponsesError(str(exc)) from None
 
 
 class _as_responses_error:
@@ -330,15 +322,31 @@ def images_words(measured: list[RunResponses]) -> str:
 # the figure and the numbers
 
 
+def literal(*texts) -> None:
+    """Draw matplotlib texts as written: a label, title or folder name is the user's text, never mathtext (its
+    ``$...$`` would be drawn as maths, and an unknown ``\\foo`` in it stops the drawing); a control character in
+    it is drawn as its escape (a font has no glyph for it), line breaks kept. Call it on the Text objects a title,
+    suptitle or legend makes."""
+    for text in texts:
+        text.set_parse_math(False)
+        text.set_text("\n".join(map(printable, text.get_text().split("\n"))))
+
+
 def draw_responses(results: dict, png_path: str, about: str = "") -> None:
-    """[R] Fig. 7: "Top: the layers are shown in their original order. Bottom: the responses are ranked in
-    descending order." ``results`` maps a label (the legend's) to ``[(module name, std), ...]``; ``about`` (e.g.
-    the number of test images) joins the title. Like the paper's, the std axis starts at 0 and layers are
-    whole numbers."""
+    """:func:`figure_png` written to ``png_path``, a path the user named (atomically; a device or a pipe is written
+    through)."""
+    from ..train.fileio import write_output
+
+    write_output(png_path, figure_png(results, about))
+
+
+def figure_png(results: dict, about: str = "") -> bytes:
+    """[R] Fig. 7 as PNG bytes: "Top: the layers are shown in their original order. Bottom: the responses are
+    ranked in descending order." ``results`` maps a label (the legend's) to ``[(module name, std), ...]``;
+    ``about`` (e.g. the number of test images) joins the title. Like the paper's, the std axis starts at 0 and
+    layers are whole numbers."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
-
-    from ..train.fileio import write_output
 
     fig = Figure(figsize=(7, 6.5), dpi=100)
     top, bottom = fig.subplots(2, 1)
@@ -354,13 +362,23 @@ def draw_responses(results: dict, png_path: str, about: str = "") -> None:
         ax.set_ylim(bottom=0)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
-    fig.suptitle("std of the 3x3 layers' responses ([R] Fig. 7)" + (f", {about}" if about else ""),
-                 fontsize="medium")
+        literal(*ax.legend(fontsize="small").get_texts())
+    literal(fig.suptitle("std of the 3x3 layers' responses ([R] Fig. 7)" + (f", {about}" if about else ""),
+                         fontsize="medium"))
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    write_output(png_path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+# a text cell starting with one of these is a formula (or may start one) to a spreadsheet (OWASP's CSV injection)
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value):
+    """A CSV cell as a spreadsheet shows it, not runs it: a text (a run label, an experiment's row label) that a
+    spreadsheet would read as a formula gets a leading ``'``; numbers (a difference of -1.5) stay numbers."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
 
 
 def csv_text(results: dict) -> str:
@@ -372,7 +390,7 @@ def csv_text(results: dict) -> str:
         by_size = sorted(range(len(responses)), key=lambda i: -responses[i][1])
         rank = {i: r for r, i in enumerate(by_size, start=1)}
         for i, (name, std) in enumerate(responses):
-            w.writerow([label, i + 1, name, repr(float(std)), rank[i]])
+            w.writerow([csv_safe(label), i + 1, csv_safe(name), float(std), rank[i]])
     return out.getvalue()
 
 

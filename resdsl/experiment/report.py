@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import statistics
 
 from .model import Experiment, Row
+from ..analysis.responses import csv_safe, literal
+from ..errors import printable
 from ..train.rundir import metrics_rows
 from .runner import Job, final_row, last_row, status
 
@@ -24,13 +27,13 @@ def row_results(row: Row, row_jobs: list[Job], params: int | None, compared: boo
     """One row: its finished runs' final test and training errors, their statistics, the paper's figure and,
     where the runs follow the paper's setup (``compared``), our figure minus the paper's."""
     finals = [(j.seed, final_row(j.run_dir)) for j in row_jobs]
-    done = [(seed, r) for seed, r in finals if r is not None and r.get("test_error") is not None]
-    errors = [r["test_error"] for _, r in done]
-    top5 = [r["test_top5_error"] for _, r in done if r.get("test_top5_error") is not None]
+    done = [(seed, r) for seed, r in finals if number(r, "test_error") is not None]
+    errors = [number(r, "test_error") for _, r in done]
+    top5 = [number(r, "test_top5_error") for _, r in done if number(r, "test_top5_error") is not None]
     res = {"label": row.label, "spec": row.spec, "overrides": list(row.overrides), "params": params,
            "seeds": [seed for seed, _ in done], "test_errors": errors, "test_top5_errors": top5,
-           "views": sorted({r.get("view") or LAST_EVALUATION for _, r in done}),
-           "train_errors": [r.get("train_error") for _, r in done], "runs": len(row_jobs)}
+           "views": sorted({_view(r) for _, r in done}),
+           "train_errors": [number(r, "train_error") for _, r in done], "runs": len(row_jobs)}
     if errors:
         res.update(mean=statistics.mean(errors), median=statistics.median(errors), best=min(errors),
                    std=statistics.stdev(errors) if len(errors) > 1 else None)
@@ -42,6 +45,33 @@ def row_results(row: Row, row_jobs: list[Job], params: int | None, compared: boo
         ours = res.get(OURS_FOR[row.paper.convention])
         res["difference"] = None if ours is None or not compared else ours - row.paper.headline
     return res
+
+
+def number(row: dict | None, key: str) -> float | None:
+    """``row[key]`` where it is a finite number, else None: a metrics row or final test edited by hand, or
+    written by something else, may hold text, null or nothing there, which is then no figure (not a crash)."""
+    value = row.get(key) if isinstance(row, dict) else None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return value if ok else None
+
+
+def _view(row: dict) -> str:
+    """The view a run's final test error was tested in (a name the trainer wrote; anything else is none)."""
+    view = row.get("view")
+    return printable(view) if isinstance(view, str) and view else LAST_EVALUATION
+
+
+def md_text(text) -> str:
+    """``text`` as Markdown shows it literally, in a table cell or a line: control characters escaped, every
+    character Markdown would read as syntax (a table's ``|``, code, emphasis, links, and ``$``, which GitHub reads
+    as maths) backslash-escaped, and HTML (``<``, entities) written as entities. Labels, titles and notes come from
+    the user's experiment file."""
+    text = printable(str(text))
+    text = text.replace("&", "&amp;").replace("<", "&lt;")
+    return "".join("\\" + ch if ch in _MARKDOWN else ch for ch in text)
+
+
+_MARKDOWN = set("\\`*_[]|~$")
 
 
 def _pm(res: dict) -> str:
@@ -72,7 +102,7 @@ def table(rows: list[dict], paper_dataset: str, compared: bool = True) -> str:
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in rows:
         diff = r.get("difference")
-        cells = ([r["label"], f"{r['params'] / 1e6:.2f}M" if r.get("params") else "-",
+        cells = ([md_text(r["label"]), f"{r['params'] / 1e6:.2f}M" if number(r, "params") else "-",
                   f"{len(r['test_errors'])} of {r['runs']}", _pm(r), _fmt(r.get("median")), _fmt(r.get("best"))]
                  + [_fmt(r.get("top5_mean"))] * top5 + [_paper_words(r.get("paper"))]
                  + ["-" if diff is None else f"{diff:+.2f}"] * compared)
@@ -87,12 +117,12 @@ def tested_words(rows: list[dict]) -> str:
     if not finals:
         return ""
     last = ", or at their last evaluation (runs recorded without a final test)" if LAST_EVALUATION in views else ""
-    return "; tested " + " and ".join(finals) + f" (final-test.json){last}"
+    return "; tested " + " and ".join(map(md_text, finals)) + f" (final-test.json){last}"
 
 
 def training_seconds(all_jobs: list[Job]) -> float:
     """The runs' own training time (each run's last metrics row, which counts on across resumes), summed."""
-    return sum((last_row(j.run_dir) or {}).get("seconds") or 0.0 for j in all_jobs)
+    return sum(number(last_row(j.run_dir), "seconds") or 0.0 for j in all_jobs)
 
 
 def _fmt(value) -> str:
@@ -113,10 +143,11 @@ def degradation(exp: Experiment, rows: list[dict]) -> list[str]:
             if len(have) < 2:
                 continue
             first, last = have[0], have[-1]
-            a, b = last["train_error_mean"], first["train_error_mean"]
-            verb = "higher" if a > b else "lower"
-            words.append(f"{title}: {last['label']} ends with {verb} training error than {first['label']}: "
-                         f"{a:.1f}% vs {b:.1f}%.")
+            a, b = f"{last['train_error_mean']:.1f}", f"{first['train_error_mean']:.1f}"
+            # compared as shown: "higher ... 89.8% vs 89.8%" would contradict its own figures
+            verb = "the same" if a == b else "higher" if float(a) > float(b) else "lower"
+            words.append(f"{title}: {last['label']} ends with {verb} training error "
+                         f"{'as' if a == b else 'than'} {first['label']}: {a}% vs {b}%.")
     return words
 
 
@@ -141,15 +172,15 @@ def curves_png(exp: Experiment, fig, rows_jobs: dict, path: str, away: str = "")
             color = f"C{k}"
             ax.plot(iters, train, "--", color=color, linewidth=1)
             ax.plot(iters, test, "-", color=color, linewidth=2, label=label)
-        ax.set_title(title)
+        literal(ax.set_title(title))
         ax.set_xlabel("iter.")
         ax.set_ylabel("error (%)")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    figure.suptitle(f"{exp.source}: dashed training error, bold test error (mean of each row's seeds)"
-                    + (f"\n{away}" if away else ""), fontsize=10)
+            literal(*ax.legend(fontsize=8).get_texts())
+    literal(figure.suptitle(f"{exp.source}: dashed training error, bold test error (mean of each row's seeds)"
+                            + (f"\n{away}" if away else ""), fontsize=10))
     figure.tight_layout()
     _save_png(figure, path)
     plt.close(figure)
@@ -173,19 +204,23 @@ def _mean_curve(jobs_of_row: list[Job]):
 
 
 def _curve(run_dir: str):
-    return [(r["iter"], r["train_error"], r["test_error"]) for r in metrics_rows(run_dir)
-            if r is not None and r.get("train_error") is not None and r.get("test_error") is not None]
+    """(iteration, training error, test error) of each metrics row that has all three as numbers."""
+    points = [tuple(number(r, k) for k in ("iter", "train_error", "test_error")) for r in metrics_rows(run_dir)]
+    return [p for p in points if None not in p]
 
 
 def _save_png(figure, path: str) -> None:
-    from resdsl.train.fileio import write_output
+    """The figure into the experiment folder, which resdsl owns: a link in its place is replaced, not followed."""
+    from resdsl.train.fileio import write_owned
 
     buf = io.BytesIO()
     figure.savefig(buf, format="png", dpi=120)
-    write_output(path, buf.getvalue())
+    write_owned(path, buf.getvalue())
 
 
 def csv_text(rows: list[dict]) -> str:
+    """results.csv: one line per row; a text cell a spreadsheet would take for a formula is neutralised
+    (:func:`csv_safe`), numbers stay numbers."""
     buf = io.StringIO()
     cols = ["label", "spec", "params", "runs", "finished", "mean", "std", "median", "best", "paper_convention",
             "paper", "paper_median", "paper_mean", "paper_std", "paper_best", "paper_top5", "difference",
@@ -195,8 +230,9 @@ def csv_text(rows: list[dict]) -> str:
     for r in rows:
         paper = r.get("paper") or {}
         head = paper.get("error", paper.get("median", paper.get("mean")))
-        w.writerow([r["label"], r["spec"], r.get("params"), r["runs"], len(r["test_errors"]), r.get("mean"),
-                    r.get("std"), r.get("median"), r.get("best"), paper.get("convention"), head,
-                    *(paper.get(k) for k in ("median", "mean", "std", "best", "top5")), r.get("difference"),
-                    r.get("train_error_mean"), r.get("top5_mean"), "; ".join(r["views"])])
+        w.writerow(map(csv_safe, [
+            r["label"], r["spec"], number(r, "params"), r["runs"], len(r["test_errors"]), r.get("mean"),
+            r.get("std"), r.get("median"), r.get("best"), paper.get("convention"), head,
+            *(paper.get(k) for k in ("median", "mean", "std", "best", "top5")), r.get("difference"),
+            r.get("train_error_mean"), r.get("top5_mean"), "; ".join(r["views"])]))
     return buf.getvalue()

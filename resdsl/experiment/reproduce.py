@@ -7,9 +7,11 @@ import functools
 import json
 import os
 import statistics
+import re
 import textwrap
 import time
 
+from ..errors import printable
 from ..train.rundir import record_of
 from . import report
 from .model import Experiment
@@ -253,8 +255,10 @@ def launch(exp: Experiment, out: str, options: dict, seeds: int | None, launcher
 
 def write_report(exp: Experiment, out: str, options: dict, seeds: int | None, command: str, wall: float,
                  commit: str = "unknown") -> str:
-    """report.md, results.csv, results.json and the figures in ``out``; returns the report's text."""
-    from resdsl.train.fileio import write_output
+    """report.md, results.csv, results.json and the figures in ``out``; returns the report's text. Each is
+    replaced whatever is in its place, never written through a link (``out`` is resdsl's experiment folder); one
+    that cannot be written raises OutputError."""
+    from resdsl.train.fileio import write_owned
 
     all_jobs = jobs(exp, out, seeds)
     by_row = {row.label: [j for j in all_jobs if j.row is row] for row in exp.rows}
@@ -270,14 +274,16 @@ def write_report(exp: Experiment, out: str, options: dict, seeds: int | None, co
             "training_seconds": round(report.training_seconds(all_jobs), 1), "departures": away, "rows": rows,
             "statements": report.degradation(exp, rows), "notes": list(exp.notes)}
     text = _report_text(exp, info, _figures(exp, by_row, out, away))
-    write_output(os.path.join(out, "report.md"), (text.rstrip() + "\n").encode())
-    write_output(os.path.join(out, "results.csv"), report.csv_text(rows).encode())
-    write_output(os.path.join(out, "results.json"), (json.dumps(info, indent=2) + "\n").encode())
+    write_owned(os.path.join(out, "report.md"), (text.rstrip() + "\n").encode())
+    write_owned(os.path.join(out, "results.csv"), report.csv_text(rows).encode())
+    write_owned(os.path.join(out, "results.json"), (json.dumps(info, indent=2) + "\n").encode())
     return text
 
 
 def _figures(exp: Experiment, by_row: dict, out: str, away: list[str]) -> list[str]:
     """Draw the experiment's figures into ``out``; the report's lines that show them."""
+    from resdsl.train.fileio import OutputError
+
     lines = []
     for fig in exp.figures:
         if fig.kind == "curves":
@@ -286,32 +292,49 @@ def _figures(exp: Experiment, by_row: dict, out: str, away: list[str]) -> list[s
         elif fig.kind == "responses":
             try:
                 lines += _responses(fig, by_row, out, away)
+            except OutputError:  # the folder cannot take the figure: it cannot take the report either
+                raise
             except Exception as exc:  # noqa: BLE001 - one unreadable run must not cost the whole report
-                lines.append(f"({fig.name} not drawn: {str(exc).splitlines()[0] if str(exc) else exc!r})")
+                why = str(exc).splitlines()[0] if str(exc) else repr(exc)
+                lines.append(f"({fig.name} not drawn: {report.md_text(why)})")
     return lines
 
 
 def _report_text(exp: Experiment, info: dict, figures: list[str]) -> str:
     """report.md: where and how the runs ran, the table beside the paper's, the statements, the figures."""
     away = info["departures"]
-    setup = [f"- {setup_words(away)}", ""] if away else []
+    setup = [f"- {report.md_text(setup_words(away))}", ""] if away else []
     compared = "" if away else ", compared with our " + ", ".join(f"{v} for {k}" for k, v in report.OURS_FOR.items())
-    return "\n".join([f"# {info['title']}", "", *setup, f"- command: `{info['command']}`",
-                      f"- commit: {info['commit']}", f"- device: {info['device']}", f"- date: {info['date']}",
+    md = report.md_text  # every text the user's files or the runs' records hold is shown as written
+    return "\n".join([f"# {md(info['title'])}", "", *setup, f"- command: {_code(info['command'])}",
+                      f"- commit: {md(info['commit'])}", f"- device: {md(info['device'])}", f"- date: {info['date']}",
                       f"- training time of the runs: {_duration(info['training_seconds'])} (summed from their "
                       f"records); wall time of this command: {_duration(info['wall_seconds'])}", "",
                       report.table(info["rows"], exp.dataset, compared=not away), "",
                       "Ours: final test error of each seed's run (mean +- sample std, median, best)"
                       f"{report.tested_words(info['rows'])}; the paper's figure in its own convention{compared}.",
                       ""]
-                     + [f"- {w}" for w in info["statements"]] + [""] + figures + [""]
-                     + [f"> {n}" for n in exp.notes])
+                     + [f"- {md(w)}" for w in info["statements"]] + [""] + figures + [""]
+                     + [f"> {md(n)}" for n in exp.notes])
+
+
+_BACKTICKS = re.compile("`+")
+
+
+def _code(text: str) -> str:
+    """``text`` as a Markdown code span: fenced by one backtick more than its longest run of them (a backslash
+    does not escape one inside a span), padded where it starts or ends with one."""
+    text = printable(text)
+    fence = "`" * (1 + max((len(m) for m in _BACKTICKS.findall(text)), default=0))
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _responses(fig, by_row: dict, out: str, away: list[str]) -> list[str]:
     """[R] Fig. 7 for the figure's rows (seed 0 of each), through `resdsl analyze responses`'s functions; the
     title says how the runs depart from the paper's setup, as the curves' does."""
     from resdsl.analysis import responses as resp
+    from resdsl.train.fileio import write_owned
 
     labels, measured = [], []
     for _, labels_of_panel in fig.panels:
@@ -324,17 +347,20 @@ def _responses(fig, by_row: dict, out: str, away: list[str]) -> list[str]:
         return []
     results = resp.labelled(measured, labels)
     about = resp.images_words(measured) + ("\n" + textwrap.fill("; ".join(away), 90) if away else "")
-    resp.draw_responses(results, os.path.join(out, f"{fig.name}.png"), about)
-    resp.write_csv(results, os.path.join(out, f"{fig.name}.csv"))
+    write_owned(os.path.join(out, f"{fig.name}.png"), resp.figure_png(results, about))
+    write_owned(os.path.join(out, f"{fig.name}.csv"), resp.csv_text(results))
     return [f"![{fig.name}]({fig.name}.png)"]
 
 
 def _params(row_jobs: list[Job]):
+    """The row's parameter count, from its first run's record (a whole number, else none)."""
     records = [r for r in map(record_of, (j.run_dir for j in row_jobs)) if r is not None]
-    return records[0].get("params") if records else None
+    params = records[0].get("params") if records else None
+    return params if isinstance(params, int) and not isinstance(params, bool) else None
 
 
 def _device(all_jobs: list[Job]) -> str:
+    """Where the runs ran, as the first run's record says (text from a file: control characters escaped)."""
     records = [r for r in map(record_of, (j.run_dir for j in all_jobs)) if r is not None]
-    return f"{records[0].get('device')}, {records[0].get('precision')}" if records else "no run finished"
+    return printable(f"{records[0].get('device')}, {records[0].get('precision')}") if records else "no run finished"
 

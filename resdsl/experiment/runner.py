@@ -19,7 +19,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-from ..train.fileio import LOCK_FILE
+from ..errors import printable
+from ..train.fileio import LOCK_FILE, read_regular
 from ..train.rundir import CHECKPOINT, metrics_rows, record_of
 from ..train.seeds import LAUNCHER_ENV, signal_name
 from .model import Experiment, Row
@@ -149,9 +150,8 @@ def check_record(out: str, exp: Experiment, options: dict, seeds: int, write: bo
     mine = {"experiment": exp.name, "file": exp.path, "seeds": seeds, "rows": [r.label for r in exp.rows],
             "options": {k: options.get(k) for k in PASSED + FLAGS if k not in UNRECORDED}}
     if os.path.exists(path):
-        try:
-            with open(path, encoding="utf-8") as fh:
-                old = json.load(fh)
+        try:  # a regular file only: a named pipe in its place would block the read for good
+            old = json.loads(read_regular(path))
         except (OSError, ValueError) as exc:
             raise ExperimentRunError(f"{path} cannot be read ({exc}); use another --out") from None
         if isinstance(old, dict) and isinstance(old.get("options"), dict):  # older records hold them (as null)
@@ -206,14 +206,15 @@ def _any_checkpoint(out: str) -> bool:
 
 
 def _write_record(out: str, path: str, record: dict) -> None:
-    from resdsl.train.fileio import OutputError, write_output
+    """experiment.json, written as resdsl writes the files of a folder it owns: never through a link."""
+    from resdsl.train.fileio import OutputError, write_owned
 
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as exc:
         raise ExperimentRunError(f"cannot make the experiment folder {out}: {exc.strerror or exc}") from None
     try:
-        write_output(path, json.dumps(record, indent=2) + "\n")
+        write_owned(path, json.dumps(record, indent=2) + "\n")
     except OutputError as exc:
         raise ExperimentRunError(str(exc)) from None
 
@@ -367,6 +368,6 @@ def _results(todo: list[Job], submitted: list, say) -> list[str]:
             why = next((ln[ln.index(FAILURE) + len(FAILURE):].strip() for ln in lines if FAILURE in ln),
                        lines[0] if lines else type(exc).__name__)
             err = getattr(getattr(sub, "paths", None), "stderr", None)
-            say(f"failed {job.name}: {why[:300]}" + (f" (log: {err})" if err else ""))
+            say(printable(f"failed {job.name}: {why[:300]}" + (f" (log: {err})" if err else "")))  # a job's text
             failed.append(job.name)
     return failed

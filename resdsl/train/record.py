@@ -32,7 +32,7 @@ OPTIONS = {
 # said when the spec is compiled)
 SPEC_FILES = {"path": TEXT, "files": TEXTS, "aliases": (_OPTIONAL, TEXTS)}
 RECORD = {"recipe": RECIPE, "options": OPTIONS, "iterations": WHOLE, "spec_files": (_OPTIONAL, SPEC_FILES),
-          "final_test": (_OPTIONAL, VIEW)}
+          "final_test": (_OPTIONAL, VIEW), "network": (_OPTIONAL, TEXT)}
 
 # a row of metrics.jsonl (points.evaluate_and_log writes it): its figures, each null where it was not finite
 FIGURES = ("epoch", "lr", "train_loss", "train_error", "test_loss", "test_error", "test_top5_error", "seconds")

@@ -180,7 +180,10 @@ def read_config(path: str, flag: str = "--resume") -> dict:
     except FileNotFoundError:
         raise RunDirError(f"{flag} {path}: not a run directory (no {CONFIG}, the record of how the run was "
                           "started)") from None
-    except (OSError, ValueError) as exc:
+    except OSError as exc:  # a named pipe or a folder in its place, unreadable
+        raise RunDirError(f"{flag} {path}: {CONFIG} cannot be read ({exc.strerror or one_line(exc)}), so the run's "
+                          "settings are unknown; its checkpoint is left as it is") from None
+    except ValueError as exc:
         raise RunDirError(f"{flag} {path}: {CONFIG} is damaged ({one_line(exc)}), so the run's settings are unknown; "
                           "its checkpoint is left as it is") from None
     need = ("recipe", "options", "iterations")
