@@ -141,3 +141,30 @@ def test_the_way_to_start_again_is_quoted_for_the_shell(tmp_path):
     (run / "checkpoint.pt").unlink()
     r = resdsl("train", "--resume", str(run))
     assert r.returncode == 1 and f"--out {shlex.quote(str(run))} --overwrite" in r.stderr, r.stderr
+
+
+def test_files_resdsl_places_replace_a_link_with_a_file_of_the_usual_permissions(tmp_path):
+    """write_owned (a run's or an experiment's own files) replaces a link in its place, leaving what it points at
+    alone, and the new file gets the umask's permissions, not the link's (0777) nor its target's."""
+    from resdsl.train.fileio import write_owned
+
+    victim = _victim(tmp_path)
+    victim.chmod(0o600)
+    os.symlink(victim, tmp_path / "report.md")
+    write_owned(str(tmp_path / "report.md"), "ours\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert victim.read_text() == "precious\n" and not (tmp_path / "report.md").is_symlink()
+    assert (tmp_path / "report.md").read_text() == "ours\n"
+    assert (tmp_path / "report.md").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("found,ok", [({"test_error": 7.5, "test_top5_error": 1.0, "view": "10-crop"}, True),
+                                      ({"test_error": 7.5, "test_top5_error": "x"}, False),
+                                      ({"test_error": 7.5, "view": ["10-crop"]}, False),
+                                      ({"test_error": True}, False)])
+def test_a_final_test_file_of_the_wrong_kind_is_no_figure(tmp_path, found, ok):
+    from resdsl.train import final
+
+    (tmp_path / final.FILE).write_text(json.dumps(found))
+    assert (final.read(str(tmp_path)) == found) is ok

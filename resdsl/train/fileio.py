@@ -46,8 +46,11 @@ def atomic_write(path: str, fill: Callable[[BinaryIO], None]) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise OutputError(f"cannot write {path}: folder {folder} does not exist")
-    try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
+    try:  # a file replaced keeps its permissions; a new one (or one in place of a link) gets the umask's
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileNotFoundError(path)
+        mode = stat.S_IMODE(st.st_mode)
     except OSError:
         umask = os.umask(0)
         os.umask(umask)

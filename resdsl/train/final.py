@@ -19,10 +19,10 @@ import threading
 
 import torch
 
-from . import rundir
+from . import record, rundir
 from .data import FolderData
 from .evaluation import evaluate
-from .fileio import read_regular, write_output
+from .fileio import read_regular, write_owned
 from .session import Interrupted, TrainingError, test_batches
 from .stopping import STOP_SIGNALS
 from .views import batch_pictures, eval_view, view_of, words
@@ -66,7 +66,7 @@ def read(run_dir: str) -> dict | None:
         found = json.loads(read_regular(os.path.join(run_dir, FILE)))
     except (OSError, ValueError):
         return None
-    return found if isinstance(found, dict) and isinstance(found.get("test_error"), (int, float)) else None
+    return found if record.problem(found, record.FINAL_TEST) is None else None
 
 
 def run(s, run_dir: str, view: dict, iteration: int, say) -> dict:
@@ -89,7 +89,7 @@ def run(s, run_dir: str, view: dict, iteration: int, say) -> dict:
                 say(f"note: the final test ran out of memory; {pictures} pictures a batch")
     found = {"iter": iteration, "view": words(view, s.data.shape[1]), "test": view, "test_loss": res["loss"],
              "test_error": res["error"], "test_top5_error": res["top5_error"], "images": res["images"]}
-    write_output(os.path.join(run_dir, FILE), json.dumps(found, indent=2) + "\n")
+    write_owned(os.path.join(run_dir, FILE), json.dumps(found, indent=2) + "\n")
     say(f"final test ({found['view']}): top-1 error {res['error']:.2f}%, top-5 error {res['top5_error']:.2f}% on "
         f"{res['images']:,} test images ({FILE})")
     return found

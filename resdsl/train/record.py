@@ -34,6 +34,9 @@ SPEC_FILES = {"path": TEXT, "files": TEXTS, "aliases": (_OPTIONAL, TEXTS)}
 RECORD = {"recipe": RECIPE, "options": OPTIONS, "iterations": WHOLE, "spec_files": (_OPTIONAL, SPEC_FILES),
           "final_test": (_OPTIONAL, VIEW), "network": (_OPTIONAL, TEXT)}
 
+# final-test.json (final.run writes it) as its readers take it: the figures and the view's words
+FINAL_TEST = {"test_error": NUMBER, "test_top5_error": (_OPTIONAL, NUMBER), "view": (_OPTIONAL, TEXT),
+              "iter": (_OPTIONAL, WHOLE)}
 # a row of metrics.jsonl (points.evaluate_and_log writes it): its figures, each null where it was not finite
 FIGURES = ("epoch", "lr", "train_loss", "train_error", "test_loss", "test_error", "test_top5_error", "seconds")
 METRICS_ROW = {"iter": WHOLE, **{key: (_OPTIONAL, NUMBER) for key in FIGURES}}
