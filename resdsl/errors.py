@@ -5,6 +5,8 @@ import math
 import os
 from dataclasses import dataclass
 
+from .train.dataerror import printable  # a text on one line: defined in the trainer, which imports no resdsl
+
 
 @dataclass(frozen=True)
 class Span:
@@ -59,12 +61,6 @@ def render_diagnostic(kind: str, message: str, span: Span | None, hint: str | No
         lines.append(printable(f"hint: {hint}"))
     lines += [printable(f"note: {note}") for note in notes]
     return "\n".join(lines)
-
-
-def printable(text: str) -> str:
-    """``text`` with every unprintable character (line breaks of any kind, controls, undecodable file-name bytes)
-    written as its Python escape, so a file name cannot break a diagnostic's lines or the terminal."""
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def env_limit(name: str, default: float) -> float:

@@ -168,10 +168,10 @@ def compile_run(config: dict, where: str) -> tuple[str, CheckedNetwork]:
     try:
         return spec, compile_spec(spec)
     except SpecError as err:  # a record names any file: its text is shown only where it is recognisably a spec
-        read = err.source is not None and err.span is not None and err.span.path == path  # an error in its text
-        if spec != path or not read or starts_like_spec(err.source, err):
+        read = err.source is not None and err.span is not None and err.span.path == spec  # an error in its text
+        if not read or starts_like_spec(err.source, err):
             raise
-        raise SpecError(f"{where}/config.json names {path} as the run's spec, which is not a resdsl spec (its text "
+        raise SpecError(f"{where}/config.json names {spec} as the run's spec, which is not a resdsl spec (its text "
                         "is not shown)", None, hint=f"name the spec yourself: resdsl eval SPEC --checkpoint "
                                                     f"{shlex.quote(where)}") from None
 

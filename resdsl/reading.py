@@ -5,6 +5,7 @@ import os
 import stat
 
 from .errors import Span, SpecError
+from .train.fileio import file_kind
 
 MAX_SPEC_BYTES = 1_000_000
 
@@ -71,9 +72,7 @@ def _require_regular(path: str, mode: int, where: Span) -> None:
         return
     if stat.S_ISDIR(mode):
         raise SpecError(f"'{path}' is a directory, not a spec file", where)
-    kind = ("a named pipe" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode) else
-            "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
-    raise SpecError(f"cannot read spec '{path}': it is {kind}, not a file", where,
+    raise SpecError(f"cannot read spec '{path}': it is {file_kind(mode)}, not a file", where,
                     hint="specs are read only from regular files; save the spec to a file and name that")
 
 

@@ -193,14 +193,15 @@ def _setting_line(item: str, number: int, spec_path: str) -> str:
         raise SpecError(f"--set {item!r}: write one recipe field as FIELD=VALUE, e.g. --set momentum=0.95 or "
                         "--set 'schedule=step 32000, 48000'", Span(SET_PATH, number, 1))
     word = key.strip().replace("_", "-")
+    line = f"{word} {value.strip()}"
     if word in STATEMENT_WORDS - {"recipe"}:  # a run's network is its spec file's, kept in the run folder
-        start = len(key) - len(key.lstrip()) + 1
+        # located in the setting's line as written below (FIELD VALUE), as every other error of a setting is
+        lines = [f'extends "{catalog.named(spec_path)}"'] + ["network NAME"] * (word != "network") + [line]
         raise SpecError(f"'{word}' is a line of the network, and a setting changes only the training recipe",
-                        Span(SET_PATH, number, start, start + len(word)), source="\n" * (number - 1) + item,
+                        Span(SET_PATH, number, 1, 1 + len(word)), source="\n" * (number - 1) + line,
                         hint="write a spec that extends this one, one line each: "
-                             f"'extends \"{catalog.named(spec_path)}\"', 'network NAME', '{word} {value.strip()}'")
-    return f"{word} {value.strip()}"
-
+                             + ", ".join(f"'{ln}'" for ln in lines))
+    return line
 
 
 def setting_column(item: str, column: int) -> int:

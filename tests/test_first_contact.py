@@ -87,7 +87,7 @@ def test_resume_reads_back_the_effective_schedule(tmp_path):
     ("lr", "--set:1:1: error: --set 'lr': write one recipe field as FIELD=VALUE", "momentum=0.95"),
     # a network line is the spec's: the hint says how a spec changes it
     (" shortcut = B",
-     "--set:1:2: error: 'shortcut' is a line of the network, and a setting changes only the training recipe",
+     "--set:1:1: error: 'shortcut' is a line of the network, and a setting changes only the training recipe",
      f"'extends \"{TINY}\"', 'network NAME', 'shortcut B'"),
 ])
 def test_set_is_checked_like_a_recipe_block(setting, where, message, tmp_path):

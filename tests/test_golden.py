@@ -52,7 +52,8 @@ def test_emitted_python_matches_golden(rel, at_root):
 
 def test_emitted_python_keeps_to_the_files_width(at_root):
     """Every packaged spec's emitted source reads at 100 columns: docstrings and comments are wrapped there, an
-    nn.Sequential that would pass it is split, and only a module's one-line constructor may be longer."""
+    nn.Sequential that would pass it is split, and only code (a module's one-line constructor) may be longer, by
+    at most 12 characters."""
     from resdsl.backends.python_units import WIDTH
 
     for rel in SPECS:

@@ -37,7 +37,8 @@ def test_a_lock_file_that_is_not_the_runs_own_is_refused(tmp_path, planted):
         os.symlink(victim if planted == "link" else tmp_path / "elsewhere", run / ".lock")
     r = resdsl("train", *NEW, "--out", str(run), timeout=120)
     assert r.returncode == 1 and "internal error" not in r.stderr, r.stderr
-    assert f"{run}/.lock is {'not a regular file' if planted == 'pipe' else 'a symbolic link'}" in r.stderr
+    assert f"{run}/.lock is {'a named pipe, not a regular file' if planted == 'pipe' else 'a symbolic link'}" \
+        in r.stderr, r.stderr
     assert victim.read_text() == "precious\n" and not (tmp_path / "elsewhere").exists()
     assert not (run / "config.json").exists()
 
@@ -107,11 +108,13 @@ def test_a_record_naming_a_file_that_is_no_spec_does_not_show_its_text(tmp_path)
     secret.write_text("root:SECRET-HASH:20228:0:99999:7:::\n")
     cfg = json.loads((run / "config.json").read_text())
     del cfg["spec_files"]
-    cfg["spec_path"] = cfg["spec"] = str(secret)
-    (run / "config.json").write_text(json.dumps(cfg))
-    r = resdsl("eval", str(run), "--device", "cpu")
-    assert r.returncode == 1 and "SECRET" not in r.stderr + r.stdout, r.stderr
-    assert f"names {secret} as the run's spec, which is not a resdsl spec" in r.stderr, r.stderr
+    for path_too in (True, False):  # spec_path and spec, or spec alone (spec_path missing)
+        cfg["spec"] = str(secret)
+        cfg.update(spec_path=str(secret)) if path_too else cfg.pop("spec_path", None)
+        (run / "config.json").write_text(json.dumps(cfg))
+        r = resdsl("eval", str(run), "--device", "cpu")
+        assert r.returncode == 1 and "SECRET" not in r.stderr + r.stdout, r.stderr
+        assert f"names {secret} as the run's spec, which is not a resdsl spec" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("final_test,fragment", [("10-crop", None), ({"view": "10-crop"}, None),

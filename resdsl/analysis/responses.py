@@ -36,7 +36,7 @@ import itertools
 import os
 from dataclasses import dataclass, field
 
-from ..errors import printable
+from ..shown import csv_safe, literal
 from ..train.rundir import CHECKPOINT, RunDirError, read_config
 
 TAKEN_AT = ("auto", "bn", "conv")
@@ -322,16 +322,6 @@ def images_words(measured: list[RunResponses]) -> str:
 # the figure and the numbers
 
 
-def literal(*texts) -> None:
-    """Draw matplotlib texts as written: a label, title or folder name is the user's text, never mathtext (its
-    ``$...$`` would be drawn as maths, and an unknown ``\\foo`` in it stops the drawing); a control character in
-    it is drawn as its escape (a font has no glyph for it), line breaks kept. Call it on the Text objects a title,
-    suptitle or legend makes."""
-    for text in texts:
-        text.set_parse_math(False)
-        text.set_text("\n".join(map(printable, text.get_text().split("\n"))))
-
-
 def draw_responses(results: dict, png_path: str, about: str = "") -> None:
     """:func:`figure_png` written to ``png_path``, a path the user named (atomically; a device or a pipe is written
     through)."""
@@ -369,16 +359,6 @@ def figure_png(results: dict, about: str = "") -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
-
-
-# a text cell starting with one of these is a formula (or may start one) to a spreadsheet (OWASP's CSV injection)
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_safe(value):
-    """A CSV cell as a spreadsheet shows it, not runs it: a text (a run label, an experiment's row label) that a
-    spreadsheet would read as a formula gets a leading ``'``; numbers (a difference of -1.5) stay numbers."""
-    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
 
 
 def csv_text(results: dict) -> str:

@@ -180,7 +180,7 @@ def _choice(word: Token, allowed: tuple, what: str, path: str) -> str:
     raise SpecError(f"unknown {what} '{word}'", _span(path, word), hint=hint)
 
 
-# the names of the experiment folder's own files (reproduce.write_report, runner.RECORD), without their suffixes
+# reserved: the names of the experiment folder's own files (reproduce.write_report, runner.RECORD)
 _TAKEN_NAMES = ("report", "results", "experiment")
 _PLAIN = {"experiment": str, "dataset": str, "title": _unquote, "source": _unquote}
 
@@ -320,9 +320,9 @@ class _Builder:
             raise SpecError(f"figure '{name}' is given twice", _span(self.path, name),
                             hint="each figure is drawn to its own file: give it its own name")
         if str(name).lower() in _TAKEN_NAMES:  # in any case: a case-insensitive disk would mix them up too
-            raise SpecError(f"figure name '{name}' is taken: the experiment folder's report.md, results.csv, "
-                            "results.json and experiment.json are named so, and the figure's files would replace "
-                            "them or be replaced by them", _span(self.path, name), hint="name it otherwise, e.g. fig6")
+            raise SpecError(f"figure name '{name}' is reserved: the experiment folder's own files are report.md, "
+                            "results.csv, results.json and experiment.json (a responses figure named results "
+                            "would write results.csv)", _span(self.path, name), hint="name it otherwise, e.g. fig6")
         self.figures.append(figure)
         self.last = ("figure", figure)
         for panel in panels:

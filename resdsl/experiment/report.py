@@ -11,7 +11,7 @@ import math
 import statistics
 
 from .model import Experiment, Row
-from ..analysis.responses import csv_safe, literal
+from ..shown import csv_safe, literal, md_text
 from ..errors import printable
 from ..train.rundir import metrics_rows
 from .runner import Job, final_row, last_row, status
@@ -59,19 +59,6 @@ def _view(row: dict) -> str:
     """The view a run's final test error was tested in (a name the trainer wrote; anything else is none)."""
     view = row.get("view")
     return printable(view) if isinstance(view, str) and view else LAST_EVALUATION
-
-
-def md_text(text) -> str:
-    """``text`` as Markdown shows it literally, in a table cell or a line: control characters escaped, every
-    character Markdown would read as syntax (a table's ``|``, code, emphasis, links, and ``$``, which GitHub reads
-    as maths) backslash-escaped, and HTML (``<``, entities) written as entities. Labels, titles and notes come from
-    the user's experiment file."""
-    text = printable(str(text))
-    text = text.replace("&", "&amp;").replace("<", "&lt;")
-    return "".join("\\" + ch if ch in _MARKDOWN else ch for ch in text)
-
-
-_MARKDOWN = set("\\`*_[]|~$")
 
 
 def _pm(res: dict) -> str:

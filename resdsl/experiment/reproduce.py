@@ -12,6 +12,7 @@ import textwrap
 import time
 
 from ..errors import printable
+from ..shown import md_text
 from ..train.rundir import record_of
 from . import report
 from .model import Experiment
@@ -296,16 +297,16 @@ def _figures(exp: Experiment, by_row: dict, out: str, away: list[str]) -> list[s
                 raise
             except Exception as exc:  # noqa: BLE001 - one unreadable run must not cost the whole report
                 why = str(exc).splitlines()[0] if str(exc) else repr(exc)
-                lines.append(f"({fig.name} not drawn: {report.md_text(why)})")
+                lines.append(f"({fig.name} not drawn: {md_text(why)})")
     return lines
 
 
 def _report_text(exp: Experiment, info: dict, figures: list[str]) -> str:
     """report.md: where and how the runs ran, the table beside the paper's, the statements, the figures."""
     away = info["departures"]
-    setup = [f"- {report.md_text(setup_words(away))}", ""] if away else []
+    setup = [f"- {md_text(setup_words(away))}", ""] if away else []
     compared = "" if away else ", compared with our " + ", ".join(f"{v} for {k}" for k, v in report.OURS_FOR.items())
-    md = report.md_text  # every text the user's files or the runs' records hold is shown as written
+    md = md_text  # every text the user's files or the runs' records hold is shown as written
     return "\n".join([f"# {md(info['title'])}", "", *setup, f"- command: {_code(info['command'])}",
                       f"- commit: {md(info['commit'])}", f"- device: {md(info['device'])}", f"- date: {info['date']}",
                       f"- training time of the runs: {_duration(info['training_seconds'])} (summed from their "

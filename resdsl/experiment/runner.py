@@ -153,7 +153,8 @@ def check_record(out: str, exp: Experiment, options: dict, seeds: int, write: bo
         try:  # a regular file only: a named pipe in its place would block the read for good
             old = json.loads(read_regular(path))
         except (OSError, ValueError) as exc:
-            raise ExperimentRunError(f"{path} cannot be read ({exc}); use another --out") from None
+            raise ExperimentRunError(f"{path} cannot be read ({getattr(exc, 'strerror', None) or exc}); use another "
+                                     "--out") from None
         if isinstance(old, dict) and isinstance(old.get("options"), dict):  # older records hold them (as null)
             old["options"] = {k: v for k, v in old["options"].items() if k not in UNRECORDED}
         differ = [key for key in ("experiment", "seeds", "rows", "options") if old.get(key) != mine[key]]

@@ -16,7 +16,7 @@ import zipfile
 
 import torch
 
-from .fileio import OutputError, atomic_write
+from .fileio import OutputError, atomic_write, file_kind
 
 FORMAT = "resdsl-checkpoint"
 VERSION = 2
@@ -117,9 +117,8 @@ def _check_regular(path: str) -> None:
         mode = os.stat(path).st_mode
     except OSError:
         return  # torch.load names the problem (no such file, no permission)
-    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
-        raise CheckpointError(f"{path} is not a regular file (a pipe, socket or device), so it cannot be a "
-                              "checkpoint")
+    if not stat.S_ISDIR(mode) and file_kind(mode) is not None:  # a folder: torch.load says so
+        raise CheckpointError(f"{path} is {file_kind(mode)}, not a regular file, so it cannot be a checkpoint")
 
 
 def _check_sums(path: str) -> None:

@@ -1,6 +1,7 @@
 """The data error: what every dataset module of the trainer raises when the user must fix something (a missing
-folder, no internet and no local copy, an unknown dataset, a corrupt file), and :func:`one_line`, which turns a
-foreign exception into one short line for such a message. Defined once here, below every other data module, so
+folder, no internet and no local copy, an unknown dataset, a corrupt file), :func:`one_line`, which turns a
+foreign exception into one short line for such a message, and :func:`printable`, which shows any text on one line
+(resdsl.errors uses it too). Defined once here, below every other data module, so
 that all of them (and :mod:`.data`, which re-exports it) raise the same class; imports nothing from the rest of
 resdsl.
 """
@@ -19,3 +20,9 @@ def one_line(exc: BaseException) -> str:
     if len(text) > 300:
         text = text[:297] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def printable(text: str) -> str:
+    """``text`` on one line, each unprintable character (a line break or a terminal's escape sequence in a file
+    name or a run record, an undecodable file-name byte) written as its escape."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)

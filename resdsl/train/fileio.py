@@ -1,11 +1,13 @@
-"""Writing files without losing anything: atomic replacement of regular files only, write-through to devices and
-pipes, and a lock for what a process owns.
+"""Writing and reading files without losing anything: atomic replacement of regular files only, write-through to
+devices and pipes, reading and appending only regular files, and a lock for what a process owns.
 
 Every file resdsl writes goes through here (compiled outputs, drawings, checkpoints, run records). Write-temp-then-
 rename is only right for regular files: applied to ``/dev/null`` or a named pipe it would replace the node with a
-regular file, and applied to a symbolic link it would replace the link. So a regular file (through any links) is
-replaced atomically where it lies, a character device or a pipe with a reader is written through, and anything
-else is refused with a clear message.
+regular file, and applied to a symbolic link it would replace the link. So a path the user named
+(:func:`write_output`) is a regular file (through any links) replaced atomically where it lies, or a character
+device or a pipe with a reader written through, and anything else is refused with a clear message. A file resdsl
+names itself in a folder it owns (:func:`write_owned`, :func:`atomic_write`, :func:`open_append`, the lock) is
+its own: a link in its place is replaced or refused, never followed, since it could point anywhere.
 
 This module imports nothing from the rest of resdsl (it ships beside emitted trainers) and not torch.
 """
@@ -118,22 +120,45 @@ def write_output(path: str, data: bytes | str) -> None:
     elif stat.S_ISDIR(st.st_mode):
         raise OutputError(f"cannot write {path}: it is a folder; name a file inside it")
     else:
-        kind = "a block device" if stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else \
-            "not a regular file"
-        raise OutputError(f"cannot write {path}: it is {kind}; resdsl writes only regular files, character devices "
-                          "and pipes")
+        raise OutputError(f"cannot write {path}: it is {file_kind(st.st_mode)}; resdsl writes only regular files, "
+                          "character devices and pipes")
 
 
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+# Files are read and appended to only where they are regular files. Anything else is refused before it is opened
+# (a named pipe or a terminal would block, /dev/zero never ends, opening some devices has side effects) and again
+# from the open file itself, in case the path changed in between; O_NONBLOCK keeps even that open from waiting on a
+# pipe. (A flag a system lacks is 0: Windows has no O_NONBLOCK, O_NOFOLLOW, O_NOCTTY.)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_READ = os.O_RDONLY | _NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # a link as the last part of a path is an error (ELOOP), not followed
+
+
+def file_kind(mode: int) -> str | None:
+    """What a file of ``mode`` (``st_mode``) is, in words, where it is not a regular file; None for one."""
+    if stat.S_ISREG(mode):
+        return None
+    return ("a folder" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else
+            "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode) else
+            "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+
+
+def require_regular(path: str, mode: int) -> None:
+    """OSError saying what ``path`` is, unless ``mode`` is a regular file's."""
+    kind = file_kind(mode)
+    if kind is not None:
+        raise OSError(errno.EISDIR if stat.S_ISDIR(mode) else errno.EINVAL,
+                      kind if kind.startswith("not") else f"it is {kind}, not a regular file", path)
 
 
 def read_regular(path: str) -> bytes:
-    """The bytes of a regular file (through links). A named pipe, device or folder in its place raises OSError,
-    which says so, at once: opening or reading one would block (a pipe) or never end (a device)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    """The bytes of a regular file (through links); OSError for anything else in its place, at once."""
+    require_regular(path, os.stat(path).st_mode)
+    fd = os.open(path, _READ)
     try:
-        _check_regular(fd, path)
-        os.set_blocking(fd, True)
+        require_regular(path, os.fstat(fd).st_mode)
+        if _NONBLOCK:
+            os.set_blocking(fd, True)
         with os.fdopen(fd, "rb", closefd=False) as fh:
             return fh.read()
     finally:
@@ -143,31 +168,23 @@ def read_regular(path: str) -> bytes:
 def open_append(path: str, encoding: str | None = "utf-8"):
     """``path`` opened to append text, created if missing: a file resdsl keeps in a folder it owns (a run's log,
     its metrics). A symbolic link in its place is never followed (it could point anywhere), and anything but a
-    regular file is refused; both raise OSError."""
+    regular file is refused; both raise OSError (errno ELOOP, EINVAL or EISDIR)."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | _NOFOLLOW, 0o644)
+        fd = os.open(path, _APPEND | _NOFOLLOW, 0o666)
     except OSError as exc:
         if exc.errno == errno.ELOOP or os.path.islink(path):
             raise OSError(errno.ELOOP, "it is a symbolic link, which resdsl does not write through") from None
-        if exc.errno == errno.ENXIO:  # a named pipe nothing reads
-            raise OSError(errno.EINVAL, "it is a named pipe, not a regular file") from None
+        if exc.errno == errno.ENXIO:  # a named pipe (or a socket) that nothing reads
+            require_regular(path, os.stat(path).st_mode)
         raise
     try:
-        _check_regular(fd, path)
-        os.set_blocking(fd, True)
+        require_regular(path, os.fstat(fd).st_mode)
+        if _NONBLOCK:
+            os.set_blocking(fd, True)
     except OSError:
         os.close(fd)
         raise
     return os.fdopen(fd, "a", encoding=encoding)
-
-
-def _check_regular(fd: int, path: str) -> None:
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        kind = ("a folder" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else
-                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket")
-        raise OSError(errno.EISDIR if stat.S_ISDIR(mode) else errno.EINVAL, f"it is {kind}, not a regular file",
-                      path)
 
 
 def write_owned(path: str, data: bytes | str) -> None:
@@ -257,19 +274,20 @@ def _open_lock_file(path: str, what: str, folder: str) -> int:
     """The lock file, opened for writing only if it is a regular file of its own: a symbolic link (to a file
     elsewhere, which the pid would overwrite), a named pipe (which would block) or anything else in its place is
     refused, never followed."""
-    flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | _NOFOLLOW
     try:
-        fd = os.open(path, flags, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | _NONBLOCK | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
     except OSError as exc:
         if exc.errno == errno.ELOOP or os.path.islink(path):
             raise OutputError(f"cannot lock {what} {folder}: {path} is a symbolic link; resdsl writes its lock "
                               "file itself: remove the link") from None
         raise OutputError(f"cannot lock {what} {folder}: {path}: {_reason(exc)}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    kind = file_kind(os.fstat(fd).st_mode)
+    if kind is not None:
         os.close(fd)
-        raise OutputError(f"cannot lock {what} {folder}: {path} is not a regular file; resdsl writes its lock "
-                          "file itself: remove it")
-    os.set_blocking(fd, True)
+        raise OutputError(f"cannot lock {what} {folder}: {path} is {kind}, not a regular file; resdsl writes its "
+                          "lock file itself: remove it")
+    if _NONBLOCK:
+        os.set_blocking(fd, True)
     return fd
 
 

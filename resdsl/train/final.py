@@ -66,7 +66,7 @@ def read(run_dir: str) -> dict | None:
         found = json.loads(read_regular(os.path.join(run_dir, FILE)))
     except (OSError, ValueError):
         return None
-    return found if record.problem(found, record.FINAL_TEST) is None else None
+    return found if record.problem(found, record.FINAL_FIGURES) is None else None
 
 
 def run(s, run_dir: str, view: dict, iteration: int, say) -> dict:

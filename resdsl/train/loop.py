@@ -180,13 +180,13 @@ def _train(model_fn, recipe, opts, run_dir, rank, world, log) -> dict:
             result = {"run_dir": run_dir, "last": None, "iterations": s.total, "model": s.model}
         if rank == 0 and test:
             result["final"] = final.run(s, run_dir, test, s.total, lambda text: log.say(text))
+        metrics.close()  # the last curves.png: a disk full now still says what of the run is kept
     except OutputError as exc:  # a full disk or a vanished folder while writing the run's records
         metrics.close(quietly=True)
         raise OutputError(f"{exc}; {_kept(path)}") from None
     except BaseException:
         metrics.close(quietly=True)  # curves.png shows every row written; TensorBoard's writer is closed
         raise
-    metrics.close()
     return result
 
 

@@ -1,7 +1,7 @@
-"""What a run's config.json must hold for the run to be resumed or evaluated: the kinds of value the trainer reads
-back from it. A record edited by hand (or cut short, or written by something else) is refused here, naming the
-field, rather than failing deep inside the trainer. Imports nothing from resdsl: it is shipped beside emitted
-trainers."""
+"""What a run's config.json must hold for the run to be resumed or evaluated: the kinds of value the trainer
+reads back from it (and those of its metrics.jsonl rows and final-test.json). A record edited by hand (or cut
+short, or written by something else) is refused here, naming the field, rather than failing deep inside the
+trainer. Imports nothing from resdsl: it is shipped beside emitted trainers."""
 from __future__ import annotations
 
 import math
@@ -35,7 +35,7 @@ RECORD = {"recipe": RECIPE, "options": OPTIONS, "iterations": WHOLE, "spec_files
           "final_test": (_OPTIONAL, VIEW), "network": (_OPTIONAL, TEXT)}
 
 # final-test.json (final.run writes it) as its readers take it: the figures and the view's words
-FINAL_TEST = {"test_error": NUMBER, "test_top5_error": (_OPTIONAL, NUMBER), "view": (_OPTIONAL, TEXT),
+FINAL_FIGURES = {"test_error": NUMBER, "test_top5_error": (_OPTIONAL, NUMBER), "view": (_OPTIONAL, TEXT),
               "iter": (_OPTIONAL, WHOLE)}
 # a row of metrics.jsonl (points.evaluate_and_log writes it): its figures, each null where it was not finite
 FIGURES = ("epoch", "lr", "train_loss", "train_error", "test_loss", "test_error", "test_top5_error", "seconds")

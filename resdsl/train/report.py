@@ -6,6 +6,7 @@ import errno
 import os
 import sys
 
+from .dataerror import printable
 from .fileio import open_append
 
 LOG = "train.log"
@@ -17,7 +18,7 @@ class RunLog:
     def __init__(self, run_dir: str, enabled: bool = True):
         self.path = os.path.join(run_dir, LOG)
         self.enabled = enabled
-        self.kept = True  # False once train.log could not be written: said once, then printing goes on
+        self.kept = True  # False once something not a file took train.log's place: said once
 
     def say(self, text: str, err: bool = False, show: bool = True) -> None:
         """Print ``text`` (to stderr with ``err``; not at all without ``show``) and append it to train.log."""
@@ -32,8 +33,8 @@ class RunLog:
             with open_append(self.path) as fh:
                 fh.write(text + "\n")
         except OSError as exc:  # the log is a copy of what was printed; a full disk is reported by the real records
-            self.kept = False
-            if exc.errno == errno.ELOOP or exc.errno == errno.EINVAL:  # a link or a pipe put in its place
+            if exc.errno in (errno.ELOOP, errno.EINVAL, errno.EISDIR):  # a link, pipe or folder put in its place
+                self.kept = False
                 print(f"resdsl: warning: not writing {shown(self.path)}: {exc.strerror}; what is printed is not "
                       "kept there", file=sys.stderr, flush=True)
 
@@ -41,12 +42,6 @@ class RunLog:
 def shown(text: str) -> str:
     """``text`` as a run prints and logs it: its lines, each as :func:`printable` writes it."""
     return "\n".join(printable(line) for line in text.split("\n"))
-
-
-def printable(text: str) -> str:
-    """``text`` on one line, each unprintable character (a line break or a terminal's escape sequence in a file
-    name or a run record, an undecodable file-name byte) written as its escape."""
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 class Progress:
