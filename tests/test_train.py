@@ -48,15 +48,18 @@ def test_train_package_imports_nothing_else_of_resdsl():
                 assert not any(a.name.startswith("resdsl") for a in node.names), path
 
 
-@pytest.mark.parametrize("spec,threads", [("tiny", None), ("tiny_random", None), ("tiny", "2")])
-def test_kill_and_resume_is_bitwise_exact(tmp_path, spec, threads):
+@pytest.mark.parametrize("spec,threads,recipe", [("tiny", None, ()), ("tiny_random", None, ()), ("tiny", "2", ()),
+                                                 ("tiny", None, ("--set", "warmup=lr 0.01 until-error 100%"))])
+def test_kill_and_resume_is_bitwise_exact(tmp_path, spec, threads, recipe):
     """Killed with SIGKILL and resumed, a run ends with the weights and metrics of an uninterrupted one; also a
     network that draws random numbers as it trains (dropout in F, stochastic depth), whose generator state the
-    checkpoint carries; and a run resumed where OMP_NUM_THREADS says otherwise (2 threads here, where it trained
-    with 1, as a `--seeds` run resumed alone would): on a CPU it takes its record's number of threads."""
+    checkpoint carries; a run resumed where OMP_NUM_THREADS says otherwise (2 threads here, where it trained
+    with 1, as a `--seeds` run resumed alone would): on a CPU it takes its record's number of threads; and a run
+    whose warm-up ended before the checkpoint (at its first iteration here), which the resumed run must not
+    begin again (the schedule's state is in the checkpoint)."""
     iters = 60
     args = ["train", f"tests/specs/{spec}.res", *QUICK, "--iters", str(iters), "--eval-every", "15",
-            "--checkpoint-every", "5", "--deterministic"]
+            "--checkpoint-every", "5", "--deterministic", *recipe]
     full = tmp_path / "full"
     resdsl(*args, "--out", str(full), check=True)
     cut = tmp_path / "cut"
