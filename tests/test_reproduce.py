@@ -311,3 +311,18 @@ def test_a_restart_refuses_runs_of_another_network_or_recipe_and_a_folder_in_use
         lock.release()
     assert r.returncode == 1 and "in use by another process" in r.stderr, r.stderr
     assert (fresh / "experiment.json").read_text() == record  # the running command's record is left as it is
+
+
+def test_a_failed_run_is_an_error_after_the_report_of_the_others(tmp_path):
+    """One row's run diverges (its NaN loss stops it): the others finish, the report is written with what there
+    is, and the command ends in an error naming the failed run, so a script or CI sees it (it exited 0)."""
+    exp = tmp_path / "diverges.exp"
+    spec = ROOT / "tests" / "specs" / "tiny.res"
+    exp.write_text(f'experiment diverges\ntitle "t"\nsource "test"\ndataset synthetic\nseeds 1\n'
+                   f'row "ok" spec "{spec}"\nrow "diverges" spec "{spec}" set "lr=1e30"\n')
+    out = tmp_path / "out"
+    r = reproduce(str(exp), *FAST, "--out", str(out))
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "1 run failed (diverges/seed-0)" in r.stderr and "internal error" not in r.stderr, r.stderr
+    rows = {row["label"]: row for row in results(out)["rows"]}
+    assert len(rows["ok"]["test_errors"]) == 1 and rows["diverges"]["test_errors"] == []
