@@ -127,3 +127,21 @@ def test_the_summary_names_every_stage_that_has_an_order_of_its_own(tmp_path):
     assert r.exit_code == 0, r.output
     assert r.stdout.splitlines()[1] == ("input 3x32x32 -> output 10, order post; stage 2: preact; "
                                         "stage 3: bn-after-add, 20 layers")
+
+
+def test_a_bug_is_an_internal_error_of_its_own_status(monkeypatch):
+    """An unexpected exception (a bug in resdsl) is one line naming it, a hint to report it, and exit status 70
+    (EX_SOFTWARE), apart from a user's error (1): never a traceback, and with RESDSL_DEBUG=1 the traceback."""
+    import resdsl.pipeline
+
+    def broken(*a, **k):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(resdsl.pipeline, "compile_spec", broken)
+    monkeypatch.delenv("RESDSL_DEBUG", raising=False)
+    r = CliRunner().invoke(main, ["compile", "resnet20"])
+    assert r.exit_code == 70 and "resdsl: internal error: ZeroDivisionError: a bug" in r.output, r.output
+    assert "RESDSL_DEBUG=1" in r.output and "Traceback" not in r.output
+    monkeypatch.setenv("RESDSL_DEBUG", "1")
+    r = CliRunner().invoke(main, ["compile", "resnet20"])
+    assert isinstance(r.exception, ZeroDivisionError)
