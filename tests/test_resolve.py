@@ -37,6 +37,15 @@ def test_recipe_include_and_extends(write_spec):
     assert r["schedule"]["milestones"] == [50, 75]
 
 
+def test_a_files_own_recipe_wins_over_an_included_one_of_its_name(write_spec):
+    """A spec that defines a recipe named as one its parent includes (cifar_resnet, from recipes.res) trains with
+    its own: the nearest definition is the one meant, as with every other setting a child gives."""
+    own = ("recipe cifar_resnet {\n  dataset cifar10\n  optimizer sgd\n  momentum 0.9\n  weight-decay 1e-4\n"
+           "  batch 64\n  lr 0.05\n  length 100 iterations\n  schedule step 50\n}\n")
+    r = resdsl.compile_spec(write_spec('extends "resnet20"\nnetwork mine\n' + own)).recipe
+    assert (r["name"], r["lr"], r["batch"]) == ("cifar_resnet", 0.05, 64)
+
+
 def _err(path) -> SpecError:
     with pytest.raises(SpecError) as info:
         resdsl.compile_spec(path)
