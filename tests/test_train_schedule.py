@@ -84,6 +84,17 @@ def test_plateau():
     assert s.lr_at(0) == pytest.approx(0.01)
 
 
+def test_a_plateau_schedule_without_numbers_takes_the_documented_ones():
+    """docs/language.md: `schedule plateau` multiplies the lr by gamma 0.1 after patience 5 evaluations."""
+    import resdsl
+
+    text = ("network p\ninput 1x8x8\nstem cifar 4\nstages 4x1\nunit basic\nshortcut A\norder post\nhead avgpool fc 2\n"
+            "recipe r\n"
+            "recipe r {\n  lr 0.1\n  batch 8\n  length 10 iterations\n  schedule plateau\n}\n")
+    schedule = resdsl.compile_spec(text=text).recipe["schedule"]
+    assert (schedule["kind"], schedule["gamma"], schedule["patience"]) == ("plateau", 0.1, 5)
+
+
 def test_milestones_set_on_the_command_line_count_in_the_runs_length(at_root):
     """`--set 'schedule=step 100, 150' --iters 200`: the milestones the user wrote for 200 iterations stay at 100
     and 150 (the recipe's own 32k/48k scale to an overridden length); a --set length is not replaced."""
