@@ -137,3 +137,12 @@ def test_zero_init_last_bn_and_he_init():
     assert g.nodes["layer1.0.bn2"].get("zero_init") and not g.nodes["layer1.0.bn1"].get("zero_init")
     assert g.nodes["layer1.0.conv1"]["init"] == "he-fan-out"
     assert g.graph["init"] == {"scheme": "he", "fan": "fan-out", "zero_last_bn": True}
+
+
+def test_zero_last_bn_of_a_preact_unit_is_the_bn_before_its_last_conv():
+    """Full pre-activation ([I] Fig. 4e) ends F with a conv: its last BN is the one before that conv (bn2 of a
+    basic unit), whose zero gamma makes F zero at the start, as the post-activation unit's last BN does."""
+    g = compile_text(CIFAR20 + "order preact\ninit he fan-out zero-last-bn\n").graph
+    zeroed = sorted(n for n, d in g.nodes(data=True) if d.get("zero_init"))
+    assert zeroed and all(n.endswith(".bn2") for n in zeroed), zeroed
+    assert len(zeroed) == sum(st["units"] for st in g.graph["stages"])
