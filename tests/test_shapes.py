@@ -28,6 +28,13 @@ def test_option_a_cannot_shrink_channels():
     assert (err.span.line, err.span.column) == (6, 14)  # the '32x1 /2' stage entry
 
 
+def test_option_a_keeps_the_channels_where_a_stage_only_strides():
+    """A stage of the same width that halves the map (16 -> 16 /2): option A's shortcut subsamples and pads no
+    channel; only fewer channels are an error."""
+    g = resdsl.compile_spec(text=CIFAR20.replace("16x3, 32x3 /2, 64x3 /2", "16x1, 16x1 /2"), name="t.res").graph
+    assert g.nodes["layer2.0.add"]["shape"] == (16, 16, 16)
+
+
 def test_a_strided_3x3_keeps_a_one_pixel_map():
     # floor((1 + 2*1 - 3) / 2) + 1 = 1: PyTorch keeps a 1x1 map through a 3x3/2 conv, so this is no error
     g = resdsl.compile_spec(text=CIFAR20.replace("input 3x32x32", "input 3x2x2"), name="t.res").graph
