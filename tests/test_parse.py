@@ -149,3 +149,12 @@ def test_long_digit_runs_in_names_and_paths_are_not_numbers(tmp_path):
     for glued in ("fc ", "fc"):  # a keyword glued to its number is two tokens: still a number, still refused
         with pytest.raises(SpecError, match="has 5000 digits"):
             resdsl.compile_spec(text=CIFAR20.replace("fc 10", glued + "1" * 5000), name="t.res")
+
+
+def test_the_caret_underlines_exactly_the_offending_word():
+    """The caret line is as long as the word it points at, under it (a misplaced or longer one misleads)."""
+    with pytest.raises(SpecError) as info:
+        parse_text(CIFAR20 + "unitt basic\n", "t.res")
+    lines = info.value.render().splitlines()
+    source = next(i for i, ln in enumerate(lines) if ln.strip() == "unitt basic")
+    assert lines[source + 1] == lines[source].replace("unitt basic", "^^^^^").rstrip(), lines
