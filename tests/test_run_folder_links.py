@@ -171,3 +171,11 @@ def test_a_final_test_file_of_the_wrong_kind_is_no_figure(tmp_path, found, ok):
 
     (tmp_path / final.FILE).write_text(json.dumps(found))
     assert (final.read(str(tmp_path)) == found) is ok
+
+
+def test_out_naming_the_resumed_folder_itself_is_no_conflict(tmp_path):
+    """`--resume RUN --out RUN/` (a script that always passes --out) names the same folder: the run goes on; only
+    another folder is refused."""
+    run = _unfinished_run(tmp_path)
+    r = resdsl("train", "--resume", str(run), "--out", f"{run}/", "--quiet")
+    assert r.returncode == 0, r.stderr
