@@ -317,3 +317,14 @@ def test_docs_experiments_describes_every_word_of_the_language():
     doc = (ROOT / "docs" / "experiments.md").read_text()
     assert words >= {"experiment", "row", "panel", "top5"}
     assert not [w for w in words if not re.search(rf"`[^`\n]*\b{w}\b[^`\n]*`", doc)]  # each in a code span
+
+
+def test_seeds_run_from_1_to_1000():
+    """`seeds N` takes 1 to 1000 runs a row (reproduce --seeds the same): both ends are allowed, past them an error."""
+    from resdsl.experiment.parse import parse_experiment_text
+
+    for n in (1, 1000):
+        assert parse_experiment_text(HEAD + f'seeds {n}\nrow "a" spec resnet20\n', "t.exp").seeds == n
+    for n in (0, 1001):
+        with pytest.raises(SpecError, match="seeds must be between 1 and 1000"):
+            parse_experiment_text(HEAD + f'seeds {n}\nrow "a" spec resnet20\n', "t.exp")
