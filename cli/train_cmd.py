@@ -69,7 +69,11 @@ def _table_options(fn):
 @click.option("--set", "settings", multiple=True, metavar="FIELD=VALUE",
               help="override any recipe field, written as in a spec's recipe block (weight_decay is also taken for "
                    "weight-decay) and checked like one, e.g. --set momentum=0.95 or --set 'schedule=step 100, 150' "
-                   "(repeat for several).")
+                   "(repeat for several). With --iters or --epochs a --set schedule or warm-up counts in the run's "
+                   "length, as written, unless --scale-set.")
+@click.option("--scale-set", is_flag=True,
+              help="with --iters or --epochs: the --set schedule and warm-up count in the recipe's own length and "
+                   "scale with the run's, as the recipe's do (resdsl reproduce takes a row's `set` so)")
 @guard
 def train_cmd(spec, settings, seed_runs, **values) -> None:
     """Train SPEC (a file or a packaged spec's name) with its recipe, or continue a run with --resume."""
@@ -79,6 +83,8 @@ def train_cmd(spec, settings, seed_runs, **values) -> None:
         raise click.UsageError("give --iters or --epochs, not both")
     if values["resume"] and settings:
         raise click.UsageError("--set changes the recipe, and a resumed run keeps its own; start a new run instead")
+    if values["scale_set"] and not (settings and (values["iters"] or values["epochs"])):
+        raise click.UsageError("--scale-set goes with --set and --iters or --epochs")
     if values["seeds"]:
         sys.exit(_launch_seeds(spec, values, settings, seed_runs))
     if values["parallel"]:
@@ -124,7 +130,7 @@ def _as_args(spec, values: dict, settings) -> list[str]:
         args += [opt.flag] if opt.is_flag else [opt.flag, str(value)]
     for item in settings:
         args += ["--set", item]
-    return args
+    return args + ["--scale-set"] * bool(values.get("scale_set"))
 
 
 def _launch_processes(spec: str | None, values: dict, settings) -> int:
@@ -256,7 +262,8 @@ def _train_once(spec: str | None, values: dict, settings: list[str]) -> int:
                         hint=NO_RECIPE_HINT)
     length = (values["iters"], "iterations") if values.get("iters") else \
         (values["epochs"], "epochs") if values.get("epochs") else None
-    recipe = recipe_with_settings(net.spec, settings, length) if settings else net.recipe
+    scaled = values.get("scale_set")  # written for the recipe's length: scaled with it, as its own fields are
+    recipe = recipe_with_settings(net.spec, settings, None if scaled else length) if settings else net.recipe
     opts = options_from(values, net.name)
     opts.extra_config = {**named, "spec_hash": net.spec_hash(), "spec_files": net.files(), "set": settings,
                          "network": net.name, "resdsl": __version__, "git_commit": git_commit(), "params": net.params,

@@ -330,3 +330,19 @@ def test_a_failed_run_is_an_error_after_the_report_of_the_others(tmp_path):
     assert "1 run failed (diverges/seed-0)" in r.stderr and "internal error" not in r.stderr, r.stderr
     rows = {row["label"]: row for row in results(out)["rows"]}
     assert len(rows["ok"]["test_errors"]) == 1 and rows["diverges"]["test_errors"] == []
+
+
+def test_a_rows_warmup_and_milestones_scale_with_a_shorter_run(tmp_path):
+    """A row's `set` is of the paper's recipe: `reproduce --iters 4` scales its warm-up and milestones with the
+    recipe's own (a 16,000-iteration warm-up of 64,000 becomes 1 of 4), where `train --set` alone would count
+    them as written and refuse a warm-up longer than the run."""
+    exp = tmp_path / "warm.exp"
+    spec = ROOT / "tests" / "specs" / "tiny.res"
+    exp.write_text(f'experiment warm\ntitle "t"\nsource "test"\ndataset synthetic\nseeds 1\n'
+                   f'row "warm" spec "{spec}" set "warmup=16000 iterations lr 0.01"\n')
+    out = tmp_path / "out"
+    r = reproduce(str(exp), *FAST[2:], "--iters", "4", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in (out / "warm" / "seed-0" / "metrics.jsonl").read_text().splitlines()]
+    # the warm-up's 0.01 for 1 iteration, then the recipe's 0.1 divided by 10 at its milestones 32k, 48k -> 2, 3
+    assert [row["lr"] for row in rows] == pytest.approx([0.01, 0.1, 0.01, 0.001]), rows

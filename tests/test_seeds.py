@@ -154,6 +154,7 @@ def test_processes_stop_on_sigterm_to_the_parent(tmp_path):
     (["--seeds", "3-1"], "runs backwards"),
     (["--parallel", "2"], "--parallel goes with --seeds"),
     (["--seed-runs", "threads"], "--seed-runs goes with --seeds"),
+    (["--scale-set"], "--scale-set goes with --set and --iters or --epochs"),
     (["--seeds", "0,1", "--seed-runs", "threads", "--parallel", "1"], "--parallel goes with --seed-runs processes"),
 ])
 def test_bad_seed_lists(args, fragment, tmp_path):

@@ -132,6 +132,8 @@ def train_command(exp: Experiment, job: Job, options: dict) -> list[str]:
         cmd.append("--overwrite")  # only a previous attempt's records: --overwrite never deletes foreign files
     for item in job.row.overrides:
         cmd += ["--set", item]
+    if job.row.overrides and (options.get("iters") or options.get("epochs")):
+        cmd.append("--scale-set")  # a row's `set` is of the paper's recipe: a shorter run scales it with the rest
     options = dict(options, data=options.get("data") or exp.dataset)  # the experiment's dataset unless replaced
     cmd += _flags(options, PASSED)
     return cmd + ["--" + key.replace("_", "-") for key in FLAGS if options.get(key)]
