@@ -111,6 +111,9 @@ def test_file_path_and_relative_specs(tmp_path):
     assert spec_path("nets", tmp_path) is None  # a folder is no spec
     err = error_of(HEAD + 'row "mine" spec nets/mine.res\n', str(ROOT / "x.exp"))  # looked up beside the file
     assert "no packaged spec or file named 'nets/mine.res'" in err.message
+    absolute = tmp_path / "nets" / "mine.res"  # a path from the root, unquoted as the hint offers it
+    path.write_text(HEAD + f'row "mine" spec {absolute}\n')
+    assert spec_path(parse_experiment(path).rows[0].spec, tmp_path) == str(absolute)
 
 
 def test_bom_crlf_and_comments():
