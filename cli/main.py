@@ -5,13 +5,17 @@ import json
 import os
 import shlex
 import sys
+import warnings
 
 import click
 
 from resdsl.cost import human
-from resdsl.errors import printable
+from resdsl.errors import SpecWarning, printable
 
 from .common import EXIT_SPEC, guard as _guard, say_warnings, write_output as _write_output
+
+warnings.filterwarnings("ignore", category=SpecWarning)  # the commands say them located, with say_warnings
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="resdsl", prog_name="resdsl")

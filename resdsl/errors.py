@@ -39,6 +39,17 @@ class SpecError(Exception):
         return render_diagnostic("error", self.message, self.span, self.hint,
                                  self.source if self.show_source else None, self.notes)
 
+    def __str__(self) -> str:  # an uncaught error in a notebook or script says where, as the CLI does
+        return self.render()
+
+    def __reduce__(self):  # picklable (a process pool's worker sends it back) and copyable, with all it holds
+        return type(self), (self.message, self.span, self.hint, self.source), self.__dict__
+
+
+class SpecWarning(UserWarning):
+    """What compiles but is most likely not meant (``CheckedNetwork.warnings``), raised by ``compile_spec`` through
+    Python's warnings; the command line says it as a located warning of its own."""
+
 
 def render_diagnostic(kind: str, message: str, span: Span | None, hint: str | None, source: str | None,
                       notes: list[str] = ()) -> str:

@@ -224,7 +224,7 @@ def _add_call(d: dict, ins: list[str], num, inplace: bool) -> str:
 
 # Option A's zero-padding shortcut as a function of the emitted file (its unit keeps out_channels and stride)
 SHORTCUT_ZERO_PAD_SOURCE = (
-    "def shortcut_zero_pad(x, out_channels, stride):",
+    "def shortcut_zero_pad(x, out_channels: int, stride: int):  # annotated for TorchScript",
     "    \"\"\"Option A shortcut: subsample by the stride, then append zero channels.\"\"\"",
     "    if stride > 1:", "        x = x[:, :, ::stride, ::stride]",
     "    return F.pad(x, (0, 0, 0, 0, 0, out_channels - x.shape[1]))",

@@ -3,22 +3,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 import shlex
+import warnings
 from dataclasses import dataclass, field
 
 from . import cost as cost_pass
 from . import expect as expect_pass
 from . import ir as ir_mod
 from .catalog import locate
-from .errors import SpecError
+from .errors import SpecError, SpecWarning, render_diagnostic
 from .reading import starts_like_spec
 from .lower import lower
 from .resolve import ResolvedSpec, resolve_path, resolve_text
 from .shapes import infer_shapes
 
 
-@dataclass
+@dataclass(repr=False)
 class CheckedNetwork:
     """A spec compiled to a shape-checked, counted IR; what every backend starts from."""
 
@@ -29,6 +31,11 @@ class CheckedNetwork:
     layers: int
     parts: dict  # stem, each stage by name, head -> params, macs, output (cost.count)
     expects: list = field(default_factory=list)
+
+    def __repr__(self) -> str:  # the dataclass's would print the whole resolved spec
+        shape = "x".join(map(str, self.input_shape))
+        return (f"<CheckedNetwork {self.name} ({self.spec.path}): {self.layers} layers, {self.params:,} params, "
+                f"{self.macs:,} MACs, input {shape}>")
 
     @property
     def name(self) -> str:
@@ -125,18 +132,27 @@ def compile_spec(path: str | os.PathLike | None = None, *, text: str | None = No
                  input_size: tuple[int, int] | None = None) -> CheckedNetwork:
     """Compile a spec file (``path``), a packaged spec by name (``"resnet50"``, ``"torchvision/resnet50"``: see
     ``resdsl list`` and resdsl.catalog; an existing file wins over a name) or spec ``text`` into a checked network.
+    A ``str`` ``path`` that holds a line break and names no file is spec text (pass a ``pathlib.Path`` to mean a
+    path).
 
     ``num_classes``, ``in_channels`` and ``input_size`` (H, W) replace the spec's head and input, e.g. to fit
-    a dataset; the shape checks then run on the new shapes. Raises ``SpecError`` (``.render()`` gives the
-    located message) for any problem in the spec. `expect` lines are evaluated, not raised: see
-    ``CheckedNetwork.expects`` and ``.ok``.
+    a dataset; the shape checks then run on the new shapes, and the spec's `expect` lines, which are about its
+    own shapes, are dropped. Raises ``SpecError`` (its text is the located message) for any problem in the
+    spec. `expect` lines are evaluated, not raised: see ``CheckedNetwork.expects`` and ``.ok``. What compiles
+    but is most likely not meant is a ``SpecWarning`` (see ``CheckedNetwork.warnings``).
     """
-    if (path is None) == (text is None):
+    if isinstance(path, str) and "\n" in path and text is None and not os.path.lexists(path):
+        path, text = None, path  # a file name may hold a line feed: one that exists is read
+    if path is None and text is None:
+        raise TypeError("compile_spec takes a spec file or packaged spec's name, or text=...")
+    if path is not None and text is not None:
         raise TypeError("compile_spec takes a path or text=..., not both")
     resolved = resolve_path(locate(path)) if path is not None else resolve_text(text, name)
-    if num_classes is not None or in_channels is not None or input_size is not None:
-        override(resolved, num_classes=num_classes, in_channels=in_channels, input_size=input_size)
-    return check(resolved)
+    net = check_overridden(resolved, num_classes=num_classes, in_channels=in_channels, input_size=input_size)
+    for message, span, hint in net.warnings():
+        warnings.warn(SpecWarning(render_diagnostic("warning", message, span, hint, net.spec.sources.get(span.path))),
+                      stacklevel=2)
+    return net
 
 
 def compile_run(config: dict, where: str) -> tuple[str, CheckedNetwork]:
@@ -176,12 +192,27 @@ def compile_run(config: dict, where: str) -> tuple[str, CheckedNetwork]:
                                                     f"{shlex.quote(where)}") from None
 
 
+def check_overridden(resolved: ResolvedSpec, **given) -> CheckedNetwork:
+    """``check`` of ``resolved`` with the given ``override``s (None: the spec's own); an error they cause says
+    which values were given, since its caret is at the spec's statement."""
+    if all(v is None for v in given.values()):
+        return check(resolved)
+    try:
+        override(resolved, **given)
+        return check(resolved)
+    except SpecError as err:
+        shown = ", ".join(f"{k}={v!r}" for k, v in given.items() if v is not None)
+        err.notes.append(f"the shapes are the spec's with {shown} (given to compile_spec or build_model)")
+        raise
+
+
 def override(resolved: ResolvedSpec, *, num_classes=None, in_channels=None, input_size=None) -> None:
     """Replace the input shape and/or class count of a resolved spec (spans stay at the original statements)."""
     from dataclasses import replace
 
     from .syntax import Value
 
+    _check_override_values(num_classes, in_channels, input_size)
     inp = resolved.settings["input"]
     if in_channels is not None:
         inp = replace(inp, channels=Value(int(in_channels), inp.channels.span))
@@ -196,6 +227,20 @@ def override(resolved: ResolvedSpec, *, num_classes=None, in_channels=None, inpu
                                         "number of classes cannot be set", head.span))
         resolved.settings["head"] = replace(head, classes=Value(int(num_classes), head.classes.span))
     resolved.expects = []  # the spec's expectations are about the spec's own shapes
+
+
+def _check_override_values(num_classes, in_channels, input_size) -> None:
+    """Python values of the right kind (a float or a bool would be truncated silently); their range is the spec's
+    to check, located at its statement."""
+    def whole(value) -> bool:  # a Python or NumPy integer
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+    for key, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if value is not None and not whole(value):
+            raise TypeError(f"{key} must be a whole number, not {value!r}")
+    if input_size is not None and not (isinstance(input_size, (tuple, list)) and len(input_size) == 2
+                                       and all(whole(v) for v in input_size)):
+        raise TypeError(f"input_size must be (height, width), two whole numbers, not {input_size!r}")
 
 
 def check(resolved: ResolvedSpec) -> CheckedNetwork:

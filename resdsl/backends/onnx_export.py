@@ -21,13 +21,18 @@ def export_onnx(net, out_path: str, *, model=None, batch: int = 1, opset: int = 
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise RuntimeError("ONNX export needs the 'onnx' package: pip install onnx") from exc
     check_limits(net)  # the export runs the model once: refuse what would exhaust memory before allocating
-    model = (model if model is not None else build_model(net)).eval()
+    model = model if model is not None else build_model(net)
+    training = model.training  # a caller's model is left in the mode it was given in
     x = torch.zeros(batch, *net.input_shape)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        buffer = io.BytesIO()
-        torch.onnx.export(model, (x,), buffer, dynamo=False, opset_version=opset, input_names=["input"],
-                          output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            buffer = io.BytesIO()
+            torch.onnx.export(model.eval(), (x,), buffer, dynamo=False, opset_version=opset, input_names=["input"],
+                              output_names=["output"],
+                              dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    finally:
+        model.train(training)
     proto = onnx.load_from_string(buffer.getvalue())
     onnx.checker.check_model(proto)
     write_output(out_path, buffer.getvalue())

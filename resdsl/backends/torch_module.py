@@ -5,7 +5,7 @@ module and the standalone file cannot drift apart.
 """
 from __future__ import annotations
 
-import itertools
+import hashlib
 import linecache
 import math
 import os
@@ -15,20 +15,46 @@ from ..ops import shape_text
 from .escape import py_ident
 from .python_source import emit_python
 
-_counter = itertools.count()
+_LOADED: dict[str, dict] = {}  # sha-256 of a source -> its namespace: one set of classes per distinct network
+_KEPT = 256  # distinct sources kept loaded (a sweep may build thousands); an evicted one loads again when needed
 MAX_PARAMS = 2_000_000_000  # default limits, lifted with the environment variables below
 MAX_ACTIVATION_BYTES = 16 * 2**30
 BYTES_PER_VALUE = 4  # float32
 
 
 def load_source(source: str, name: str = "resdsl_model") -> dict:
-    """Execute generated model source as a fresh module namespace (registered with linecache for tracebacks)."""
+    """Execute generated model source as a module namespace (registered with linecache for tracebacks), once per
+    distinct source; its modules can be pickled whole (``torch.save(model)``, a process pool's arguments)."""
+    key = hashlib.sha256(source.encode()).hexdigest()
+    if key in _LOADED:
+        return _LOADED[key]
     name = py_ident(name)
-    filename = f"<resdsl-generated {name} #{next(_counter)}>"
+    filename = f"<resdsl-generated {name} {key[:12]}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     namespace: dict = {"__name__": f"resdsl_generated_{name}"}
     exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - our own generated code
+    for cls in namespace.values():
+        if isinstance(cls, type) and cls.__module__ == namespace["__name__"]:
+            cls._resdsl_source, cls._resdsl_name = source, name
+            cls.__reduce_ex__ = _reduce_generated
+    while len(_LOADED) >= _KEPT:
+        old = _LOADED.pop(next(iter(_LOADED)))
+        linecache.cache.pop(old["_resdsl_filename"], None)
+    namespace["_resdsl_filename"] = filename
+    _LOADED[key] = namespace
     return namespace
+
+
+def _reduce_generated(module, protocol):
+    """Pickle a generated module by its class's source (its module name imports nothing): unpickled, the source
+    is loaded again (once per process) and the instance's state restored into its class."""
+    cls = type(module)
+    return _new_generated, (cls._resdsl_source, cls._resdsl_name, cls.__qualname__), module.__getstate__()
+
+
+def _new_generated(source: str, name: str, qualname: str):
+    cls = load_source(source, name)[qualname]
+    return cls.__new__(cls)
 
 
 def build_model(spec, *, num_classes: int | None = None, in_channels: int | None = None,
@@ -53,9 +79,7 @@ def checked(spec, *, num_classes=None, in_channels=None, input_size=None):
         if all(v is None for v in overrides.values()):
             return spec
         return recheck(spec, **overrides)
-    if isinstance(spec, str) and "\n" in spec and not os.path.lexists(spec):  # a file name may hold a line feed
-        return compile_spec(text=spec, **overrides)
-    return compile_spec(os.fspath(spec), **overrides)
+    return compile_spec(spec if isinstance(spec, str) else os.fspath(spec), **overrides)  # text too
 
 
 def recheck(net, **overrides):
@@ -63,11 +87,10 @@ def recheck(net, **overrides):
     are not read or parsed again (a training run compiles its spec once)."""
     from dataclasses import replace
 
-    from ..pipeline import check, override
+    from ..pipeline import check_overridden
 
     resolved = replace(net.spec, settings=dict(net.spec.settings), expects=list(net.spec.expects))
-    override(resolved, **overrides)
-    return check(resolved)
+    return check_overridden(resolved, **overrides)
 
 
 def activation_bytes(net) -> int:
