@@ -51,7 +51,7 @@ def run(cmd: list[str], log: Path, timeout: float) -> float:
 def fit(rows: list[tuple[int, float]]) -> tuple[float, float]:
     """(t per iteration, c per evaluation + checkpoint) from metrics rows (iteration, seconds): the first two
     intervals dropped, least squares of d = L*t + c over the intervals between the later rows."""
-    pts = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(rows[2:], rows[3:])]
+    pts = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(rows[1:], rows[2:])]  # from the 2nd row: L = E, E, E/2
     if len({n for n, _ in pts}) < 2:
         raise NotMeasured(f"{len(rows)} evaluation rows cannot separate steps from evaluations")
     ml, md = statistics.mean(n for n, _ in pts), statistics.mean(d for _, d in pts)
@@ -66,6 +66,10 @@ def measure(out: Path, wall: float, iters: int) -> dict:
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     except (OSError, ValueError) as exc:
         raise NotMeasured(f"no metrics.jsonl in {out} ({exc})") from None
+    failed = [line for log in sorted(out.rglob("train.log")) for line in log.read_text(errors="replace").splitlines()
+              if "capture" in line and "failed" in line]
+    if failed:  # the run stepped (or evaluated) eagerly: not the figure of the loop it was started with
+        raise NotMeasured(failed[0].split("note: ", 1)[-1][:200])
     t, c = fit([(r["iter"], r["seconds"]) for r in rows])
     m = {"t": t, "c": c, "wall": wall, "iters": iters, "evals": len(rows)}
     m["est"] = wall + (FULL - iters) * t + (FULL_EVALS - len(rows)) * c  # meant for Fashion-MNIST at batch 128
@@ -102,7 +106,9 @@ def fmnist(args) -> list[str]:
         except DataError as exc:
             raise NotMeasured(f"no Fashion-MNIST: {str(exc).split('. ')[0][:150]}") from None
         args.warm = True
+        # 12 iterations, an evaluation every 4: the warm-up run captures its step and evaluation graphs as the timed
+        # runs will (after 3 eager iterations; the 2nd evaluation), so no one-off cost of a first capture is timed
         run([sys.executable, "-m", "resdsl_cli.main", "train", "resnet20", "--device", args.device, "--quiet", "--out",
-             str(args.work / "warm-up"), "--iters", "4", "--eval-every", "2", "--test-subset", "256", *extra],
+             str(args.work / "warm-up"), "--iters", "12", "--eval-every", "4", "--test-subset", "256", *extra],
             args.work / "warm-up.log", args.timeout)
     return extra

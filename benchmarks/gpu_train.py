@@ -13,7 +13,9 @@ meaningless, --record refuses them). What cannot run is reported as "not measure
 
  train  ResNet-20/56/110 on Fashion-MNIST, batch 128, via `resdsl train`: the default loop (the fast path: one CUDA
         graph per iteration) and the plain loop (--sync-every-step: eager, reading the loss each step), each in fp32
-        (--amp none) and with --amp bf16 --channels-last. One run per configuration of 4.5*E iterations with
+        (--amp none; PyTorch's default lets cuDNN run fp32 convolutions on TF32 tensor cores, as a user's run
+        does) and with --amp bf16 --channels-last. A run whose train.log says a capture failed is not measured:
+        it stepped eagerly, so its figure is not the default loop's. One run per configuration of 4.5*E iterations with
         --eval-every E: metrics.jsonl rows at E, 2E, 3E, 4E, 4.5E, whose `seconds` (since the loop began, taken after
         each evaluation) make each interval L iterations + one evaluation + one checkpoint: d = L*t + c. The first
         two intervals are dropped (cuDNN autotuning, clock warm-up; the first curves.png, TensorBoard event and

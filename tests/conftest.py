@@ -9,6 +9,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# cuBLAS reads this once, at a process's first call: a --deterministic run in a test process that has already
+# multiplied on the GPU would find it too late (the trainer sets it for a process of its own, before any call)
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
 # The suite runs one xdist worker per core, and many tests start further processes. With torch's default of one
 # thread per core in each, the cores are oversubscribed, and OpenMP's threads, which spin while they wait for each
 # other, then made an in-process test 15 times slower than alone (2.4 s -> 36 s). So each worker, and every process

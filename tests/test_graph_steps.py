@@ -141,3 +141,20 @@ def test_amp_auto_is_bf16_and_channels_last_on_cuda_only(amp, cl, device_type, w
     dtype = resolve_precision(opts, device_type)
     assert (opts.amp, opts.channels_last) == want
     assert dtype == (torch.bfloat16 if want[0] == "bf16" else None)
+
+
+def test_a_warm_up_pass_waits_while_another_thread_captures():
+    """--seed-runs threads: an eager pass before a capture (cuDNN may time algorithms, synchronising the device)
+    does not run while another run's capture holds the lock."""
+    import threading
+
+    from resdsl.train import stepping
+
+    done = []
+    with stepping._CAPTURING:
+        worker = threading.Thread(target=lambda: done.append(stepping.warming(None, lambda: 1)))
+        worker.start()
+        worker.join(0.3)
+        assert not done
+    worker.join(10)
+    assert done == [1]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from .dataerror import DataError
+from .streams import to_device
 
 NORMALIZATIONS = ("per-pixel-mean", "mean-std", "none")
 IN_MEMORY_AUGMENTATIONS = ("pad-crop", "flip")
@@ -138,8 +139,8 @@ class BatchPipeline:
         All randomness comes from ``generator`` (on the CPU): the same indices and generator state give a bitwise
         identical batch."""
         dev = self.data.train_x.device
-        draws = self.draw(len(indices), generator)
-        return self.assemble(indices.to(device=dev, dtype=torch.int64), draws.to(dev))
+        draws = self.draw(len(indices), generator)  # pinned copies: the host does not wait for the queued steps
+        return self.assemble(to_device(indices.to(torch.int64), dev), to_device(draws, dev))
 
     def draw(self, b: int, generator: torch.Generator) -> torch.Tensor:
         """The random numbers of one batch's augmentation, drawn from ``generator`` in a fixed order (crop rows,

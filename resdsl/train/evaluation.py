@@ -119,8 +119,9 @@ class GraphEvaluation:
                 self.graph.replay()
             elif self.capture and self.warm and not last:
                 self._capture()
-            else:
-                self.out = stepping.on_side_stream(self.side, self._passes)
+            else:  # the first passes before a capture time cuDNN's algorithms for the test batch's shapes
+                run = stepping.warming if self.capture and not self.warm else stepping.on_side_stream
+                self.out = run(self.side, self._passes)
                 self.warm = True
         finally:
             model.train(was_training)

@@ -26,8 +26,9 @@ from .steps import InMemoryBatches, Window, seed_for, set_lr, train_step
 
 WARMUP = 3  # eager iterations before the capture: cuDNN picks its algorithms, SGD makes its momentum buffers
 # runs in threads of one process (--seed-runs threads) capture one at a time; "thread_local" lets the other threads
-# go on launching work on their own streams meanwhile
-_CAPTURING = threading.Lock()
+# go on launching work on their own streams meanwhile. An eager pass before a capture is held by the same lock: cuDNN
+# timing its algorithms for new shapes synchronises the whole device, which is invalid while a capture is under way.
+_CAPTURING = threading.RLock()
 
 
 def on_side_stream(side, fn):
@@ -42,19 +43,27 @@ def on_side_stream(side, fn):
     return out
 
 
+def warming(side, fn):
+    """``on_side_stream(side, fn)`` for an eager pass that precedes a capture (new shapes: cuDNN may time its
+    algorithms), while no other thread of the process is capturing."""
+    with _CAPTURING:
+        return on_side_stream(side, fn)
+
+
 def captured(side, fn):
     """``(graph, outputs)``: ``fn()`` captured in a new CUDA graph on the stream ``side`` (the capture runs nothing;
     the caller replays it). A failed capture raises its RuntimeError once the device is idle and the thread is back
     on its own stream (a failing ``capture_end`` leaves ``torch.cuda.graph`` without restoring it)."""
     graph, before = torch.cuda.CUDAGraph(), torch.cuda.current_stream()
     side.wait_stream(before)
-    try:
-        with _CAPTURING, torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
-            out = fn()
-    except RuntimeError:
-        torch.cuda.set_stream(before)
-        torch.cuda.synchronize()
-        raise
+    with _CAPTURING:  # the device-wide synchronisation after a failure waits for no other thread's capture
+        try:
+            with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
+                out = fn()
+        except RuntimeError:
+            torch.cuda.set_stream(before)
+            torch.cuda.synchronize()
+            raise
     before.wait_stream(side)
     return graph, out
 
@@ -150,6 +159,9 @@ class GraphSteps:
             self.lr_now = lr
         if self.graph is not None:
             self.graph.replay()
+        elif self.eager_left > 0 and self.capture and it + 1 < s.total:  # the warm-up before the capture
+            self.eager_left -= 1
+            self.out = warming(self.side, self._iteration)
         elif self.eager_left > 0 or not self.capture or it + 1 == s.total:
             self.eager_left -= 1
             self.out = self._on_side_stream()
