@@ -206,6 +206,15 @@ def test_a_broken_file_is_named(device):
         decoding.decode([torch.frombuffer(bytearray(b"not an image"), dtype=torch.uint8)], ["x/text.jpg"], device)
 
 
+def test_only_whole_jpegs_go_to_nvjpeg():
+    """nvJPEG may decode a truncated JPEG without an error: only a file from its start marker to its end marker is
+    batched for it; the CPU decodes (and names, if broken) the others."""
+    good = encode(picture())
+    assert decoding._is_whole_jpeg(good)
+    assert not decoding._is_whole_jpeg(good[: len(good) // 3].clone())  # cut short
+    assert not decoding._is_whole_jpeg(torch.cat([good, torch.zeros(4, dtype=torch.uint8)]))  # bytes after it
+
+
 def test_an_empty_file_is_named(tmp_path):
     (tmp_path / "empty.JPEG").write_bytes(b"")
     with pytest.raises(DataError, match=r"cannot read the image .*empty.JPEG \(the file is empty\)"):

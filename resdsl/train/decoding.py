@@ -23,8 +23,12 @@ def read_bytes(path: str) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
-def _is_jpeg(data: torch.Tensor) -> bool:
-    return data.numel() > 3 and data[0].item() == 0xFF and data[1].item() == 0xD8
+def _is_whole_jpeg(data: torch.Tensor) -> bool:
+    """A JPEG's start (SOI) and end (EOI) markers: nvJPEG may decode a truncated file into a picture without an
+    error, so one cut short (or with bytes after its end) is decoded on the CPU, which names it if it is broken."""
+    n = data.numel()
+    return n > 3 and (data[0].item(), data[1].item(), data[n - 2].item(), data[n - 1].item()) == (0xFF, 0xD8,
+                                                                                                   0xFF, 0xD9)
 
 
 def decode(datas: list[torch.Tensor], paths: list[str], device) -> list[torch.Tensor]:
@@ -40,7 +44,7 @@ def decode(datas: list[torch.Tensor], paths: list[str], device) -> list[torch.Te
         # (pytorch/vision#9606): handed a block that queued kernels still read, it overwrites their data (NaN
         # losses in a sync-free loop). So nothing may be queued on this stream when it decodes.
         torch.cuda.current_stream(device).synchronize()
-        jpegs = [k for k, d in enumerate(datas) if _is_jpeg(d)]
+        jpegs = [k for k, d in enumerate(datas) if _is_whole_jpeg(d)]
         try:
             for k, img in zip(jpegs, decode_jpeg([datas[k] for k in jpegs], mode=ImageReadMode.RGB, device=device)):
                 out[k] = img
