@@ -9,7 +9,7 @@ import time
 import click
 
 from resdsl.errors import printable
-from resdsl.train.options import AMPS, DEVICES, positive_int
+from resdsl.train.options import AMPS, DEVICES, positive_int, recorded_paths
 
 from .common import EXIT_SPEC, gpus, guard
 
@@ -114,18 +114,19 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     from .train_cmd import git_commit
 
     exp = _experiment(experiment, rows, data, dry_run)
+    out = out or os.path.join("runs", exp.name + (f"-{os.path.basename(os.path.normpath(data))}" if data else ""))
+    data, data_dir = recorded_paths(data, data_dir)  # the runs and experiment.json name folders from the root
     options = {"data": data, "data_dir": data_dir, "iters": iters, "epochs": epochs, "train_subset": train_subset,
                "test_subset": test_subset, "device": device, "workers": workers, "amp": amp,
                "no_download": no_download, "deterministic": deterministic}
     if iters and epochs:
         raise click.UsageError("give --iters or --epochs, not both")
-    out = out or os.path.join("runs", exp.name + (f"-{os.path.basename(os.path.normpath(data))}" if data else ""))
     cards = gpus(device)
     asked, parallel = parallel, parallel or max(1, cards)
     started = time.perf_counter()
     # a dry run refuses what the run would refuse (another experiment's folder, other options, runs of other specs)
     _refused(check_record, out, exp, options, seeds or exp.seeds, write=False)
-    _refused(check_runs, exp, out, seeds)
+    _refused(check_runs, exp, out, seeds, options)
     lines = plan(exp, out, options, seeds, estimate=not no_estimate)
     away = departures(exp, options)
     click.echo(printable(f"{exp.heading} -> {out}") + "\n"  # the file's title: its control characters escaped

@@ -383,7 +383,11 @@ def _evaluate(net, checkpoint, data, data_dir, test_subset, test, device, batch_
     from resdsl.train import checkpoint as ckpt
     from resdsl.train.session import RunOptions, evaluate_checkpoint
 
+    from resdsl.train.rundir import record_of
+
     state = ckpt.load(checkpoint, plain=True)
+    ckpt.check_same_run(state, record_of(os.path.dirname(checkpoint)), checkpoint,
+                        "it holds that run's weights, not this one's; evaluate the run it came from")
     recipe = state.get("recipe") or net.recipe or {}
     name = data or recipe.get("dataset")
     if not name:

@@ -331,3 +331,12 @@ def test_seeds_run_from_1_to_1000():
     for n in (0, 1001):
         with pytest.raises(SpecError, match="seeds must be between 1 and 1000"):
             parse_experiment_text(HEAD + f'seeds {n}\nrow "a" spec resnet20\n', "t.exp")
+
+
+def test_a_label_too_long_for_a_folder_name_is_located():
+    """A row's run folder is named after its label: one over 200 bytes is refused where it is written, not when
+    its run cannot make its folder."""
+    with pytest.raises(SpecError, match="names a run folder of 300 bytes, over the 200") as info:
+        parse_experiment_text(HEAD + f'row "{"r" * 300}" spec resnet20\n')
+    assert info.value.span.column == 5
+

@@ -288,11 +288,11 @@ def test_a_restart_refuses_runs_of_another_network_or_recipe_and_a_folder_in_use
     net.write_text(net.read_text() + "order preact\n")  # another network under the same row
     for dry in ([], ["--dry-run"]):
         r = reproduce(str(exp), *FAST, "--out", str(out), *dry)
-        assert r.returncode == 1 and "r/seed-0 trained from another network or recipe" in r.stderr, r.stderr
+        assert r.returncode == 1 and "r/seed-0 (trained from another network or recipe)" in r.stderr, r.stderr
     net.write_text(f'extends "{ROOT / "tests/specs/tiny.res"}"\nnetwork net\n')
     exp.write_text(head + 'row "R" spec net.res set "lr=0.05"\n')  # another recipe
     r = reproduce(str(exp), *FAST, "--out", str(out), "--dry-run")
-    assert r.returncode == 1 and "r/seed-0 trained from another network or recipe" in r.stderr, r.stderr
+    assert r.returncode == 1 and "r/seed-0 (trained with other `set` overrides)" in r.stderr, r.stderr
     exp.write_text(head + 'row "R" spec net.res\n')
     lock = FolderLock(str(out), "experiment folder")  # another reproduce at work in it
     try:

@@ -220,6 +220,8 @@ def open_run(run_dir: str) -> Run:
         from ..train import checkpoint as ckpt
 
         state = ckpt.load(path)
+        ckpt.check_same_run(state, cfg, path, "it holds that run's weights, not this one's; measure the run it came "
+                            "from")
     return Run(run_dir, cfg, spec, net, state)
 
 

@@ -21,6 +21,7 @@ from .model import CONVENTIONS, FIGURE_KINDS, Experiment, Figure, Paper, Row, Wh
 from .parse_errors import line_col, parser, reworded, syntax_error
 
 MAX_SEEDS = 1000
+MAX_KEY_BYTES = 200  # a row's run folder (Row.key); a file name has at most 255 bytes on most systems
 
 
 def parse_experiment(path: str | os.PathLike) -> Experiment:
@@ -211,6 +212,10 @@ class _Builder:
         for row, raw in zip(rows, self.rows):
             if not row.label.strip():
                 raise SpecError("a row's label is empty", _span(self.path, raw["label"]))
+            if len(row.key.encode("utf-8")) > MAX_KEY_BYTES:  # the run folder's name: most file systems take 255
+                raise SpecError(f"a row's label names a run folder of {len(row.key.encode('utf-8'))} bytes, over the "
+                                f"{MAX_KEY_BYTES} resdsl allows (most file systems take 255)", _span(self.path, raw["label"]),
+                                hint="give the row a shorter label")
             first = seen.get(row.key)
             if first is not None:
                 same = first.label == row.label

@@ -232,7 +232,7 @@ def take(exp: Experiment, out: str, options: dict, seeds: int | None):
         raise ExperimentRunError(str(exc)) from None
     try:
         check_record(out, exp, options, seeds or exp.seeds)
-        check_runs(exp, out, seeds)
+        check_runs(exp, out, seeds, options)
     except BaseException:
         lock.release()
         raise

@@ -181,9 +181,10 @@ def check_record(out: str, exp: Experiment, options: dict, seeds: int, write: bo
         _write_record(out, path, mine)
 
 
-def check_runs(exp: Experiment, out: str, seeds: int | None) -> None:
-    """Refuse a restart whose rows no longer name what their runs were trained from: a spec edited, a row's spec or
-    its `set` overrides changed in the experiment file since (the report would average runs of two networks)."""
+def check_runs(exp: Experiment, out: str, seeds: int | None, options: dict) -> None:
+    """Refuse a restart whose run folders hold runs other than the ones the experiment now names: a spec edited, a
+    row's spec or its `set` overrides changed in the experiment file since, or a run copied in that was trained
+    with another seed or other options (the report would average runs of two networks, or count a run twice)."""
     from resdsl.pipeline import compile_spec
 
     nets, stale = {}, []
@@ -193,14 +194,33 @@ def check_runs(exp: Experiment, out: str, seeds: int | None) -> None:
             continue
         if job.row.label not in nets:
             nets[job.row.label] = compile_spec(spec_path(exp, job.row))
-        if nets[job.row.label].is_trained_from(config) is False or \
-                list(config.get("set") or []) != list(job.row.overrides):
-            stale.append(job.name)
+        why = _stale(job, config, nets[job.row.label], dict(options, data=options.get("data") or exp.dataset))
+        if why:
+            stale.append(f"{job.name} ({why})")
     if stale:
         raise ExperimentRunError(
-            f"{out}: {', '.join(stale)} trained from another network or recipe than the experiment now names (a "
-            "spec, or a row's spec or `set` in the experiment file, changed since, or another resdsl version builds "
-            "the network otherwise); use another --out, or remove those run folders to train them anew")
+            f"{out}: {'; '.join(stale)}: not the run the experiment names there (a spec, or a row's spec or `set`, "
+            "changed since, another resdsl version builds the network otherwise, or the run was copied in from "
+            "elsewhere); use another --out, or remove those run folders to train them anew")
+
+
+# what a run of an experiment folder must have been trained with: the command's options (experiment.json's)
+_RUN_OPTIONS = ("data", "iters", "epochs", "train_subset", "test_subset")
+
+
+def _stale(job: Job, config: dict, net, options: dict) -> str | None:
+    """Why the run in ``job``'s folder is not the one its row and seed name (None: it is)."""
+    if net.is_trained_from(config) is False:
+        return "trained from another network or recipe"
+    if list(config.get("set") or []) != list(job.row.overrides):
+        return "trained with other `set` overrides"
+    if config.get("seed") != job.seed:
+        return f"trained with seed {config.get('seed')}"
+    recorded = config.get("options") if isinstance(config.get("options"), dict) else {}
+    differ = [key for key in _RUN_OPTIONS if key in recorded and recorded[key] != options.get(key)]
+    if differ:
+        return "trained with " + ", ".join(f"--{k.replace('_', '-')} {recorded[k]}" for k in differ)
+    return None
 
 
 def _any_checkpoint(out: str) -> bool:

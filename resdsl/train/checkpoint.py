@@ -159,6 +159,17 @@ def iteration(path: str) -> int | None:
         return None
 
 
+def check_same_run(saved: dict, config: dict | None, path: str, then: str) -> None:
+    """A run's checkpoint is its own: one whose run id is not its config.json's was copied from another run, and
+    its weights are not this run's. ``then``: what the user should do instead (runs recorded before run ids have
+    neither, and pass)."""
+    mine = config.get("run_id") if isinstance(config, dict) else None
+    its = saved.get("run_id")
+    if isinstance(mine, str) and isinstance(its, str) and mine != its:
+        raise CheckpointError(f"{path} is another run's checkpoint (run id {its}; config.json says {mine}): copied "
+                              f"from there, {then}")
+
+
 def load_weights(model, weights: dict, path: str) -> None:
     """``model.load_state_dict(weights)``; a checkpoint of another network is named by its first differences."""
     own = model.state_dict()

@@ -164,7 +164,12 @@ def _train(model_fn, recipe, opts, run_dir, rank, world, log) -> dict:
     test = final.due(s.recipe, s.data) if opts.resume is None else _recorded_final_test(run_dir)
     try:
         if opts.resume is not None:
+            saved = rundir.read_config(run_dir)
+            rundir.check_same_data(opts.resume, saved, _data_record(s))
             _restore(s, state, path, metrics, test)
+            if rank == 0 and rundir.trained_on(saved) not in (None, s.device.type):
+                log.say(f"note: the run trained on {rundir.trained_on(saved)} and goes on on {s.device.type}: the "
+                        "continuation is not bit for bit the one the first device would have trained")
         if rank == 0:
             for line in banner(opts, s.recipe, s.model, _data_words(s.data, s.recipe, s.n_train), s.device,
                                s.schedule, s.total, s.iters_per_epoch, run_dir, state["iter"], step_words(s), s.world):
@@ -204,10 +209,7 @@ def _restore(s: Session, state: dict, path: str, metrics: MetricsLog, test: dict
     """Model, optimizer, schedule, running figures and RNG states from the run's checkpoint (a finished run is
     refused unless its last evaluation or its final test in ``test``'s view is still to do)."""
     saved = ckpt.load(path)
-    mine, its = s.opts.extra_config.get("run_id"), saved.get("run_id")
-    if mine and its and mine != its:  # runs recorded before run ids have neither
-        raise ckpt.CheckpointError(f"{path} is another run's checkpoint (run id {its}; config.json says {mine}): "
-                                   "copied from there, it cannot continue this run. Resume the run it came from")
+    ckpt.check_same_run(saved, s.opts.extra_config, path, "it cannot continue this run. Resume the run it came from")
     ckpt.load_weights(s.model, saved["model"], path)
     try:
         s.optimizer.load_state_dict(saved["optimizer"])
@@ -222,7 +224,8 @@ def _restore(s: Session, state: dict, path: str, metrics: MetricsLog, test: dict
         raise TrainingError(f"--resume {s.opts.resume}: the run already finished all {s.total} iterations, so there "
                             "is nothing to continue. To train longer, start a new run (e.g. --iters N --out NEW)")
     due = state["iter"] % s.eval_every == 0 or state["iter"] == s.total  # its row was written before it
-    metrics.resume(state["iter"], row_at_checkpoint=due and not pending(state))
+    metrics.resume(state["iter"], row_at_checkpoint=due and not pending(state),
+                   rows_before=state["iter"] >= s.eval_every)
 
 
 def _config(s: Session) -> dict:
@@ -232,9 +235,15 @@ def _config(s: Session) -> dict:
             "options": asdict(opts), "device": device_words(s.device), "precision": precision_words(opts, s.world),
             "stepping": step_words(s) or "eager steps",
             "command": list(sys.argv), "versions": _versions(), "seed": opts.seed, "world_size": s.world,
-            "dataset": {"name": s.recipe["dataset"], "shape": list(s.data.shape), "classes": s.data.num_classes,
-                        "train_size": s.n_train}, "iterations": s.total, "iters_per_epoch": s.iters_per_epoch,
+            "dataset": _data_record(s), "iterations": s.total, "iters_per_epoch": s.iters_per_epoch,
             **opts.extra_config}
+
+
+def _data_record(s: Session) -> dict:
+    """config.json's ``dataset``: what a resumed run checks it finds again (rundir.check_same_data)."""
+    n_test = s.data.test_x.shape[0] if hasattr(s.data, "test_x") else s.data.test_size
+    return {"name": s.recipe["dataset"], "shape": list(s.data.shape), "classes": s.data.num_classes,
+            "train_size": s.n_train, "test_size": n_test}
 
 
 def _network(s: Session):
@@ -313,7 +322,12 @@ def _keeping_on_data_errors(s: Session, state: dict, window: Window, steps, star
 
 
 def _kept(path: str) -> str:
-    return f"the last good checkpoint is {path}" if os.path.exists(path) else "no checkpoint was written"
+    if os.path.exists(path):
+        return f"the last good checkpoint is {path}"
+    if not os.path.isdir(os.path.dirname(path) or "."):  # moved or deleted while the run trained
+        return (f"the run directory {os.path.dirname(path)} is gone (moved or deleted while the run trained): its "
+                "last checkpoint, if it had one, went with it; resume it where it is now")
+    return "no checkpoint was written"
 
 
 def _loss_check(it: int, lr: float, path: str):

@@ -47,16 +47,24 @@ class MetricsLog:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             return None
-        return SummaryWriter(os.path.join(self.run_dir, "tensorboard"), purge_step=purge_step)
+        folder = os.path.join(self.run_dir, "tensorboard")
+        try:
+            return SummaryWriter(folder, purge_step=purge_step)
+        except OSError as exc:
+            raise OutputError(f"cannot write TensorBoard's files in {folder}: {exc.strerror or exc}") from None
 
-    def resume(self, up_to_iter: int, row_at_checkpoint: bool = False) -> None:
-        """Keep the rows written up to the checkpoint's iteration; later ones will be written again. A line that
+    def resume(self, up_to_iter: int, row_at_checkpoint: bool = False, rows_before: bool = False) -> None:
+        """Keep the rows written up to the checkpoint's iteration (``rows_before``: it had some, so a missing file
+        is said); later ones will be written again. A line that
         does not parse (a run killed mid-write, a full disk) is dropped with a warning that says whether its row
         comes again (after the checkpoint) or is lost (before it; ``row_at_checkpoint``: the checkpoint's own
         iteration has a row, written before it, so an unreadable line where that row belongs is lost too)."""
         try:
             lines = read_regular(self.path).decode("utf-8", errors="replace").split("\n")
         except FileNotFoundError:
+            if rows_before and self.enabled:  # a run shared without it, say
+                print(f"warning: {self.path} is missing: the rows up to the checkpoint's iteration {up_to_iter} are "
+                      "lost (the training is not); the run's curves begin where it resumes", file=sys.stderr)
             return
         except OSError as exc:
             raise OutputError(f"cannot read {self.path}: {exc.strerror or exc}") from None

@@ -15,6 +15,7 @@ import tempfile
 import time
 
 from . import record
+from .report import LOG
 from .dataerror import one_line
 from .fileio import LOCK_FILE, TEMPORARY, FolderLock, OutputError, atomic_write, is_temporary, read_regular
 
@@ -22,7 +23,7 @@ CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 FINAL_TEST = "final-test.json"  # final.py: the last test in the recipe's view, where that is not the evaluations'
-RUN_FILES = (CONFIG, CHECKPOINT, METRICS, FINAL_TEST, "curves.png", "tensorboard", "train.log")
+RUN_FILES = (CONFIG, CHECKPOINT, METRICS, FINAL_TEST, "curves.png", "tensorboard", LOG)
 
 
 class RunDirError(Exception):
@@ -57,7 +58,7 @@ def _remove_leftovers(path: str) -> None:
                 pass
 
 
-def _check_name(path: str) -> None:
+def _check_name(path: str, instead: str = "choose another --out") -> None:
     """A run directory's name must be text: config.json, train.log and TensorBoard record it."""
     path = os.fspath(path)
     try:
@@ -65,7 +66,18 @@ def _check_name(path: str) -> None:
     except UnicodeEncodeError:
         shown = path.encode("utf-8", "backslashreplace").decode("utf-8")
         raise RunDirError(f"cannot use run directory {shown}: its name is not valid UTF-8 (the run records it in "
-                          "config.json, train.log and TensorBoard's files); choose another --out") from None
+                          f"config.json, train.log and TensorBoard's files); {instead}") from None
+
+
+def _check_appendable(path: str, why: str) -> None:
+    """What a resumed run adds to rather than replaces can be written: TensorBoard's folder (a new event file) and
+    the files it appends to (checked before the first iteration, not after the first evaluation)."""
+    if os.path.isdir(os.path.join(path, "tensorboard")):
+        _check_writable(os.path.join(path, "tensorboard"), why)
+    for name in (METRICS, LOG):
+        file = os.path.join(path, name)
+        if os.path.isfile(file) and not os.access(file, os.W_OK):
+            raise RunDirError(f"cannot use run directory {path}: {name} is read-only; {why}")
 
 
 def start(path: str, overwrite: bool = False) -> FolderLock:
@@ -120,7 +132,7 @@ def remove_if_unused(path: str) -> None:
     """Remove a run directory this process created if nothing but its lock and log were written into it (the log
     only repeats what was printed)."""
     try:
-        if set(os.listdir(path)) <= {LOCK_FILE, "train.log"}:
+        if set(os.listdir(path)) <= {LOCK_FILE, LOG}:
             shutil.rmtree(path)
     except OSError:
         pass
@@ -217,9 +229,11 @@ def check_checkpoint(path: str) -> None:
 def resume(path: str) -> FolderLock:
     """Lock a run directory to continue it (before reading its record: a run another process is training is
     named as such); it must be writable (a read-only copy cannot take new checkpoints)."""
-    _check_name(path)
+    _check_name(path, "rename the folder (or copy it) to a UTF-8 name and resume that")
     _check_run_folder(path, "--resume")
     _check_writable(path, "resuming writes new checkpoints there (copy the run to a writable place first)")
+    _check_appendable(path, "resuming adds to the run's records (make them writable, or copy the run to a writable "
+                            "place first)")
     lock = _lock(path)
     try:
         _remove_leftovers(path)
@@ -255,6 +269,26 @@ def check_same_spec(resume: str, extra: dict, saved: dict) -> None:
     raise RunDirError(f"--resume {resume}: the spec {extra.get('spec')} is not the one this run was trained from "
                       f"({saved.get('spec')}, recorded by its hash in config.json): the network or its recipe "
                       f"differs{own}, or start a new run")
+
+
+def check_same_data(resume: str, saved: dict, found: dict) -> None:
+    """A run resumes only on the data it was trained on, as far as config.json's ``dataset`` tells it (image shape,
+    classes, training and test sizes): a relative --data-dir recorded by an older resdsl, read from another folder,
+    finds other files. ``found``: the same figures of the data loaded now."""
+    was = saved.get("dataset")
+    if not isinstance(was, dict):
+        return
+    differ = [key for key in ("shape", "classes", "train_size", "test_size") if key in was and was[key] != found[key]]
+    if differ:
+        words = "; ".join(f"{key} {was[key]} then, {found[key]} now" for key in differ)
+        raise RunDirError(f"--resume {resume}: the data found now is not the data the run was trained on ({words}); "
+                          "resume it where its data is, or give --data-dir for the folder that holds it")
+
+
+def trained_on(saved: dict) -> str | None:
+    """The kind of device (cuda, cpu, mps) a run's config.json says it started on; None where it does not say."""
+    words = saved.get("device")
+    return words.split(":")[0].split(" ")[0] if isinstance(words, str) and words else None
 
 
 def check_world(resume: str, saved: dict, world: int) -> None:
