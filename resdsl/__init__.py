@@ -40,10 +40,10 @@ def export_onnx(spec, path: str, *, model=None, opset: int = 17) -> dict:
 
 
 def draw(spec, view: str = "overview"):
-    """A block diagram of a spec (path, name, text or CheckedNetwork) as a ``graphviz.Source`` (the `viz` extra), which a
-    notebook shows inline and ``.render()`` writes; drawing it needs graphviz's `dot` program. ``view``: overview
-    ([R] Fig. 3), unit ([I] Fig. 2/4) or full (every operation), as `resdsl viz --view`. Rendering is graphviz's
-    own, without the size and time limits `resdsl viz` sets."""
+    """A block diagram of a spec (path, name, text or CheckedNetwork) as a ``graphviz.Source`` (the `viz` extra),
+    which a notebook shows inline and ``.render()`` writes; drawing it needs graphviz's `dot` program. ``view``:
+    overview ([R] Fig. 3), unit ([I] Fig. 2/4) or full (every operation), as `resdsl viz --view`. Rendering is
+    graphviz's own, without the size and time limits `resdsl viz` sets."""
     from graphviz import Source
 
     from .backends import graphviz as gv
@@ -61,5 +61,6 @@ def draw(spec, view: str = "overview"):
         raise ValueError(f"{exc}: view='overview' or view='unit' draws it") from None  # too large for it
 
 
-__all__ = ["compile_spec", "build_model", "emit_python", "export_onnx", "draw", "CheckedNetwork", "SpecError", "SpecWarning", "Span"]
+__all__ = ["compile_spec", "build_model", "emit_python", "export_onnx", "draw", "CheckedNetwork", "SpecError",
+           "SpecWarning", "Span"]
 __version__ = "0.1.0"

@@ -113,7 +113,8 @@ def test_a_run_shared_without_its_metrics_resumes_and_says_its_rows_are_lost(tmp
     _edit_config(run, options__iters=6, iterations=6)
     (run / "metrics.jsonl").unlink()
     r = resdsl("train", "--resume", str(run))
-    assert r.returncode == 0 and "metrics.jsonl is missing: the rows up to the checkpoint's iteration 4 are lost "                                  "(the training is not)" in r.stderr, r.stderr
+    missing = "metrics.jsonl is missing: the rows up to the checkpoint's iteration 4 are lost (the training is not)"
+    assert r.returncode == 0 and missing in r.stderr, r.stderr
 
 
 def test_a_run_folder_moved_while_it_trained_is_said_so():

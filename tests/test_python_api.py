@@ -17,7 +17,8 @@ from conftest import ROOT
 
 torch = pytest.importorskip("torch")
 
-BAD = "network n\ninput 3x32x32\nstem cifar 16\nunit basic\nshortcut A\nstages 16x1, 32x1 /2, 16x1 /2\nhead avgpool fc 10\n"
+BAD = ("network n\ninput 3x32x32\nstem cifar 16\nunit basic\nshortcut A\nstages 16x1, 32x1 /2, 16x1 /2\n"
+       "head avgpool fc 10\n")
 
 
 def _error(fn, *args, **kwargs) -> resdsl.SpecError:
@@ -86,7 +87,8 @@ def test_a_whole_model_pickles_and_loads_in_a_fresh_process(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     torch.save({"model": model, "x": x, "y": model(x)}, tmp_path / "whole.pt")
     code = ("import torch; d = torch.load(r'%s', weights_only=False); m = d['model']\n"
-            "assert type(m).__module__ == 'resdsl_generated_resnet110_preact' and m.resdsl_network == 'resnet110_preact'\n"
+            "assert type(m).__module__ == 'resdsl_generated_resnet110_preact'\n"
+            "assert m.resdsl_network == 'resnet110_preact'\n"
             "print(torch.equal(m(d['x']), d['y']))" % (tmp_path / "whole.pt"))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.stdout.strip() == "True", r.stderr

@@ -213,8 +213,9 @@ class _Builder:
             if not row.label.strip():
                 raise SpecError("a row's label is empty", _span(self.path, raw["label"]))
             if len(row.key.encode("utf-8")) > MAX_KEY_BYTES:  # the run folder's name: most file systems take 255
-                raise SpecError(f"a row's label names a run folder of {len(row.key.encode('utf-8'))} bytes, over the "
-                                f"{MAX_KEY_BYTES} resdsl allows (most file systems take 255)", _span(self.path, raw["label"]),
+                size = len(row.key.encode("utf-8"))
+                raise SpecError(f"a row's label names a run folder of {size} bytes, over the {MAX_KEY_BYTES} resdsl "
+                                "allows (most file systems take 255)", _span(self.path, raw["label"]),
                                 hint="give the row a shorter label")
             first = seen.get(row.key)
             if first is not None:
