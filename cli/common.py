@@ -60,10 +60,8 @@ def guard(fn):
 
 def say_warnings(net) -> None:
     """The spec's warnings (what compiles but is most likely not meant), located, on stderr."""
-    from resdsl.errors import render_diagnostic
-
-    for message, span, hint in net.warnings():
-        click.echo(render_diagnostic("warning", message, span, hint, net.spec.sources.get(span.path)), err=True)
+    for text in net.said_warnings():
+        click.echo(text, err=True)
 
 
 def write_output(path: str, text: str | bytes) -> None:

@@ -109,7 +109,7 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     command, finished runs are skipped and stopped ones resume exactly.
     """
     from resdsl.experiment.reproduce import departures, plan, plan_text, setup_words, take, training_images
-    from resdsl.experiment.runner import check_record, check_runs
+    from resdsl.experiment.folder import check_record, check_runs
 
     from .train_cmd import git_commit
 

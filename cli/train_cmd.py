@@ -266,6 +266,7 @@ def _train_once(spec: str | None, values: dict, settings: list[str]) -> int:
     recipe = recipe_with_settings(net.spec, settings, None if scaled else length) if settings else net.recipe
     opts = options_from(values, net.name)
     opts.extra_config = {**named, "spec_hash": net.spec_hash(), "spec_files": net.files(), "set": settings,
+                         "set_scaled": bool(scaled and settings and length),
                          "network": net.name, "resdsl": __version__, "git_commit": git_commit(), "params": net.params,
                          "macs": net.macs}
     result, failure = run_with_errors(train, _model_fn(net), recipe, opts)

@@ -6,6 +6,7 @@ import json
 import numbers
 import os
 import shlex
+import sys
 import warnings
 from dataclasses import dataclass, field
 
@@ -112,6 +113,12 @@ class CheckedNetwork:
                      f"resdsl reads channels x height x width: {w}x{c}x{h} for {w}-channel {c}x{h} images")]
         return []
 
+    def said_warnings(self) -> list[str]:
+        """Each of :meth:`warnings` as said (``file:line:col: warning: ...``, the line, a caret, the hint): by the
+        command line on stderr, and by ``compile_spec`` as a ``SpecWarning``."""
+        return [render_diagnostic("warning", message, span, hint, self.spec.sources.get(span.path))
+                for message, span, hint in self.warnings()]
+
     def files(self) -> dict:
         """config.json's ``spec_files``: the spec's path, the text of every file it was compiled from (itself,
         the specs it extends, the recipe files it includes) and the spellings that reached a file under another
@@ -149,10 +156,19 @@ def compile_spec(path: str | os.PathLike | None = None, *, text: str | None = No
         raise TypeError("compile_spec takes a path or text=..., not both")
     resolved = resolve_path(locate(path)) if path is not None else resolve_text(text, name)
     net = check_overridden(resolved, num_classes=num_classes, in_channels=in_channels, input_size=input_size)
-    for message, span, hint in net.warnings():
-        warnings.warn(SpecWarning(render_diagnostic("warning", message, span, hint, net.spec.sources.get(span.path))),
-                      stacklevel=2)
+    for text in net.said_warnings():
+        warnings.warn(SpecWarning(text), stacklevel=_callers_level())
     return net
+
+
+def _callers_level() -> int:
+    """warnings.warn's stacklevel that names the first line outside resdsl (the user's build_model or draw call,
+    not resdsl's own call of compile_spec)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    level, frame = 2, sys._getframe(2)  # the caller of compile_spec
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 def compile_run(config: dict, where: str) -> tuple[str, CheckedNetwork]:

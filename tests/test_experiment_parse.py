@@ -339,4 +339,3 @@ def test_a_label_too_long_for_a_folder_name_is_located():
     with pytest.raises(SpecError, match="names a run folder of 300 bytes, over the 200") as info:
         parse_experiment_text(HEAD + f'row "{"r" * 300}" spec resnet20\n')
     assert info.value.span.column == 5
-

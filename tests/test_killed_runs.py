@@ -112,7 +112,8 @@ def test_an_experiment_that_trained_nothing_takes_new_options(tmp_path):
     the record is replaced; after that, other options are refused as before."""
     from conftest import ROOT
     from resdsl.experiment.parse import parse_experiment
-    from resdsl.experiment.runner import ExperimentRunError, check_record
+    from resdsl.experiment.folder import check_record
+    from resdsl.experiment.runner import ExperimentRunError
 
     exp = parse_experiment(ROOT / "tests" / "experiments" / "tiny.exp")
     out = tmp_path / "exp"

@@ -89,6 +89,36 @@ def test_an_experiment_folder_counts_only_the_runs_it_names(tmp_path):
     _edit_config(out / "r" / "seed-0", seed=0, options__iters=4)
     r = resdsl("reproduce", str(exp), *fast, "--no-estimate", "--out", str(out), "--dry-run")
     assert r.returncode == 1 and "r/seed-0 (trained with --iters 4)" in r.stderr, r.stderr
+    (out / "r" / "seed-0" / "checkpoint.pt").unlink()  # a start that died before its checkpoint: started anew
+    r = resdsl("reproduce", str(exp), *fast, "--no-estimate", "--out", str(out), "--dry-run")
+    assert r.returncode == 0 and "r/seed-0" in r.stdout, r.stderr
+
+
+def test_an_older_record_is_read_as_it_was_written(tmp_path, monkeypatch):
+    """An experiment folder an older resdsl started: a relative --data-dir in experiment.json and in its runs'
+    config.json is the folder it named from where the command runs; a row whose `set` schedule a shorter run did
+    not scale then (its config.json has no set_scaled) is not averaged with runs that scale it now."""
+    from resdsl.experiment.folder import _stale, check_record
+    from resdsl.experiment.model import Row
+    from resdsl.experiment.parse import parse_experiment
+    from resdsl.experiment.runner import Job
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dd").mkdir()
+    exp_file = tmp_path / "e.exp"
+    exp_file.write_text(f'experiment e\ntitle "t"\nsource "test"\ndataset synthetic\nseeds 1\nrow "R" spec "{TINY}"\n')
+    exp, out = parse_experiment(exp_file), tmp_path / "out"
+    check_record(str(out), exp, {"data_dir": "dd", "iters": 3}, 1)  # as the older resdsl wrote it: relative
+    (out / "r" / "seed-0").mkdir(parents=True)
+    (out / "r" / "seed-0" / "checkpoint.pt").write_bytes(b"x")  # a run has checkpointed: options are fixed
+    check_record(str(out), exp, {"data_dir": str(tmp_path / "dd"), "iters": 3}, 1)  # this resdsl's spelling
+    row = Row(label="R", spec=TINY, overrides=("schedule=step 2, 3",))
+    job, net = Job(row, 0, str(out / "r" / "seed-0")), type("Net", (), {"is_trained_from": lambda self, c: None})()
+    old = {"set": ["schedule=step 2, 3"], "seed": 0, "options": {"iters": 3, "data_dir": "dd"}}
+    assert "counted in the run's length" in _stale(job, old, net, {"iters": 3, "data": "synthetic"})
+    assert _stale(job, dict(old, set_scaled=True), net, {"iters": 3}) is None
+    whole = dict(old, options={"data_dir": "dd"})  # the whole recipe: nothing was scaled either way
+    assert _stale(job, whole, net, {}) is None
 
 
 def test_what_a_resumed_run_appends_to_must_be_writable_before_it_starts(tmp_path, monkeypatch):

@@ -43,20 +43,24 @@ def test_a_channels_last_input_is_a_python_warning_and_said_once_by_the_cli(tmp_
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         resdsl.compile_spec(text=text, name="cl.res")
-    assert [w.category for w in caught] == [resdsl.SpecWarning]
+        resdsl.build_model(text)  # through another function of resdsl: still the caller's line
+    assert [w.category for w in caught] == [resdsl.SpecWarning] * 2
     assert str(caught[0].message).startswith("cl.res:2:1: warning: input 32x32x3 is 32 channels")
-    assert caught[0].filename == __file__  # the caller's line, not resdsl's
+    assert [w.filename for w in caught] == [__file__] * 2  # the caller's line, not resdsl's
     (tmp_path / "cl.res").write_text(text)
     r = subprocess.run([sys.executable, "-m", "resdsl_cli.main", "compile", str(tmp_path / "cl.res")],
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0 and r.stderr.count("warning: input 32x32x3") == 1 and "SpecWarning" not in r.stderr
 
 
-def test_spec_text_is_taken_wherever_a_spec_is():
+def test_spec_text_is_taken_wherever_a_spec_is(tmp_path):
     text = resdsl.compile_spec("resnet20").spec.source.replace('"recipes.res"', '"recipes"')
     assert resdsl.compile_spec(text).params == 269722
     assert "class Network(nn.Module)" in resdsl.emit_python(text)
     assert "digraph" in resdsl.draw(text).source
+    odd = tmp_path / "two\nlines.res"  # a pathlib.Path is a path, whatever its name holds
+    odd.write_text(resdsl.compile_spec("resnet20").spec.source.replace('"recipes.res"', '"recipes"'))
+    assert sum(p.numel() for p in resdsl.build_model(odd).parameters()) == 269722
 
 
 def test_arguments_are_checked_as_python_values():
@@ -96,6 +100,26 @@ def test_a_whole_model_pickles_and_loads_in_a_fresh_process(tmp_path):
     assert type(twin) is type(model) and torch.equal(twin(x), model(x))
 
 
+def test_classes_are_found_again_while_they_live_and_subclasses_pickle_by_name(monkeypatch):
+    """Past the cache of recent networks, a network still in use keeps its classes (isinstance and unpickling see
+    the very class); a user's subclass of a generated class pickles as any class does."""
+    from resdsl.backends import torch_module
+
+    monkeypatch.setattr(torch_module, "_KEPT", 1)
+    model = resdsl.build_model("resnet20")
+    resdsl.build_model("resnet32")  # pushes resnet20's source out of the recent ones
+    assert type(pickle.loads(pickle.dumps(model))) is type(model) and type(copy.deepcopy(model)) is type(model)
+    assert isinstance(resdsl.build_model("resnet20"), type(model))
+    global Mine
+
+    class Mine(type(model)):
+        pass
+
+    mine = Mine.__new__(Mine)
+    mine.__dict__.update(model.__dict__)
+    assert type(pickle.loads(pickle.dumps(mine))) is Mine
+
+
 def test_one_set_of_classes_per_network_and_one_traceback_source():
     """Building a network again reuses its classes and its linecache entry: a sweep does not grow memory per
     build."""
@@ -115,10 +139,16 @@ def test_option_a_networks_script_with_torchscript():
 
 
 def test_export_onnx_from_python_keeps_the_callers_model_mode(tmp_path):
+    """Exported in eval mode; the model is given back as it came, each module's mode (frozen BatchNorms in a
+    training model) included."""
     pytest.importorskip("onnx")
     model = resdsl.build_model("resnet20").train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
     facts = resdsl.export_onnx("resnet20", str(tmp_path / "m.onnx"), model=model)
     assert facts["opset"] == 17 and (tmp_path / "m.onnx").stat().st_size > 1e6 and model.training
+    assert not any(m.training for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
 
 def test_a_checked_networks_repr_is_one_line():

@@ -303,7 +303,7 @@ def test_a_restart_refuses_runs_of_another_network_or_recipe_and_a_folder_in_use
     r = reproduce(str(exp), *FAST, "--out", str(out))
     assert r.returncode == 0 and "every run is finished" in r.stdout, r.stderr
     from resdsl.experiment.parse import parse_experiment
-    from resdsl.experiment.runner import check_record
+    from resdsl.experiment.folder import check_record
 
     fresh = tmp_path / "fresh"  # another command (--iters 4) has just begun here: its record, nothing checkpointed
     check_record(str(fresh), parse_experiment(exp), {"iters": 4, "device": "cpu"}, 1)

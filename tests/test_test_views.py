@@ -329,7 +329,8 @@ def test_an_experiment_restarts_with_other_workers(tmp_path):
     """--workers changes how fast a run goes, not what it computes: a restart may give another number, and a
     record written when it was part of the options (as null) is read as before."""
     from resdsl.experiment.parse import parse_experiment
-    from resdsl.experiment.runner import PASSED, check_record
+    from resdsl.experiment.folder import check_record
+    from resdsl.experiment.runner import PASSED
 
     exp = parse_experiment(str(ROOT / "tests/experiments/tiny_folder.exp"))
     out = tmp_path / "exp"

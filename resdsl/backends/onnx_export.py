@@ -22,7 +22,7 @@ def export_onnx(net, out_path: str, *, model=None, batch: int = 1, opset: int = 
         raise RuntimeError("ONNX export needs the 'onnx' package: pip install onnx") from exc
     check_limits(net)  # the export runs the model once: refuse what would exhaust memory before allocating
     model = model if model is not None else build_model(net)
-    training = model.training  # a caller's model is left in the mode it was given in
+    modes = [(m, m.training) for m in model.modules()]  # a caller's model is left as it was given, module by module
     x = torch.zeros(batch, *net.input_shape)
     try:
         with warnings.catch_warnings():
@@ -32,7 +32,8 @@ def export_onnx(net, out_path: str, *, model=None, batch: int = 1, opset: int = 
                               output_names=["output"],
                               dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
     finally:
-        model.train(training)
+        for m, training in modes:
+            m.training = training
     proto = onnx.load_from_string(buffer.getvalue())
     onnx.checker.check_model(proto)
     write_output(out_path, buffer.getvalue())

@@ -8,47 +8,71 @@ from __future__ import annotations
 import hashlib
 import linecache
 import math
-import os
+import threading
+import weakref
 
 from ..errors import SpecError, env_limit
 from ..ops import shape_text
 from .escape import py_ident
 from .python_source import emit_python
 
-_LOADED: dict[str, dict] = {}  # sha-256 of a source -> its namespace: one set of classes per distinct network
-_KEPT = 256  # distinct sources kept loaded (a sweep may build thousands); an evicted one loads again when needed
 MAX_PARAMS = 2_000_000_000  # default limits, lifted with the environment variables below
 MAX_ACTIVATION_BYTES = 16 * 2**30
 BYTES_PER_VALUE = 4  # float32
+
+
+# One set of classes per distinct source (sha-256): a network built again reuses its classes, and a pickled module
+# finds them. The most recent sources stay loaded (a sweep may build thousands); an older one is found again while
+# any of its classes lives (pickling and isinstance need the very class), and is loaded anew only once none does.
+_LOCK = threading.Lock()  # --seed-runs threads build their networks side by side
+_LOADED: dict[str, dict] = {}
+_KEPT = 256
+_ALIVE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # (sha-256, class name) -> class
+_NAMES: dict[str, tuple] = {}  # sha-256 -> its classes' names
 
 
 def load_source(source: str, name: str = "resdsl_model") -> dict:
     """Execute generated model source as a module namespace (registered with linecache for tracebacks), once per
     distinct source; its modules can be pickled whole (``torch.save(model)``, a process pool's arguments)."""
     key = hashlib.sha256(source.encode()).hexdigest()
-    if key in _LOADED:
-        return _LOADED[key]
-    name = py_ident(name)
+    with _LOCK:
+        namespace = _LOADED.get(key) or _living(key) or _executed(source, py_ident(name), key)
+        _LOADED.pop(key, None)
+        _LOADED[key] = namespace  # the most recent last
+        while len(_LOADED) > _KEPT:
+            old = _LOADED.pop(next(iter(_LOADED)))
+            if not _living(old["_resdsl_key"]):
+                linecache.cache.pop(old["_resdsl_filename"], None)
+        return namespace
+
+
+def _living(key: str) -> dict | None:
+    """The namespace of a source none of the recent ones holds, where one of its classes still lives."""
+    cls = next((c for c in (_ALIVE.get((key, n)) for n in _NAMES.get(key, ())) if c is not None), None)
+    return cls._resdsl_namespace if cls is not None else None
+
+
+def _executed(source: str, name: str, key: str) -> dict:
     filename = f"<resdsl-generated {name} {key[:12]}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace: dict = {"__name__": f"resdsl_generated_{name}"}
+    namespace: dict = {"__name__": f"resdsl_generated_{name}", "_resdsl_key": key, "_resdsl_filename": filename}
     exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - our own generated code
-    for cls in namespace.values():
-        if isinstance(cls, type) and cls.__module__ == namespace["__name__"]:
-            cls._resdsl_source, cls._resdsl_name = source, name
-            cls.__reduce_ex__ = _reduce_generated
-    while len(_LOADED) >= _KEPT:
-        old = _LOADED.pop(next(iter(_LOADED)))
-        linecache.cache.pop(old["_resdsl_filename"], None)
-    namespace["_resdsl_filename"] = filename
-    _LOADED[key] = namespace
+    classes = [c for c in namespace.values() if isinstance(c, type) and c.__module__ == namespace["__name__"]]
+    for cls in classes:
+        cls._resdsl_source, cls._resdsl_name, cls._resdsl_namespace = source, name, namespace
+        cls.__reduce_ex__ = _reduce_generated
+        _ALIVE[key, cls.__qualname__] = cls
+    _NAMES[key] = tuple(c.__qualname__ for c in classes)
     return namespace
 
 
 def _reduce_generated(module, protocol):
     """Pickle a generated module by its class's source (its module name imports nothing): unpickled, the source
-    is loaded again (once per process) and the instance's state restored into its class."""
+    is loaded again (once per process) and the instance's state restored into its class. A user's subclass of a
+    generated class pickles as any class does, by its own name."""
     cls = type(module)
+    if "_resdsl_source" not in cls.__dict__:
+        return object.__reduce_ex__(module, protocol)
     return _new_generated, (cls._resdsl_source, cls._resdsl_name, cls.__qualname__), module.__getstate__()
 
 
@@ -79,7 +103,7 @@ def checked(spec, *, num_classes=None, in_channels=None, input_size=None):
         if all(v is None for v in overrides.values()):
             return spec
         return recheck(spec, **overrides)
-    return compile_spec(spec if isinstance(spec, str) else os.fspath(spec), **overrides)  # text too
+    return compile_spec(spec, **overrides)  # a path, a name or spec text (a str with a line break)
 
 
 def recheck(net, **overrides):

@@ -16,8 +16,8 @@ from ..shown import md_text
 from ..train.rundir import record_of
 from . import report
 from .model import Experiment
-from .runner import (ExperimentRunError, Job, check_record, check_runs, jobs, run_local, run_submitit,
-                     spec_path, status)
+from .folder import check_record, check_runs
+from .runner import ExperimentRunError, Job, jobs, run_local, run_submitit, spec_path, status
 
 # (channels, size, classes, training images) of the datasets a recipe names, for the estimate before any data
 # is read; an image folder (--data DIR) is taken as ImageNet

@@ -3,15 +3,12 @@ experiment directory, so that the whole experiment survives a kill and a restart
 stopped ones resumed exactly by the trainer's --resume).
 
 ``EXPDIR/<row key>/seed-<N>/`` is a complete run directory (config.json, metrics.jsonl, checkpoint.pt, ...);
-``EXPDIR/experiment.json`` records what the experiment was started with, and a restart with other options is
-refused rather than mixing two experiments' runs. Launchers: ``local`` (subprocesses, one per GPU at a time, or
+``EXPDIR/experiment.json`` records what the experiment was started with (folder.py). Launchers: ``local`` (subprocesses, one per GPU at a time, or
 --parallel), ``slurm`` (a submitit job array; a preempted job is requeued and resumes exactly) and
 ``submitit-local`` (the same submitit path on this machine: how the cluster route is tested without a cluster).
 """
 from __future__ import annotations
 
-import glob
-import json
 import os
 import signal
 import subprocess
@@ -20,7 +17,6 @@ import time
 from dataclasses import dataclass
 
 from ..errors import printable
-from ..train.fileio import LOCK_FILE, read_regular
 from ..train.rundir import CHECKPOINT, metrics_rows, record_of
 from ..train.seeds import LAUNCHER_ENV, signal_name
 from .model import Experiment, Row
@@ -142,108 +138,6 @@ def train_command(exp: Experiment, job: Job, options: dict) -> list[str]:
 def _flags(options: dict, keys: tuple) -> list[str]:
     return [word for key in keys if options.get(key) is not None
             for word in ("--" + key.replace("_", "-"), str(options[key]))]
-
-
-def check_record(out: str, exp: Experiment, options: dict, seeds: int, write: bool = True) -> None:
-    """Write EXPDIR/experiment.json on the first start; on a restart, refuse other options than the first's once
-    a run has checkpointed (before, nothing would be mixed: the new options replace a start that failed on a
-    typo). ``write=False`` (a dry run) refuses what the run would refuse and writes nothing."""
-    path = os.path.join(out, RECORD)
-    mine = {"experiment": exp.name, "file": exp.path, "seeds": seeds, "rows": [r.label for r in exp.rows],
-            "options": {k: options.get(k) for k in PASSED + FLAGS if k not in UNRECORDED}}
-    if os.path.exists(path):
-        try:  # a regular file only: a named pipe in its place would block the read for good
-            old = json.loads(read_regular(path))
-        except (OSError, ValueError) as exc:
-            raise ExperimentRunError(f"{path} cannot be read ({getattr(exc, 'strerror', None) or exc}); use another "
-                                     "--out") from None
-        if isinstance(old, dict) and isinstance(old.get("options"), dict):  # older records hold them (as null)
-            old["options"] = {k: v for k, v in old["options"].items() if k not in UNRECORDED}
-        differ = [key for key in ("experiment", "seeds", "rows", "options") if old.get(key) != mine[key]]
-        if differ == ["options"] and not _any_checkpoint(out):  # no run trained to mix with: a start that
-            return _write_record(out, path, mine) if write else None  # failed on a typo (--data) is put right
-        for key in differ:
-            was, now = old.get(key), mine[key]
-            if key == "options" and isinstance(was, dict):  # name the flags that differ, not two dicts
-                names = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
-                was = ", ".join(f"--{k.replace('_', '-')} {was.get(k)}" for k in names)
-                now = ", ".join(f"--{k.replace('_', '-')} {now.get(k)}" for k in names)
-            raise ExperimentRunError(
-                f"{out} holds experiment {old.get('experiment')} started with {key} {was}; this command asks "
-                f"for {now}. Restart it with the same options, or use another --out")
-        return
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ExperimentRunError(f"--out {out} is a file, not a folder; use another --out")
-    if os.path.isdir(out) and set(os.listdir(out)) - {LOCK_FILE}:  # the report would replace files not its own
-        raise ExperimentRunError(f"--out {out} already holds files but no {RECORD} (an experiment folder holds its "
-                                 "record, its runs and its report, written by resdsl); use another --out")
-    if write:
-        _write_record(out, path, mine)
-
-
-def check_runs(exp: Experiment, out: str, seeds: int | None, options: dict) -> None:
-    """Refuse a restart whose run folders hold runs other than the ones the experiment now names: a spec edited, a
-    row's spec or its `set` overrides changed in the experiment file since, or a run copied in that was trained
-    with another seed or other options (the report would average runs of two networks, or count a run twice)."""
-    from resdsl.pipeline import compile_spec
-
-    nets, stale = {}, []
-    for job in jobs(exp, out, seeds):
-        config = record_of(job.run_dir)
-        if config is None:
-            continue
-        if job.row.label not in nets:
-            nets[job.row.label] = compile_spec(spec_path(exp, job.row))
-        why = _stale(job, config, nets[job.row.label], dict(options, data=options.get("data") or exp.dataset))
-        if why:
-            stale.append(f"{job.name} ({why})")
-    if stale:
-        raise ExperimentRunError(
-            f"{out}: {'; '.join(stale)}: not the run the experiment names there (a spec, or a row's spec or `set`, "
-            "changed since, another resdsl version builds the network otherwise, or the run was copied in from "
-            "elsewhere); use another --out, or remove those run folders to train them anew")
-
-
-# what a run of an experiment folder must have been trained with: the command's options (experiment.json's)
-_RUN_OPTIONS = ("data", "iters", "epochs", "train_subset", "test_subset")
-
-
-def _stale(job: Job, config: dict, net, options: dict) -> str | None:
-    """Why the run in ``job``'s folder is not the one its row and seed name (None: it is)."""
-    if net.is_trained_from(config) is False:
-        return "trained from another network or recipe"
-    if list(config.get("set") or []) != list(job.row.overrides):
-        return "trained with other `set` overrides"
-    if config.get("seed") != job.seed:
-        return f"trained with seed {config.get('seed')}"
-    recorded = config.get("options") if isinstance(config.get("options"), dict) else {}
-    differ = [key for key in _RUN_OPTIONS if key in recorded and recorded[key] != options.get(key)]
-    if differ:
-        return "trained with " + ", ".join(f"--{k.replace('_', '-')} {recorded[k]}" for k in differ)
-    return None
-
-
-def _any_checkpoint(out: str) -> bool:
-    """Whether any run of the experiment folder has trained far enough to checkpoint."""
-    return bool(glob.glob(os.path.join(glob.escape(out), "*", "seed-*", CHECKPOINT)))
-
-
-def _write_record(out: str, path: str, record: dict) -> None:
-    """experiment.json, written as resdsl writes the files of a folder it owns: never through a link."""
-    from resdsl.train.fileio import OutputError, write_owned
-
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as exc:
-        raise ExperimentRunError(f"cannot make the experiment folder {out}: {exc.strerror or exc}") from None
-    try:
-        write_owned(path, json.dumps(record, indent=2) + "\n")
-    except OutputError as exc:
-        raise ExperimentRunError(str(exc)) from None
-
-
-# ---------------------------------------------------------------------------------------------------
-# launchers
 
 
 class Stopped(KeyboardInterrupt):

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-from .vocabulary import RECIPE_DATASETS
+from .vocabulary import IN_MEMORY_DATASETS
 
 MAX_SEED = 2**63 - 1
 MAX_LR = 3.4e38  # the largest float32: SGD keeps its learning rate in the parameters' precision
@@ -163,11 +163,11 @@ EMITTED_EXAMPLES = """examples:
 def recorded_paths(data: str | None, data_dir: str | None) -> tuple[str | None, str | None]:
     """``--data`` and ``--data-dir`` as a run (or an experiment) records them: a folder as an absolute path, so that
     the run resumed, evaluated or analysed from another folder reads the data it was trained on (a relative
-    ``data`` read there would be other files, or none). A dataset's name stays a name, as load_dataset reads it."""
+    ``data`` read there would be other files, or none). A name load_dataset reads as a name stays one; `imagenet`
+    is a folder where one of that name is there, as load_dataset reads it."""
     def absolute(path: str) -> str:
         return os.path.abspath(os.path.expanduser(path))
 
-    if data is not None and data not in RECIPE_DATASETS and os.path.isdir(os.path.expanduser(data)):
+    if data is not None and data not in IN_MEMORY_DATASETS and os.path.isdir(os.path.expanduser(data)):
         data = absolute(data)
     return data, absolute(data_dir) if data_dir else data_dir
-
