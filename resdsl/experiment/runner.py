@@ -3,8 +3,9 @@ experiment directory, so that the whole experiment survives a kill and a restart
 stopped ones resumed exactly by the trainer's --resume).
 
 ``EXPDIR/<row key>/seed-<N>/`` is a complete run directory (config.json, metrics.jsonl, checkpoint.pt, ...);
-``EXPDIR/experiment.json`` records what the experiment was started with (folder.py). Launchers: ``local`` (subprocesses, one per GPU at a time, or
---parallel), ``slurm`` (a submitit job array; a preempted job is requeued and resumes exactly) and
+``EXPDIR/experiment.json`` records what the experiment was started with (folder.py). Launchers: ``local``
+(subprocesses, one per GPU at a time, or --parallel), ``slurm`` (a submitit job array; a preempted job is requeued
+and resumes exactly) and
 ``submitit-local`` (the same submitit path on this machine: how the cluster route is tested without a cluster).
 """
 from __future__ import annotations
