@@ -151,7 +151,7 @@ LOCATED = [
     (HEAD + 'row "a" spec resnet2O\n', "t.exp:3:14", "no packaged spec or file named 'resnet2O'",
      "did you mean resnet20"),
     (HEAD + 'row "a" spec "nets/none.res"\n', "t.exp:3:14", "no packaged spec or file named 'nets/none.res'",
-     "relative to the experiment file"),
+     "from the experiment file's folder"),
     # rows
     (HEAD + 'row "a" spec resnet20\nrow "a" spec resnet32\n', "t.exp:4:5", "row 'a' is given twice (first at line 3)",
      None),

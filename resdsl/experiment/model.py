@@ -44,7 +44,7 @@ class Row:
     """One network of the experiment: trained once per seed."""
 
     label: str  # as the paper names it: "ResNet-110", "plain-20", "(e) full pre-activation"
-    spec: str  # a packaged spec name (resnet110) or a path relative to the experiment file
+    spec: str  # a packaged spec name (resnet110) or a path (a relative one from the experiment file's folder)
     overrides: tuple = ()  # recipe overrides, each FIELD=VALUE as `resdsl train --set` takes it
     paper: Paper | None = None
     where: Where | None = None

@@ -198,7 +198,7 @@ class _Builder:
         if not (self.folder / spec).is_file() and spec not in self.spec_names:
             close = catalog.close_names(spec)
             hint = (f"did you mean {', '.join(close)}? " if close else "") + \
-                "`resdsl list` shows every packaged spec; a path is read relative to the experiment file"
+                "`resdsl list` shows every packaged spec; a relative path is read from the experiment file's folder"
             raise SpecError(f"no packaged spec or file named '{spec}'", _span(self.path, spec_tok), hint=hint)
         paper = _paper_of(row["paper"], convention, self.path) if row["paper"] is not None else None
         return Row(label=_unquote(row["label"]), spec=spec, overrides=tuple(row["set"]), paper=paper,

@@ -159,12 +159,9 @@ class GraphSteps:
             self.lr_now = lr
         if self.graph is not None:
             self.graph.replay()
-        elif self.eager_left > 0 and self.capture and it + 1 < s.total:  # the warm-up before the capture
-            self.eager_left -= 1
-            self.out = warming(self.side, self._iteration)
         elif self.eager_left > 0 or not self.capture or it + 1 == s.total:
-            self.eager_left -= 1
-            self.out = self._on_side_stream()
+            self.eager_left -= 1  # the warm-up (or a last iteration not worth a capture): new shapes for cuDNN
+            self.out = (warming if self.capture else on_side_stream)(self.side, self._iteration)
         else:
             self._capture()
         self.next_it = it + 1
