@@ -158,3 +158,24 @@ def test_a_warm_up_pass_waits_while_another_thread_captures():
         assert not done
     worker.join(10)
     assert done == [1]
+
+
+def test_a_failed_capture_is_recorded_in_config_json(tmp_path, monkeypatch, capsys):
+    """A capture that fails turns the run to eager steps; config.json (read by the benchmarks) then says so, not
+    the "one CUDA graph per iteration" written when the run started."""
+    real = stepping.GraphSteps
+
+    def failing(*a, **k):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(stepping, "why_eager", lambda s: None)
+    monkeypatch.setattr(stepping, "step_words", lambda s: "one CUDA graph per iteration")
+    monkeypatch.setattr(loop, "step_words", stepping.step_words)
+    monkeypatch.setattr(stepping, "GraphSteps", lambda *a, **k: real(*a, **dict(k, capture=True)))
+    monkeypatch.setattr(stepping, "captured", failing)
+    monkeypatch.setattr(stepping, "WARMUP", 3)
+    _, rows = _train(tmp_path, "fell", "cpu")
+    cfg = json.loads((tmp_path / "fell" / "config.json").read_text())
+    assert cfg["stepping"] == "eager steps (the CUDA graph capture failed at iteration 4)"
+    assert "the CUDA graph capture failed (operation not permitted" in capsys.readouterr().err
+    assert rows[-1]["iter"] == 24

@@ -260,6 +260,8 @@ def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: st
     check_for = (lambda it, lr: _loss_check(it, lr, path)) if s.opts.sync_every_step else None
     say = lambda text: log.say(text, err=True)  # noqa: E731
     steps, evaluation = stepper(s, _network(s), window, check_for, say=say), evaluator(s, say=say)
+    if s.rank == 0 and hasattr(steps, "on_fallback"):  # config.json says how the run steps, after a fallback too
+        steps.on_fallback = lambda words: rundir.update_config(run_dir, stepping=words)
     progress = Progress(s.total, state["iter"], quiet=s.opts.quiet or s.rank != 0, log=log)
     start = time.perf_counter() - state["elapsed"]
     last_row = None

@@ -251,6 +251,11 @@ def write_config(path: str, config: dict) -> None:
         raise RunDirError(str(exc)) from None
 
 
+def update_config(path: str, **fields) -> None:
+    """config.json with ``fields`` changed (what a run learns about itself as it trains, e.g. how it steps)."""
+    write_config(path, {**read_config(path), **fields})
+
+
 def check_same_spec(resume: str, extra: dict, saved: dict) -> None:
     """A run resumes only with the network and recipe it was trained from (config.json's spec hash); ``extra``:
     what the resuming command records of its spec (RunOptions.extra_config)."""

@@ -148,6 +148,7 @@ class GraphSteps:
         for group in s.optimizer.param_groups:
             group.update(lr=self.lr, fused=True, foreach=False)
         self.words = "one CUDA graph per iteration" if capture else "graph steps run eagerly"
+        self.on_fallback = None  # told the new words when a failed capture turns the run to eager steps
 
     def step(self, it: int, lr: float):
         s, b = self.s, self.s.recipe["batch"]
@@ -163,7 +164,7 @@ class GraphSteps:
             self.eager_left -= 1  # the warm-up (or a last iteration not worth a capture): new shapes for cuDNN
             self.out = (warming if self.capture else on_side_stream)(self.side, self._iteration)
         else:
-            self._capture()
+            self._capture(it)
         self.next_it = it + 1
         self.window.seen += b
         return self.out[0], self.out[1], b
@@ -197,13 +198,15 @@ class GraphSteps:
     def _on_side_stream(self):
         return on_side_stream(self.side, self._iteration)
 
-    def _capture(self) -> None:
+    def _capture(self, it: int) -> None:
         self.s.optimizer.zero_grad(set_to_none=True)
         try:
             graph, out = captured(self.side, self._iteration)
         except RuntimeError as exc:  # nothing ran: the capture records kernels without executing them
-            self.capture, self.words = False, "eager steps (CUDA graph capture failed)"
+            self.capture, self.words = False, f"eager steps (the CUDA graph capture failed at iteration {it + 1:,})"
             self.say(f"note: the CUDA graph capture failed ({str(exc).splitlines()[0][:200]}); stepping eagerly")
+            if self.on_fallback is not None:
+                self.on_fallback(self.words)
             self.out = self._on_side_stream()
             return
         self.graph, self.out = graph, out
