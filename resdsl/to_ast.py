@@ -348,5 +348,6 @@ _AUGMENTATIONS = {
     "aug_flip": lambda c: {"kind": "flip"},
     "aug_scale": lambda c: {"kind": "scale", "min": int(c[0]), "max": int(c[1]), "crop": int(c[2])},
     "aug_color": lambda c: {"kind": "color"},
+    "aug_lighting": lambda c: {"kind": "lighting"},
     "aug_resized_crop": lambda c: {"kind": "random-resized-crop", "size": int(c[0])},
 }

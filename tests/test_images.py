@@ -90,7 +90,7 @@ def test_random_resized_crop_keeps_torchvisions_ranges():
 def test_colour_jitter_and_lighting_are_torchvisions_and_alexnets():
     """The batched jitter, per image in its own drawn order, against torchvision's adjust_* functions; the lighting
     against AlexNet's formula eigvec @ (alpha * eigval)."""
-    plan = Plan(crop=16, color=True)
+    plan = Plan(crop=16, jitter=True, lighting=True)
     crops = torch.stack([torch.from_numpy(picture(16, 16, s)).permute(2, 0, 1) for s in range(6)])
     draws = [draw(100 + s) for s in range(6)]
     out = images.finish(crops, plan, draws)
@@ -106,6 +106,36 @@ def test_colour_jitter_and_lighting_are_torchvisions_and_alexnets():
         assert torch.allclose(out[k], expected, atol=1e-5), k
 
 
+def test_lighting_is_alexnets_noise_alone_and_color_adds_the_jitter():
+    """`lighting` is [R] 3.4's "standard color augmentation in [21]" (AlexNet's PCA noise, no jitter); `color` is
+    fb.resnet.torch's jitter and then that noise."""
+    assert plan_from([{"kind": "lighting"}], 16) == Plan(crop=16, lighting=True)
+    assert plan_from([{"kind": "color"}], 16) == Plan(crop=16, jitter=True, lighting=True)
+    crops = torch.stack([torch.from_numpy(picture(16, 16, s)).permute(2, 0, 1) for s in range(4)])
+    draws = [draw(200 + s) for s in range(4)]
+    out = images.finish(crops, Plan(crop=16, lighting=True), draws)
+    for k, d in enumerate(draws):
+        alpha = torch.tensor(d.alpha, dtype=torch.float32) * 0.1
+        rgb = torch.tensor(IMAGENET_EIGVEC) @ (alpha * torch.tensor(IMAGENET_EIGVAL))
+        expected = TF.normalize(crops[k].float() / 255 + rgb.view(3, 1, 1), IMAGENET_MEAN, IMAGENET_STD)
+        assert torch.allclose(out[k], expected, atol=1e-6), k
+
+
+def test_a_folder_run_refuses_a_normalisation_it_does_not_make(tmp_path):
+    """An image folder is normalised by ImageNet's channel statistics only: a recipe asking for the training set's
+    own (or none) is refused before the folder is read, not quietly given those."""
+    from resdsl.train.images import check_normalize
+    from resdsl.train.session import RunOptions, prepare
+
+    check_normalize("imagenet-mean-std")
+    make_jpeg_folder(tmp_path)
+    recipe = {"dataset": str(tmp_path), "batch": 2, "lr": 0.1, "augment": [{"kind": "flip"}]}
+    for normalize in ("per-pixel-mean", "mean-std", "none"):
+        with pytest.raises(DataError, match=f"'normalize {normalize}'.*write 'normalize imagenet-mean-std'"):
+            prepare(lambda shape, k: torch.nn.Linear(1, k), dict(recipe, normalize=normalize),
+                    RunOptions(device="cpu"))
+
+
 def test_a_batch_goes_to_the_device_in_one_copy(monkeypatch):
     """finish() sends a batch's per-image numbers and the channel statistics in one host-to-device copy (each copy
     costs the thread that makes GPU batches; a pageable one also waits for the stream), for training and test."""
@@ -113,7 +143,7 @@ def test_a_batch_goes_to_the_device_in_one_copy(monkeypatch):
     real = images.to_device
     monkeypatch.setattr(images, "to_device", lambda t, device: copies.append(t.shape) or real(t, device))
     crops = torch.stack([torch.from_numpy(picture(16, 16, s)).permute(2, 0, 1) for s in range(5)])
-    train = images.finish(crops, Plan(crop=16, flip=True, color=True), [draw(s) for s in range(5)])
+    train = images.finish(crops, Plan(crop=16, flip=True, jitter=True, lighting=True), [draw(s) for s in range(5)])
     test = images.finish(crops, None, None)
     assert copies == [(5 * 16 + 6,), (6,)]
     assert train.shape == test.shape == (5, 3, 16, 16) and not torch.equal(train, test)

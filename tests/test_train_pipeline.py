@@ -96,6 +96,20 @@ def test_per_pixel_mean_and_stats_roundtrip():
         BatchPipeline(data, "zca", [])
 
 
+def test_imagenet_mean_std_normalisation_in_memory():
+    """`normalize imagenet-mean-std` (an image folder's) also serves RGB images held in memory; grey ones are told
+    to use their own statistics."""
+    from resdsl.train.images import IMAGENET_MEAN, IMAGENET_STD
+
+    data = small(16)
+    x, _ = next(BatchPipeline(data, "imagenet-mean-std", []).test_batches(16))
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    assert torch.allclose(x, (data.test_x.float() / 255 - mean) / std, atol=1e-6)
+    grey = InMemoryData("grey", data.train_x[:, :1], data.train_y, data.test_x[:, :1], data.test_y, 10)
+    with pytest.raises(DataError, match="for RGB images; grey has 1 channel"):
+        BatchPipeline(grey, "imagenet-mean-std", [])
+
+
 def test_mean_std_normalisation():
     data = small(64)
     p = BatchPipeline(data, "mean-std", [])

@@ -10,9 +10,10 @@ from dataclasses import dataclass, replace
 import torch
 
 from .dataerror import DataError
+from .images import IMAGENET_MEAN, IMAGENET_STD
 from .streams import to_device
 
-NORMALIZATIONS = ("per-pixel-mean", "mean-std", "none")
+NORMALIZATIONS = ("per-pixel-mean", "mean-std", "imagenet-mean-std", "none")
 IN_MEMORY_AUGMENTATIONS = ("pad-crop", "flip")
 
 
@@ -67,8 +68,9 @@ class BatchPipeline:
     """Normalises and augments batches of an InMemoryData on its device, with no DataLoader.
 
     ``normalize``: ``"per-pixel-mean"`` subtracts the training set's mean image ([R] 4.2; no division),
-    ``"mean-std"`` the per-channel mean and divides by the per-channel std of the training set, ``"none"`` only
-    scales to [0, 1]. Images are always scaled to [0, 1] first (x / 255). The statistics are computed once, in
+    ``"mean-std"`` the per-channel mean and divides by the per-channel std of the training set,
+    ``"imagenet-mean-std"`` does the same with ImageNet's (RGB images only; what an image folder uses), ``"none"``
+    only scales to [0, 1]. Images are always scaled to [0, 1] first (x / 255). The statistics are computed once, in
     float64 on the data's device, and kept as float32.
 
     ``augment`` (in memory): ``{"kind": "pad-crop", "padding": P}`` pads P zeros on every side (after
@@ -108,6 +110,12 @@ class BatchPipeline:
             var = _channel_sums(x, lambda c: ((c - m) ** 2).sum((0, 2, 3)), chunk) / max(1, per_channel - 1)
             self.mean = mean.float().view(-1, 1, 1)
             self.std = var.sqrt().float().view(-1, 1, 1).clamp_min(1e-6)
+        elif normalize == "imagenet-mean-std":
+            if x.shape[1] != 3:
+                raise DataError(f"normalize imagenet-mean-std is for RGB images; {data.name} has {x.shape[1]} "
+                                "channel(s): use per-pixel-mean or mean-std (the training set's own statistics)")
+            self.mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
+            self.std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
         elif normalize == "none":
             self.mean, self.std = None, None
         else:

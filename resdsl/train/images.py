@@ -5,7 +5,8 @@ An image's augmentation is fixed by its sample seed alone (:func:`draw`: the ran
 so a picture gets the same crop, flip and colour noise whichever worker, device or resumed process makes it. The
 geometry (:func:`train_box`, :func:`test_boxes`) turns those numbers into a resize and a crop once the decoded size
 is known (host metadata, no device synchronisation); :func:`finish` does the rest on a whole batch: flip, [0, 1]
-scaling, colour jitter, AlexNet's PCA lighting noise and the ImageNet channel normalisation.
+scaling, colour jitter, AlexNet's PCA lighting noise and the ImageNet channel normalisation (the recipe's
+``normalize imagenet-mean-std``, the only one an image folder has: :func:`check_normalize`).
 
 The augmentations of a recipe's ``augment`` list for image folders (:func:`plan_from`):
 
@@ -13,8 +14,9 @@ The augmentations of a recipe's ``augment`` list for image folders (:func:`plan_
 * ``random-resized-crop s``: GoogLeNet's crop, torchvision's RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3);
 * ``pad-crop p``: zero padding of p pixels, then a random crop;
 * ``flip``: horizontal flip with probability 1/2;
-* ``color``: ColorJitter(0.4, 0.4, 0.4) in a random order, then AlexNet's lighting noise ([R] 3.4: "the standard
-  color augmentation in [21]"), std 0.1.
+* ``lighting``: AlexNet's PCA lighting noise, std 0.1: [R] 3.4's "standard color augmentation in [21]";
+* ``color``: fb.resnet.torch's colour augmentation (the code [I] points to): ColorJitter(0.4, 0.4, 0.4) in a random
+  order, then the lighting noise.
 
 Without a cropping step the image is resized (shorter side) to the crop and center-cropped. Imports nothing from the
 rest of resdsl but its data errors, :mod:`decoding` and :mod:`streams`: it is shipped beside emitted trainers.
@@ -31,7 +33,8 @@ from .cuts import cut_batch
 from .decoding import decode
 from .streams import hand_over, prepared, thread_stream, to_device
 
-FOLDER_AUGMENTATIONS = ("scale", "random-resized-crop", "flip", "color", "pad-crop")
+FOLDER_AUGMENTATIONS = ("scale", "random-resized-crop", "flip", "lighting", "color", "pad-crop")
+FOLDER_NORMALIZE = "imagenet-mean-std"
 
 # The usual ImageNet channel statistics (RGB, images scaled to [0, 1]).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -48,7 +51,8 @@ RRC_SCALE, RRC_RATIO, RRC_TRIES = (0.08, 1.0), (3 / 4, 4 / 3), 10
 
 @dataclass(frozen=True)
 class Plan:
-    """A recipe's augment list for image folders: one cropping step (``crop`` kind and its settings), flip, colour."""
+    """A recipe's augment list for image folders: one cropping step (``crop`` kind and its settings), flip, colour
+    jitter (``color`` only) and lighting noise (``lighting`` and ``color``)."""
 
     crop: int
     kind: str = "center"  # center | scale | random-resized-crop | pad-crop
@@ -56,7 +60,19 @@ class Plan:
     high: int = 0
     padding: int = 0  # pad-crop
     flip: bool = False
-    color: bool = False
+    jitter: bool = False
+    lighting: bool = False
+
+
+def check_normalize(normalize: str) -> None:
+    """An image folder is normalised by ImageNet's channel statistics (what torchvision's weights expect, and
+    fb.resnet.torch's stand-in for [R]'s per-pixel mean, which a crop at a random scale and place has no fixed image
+    of); a recipe that asks for another normalisation is refused rather than quietly given this one."""
+    if normalize != FOLDER_NORMALIZE:
+        raise DataError(f"the recipe says 'normalize {normalize}', but an image-folder dataset is normalised by "
+                        f"ImageNet's channel mean and std: write 'normalize {FOLDER_NORMALIZE}' in the recipe (or "
+                        f"pass --set normalize={FOLDER_NORMALIZE}). The training set's own statistics (per-pixel-mean, "
+                        "mean-std) and none are for in-memory datasets")
 
 
 def plan_from(augment: list, crop: int) -> Plan:
@@ -74,8 +90,10 @@ def plan_from(augment: list, crop: int) -> Plan:
                 fields.update(kind="random-resized-crop", crop=int(a["size"]))
             elif kind == "pad-crop":
                 fields.update(kind="pad-crop", padding=int(a["padding"]))
-            elif kind in ("flip", "color"):
+            elif kind in ("flip", "lighting"):
                 fields[kind] = True
+            elif kind == "color":
+                fields.update(jitter=True, lighting=True)
             else:
                 raise DataError(f"unknown augmentation '{kind}' in the recipe; an image-folder dataset supports "
                                 f"{', '.join(FOLDER_AUGMENTATIONS)}")
@@ -217,11 +235,13 @@ def finish(crops: torch.Tensor, plan: Plan | None, draws: list[Draw] | None) -> 
     flipped, jittered and lit as each image's draw says (training, ``plan`` given) or as they are (testing), scaled
     to [0, 1] and normalised by ImageNet's statistics."""
     x = crops.float().div(255.0)  # not in place: float crops are left as they are
-    numbers = _numbers(draws if plan is not None and (plan.flip or plan.color) else [], x.device)
+    numbers = _numbers(draws if plan is not None and (plan.flip or plan.jitter or plan.lighting) else [], x.device)
     if plan is not None and plan.flip:
         x = torch.where(numbers.flip.bool(), x.flip(3), x)
-    if plan is not None and plan.color:
-        x = _lighting(_jitter(x, numbers), numbers)
+    if plan is not None and plan.jitter:
+        x = _jitter(x, numbers)
+    if plan is not None and plan.lighting:
+        x = _lighting(x, numbers)
     return x.sub_(numbers.mean).div_(numbers.std)
 
 

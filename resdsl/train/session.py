@@ -15,11 +15,12 @@ from .data import (BatchPipeline, FolderData, InMemoryData, collate_encoded, cro
                    load_dataset, worker_errors_unwrapped)
 from .ahead import Ahead
 from .evaluation import evaluate
-from .images import build_batch
+from .images import build_batch, check_normalize
 from .options import MAX_LR
 from .schedule import LRSchedule, from_recipe
 from .steps import seed_for
 from .streams import prepared, thread_stream, to_device
+from .vocabulary import IN_MEMORY_DATASETS
 from .views import batch_pictures, collate_views, eval_view, named, view_of, words
 
 
@@ -310,6 +311,8 @@ _SEEDING = threading.Lock()
 def prepare(model_fn: Callable, recipe: dict, opts: RunOptions, rank: int = 0, world: int = 1) -> Session:
     """Device, data, model, schedule and optimizer of a run, in the order that makes it reproducible."""
     device, amp_dtype = setup_device(opts, world)
+    if recipe["dataset"] not in IN_MEMORY_DATASETS and os.path.isdir(os.path.expanduser(recipe["dataset"])):
+        check_normalize(recipe.get("normalize", "none"))  # before a long scan of the folder
     data = load_data(recipe, opts)
     with _SEEDING:
         torch.manual_seed(opts.seed)
