@@ -139,7 +139,9 @@ def _scan_folder(root: str, part: str):
     from torchvision import datasets
 
     class Folder(datasets.ImageFolder):
-        """ImageFolder without hidden folders as classes (.ipynb_checkpoints, .DS_Store's kin, .git)."""
+        """ImageFolder without hidden entries (a class folder .ipynb_checkpoints, a macOS ._x.JPEG beside x.JPEG),
+        with each folder read once (a link that leads back into the tree would repeat pictures, or give them
+        another class's label, without end) and every class folder holding pictures."""
 
         def find_classes(self, directory):
             classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
@@ -147,8 +149,16 @@ def _scan_folder(root: str, part: str):
                 raise FileNotFoundError(f"no class folders in {directory}")
             return classes, {name: k for k, name in enumerate(classes)}
 
+        @staticmethod
+        def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+            seen: dict = {}
+            return [(path, class_to_idx[c]) for c in sorted(class_to_idx)
+                    for path in _pictures(root, part, c, extensions, seen)]
+
     try:
         return Folder(os.path.join(root, part), loader=read_bytes)
+    except DataError:
+        raise
     except (FileNotFoundError, OSError) as exc:
         flat = _loose_images(os.path.join(root, part))
         hint = (f"; its {flat:,} images lie loose in it, as ImageNet's validation archive holds them: with "
@@ -157,6 +167,33 @@ def _scan_folder(root: str, part: str):
                 "folders") if flat else ""
         raise DataError(f"--data {root}: {part}/ holds no images in class folders ({one_line(exc)}); an "
                         f"image-folder dataset needs {part}/<class>/<image> files{hint}") from None
+
+
+def _pictures(root: str, part: str, name: str, extensions, seen: dict) -> list[str]:
+    """The picture files under ``part/name`` in ImageFolder's order (folders by path, files by name), following
+    links but reading each folder once (``seen``: the folders read so far, by device and inode, for the part)."""
+    from torchvision.datasets.folder import has_file_allowed_extension
+
+    top, found = os.path.join(root, part, name), []
+    for here, dirs, files in os.walk(top, followlinks=True, onerror=_raise):
+        st = os.stat(here)
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            raise DataError(f"--data {root}: {here} is the folder {seen[key]} again (through a symbolic link), so "
+                            "its pictures would be read twice, or without end; remove the link")
+        seen[key] = here
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found.append((here, sorted(f for f in files if not f.startswith(".")
+                                   and has_file_allowed_extension(f, extensions))))
+    paths = [os.path.join(here, f) for here, files in sorted(found) for f in files]
+    if not paths:
+        raise DataError(f"--data {root}: the class folder {part}/{name} holds no pictures ({', '.join(extensions)}); "
+                        f"every class needs its pictures in train/ and val/, or its folder removed from both")
+    return paths
+
+
+def _raise(exc: OSError) -> None:
+    raise DataError(f"cannot read the folder {exc.filename} ({exc.strerror or one_line(exc)})")
 
 
 def _loose_images(folder: str) -> int:
