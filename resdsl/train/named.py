@@ -1,5 +1,5 @@
-"""The named in-memory datasets: ``cifar10`` / ``cifar100`` through torchvision's own loaders (and on-disk
-format), ``fashion-mnist`` / ``mnist`` from their IDX files (Debian's ``dataset-fashion-mnist`` package is used
+"""The named in-memory datasets: ``cifar10`` / ``cifar100`` in torchvision's on-disk format (downloaded by
+torchvision, read by :mod:`cifar`), ``fashion-mnist`` / ``mnist`` from their IDX files (Debian's ``dataset-fashion-mnist`` package is used
 when present, torchvision downloads only as a last resort), and ``synthetic``, a deterministic, learnable random
 dataset for smoke tests. Each loader returns an :class:`InMemoryData`; :func:`.data.load_dataset` picks one by
 name. Imports nothing from the rest of resdsl: it is shipped beside emitted trainers.
@@ -12,6 +12,7 @@ import os
 import torch
 
 from .batches import InMemoryData
+from .cifar import read_batches
 from .dataerror import DataError, one_line
 from .idx import IDX_FILES, check_partial_idx, find_idx, read_idx
 
@@ -68,27 +69,22 @@ def load_cifar(name: str, data_dir, download: bool) -> InMemoryData:
     present = os.path.isdir(where)
     fix = (f"Put torchvision's '{folder}/' folder (what {archive} unpacks to) in a folder DIR and pass "
            "--data-dir DIR")
-    try:
-        with _no_empty_folders_left(root):
-            train = cls(root=root, train=True, download=download)
-        test = cls(root=root, train=False, download=False)
-    except Exception as exc:  # noqa: BLE001 - offline, a firewall, a corrupt file: one clear message
-        if present:
-            raise DataError(f"{name}: {where}/ is incomplete or corrupt ({one_line(exc)}). Delete it and let "
-                            f"resdsl download it again, or fix it: {fix} (--data {name} --data-dir DIR)") from None
-        if download:
+    if not present:
+        if not download:
+            raise DataError(f"{name} is not in {root} ({where}/ does not exist){_absent(data_dir)} and downloads "
+                            f"are off. {fix}, or drop --no-download")
+        try:
+            with _no_empty_folders_left(root):
+                cls(root=root, train=True, download=True)
+        except Exception as exc:  # noqa: BLE001 - offline, a firewall, a corrupt download: one clear message
             raise DataError(f"{name} is not in {root}{_absent(data_dir)} and could not be downloaded "
-                            f"({one_line(exc)}). Without "
-                            f"internet access: {fix}") from None
-        raise DataError(f"{name} is not in {root} ({where}/ does not exist){_absent(data_dir)} and downloads are "
-                        f"off. {fix}, or "
-                        "drop --no-download") from None
-
-    def tensors(ds):
-        x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, H, W, C) -> (N, C, H, W)
-        return x, torch.as_tensor(ds.targets, dtype=torch.int64)
-
-    (trx, try_), (tex, tey) = tensors(train), tensors(test)
+                            f"({one_line(exc)}). Without internet access: {fix}") from None
+    try:
+        trx, try_ = read_batches(where, cls.train_list, classes)
+        tex, tey = read_batches(where, cls.test_list, classes)
+    except DataError as exc:
+        raise DataError(f"{name}: {where}/ is incomplete or corrupt: {exc}. Delete it and let resdsl download it "
+                        f"again, or fix it: {fix} (--data {name} --data-dir DIR)") from None
     return InMemoryData(name, trx, try_, tex, tey, classes)
 
 
