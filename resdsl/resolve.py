@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass, field
 
 from . import syntax as ast
-from .catalog import packaged_file, packaged_names_like
+from .catalog import close_names, packaged_file, packaged_names_like
 from .errors import Span, SpecError
 from .parse import parse_file, parse_text
 from .recipes import resolve_recipe
@@ -169,11 +169,14 @@ def _alias(reading: _Reading, spelling: str, path: str) -> None:
 
 def _refuse_missing(stmt, child: str, what: str) -> None:
     """A missing `extends`/`include` file: the reader's error, with the packaged files of that name as a hint."""
-    names = packaged_names_like(stmt.path)
+    names, verb = packaged_names_like(stmt.path), "extends" if what == "extends" else "include"
     if names:
-        verb = "extends" if what == "extends" else "include"
         raise SpecError(f"cannot read spec '{child}': no such file", stmt.span,
                         hint="packaged files are named without .res: " + " or ".join(f'{verb} "{n}"' for n in names))
+    close = close_names(stmt.path) if not stmt.path.endswith(".res") else []
+    if close:  # a mistyped packaged name, as the command line suggests for it
+        raise SpecError(f"cannot read spec '{child}': no such file", stmt.span,
+                        hint="did you mean " + ", ".join(f'{verb} "{n}"' for n in close) + "?")
 
 
 def _resolve_inner(spec_file: ast.SpecFile, chain: tuple[str, ...], reading: _Reading) -> ResolvedSpec:

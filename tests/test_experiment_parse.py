@@ -166,6 +166,9 @@ LOCATED = [
     # required and one-per-file statements
     ('dataset cifar10\nrow "a" spec resnet20\n', "t.exp:1:1", "no 'experiment' line", "experiment r-table6"),
     ('experiment e\nrow "a" spec resnet20\n', "t.exp:1:1", "no 'dataset' line", "dataset cifar10"),
+    ('experiment e\ndataset svhn\nrow "a" spec resnet20\n', "t.exp:2:9", "unknown dataset 'svhn'",
+     "use one of cifar10, cifar100, fashion-mnist, mnist, synthetic, imagenet, or an image folder's path"),
+    ('experiment e\ndataset  cifar1\nrow "a" spec resnet20\n', "t.exp:2:10", "unknown dataset", "did you mean 'cifar10'?"),
     (HEAD + "# nothing else\n", "t.exp:1:1", "has no rows", 'row "ResNet-20" spec resnet20'),
     (HEAD + 'dataset cifar100\nrow "a" spec resnet20\n', "t.exp:3:1", "'dataset' is given twice (first at line 2)",
      None),

@@ -90,6 +90,9 @@ def test_a_spec_outside_the_package_names_packaged_parents_by_name(write_spec):
     assert _err(write_spec(Path(copy).read_text().replace('"recipes.res"', '"recipes"'))).span.path == mine
     for name in ("../specs/resnet20", str(ROOT / "specs" / "nope"), "x" * 5000):
         assert "cannot read spec" in _err(write_spec(f'extends "{name}"\n', name="esc.res")).message
+    # a mistyped name: the close packaged names, as the command line suggests them
+    assert _err(write_spec('extends "resnet2"\n', name="typo.res")).hint.startswith(
+        'did you mean extends "resnet20", extends "resnet32"')
 
 
 def test_included_file_may_not_define_network(write_spec):

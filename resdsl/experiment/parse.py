@@ -99,7 +99,7 @@ class _Builder:
 
     def __init__(self, path: str, folder: Path):
         self.path, self.folder = path, folder
-        self.single: dict[str, tuple] = {}  # statement -> (value, line)
+        self.single: dict[str, tuple] = {}  # statement -> (value, line, the value's column)
         self.rows: list[dict] = []
         self.figures: list[dict] = []
         self.notes: list[str] = []
@@ -113,7 +113,7 @@ class _Builder:
             else:
                 getattr(self, "on_" + stmt.data)(stmt)
         name = self._required("experiment", "experiment r-table6")
-        dataset = self._required("dataset", "dataset cifar10")
+        dataset = self._dataset()
         convention = self._get("convention", "single")
         rows = tuple(self._make_row(r, convention) for r in self.rows)
         self._check_labels(rows)
@@ -128,7 +128,8 @@ class _Builder:
         if key in self.single:
             raise SpecError(f"'{key}' is given twice (first at line {self.single[key][1]})", self._at(stmt),
                             hint=f"an experiment file has one '{key}' line")
-        self.single[key] = (value, stmt.meta.line)
+        word = stmt.children[0] if stmt.children else None
+        self.single[key] = (value, stmt.meta.line, getattr(word, "column", stmt.meta.column))
         self.last = None
 
     def _at(self, stmt: Tree) -> Span:
@@ -145,6 +146,18 @@ class _Builder:
             raise SpecError(f"the experiment file has no '{key}' line", Span(self.path, 1, 1),
                             hint=f"add one, e.g. '{example}'")
         return self.single[key][0]
+
+    def _dataset(self) -> str:
+        """The paper's dataset: a name the trainer knows, or a folder's path (as ``resdsl train --data`` takes)."""
+        from ..train.vocabulary import RECIPE_DATASETS  # words only: no torch
+
+        name = self._required("dataset", "dataset cifar10")
+        if name not in RECIPE_DATASETS and not ("/" in name or os.sep in name or name.startswith((".", "~"))):
+            close = difflib.get_close_matches(name, RECIPE_DATASETS, n=1)
+            raise SpecError(f"unknown dataset '{name}'", Span(self.path, *self.single["dataset"][1:]),
+                            hint=(f"did you mean '{close[0]}'? " if close else "") + "use one of "
+                            f"{', '.join(RECIPE_DATASETS)}, or an image folder's path (train/ and val/ inside)")
+        return name
 
     def on_convention(self, stmt):
         self._once(stmt, _choice(stmt.children[0], CONVENTIONS, "convention", self.path))

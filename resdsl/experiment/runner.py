@@ -252,7 +252,8 @@ def run_submitit(exp: Experiment, todo: list[Job], options: dict, folder: str, c
     try:
         import submitit
     except ImportError:
-        raise ExperimentRunError("--launcher slurm needs submitit: pip install 'resdsl[cluster]'") from None
+        raise ExperimentRunError("--launcher slurm needs submitit: pip install submitit (in the repository's folder: "
+                                 "pip install '.[cluster]')") from None
     params = {k: v for k, v in slurm.items() if v is not None}
     try:  # no Slurm here (submitit looks for srun), or sbatch refused the array: the user's setup, not a bug
         executor = submitit.AutoExecutor(folder=folder, cluster=cluster, slurm_max_num_timeout=MAX_TIMEOUTS,
