@@ -24,8 +24,12 @@ LINUX = sys.platform.startswith("linux")
 
 
 def _ended(log) -> bool:
-    """The run whose train.log this is stopped or finished (seed 0 may finish before seed 1 is far enough)."""
-    text = log.read_text()
+    """The run whose train.log this is stopped or finished (seed 0 may finish before seed 1 is far enough). A run
+    still starting when its launcher died has no log yet: it stops at its first iteration (stop_with_launcher)."""
+    try:
+        text = log.read_text()
+    except FileNotFoundError:
+        return False
     return "stopped: SIGTERM" in text or "done: " in text
 
 
