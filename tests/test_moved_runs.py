@@ -152,3 +152,17 @@ def test_a_run_folder_moved_while_it_trained_is_said_so():
 
     assert "is gone (moved or deleted while the run trained)" in _kept("/nonexistent/run/checkpoint.pt")
     assert _kept(os.path.join(os.getcwd(), "no-such-checkpoint.pt")) == "no checkpoint was written"
+
+
+def test_the_recipes_own_image_folder_is_recorded_from_the_root(tmp_path, monkeypatch):
+    """`dataset imagenet` without --data reads ./imagenet: the run records that folder from the root, as it records
+    --data's, so that resumed from another folder it reads the same pictures (or none)."""
+    from resdsl.train.session import RunOptions, apply_overrides
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "imagenet").mkdir()
+    opts = RunOptions()
+    assert apply_overrides({"dataset": "imagenet", "lr": 0.1, "batch": 4}, opts)["dataset"] == str(tmp_path / "imagenet")
+    assert opts.data == str(tmp_path / "imagenet")
+    opts = RunOptions()
+    assert apply_overrides({"dataset": "mnist", "lr": 0.1, "batch": 4}, opts)["dataset"] == "mnist" and opts.data is None

@@ -115,6 +115,9 @@ def apply_overrides(recipe: dict, opts: RunOptions) -> dict:
         raise TrainingError("give --iters or --epochs, not both")
     if opts.data is not None:
         r["dataset"] = opts.data
+    elif r.get("dataset") not in (None, *IN_MEMORY_DATASETS) and os.path.isdir(os.path.expanduser(r["dataset"])):
+        opts.data = os.path.abspath(os.path.expanduser(r["dataset"]))  # ./imagenet: recorded from the root, as
+        r["dataset"] = opts.data  # --data is, so that the run resumed from another folder reads these pictures
     if not r.get("dataset"):
         raise TrainingError("the recipe names no dataset: pass --data (cifar10, cifar100, fashion-mnist, mnist, "
                             "synthetic or an ImageNet-layout folder)")
