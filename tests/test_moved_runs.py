@@ -162,7 +162,8 @@ def test_the_recipes_own_image_folder_is_recorded_from_the_root(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     (tmp_path / "imagenet").mkdir()
     opts = RunOptions()
-    assert apply_overrides({"dataset": "imagenet", "lr": 0.1, "batch": 4}, opts)["dataset"] == str(tmp_path / "imagenet")
-    assert opts.data == str(tmp_path / "imagenet")
+    recipe = apply_overrides({"dataset": "imagenet", "lr": 0.1, "batch": 4}, opts)
+    assert recipe["dataset"] == opts.data == str(tmp_path / "imagenet")
     opts = RunOptions()
-    assert apply_overrides({"dataset": "mnist", "lr": 0.1, "batch": 4}, opts)["dataset"] == "mnist" and opts.data is None
+    recipe = apply_overrides({"dataset": "mnist", "lr": 0.1, "batch": 4}, opts)
+    assert recipe["dataset"] == "mnist" and opts.data is None
