@@ -145,3 +145,27 @@ def test_the_warmup_ends_on_the_mean_error_of_the_last_20_batches():
         observe_warmup(s, state, it, torch.tensor(10), 100)
         assert schedule.warmup_done == (sum(state["recent_errors"]) / 20 < 80)
     assert schedule.warmup_done and schedule.lr_at(31) == 0.1
+
+
+class _Unread:
+    """A batch's error still on the device: reading it (which waits for the device) fails the test."""
+
+    def item(self):
+        raise AssertionError("the batch's error was read from the device")
+
+    __int__ = __float__ = __index__ = item
+
+
+def test_a_warmup_of_a_fixed_length_reads_no_error_and_an_error_rule_does():
+    from types import SimpleNamespace
+
+    from resdsl.train.points import observe_warmup
+
+    fixed, _ = from_recipe(CIFAR, 390)  # [I]'s 400 iterations at 0.01
+    state = {"recent_errors": []}
+    for it in range(400):
+        observe_warmup(SimpleNamespace(schedule=fixed, world=1), state, it, _Unread(), 128)
+    assert fixed.warmup_done and fixed.lr_at(400) == 0.1 and state["recent_errors"] == []
+    ruled, _ = from_recipe(dict(CIFAR, warmup=dict(CIFAR["warmup"], until_error=80.0)), 390)
+    with pytest.raises(AssertionError, match="was read"):
+        observe_warmup(SimpleNamespace(schedule=ruled, world=1), state, 0, _Unread(), 128)

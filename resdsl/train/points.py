@@ -64,8 +64,12 @@ def share_plateau(s: Session) -> None:
 
 def observe_warmup(s: Session, state: dict, it: int, wrong, n: int) -> None:
     """[R]'s warm-up "until training error is below 80%" needs each batch's error on the host (one read per
-    iteration while the warm-up lasts; none after)."""
+    iteration while the warm-up lasts; none after). A warm-up of a fixed length ([I]'s 400 iterations) reads
+    nothing: each read waits for the device."""
     if s.schedule.warmup_done:
+        return
+    if s.schedule.warmup_until_error is None:
+        s.schedule.observe_train_error(it, None)
         return
     if s.world > 1:  # every rank ends the warm-up at the same iteration: the whole batch's error, not its shard's
         counts = torch.tensor([float(wrong), float(n)], dtype=torch.float64, device=reduce_on(s.device))

@@ -39,8 +39,9 @@ class LRSchedule:
             return self.base_lr * self.plateau_scale
         return self.base_lr
 
-    def observe_train_error(self, it: int, error_percent: float) -> None:
-        """[R]: warm up "until training error is below 80%" (and for at most ``warmup_iters`` iterations)."""
+    def observe_train_error(self, it: int, error_percent: float | None) -> None:
+        """[R]: warm up "until training error is below 80%" (and for at most ``warmup_iters`` iterations); the
+        error is None where no rule reads it."""
         if not self.warmup_done and self.warmup_until_error is not None and error_percent < self.warmup_until_error:
             self.warmup_done = True
         if not self.warmup_done and it + 1 >= self.warmup_iters:
