@@ -35,8 +35,10 @@ def test_warmup_until_error_ends_early_and_returns_to_base():
 
 
 def test_a_warmup_without_a_length_ends_only_by_its_error_rule():
-    """[R]'s rule: lr 0.01 until the training error is below 80%, however long that takes (the run's length at
-    most); the banner and config.json say so, and a resumed run reads the same rule back."""
+    """[R]'s rule: lr 0.01 until the training error is below 80%, however long that takes, but at most until the
+    first lr drop ("the rest of the learning schedule is as done previously": a net that never gets below 80%, as
+    plain-110 may, still follows the milestones); the banner and config.json say so, and a resumed run reads the
+    same rule back."""
     from resdsl.train.report import effective_recipe, schedule_words
 
     recipe = dict(CIFAR, warmup=dict(CIFAR["warmup"], length=None, until_error=80.0))
@@ -46,9 +48,18 @@ def test_a_warmup_without_a_length_ends_only_by_its_error_rule():
     assert s.lr_at(5000) == 0.01 and not s.warmup_done
     s.observe_train_error(5000, 79.9)
     assert s.lr_at(5001) == 0.1
-    assert schedule_words(recipe, s, total, 390).endswith("; warm-up lr 0.01 until training error < 80%")
+    assert schedule_words(recipe, s, total, 390).endswith("; warm-up lr 0.01 until training error < 80% (at most "
+                                                          "32,000 iterations, to the first lr drop)")
     ran = effective_recipe(recipe, s, total)
-    assert ran["warmup"]["length"] is None and from_recipe(ran, 390)[0].warmup_iters == total
+    assert ran["warmup"]["length"] is None and from_recipe(ran, 390)[0].warmup_iters == 32000
+    stuck, _ = from_recipe(recipe, 390)
+    for it in range(31999):
+        stuck.observe_train_error(it, 85.0)
+    assert stuck.lr_at(31999) == 0.01 and not stuck.warmup_done
+    stuck.observe_train_error(31999, 85.0)
+    assert stuck.warmup_done and [stuck.lr_at(i) for i in (32000, 48000)] == pytest.approx([0.01, 0.001])
+    cosine, _ = from_recipe(dict(recipe, schedule={"kind": "cosine"}), 390)
+    assert cosine.warmup_iters == 64000  # no drop to stop at: the run's length at most
 
 
 def test_length_override_scales_milestones_and_warmup():

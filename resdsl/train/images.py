@@ -15,8 +15,8 @@ The augmentations of a recipe's ``augment`` list for image folders (:func:`plan_
 * ``pad-crop p``: zero padding of p pixels, then a random crop;
 * ``flip``: horizontal flip with probability 1/2;
 * ``lighting``: AlexNet's PCA lighting noise, std 0.1: [R] 3.4's "standard color augmentation in [21]";
-* ``color``: fb.resnet.torch's colour augmentation (the code [I] points to): ColorJitter(0.4, 0.4, 0.4) in a random
-  order, then the lighting noise.
+* ``color``: FAIR's fb.resnet.torch's colour augmentation (to which [I] Table 5 points for a model):
+  ColorJitter(0.4, 0.4, 0.4) in a random order, then the lighting noise.
 
 Without a cropping step the image is resized (shorter side) to the crop and center-cropped. Imports nothing from the
 rest of resdsl but its data errors, :mod:`decoding` and :mod:`streams`: it is shipped beside emitted trainers.

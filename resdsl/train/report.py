@@ -122,6 +122,8 @@ def schedule_words(recipe: dict, schedule, total: int, per_epoch: int) -> str:
     until = schedule.warmup_until_error
     if schedule.warmup_iters and recipe["warmup"]["length"] is None:
         text += f"; warm-up lr {schedule.warmup_lr:g} until training error < {until:g}%"
+        if schedule.warmup_iters < schedule.total_iters:
+            text += f" (at most {schedule.warmup_iters:,} iterations, to the first lr drop)"
     elif schedule.warmup_iters:
         text += (f"; warm-up lr {schedule.warmup_lr:g} for {schedule.warmup_iters:,} iteration"
                  f"{'' if schedule.warmup_iters == 1 else 's'}")

@@ -81,10 +81,12 @@ def from_recipe(recipe: dict, iters_per_epoch: int,
     milestones = [max(1, round(to_iters(m, length["unit"]) * factor)) for m in sched.get("milestones", [])]
     w = recipe.get("warmup")
     warmup_iters, warmup_lr, until = 0, None, None
-    if w:  # a warm-up without a length lasts until its error rule ends it, at most the whole run
+    if w:  # a warm-up without a length lasts until its error rule ends it, at most until the schedule's first drop
         scale = 1 if w.get("as_written") else factor  # one the user gave with the run's length is not scaled
-        warmup_iters = total if w["length"] is None else max(1, round(to_iters(w["length"], w["unit"] or
-                                                                               length["unit"]) * scale))
+        if w["length"] is None:  # [R] 4.2: after it, "the rest of the learning schedule is as done previously"
+            warmup_iters = milestones[0] if sched["kind"] == "step" and milestones else total
+        else:
+            warmup_iters = max(1, round(to_iters(w["length"], w["unit"] or length["unit"]) * scale))
         warmup_lr, until = w["lr"], w.get("until_error")
     s = LRSchedule(recipe["lr"], total, sched["kind"], milestones, sched.get("gamma", 0.1), sched.get("patience", 5),
                    warmup_iters, warmup_lr, until)
