@@ -121,3 +121,25 @@ def test_metrics_rows_of_the_wrong_types_are_no_figures(monkeypatch, tmp_path, r
         row, {"iter": "3", "train_error": 1.0, "test_error": 2.0}, {"iter": 4, "train_error": 1.0, "test_error": 2.0},
         {"iter": 5, "train_error": None, "test_error": 2.0})) + "\n")
     assert report._curve(str(tmp_path)) == [(4, 1.0, 2.0)]
+
+
+@pytest.mark.parametrize("kind, left, right", [("curves", "error (%)", None),
+                                               ("loss-curves", "training loss", "test error (%)")])
+def test_loss_curves_draw_the_training_loss_beside_the_test_error(monkeypatch, tmp_path, kind, left, right):
+    """[I] Figs. 1, 3 and 6: dashed training loss on the left axis, solid test error on the right; [R] Fig. 6's
+    curves: training and test error on one axis."""
+    rows = ['{"iter": 10, "train_loss": 2.0, "train_error": 80.0, "test_error": 85.0}',
+            '{"iter": 20, "train_loss": 1.5, "train_error": 60.0, "test_error": 70.0}']
+    (tmp_path / "metrics.jsonl").write_text("\n".join(rows) + "\n")
+    row = Row("ResNet-8", "tiny", (), None, None)
+    drawn = []
+    monkeypatch.setattr(report, "status", lambda job: ("finished",))
+    monkeypatch.setattr(report, "_save_png", lambda figure, path: drawn.extend(figure.axes))
+    exp = Experiment(name="e", title="", source="[I] Fig. 6", dataset="cifar10", seeds=1, rows=(row,), figures=(),
+                     notes=())
+    report.curves_png(exp, Figure(kind, "f", (("p", ("ResNet-8",)),)), {"ResNet-8": [Job(row, 0, str(tmp_path))]},
+                      str(tmp_path / "f.png"))
+    dashed, solid = (line for ax in drawn for line in ax.get_lines())
+    assert list(dashed.get_ydata()) == ([2.0, 1.5] if right else [80.0, 60.0]) and dashed.get_linestyle() == "--"
+    assert list(solid.get_ydata()) == [85.0, 70.0] and solid.get_linestyle() == "-"
+    assert [ax.get_ylabel() for ax in drawn] == [left] + ([right] if right else [])

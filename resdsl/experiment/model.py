@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 # or best and mean +- std over several runs ("best-mean-std", [R] Table 6's ResNet-110).
 CONVENTIONS = ("single", "median", "best-mean-std")
 # What a figure is: [R] Fig. 6-style training curves in panels, or [R] Fig. 7's layer responses.
-FIGURE_KINDS = ("curves", "responses")
+FIGURE_KINDS = ("curves", "loss-curves", "responses")
 
 
 @dataclass(frozen=True)

@@ -139,9 +139,10 @@ def degradation(exp: Experiment, rows: list[dict]) -> list[str]:
 
 
 def curves_png(exp: Experiment, fig, rows_jobs: dict, path: str, away: str = "") -> None:
-    """[R] Fig. 6 drawn from the runs: per panel, each row's training error (dashed) and test error (bold)
-    against iterations, the mean over its finished seeds, on one error scale for all panels (as the paper's);
-    ``away``: how the runs depart from the paper's setup, said in the title."""
+    """[R] Fig. 6 drawn from the runs (``curves``): per panel, each row's training error (dashed) and test error
+    (bold) against iterations, the mean over its finished seeds, on one error scale for all panels (as the paper's).
+    [I] Figs. 1, 3 and 6 (``loss-curves``): the training loss (dashed, left axis) beside the test error (bold, right
+    axis). ``away``: how the runs depart from the paper's setup, said in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,27 +151,36 @@ def curves_png(exp: Experiment, fig, rows_jobs: dict, path: str, away: str = "")
     panels = drawn_panels(fig, rows_jobs)
     if not panels:
         return
+    loss = fig.kind == "loss-curves"
     figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False, sharey=True)
     for ax, (title, labels) in zip(axes[0], panels):
+        test_ax = ax.twinx() if loss else ax
         for k, label in enumerate(labels):
-            iters, train, test = _mean_curve(rows_jobs.get(label, []))
+            iters, train, test = _mean_curve(rows_jobs.get(label, []), "train_loss" if loss else "train_error")
             if not iters:
                 continue
-            color = f"C{k}"
-            ax.plot(iters, train, "--", color=color, linewidth=1)
-            ax.plot(iters, test, "-", color=color, linewidth=2, label=label)
-        literal(ax.set_title(title))
-        ax.set_xlabel("iter.")
-        ax.set_ylabel("error (%)")
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            literal(*ax.legend(fontsize=8).get_texts())
-    literal(figure.suptitle(f"{exp.source}: dashed training error, bold test error (mean of each row's seeds)"
-                            + (f"\n{away}" if away else ""), fontsize=10))
+            ax.plot(iters, train, "--", color=f"C{k}", linewidth=1)
+            test_ax.plot(iters, test, "-", color=f"C{k}", linewidth=2, label=label)
+        _axes_words(ax, test_ax, title, loss)
+    said = "dashed training loss (left), bold test error (right)" if loss else "dashed training error, bold test error"
+    literal(figure.suptitle(f"{exp.source}: {said} (mean of each row's seeds)" + (f"\n{away}" if away else ""),
+                            fontsize=10))
     figure.tight_layout()
     _save_png(figure, path)
     plt.close(figure)
+
+
+def _axes_words(ax, test_ax, title: str, loss: bool) -> None:
+    literal(ax.set_title(title))
+    ax.set_xlabel("iter.")
+    ax.set_ylabel("training loss" if loss else "error (%)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    if loss:
+        test_ax.set_ylabel("test error (%)")
+        test_ax.set_ylim(bottom=0)
+    if test_ax.get_legend_handles_labels()[0]:
+        literal(*test_ax.legend(fontsize=8).get_texts())
 
 
 def drawn_panels(fig, rows_jobs: dict) -> list:
@@ -178,9 +188,10 @@ def drawn_panels(fig, rows_jobs: dict) -> list:
     return [(title, labels) for title, labels in fig.panels if any(rows_jobs.get(label) for label in labels)]
 
 
-def _mean_curve(jobs_of_row: list[Job]):
-    """The mean over the row's finished runs (a stopped one's would cut every curve at its last row)."""
-    curves = [_curve(j.run_dir) for j in jobs_of_row if status(j)[0] == "finished"]
+def _mean_curve(jobs_of_row: list[Job], train_key: str = "train_error"):
+    """The mean over the row's finished runs (a stopped one's would cut every curve at its last row) of the
+    metric ``train_key`` (training error or loss) and the test error."""
+    curves = [_curve(j.run_dir, train_key) for j in jobs_of_row if status(j)[0] == "finished"]
     curves = [{it: (train, test) for it, train, test in c} for c in curves if c]
     if not curves:
         return [], [], []
@@ -190,9 +201,9 @@ def _mean_curve(jobs_of_row: list[Job]):
     return iters, train, test
 
 
-def _curve(run_dir: str):
-    """(iteration, training error, test error) of each metrics row that has all three as numbers."""
-    points = [tuple(number(r, k) for k in ("iter", "train_error", "test_error")) for r in metrics_rows(run_dir)]
+def _curve(run_dir: str, train_key: str = "train_error"):
+    """(iteration, training error or loss, test error) of each metrics row that has all three as numbers."""
+    points = [tuple(number(r, k) for k in ("iter", train_key, "test_error")) for r in metrics_rows(run_dir)]
     return [p for p in points if None not in p]
 
 

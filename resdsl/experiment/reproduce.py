@@ -287,7 +287,7 @@ def _figures(exp: Experiment, by_row: dict, out: str, away: list[str]) -> list[s
 
     lines = []
     for fig in exp.figures:
-        if fig.kind == "curves":
+        if fig.kind in ("curves", "loss-curves"):
             report.curves_png(exp, fig, by_row, os.path.join(out, f"{fig.name}.png"), "; ".join(away))
             lines.append(f"![{fig.name}]({fig.name}.png)")
         elif fig.kind == "responses":
