@@ -108,7 +108,8 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     OUT/report.md, results.csv, results.json and the figures are written. Killed and restarted with the same
     command, finished runs are skipped and stopped ones resume exactly.
     """
-    from resdsl.experiment.reproduce import departures, plan, plan_text, setup_words, take, training_images
+    from resdsl.experiment.reproduce import (check_folder_normalize, departures, plan, plan_text, setup_words, take,
+                                             training_images)
     from resdsl.experiment.folder import check_record, check_runs
 
     from .train_cmd import git_commit
@@ -127,6 +128,7 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     # a dry run refuses what the run would refuse (another experiment's folder, other options, runs of other specs)
     _refused(check_record, out, exp, options, seeds or exp.seeds, write=False)
     _refused(check_runs, exp, out, seeds, options)
+    _refused(check_folder_normalize, exp, options)
     lines = plan(exp, out, options, seeds, estimate=not no_estimate)
     away = departures(exp, options)
     click.echo(printable(f"{exp.heading} -> {out}") + "\n"  # the file's title: its control characters escaped

@@ -129,11 +129,20 @@ def test_a_folder_run_refuses_a_normalisation_it_does_not_make(tmp_path):
 
     check_normalize("imagenet-mean-std")
     make_jpeg_folder(tmp_path)
-    recipe = {"dataset": str(tmp_path), "batch": 2, "lr": 0.1, "augment": [{"kind": "flip"}]}
+    import resdsl
+    from conftest import ROOT
+
+    spec = resdsl.compile_spec(str(ROOT / "tests" / "specs" / "tiny_folder.res"))
+    recipe = dict(spec.recipe, dataset=str(tmp_path), batch=2)
     for normalize in ("per-pixel-mean", "mean-std", "none"):
         with pytest.raises(DataError, match=f"'normalize {normalize}'.*write 'normalize imagenet-mean-std'"):
             prepare(lambda shape, k: torch.nn.Linear(1, k), dict(recipe, normalize=normalize),
                     RunOptions(device="cpu"))
+        # a run an older resdsl started recorded what folders ignored (they always had ImageNet's statistics): it
+        # resumes as it trained
+        resumed = prepare(lambda shape, k: torch.nn.Linear(1, k), dict(recipe, normalize=normalize),
+                          RunOptions(device="cpu", resume=str(tmp_path), seed=0))
+        assert resumed.n_train == 8
 
 
 def test_a_batch_goes_to_the_device_in_one_copy(monkeypatch):

@@ -167,3 +167,15 @@ def test_the_recipes_own_image_folder_is_recorded_from_the_root(tmp_path, monkey
     opts = RunOptions()
     recipe = apply_overrides({"dataset": "mnist", "lr": 0.1, "batch": 4}, opts)
     assert recipe["dataset"] == "mnist" and opts.data is None
+
+
+def test_reproduce_on_an_image_folder_refuses_rows_it_cannot_normalise(tmp_path):
+    """`reproduce --data FOLDER` of a CIFAR experiment: the rows' per-pixel mean is not what a folder has; refused
+    once, before any run, with the fix an experiment file has (each run failed alone, pointing at --set)."""
+    from test_images import make_jpeg_folder
+
+    make_jpeg_folder(tmp_path / "pictures")
+    r = _cli(ROOT, "reproduce", "tests/experiments/tiny.exp", "--data", str(tmp_path / "pictures"), "--iters", "1",
+             "--out", str(tmp_path / "exp"), "--dry-run", "--no-estimate")
+    assert r.returncode == 1 and "'plain-8' (normalize per-pixel-mean)" in r.stderr, r.stderr
+    assert 'set "normalize=imagenet-mean-std"' in r.stderr and not (tmp_path / "exp").exists()

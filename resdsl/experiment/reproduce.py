@@ -131,6 +131,28 @@ def row_recipe(exp: Experiment, row, resolved) -> dict:
         raise SpecError(err.message, Span(exp.path, line, start, end), hint=err.hint, source=source) from None
 
 
+def check_folder_normalize(exp: Experiment, options: dict) -> None:
+    """Runs on an image folder are normalised by ImageNet's channel statistics only (the trainer refuses any other
+    recipe): rows whose recipe says another are refused before anything runs, with the fix an experiment has."""
+    from resdsl.pipeline import compile_spec
+    from resdsl.train.vocabulary import FOLDER_NORMALIZE, names_a_folder
+
+    data = options.get("data") or exp.dataset
+    if not names_a_folder(data):
+        return
+    wrong = []
+    for row in exp.rows:
+        net = compile_spec(spec_path(exp, row))
+        recipe = row_recipe(exp, row, net.spec) if row.overrides else net.recipe
+        if recipe is not None and recipe.get("normalize", "none") != FOLDER_NORMALIZE:
+            wrong.append(f"{row.label!r} (normalize {recipe.get('normalize', 'none')})")
+    if wrong:
+        raise ExperimentRunError(f"{data} is an image folder, which is normalised by ImageNet's channel mean and std "
+                                 f"({FOLDER_NORMALIZE}), but these rows' recipes say otherwise: {', '.join(wrong)}. "
+                                 f"Give them set \"normalize={FOLDER_NORMALIZE}\" in a copy of the experiment file, or "
+                                 "train on the paper's dataset")
+
+
 def run_iterations(exp: Experiment, job: Job, options: dict) -> tuple[int, int]:
     """(iterations, batch) of a run, from its spec's recipe with the row's overrides and the length flags."""
     from resdsl.pipeline import compile_spec

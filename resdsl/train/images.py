@@ -19,7 +19,8 @@ The augmentations of a recipe's ``augment`` list for image folders (:func:`plan_
   ColorJitter(0.4, 0.4, 0.4) in a random order, then the lighting noise.
 
 Without a cropping step the image is resized (shorter side) to the crop and center-cropped. Imports nothing from the
-rest of resdsl but its data errors, :mod:`decoding` and :mod:`streams`: it is shipped beside emitted trainers.
+rest of resdsl but its data errors, :mod:`decoding`, :mod:`streams` and the recipe's words: it is shipped beside
+emitted trainers.
 """
 from __future__ import annotations
 
@@ -32,9 +33,9 @@ from .dataerror import DataError
 from .cuts import cut_batch
 from .decoding import decode
 from .streams import hand_over, prepared, thread_stream, to_device
+from .vocabulary import FOLDER_NORMALIZE
 
 FOLDER_AUGMENTATIONS = ("scale", "random-resized-crop", "flip", "lighting", "color", "pad-crop")
-FOLDER_NORMALIZE = "imagenet-mean-std"
 
 # The usual ImageNet channel statistics (RGB, images scaled to [0, 1]).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-from .vocabulary import IN_MEMORY_DATASETS
+from .vocabulary import names_a_folder
 
 MAX_SEED = 2**63 - 1
 MAX_LR = 3.4e38  # the largest float32: SGD keeps its learning rate in the parameters' precision
@@ -168,6 +168,6 @@ def recorded_paths(data: str | None, data_dir: str | None) -> tuple[str | None, 
     def absolute(path: str) -> str:
         return os.path.abspath(os.path.expanduser(path))
 
-    if data is not None and data not in IN_MEMORY_DATASETS and os.path.isdir(os.path.expanduser(data)):
+    if data is not None and names_a_folder(data):
         data = absolute(data)
     return data, absolute(data_dir) if data_dir else data_dir

@@ -16,11 +16,11 @@ from .data import (BatchPipeline, FolderData, InMemoryData, collate_encoded, cro
 from .ahead import Ahead
 from .evaluation import evaluate
 from .images import build_batch, check_normalize
-from .options import MAX_LR
+from .options import MAX_LR, recorded_paths
 from .schedule import LRSchedule, from_recipe
 from .steps import seed_for
 from .streams import prepared, thread_stream, to_device
-from .vocabulary import IN_MEMORY_DATASETS
+from .vocabulary import names_a_folder
 from .views import batch_pictures, collate_views, eval_view, named, view_of, words
 
 
@@ -101,6 +101,8 @@ def distributed_env() -> tuple[int, int]:
 
 
 def apply_overrides(recipe: dict, opts: RunOptions) -> dict:
+    """The recipe as the options change it. A recipe's own image folder (``imagenet``, read from ./imagenet)
+    becomes ``opts.data``, from the root, so that the run records it as it records --data's folder."""
     r = json.loads(json.dumps(recipe))
     if opts.batch_size is not None:
         if opts.batch_size < 1:
@@ -115,9 +117,9 @@ def apply_overrides(recipe: dict, opts: RunOptions) -> dict:
         raise TrainingError("give --iters or --epochs, not both")
     if opts.data is not None:
         r["dataset"] = opts.data
-    elif r.get("dataset") not in (None, *IN_MEMORY_DATASETS) and os.path.isdir(os.path.expanduser(r["dataset"])):
-        opts.data = os.path.abspath(os.path.expanduser(r["dataset"]))  # ./imagenet: recorded from the root, as
-        r["dataset"] = opts.data  # --data is, so that the run resumed from another folder reads these pictures
+    elif r.get("dataset") and names_a_folder(r["dataset"]):  # ./imagenet: recorded from the root as --data is (in
+        opts.data, _ = recorded_paths(r["dataset"], None)  # opts), so that resumed elsewhere it reads these pictures
+        r["dataset"] = opts.data
     if not r.get("dataset"):
         raise TrainingError("the recipe names no dataset: pass --data (cifar10, cifar100, fashion-mnist, mnist, "
                             "synthetic or an ImageNet-layout folder)")
@@ -314,8 +316,8 @@ _SEEDING = threading.Lock()
 def prepare(model_fn: Callable, recipe: dict, opts: RunOptions, rank: int = 0, world: int = 1) -> Session:
     """Device, data, model, schedule and optimizer of a run, in the order that makes it reproducible."""
     device, amp_dtype = setup_device(opts, world)
-    if recipe["dataset"] not in IN_MEMORY_DATASETS and os.path.isdir(os.path.expanduser(recipe["dataset"])):
-        check_normalize(recipe.get("normalize", "none"))  # before a long scan of the folder
+    if opts.resume is None and names_a_folder(recipe["dataset"]):  # before a long scan of the folder; a run
+        check_normalize(recipe.get("normalize", "none"))  # resumed normalised as folders always were: ImageNet's
     data = load_data(recipe, opts)
     with _SEEDING:
         torch.manual_seed(opts.seed)
