@@ -125,7 +125,8 @@ def test_a_hostile_batch_runs_nothing_even_past_the_md5_check(tmp_path, no_md5):
     marker = tmp_path / "PWNED"
     with open(folder / "data_batch_2", "wb") as fh:
         pickle.dump({"data": Hostile(marker), "labels": []}, fh)
-    with pytest.raises(DataError, match=r"data_batch_2: not a CIFAR batch \(UnpicklingError: it asks to build (posix|os)\.system"):
+    with pytest.raises(DataError, match=r"data_batch_2: not a CIFAR batch \(UnpicklingError: it asks to build "
+                                        r"(posix|os)\.system"):
         load_dataset("cifar10", str(tmp_path), download=False)
     assert not marker.exists()
 
@@ -161,3 +162,26 @@ def test_numpy_is_never_handed_a_pickles_own_types_or_buffers(tmp_path, no_md5):
                                           b"]u.")
     with pytest.raises(DataError, match=r"data_batch_1: not a CIFAR batch"):
         load_dataset("cifar10", str(tmp_path), download=False)
+
+
+def test_a_damaged_folder_is_fetched_again_when_downloads_are_on(tmp_path, no_md5, monkeypatch):
+    """As torchvision's own loader did: a bad or missing batch file, downloads on, has torchvision check the
+    files and fetch and unpack the archive again; with downloads off the folder is named as it is."""
+    import shutil
+
+    import torchvision.datasets.cifar as cifar_mod
+
+    folder = make_cifar(tmp_path)
+    (folder / "data_batch_3").unlink()
+    with pytest.raises(DataError, match="data_batch_3: cannot be read"):
+        load_dataset("cifar10", str(tmp_path), download=False)
+    fetched = []
+
+    def fetch(url, download_root, **kw):  # the archive, unpacked: a whole folder again
+        fetched.append(url)
+        shutil.rmtree(folder)
+        make_cifar(tmp_path)
+
+    monkeypatch.setattr(cifar_mod, "download_and_extract_archive", fetch)
+    monkeypatch.setattr(cifar_mod, "check_integrity", lambda *a, **k: bool(fetched))  # bad until fetched
+    assert load_dataset("cifar10", str(tmp_path), download=True).train_x.shape[0] == 50 and len(fetched) == 1

@@ -167,8 +167,9 @@ LOCATED = [
     ('dataset cifar10\nrow "a" spec resnet20\n', "t.exp:1:1", "no 'experiment' line", "experiment r-table6"),
     ('experiment e\nrow "a" spec resnet20\n', "t.exp:1:1", "no 'dataset' line", "dataset cifar10"),
     ('experiment e\ndataset svhn\nrow "a" spec resnet20\n', "t.exp:2:9", "unknown dataset 'svhn'",
-     "use one of cifar10, cifar100, fashion-mnist, mnist, synthetic, imagenet, or an image folder's path"),
-    ('experiment e\ndataset  cifar1\nrow "a" spec resnet20\n', "t.exp:2:10", "unknown dataset", "did you mean 'cifar10'?"),
+     "use one of cifar10, cifar100, fashion-mnist, mnist, synthetic, imagenet, or the name of an image folder"),
+    ('experiment e\ndataset  cifar1\nrow "a" spec resnet20\n', "t.exp:2:10", "unknown dataset",
+     "did you mean 'cifar10'?"),
     (HEAD + "# nothing else\n", "t.exp:1:1", "has no rows", 'row "ResNet-20" spec resnet20'),
     (HEAD + 'dataset cifar100\nrow "a" spec resnet20\n', "t.exp:3:1", "'dataset' is given twice (first at line 2)",
      None),
@@ -342,3 +343,12 @@ def test_a_label_too_long_for_a_folder_name_is_located():
     with pytest.raises(SpecError, match="names a run folder of 300 bytes, over the 200") as info:
         parse_experiment_text(HEAD + f'row "{"r" * 300}" spec resnet20\n')
     assert info.value.span.column == 5
+
+
+def test_a_dataset_may_name_an_image_folder_there_is(tmp_path, monkeypatch):
+    """`dataset myimages`, a folder in the current folder, as `resdsl train --data myimages` reads it."""
+    monkeypatch.chdir(tmp_path)
+    text = 'experiment e\ndataset myimages\nrow "a" spec resnet20\n'
+    assert "unknown dataset 'myimages'" in error_of(text).message
+    (tmp_path / "myimages").mkdir()
+    assert parse_experiment_text(text, "t.exp").dataset == "myimages"

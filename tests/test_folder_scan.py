@@ -66,3 +66,12 @@ def test_an_empty_class_folder_is_named(tmp_path):
     (root / "train" / "emu" / "notes.txt").write_text("to do")
     with pytest.raises(DataError, match=r"the class folder train/emu holds no pictures \(\.jpg, .*every class"):
         load_dataset(str(root))
+
+
+def test_the_link_is_named_not_the_real_folder(tmp_path):
+    """A class folder linked to another class's: the message names the link, sorted first or not."""
+    root = tree(tmp_path, classes=("emu",))
+    os.symlink(root / "train" / "emu", root / "train" / "aaa")
+    os.symlink(root / "val" / "emu", root / "val" / "aaa")
+    with pytest.raises(DataError, match=r"remove the link \S*/train/aaa$"):
+        load_dataset(str(root))

@@ -148,15 +148,17 @@ class _Builder:
         return self.single[key][0]
 
     def _dataset(self) -> str:
-        """The paper's dataset: a name the trainer knows, or a folder's path (as ``resdsl train --data`` takes)."""
+        """The paper's dataset: a name the trainer knows, or a folder there is (read as ``resdsl train --data`` reads
+        it, from the current folder)."""
         from ..train.vocabulary import RECIPE_DATASETS  # words only: no torch
 
         name = self._required("dataset", "dataset cifar10")
-        if name not in RECIPE_DATASETS and not ("/" in name or os.sep in name or name.startswith((".", "~"))):
+        if name not in RECIPE_DATASETS and not os.path.isdir(os.path.expanduser(name)):
             close = difflib.get_close_matches(name, RECIPE_DATASETS, n=1)
             raise SpecError(f"unknown dataset '{name}'", Span(self.path, *self.single["dataset"][1:]),
                             hint=(f"did you mean '{close[0]}'? " if close else "") + "use one of "
-                            f"{', '.join(RECIPE_DATASETS)}, or an image folder's path (train/ and val/ inside)")
+                            f"{', '.join(RECIPE_DATASETS)}, or the name of an image folder (train/ and val/ inside) in "
+                            "the current folder")
         return name
 
     def on_convention(self, stmt):

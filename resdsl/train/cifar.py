@@ -2,8 +2,8 @@
 batches), read without letting a file run code: each file is read once, its bytes must have the md5 sum torchvision
 lists for it (a damaged, cut or replaced file is named), and only then are they unpickled, by an unpickler that
 makes nothing but the dicts, lists, strings and number arrays the batches hold (a pickle can name any function to
-call; this one calls none of numpy's: an array is built here from its bytes once its type is checked). Imports nothing from the rest of resdsl but its data
-errors and file reading: it is shipped beside emitted trainers.
+call; this one calls none of numpy's: an array is built here from its bytes once its type is checked). Imports
+nothing from the rest of resdsl but its data errors and file reading: it is shipped beside emitted trainers.
 """
 from __future__ import annotations
 

@@ -179,8 +179,10 @@ def _pictures(root: str, part: str, name: str, extensions, seen: dict) -> list[s
         st = os.stat(here)
         key = (st.st_dev, st.st_ino)
         if key in seen:
+            linked = [p for p in (seen[key], here) if os.path.realpath(p) != os.path.abspath(p)]
             raise DataError(f"--data {root}: {here} is the folder {seen[key]} again (through a symbolic link), so "
-                            "its pictures would be read twice, or without end; remove the link")
+                            "its pictures would be read twice, or without end; remove the link "
+                            + " or ".join(_first_link(p) for p in linked))
         seen[key] = here
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         found.append((here, sorted(f for f in files if not f.startswith(".")
@@ -190,6 +192,15 @@ def _pictures(root: str, part: str, name: str, extensions, seen: dict) -> list[s
         raise DataError(f"--data {root}: the class folder {part}/{name} holds no pictures ({', '.join(extensions)}); "
                         f"every class needs its pictures in train/ and val/, or its folder removed from both")
     return paths
+
+
+def _first_link(path: str) -> str:
+    """The symbolic link on the way to ``path`` nearest the root (what to remove to unlink it)."""
+    parts = os.path.abspath(path).split(os.sep)
+    for k in range(2, len(parts) + 1):
+        if os.path.islink(os.sep.join(parts[:k])):
+            return os.sep.join(parts[:k])
+    return path
 
 
 def _raise(exc: OSError) -> None:

@@ -1,8 +1,8 @@
-"""The named in-memory datasets: ``cifar10`` / ``cifar100`` in torchvision's on-disk format (downloaded by
-torchvision, read by :mod:`cifar`), ``fashion-mnist`` / ``mnist`` from their IDX files (Debian's ``dataset-fashion-mnist`` package is used
-when present, torchvision downloads only as a last resort), and ``synthetic``, a deterministic, learnable random
-dataset for smoke tests. Each loader returns an :class:`InMemoryData`; :func:`.data.load_dataset` picks one by
-name. Imports nothing from the rest of resdsl: it is shipped beside emitted trainers.
+"""The named in-memory datasets: ``cifar10`` / ``cifar100`` in torchvision's on-disk format (downloaded by torchvision,
+read by :mod:`cifar`), ``fashion-mnist`` / ``mnist`` from their IDX files (Debian's ``dataset-fashion-mnist``
+package is used when present, torchvision downloads only as a last resort), and ``synthetic``, a deterministic,
+learnable random dataset for smoke tests. Each loader returns an :class:`InMemoryData`; :func:`.data.load_dataset`
+picks one by name. Imports nothing from the rest of resdsl: it is shipped beside emitted trainers.
 """
 from __future__ import annotations
 
@@ -79,13 +79,24 @@ def load_cifar(name: str, data_dir, download: bool) -> InMemoryData:
         except Exception as exc:  # noqa: BLE001 - offline, a firewall, a corrupt download: one clear message
             raise DataError(f"{name} is not in {root}{_absent(data_dir)} and could not be downloaded "
                             f"({one_line(exc)}). Without internet access: {fix}") from None
+    for attempt in ("read", "repaired"):
+        try:
+            trx, try_ = read_batches(where, cls.train_list, classes)
+            tex, tey = read_batches(where, cls.test_list, classes)
+            return InMemoryData(name, trx, try_, tex, tey, classes)
+        except DataError as exc:
+            if attempt == "repaired" or not download or not _repaired(cls, root):
+                raise DataError(f"{name}: {where}/ is incomplete or corrupt: {exc}. Delete it and let resdsl "
+                                f"download it again, or fix it: {fix} (--data {name} --data-dir DIR)") from None
+
+
+def _repaired(cls, root: str) -> bool:
+    """torchvision's download, which checks the files and fetches and unpacks the archive again where one is bad."""
     try:
-        trx, try_ = read_batches(where, cls.train_list, classes)
-        tex, tey = read_batches(where, cls.test_list, classes)
-    except DataError as exc:
-        raise DataError(f"{name}: {where}/ is incomplete or corrupt: {exc}. Delete it and let resdsl download it "
-                        f"again, or fix it: {fix} (--data {name} --data-dir DIR)") from None
-    return InMemoryData(name, trx, try_, tex, tey, classes)
+        cls(root=root, train=True, download=True)
+        return True
+    except Exception:  # noqa: BLE001 - offline, a firewall: the folder stays as it is, and is named as it is
+        return False
 
 
 # MNIST and Fashion-MNIST ----------------------------------------------------------------------------------

@@ -206,7 +206,10 @@ class GraphSteps:
             self.capture, self.words = False, f"eager steps (the CUDA graph capture failed at iteration {it + 1:,})"
             self.say(f"note: the CUDA graph capture failed ({str(exc).splitlines()[0][:200]}); stepping eagerly")
             if self.on_fallback is not None:
-                self.on_fallback(self.words)
+                try:
+                    self.on_fallback(self.words)
+                except Exception as record:  # noqa: BLE001 - a record that cannot say so must not stop the run
+                    self.say(f"note: config.json could not say so ({str(record).splitlines()[0][:200]})")
             self.out = self._on_side_stream()
             return
         self.graph, self.out = graph, out
