@@ -101,8 +101,7 @@ def distributed_env() -> tuple[int, int]:
 
 
 def apply_overrides(recipe: dict, opts: RunOptions) -> dict:
-    """The recipe as the options change it. A recipe's own image folder (``imagenet``, read from ./imagenet)
-    becomes ``opts.data``, from the root, so that the run records it as it records --data's folder."""
+    """The recipe as the options change it; its own folder (./imagenet) becomes ``opts.data``, to be recorded."""
     r = json.loads(json.dumps(recipe))
     if opts.batch_size is not None:
         if opts.batch_size < 1:
