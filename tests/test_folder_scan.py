@@ -75,3 +75,12 @@ def test_the_link_is_named_not_the_real_folder(tmp_path):
     os.symlink(root / "val" / "emu", root / "val" / "aaa")
     with pytest.raises(DataError, match=r"remove the link \S*/train/aaa$"):
         load_dataset(str(root))
+
+
+def test_a_link_above_the_dataset_is_not_blamed(tmp_path):
+    """The dataset reached through a link of its own (a data disk): the loop's link inside it is named."""
+    real = tree(tmp_path / "disk")
+    os.symlink(real, tmp_path / "data")
+    os.symlink(".", real / "train" / "cat" / "loop")
+    with pytest.raises(DataError, match=r"remove the link \S*/data/train/cat/loop$"):
+        load_dataset(str(tmp_path / "data"))

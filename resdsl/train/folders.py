@@ -179,10 +179,10 @@ def _pictures(root: str, part: str, name: str, extensions, seen: dict) -> list[s
         st = os.stat(here)
         key = (st.st_dev, st.st_ino)
         if key in seen:
-            linked = [p for p in (seen[key], here) if os.path.realpath(p) != os.path.abspath(p)]
+            links = [link for link in (_link_in(root, p) for p in (seen[key], here)) if link]
             raise DataError(f"--data {root}: {here} is the folder {seen[key]} again (through a symbolic link), so "
                             "its pictures would be read twice, or without end; remove the link "
-                            + " or ".join(_first_link(p) for p in linked))
+                            + " or ".join(links))
         seen[key] = here
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         found.append((here, sorted(f for f in files if not f.startswith(".")
@@ -194,13 +194,12 @@ def _pictures(root: str, part: str, name: str, extensions, seen: dict) -> list[s
     return paths
 
 
-def _first_link(path: str) -> str:
-    """The symbolic link on the way to ``path`` nearest the root (what to remove to unlink it)."""
-    parts = os.path.abspath(path).split(os.sep)
-    for k in range(2, len(parts) + 1):
-        if os.path.islink(os.sep.join(parts[:k])):
-            return os.sep.join(parts[:k])
-    return path
+def _link_in(root: str, path: str) -> str | None:
+    """The first symbolic link on the way from the dataset's folder ``root`` to ``path`` (what to remove to unlink
+    it; links above ``root``, such as a data disk's, are not the dataset's), or None."""
+    parts = os.path.relpath(path, root).split(os.sep)
+    return next((os.path.join(root, *parts[:k]) for k in range(1, len(parts) + 1)
+                 if os.path.islink(os.path.join(root, *parts[:k]))), None)
 
 
 def _raise(exc: OSError) -> None:
