@@ -373,3 +373,21 @@ def test_a_hand_edited_test_view_in_a_record_is_named():
     assert problem(dict(record, final_test={"view": "multi-scale", "scales": "32"})).startswith("final_test is ")
     bad = dict(record, recipe=dict(record["recipe"], test={"view": "single-view", "scale": "320", "crop": 320}))
     assert problem(bad).startswith("recipe.test is ")
+
+
+def test_a_confidently_wrong_picture_has_a_finite_loss_in_every_view():
+    """The views' mean softmax score of the true class can be below float32's smallest number (a logit gap over
+    ~104): its log is taken in log space, so the loss is that gap, not infinity (eval printed "loss inf")."""
+    from resdsl.train.evaluation import evaluate
+    from resdsl.train.views import Views
+
+    class Sure(torch.nn.Module):  # class 1 by 200 over class 0, whatever it sees
+        def forward(self, x):
+            return torch.tensor([[0.0, 200.0]]).expand(x.shape[0], 2)
+
+    y = torch.zeros(3, dtype=torch.int64)
+    crops = torch.zeros(3, 10, 3, 4, 4)  # 10-crop: (pictures, views, C, H, W)
+    scales = Views([(torch.arange(3), torch.zeros(3, 3, 4, 4)), (torch.arange(3), torch.zeros(3, 3, 6, 6))], 3, 2)
+    for x in (crops, scales):
+        figures = evaluate(Sure(), [(x, y)], torch.device("cpu"))
+        assert figures["loss"] == pytest.approx(200.0) and figures["error"] == 100.0

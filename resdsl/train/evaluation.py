@@ -11,6 +11,8 @@ trainers).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -62,7 +64,8 @@ def _evaluated(model, batches, device, amp_dtype, channels_last, cache: bool = T
             logits = x.scores(forward)
         elif x.dim() == 5:  # crops: the same
             b, k = x.shape[:2]
-            logits = forward(x.flatten(0, 1)).view(b, k, -1).softmax(-1).mean(1).log()
+            # log of the mean softmax, in log space: a score that underflows to 0 would make the loss infinite
+            logits = forward(x.flatten(0, 1)).view(b, k, -1).log_softmax(-1).logsumexp(1) - math.log(k)
         else:
             logits = forward(x)
         loss_sums.append(F.cross_entropy(logits, y, reduction="sum"))

@@ -21,6 +21,7 @@ picture's scores are averaged over its views by :meth:`Views.scores`. Imports no
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -119,12 +120,12 @@ class Views:
     def scores(self, forward) -> torch.Tensor:
         """Each picture's log of its views' mean softmax scores, (pictures, classes); ``forward(x)`` gives a
         group's logits."""
-        total = None
+        total = None  # the log of the summed scores (in log space: a score that underflows would make the loss inf)
         for index, x in self.groups:  # a group holds one view of each of its pictures (a size per scale)
-            p = forward(x).float().softmax(-1)
-            total = torch.zeros(self.pictures, p.shape[1], device=p.device) if total is None else total
-            total[index] = total[index] + p  # not index_add_: CUDA's is nondeterministic (refused by --deterministic)
-        return total.div_(self.per_picture).log()
+            p = forward(x).float().log_softmax(-1)
+            total = torch.full((self.pictures, p.shape[1]), -math.inf, device=p.device) if total is None else total
+            total[index] = torch.logaddexp(total[index], p)  # not index_add_: CUDA's is nondeterministic
+        return total - math.log(self.per_picture)
 
 
 def scaled_views(pictures: list[torch.Tensor], scales: tuple) -> Views:
