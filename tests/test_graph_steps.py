@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 import resdsl as rd  # noqa: E402
 from conftest import ROOT  # noqa: E402
-from resdsl.train import evaluation, loop, stepping  # noqa: E402
+from resdsl.train import evaluation, loop, rundir, stepping  # noqa: E402
 from resdsl.train.session import RunOptions  # noqa: E402
 from resdsl.train.steps import InMemoryBatches  # noqa: E402
 
@@ -160,9 +160,11 @@ def test_a_warm_up_pass_waits_while_another_thread_captures():
     assert done == [1]
 
 
-def test_a_failed_capture_is_recorded_in_config_json(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("writable", [True, False])
+def test_a_failed_capture_is_recorded_in_config_json(tmp_path, monkeypatch, capsys, writable):
     """A capture that fails turns the run to eager steps; config.json (read by the benchmarks) then says so, not
-    the "one CUDA graph per iteration" written when the run started."""
+    the "one CUDA graph per iteration" written when the run started. A record that cannot be updated (a full
+    disk) is a note: the run goes on."""
     real = stepping.GraphSteps
 
     def failing(*a, **k):
@@ -174,8 +176,17 @@ def test_a_failed_capture_is_recorded_in_config_json(tmp_path, monkeypatch, caps
     monkeypatch.setattr(stepping, "GraphSteps", lambda *a, **k: real(*a, **dict(k, capture=True)))
     monkeypatch.setattr(stepping, "captured", failing)
     monkeypatch.setattr(stepping, "WARMUP", 3)
+    if not writable:
+        def full(*a, **k):
+            raise rundir.RunDirError("No space left on device")
+
+        monkeypatch.setattr(rundir, "update_config", full)
     _, rows = _train(tmp_path, "fell", "cpu")
     cfg = json.loads((tmp_path / "fell" / "config.json").read_text())
-    assert cfg["stepping"] == "eager steps (the CUDA graph capture failed at iteration 4)"
-    assert "the CUDA graph capture failed (operation not permitted" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "the CUDA graph capture failed (operation not permitted" in said
+    if writable:
+        assert cfg["stepping"] == "eager steps (the CUDA graph capture failed at iteration 4)"
+    else:
+        assert "note: config.json could not say so (No space left on device)" in said
     assert rows[-1]["iter"] == 24

@@ -150,10 +150,10 @@ class _Builder:
     def _dataset(self) -> str:
         """The paper's dataset: a name the trainer knows, or a folder there is (read as ``resdsl train --data`` reads
         it, from the current folder)."""
-        from ..train.vocabulary import RECIPE_DATASETS  # words only: no torch
+        from ..train.vocabulary import RECIPE_DATASETS, names_a_folder  # words only: no torch
 
         name = self._required("dataset", "dataset cifar10")
-        if name not in RECIPE_DATASETS and not os.path.isdir(os.path.expanduser(name)):
+        if name not in RECIPE_DATASETS and not names_a_folder(name):
             close = difflib.get_close_matches(name, RECIPE_DATASETS, n=1)
             raise SpecError(f"unknown dataset '{name}'", Span(self.path, *self.single["dataset"][1:]),
                             hint=(f"did you mean '{close[0]}'? " if close else "") + "use one of "

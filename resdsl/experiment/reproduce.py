@@ -131,10 +131,17 @@ def row_recipe(exp: Experiment, row, resolved) -> dict:
         raise SpecError(err.message, Span(exp.path, line, start, end), hint=err.hint, source=source) from None
 
 
+def recipe_of(exp: Experiment, row):
+    """The recipe a row's runs train with: its spec's, with the row's `set` overrides (None: a spec without one)."""
+    from resdsl.pipeline import compile_spec
+
+    net = compile_spec(spec_path(exp, row))
+    return row_recipe(exp, row, net.spec) if row.overrides else net.recipe
+
+
 def check_folder_normalize(exp: Experiment, options: dict) -> None:
     """Runs on an image folder are normalised by ImageNet's channel statistics only (the trainer refuses any other
     recipe): rows whose recipe says another are refused before anything runs, with the fix an experiment has."""
-    from resdsl.pipeline import compile_spec
     from resdsl.train.vocabulary import FOLDER_NORMALIZE, names_a_folder
 
     data = options.get("data") or exp.dataset
@@ -142,8 +149,7 @@ def check_folder_normalize(exp: Experiment, options: dict) -> None:
         return
     wrong = []
     for row in exp.rows:
-        net = compile_spec(spec_path(exp, row))
-        recipe = row_recipe(exp, row, net.spec) if row.overrides else net.recipe
+        recipe = recipe_of(exp, row)
         if recipe is not None and recipe.get("normalize", "none") != FOLDER_NORMALIZE:
             wrong.append(f"{row.label!r} (normalize {recipe.get('normalize', 'none')})")
     if wrong:
@@ -155,11 +161,9 @@ def check_folder_normalize(exp: Experiment, options: dict) -> None:
 
 def run_iterations(exp: Experiment, job: Job, options: dict) -> tuple[int, int]:
     """(iterations, batch) of a run, from its spec's recipe with the row's overrides and the length flags."""
-    from resdsl.pipeline import compile_spec
     from resdsl.train.schedule import from_recipe
 
-    net = compile_spec(spec_path(exp, job.row))
-    recipe = row_recipe(exp, job.row, net.spec) if job.row.overrides else net.recipe
+    recipe = recipe_of(exp, job.row)
     if recipe is None:
         return 0, 0
     n_train = training_images(exp, options)

@@ -31,7 +31,7 @@ from .folders import image_folder
 from .images import FOLDER_AUGMENTATIONS, IMAGENET_EIGVAL, IMAGENET_EIGVEC, IMAGENET_MEAN, IMAGENET_STD
 from .idx import MAX_IDX_BYTES, read_idx
 from .named import DEBIAN_FASHION_MNIST, DEFAULT_ROOT, CIFAR_FILES, load_cifar, load_mnist, synthetic_data
-from .vocabulary import FOLDER_DATASETS, IN_MEMORY_DATASETS
+from .vocabulary import FOLDER_DATASETS, IN_MEMORY_DATASETS, names_a_folder
 
 __all__ = ["DEBIAN_FASHION_MNIST", "DEFAULT_ROOT", "FOLDER_AUGMENTATIONS", "FOLDER_DATASETS",
            "IMAGENET_EIGVAL", "IMAGENET_EIGVEC", "IMAGENET_MEAN", "IMAGENET_STD", "IN_MEMORY_AUGMENTATIONS",
@@ -63,7 +63,7 @@ def load_dataset(name_or_path: str, data_dir: str | None = None, *, download: bo
         data = load_mnist(name, data_dir, download)
     elif name == "synthetic":
         data = synthetic_data(synthetic_shape, synthetic_classes, synthetic_size, seed)
-    elif os.path.isdir(os.path.expanduser(name)):
+    elif names_a_folder(name):
         return image_folder(os.path.expanduser(name), split, train_subset, test_subset, seed)
     elif name in FOLDER_DATASETS:
         raise DataError(f"the recipe trains on {name}, which is an image folder resdsl cannot download: pass "
