@@ -50,32 +50,54 @@ def responses_cmd(runs, out, test_subset, device, batch_size, at, data_dir, no_d
     """[R] Fig. 7: the std of every 3x3 layer's response (after BN, before ReLU and the addition) on the test set,
     for each RUN; writes OUT/responses.png (top: layers in network order, bottom: sorted descending) and
     OUT/responses.csv (run, layer, module, std, rank)."""
-    from resdsl.analysis import (ResponsesError, draw_responses, images_words, labelled, measure_run, open_run,
-                                 write_csv)
-    from resdsl.train.fileio import OutputError
-    from resdsl.train.rundir import CONFIG
+    from resdsl.analysis import ResponsesError, images_words, labelled, measure_run, open_run
+    from resdsl.analysis.responses import csv_text, figure_png
+    from resdsl.train.fileio import OutputError, write_owned
 
-    if os.path.exists(os.path.join(out, CONFIG)):
-        raise click.UsageError(f"--out {out} is a run directory (it holds {CONFIG}); the figures go in a folder of "
-                               "their own, since a run's --overwrite refuses files it did not write")
+    png, csv = _check_out(out)  # before any run is measured (minutes, for a deep network on a CPU)
     try:
         opened = [open_run(path) for path in runs]  # every run is checked before the first is measured
         for run in opened:
             _warn_if_spec_changed(run)
+            _warn_if_unfinished(run)
         measured = []
         for run in opened:
             measured.append(measure_run(run, test_subset=test_subset, device=device, batch_size=batch_size,
                                         data_dir=data_dir, download=not no_download, at=at))
             click.echo(_table(measured[-1]))
         results = labelled(measured)
-        png, csv = os.path.join(out, "responses.png"), os.path.join(out, "responses.csv")
         _make_folder(out)
-        draw_responses(results, png, images_words(measured))
-        write_csv(results, csv)
+        write_owned(png, figure_png(results, images_words(measured)))  # resdsl names them: a link is replaced
+        write_owned(csv, csv_text(results))
     except (ResponsesError, OutputError) as exc:
         click.echo(printable(f"resdsl: error: {exc}"), err=True)
         sys.exit(EXIT_SPEC)
     click.echo(printable(f"wrote {png} and {csv}"))
+
+
+def _check_out(out: str) -> tuple[str, str]:
+    """OUT/responses.png and OUT/responses.csv, where OUT is a folder (or none yet) that is not in a run."""
+    from resdsl.train.rundir import CONFIG, record_of
+
+    folder = os.path.abspath(out)
+    while True:  # a run's --overwrite removes what it did not write, in its subfolders too
+        record = record_of(folder)
+        if folder == os.path.abspath(out) and os.path.exists(os.path.join(folder, CONFIG)) or (
+                record is not None and ("run_id" in record or "spec_hash" in record)):
+            raise click.UsageError(f"--out {out} is in the run directory {folder} (it holds {CONFIG}); the figures "
+                                   "go in a folder of their own, since a run's --overwrite removes files it did not "
+                                   "write")
+        if os.path.dirname(folder) == folder:
+            break
+        folder = os.path.dirname(folder)
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise click.UsageError(f"--out {out} is not a folder: it names the folder for responses.png and "
+                               "responses.csv")
+    paths = os.path.join(out, "responses.png"), os.path.join(out, "responses.csv")
+    for path in paths:
+        if os.path.isdir(path) and not os.path.islink(path):
+            raise click.UsageError(f"--out {out}: {path} is a folder; resdsl writes a file of that name there")
+    return paths
 
 
 def _make_folder(path: str) -> None:
@@ -91,6 +113,14 @@ def _warn_if_spec_changed(run) -> None:
     if run.net.is_trained_from(run.config) is False:
         click.echo(printable(f"resdsl: warning: {run.path}: the spec {run.spec} has changed since the run was trained "
                              "(its hash differs from config.json's); measuring the network it describes now"), err=True)
+
+
+def _warn_if_unfinished(run) -> None:
+    """A run stopped before its last iteration has weights from along the way: measured, and said."""
+    done, planned = (run.state.get("state") or {}).get("iter"), run.config.get("iterations")
+    if isinstance(done, int) and isinstance(planned, int) and done < planned:
+        click.echo(printable(f"resdsl: warning: {run.path}: the run stopped at iteration {done:,} of {planned:,}; "
+                             "measuring the weights of its last checkpoint, not a trained network's"), err=True)
 
 
 def _table(m) -> str:

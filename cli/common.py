@@ -9,6 +9,8 @@ import click
 
 from resdsl.errors import SpecError
 
+from . import EXIT_SIGINT, STOPPED
+
 EXIT_SPEC = 1  # a bad spec, a failed expect
 EXIT_INTERNAL = 70
 
@@ -37,8 +39,11 @@ def guard(fn):
             return fn(*args, **kwargs)
         except SpecError as err:
             fail(err)
-        except (click.exceptions.Exit, click.UsageError, SystemExit, KeyboardInterrupt):
+        except (click.exceptions.Exit, click.UsageError, SystemExit):
             raise
+        except KeyboardInterrupt:  # Ctrl-C where no stop handler took it (a run's loop checkpoints and stops)
+            click.echo(STOPPED, err=True)
+            sys.exit(EXIT_SIGINT)
         except click.ClickException as exc:  # a failure (not a misuse): said as every other resdsl error is
             click.echo(f"resdsl: error: {exc.format_message()}", err=True)
             sys.exit(exc.exit_code)
@@ -62,6 +67,23 @@ def say_warnings(net) -> None:
     """The spec's warnings (what compiles but is most likely not meant), located, on stderr."""
     for text in net.said_warnings():
         click.echo(text, err=True)
+
+
+def refuse_sources_as_output(nets, *outputs: tuple[str, str | None]) -> None:
+    """An output (flag, path) that is a file the networks were compiled from (the spec, a spec it extends, a
+    recipe file it includes) would replace the spec with what it compiles to: refused before anything is written."""
+    sources = [path for net in nets for path in net.spec.sources]
+    for flag, out in outputs:
+        if not out or out == "-":
+            continue
+        for source in sources:
+            try:
+                same = os.path.samefile(out, source)
+            except (OSError, ValueError):  # either is missing or not a file name: not the same file
+                continue
+            if same:
+                raise click.UsageError(f"{flag} {out} is {source}, a file the network is compiled from: writing "
+                                       "there would replace the spec; give the output another name")
 
 
 def write_output(path: str, text: str | bytes) -> None:

@@ -12,7 +12,7 @@ import click
 from resdsl.cost import human
 from resdsl.errors import SpecWarning, printable
 
-from .common import EXIT_SPEC, guard as _guard, say_warnings, write_output as _write_output
+from .common import EXIT_SPEC, guard as _guard, refuse_sources_as_output, say_warnings, write_output as _write_output
 
 warnings.filterwarnings("ignore", category=SpecWarning)  # the commands say them located, with say_warnings
 
@@ -119,6 +119,7 @@ def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, tr
         raise click.UsageError("--emit-python - writes the source to standard output, where --json and --dump-ir "
                                "write too; give the source a file name")
     net = compile_spec(spec)
+    refuse_sources_as_output([net], ("--emit-python", emit_py), ("--onnx", onnx_out))
     info = sys.stderr if as_json or dump_ir or source_out else sys.stdout
     if emit_py:
         from resdsl.backends.python_source import emit_python
@@ -131,19 +132,7 @@ def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, tr
     if trainer_dir:
         _write_trainer(net, trainer_dir, overwrite, info)
     if onnx_out:
-        try:
-            from resdsl.backends.onnx_export import export_onnx
-        except ImportError as exc:
-            raise click.ClickException(f"--onnx needs PyTorch: {exc}") from None
-        from resdsl.train.fileio import OutputError
-
-        try:
-            facts = export_onnx(net, onnx_out)
-        except (ImportError, RuntimeError, OutputError) as exc:
-            raise click.ClickException(str(exc)) from None
-        except OSError as exc:
-            raise click.ClickException(f"cannot write {onnx_out}: {exc.strerror or exc}") from None
-        click.echo(f"wrote {onnx_out} (opset {facts['opset']}, {facts['nodes']} nodes, checked)", file=info)
+        _write_onnx(net, onnx_out, info)
     if as_json:
         click.echo(json.dumps(net.to_json(), indent=2))
     elif dump_ir:
@@ -159,6 +148,22 @@ def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, tr
                                          e.span, None, net.spec.sources.get(e.span.path)), err=True)
     if not net.ok:
         sys.exit(EXIT_SPEC)
+
+
+def _write_onnx(net, path: str, info) -> None:
+    try:
+        from resdsl.backends.onnx_export import export_onnx
+    except ImportError as exc:
+        raise click.ClickException(f"--onnx needs PyTorch: {exc}") from None
+    from resdsl.train.fileio import OutputError
+
+    try:
+        facts = export_onnx(net, path)
+    except (ImportError, RuntimeError, OutputError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
+    click.echo(f"wrote {path} (opset {facts['opset']}, {facts['nodes']} nodes, checked)", file=info)
 
 
 FORMATS = ("svg", "png", "pdf", "dot")
@@ -182,6 +187,8 @@ def viz_cmd(specs: tuple[str, ...], output: str | None, fmt: str | None, view: s
     from resdsl.backends import graphviz as gv
     from resdsl.pipeline import compile_spec
 
+    if output is not None and not output.strip():
+        raise click.UsageError("-o needs a file name, not an empty one")
     if len(specs) > 1 and view != "unit":
         raise click.UsageError("several specs can only be drawn together with --view unit")
     ext = os.path.splitext(output)[1].lstrip(".").lower() if output and output != "-" else ""
@@ -196,6 +203,9 @@ def viz_cmd(specs: tuple[str, ...], output: str | None, fmt: str | None, view: s
         raise click.UsageError(f"--format {fmt} -o - would write binary data to the terminal: redirect it to a "
                                "file or a program, or use -o FILE")
     nets = [compile_spec(p) for p in specs]
+    if output is None:
+        output = f"{nets[0].name}-{view}.{fmt}" if len(nets) == 1 else f"units.{fmt}"
+    refuse_sources_as_output(nets, ("-o", output))
     if view == "overview":
         dot = gv.overview_dot(nets[0])
     elif view == "full":
@@ -221,8 +231,6 @@ def viz_cmd(specs: tuple[str, ...], output: str | None, fmt: str | None, view: s
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return
-    if output is None:
-        output = f"{nets[0].name}-{view}.{fmt}" if len(nets) == 1 else f"units.{fmt}"
     _write_output(output, data)
     click.echo(f"wrote {output} ({view} view, {fmt}, {len(data):,} bytes)")
 

@@ -8,7 +8,8 @@ import sys
 
 import click
 
-from resdsl.train.options import DEVICES, OPTIONS
+from resdsl.train.options import DEVICES, OPTIONS, misuse
+from resdsl.train.rundir import RunDirError
 
 from .common import EXIT_SPEC, gpus, guard, say_warnings
 
@@ -79,16 +80,17 @@ def train_cmd(spec, settings, seed_runs, **values) -> None:
     """Train SPEC (a file or a packaged spec's name) with its recipe, or continue a run with --resume."""
     if spec is None and not values["resume"]:
         raise click.UsageError("give a SPEC to train (or --resume RUNDIR)")
-    if values["iters"] and values["epochs"]:  # as reproduce says it: a misuse, exit 2
-        raise click.UsageError("give --iters or --epochs, not both")
+    if misuse(values):  # as reproduce and an emitted trainer say it: exit 2
+        raise click.UsageError(misuse(values))
     if values["resume"] and settings:
         raise click.UsageError("--set changes the recipe, and a resumed run keeps its own; start a new run instead")
     if values["scale_set"] and not (settings and (values["iters"] or values["epochs"])):
         raise click.UsageError("--scale-set goes with --set and --iters or --epochs")
     if values["seeds"]:
-        sys.exit(_launch_seeds(spec, values, settings, seed_runs))
-    if values["parallel"]:
-        raise click.UsageError("--parallel goes with --seeds")
+        try:  # the folder of the seeds' runs is made once the flags are checked
+            sys.exit(_launch_seeds(spec, values, settings, seed_runs))
+        except RunDirError as exc:
+            raise click.ClickException(str(exc)) from None
     if seed_runs != "auto":
         raise click.UsageError("--seed-runs goes with --seeds")
     if values["nproc"] and "RANK" not in os.environ:
@@ -169,7 +171,6 @@ def _launch_seeds(spec: str, values: dict, settings, seed_runs: str) -> int:
     say_warnings(net)
     out = values["out"] or default_path(net.name)
     click.echo(f"{len(values['seeds'])} runs of {net.name}, seeds {', '.join(map(str, values['seeds']))}, in {out}")
-
     cards = gpus(values["device"])
     way = seed_runs_way(seed_runs, cards, _is_random(net), values["parallel"], len(values["seeds"]))
     if way == "threads":

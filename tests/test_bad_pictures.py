@@ -2,8 +2,6 @@
 its work in a checkpoint of the iterations done, and, resumed once the file is replaced, ends exactly as a run
 that never met it."""
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from test_seeds import _same_run  # noqa: E402
+from test_train import resdsl  # noqa: E402
 from resdsl.train.data import load_dataset  # noqa: E402
 from test_train_data import make_folder  # noqa: E402
 
@@ -19,9 +18,8 @@ TINY = str(ROOT / "tests" / "specs" / "tiny_folder.res")
 
 
 def train(*args):
-    cmd = [sys.executable, "-m", "resdsl_cli.main", "train", TINY, "--device", "cpu", "--workers", "0", "--quiet",
-           "--iters", "4", "--eval-every", "2", "--checkpoint-every", "4", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    return resdsl("train", TINY, "--device", "cpu", "--workers", "0", "--quiet", "--iters", "4", "--eval-every", "2",
+                  "--checkpoint-every", "4", *args)
 
 
 def test_a_broken_test_picture_keeps_the_work_and_the_resumed_run_is_exact(tmp_path):
@@ -70,8 +68,7 @@ def test_a_failed_last_evaluation_is_made_on_resuming_and_checkpointed(tmp_path)
 
 
 def resume(run):
-    return subprocess.run([sys.executable, "-m", "resdsl_cli.main", "train", "--resume", str(run), "--quiet"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    return resdsl("train", "--resume", str(run), "--quiet")
 
 
 def test_a_broken_training_picture_at_the_first_batch_writes_no_checkpoint(tmp_path):

@@ -145,3 +145,23 @@ def test_a_bug_is_an_internal_error_of_its_own_status(monkeypatch):
     monkeypatch.setenv("RESDSL_DEBUG", "1")
     r = CliRunner().invoke(main, ["compile", "resnet20"])
     assert isinstance(r.exception, ZeroDivisionError)
+
+
+def test_an_output_that_is_a_file_the_network_is_compiled_from_is_refused(tmp_path, monkeypatch):
+    """`--emit-python`, `--onnx` and `viz -o` naming the spec, or a recipe file it includes (here through a link),
+    would replace it with what it compiles to: refused before anything is written, the files unchanged."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "recipes.res").write_text('include "recipes"\nrecipe quick extends cifar_resnet {\n  lr 0.05\n}\n')
+    spec = CIFAR20 + 'include "recipes.res"\nrecipe quick\n'
+    (tmp_path / "net.res").write_text(spec)
+    (tmp_path / "link.res").symlink_to("recipes.res")
+    for args, flag in ((["compile", "net.res", "--emit-python", "net.res"], "--emit-python net.res"),
+                       (["compile", "net.res", "--onnx", "link.res"], "--onnx link.res"),
+                       (["viz", "net.res", "--format", "dot", "-o", "net.res"], "-o net.res")):
+        r = run(*args)
+        assert r.exit_code == 2 and f"{flag} is " in r.output and "a file the network is compiled from" in r.output
+    assert (tmp_path / "net.res").read_text() == spec and (tmp_path / "link.res").is_symlink()
+    assert (tmp_path / "recipes.res").read_text().startswith('include "recipes"')
+    assert run("compile", "net.res", "--emit-python", "net.py").exit_code == 0  # another name is written
+    r = run("viz", "net.res", "-o", "")
+    assert r.exit_code == 2 and "-o needs a file name, not an empty one" in r.output

@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from conftest import ROOT
-from test_train import ENV, QUICK, resdsl
+from test_train import QUICK, resdsl
 
 pytest.importorskip("torch")
 
@@ -21,8 +19,7 @@ TINY = str(ROOT / "tests" / "specs" / "tiny.res")
 
 
 def _cli(cwd, *args):
-    return subprocess.run([sys.executable, "-m", "resdsl_cli.main", *args], cwd=cwd, env=ENV, capture_output=True,
-                          text=True, timeout=300)
+    return resdsl(*args, cwd=cwd)
 
 
 def _edit_config(run, **changes):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -13,9 +12,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from conftest import ROOT  # noqa: E402
 from test_seeds import _same_run  # noqa: E402
-from test_train import ENV, QUICK, resdsl  # noqa: E402
+from test_train import QUICK, resdsl, start  # noqa: E402
 
 LONG = ["--iters", "3000", "--eval-every", "1000", "--checkpoint-every", "5", "--batch-size", "16"]
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -27,9 +25,7 @@ def _start(run, args=LONG):
     torchrun's log folder."""
     tmp = run.parent / "tmp"
     tmp.mkdir(exist_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "resdsl_cli.main", "train", "tests/specs/tiny.res", *QUICK, *args,
-                             "--nproc", "2", "--out", str(run)], cwd=ROOT, env=dict(ENV, TMPDIR=str(tmp)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = start("train", "tests/specs/tiny.res", *QUICK, *args, "--nproc", "2", "--out", str(run), TMPDIR=str(tmp))
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None and not (run / "checkpoint.pt").exists():
         time.sleep(0.05)

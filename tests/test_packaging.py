@@ -71,7 +71,7 @@ def test_wheel_metadata(wheel, names):
     assert top == {"resdsl", "resdsl_cli"}  # no tests/, benchmarks/ or a generic `cli` package
     z = zipfile.ZipFile(wheel)
     info = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-    assert "resdsl = resdsl_cli.main:main" in z.read(info).decode()
+    assert "resdsl = resdsl_cli:run" in z.read(info).decode()
     metadata = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     for extra in ("train", "viz", "onnx", "test"):
         assert f"Provides-Extra: {extra}" in metadata

@@ -154,3 +154,28 @@ def test_export_onnx_from_python_keeps_the_callers_model_mode(tmp_path):
 def test_a_checked_networks_repr_is_one_line():
     text = repr(resdsl.compile_spec("resnet50"))
     assert text.startswith("<CheckedNetwork resnet50 (") and "25,557,032 params" in text and len(text) < 200
+
+
+def test_export_onnx_takes_the_input_a_model_was_built_for(tmp_path):
+    """A model built for Fashion-MNIST's 1x28x28 is exported with that input (it was run at the spec's 3x32x32);
+    a module that does not say its input and does not take the spec's is refused in words."""
+    onnx = pytest.importorskip("onnx")
+    model = resdsl.build_model("resnet20", in_channels=1, input_size=(28, 28), num_classes=7)
+    resdsl.export_onnx("resnet20", str(tmp_path / "fm.onnx"), model=model)
+    dims = onnx.load(str(tmp_path / "fm.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims[1:]] == [1, 28, 28]
+    del model.resdsl_input_shape  # as a module from elsewhere
+    with pytest.raises(RuntimeError, match="the model given does not take a 3x32x32 input .*expected input"):
+        resdsl.export_onnx("resnet20", str(tmp_path / "x.onnx"), model=model)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_weights_past_an_onnx_files_limit_are_refused_before_exporting(tmp_path, monkeypatch):
+    """protobuf holds 2 GiB: a larger model is refused in words (it was torch's 'specify the output file name')."""
+    pytest.importorskip("onnx")
+    from resdsl.backends import onnx_export
+
+    monkeypatch.setattr(onnx_export, "ONNX_MAX_BYTES", 1_000_000)  # resnet20's 1.1 MB of weights, past it
+    with pytest.raises(RuntimeError, match=r"resnet20's weights take .* GiB, and an ONNX file holds at most 2 GiB"):
+        resdsl.export_onnx("resnet20", str(tmp_path / "m.onnx"))
+    assert not (tmp_path / "m.onnx").exists()

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 
@@ -17,7 +16,7 @@ pytest.importorskip("torch")
 
 from conftest import ROOT  # noqa: E402
 from test_seeds import _same_run  # noqa: E402
-from test_train import ENV, resdsl  # noqa: E402
+from test_train import resdsl, start  # noqa: E402
 
 TINY = "tests/experiments/tiny.exp"
 FAST = ["--iters", "3", "--train-subset", "128", "--test-subset", "32", "--device", "cpu", "--no-estimate"]
@@ -75,6 +74,21 @@ def test_tiny_experiment_end_to_end(tmp_path):
     dry = reproduce(TINY, *FAST[:1], "5", *FAST[2:], "--out", str(out), "--dry-run")  # says what the run would
     assert dry.returncode == 1 and "asks for --iters 5." in dry.stderr and "runs to do" not in dry.stdout
     _a_stopped_run_is_not_counted(out)
+    _a_figure_not_drawn_leaves_no_earlier_file(out)
+
+
+def _a_figure_not_drawn_leaves_no_earlier_file(out):
+    """fig7 cannot be drawn (its runs' data is gone): the report says so, and the earlier report's fig7.png and
+    fig7.csv are gone rather than shown beside it as this one's."""
+    from resdsl.experiment.parse import parse_experiment
+    from resdsl.experiment.reproduce import write_report
+
+    for row in ("plain-8", "resnet-8"):
+        config = out / row / "seed-0" / "config.json"
+        cfg = json.loads(config.read_text())
+        config.write_text(json.dumps(dict(cfg, options=dict(cfg["options"], data=str(out / "gone")))))
+    text = write_report(parse_experiment(str(ROOT / TINY)), str(out), {"iters": 3}, None, "resdsl reproduce", 1.0)
+    assert "(fig7 not drawn: " in text and not (out / "fig7.png").exists() and not (out / "fig7.csv").exists()
 
 
 def _a_stopped_run_is_not_counted(out):
@@ -106,8 +120,7 @@ def test_killed_experiment_finishes_equal_to_an_uninterrupted_one(tmp_path):
     which ends equal to the same run made in one go: weights bitwise, every metrics row."""
     args = [*FAST[:1], "8", *FAST[2:], "--parallel", "1", "--seeds", "1"]
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "resdsl_cli.main", "reproduce", TINY, *args, "--out", str(out)],
-                            cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start("reproduce", TINY, *args, "--out", str(out))
     second = out / "resnet-8" / "seed-0" / "checkpoint.pt"
     deadline = time.time() + 300
     while not second.exists() and time.time() < deadline and proc.poll() is None:
@@ -145,9 +158,7 @@ def test_a_job_at_its_time_limit_checkpoints_is_requeued_and_resumes_exactly(tmp
     pytest.importorskip("submitit")
     args = ["--iters", "60", *FAST[2:], "--seeds", "1", "--rows", "ResNet-8"]
     out = tmp_path / "exp"
-    proc = subprocess.Popen([sys.executable, "-m", "resdsl_cli.main", "reproduce", TINY, *args, "--launcher",
-                             "submitit-local", "--out", str(out)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = start("reproduce", TINY, *args, "--launcher", "submitit-local", "--out", str(out))
     run = out / "resnet-8" / "seed-0"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None and not (run / "checkpoint.pt").exists():

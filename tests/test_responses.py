@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -186,7 +187,7 @@ def test_clear_errors(runs, tmp_path):
     if not torch.cuda.is_available():
         _fails([runs["tiny"], "--out", str(tmp_path), "--device", "cuda"], "no CUDA GPU")
     assert not (tmp_path / "responses.png").exists()
-    _fails([runs["tiny"], "--out", runs["tiny"]], "is a run directory")  # its --overwrite would refuse the files
+    _fails([runs["tiny"], "--out", runs["tiny"]], "is in the run directory")  # its --overwrite would remove them
     assert not (Path(runs["tiny"]) / "responses.png").exists()
 
 
@@ -280,3 +281,77 @@ def test_run_folders_named_with_dollars_are_drawn_as_written(runs, tmp_path, mon
     assert {text for text, _ in legends} == set(labels) and not any(parsed for _, parsed in legends)
     with open(out / "responses.csv", newline="") as fh:
         assert sorted({row["run"] for row in csv.DictReader(fh)}) == sorted(labels)
+
+
+def test_runs_of_one_network_in_folders_of_one_name_keep_their_own_curves(runs, tmp_path):
+    """reproduce's layout (ROW/seed-0): both runs are drawn, and labelled by as much of their path as tells them
+    apart (the second replaced the first in the CSV and the figure)."""
+    for row in ("a", "b"):
+        shutil.copytree(runs["tiny"], tmp_path / row / "seed-0")
+    r = CliRunner().invoke(resdsl_main(), ["analyze", "responses", str(tmp_path / "a" / "seed-0"),
+                                           str(tmp_path / "b" / "seed-0"), "--device", "cpu", "--out",
+                                           str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(open(tmp_path / "out" / "responses.csv")))
+    assert {row["run"] for row in rows} == {"tiny (a/seed-0)", "tiny (b/seed-0)"}
+    from resdsl.analysis.responses import RunResponses, labelled
+
+    twice = [RunResponses("x", "n", "bn", 1, [("m", 1.0)])] * 2  # one run given twice: numbered, not dropped
+    assert list(labelled(twice)) == ["n (x) #1", "n (x) #2"]
+
+
+def test_out_is_checked_before_measuring_and_its_files_are_resdsls_own(runs, tmp_path):
+    """--out names a folder: a file there, a folder in place of responses.csv and a folder inside a run are refused
+    before any run is measured; a link in place of responses.csv is replaced, not written through (it wrote the
+    CSV into the spec it pointed at)."""
+    spec = tmp_path / "spec.res"
+    spec.write_text("network x\n")
+    os.mkfifo(tmp_path / "fifo")  # (a regular file click's own check refuses)
+    _fails([runs["tiny"], "--out", str(tmp_path / "fifo")], "is not a folder")
+    (tmp_path / "f" / "responses.csv").mkdir(parents=True)
+    _fails([runs["tiny"], "--out", str(tmp_path / "f")], "responses.csv is a folder")
+    _fails([runs["tiny"], "--out", str(Path(runs["tiny"]) / "figures")], "is in the run directory")
+    assert not (Path(runs["tiny"]) / "figures").exists()
+    (tmp_path / "l").mkdir()
+    (tmp_path / "l" / "responses.csv").symlink_to(spec)
+    r = CliRunner().invoke(resdsl_main(), ["analyze", "responses", runs["tiny"], "--device", "cpu", "--out",
+                                           str(tmp_path / "l")])
+    assert r.exit_code == 0 and spec.read_text() == "network x\n", r.output
+    assert not (tmp_path / "l" / "responses.csv").is_symlink()
+
+
+def test_a_stopped_run_is_said_and_other_data_is_refused(runs, tmp_path):
+    """Weights from along the way are measured with a warning; data of another shape than config.json records is
+    refused in words (it was an internal error where a per-pixel mean met other images)."""
+    stopped = tmp_path / "stopped"
+    shutil.copytree(runs["tiny"], stopped)
+    cfg = json.loads((stopped / "config.json").read_text())
+    (stopped / "config.json").write_text(json.dumps(dict(cfg, iterations=40)))
+    r = CliRunner().invoke(resdsl_main(), ["analyze", "responses", str(stopped), "--device", "cpu", "--out",
+                                           str(tmp_path / "o1")])
+    assert r.exit_code == 0 and "the run stopped at iteration 4 of 40" in r.output, r.output
+    other = tmp_path / "other"
+    shutil.copytree(runs["tiny"], other)
+    (other / "config.json").write_text(json.dumps(dict(cfg, dataset=dict(cfg["dataset"], shape=[1, 28, 28]))))
+    _fails([str(other), "--device", "cpu", "--out", str(tmp_path / "o2")],
+           "the data found now is not the data the run was trained on (shape [1, 28, 28] then, [3, 32, 32] now)")
+
+
+def test_statistics_of_other_images_are_refused():
+    from resdsl.train.batches import BatchPipeline, InMemoryData
+    from resdsl.train.dataerror import DataError
+
+    def data(side):
+        x = torch.randint(0, 255, (8, 1, side, side), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+        return InMemoryData("toy", x, torch.zeros(8, dtype=torch.long), x[:4], torch.zeros(4, dtype=torch.long), 10)
+
+    stats = BatchPipeline(data(28), "per-pixel-mean", []).stats()
+    with pytest.raises(DataError, match="the run's normalisation .mean. is for 1x28x28 images and toy's are 1x32x32"):
+        BatchPipeline(data(32), "per-pixel-mean", []).load_stats(stats)
+    BatchPipeline(data(32), "mean-std", []).load_stats(BatchPipeline(data(28), "mean-std", []).stats())  # (C,1,1)
+
+
+def resdsl_main():
+    from resdsl_cli.main import main
+
+    return main

@@ -13,8 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import ROOT  # noqa: E402
-from test_train import ENV, resdsl  # noqa: E402
+from test_train import ENV, resdsl, start  # noqa: E402
 
 BASE = ["train", "tests/specs/tiny.res", "--data", "synthetic", "--train-subset", "256", "--test-subset", "64",
         "--batch-size", "32", "--device", "cpu", "--quiet", "--deterministic"]
@@ -72,9 +71,7 @@ def test_one_seed_of_a_killed_multi_seed_run_resumes_exactly(tmp_path):
     as the uninterrupted run of that seed does."""
     multi = tmp_path / "multi"
     args = [*BASE, "--iters", "80", "--eval-every", "20", "--checkpoint-every", "5"]
-    proc = subprocess.Popen([sys.executable, "-m", "resdsl_cli.main", *args, "--seeds", "0,1", "--seed-runs",
-                             "processes", "--out", str(multi)], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = start(*args, "--seeds", "0,1", "--seed-runs", "processes", "--out", str(multi))
     ck = multi / "seed-1" / "checkpoint.pt"
     try:
         deadline = time.time() + 240
@@ -111,9 +108,7 @@ def test_threads_stop_on_sigterm_and_each_seed_resumes_exactly(tmp_path):
     the uninterrupted run of that seed does."""
     multi = tmp_path / "multi"
     args = [*BASE, "--iters", "40", "--eval-every", "20", "--checkpoint-every", "5"]
-    proc = subprocess.Popen([sys.executable, "-m", "resdsl_cli.main", *args, "--seeds", "0,1", "--seed-runs",
-                             "threads", "--out", str(multi)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = start(*args, "--seeds", "0,1", "--seed-runs", "threads", "--out", str(multi))
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None and not (multi / "seed-0" / "checkpoint.pt").exists():
         time.sleep(0.05)
@@ -134,15 +129,13 @@ def test_processes_stop_on_sigterm_to_the_parent(tmp_path):
     run checkpoints and stops (none is left training on its own), no further seed starts, and it exits 143."""
     multi = tmp_path / "multi"
     args = [*BASE, "--iters", "3000", "--eval-every", "1000", "--checkpoint-every", "5"]
-    proc = subprocess.Popen([sys.executable, "-m", "resdsl_cli.main", *args, "--seeds", "0-2", "--parallel", "2",
-                             "--out", str(multi)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = start(*args, "--seeds", "0-2", "--parallel", "2", "--out", str(multi))
     deadline = time.time() + 240
     started = [multi / f"seed-{seed}" / "checkpoint.pt" for seed in (0, 1)]  # a run signalled before it has set
     while time.time() < deadline and proc.poll() is None and not all(p.exists() for p in started):  # up ends
         time.sleep(0.05)  # at once, with nothing to save
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=240)
+    out = "".join(proc.communicate(timeout=240))
     assert proc.returncode == 143, out
     assert "[seed 0] resdsl: stopped: SIGTERM received" in out and "[seed 1] resdsl: stopped" in out
     assert "stopped by SIGTERM" in out and "seed 2 did not start" in out and not (multi / "seed-2").exists()

@@ -5,8 +5,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from resdsl.train.evaluation import evaluate
 from resdsl.train.images import IMAGENET_MEAN, IMAGENET_STD, make_batch
 from resdsl.train import session
 from resdsl.train.views import Views, view_of
+from test_train import resdsl
 from test_train_data import make_folder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,10 +148,10 @@ def test_a_run_says_how_it_is_tested_and_eval_follows_its_recipe(tmp_path, folde
     final-test.json as a run's own file; eval tests as the recipe says, or as --test says, and refuses a view the
     data cannot take."""
     run = tmp_path / "run"
-    train = [sys.executable, "-m", "resdsl_cli.main", "train", TINY, "--data", str(folder), "--workers", "0",
-             "--device", "cpu", "--set", "test=multi-scale 32, 48", "--out", str(run)]
+    train = ["train", TINY, "--data", str(folder), "--workers", "0", "--device", "cpu", "--set",
+             "test=multi-scale 32, 48", "--out", str(run)]
     for again in ([], ["--overwrite"]):  # the second time over the first run's files
-        r = subprocess.run(train + again, capture_output=True, text=True, cwd=ROOT)
+        r = resdsl(*train, *again)
         assert r.returncode == 0, r.stderr[-2000:]
     assert ("test single view, 32x32 of shorter side 37 at each evaluation, then multi-scale, fully convolutional, "
             "shorter side 32, 48 at the end (final-test.json)") in r.stdout
@@ -161,24 +160,19 @@ def test_a_run_says_how_it_is_tested_and_eval_follows_its_recipe(tmp_path, folde
             f"{tested['test_error']:.2f}%") in r.stdout
     assert json.loads((run / "config.json").read_text())["recipe"]["test"] == {"view": "multi-scale",
                                                                                "scales": [32, 48]}
-    r = subprocess.run([sys.executable, "-m", "resdsl_cli.main", "eval", str(run)], capture_output=True, text=True)
+    r = resdsl("eval", str(run))
     assert r.returncode == 0 and "(multi-scale, fully convolutional, shorter side 32, 48): top-1" in r.stdout, r
     assert f"top-1 error {tested['test_error']:.2f}%" in r.stdout  # the final test's figure
-    r = subprocess.run([sys.executable, "-m", "resdsl_cli.main", "eval", str(run), "--test", "10-crop"],
-                       capture_output=True, text=True)
+    r = resdsl("eval", str(run), "--test", "10-crop")
     assert r.returncode == 0 and "(10-crop, 32x32 of shorter side 37): top-1" in r.stdout, r
-    r = subprocess.run([sys.executable, "-m", "resdsl_cli.main", "eval", str(run), "--test",
-                        "10-crop scale 40 crop 32"], capture_output=True, text=True)  # a view with sizes of its own
+    r = resdsl("eval", str(run), "--test", "10-crop scale 40 crop 32")  # a view with sizes of its own
     assert r.returncode == 0 and "(10-crop, 32x32 of shorter side 40): top-1" in r.stdout, r
-    r = subprocess.run([sys.executable, "-m", "resdsl_cli.main", "eval", str(run), "--test",
-                        "10-crop scale 30 crop 32"], capture_output=True, text=True)  # checked as a recipe's, located
+    r = resdsl("eval", str(run), "--test", "10-crop scale 30 crop 32")  # checked as a recipe's, located
     assert r.returncode == 1 and "--test:1:1: error: the test crop 32 is larger than the shorter side 30" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "resdsl_cli.main", "eval", "tests/specs/tiny.res", "--checkpoint",
-                        str(run), "--data", "synthetic", "--test", "multi-scale"], capture_output=True, text=True,
-                       cwd=ROOT)
+    r = resdsl("eval", "tests/specs/tiny.res", "--checkpoint", str(run), "--data", "synthetic", "--test",
+               "multi-scale")
     assert r.returncode == 1 and "multi-scale testing needs an image-folder dataset" in r.stderr, r
-    r = subprocess.run([sys.executable, "-m", "resdsl_cli.main", "eval", str(run), "--test",
-                        "single-view scale 36 crop 32", "--data", "synthetic"], capture_output=True, text=True)
+    r = resdsl("eval", str(run), "--test", "single-view scale 36 crop 32", "--data", "synthetic")
     assert r.returncode == 1 and "single-view scale 36 crop 32 testing needs an image-folder" in r.stderr, r
 
 
@@ -212,9 +206,9 @@ def test_reproduce_reports_each_runs_final_test_in_its_recipes_view(tmp_path, fo
     """[R] Table 3's errors are 10-crop: an experiment's runs end with that test (final-test.json), the report takes
     its figures, top-5 too, and says how they were tested; a run stopped before its final test is resumed to it."""
     out = tmp_path / "exp"
-    cmd = [sys.executable, "-m", "resdsl_cli.main", "reproduce", "tests/experiments/tiny_folder.exp", "--data",
-           str(folder), "--iters", "2", "--device", "cpu", "--workers", "0", "--no-estimate", "--out", str(out)]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    cmd = ["reproduce", "tests/experiments/tiny_folder.exp", "--data", str(folder), "--iters", "2", "--device", "cpu",
+           "--workers", "0", "--no-estimate", "--out", str(out)]
+    r = resdsl(*cmd)
     assert r.returncode == 0, r.stderr[-2000:]
     tested = json.loads((out / "tiny" / "seed-0" / "final-test.json").read_text())
     assert tested["view"] == "10-crop, 32x32 of shorter side 37" and tested["images"] == 8
@@ -230,9 +224,9 @@ def test_reproduce_reports_each_runs_final_test_in_its_recipes_view(tmp_path, fo
     exp = parse_experiment(str(ROOT / "tests/experiments/tiny_folder.exp"))
     write_report(exp, str(out), {"data": str(folder), "iters": 2}, None, "test", 1.0)  # its figures are not counted
     assert json.loads((out / "results.json").read_text())["rows"][0]["test_errors"] == []
-    r = subprocess.run(cmd + ["--dry-run"], capture_output=True, text=True, cwd=ROOT)
+    r = resdsl(*cmd, "--dry-run")
     assert re.search(r"tiny/seed-0 +to test +2/2", r.stdout), r.stdout
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    r = resdsl(*cmd)
     assert r.returncode == 0 and "1 of 1 runs to do" in r.stdout, r.stdout + r.stderr[-2000:]
     assert json.loads((out / "tiny" / "seed-0" / "final-test.json").read_text()) == tested
 

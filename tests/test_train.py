@@ -22,16 +22,26 @@ QUICK = ["--data", "synthetic", "--train-subset", "256", "--test-subset", "64", 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
 
 
-def resdsl(*args, check=False, timeout=300, **kw):
-    """`python -m resdsl_cli.main *args` in a process of its own (forked from a warm one: tests/forked.py)."""
+def resdsl(*args, check=False, timeout=300, cwd=ROOT, **kw):
+    """`python -m resdsl_cli.main *args` in the folder ``cwd``, in a process of its own (forked from a warm one:
+    tests/forked.py)."""
     if kw or not forked.AVAILABLE:
         r = subprocess.run([sys.executable, "-m", "resdsl_cli.main", *args], capture_output=True, text=True,
-                           cwd=ROOT, env=ENV, timeout=timeout, **kw)
+                           cwd=cwd, env=ENV, timeout=timeout, **kw)
     else:
-        r = forked.run(list(args), ROOT, ENV, timeout)
+        r = forked.run(list(args), cwd, ENV, timeout)
     if check and r.returncode != 0:
         raise AssertionError(r.stderr)
     return r
+
+
+def start(*args, cwd=ROOT, **later_env):
+    """`python -m resdsl_cli.main *args` started in a session of its own (forked from a warm one), handled as a
+    subprocess.Popen with both outputs piped as text; ``later_env`` adds variables read only as the command runs."""
+    if not forked.AVAILABLE:
+        return subprocess.Popen([sys.executable, "-m", "resdsl_cli.main", *args], cwd=cwd, env=dict(ENV, **later_env),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return forked.start(list(args), cwd, ENV, later_env)
 
 
 def weights(run_dir):
@@ -63,8 +73,7 @@ def test_kill_and_resume_is_bitwise_exact(tmp_path, spec, threads, recipe):
     full = tmp_path / "full"
     resdsl(*args, "--out", str(full), check=True)
     cut = tmp_path / "cut"
-    proc = subprocess.Popen([sys.executable, "-m", "resdsl_cli.main", *args, "--out", str(cut)], cwd=ROOT, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start(*args, "--out", str(cut))
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         ck = cut / "checkpoint.pt"
@@ -182,9 +191,7 @@ def test_a_failed_workers_message_is_all_that_is_said(capfd, tmp_path, monkeypat
 
 def test_sigterm_checkpoints_and_resumes(tmp_path):
     out = tmp_path / "my run"  # the resume command it prints is quoted for a shell
-    proc = subprocess.Popen([sys.executable, "-m", "resdsl_cli.main", "train", "tests/specs/tiny.res", *QUICK,
-                             "--iters", "400", "--eval-every", "100", "--out", str(out)], cwd=ROOT, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start("train", "tests/specs/tiny.res", *QUICK, "--iters", "400", "--eval-every", "100", "--out", str(out))
     while not (out / "config.json").exists() and proc.poll() is None:
         time.sleep(0.05)
     time.sleep(2)

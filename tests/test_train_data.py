@@ -308,3 +308,19 @@ def test_split_subsets_and_permutation():
     assert not torch.equal(epoch_permutation(100, 1, 2), epoch_permutation(100, 2, 2))
     assert sorted(epoch_permutation(100, 1, 2).tolist()) == list(range(100))
     assert epoch_permutation(100, 1, 2).dtype == torch.int64
+
+
+def test_the_recipe_words_are_the_ones_the_trainer_takes():
+    """The compiler never imports the trainer (torch), so the normalisation and augmentation words are listed in
+    grammar.lark and in the trainer both: every word a recipe may say is one the trainer handles, and none else."""
+    import re
+
+    from resdsl.train.data import FOLDER_AUGMENTATIONS, IN_MEMORY_AUGMENTATIONS, NORMALIZATIONS
+    from conftest import ROOT
+
+    grammar = (ROOT / "resdsl" / "grammar.lark").read_text()
+    normalize = re.search(r"^NORMALIZE: (.*)$", grammar, re.M).group(1)
+    assert set(re.findall(r'"([^"]+)"', normalize)) == set(NORMALIZATIONS)
+    rules = re.search(r"^augmentation: (.*)$", grammar, re.M).group(1).split(" | ")
+    words = {re.search(rf'^{rule}: "([^"]+)"', grammar, re.M).group(1) for rule in rules}
+    assert words == set(IN_MEMORY_AUGMENTATIONS) | set(FOLDER_AUGMENTATIONS)

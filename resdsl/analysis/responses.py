@@ -37,7 +37,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..shown import csv_safe, literal
-from ..train.rundir import CHECKPOINT, RunDirError, read_config
+from ..train.rundir import CHECKPOINT, RunDirError, data_differences, read_config
 
 TAKEN_AT = ("auto", "bn", "conv")
 
@@ -288,6 +288,10 @@ def _prepare(run: Run, test_subset, device, batch_size, data_dir, download):
     dev = pick_device(device)
     recipe = dict(recipe, dataset=name)
     data = load_data(recipe, opts)
+    differ = data_differences(run.config, {"shape": list(data.shape), "classes": data.num_classes})
+    if differ:  # (its test subset may differ: measured on fewer images, say)
+        raise ResponsesError(f"{run.path}: the data found now is not the data the run was trained on ({differ}); "
+                             "give --data-dir for the folder that holds it")
     model = build_model(run.net, num_classes=data.num_classes, in_channels=data.shape[0],
                         input_size=tuple(data.shape[1:]))
     ckpt.load_weights(model, run.state["model"], os.path.join(run.path, CHECKPOINT))
@@ -303,16 +307,29 @@ def _prepare(run: Run, test_subset, device, batch_size, data_dir, download):
 
 def labelled(measured: list[RunResponses], labels: list[str] | None = None) -> dict:
     """What :func:`draw_responses` and :func:`write_csv` take: legend label -> responses. A run's label is the
-    one given (an experiment's row), else its network's name, with its folder where two runs share a name;
-    '(conv outputs)' marks a run whose responses are not taken after BN, so the two kinds are never read alike."""
-    names = [m.network for m in measured]
-    out = {}
+    one given (an experiment's row), else its network's name, with as much of its folder's path as tells it from
+    the other runs of that name (``seed-0`` is every experiment row's); '(conv outputs)' marks a run whose responses
+    are not taken after BN, so the two kinds are never read alike. Labels are never shared (a run given twice is
+    numbered), so no run's curve is lost."""
+    chosen = []
     for k, m in enumerate(measured):
         label = labels[k] if labels else m.network
-        if not labels and names.count(m.network) > 1:
-            label += f" ({os.path.basename(os.path.normpath(m.run))})"
-        out[label + (" (conv outputs)" if m.taken_at == "conv" else "")] = m.responses
-    return out
+        namesakes = [o.run for o in measured if o.network == m.network]
+        if not labels and len(namesakes) > 1:
+            label += f" ({_path_tail(m.run, namesakes)})"
+        chosen.append(label + (" (conv outputs)" if m.taken_at == "conv" else ""))
+    return {(label if chosen.count(label) == 1 else f"{label} #{chosen[:k].count(label) + 1}"): m.responses
+            for k, (label, m) in enumerate(zip(chosen, measured))}
+
+
+def _path_tail(run: str, runs: list[str]) -> str:
+    """The fewest last parts of ``run``'s path that no other of ``runs`` ends with."""
+    parts = os.path.normpath(run).split(os.sep)
+    others = [os.path.normpath(o).split(os.sep) for o in runs if os.path.normpath(o) != os.path.normpath(run)]
+    for n in range(1, len(parts) + 1):
+        if all(o[-n:] != parts[-n:] for o in others):
+            return os.sep.join(parts[-n:])
+    return os.path.normpath(run)
 
 
 def images_words(measured: list[RunResponses]) -> str:

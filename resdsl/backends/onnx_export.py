@@ -21,9 +21,13 @@ def export_onnx(net, out_path: str, *, model=None, batch: int = 1, opset: int = 
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise RuntimeError("ONNX export needs the 'onnx' package: pip install onnx") from exc
     check_limits(net)  # the export runs the model once: refuse what would exhaust memory before allocating
-    model = model if model is not None else build_model(net)
+    given = model is not None
+    model = model if given else build_model(net)
+    _check_size(model, net.name)
     modes = [(m, m.training) for m in model.modules()]  # a caller's model is left as it was given, module by module
-    x = torch.zeros(batch, *net.input_shape)
+    # a model built with another input (build_model(spec, in_channels=1, input_size=(28, 28))) says which
+    device = next(model.parameters(), torch.zeros(0)).device  # a trained model may be on a GPU
+    x = torch.zeros(batch, *getattr(model, "resdsl_input_shape", net.input_shape), device=device)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -31,6 +35,13 @@ def export_onnx(net, out_path: str, *, model=None, batch: int = 1, opset: int = 
             torch.onnx.export(model.eval(), (x,), buffer, dynamo=False, opset_version=opset, input_names=["input"],
                               output_names=["output"],
                               dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    except RuntimeError as exc:
+        if not given:
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise RuntimeError(f"the model given does not take a {'x'.join(map(str, x.shape[1:]))} input ({first}): "
+                           "build it with resdsl.build_model, which records its input, or pass the network compiled "
+                           "with the model's in_channels and input_size") from None
     finally:
         for m, training in modes:
             m.training = training
@@ -39,3 +50,15 @@ def export_onnx(net, out_path: str, *, model=None, batch: int = 1, opset: int = 
     write_output(out_path, buffer.getvalue())
     return {"path": out_path, "opset": opset, "nodes": len(proto.graph.node),
             "initializers": len(proto.graph.initializer)}
+
+
+# protobuf, in which an ONNX file is written, holds at most 2 GiB; the graph itself needs a little of it
+ONNX_MAX_BYTES = 2**31 - 2**24
+
+
+def _check_size(model, name: str) -> None:
+    """Refuse, before exporting, a model whose weights do not fit in one ONNX file."""
+    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    if size > ONNX_MAX_BYTES:
+        raise RuntimeError(f"{name}'s weights take {size / 2**30:.2f} GiB, and an ONNX file holds at most 2 GiB "
+                           "(protobuf's limit): it is not exported")

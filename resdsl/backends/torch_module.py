@@ -91,6 +91,7 @@ def build_model(spec, *, num_classes: int | None = None, in_channels: int | None
     check_limits(net)
     model = load_source(emit_python(net), net.name)["build"]()
     model.resdsl_network = net.name
+    model.resdsl_input_shape = tuple(net.input_shape)  # C, H, W: the input it was built for (export_onnx's)
     return model
 
 

@@ -309,7 +309,7 @@ def write_report(exp: Experiment, out: str, options: dict, seeds: int | None, co
 
 def _figures(exp: Experiment, by_row: dict, out: str, away: list[str]) -> list[str]:
     """Draw the experiment's figures into ``out``; the report's lines that show them."""
-    from resdsl.train.fileio import OutputError
+    from resdsl.train.fileio import OutputError, remove_owned
 
     lines = []
     for fig in exp.figures:
@@ -317,6 +317,8 @@ def _figures(exp: Experiment, by_row: dict, out: str, away: list[str]) -> list[s
             report.curves_png(exp, fig, by_row, os.path.join(out, f"{fig.name}.png"), "; ".join(away))
             lines.append(f"![{fig.name}]({fig.name}.png)")
         elif fig.kind == "responses":
+            for ext in ("png", "csv"):  # an earlier report's is never taken for one this cannot draw
+                remove_owned(os.path.join(out, f"{fig.name}.{ext}"))
             try:
                 lines += _responses(fig, by_row, out, away)
             except OutputError:  # the folder cannot take the figure: it cannot take the report either

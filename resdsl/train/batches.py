@@ -128,7 +128,17 @@ class BatchPipeline:
                 "std": None if self.std is None else self.std.cpu()}
 
     def load_stats(self, stats: dict) -> None:
-        """Use saved statistics (from :meth:`stats`) instead of this training set's."""
+        """Use saved statistics (from :meth:`stats`) instead of this training set's; statistics of images of another
+        shape (a per-pixel mean of 28x28 images for 32x32 ones) are a DataError: not the data the run trained on."""
+        shape = self.data.shape
+        for key in ("mean", "std"):
+            saved = stats[key]
+            if saved is not None and (saved.dim() != 3 or saved.shape[0] != shape[0]
+                                      or tuple(saved.shape[1:]) not in ((1, 1), tuple(shape[1:]))):
+                images = "x".join(map(str, saved.shape)) if saved.dim() == 3 else f"{saved.dim()}-d"
+                raise DataError(f"the run's normalisation ({key}) is for {images} images and {self.data.name}'s are "
+                                f"{'x'.join(map(str, shape))}: this is not the data the run was trained on; give "
+                                "--data or --data-dir for that data")
         dev = self.data.train_x.device
         self.mean = None if stats["mean"] is None else stats["mean"].to(dev)
         self.std = None if stats["std"] is None else stats["std"].to(dev)

@@ -198,6 +198,16 @@ def write_owned(path: str, data: bytes | str) -> None:
     atomic_write(path, lambda fh: fh.write(blob))
 
 
+def remove_owned(path: str) -> None:
+    """Remove a file resdsl names itself in a folder it owns, where there is one (a link is removed, never what it
+    points at; a folder is left)."""
+    try:
+        if os.path.islink(path) or os.path.isfile(path):
+            os.unlink(path)
+    except OSError as exc:
+        raise OutputError(f"cannot remove {path}: {_reason(exc)}") from None
+
+
 def _write_through(path: str, blob: bytes, flags: int) -> None:
     """Write into an existing device, pipe or descriptor path without replacing it."""
     try:

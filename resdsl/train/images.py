@@ -71,8 +71,9 @@ def check_normalize(normalize: str) -> None:
     of); a recipe that asks for another normalisation is refused rather than quietly given this one."""
     if normalize != FOLDER_NORMALIZE:
         raise DataError(f"the recipe says 'normalize {normalize}', but an image-folder dataset is normalised by "
-                        f"ImageNet's channel mean and std: write 'normalize {FOLDER_NORMALIZE}' in the recipe (or "
-                        f"pass --set normalize={FOLDER_NORMALIZE}). The training set's own statistics (per-pixel-mean, "
+                        f"ImageNet's channel mean and std: write 'normalize {FOLDER_NORMALIZE}' in the recipe "
+                        f"(`resdsl train --set normalize={FOLDER_NORMALIZE}`; in an emitted trainer's recipe.json, "
+                        f'"normalize": "{FOLDER_NORMALIZE}"). The training set\'s own statistics (per-pixel-mean, '
                         "mean-std) and none are for in-memory datasets")
 
 

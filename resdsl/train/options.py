@@ -152,6 +152,16 @@ OPTIONS = (
 
 GROUPS = {"data": "data", "recipe": "recipe overrides", "run": "run", "device": "device and speed"}
 
+
+def misuse(values: dict) -> str | None:
+    """Flags of the table that do not go together, said alike by `resdsl train` and an emitted trainer's train.py
+    (a usage error, exit 2); None where there are none. ``values``: the flags by their names (``iters``, ...)."""
+    if values.get("iters") and values.get("epochs"):
+        return "give --iters or --epochs, not both"
+    if values.get("parallel") and not values.get("seeds"):
+        return "--parallel goes with --seeds"
+    return None
+
 # the examples at the end of an emitted trainer's `python train.py --help` (`resdsl train --help` has its own)
 EMITTED_EXAMPLES = """examples:
   python train.py --data fashion-mnist --epochs 1     # a quick run; milestones scale with the length

@@ -80,17 +80,23 @@ def _check_appendable(path: str, why: str) -> None:
             raise RunDirError(f"cannot use run directory {path}: {name} is read-only; {why}")
 
 
+def make_folder(path: str, what: str = "run directory") -> None:
+    """Make the folder ``path`` (a run's, or the folder of a --seeds run's runs) where it is not one yet; a file
+    there, or a folder that cannot be made, is a RunDirError."""
+    _check_name(path)
+    if os.path.lexists(path) and not os.path.isdir(path):  # makedirs would say only "File exists"
+        raise RunDirError(f"cannot use {what} {path}: it is a file, not a folder; choose another --out")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"cannot use {what} {path}: {exc.strerror or exc}") from None
+
+
 def start(path: str, overwrite: bool = False) -> FolderLock:
     """Create and lock the run directory of a new run; a folder holding anything is refused unless
     ``overwrite`` and all of it is a previous run's files, which :func:`clear_previous` removes once the new run
     has been prepared (so a run that cannot start leaves the previous one as it was)."""
-    _check_name(path)
-    if os.path.lexists(path) and not os.path.isdir(path):  # makedirs would say only "File exists"
-        raise RunDirError(f"cannot use run directory {path}: it is a file, not a folder; choose another --out")
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as exc:
-        raise RunDirError(f"cannot use run directory {path}: {exc.strerror or exc}") from None
+    make_folder(path)
     _check_writable(path, "a run needs to write there")
     lock = _lock(path)
     try:
@@ -269,6 +275,17 @@ def check_same_spec(resume: str, extra: dict, saved: dict) -> None:
             "records: config.json was edited or damaged; start a new run" if saved.get("resdsl") == version else
             f"this resdsl ({version}) compiles the run's own spec (its copy in config.json) to another network or "
             f"recipe than resdsl {saved.get('resdsl')} did, which started the run; resume it with that version"))
+    if saved.get("emitted") and not saved.get("spec_files"):  # its hash is of the files an edited trainer had
+        raise RunDirError(f"--resume {resume}: the run was started by an emitted trainer whose model.py or "
+                          "recipe.json had been edited (config.json records their hash, not a spec's): resume it "
+                          "with that trainer's train.py, as it was then, or start a new run")
+    kept = f"`resdsl train --resume {resume}` resumes it with the copy of its spec the run keeps"
+    if extra.get("emitted"):
+        raise RunDirError(f"--resume {resume}: this trainer's network or recipe (its model.py and recipe.json, "
+                          f"emitted from {extra.get('spec')}) is not the one this run was trained from "
+                          f"({saved.get('spec')}, recorded by its hash in config.json); "
+                          + (kept if saved.get("spec_files") else "resume it with the trainer or spec it started "
+                             "with") + ", or start a new run")
     own = ("; to resume with the copy of its spec the run keeps, drop the SPEC argument" if saved.get("spec_files")
            else ". Resume with the run's own spec")
     raise RunDirError(f"--resume {resume}: the spec {extra.get('spec')} is not the one this run was trained from "
@@ -280,14 +297,21 @@ def check_same_data(resume: str, saved: dict, found: dict) -> None:
     """A run resumes only on the data it was trained on, as far as config.json's ``dataset`` tells it (image shape,
     classes, training and test sizes): a relative --data-dir recorded by an older resdsl, read from another folder,
     finds other files. ``found``: the same figures of the data loaded now."""
-    was = saved.get("dataset")
-    if not isinstance(was, dict):
-        return
-    differ = [key for key in ("shape", "classes", "train_size", "test_size") if key in was and was[key] != found[key]]
-    if differ:
-        words = "; ".join(f"{key} {was[key]} then, {found[key]} now" for key in differ)
+    words = data_differences(saved, found)
+    if words:
         raise RunDirError(f"--resume {resume}: the data found now is not the data the run was trained on ({words}); "
                           "resume it where its data is, or give --data-dir for the folder that holds it")
+
+
+def data_differences(saved: dict, found: dict) -> str | None:
+    """How the data ``found`` (config.json's ``dataset`` figures, or some of them) differs from what a run's
+    config.json (``saved``) records it trained on, in words; None where they agree or it records none."""
+    was = saved.get("dataset")
+    if not isinstance(was, dict):
+        return None
+    differ = [key for key in ("shape", "classes", "train_size", "test_size")
+              if key in was and key in found and was[key] != found[key]]
+    return "; ".join(f"{key} {was[key]} then, {found[key]} now" for key in differ) or None
 
 
 def trained_on(saved: dict) -> str | None:

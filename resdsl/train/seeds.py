@@ -18,6 +18,10 @@ import sys
 import threading
 from typing import Callable
 
+from .rundir import make_folder
+
+SEEDS_FOLDER = "the folder of the seeds' runs"
+
 # A run in a thread takes up to 3 of the 32 CUDA streams PyTorch deals out a GPU (its own, and the fast path's graph
 # stream or an image folder's two data streams); more runs would share streams, and a stream being captured into a
 # CUDA graph must be no other thread's (streams.py)
@@ -51,7 +55,7 @@ def run_seeds(seeds: list[int], out: str, command_for: Callable[[int, str], list
     """Run ``command_for(seed, OUT/seed-N)`` for every seed, ``parallel`` at a time (default: all), echoing each
     run's lines with a ``[seed N]`` prefix; returns 0 when every run succeeded, else the first failure's status.
     A SIGINT or SIGTERM is passed on to the running runs (each checkpoints and stops) and no further run starts."""
-    os.makedirs(out, exist_ok=True)
+    make_folder(out, SEEDS_FOLDER)  # a RunDirError, which the front ends say
     parallel = max(1, min(parallel or len(seeds), len(seeds)))
     threads = str(max(1, (os.cpu_count() or 1) // parallel))
     codes: dict[int, int] = {}
@@ -167,7 +171,7 @@ def run_in_threads(seeds: list[int], out: str, train_one: Callable[[int, str], i
     """Run ``train_one(seed, OUT/seed-N)`` (returning an exit status) for every seed at once, each in a thread of
     this process (on its own CUDA stream with ``cuda``), their printed lines prefixed with ``[seed N]``; a SIGINT
     or SIGTERM is handed to ``stop`` (which tells every run to checkpoint and stop). Returns as :func:`run_seeds`."""
-    os.makedirs(out, exist_ok=True)
+    make_folder(out, SEEDS_FOLDER)
     codes: dict[int, int] = {}
     out_stream, err_stream = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _Prefixed(out_stream), _Prefixed(err_stream)
