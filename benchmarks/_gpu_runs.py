@@ -80,7 +80,7 @@ def train(spec: str, args, tag: str, every: int, extra: list[str], seeds: int = 
     """One `resdsl train` run (or --seeds 0-N) of 4.5 evaluation intervals: (wall time, run folder, iterations)."""
     out, iters = args.work / tag, every * 4 + every // 2
     print(f"  {tag}: {iters} iterations ...", flush=True)
-    cmd = [sys.executable, "-m", "resdsl_cli.main", "train", spec, "--device", args.device, "--quiet", "--out",
+    cmd = [sys.executable, "-m", "resdsl_cli", "train", spec, "--device", args.device, "--quiet", "--out",
            str(out), "--iters", str(iters), "--eval-every", str(every), *extra]
     return run(cmd + (["--seeds", f"0-{seeds - 1}"] if seeds else []), args.work / f"{tag}.log", args.timeout), \
         out, iters
@@ -108,7 +108,7 @@ def fmnist(args) -> list[str]:
         args.warm = True
         # 12 iterations, an evaluation every 4: the warm-up run captures its step and evaluation graphs as the timed
         # runs will (after 3 eager iterations; the 2nd evaluation), so no one-off cost of a first capture is timed
-        run([sys.executable, "-m", "resdsl_cli.main", "train", "resnet20", "--device", args.device, "--quiet", "--out",
+        run([sys.executable, "-m", "resdsl_cli", "train", "resnet20", "--device", args.device, "--quiet", "--out",
              str(args.work / "warm-up"), "--iters", "12", "--eval-every", "4", "--test-subset", "256", *extra],
             args.work / "warm-up.log", args.timeout)
     return extra

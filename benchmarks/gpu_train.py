@@ -143,7 +143,7 @@ def part_seeds64k(args, res: dict) -> list[str]:
              "| iterations each | wall (min) | final test error (%), seeds 0-4 |", "|---|---|---|---|"]
     try:
         out = args.work / "seeds64k"
-        cmd = [sys.executable, "-m", "resdsl_cli.main", "train", "resnet20", "--device", args.device, "--quiet",
+        cmd = [sys.executable, "-m", "resdsl_cli", "train", "resnet20", "--device", args.device, "--quiet",
                "--out", str(out), "--seeds", "0-4", *fmnist(args), *(["--iters", "8"] if args.quick else [])]
         print("  seeds64k: the whole recipe, five seeds ...", flush=True)
         wall = run(cmd, args.work / "seeds64k.log", args.timeout)

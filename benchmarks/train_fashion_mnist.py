@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def run(spec: str, device: str, extra: list[str], out: Path) -> tuple[float, dict, int]:
-    cmd = [sys.executable, "-m", "resdsl_cli.main", "train", spec, "--data", "fashion-mnist", "--device", device,
+    cmd = [sys.executable, "-m", "resdsl_cli", "train", spec, "--data", "fashion-mnist", "--device", device,
            "--quiet", "--out", str(out), *extra]
     t = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, check=True)
@@ -48,7 +48,7 @@ def full_runs(args, tmp: str) -> list[str]:
     for spec in args.spec.split(","):
         for prec in args.precision.split(","):
             out = Path(tmp) / f"{spec}-{prec}"
-            cmd = [sys.executable, "-m", "resdsl_cli.main", "train", spec, "--data", "fashion-mnist", "--device",
+            cmd = [sys.executable, "-m", "resdsl_cli", "train", spec, "--data", "fashion-mnist", "--device",
                    args.device, "--quiet", "--no-download", "--seeds", "0,1", "--out", str(out),
                    *PRECISION_FLAGS[prec], *(["--data-dir", args.data_dir] if args.data_dir else [])]
             procs.append((spec, prec, out, subprocess.Popen(cmd, cwd=ROOT), time.perf_counter()))

@@ -2,15 +2,25 @@
 import sys
 
 STOPPED = "resdsl: stopped: SIGINT received (Ctrl-C)"  # said where no run's own stop handler took the Ctrl-C
-EXIT_SIGINT = 130  # 128 + SIGINT, as a shell reports a process that Ctrl-C ended
+EXIT_SIGINT = 130  # resdsl.train.ctrl_c's (not imported here: this module loads before resdsl, see run)
 
 
 def run() -> None:
-    """The `resdsl` program (its console script). Loading the commands takes a moment; a Ctrl-C meanwhile ends it
-    as one during a command does (cli.common.guard), with STOPPED and exit 130, not a KeyboardInterrupt traceback."""
+    """The `resdsl` program (its console script, and `python -m resdsl_cli`). Loading the commands takes a moment;
+    a Ctrl-C meanwhile ends it as one during a command does (cli.common.guard), with STOPPED and exit 130, not a
+    KeyboardInterrupt traceback."""
     try:
+        stop_on_ctrl_c()
         from .main import main
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before the handler was in place
         print(STOPPED, file=sys.stderr)
         sys.exit(EXIT_SIGINT)
     main()
+
+
+def stop_on_ctrl_c() -> None:
+    """A Ctrl-C while a module loads (torch takes seconds) prints STOPPED and ends the process at once; elsewhere
+    it is a KeyboardInterrupt, which cli.common.guard says as STOPPED (see resdsl.train.ctrl_c)."""
+    from resdsl.train.ctrl_c import on_ctrl_c
+
+    on_ctrl_c(STOPPED, interrupt=True)

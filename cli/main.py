@@ -259,5 +259,8 @@ main.add_command(list_cmd)
 main.add_command(reproduce_cmd)
 main.add_command(analyze)
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # `python -m resdsl_cli.main`, as older resdsl started its processes
+    from . import stop_on_ctrl_c
+
+    stop_on_ctrl_c()
     main()

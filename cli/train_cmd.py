@@ -153,7 +153,7 @@ def _launch_processes(spec: str | None, values: dict, settings) -> int:
                                    "processes; choose a batch size that is a multiple of it")
     if not values["out"] and not values["resume"]:  # every rank must write to the same run directory
         values = dict(values, out=default_path(net.name))
-    return relaunch_with_torchrun(nproc, ["-m", "resdsl_cli.main", "train", *_as_args(spec, values, settings)],
+    return relaunch_with_torchrun(nproc, ["-m", "resdsl_cli", "train", *_as_args(spec, values, settings)],
                                   values["resume"] or values["out"])
 
 
@@ -180,7 +180,7 @@ def _launch_seeds(spec: str, values: dict, settings, seed_runs: str) -> int:
 
     def command_for(seed: int, folder: str) -> list[str]:
         args = _as_args(spec, dict(values, seed=seed, out=folder, quiet=True), settings)
-        return [sys.executable, "-m", "resdsl_cli.main", "train", *args]
+        return [sys.executable, "-m", "resdsl_cli", "train", *args]
 
     return run_seeds(values["seeds"], out, command_for, gpus=cards, parallel=values["parallel"])
 

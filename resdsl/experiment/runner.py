@@ -119,7 +119,7 @@ def train_command(exp: Experiment, job: Job, options: dict) -> list[str]:
     """The `resdsl train` command that advances ``job``: resume a stopped run, start a new one (replacing the
     records of a run that died before its first checkpoint), nothing for a finished one."""
     state, _ = status(job)
-    base = [sys.executable, "-m", "resdsl_cli.main", "train"]
+    base = [sys.executable, "-m", "resdsl_cli", "train"]
     if state == "finished":
         return []
     if state in ("stopped", "to test"):  # with the options a resumed run may take anew
