@@ -95,7 +95,12 @@ def train_cmd(spec, settings, seed_runs, **values) -> None:
         raise click.UsageError("--seed-runs goes with --seeds")
     if values["nproc"] and "RANK" not in os.environ:
         sys.exit(_launch_processes(spec, values, settings))
-    _run_training(spec, values, list(settings))
+    from resdsl.train.cli import end_worker  # torch loads with it, once the flags are checked
+
+    code = _train_once(spec, values, list(settings))
+    end_worker(code)  # a torchrun worker ends here, without the interpreter's teardown
+    if code:
+        sys.exit(code)
 
 
 def _run_record(run_dir: str, flag: str = "--resume") -> dict:
@@ -238,12 +243,6 @@ def _model_fn(net):
         return build_model(net, num_classes=num_classes, in_channels=shape[0], input_size=tuple(shape[1:]))
 
     return model_fn
-
-
-def _run_training(spec: str | None, values: dict, settings: list[str]) -> None:
-    code = _train_once(spec, values, settings)
-    if code:
-        sys.exit(code)
 
 
 def _train_once(spec: str | None, values: dict, settings: list[str]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -137,3 +138,20 @@ def test_an_out_that_is_a_file_is_said_to_be_one(tmp_path):
     r = resdsl("train", "tests/specs/tiny.res", *QUICK, "--iters", "2", "--out", str(tmp_path / "afile"))
     assert r.returncode == 1 and "it is a file, not a folder; choose another --out" in r.stderr, r.stderr
     assert (tmp_path / "afile").read_text() == "mine"
+
+
+@pytest.mark.parametrize("world", ["2", None])
+def test_a_finished_worker_ends_without_the_interpreters_teardown(world):
+    """A torchrun worker ends with os._exit once its run is over (its output flushed first): in the teardown,
+    a thread of gloo's process group (which DistributedDataParallel keeps alive) could abort the process, and a
+    finished run was reported as killed by SIGABRT. Outside torchrun a run ends as usual."""
+    code = ("import atexit; atexit.register(lambda: print(' teardown', end=''))\n"
+            "from resdsl.train.cli import end_worker\n"
+            "print('run over', end='')\nend_worker(3)\nprint(' went on', end='')\n")
+    env = {k: v for k, v in os.environ.items() if k != "WORLD_SIZE"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env=dict(env, WORLD_SIZE=world) if world else env)
+    if world:
+        assert (r.returncode, r.stdout) == (3, "run over"), r.stderr
+    else:
+        assert (r.returncode, r.stdout) == (0, "run over went on teardown"), r.stderr

@@ -37,7 +37,7 @@ from resdsl_train.ctrl_c import on_ctrl_c  # noqa: E402  (the standard library o
 on_ctrl_c("train.py: stopped: SIGINT received (Ctrl-C)")  # first, before torch loads: never a traceback
 
 import model  # noqa: E402
-from resdsl_train.cli import make_parser, options_from, relaunch_with_torchrun  # noqa: E402
+from resdsl_train.cli import end_worker, make_parser, options_from, relaunch_with_torchrun  # noqa: E402
 from resdsl_train.loop import run_with_errors, train  # noqa: E402
 from resdsl_train.options import misuse  # noqa: E402
 from resdsl_train.rundir import RunDirError, default_path  # noqa: E402
@@ -123,7 +123,9 @@ def _main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    end_worker(status)  # a torchrun worker ends here, without the interpreter's teardown
+    sys.exit(status)
 '''
 
 
