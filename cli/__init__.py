@@ -2,7 +2,7 @@
 import sys
 
 STOPPED = "resdsl: stopped: SIGINT received (Ctrl-C)"  # said where no run's own stop handler took the Ctrl-C
-EXIT_SIGINT = 130  # resdsl.train.ctrl_c's (not imported here: this module loads before resdsl, see run)
+EXIT_SIGINT = 130  # resdsl.train.ctrl_c's; this module imports nothing before run() installs its handler
 
 
 def run() -> None:

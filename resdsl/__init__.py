@@ -8,7 +8,19 @@
 from __future__ import annotations
 
 from .errors import Span, SpecError, SpecWarning
-from .pipeline import CheckedNetwork, compile_spec
+
+LAZY = ("CheckedNetwork", "compile_spec")  # from .pipeline, loaded when first asked for: see __getattr__
+
+
+def __getattr__(name: str):
+    """``resdsl.compile_spec`` and ``resdsl.CheckedNetwork``, loaded (with lark and networkx) when first asked for:
+    `import resdsl.train...` stays light, so the front ends take Ctrl-C before anything heavy loads
+    (resdsl.train.ctrl_c)."""
+    if name in LAZY:
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'resdsl' has no attribute {name!r}")
 
 
 def build_model(spec, *, num_classes: int | None = None, in_channels: int | None = None,
@@ -25,6 +37,7 @@ def build_model(spec, *, num_classes: int | None = None, in_channels: int | None
 def emit_python(spec) -> str:
     """Standalone PyTorch source (imports only torch) for a spec (path, name, text or CheckedNetwork)."""
     from .backends.python_source import emit_python as _emit
+    from .pipeline import CheckedNetwork, compile_spec
 
     return _emit(spec if isinstance(spec, CheckedNetwork) else compile_spec(spec))
 
@@ -35,6 +48,7 @@ def export_onnx(spec, path: str, *, model=None, opset: int = 17) -> dict:
     from the spec (e.g. trained) whose weights to export; by default a freshly initialised one. Returns the file's
     path, opset and node and initializer counts."""
     from .backends.onnx_export import export_onnx as _export
+    from .pipeline import CheckedNetwork, compile_spec
 
     return _export(spec if isinstance(spec, CheckedNetwork) else compile_spec(spec), path, model=model, opset=opset)
 
@@ -47,6 +61,7 @@ def draw(spec, view: str = "overview"):
     from graphviz import Source
 
     from .backends import graphviz as gv
+    from .pipeline import CheckedNetwork, compile_spec
 
     net = spec if isinstance(spec, CheckedNetwork) else compile_spec(spec)
     views = {"overview": gv.overview_dot, "full": gv.full_dot,

@@ -32,9 +32,9 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from resdsl_train.ctrl_c import on_ctrl_c  # noqa: E402  (the standard library only)
+from resdsl_train.ctrl_c import CTRL_C, on_ctrl_c  # noqa: E402  (the standard library only)
 
-on_ctrl_c("train.py: stopped: SIGINT received (Ctrl-C)")  # first, before torch loads: never a traceback
+on_ctrl_c("train.py: stopped: " + CTRL_C)  # first, before torch loads: never a traceback
 
 import model  # noqa: E402
 from resdsl_train.cli import end_worker, make_parser, options_from, relaunch_with_torchrun  # noqa: E402

@@ -4,16 +4,32 @@ traceback. Standard library only, so that a front end can set it up before torch
 Python's own handler raises KeyboardInterrupt wherever the program is, and while torch loads that is inside an
 import: the exception can leave modules half made and be swallowed on the way up (numpy's C module then refuses
 to load a second time, a lazy import of numpy.linalg recursed without end, one start went on to load its data), so
-the program ended in an unrelated traceback or kept running. Inside an import nothing of a run exists yet, so the
-handler ends the process there and then; elsewhere it raises, as Python's does, so that what is under way cleans up.
+the program ended in an unrelated traceback or kept running. So inside an import the handler ends the process
+there and then, after the clean-ups that code under way registered with :func:`before_exit` (a run being prepared
+removes the folder it made); elsewhere it raises, as Python's does, so that what is under way cleans up itself.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+from typing import Callable
 
 EXIT_SIGINT = 130  # 128 + SIGINT, as a shell reports a process that Ctrl-C ended
+CTRL_C = "SIGINT received (Ctrl-C)"  # what a front end's line and a run's train.log say after "stopped: "
+_BEFORE_EXIT: list[Callable[[], None]] = []  # the clean-ups of the blocks under way, innermost last
+
+
+@contextlib.contextmanager
+def before_exit(clean_up: Callable[[], None]):
+    """While the block runs, a Ctrl-C that ends the process inside an import first calls ``clean_up``: what the
+    block's own handling of the exception would have done."""
+    _BEFORE_EXIT.append(clean_up)
+    try:
+        yield
+    finally:
+        _BEFORE_EXIT.remove(clean_up)
 
 
 def on_ctrl_c(line: str, interrupt: bool = False) -> None:
@@ -25,6 +41,11 @@ def on_ctrl_c(line: str, interrupt: bool = False) -> None:
 
     def handler(signum, frame):
         if _importing(frame):
+            for clean_up in reversed(_BEFORE_EXIT):
+                try:
+                    clean_up()
+                except Exception:  # noqa: BLE001 - the others and the exit come first
+                    pass
             _say(line)
             os._exit(EXIT_SIGINT)  # flushed above; no module is left half made for anything to trip over
         if interrupt:

@@ -20,6 +20,7 @@ import torch
 
 from . import checkpoint as ckpt
 from . import final, rundir, views
+from .ctrl_c import CTRL_C, before_exit
 from .data import DataError
 from .fileio import OutputError
 from .metrics import MetricsLog
@@ -100,14 +101,21 @@ def train(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
     # with --overwrite the previous run stays whole, its train.log untouched, until this one is prepared (_train)
     log = RunLog(run_dir, enabled=rank == 0 and not (opts.overwrite and resume_dir is None))
     owns_group = world > 1 and not torch.distributed.is_initialized()  # prepare() joins the process group
+
+    def cut_short(words: str) -> None:  # train.log says why; a run that ended before its first record leaves no folder
+        log.say(words, err=True, show=False)
+        if lock is not None and resume_dir is None and fresh:
+            rundir.remove_if_unused(run_dir)
+
     try:
-        result = _with_peers(lambda: _train(model_fn, recipe, opts, run_dir, rank, world, log), rank, world, run_dir)
+        with before_exit(lambda: cut_short(f"stopped: {CTRL_C}")):  # a Ctrl-C while torchvision & co. load
+            result = _with_peers(lambda: _train(model_fn, recipe, opts, run_dir, rank, world, log), rank, world,
+                                 run_dir)
     except BaseException as exc:
-        log.say(f"{'stopped' if isinstance(exc, Interrupted) else 'error'}: {exc}", err=True, show=False)
         if rank != 0 and isinstance(exc, DataError):  # its own share of the data: rank 0 cannot say it
             print(f"resdsl: error: process {rank} of {world}: {exc}", file=sys.stderr, flush=True)
-        if lock is not None and resume_dir is None and fresh:
-            rundir.remove_if_unused(run_dir)  # a run that failed before its first record leaves no empty folder
+        cut_short(f"stopped: {CTRL_C}" if isinstance(exc, KeyboardInterrupt) else
+                  f"{'stopped' if isinstance(exc, Interrupted) else 'error'}: {exc}")
         raise
     finally:
         if lock is not None:

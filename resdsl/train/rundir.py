@@ -135,10 +135,10 @@ def clear_previous(path: str) -> None:
 
 
 def remove_if_unused(path: str) -> None:
-    """Remove a run directory this process created if nothing but its lock and log were written into it (the log
-    only repeats what was printed)."""
+    """Remove a run directory this process created if nothing but its lock, log and TensorBoard folder were written
+    into it (the log only repeats what was printed; TensorBoard's holds points only once metrics.jsonl does)."""
     try:
-        if set(os.listdir(path)) <= {LOCK_FILE, LOG}:
+        if set(os.listdir(path)) <= {LOCK_FILE, LOG, "tensorboard"}:
             shutil.rmtree(path)
     except OSError:
         pass
