@@ -147,3 +147,21 @@ def test_ctrl_c_while_a_run_loads_a_module_leaves_no_folder(tmp_path):
     assert r.returncode == 130, r.stderr
     assert r.stderr.strip().splitlines()[-1] == "resdsl: stopped: SIGINT received (Ctrl-C)", r.stderr
     assert "run directory" in r.stdout + r.stderr and not run.exists(), (r.stdout, r.stderr)
+
+
+def test_a_forked_child_gets_pythons_own_keyboard_interrupt(tmp_path):
+    """A DataLoader worker forked from the front end expects Python's KeyboardInterrupt (it passes it over quietly),
+    not the front end's line and exit."""
+    r = _run(tmp_path, """\
+        import os, signal
+        pid = os.fork()
+        if pid == 0:
+            try:
+                import heavy
+            except KeyboardInterrupt:
+                os._exit(7)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status), flush=True)
+        """)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "7\n", ""), (r.stdout, r.stderr)

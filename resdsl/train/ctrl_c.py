@@ -38,8 +38,11 @@ def on_ctrl_c(line: str, interrupt: bool = False) -> None:
     ``line`` and raises SystemExit(EXIT_SIGINT). Nothing changes where SIGINT is ignored (a background job)."""
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         return
+    own = os.getpid()
 
     def handler(signum, frame):
+        if os.getpid() != own:  # a forked child (a DataLoader worker): Python's own, as its code expects
+            raise KeyboardInterrupt
         if _importing(frame):
             for clean_up in reversed(_BEFORE_EXIT):
                 try:
