@@ -79,11 +79,11 @@ def _check_out(out: str) -> tuple[str, str]:
     """OUT/responses.png and OUT/responses.csv, where OUT is a folder (or none yet) that is not in a run."""
     from resdsl.train.rundir import CONFIG, record_of
 
-    folder = os.path.abspath(out)
+    folder = top = os.path.abspath(out)
     while True:  # a run's --overwrite removes what it did not write, in its subfolders too
         record = record_of(folder)
-        if folder == os.path.abspath(out) and os.path.exists(os.path.join(folder, CONFIG)) or (
-                record is not None and ("run_id" in record or "spec_hash" in record)):
+        holds_a_config = folder == top and os.path.exists(os.path.join(folder, CONFIG))  # even an unreadable one
+        if holds_a_config or (record is not None and ("run_id" in record or "spec_hash" in record)):
             raise click.UsageError(f"--out {out} is in the run directory {folder} (it holds {CONFIG}); the figures "
                                    "go in a folder of their own, since a run's --overwrite removes files it did not "
                                    "write")
