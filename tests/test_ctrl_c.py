@@ -44,7 +44,9 @@ def test_inside_an_import_the_process_ends_at_once_with_its_line(tmp_path, inter
     assert r.stderr.strip() == LINE and r.stdout == "", (r.stdout, r.stderr)
 
 
-def test_elsewhere_it_exits_through_cleanups_with_its_line(tmp_path):
+@pytest.mark.parametrize("interrupt, ends", [(False, (130, "cleaned up\n", LINE)),  # SystemExit, its line said
+                                              (True, (0, "interrupted\ncleaned up\n", ""))])  # the front end says it
+def test_elsewhere_it_raises_so_that_cleanups_run(tmp_path, interrupt, ends):
     r = _run(tmp_path, """\
         import os, signal
         try:
@@ -52,23 +54,12 @@ def test_elsewhere_it_exits_through_cleanups_with_its_line(tmp_path):
             for _ in range(10 ** 6):
                 pass
             print("went on", flush=True)
-        finally:
-            print("cleaned up", flush=True)
-        """)
-    assert r.returncode == 130 and r.stdout == "cleaned up\n" and r.stderr.strip() == LINE, (r.stdout, r.stderr)
-
-
-def test_elsewhere_a_front_end_that_says_the_line_gets_a_keyboard_interrupt(tmp_path):
-    r = _run(tmp_path, """\
-        import os, signal
-        try:
-            os.kill(os.getpid(), signal.SIGINT)
-            for _ in range(10 ** 6):
-                pass
         except KeyboardInterrupt:
             print("interrupted", flush=True)
-        """, interrupt=True)
-    assert r.returncode == 0 and r.stdout == "interrupted\n" and r.stderr == "", (r.stdout, r.stderr)
+        finally:
+            print("cleaned up", flush=True)
+        """, interrupt)
+    assert (r.returncode, r.stdout, r.stderr.strip()) == ends
 
 
 def test_an_ignored_ctrl_c_stays_ignored(tmp_path):
