@@ -1,8 +1,9 @@
 """Command-line interface of resdsl (installed as the ``resdsl_cli`` package)."""
 import sys
 
-STOPPED = "resdsl: stopped: SIGINT received (Ctrl-C)"  # said where no run's own stop handler took the Ctrl-C
-EXIT_SIGINT = 130  # resdsl.train.ctrl_c's; this module imports nothing before run() installs its handler
+from resdsl.train.ctrl_c import CTRL_C, EXIT_SIGINT, on_ctrl_c  # the standard library only: a few ms
+
+STOPPED = "resdsl: stopped: " + CTRL_C  # said where no run's own stop handler took the Ctrl-C
 
 
 def run() -> None:
@@ -12,7 +13,7 @@ def run() -> None:
     try:
         stop_on_ctrl_c()
         from .main import main
-    except KeyboardInterrupt:  # before the handler was in place
+    except KeyboardInterrupt:  # one that came just outside the import (inside it, the handler ends the process)
         print(STOPPED, file=sys.stderr)
         sys.exit(EXIT_SIGINT)
     main()
@@ -21,6 +22,4 @@ def run() -> None:
 def stop_on_ctrl_c() -> None:
     """A Ctrl-C while a module loads (torch takes seconds) prints STOPPED and ends the process at once; elsewhere
     it is a KeyboardInterrupt, which cli.common.guard says as STOPPED (see resdsl.train.ctrl_c)."""
-    from resdsl.train.ctrl_c import on_ctrl_c
-
     on_ctrl_c(STOPPED, interrupt=True)
