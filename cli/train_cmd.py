@@ -80,8 +80,8 @@ def train_cmd(spec, settings, seed_runs, **values) -> None:
     """Train SPEC (a file or a packaged spec's name) with its recipe, or continue a run with --resume."""
     if spec is None and not values["resume"]:
         raise click.UsageError("give a SPEC to train (or --resume RUNDIR)")
-    if misuse(values):  # as reproduce and an emitted trainer say it: exit 2
-        raise click.UsageError(misuse(values))
+    if why := misuse(values):  # as reproduce and an emitted trainer say it: exit 2
+        raise click.UsageError(why)
     if values["resume"] and settings:
         raise click.UsageError("--set changes the recipe, and a resumed run keeps its own; start a new run instead")
     if values["scale_set"] and not (settings and (values["iters"] or values["epochs"])):

@@ -103,3 +103,6 @@ def test_unpacked_wheel_compiles_by_name_from_its_own_files(wheel, tmp_path):
     assert facts["spec"] == str(site / "resdsl" / "specs" / "resnet1001_preact.res")
     assert facts["params"] == 10_327_706 and facts["emitted"] and not facts["torch"]
     assert facts["names"] == len([p for p in _source("specs", "*.res") if p.name != "recipes.res"])
+    r = subprocess.run([sys.executable, "-m", "resdsl_cli", "list"], capture_output=True, text=True, cwd=work,
+                       env=env)  # how resdsl starts its own processes (torchrun's, --seeds', an experiment's)
+    assert r.returncode == 0 and "resnet1001_preact" in r.stdout, r.stderr

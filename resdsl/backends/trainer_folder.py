@@ -89,8 +89,8 @@ def main(argv=None):
 def _main(argv):
     parser = make_parser("train.py")
     ns = parser.parse_args(argv)
-    if misuse(vars(ns)):
-        parser.error(misuse(vars(ns)))
+    if why := misuse(vars(ns)):
+        parser.error(why)
     if ns.seeds:
         if ns.seed is not None or ns.resume or ns.nproc:
             parser.error("--seeds runs one process per seed; it does not go with --seed, --resume or --nproc")
