@@ -58,6 +58,10 @@ def guard(fn):
             click.echo(f"resdsl: internal error: {type(exc).__name__}: {exc}\n"
                        "hint: this is a bug in resdsl; rerun with RESDSL_DEBUG=1 for the traceback and report it",
                        err=True)
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a torchrun worker: no teardown (train.cli.end_worker)
+                from resdsl.train.cli import end_worker
+
+                end_worker(EXIT_INTERNAL)
             sys.exit(EXIT_INTERNAL)
 
     return wrapper

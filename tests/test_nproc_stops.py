@@ -155,3 +155,22 @@ def test_a_finished_worker_ends_without_the_interpreters_teardown(world):
         assert (r.returncode, r.stdout) == (3, "run over"), r.stderr
     else:
         assert (r.returncode, r.stdout) == (0, "run over went on teardown"), r.stderr
+
+
+@pytest.mark.parametrize("world", ["2", None])
+def test_a_worker_with_an_internal_error_ends_without_the_teardown_too(world):
+    """The same for a worker that stops on a bug: its 'internal error' line, then os._exit, not the teardown."""
+    code = ("import atexit; atexit.register(lambda: print('teardown', end=''))\n"
+            "from resdsl_cli.common import guard, EXIT_INTERNAL\n"
+            "def bug(): raise RuntimeError('a bug')\n"
+            "try:\n    guard(bug)()\nexcept SystemExit as e:\n    assert e.code == EXIT_INTERNAL, e.code\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RESDSL_DEBUG")}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env=dict(env, WORLD_SIZE=world) if world else env)
+    assert "resdsl: internal error: RuntimeError: a bug" in r.stderr, r.stderr
+    if world:
+        from resdsl_cli.common import EXIT_INTERNAL
+
+        assert (r.returncode, r.stdout) == (EXIT_INTERNAL, ""), r.stderr
+    else:
+        assert (r.returncode, r.stdout) == (0, "teardown"), r.stderr
