@@ -23,7 +23,7 @@ RECIPE_DEFAULTS = {
     "test": "single-view",
 }
 RECIPE_REQUIRED = ("lr", "batch", "length")
-MAX_TEST_SIDE = 4096  # a test view's shorter side or crop, in pixels
+MAX_SIDE = 4096  # a side in pixels that an augmentation or a test view resizes to, crops or pads by
 
 
 def resolve_recipe(name: str, recipes: dict[str, ast.RecipeDef], span: Span) -> dict:
@@ -89,6 +89,8 @@ def _validate_recipe(r: dict, fields: dict[str, ast.RecipeField], default_span: 
         ms = sched["milestones"]
         if any(b <= a for a, b in zip(ms, ms[1:])):
             bad("schedule", "schedule milestones must increase")
+        if ms and ms[0] < 1:  # the trainer would move it to 1: the lr dropped twice in the first step
+            bad("schedule", "a milestone is at 1 or later", hint="to start at a lower lr, give that lr")
         if ms and ms[-1] >= r["length"]["value"]:
             bad("schedule", f"milestone {ms[-1]} is not before the end of training "
                             f"({r['length']['value']} {r['length']['unit']})",
@@ -101,14 +103,17 @@ def _validate_recipe(r: dict, fields: dict[str, ast.RecipeField], default_span: 
     if w is not None:
         if w["unit"] is None:
             w["unit"] = r["length"]["unit"]
-        if not w["lr"] > 0:
-            bad("warmup", "warm-up learning rate must be positive")
+        if not (w["lr"] > 0 and math.isfinite(w["lr"])):
+            bad("warmup", "warm-up learning rate must be a positive number")
+        if w["length"] is not None and w["length"] < 1:
+            bad("warmup", "a warm-up is at least 1 long", hint="'warmup none' trains without one")
         total = r["length"]["value"] if w["unit"] == r["length"]["unit"] else None
         if total is not None and w["length"] is not None and w["length"] >= total:
             bad("warmup", "warm-up is not shorter than the whole run")
         if w["until_error"] is not None and not 0 < w["until_error"] <= 100:
             bad("warmup", "until-error is a percentage in (0, 100]")
     for aug in r["augment"]:
+        _validate_augmentation(aug, lambda msg: bad("augment", msg))
         if aug["kind"] == "scale" and not 0 < aug["min"] <= aug["max"]:
             bad("augment", "scale augmentation needs 0 < min <= max")
         if aug["kind"] == "scale" and aug["crop"] > aug["min"]:
@@ -125,13 +130,22 @@ def _validate_recipe(r: dict, fields: dict[str, ast.RecipeField], default_span: 
             bad(key, f"{key} is not a finite number")
 
 
+def _validate_augmentation(aug: dict, bad) -> None:
+    """An augmentation's sizes: at most MAX_SIDE pixels, as a test view's (a batch padded or resized beyond that
+    would not fit in memory)."""
+    sizes = {"pad-crop": [aug.get("padding")], "scale": [aug.get("max"), aug.get("crop")],
+             "random-resized-crop": [aug.get("size")]}.get(aug["kind"], [])
+    if any(n > MAX_SIDE for n in sizes):
+        bad(f"{aug['kind']} sizes are at most {MAX_SIDE} pixels")
+
+
 def _validate_test(test, bad) -> None:
     """A test view's sizes: a crop cut from a shorter side at least as long, scales each given once."""
     if not isinstance(test, dict):
         return
     sides = [test["scale"], test["crop"]] if "crop" in test else test["scales"]
-    if not all(0 < n <= MAX_TEST_SIDE for n in sides):
-        bad(f"test sizes are between 1 and {MAX_TEST_SIDE} pixels")
+    if not all(0 < n <= MAX_SIDE for n in sides):
+        bad(f"test sizes are between 1 and {MAX_SIDE} pixels")
     if "crop" in test and test["crop"] > test["scale"]:
         bad(f"the test crop {test['crop']} is larger than the shorter side {test['scale']} it is cut from")
     if "scales" in test and len(set(sides)) < len(sides):

@@ -137,6 +137,13 @@ def test_missing_required(write_spec):
     ("lr 0.1\nbatch 1\nlength 5 epochs\ndataset imagenette\n", "unknown dataset"),
     ("lr 0.1\nbatch 1\nlength 5 epochs\noptimizer adam\n", "unknown optimizer"),
     ("lr 0.1\nbatch 1\nlength 5 epochs\nmomentum 1\n", "momentum"),
+    # the trainer would move a milestone at 0 or a warm-up of 0 to 1: the run is not the one written
+    ("lr 0.1\nbatch 1\nlength 5 epochs\nschedule step 0, 1\n", "a milestone is at 1 or later"),
+    ("lr 0.1\nbatch 1\nlength 5 epochs\nwarmup 0 lr 0.01\n", "a warm-up is at least 1 long"),
+    # a batch padded or resized to this would not fit in memory
+    ("lr 0.1\nbatch 1\nlength 5 epochs\naugment pad-crop 100000, flip\n", "pad-crop sizes are at most 4096"),
+    ("lr 0.1\nbatch 1\nlength 5 epochs\naugment scale 256-99999 crop 224\n", "scale sizes are at most 4096"),
+    ("lr 0.1\nbatch 1\nlength 5 epochs\naugment random-resized-crop 5000\n", "crop sizes are at most 4096"),
 ])
 def test_recipe_validation(write_spec, body, fragment):
     err = _err(write_spec(CIFAR20 + "recipe r {\n" + body + "}\nrecipe r\n"))

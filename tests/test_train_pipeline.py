@@ -94,6 +94,10 @@ def test_per_pixel_mean_and_stats_roundtrip():
         BatchPipeline(data, "none", [{"kind": "scale", "min": 256, "max": 480, "crop": 224}])
     with pytest.raises(DataError, match="unknown normalisation 'zca'"):
         BatchPipeline(data, "zca", [])
+    # a padding as wide as the 8x8 images: some crops would be all padding (and a huge one fills the memory)
+    BatchPipeline(data, "none", [{"kind": "pad-crop", "padding": 7}])
+    with pytest.raises(DataError, match="pad-crop 8 is not smaller than t's 8x8 images"):
+        BatchPipeline(data, "none", [{"kind": "pad-crop", "padding": 8}])
 
 
 def test_imagenet_mean_std_normalisation_in_memory():

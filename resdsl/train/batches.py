@@ -97,6 +97,9 @@ class BatchPipeline:
         if x.dtype != torch.uint8 or x.dim() != 4:
             raise DataError(f"{data.name}: the training images must be uint8 (N, C, H, W), not {x.dtype} "
                             f"{tuple(x.shape)}")
+        if self.pad and self.pad >= min(x.shape[2], x.shape[3]):  # a crop could then hold no pixel of the image
+            raise DataError(f"pad-crop {self.pad} is not smaller than {data.name}'s {x.shape[2]}x{x.shape[3]} "
+                            "images: a crop could hold nothing but padding")
         if x.shape[0] == 0 and normalize != "none":
             raise DataError(f"{data.name}: the training set is empty, so it has no mean to subtract")
         chunk = max(1, (1 << 22) // max(1, x[0].numel()))
