@@ -84,19 +84,20 @@ def _check_out(out: str) -> tuple[str, str]:
         record = record_of(folder)
         holds_a_config = folder == top and os.path.exists(os.path.join(folder, CONFIG))  # even an unreadable one
         if holds_a_config or (record is not None and ("run_id" in record or "spec_hash" in record)):
-            raise click.UsageError(f"--out {out} is in the run directory {folder} (it holds {CONFIG}); the figures "
-                                   "go in a folder of their own, since a run's --overwrite removes files it did not "
-                                   "write")
+            raise click.UsageError(printable(f"--out {out} is in the run directory {folder} (it holds {CONFIG}); "
+                                             "the figures go in a folder of their own: a run's folder holds its run's "
+                                             "files alone (--overwrite refuses one that holds others)"))
         if os.path.dirname(folder) == folder:
             break
         folder = os.path.dirname(folder)
     if os.path.lexists(out) and not os.path.isdir(out):
-        raise click.UsageError(f"--out {out} is not a folder: it names the folder for responses.png and "
-                               "responses.csv")
+        raise click.UsageError(printable(f"--out {out} is not a folder: it names the folder for responses.png "
+                                         "and responses.csv"))
     paths = os.path.join(out, "responses.png"), os.path.join(out, "responses.csv")
     for path in paths:
         if os.path.isdir(path) and not os.path.islink(path):
-            raise click.UsageError(f"--out {out}: {path} is a folder; resdsl writes a file of that name there")
+            raise click.UsageError(printable(f"--out {out}: {path} is a folder; resdsl writes a file of that name "
+                                             "there"))
     return paths
 
 
@@ -104,7 +105,7 @@ def _make_folder(path: str) -> None:
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
-        raise click.ClickException(f"cannot make the folder {path}: {exc.strerror or exc}") from None
+        raise click.ClickException(printable(f"cannot make the folder {path}: {exc.strerror or exc}")) from None
 
 
 def _warn_if_spec_changed(run) -> None:

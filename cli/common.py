@@ -8,6 +8,7 @@ import sys
 import click
 
 from resdsl.errors import SpecError
+from resdsl.train.dataerror import printable, shown
 
 from . import EXIT_SIGINT, STOPPED
 
@@ -45,7 +46,7 @@ def guard(fn):
             click.echo(STOPPED, err=True)
             sys.exit(EXIT_SIGINT)
         except click.ClickException as exc:  # a failure (not a misuse): said as every other resdsl error is
-            click.echo(f"resdsl: error: {exc.format_message()}", err=True)
+            click.echo(shown(f"resdsl: error: {exc.format_message()}"), err=True)
             sys.exit(exc.exit_code)
         except RecursionError:
             click.echo("resdsl: error: the spec nests too deeply to compile", err=True)
@@ -55,9 +56,9 @@ def guard(fn):
         except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
             if os.environ.get("RESDSL_DEBUG"):
                 raise
-            click.echo(f"resdsl: internal error: {type(exc).__name__}: {exc}\n"
-                       "hint: this is a bug in resdsl; rerun with RESDSL_DEBUG=1 for the traceback and report it",
-                       err=True)
+            click.echo(shown(f"resdsl: internal error: {type(exc).__name__}: {exc}\n"
+                             "hint: this is a bug in resdsl; rerun with RESDSL_DEBUG=1 for the traceback and report "
+                             "it"), err=True)
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a torchrun worker: no teardown (train.cli.end_worker)
                 from resdsl.train.cli import end_worker
 
@@ -86,8 +87,9 @@ def refuse_sources_as_output(nets, *outputs: tuple[str, str | None]) -> None:
             except (OSError, ValueError):  # either is missing or not a file name: not the same file
                 continue
             if same:
-                raise click.UsageError(f"{flag} {out} is {source}, a file the network is compiled from: writing "
-                                       "there would replace the spec; give the output another name")
+                raise click.UsageError(printable(f"{flag} {out} is {source}, a file the network is compiled from: "
+                                                 "writing there would replace the spec; give the output another "
+                                                 "name"))
 
 
 def write_output(path: str, text: str | bytes) -> None:
@@ -98,4 +100,4 @@ def write_output(path: str, text: str | bytes) -> None:
     try:
         write_output(path, text)
     except OutputError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(printable(str(exc))) from None

@@ -11,6 +11,8 @@ from resdsl import catalog
 from resdsl.cost import human
 from resdsl.pipeline import compile_spec
 
+from resdsl.errors import printable
+
 from .common import EXIT_SPEC, guard
 
 PAPER_CHOICES = tuple(catalog.PAPERS)  # R, I, WRN, SD, torchvision, timm
@@ -71,7 +73,8 @@ def list_cmd(pattern: str | None, experiments_pattern: str | None, paper: str | 
     rows = [_row(e) for e in catalog.entries() if _wanted(e, pattern, paper)]
     if not rows:
         within = f" of [{paper.upper()}]" if paper and paper.lower() in ("r", "i") else f" of {paper}" if paper else ""
-        click.echo(f"resdsl: no packaged spec{within} matches" + (f" '{pattern}'" if pattern else ""), err=True)
+        click.echo(printable(f"resdsl: no packaged spec{within} matches" + (f" '{pattern}'" if pattern else "")),
+                   err=True)
         sys.exit(EXIT_SPEC)
     click.echo(json.dumps(rows, indent=2) if as_json else _table(rows))
 

@@ -12,7 +12,8 @@ import click
 from resdsl.cost import human
 from resdsl.errors import SpecWarning, printable
 
-from .common import EXIT_SPEC, guard as _guard, refuse_sources_as_output, say_warnings, write_output as _write_output
+from .common import EXIT_SPEC, guard as _guard, refuse_sources_as_output, say_warnings, shown
+from .common import write_output as _write_output
 
 warnings.filterwarnings("ignore", category=SpecWarning)  # the commands say them located, with say_warnings
 
@@ -78,9 +79,24 @@ def _write_trainer(net, trainer_dir: str, overwrite: bool, info) -> None:
     try:
         files = emit_trainer(net, trainer_dir, overwrite=overwrite)
     except OSError as exc:
-        raise click.ClickException(f"cannot write {trainer_dir}: {exc.strerror or exc}") from None
+        raise click.ClickException(printable(f"cannot write {trainer_dir}: {exc.strerror or exc}")) from None
     train_py = shlex.quote(os.path.join(trainer_dir, "train.py"))  # a command to paste into a shell
-    click.echo(f"wrote {trainer_dir}/ ({len(files)} files); run: python {train_py} --data ...", file=info)
+    click.echo(printable(f"wrote {trainer_dir}/ ({len(files)} files); run: python {train_py} --data ..."), file=info)
+
+
+def _refuse_clashing_outputs(emit_py: str | None, trainer_dir: str | None, onnx_out: str | None) -> None:
+    """Outputs of one compile that are one file, or a file inside the trainer's folder, would overwrite each other
+    (the second written wins, or the trainer is left with model source for its train.py): refused before any is."""
+    files = [(flag, os.path.realpath(value)) for flag, value in (("--emit-python", emit_py), ("--onnx", onnx_out))
+             if value and value != "-"]
+    if len(files) == 2 and files[0][1] == files[1][1]:
+        raise click.UsageError("--emit-python and --onnx name the same file; give each a file of its own")
+    if trainer_dir:
+        folder = os.path.realpath(trainer_dir)
+        for flag, path in files:
+            if os.path.commonpath([folder, path]) == folder:
+                raise click.UsageError(printable(f"{flag} {path} is inside the --emit-trainer folder {trainer_dir}, "
+                                                 "whose files resdsl writes; give it a path outside that folder"))
 
 
 @main.command("compile", epilog=COMPILE_EXAMPLES)
@@ -118,6 +134,7 @@ def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, tr
     if source_out and (as_json or dump_ir):
         raise click.UsageError("--emit-python - writes the source to standard output, where --json and --dump-ir "
                                "write too; give the source a file name")
+    _refuse_clashing_outputs(emit_py, trainer_dir, onnx_out)
     net = compile_spec(spec)
     refuse_sources_as_output([net], ("--emit-python", emit_py), ("--onnx", onnx_out))
     info = sys.stderr if as_json or dump_ir or source_out else sys.stdout
@@ -128,7 +145,7 @@ def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, tr
             click.echo(emit_python(net), nl=False)
         else:
             _write_output(emit_py, emit_python(net))
-            click.echo(f"wrote {emit_py}", file=info)
+            click.echo(printable(f"wrote {emit_py}"), file=info)
     if trainer_dir:
         _write_trainer(net, trainer_dir, overwrite, info)
     if onnx_out:
@@ -162,8 +179,8 @@ def _write_onnx(net, path: str, info) -> None:
     except (ImportError, RuntimeError, OutputError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
-        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
-    click.echo(f"wrote {path} (opset {facts['opset']}, {facts['nodes']} nodes, checked)", file=info)
+        raise click.ClickException(printable(f"cannot write {path}: {exc.strerror or exc}")) from None
+    click.echo(printable(f"wrote {path} (opset {facts['opset']}, {facts['nodes']} nodes, checked)"), file=info)
 
 
 FORMATS = ("svg", "png", "pdf", "dot")
@@ -194,11 +211,12 @@ def viz_cmd(specs: tuple[str, ...], output: str | None, fmt: str | None, view: s
     ext = os.path.splitext(output)[1].lstrip(".").lower() if output and output != "-" else ""
     if fmt is None:
         if ext and ext not in FORMATS:
-            raise click.UsageError(f"cannot tell the format from '{output}': use --format with one of "
-                                   f"{', '.join(FORMATS)}")
+            raise click.UsageError(printable(f"cannot tell the format from '{output}': use --format with one of "
+                                             f"{', '.join(FORMATS)}"))
         fmt = ext or "svg"
     elif ext in FORMATS and ext != fmt:
-        raise click.UsageError(f"-o {output} names a .{ext} file but --format is {fmt}: change one of them")
+        raise click.UsageError(printable(f"-o {output} names a .{ext} file but --format is {fmt}: change one of "
+                                         "them"))
     if output == "-" and fmt in ("png", "pdf") and sys.stdout.isatty():
         raise click.UsageError(f"--format {fmt} -o - would write binary data to the terminal: redirect it to a "
                                "file or a program, or use -o FILE")
@@ -212,7 +230,7 @@ def viz_cmd(specs: tuple[str, ...], output: str | None, fmt: str | None, view: s
         try:
             dot = gv.full_dot(nets[0])
         except ValueError as exc:
-            click.echo(f"resdsl: error: {exc}; use --view overview (or --view unit)", err=True)
+            click.echo(shown(f"resdsl: error: {exc}; use --view overview (or --view unit)"), err=True)
             sys.exit(EXIT_SPEC)
     else:
         dot = gv.unit_dot(list(zip(nets, _panel_names(specs))),
@@ -223,16 +241,16 @@ def viz_cmd(specs: tuple[str, ...], output: str | None, fmt: str | None, view: s
         try:
             data, warnings = gv.render_with_warnings(dot, fmt)
         except gv.RenderError as exc:
-            click.echo(f"resdsl: error: {exc}", err=True)
+            click.echo(shown(f"resdsl: error: {exc}"), err=True)
             sys.exit(EXIT_SPEC)
         for warning in warnings:
-            click.echo(f"resdsl: warning: {warning}", err=True)
+            click.echo(shown(f"resdsl: warning: {warning}"), err=True)
     if output == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return
     _write_output(output, data)
-    click.echo(f"wrote {output} ({view} view, {fmt}, {len(data):,} bytes)")
+    click.echo(printable(f"wrote {output} ({view} view, {fmt}, {len(data):,} bytes)"))
 
 
 def _orders(g: dict) -> str:

@@ -11,7 +11,7 @@ import click
 from resdsl.errors import printable
 from resdsl.train.options import AMPS, DEVICES, positive_int, recorded_paths
 
-from .common import EXIT_SPEC, gpus, guard
+from .common import EXIT_SPEC, gpus, guard, shown
 
 REPRODUCE_EXAMPLES = """\b
 Examples:
@@ -150,10 +150,9 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
         lock.release()
     click.echo(printable(f"report: {os.path.join(out, 'report.md')}"))
     if failed:
-        click.echo(f"resdsl: error: {len(failed)} run{'' if len(failed) == 1 else 's'} failed ({', '.join(failed)}); "
-                   "their errors are above (and in their train.log where they got that far, or their job's log); "
-                   "the report holds the others",
-                   err=True)
+        click.echo(shown(f"resdsl: error: {len(failed)} run{'' if len(failed) == 1 else 's'} failed "
+                         f"({', '.join(failed)}); their errors are above (and in their train.log where they got that "
+                         "far, or their job's log); the report holds the others"), err=True)
         sys.exit(EXIT_SPEC)
 
 
@@ -203,8 +202,8 @@ def _run_all(exp, out: str, options: dict, seeds, launcher: str, parallel: int, 
                        f"{os.path.join(out, 'submitit')}); the same command, once they are done, writes the report",
                        err=True)
         else:
-            click.echo(f"resdsl: {str(exc) or 'stopped'}: the stopped runs checkpointed; the same command resumes "
-                       "them", err=True)
+            click.echo(shown(f"resdsl: {str(exc) or 'stopped'}: the stopped runs checkpointed; the same command "
+                             "resumes them"), err=True)
         sys.exit(getattr(exc, "status", 130))  # 128 + the signal's number; a bare Ctrl-C is SIGINT's 130
 
 

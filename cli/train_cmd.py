@@ -8,10 +8,11 @@ import sys
 
 import click
 
+from resdsl.errors import printable
 from resdsl.train.options import DEVICES, OPTIONS, misuse
 from resdsl.train.rundir import RunDirError
 
-from .common import EXIT_SPEC, gpus, guard, say_warnings
+from .common import EXIT_SPEC, gpus, guard, say_warnings, shown
 
 TRAIN_EXAMPLES = """\b
 Examples:
@@ -175,7 +176,8 @@ def _launch_seeds(spec: str, values: dict, settings, seed_runs: str) -> int:
     net = compile_spec(spec)  # a bad spec is one message here, not one per seed
     say_warnings(net)
     out = values["out"] or default_path(net.name)
-    click.echo(f"{len(values['seeds'])} runs of {net.name}, seeds {', '.join(map(str, values['seeds']))}, in {out}")
+    click.echo(printable(f"{len(values['seeds'])} runs of {net.name}, seeds {', '.join(map(str, values['seeds']))}, "
+                         f"in {out}"))
     cards = gpus(values["device"])
     way = seed_runs_way(seed_runs, cards, _is_random(net), values["parallel"], len(values["seeds"]))
     if way == "threads":
@@ -274,7 +276,7 @@ def _train_once(spec: str | None, values: dict, settings: list[str]) -> int:
         return 0
     message, code = failure
     if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike; one message is enough
-        click.echo(f"resdsl: {'stopped' if code > 128 else 'error'}: {message}", err=True)
+        click.echo(shown(f"resdsl: {'stopped' if code > 128 else 'error'}: {message}"), err=True)
     return code
 
 
@@ -325,7 +327,8 @@ def eval_cmd(target, checkpoint, data, data_dir, test_subset, test, old_view, de
         data, data_dir = data or run.get("data"), data_dir or run.get("data_dir")
         test_subset, the_runs = (test_subset, False) if test_subset else (run.get("test_subset"), True)
     elif checkpoint is None:
-        raise click.UsageError(f"{target} is not a run directory: give a run directory, or a SPEC with --checkpoint")
+        raise click.UsageError(printable(f"{target} is not a run directory: give a run directory, or a SPEC with "
+                                         "--checkpoint"))
     else:
         spec, net, the_runs = target, compile_spec(target), False
     test_subset = None if test_subset == "all" else test_subset
@@ -336,11 +339,11 @@ def eval_cmd(target, checkpoint, data, data_dir, test_subset, test, old_view, de
         name, views, res = _evaluate(net, checkpoint, data, data_dir, test_subset, test, device, batch_size,
                                      not no_download)
     except (ckpt.CheckpointError, DataError, TrainingError) as exc:
-        click.echo(f"resdsl: error: {exc}", err=True)
+        click.echo(shown(f"resdsl: error: {exc}"), err=True)
         sys.exit(EXIT_SPEC)
     which = " (the run's --test-subset; --test-subset all for every one)" if the_runs and test_subset else ""
-    click.echo(f"{net.name} on {name} ({views}): top-1 error {res['error']:.2f}%, top-5 error "
-               f"{res['top5_error']:.2f}%, loss {res['loss']:.4f}, on {res['images']:,} test images{which}")
+    click.echo(printable(f"{net.name} on {name} ({views}): top-1 error {res['error']:.2f}%, top-5 error "
+                         f"{res['top5_error']:.2f}%, loss {res['loss']:.4f}, on {res['images']:,} test images{which}"))
 
 
 def _subset(value: str | None) -> int | str | None:
@@ -372,11 +375,11 @@ def _warn_if_trained_from_another_spec(net, spec: str, checkpoint: str) -> None:
                "damaged)" if cfg.get("resdsl") == __version__ else f"this resdsl ({__version__}) compiles the spec "
                f"{checkpoint} was trained from (its copy in config.json) to another network or recipe than resdsl "
                f"{cfg.get('resdsl', '?')} did, which trained it")
-        click.echo(f"resdsl: warning: {why}: evaluating the network as this version builds it", err=True)
+        click.echo(shown(f"resdsl: warning: {why}: evaluating the network as this version builds it"), err=True)
     elif net.is_trained_from(cfg) is False:
-        click.echo(f"resdsl: warning: {checkpoint} was trained from {cfg.get('spec', 'another spec')}; {spec} "
-                   "describes another network or recipe (config.json's spec hash differs): evaluating the network "
-                   f"{spec} describes with those weights", err=True)
+        click.echo(shown(f"resdsl: warning: {checkpoint} was trained from {cfg.get('spec', 'another spec')}; {spec} "
+                         "describes another network or recipe (config.json's spec hash differs): evaluating the "
+                         f"network {spec} describes with those weights"), err=True)
 
 
 def _evaluate(net, checkpoint, data, data_dir, test_subset, test, device, batch_size, download):

@@ -60,18 +60,19 @@ def render_diagnostic(kind: str, message: str, span: Span | None, hint: str | No
         lines = [printable(f"{span}: {kind}: {message}")]
         text = _source_line(source, span.line)
         if text is not None:
-            shown = text.expandtabs(1)
-            lines.append(f"    {shown}")
-            col = max(span.column, 1)
-            width = 1
-            if span.end_column and span.end_column > col:
-                width = span.end_column - col
-            width = max(1, min(width, max(1, len(shown) - col + 1)))
-            lines.append("    " + " " * (col - 1) + "^" * width)
+            lines += _with_caret(text, span)
     if hint:
         lines.append(printable(f"hint: {hint}"))
     lines += [printable(f"note: {note}") for note in notes]
     return "\n".join(lines)
+
+
+def few(names: list[str], sep: str = ", ", most: int = 12) -> str:
+    """``names`` joined by ``sep``; a longer list as its first and last few around '... (N in all) ...', so that a
+    message stays a line however many names a spec holds."""
+    if len(names) <= most:
+        return sep.join(names)
+    return sep.join([*names[:most // 2], f"... ({len(names)} in all) ...", *names[-(most // 2):]])
 
 
 def env_limit(name: str, default: float) -> float:
@@ -89,6 +90,23 @@ def env_limit(name: str, default: float) -> float:
     return value
 
 
+SHOWN_WIDTH = 200  # characters of a source line shown above the caret: a window around it on a longer line
+
+
+def _with_caret(text: str, span: Span) -> list[str]:
+    """The source line (a window of it around the column, marked by '...' where it is cut) and the caret line."""
+    text = text.expandtabs(1)  # one column a tab, as the parser counts
+    col = max(span.column, 1)
+    start = 0
+    if len(text) > SHOWN_WIDTH:
+        start = max(0, min(col - 1 - SHOWN_WIDTH // 2, len(text) - SHOWN_WIDTH))
+    part = text[start:start + SHOWN_WIDTH]
+    head, tail = "..." if start else "", "..." if start + SHOWN_WIDTH < len(text) else ""
+    width = span.end_column - col if span.end_column and span.end_column > col else 1
+    width = max(1, min(width, len(part) - (col - 1 - start)))
+    return [f"    {head}{part}{tail}", "    " + " " * (len(head) + col - 1 - start) + "^" * width]
+
+
 def _source_line(source: str | None, line: int) -> str | None:
     if source is None or line < 1:
         return None
@@ -96,6 +114,5 @@ def _source_line(source: str | None, line: int) -> str | None:
     if line > len(lines):
         return None
     text = lines[line - 1].removesuffix("\r")
-    # keep the caret line readable for binary junk or absurdly long lines
-    text = "".join(ch if ch.isprintable() or ch == "\t" else "?" for ch in text)
-    return text[:200]
+    # keep the caret line readable for binary junk (render_diagnostic shows a window of a long line)
+    return "".join(ch if ch.isprintable() or ch == "\t" else "?" for ch in text)

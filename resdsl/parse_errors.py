@@ -74,6 +74,10 @@ def syntax_error(exc: UnexpectedInput, text: str, path: str) -> SpecError:
         message = f"unknown statement '{word if len(word) <= 40 else word[:40] + '...'}'"
         if word.lower() in NOT_IN_THE_LANGUAGE:
             hint = f"{NOT_IN_THE_LANGUAGE[word.lower()]}; {hint}"
+    if "\r" in src_line.removesuffix("\r"):  # a line ended by CR alone (old Mac files) runs on into the next
+        cr = ("this line holds a carriage return (CR) that does not end it: lines end with LF or CR LF (convert "
+              "the file, e.g. with 'dos2unix -c mac')")
+        hint = f"{cr}; {hint}" if hint else cr
     span = Span(path, line, start + 1, start + 1 + max(1, len(word)))
     return SpecError(message, span, hint=hint, source=text)
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from . import catalog
 from . import syntax as ast
-from .errors import Span, SpecError
+from .errors import Span, SpecError, few
 from .parse import parse_text
 from .reading import STATEMENT_WORDS
 from .train.vocabulary import RECIPE_DATASETS  # the trainer's own words (a torch-free module)
@@ -33,10 +33,12 @@ def resolve_recipe(name: str, recipes: dict[str, ast.RecipeDef], span: Span) -> 
     current, where = name, span
     while current is not None:
         if current in seen:
-            raise SpecError(f"cyclic recipe extends: {' -> '.join([*[c.name for c in chain], current])}", where)
+            names = [c.name for c in chain]
+            cycle = [*names[names.index(current):], current]  # the loop itself, not the way into it
+            raise SpecError(f"cyclic recipe extends: {few(cycle, ' -> ')}", where)
         rdef = recipes.get(current)
         if rdef is None:
-            known = ", ".join(sorted(recipes)) or "none defined"
+            known = few(sorted(recipes)) or "none defined"
             raise SpecError(f"unknown recipe '{current}'", where,
                             hint=f"known recipes: {known}; define one with 'recipe NAME {{ ... }}' or include a file")
         seen.add(current)

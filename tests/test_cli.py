@@ -165,3 +165,16 @@ def test_an_output_that_is_a_file_the_network_is_compiled_from_is_refused(tmp_pa
     assert run("compile", "net.res", "--emit-python", "net.py").exit_code == 0  # another name is written
     r = run("viz", "net.res", "-o", "")
     assert r.exit_code == 2 and "-o needs a file name, not an empty one" in r.output
+
+
+def test_outputs_that_would_overwrite_each_other_are_refused(tmp_path, monkeypatch, at_root):
+    """Two outputs of one compile naming one file, or --emit-python into the --emit-trainer folder, would leave
+    only the last written (a trainer whose train.py is model source): a usage error before anything is written."""
+    spec = str(tmp_path / "r20.res")
+    (tmp_path / "r20.res").write_text(CIFAR20)
+    monkeypatch.chdir(tmp_path)
+    r = run("compile", spec, "--onnx", "x.onnx", "--emit-python", "./x.onnx")
+    assert r.exit_code == 2 and "--emit-python and --onnx name the same file" in r.output, r.output
+    r = run("compile", spec, "--emit-trainer", "tr", "--emit-python", "tr/train.py")
+    assert r.exit_code == 2 and "is inside the --emit-trainer folder tr" in r.output, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r20.res"]

@@ -235,3 +235,15 @@ def test_trainer_refuses_what_is_in_the_way(in_tmp, in_the_way):
     else:
         assert r.exit_code == 1 and "cannot write tr" in r.stderr, r.output
     assert sorted(p.name for p in in_tmp.rglob("*")) == before
+
+
+def test_names_in_messages_are_escaped(in_tmp):
+    """A line break or a terminal's escape sequence in a name on the command line is shown escaped in what resdsl
+    says of it (a wrote line, an error), never written raw to the terminal."""
+    write("r20.res", BASE)
+    r = invoke("compile", "r20.res", "--emit-python", "q\nb\x1b[31m.py")
+    assert "wrote q\\nb\\x1b[31m.py\n" in r.output, r.output
+    r = CliRunner().invoke(main, ["compile", "r20.res", "--emit-python", "nodir\n/x.py"])
+    assert r.exit_code == 1 and "cannot write nodir\\n/x.py: " in r.output, r.output
+    r = CliRunner().invoke(main, ["eval", "r20.res", "--checkpoint", "q\x1b[31m.pt", "--data", "synthetic"])
+    assert r.exit_code == 1 and "no checkpoint at q\\x1b[31m.pt" in r.output, r.output

@@ -158,3 +158,28 @@ def test_the_caret_underlines_exactly_the_offending_word():
     lines = info.value.render().splitlines()
     source = next(i for i, ln in enumerate(lines) if ln.strip() == "unitt basic")
     assert lines[source + 1] == lines[source].replace("unitt basic", "^^^^^").rstrip(), lines
+
+
+@pytest.mark.parametrize("before,after", [(100, 0), (0, 100), (60, 60)])
+def test_the_caret_is_under_the_error_on_a_long_line(before, after):
+    """A line too long to show whole is shown as a window around the error (cut ends marked '...'), with the
+    caret under the offending word, wherever on the line it is."""
+    stages = "stages " + "16x1, " * before + "0x1" + ", 16x1" * after
+    with pytest.raises(SpecError) as info:
+        resdsl.compile_spec(text=CIFAR20.replace("stages 16x3, 32x3 /2, 64x3 /2", stages), name="t.res")
+    lines = info.value.render().splitlines()
+    shown, caret = lines[1], lines[2]
+    assert len(shown) <= 4 + 200 + 6 and (shown.startswith("    ...") == (before > 30)), shown
+    assert shown.endswith("...") == (after > 30), shown
+    at = caret.index("^")
+    assert shown[at:at + 3] == "0x1" and caret[at:] == "^^^", (shown, caret)
+
+
+def test_a_file_with_lines_ended_by_cr_alone_says_so():
+    """Old Mac line ends (CR alone) make the file one line: the error says why, not only what was unexpected."""
+    with pytest.raises(SpecError) as info:
+        parse_text(CIFAR20.replace("\n", "\r"), "t.res")
+    assert info.value.span.line == 1 and "carriage return (CR) that does not end it" in info.value.hint
+    with pytest.raises(SpecError) as info:  # CR LF is a line end, and no CR is named for an error elsewhere
+        parse_text(CIFAR20.replace("\n", "\r\n") + "unitt basic\r\n", "t.res")
+    assert "carriage return" not in (info.value.hint or "")

@@ -207,3 +207,13 @@ def test_warmup_none_and_a_warmup_that_only_its_error_ends(at_root):
     with pytest.raises(SpecError, match="a warm-up needs a length or an 'until-error' rule") as info:
         recipe_with_settings(spec, ["momentum=0.9", "warmup=lr 0.02"])
     assert (info.value.span.path, info.value.span.line) == ("--set", 2)
+
+
+def test_a_long_recipe_cycle_is_said_in_one_short_line(write_spec):
+    """A cycle of thousands of recipes is named by its loop (not the way into it), shortened to a line."""
+    n = 3000
+    recipes = "".join(f"recipe r{i} extends r{i + 1} {{\n  lr 0.1\n}}\n" for i in range(n))
+    recipes += f"recipe r{n} extends r5 {{\n  lr 0.1\n  batch 1\n  length 3 iterations\n}}\n"
+    err = _err(write_spec(CIFAR20 + recipes + "recipe r0\n"))
+    assert err.message.startswith("cyclic recipe extends: r5 -> r6 -> ") and err.message.endswith(f"r{n} -> r5")
+    assert f"... ({n - 3} in all) ..." in err.message and len(err.message) < 300, err.message

@@ -1,9 +1,9 @@
 """The data error: what every dataset module of the trainer raises when the user must fix something (a missing
 folder, no internet and no local copy, an unknown dataset, a corrupt file), :func:`one_line`, which turns a
-foreign exception into one short line for such a message, and :func:`printable`, which shows any text on one line
-(resdsl.errors uses it too). Defined once here, below every other data module, so
-that all of them (and :mod:`.data`, which re-exports it) raise the same class; imports nothing from the rest of
-resdsl.
+foreign exception into one short line for such a message, :func:`printable`, which shows any text on one line
+(resdsl.errors uses it too), and :func:`shown`, which shows a message line by line (the command line uses it for
+every message). Defined once here, below every other data module, so that all of them (and :mod:`.data`, which
+re-exports it) raise the same class; imports nothing from the rest of resdsl.
 """
 from __future__ import annotations
 
@@ -26,3 +26,8 @@ def printable(text: str) -> str:
     """``text`` on one line, each unprintable character (a line break or a terminal's escape sequence in a file
     name or a run record, an undecodable file-name byte) written as its escape."""
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def shown(text: str) -> str:
+    """A message as resdsl prints and logs it: its lines kept, each as :func:`printable` writes it."""
+    return "\n".join(printable(line) for line in text.split("\n"))

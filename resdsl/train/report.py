@@ -6,7 +6,7 @@ import errno
 import os
 import sys
 
-from .dataerror import printable
+from .dataerror import printable, shown
 from .fileio import open_append
 
 LOG = "train.log"
@@ -37,11 +37,6 @@ class RunLog:
                 self.kept = False
                 print(f"resdsl: warning: not writing {shown(self.path)}: {exc.strerror}; what is printed is not "
                       "kept there", file=sys.stderr, flush=True)
-
-
-def shown(text: str) -> str:
-    """``text`` as a run prints and logs it: its lines, each as :func:`printable` writes it."""
-    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 class Progress:
