@@ -27,6 +27,16 @@ def gpus(device: str | None) -> int:
     return torch.cuda.device_count()
 
 
+def compile_arg(spec: str):
+    """The network a SPEC argument names: a file or a packaged spec's name, never spec text (which
+    resdsl.compile_spec takes for a string with a line break that names no file)."""
+    from resdsl.pipeline import compile_spec
+
+    if "\n" in spec and not os.path.lexists(spec):
+        raise SpecError(f"no spec file or packaged spec named '{spec}'", None)
+    return compile_spec(spec)
+
+
 def fail(err: SpecError) -> None:
     click.echo(err.render(), err=True)
     sys.exit(EXIT_SPEC)

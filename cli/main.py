@@ -12,7 +12,7 @@ import click
 from resdsl.cost import human
 from resdsl.errors import SpecWarning, printable
 
-from .common import EXIT_SPEC, guard as _guard, refuse_sources_as_output, say_warnings, shown
+from .common import EXIT_SPEC, compile_arg, guard as _guard, refuse_sources_as_output, say_warnings, shown
 from .common import write_output as _write_output
 
 warnings.filterwarnings("ignore", category=SpecWarning)  # the commands say them located, with say_warnings
@@ -118,8 +118,6 @@ def _refuse_clashing_outputs(emit_py: str | None, trainer_dir: str | None, onnx_
 def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, trainer_dir: str | None,
                 overwrite: bool, onnx_out: str | None) -> None:
     """Parse, check and count SPEC; print a per-stage summary (exit 1 if any expect fails)."""
-    from resdsl.pipeline import compile_spec
-
     for flag, value in (("--emit-python", emit_py), ("--emit-trainer", trainer_dir), ("--onnx", onnx_out)):
         if value is not None and not value.strip():
             raise click.UsageError(f"{flag} needs a file or folder name, not an empty one")
@@ -135,7 +133,7 @@ def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, tr
         raise click.UsageError("--emit-python - writes the source to standard output, where --json and --dump-ir "
                                "write too; give the source a file name")
     _refuse_clashing_outputs(emit_py, trainer_dir, onnx_out)
-    net = compile_spec(spec)
+    net = compile_arg(spec)
     refuse_sources_as_output([net], ("--emit-python", emit_py), ("--onnx", onnx_out))
     info = sys.stderr if as_json or dump_ir or source_out else sys.stdout
     if emit_py:
@@ -202,7 +200,6 @@ FORMATS = ("svg", "png", "pdf", "dot")
 def viz_cmd(specs: tuple[str, ...], output: str | None, fmt: str | None, view: str, all_units: bool) -> None:
     """Draw a block diagram of SPEC (several SPECs side by side with --view unit)."""
     from resdsl.backends import graphviz as gv
-    from resdsl.pipeline import compile_spec
 
     if output is not None and not output.strip():
         raise click.UsageError("-o needs a file name, not an empty one")
@@ -220,7 +217,7 @@ def viz_cmd(specs: tuple[str, ...], output: str | None, fmt: str | None, view: s
     if output == "-" and fmt in ("png", "pdf") and sys.stdout.isatty():
         raise click.UsageError(f"--format {fmt} -o - would write binary data to the terminal: redirect it to a "
                                "file or a program, or use -o FILE")
-    nets = [compile_spec(p) for p in specs]
+    nets = [compile_arg(p) for p in specs]
     if output is None:
         output = f"{nets[0].name}-{view}.{fmt}" if len(nets) == 1 else f"units.{fmt}"
     refuse_sources_as_output(nets, ("-o", output))

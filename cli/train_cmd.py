@@ -12,7 +12,7 @@ from resdsl.errors import printable
 from resdsl.train.options import DEVICES, OPTIONS, misuse
 from resdsl.train.rundir import RunDirError
 
-from .common import EXIT_SPEC, gpus, guard, say_warnings, shown
+from .common import EXIT_SPEC, compile_arg, gpus, guard, say_warnings, shown
 
 TRAIN_EXAMPLES = """\b
 Examples:
@@ -117,10 +117,10 @@ def _run_record(run_dir: str, flag: str = "--resume") -> dict:
 def _compile(spec: str | None, values: dict):
     """The network to train and what config.json says of its spec: SPEC, or with --resume RUN alone the spec the
     run was trained from, compiled from the copy of its files the run keeps (see pipeline.compile_run)."""
-    from resdsl.pipeline import compile_run, compile_spec
+    from resdsl.pipeline import compile_run
 
     if spec is not None:
-        net = compile_spec(spec)
+        net = compile_arg(spec)
         return net, {"spec": spec, "spec_path": os.path.abspath(spec) if os.path.isfile(spec) else spec}
     cfg = _run_record(values["resume"])
     spec, net = compile_run(cfg, values["resume"])
@@ -165,7 +165,6 @@ def _launch_processes(spec: str | None, values: dict, settings) -> int:
 
 def _launch_seeds(spec: str, values: dict, settings, seed_runs: str) -> int:
     """--seeds: one run per seed, each the run `--seed N --out OUT/seed-N` alone makes, side by side."""
-    from resdsl.pipeline import compile_spec
     from resdsl.train.rundir import default_path
     from resdsl.train.seeds import run_seeds, seed_runs_way
 
@@ -173,7 +172,7 @@ def _launch_seeds(spec: str, values: dict, settings, seed_runs: str) -> int:
         if values[flag] is not None:
             raise click.UsageError(f"--seeds makes one run per seed; it does not go with --{flag} (resume one "
                                    "seed's run with --resume OUT/seed-N)")
-    net = compile_spec(spec)  # a bad spec is one message here, not one per seed
+    net = compile_arg(spec)  # a bad spec is one message here, not one per seed
     say_warnings(net)
     out = values["out"] or default_path(net.name)
     click.echo(printable(f"{len(values['seeds'])} runs of {net.name}, seeds {', '.join(map(str, values['seeds']))}, "
@@ -314,7 +313,7 @@ def eval_cmd(target, checkpoint, data, data_dir, test_subset, test, old_view, de
         from resdsl.recipes import test_view_words
 
         test = test_view_words(test)
-    from resdsl.pipeline import compile_run, compile_spec
+    from resdsl.pipeline import compile_run
     from resdsl.train import checkpoint as ckpt
     from resdsl.train.data import DataError
     from resdsl.train.loop import TrainingError
@@ -330,7 +329,7 @@ def eval_cmd(target, checkpoint, data, data_dir, test_subset, test, old_view, de
         raise click.UsageError(printable(f"{target} is not a run directory: give a run directory, or a SPEC with "
                                          "--checkpoint"))
     else:
-        spec, net, the_runs = target, compile_spec(target), False
+        spec, net, the_runs = target, compile_arg(target), False
     test_subset = None if test_subset == "all" else test_subset
     if os.path.isdir(checkpoint):
         checkpoint = os.path.join(checkpoint, "checkpoint.pt")

@@ -143,6 +143,9 @@ def test_a_data_dir_that_does_not_exist_is_named(tmp_path, name):
     with pytest.raises(DataError) as info:
         load_dataset(name, str(tmp_path), download=False)  # there, but without the data: no such words
     assert "does not exist: is it" not in str(info.value)
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(DataError, match=f"--data-dir {tmp_path / 'afile'} is a file, not a folder"):
+        load_dataset(name, str(tmp_path / "afile"), download=False)
 
 
 @pytest.mark.skipif(not os.path.isdir(DEBIAN_FASHION_MNIST), reason="Debian's dataset-fashion-mnist not installed")

@@ -361,3 +361,21 @@ def test_eval_of_another_networks_checkpoint_names_the_keys(finished_run):
                "--test-subset", "64")
     assert r.returncode == 1 and "weights of another network" in r.stderr, r.stderr
     assert "layer1.1" in r.stderr or "of another shape" in r.stderr
+
+
+def test_an_out_that_cannot_be_a_folder_is_said_why_and_nothing_is_made(tmp_path, monkeypatch):
+    """A link to nothing is said to be one (not 'a file'); a '..' after a folder that does not exist names no
+    folder, and makedirs would have made that folder before failing with 'File exists'."""
+    from resdsl.train.rundir import RunDirError, make_folder
+
+    monkeypatch.chdir(tmp_path)
+    os.symlink("/nonexistent/zz", "dangling")
+    Path("spec.res").write_text("")
+    with pytest.raises(RunDirError, match="dangling: it is a link to /nonexistent/zz, which does not exist"):
+        make_folder("dangling")
+    with pytest.raises(RunDirError, match=r"typo does not exist, so typo/\.\. is no folder"):
+        make_folder("typo/../spec.res")
+    assert sorted(os.listdir(".")) == ["dangling", "spec.res"]
+    os.mkdir("made")
+    make_folder("made/../made/run")  # '..' after a folder that is there is fine
+    assert os.path.isdir("made/run")

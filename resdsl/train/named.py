@@ -30,6 +30,8 @@ def _root(data_dir) -> str:
 def _absent(data_dir) -> str:
     """What to say of a --data-dir that does not exist (a typo, most often): the messages below name the places
     looked in, and a missing one looks like any other."""
+    if data_dir and os.path.exists(os.path.expanduser(data_dir)) and not os.path.isdir(os.path.expanduser(data_dir)):
+        return f" (--data-dir {data_dir} is a file, not a folder)"
     if data_dir and not os.path.isdir(os.path.expanduser(data_dir)):
         return f" (--data-dir {data_dir} does not exist: is it mistyped?)"
     return ""

@@ -84,12 +84,27 @@ def make_folder(path: str, what: str = "run directory") -> None:
     """Make the folder ``path`` (a run's, or the folder of a --seeds run's runs) where it is not one yet; a file
     there, or a folder that cannot be made, is a RunDirError."""
     _check_name(path)
+    if os.path.islink(path) and not os.path.exists(path):
+        raise RunDirError(f"cannot use {what} {path}: it is a link to {os.readlink(path)}, which does not exist; "
+                          "choose another --out")
     if os.path.lexists(path) and not os.path.isdir(path):  # makedirs would say only "File exists"
         raise RunDirError(f"cannot use {what} {path}: it is a file, not a folder; choose another --out")
+    _check_parents(path, what)
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
         raise RunDirError(f"cannot use {what} {path}: {exc.strerror or exc}") from None
+
+
+def _check_parents(path: str, what: str) -> None:
+    """A '..' after a folder that does not exist names no folder (the system refuses such a path), but makedirs
+    would make that folder to go up from it: refused before anything is made."""
+    prefix = ""
+    for part in path.split(os.sep):
+        if part == ".." and prefix and not os.path.isdir(prefix):
+            raise RunDirError(f"cannot use {what} {path}: {prefix} does not exist, so {prefix}{os.sep}.. is no "
+                              "folder; choose another --out")
+        prefix = os.path.join(prefix, part) if prefix or part else os.sep
 
 
 def start(path: str, overwrite: bool = False) -> FolderLock:
