@@ -115,3 +115,77 @@ def test_a_named_pipe_among_the_pictures_is_named_not_waited_for(tmp_path):
     os.mkfifo(pipe)
     with pytest.raises(DataError, match=r"cannot read the image .*cat\.jpg \(it is a named pipe, not a regular file\)"):
         read_bytes(str(pipe))
+
+
+def _png16_rgb(levels) -> bytes:
+    """A 16-bit RGB PNG (PIL cannot write one), chunk by chunk."""
+    import struct
+    import zlib
+
+    h, w, _ = levels.shape
+    raw = b"".join(b"\x00" + levels[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def _pngs() -> dict:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    out = {}
+    for mode, shape in (("RGB", (30, 40, 3)), ("RGBA", (30, 40, 4)), ("L", (30, 40)), ("LA", (30, 40, 2)),
+                        ("I;16", (30, 40))):
+        buf = io.BytesIO()
+        dtype = np.uint16 if mode == "I;16" else np.uint8
+        levels = rng.integers(0, np.iinfo(dtype).max + 1, shape, dtype=dtype)
+        Image.fromarray(levels, "LA" if mode == "LA" else None).save(buf, format="PNG")
+        out[mode] = buf.getvalue()
+    buf = io.BytesIO()
+    rgb = Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    rgb.convert("P", palette=Image.ADAPTIVE).save(buf, format="PNG", transparency=3)
+    out["P"] = buf.getvalue()
+    out["RGB;16"] = _png16_rgb(rng.integers(0, 65536, (30, 40, 3), dtype=np.uint16))
+    return out
+
+
+def test_pngs_decode_as_torchvision_decodes_them():
+    """PNGs are decoded by PIL (see the next test), to the very pixels torchvision's decoder gives: 8 and 16 bits,
+    grey, alpha and palette."""
+    from torchvision.io import ImageReadMode, decode_image
+    from torchvision.transforms.v2.functional import to_dtype
+
+    from resdsl.train import decoding
+
+    for kind, png in _pngs().items():
+        data = torch.frombuffer(bytearray(png), dtype=torch.uint8)
+        reference = to_dtype(decode_image(data, mode=ImageReadMode.RGB), torch.uint8, scale=True)
+        (mine,) = decoding.decode([data], [f"x-{kind}.png"], "cpu")
+        assert torch.equal(mine, reference), kind
+
+
+def test_a_broken_png_and_an_animated_gif_are_no_crash(tmp_path):
+    """torchvision's PNG decoder ends the process (SIGSEGV) on a broken file: the file is named instead. An
+    animated GIF is its first frame, as PIL shows it (torchvision gives every frame: a 4-d tensor)."""
+    import io
+
+    from PIL import Image
+
+    from resdsl.train import decoding
+    from resdsl.train.data import DataError
+
+    png = bytearray(_pngs()["RGB"])
+    png[png.find(b"IDAT") + 20] ^= 0xFF  # a flipped byte in the compressed pixels
+    with pytest.raises(DataError, match=r"cannot decode the image broken.png \("):
+        decoding.decode([torch.frombuffer(png, dtype=torch.uint8)], ["broken.png"], "cpu")
+    frames = [Image.new("RGB", (12, 10), c) for c in ("red", "green", "blue")]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    (img,) = decoding.decode([torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)], ["a.gif"], "cpu")
+    assert img.shape == (3, 10, 12) and img[:, 0, 0].tolist() == [255, 0, 0]

@@ -62,7 +62,7 @@ def test_tiny_experiment_end_to_end(tmp_path):
     csv = (out / "results.csv").read_text().splitlines()
     assert csv[0].startswith("label,spec,params") and len(csv) == 3
     again = reproduce(TINY, *FAST, "--out", str(out))  # nothing left to do: every run is skipped
-    assert again.returncode == 0 and "0 of 4 runs to do" in again.stdout and "start " not in again.stdout
+    assert again.returncode == 0 and "0 of 4 runs to do: every run is finished" in again.stdout and "start " not in again.stdout
     (out / "plain-8" / "seed-0" / "checkpoint.pt").unlink()  # as if it died before its first checkpoint
     died = reproduce(TINY, *FAST, "--out", str(out))  # started again over its records (--overwrite)
     assert died.returncode == 0 and "1 of 4 runs to do" in died.stdout, died.stderr
@@ -73,6 +73,8 @@ def test_tiny_experiment_end_to_end(tmp_path):
     assert "asks for --iters 5." in other.stderr  # the flags that differ, not the two option dicts
     dry = reproduce(TINY, *FAST[:1], "5", *FAST[2:], "--out", str(out), "--dry-run")  # says what the run would
     assert dry.returncode == 1 and "asks for --iters 5." in dry.stderr and "runs to do" not in dry.stdout
+    dry = reproduce(TINY, *FAST[2:], "--out", str(out), "--dry-run")  # a flag not given is said so, not 'None'
+    assert dry.returncode == 1 and "asks for no --iters." in dry.stderr, dry.stderr
     _a_stopped_run_is_not_counted(out)
     _a_figure_not_drawn_leaves_no_earlier_file(out)
 

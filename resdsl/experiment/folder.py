@@ -36,8 +36,7 @@ def check_record(out: str, exp: Experiment, options: dict, seeds: int, write: bo
             was, now = old.get(key), mine[key]
             if key == "options" and isinstance(was, dict):  # name the flags that differ, not two dicts
                 names = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
-                was = ", ".join(f"--{k.replace('_', '-')} {was.get(k)}" for k in names)
-                now = ", ".join(f"--{k.replace('_', '-')} {now.get(k)}" for k in names)
+                was, now = (", ".join(_flag(k, given.get(k)) for k in names) for given in (was, now))
             raise ExperimentRunError(
                 f"{out} holds experiment {old.get('experiment')} started with {key} {was}; this command asks "
                 f"for {now}. Restart it with the same options, or use another --out")
@@ -49,6 +48,12 @@ def check_record(out: str, exp: Experiment, options: dict, seeds: int, write: bo
                                  "record, its runs and its report, written by resdsl); use another --out")
     if write:
         _write_record(out, path, mine)
+
+
+def _flag(key: str, value) -> str:
+    """A recorded option as the command line gives it: '--iters 5', '--amp', or 'no --iters' where not given."""
+    flag = "--" + key.replace("_", "-")
+    return f"no {flag}" if value is None or value is False else flag if value is True else f"{flag} {value}"
 
 
 def _from_root(options: dict) -> dict:

@@ -229,7 +229,9 @@ def plan_text(lines: list[dict], parallel: int) -> str:
         rows.append(f"{ln['job'].name:<36} {ln['state']:<9} {ln['done']:>7,}/{ln['iterations']:<8,} {est:>10}")
     left = sum(ln["seconds"] or 0 for ln in lines)
     todo = sum(ln["state"] != "finished" for ln in lines)
-    if any(ln["seconds"] is None and ln["done"] < ln["iterations"] for ln in lines):
+    if not todo:
+        rows.append(f"0 of {len(lines)} runs to do: every run is finished")
+    elif any(ln["seconds"] is None and ln["done"] < ln["iterations"] for ln in lines):
         rows.append(f"{todo} of {len(lines)} runs to do; time not estimated")
     else:
         rows.append(f"{todo} of {len(lines)} runs to do; about {_duration(left / max(1, parallel))} with {parallel} "

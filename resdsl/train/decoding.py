@@ -56,13 +56,20 @@ def decode(datas: list[torch.Tensor], paths: list[str], device) -> list[torch.Te
     return out
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def _decode_on_cpu(data: torch.Tensor, path: str) -> torch.Tensor:
     from torchvision.io import ImageReadMode, decode_image
 
+    if bytes(data[:8].tolist()) == PNG_SIGNATURE:  # torchvision's PNG decoder crashes the process (SIGSEGV, not an
+        return _decode_with_pil(data, path)       # error) on a broken file: libpng's error jumps out of C++ frames
     try:
         picture = decode_image(data, mode=ImageReadMode.RGB)
     except (RuntimeError, ValueError):
         return _decode_with_pil(data, path)
+    if picture.dim() == 4:  # the frames of an animated GIF: the first, as PIL shows it
+        picture = picture[0]
     if picture.dtype != torch.uint8:  # a 16-bit PNG comes as uint16 (0-65535): its 8 high bits (PIL would clip)
         from torchvision.transforms.v2.functional import to_dtype
 
@@ -73,11 +80,16 @@ def _decode_on_cpu(data: torch.Tensor, path: str) -> torch.Tensor:
 def _decode_with_pil(data: torch.Tensor, path: str) -> torch.Tensor:
     import io
 
+    import numpy as np
     from PIL import Image
     from torchvision.transforms.v2.functional import pil_to_tensor
 
     try:
         with Image.open(io.BytesIO(data.numpy().tobytes())) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I"):  # 16-bit grey: its 8 high bits (convert("RGB") would clip)
+                high = torch.from_numpy(np.asarray(img, dtype=np.int64) >> 8).clamp(0, 255).to(torch.uint8)
+                return high.expand(3, *high.shape).contiguous()
             return pil_to_tensor(img.convert("RGB"))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         why = "not an image file, or a kind PIL does not know" if "cannot identify" in str(exc) else exc

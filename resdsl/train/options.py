@@ -160,6 +160,9 @@ def misuse(values: dict) -> str | None:
         return "give --iters or --epochs, not both"
     if values.get("parallel") and not values.get("seeds"):
         return "--parallel goes with --seeds"
+    for flag in ("out", "resume", "data", "data_dir", "checkpoint"):  # '' is no name: not the default quietly
+        if isinstance(values.get(flag), str) and not values[flag].strip():
+            return f"--{flag.replace('_', '-')} needs a name, not an empty one"
     return None
 
 # the examples at the end of an emitted trainer's `python train.py --help` (`resdsl train --help` has its own)
