@@ -36,6 +36,30 @@ def test_full_disk_while_logging_metrics_keeps_the_checkpoint(tmp_path, monkeypa
         assert not checkpoint.exists()
 
 
+def test_full_disk_under_tensorboard_is_one_line_and_keeps_the_checkpoint(tmp_path, monkeypatch, capfd):
+    """The disk fills up as TensorBoard's writer thread writes the second evaluation's points: that thread's
+    failure comes back at the next call, as the run's one-line error (no thread traceback, no internal error),
+    and the checkpoint after the first evaluation is kept."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.summary.writer import record_writer
+
+    real_write = record_writer.RecordWriter.write
+
+    def full_disk_write(self, data):  # from the first checkpoint on: the second evaluation's points
+        if (tmp_path / "run" / "checkpoint.pt").exists():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, data)
+
+    monkeypatch.setattr(record_writer.RecordWriter, "write", full_disk_write)
+    result, failure = _in_process_run(tmp_path)
+    err = capfd.readouterr().err
+    assert result is None and failure[1] == 1, failure
+    assert failure[0].startswith(f"cannot write TensorBoard's files in {tmp_path / 'run' / 'tensorboard'}: No "
+                                 "space left on device"), failure[0]
+    assert "the last good checkpoint is" in failure[0] and "Traceback" not in err, err
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["state"]["iter"] == 2
+
+
 def test_torch_save_failure_is_a_checkpoint_error(tmp_path, monkeypatch):
     from resdsl.train import checkpoint as ckpt
 

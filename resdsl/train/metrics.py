@@ -6,6 +6,7 @@ import json
 import math
 import os
 import sys
+import threading
 import time
 
 from .fileio import OutputError, atomic_write, open_append, read_regular
@@ -47,11 +48,17 @@ class MetricsLog:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             return None
-        folder = os.path.join(self.run_dir, "tensorboard")
+        _quiet_writer_threads()
         try:
-            return SummaryWriter(folder, purge_step=purge_step)
+            return SummaryWriter(self._tb_folder(), purge_step=purge_step)
         except OSError as exc:
-            raise OutputError(f"cannot write TensorBoard's files in {folder}: {exc.strerror or exc}") from None
+            raise self._tb_error(exc) from None
+
+    def _tb_folder(self) -> str:
+        return os.path.join(self.run_dir, "tensorboard")
+
+    def _tb_error(self, exc: OSError) -> OutputError:
+        return OutputError(f"cannot write TensorBoard's files in {self._tb_folder()}: {exc.strerror or exc}")
 
     def resume(self, up_to_iter: int, row_at_checkpoint: bool = False, rows_before: bool = False) -> None:
         """Keep the rows written up to the checkpoint's iteration (``rows_before``: it had some, so a missing file
@@ -109,13 +116,22 @@ class MetricsLog:
         except OSError as exc:
             raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         if self.tb is not None:
+            self._to_tensorboard(row)
+        self.unplotted = True
+        if time.monotonic() - self.plotted_at >= PLOT_EVERY_S:
+            self.plot()
+
+    def _to_tensorboard(self, row: dict) -> None:
+        """TensorBoard's points of a row; a full disk there (its writer thread fails, then every call re-raises)
+        is an OutputError as in metrics.jsonl, and the writer is dropped: its close would raise it again."""
+        try:
             for key in ("lr", "train_loss", "train_error", "test_loss", "test_error", "test_top5_error"):
                 if row.get(key) is not None:
                     self.tb.add_scalar(key, row[key], row["iter"])
             self.tb.flush()
-        self.unplotted = True
-        if time.monotonic() - self.plotted_at >= PLOT_EVERY_S:
-            self.plot()
+        except OSError as exc:
+            self.tb = None
+            raise self._tb_error(exc) from None
 
     def plot(self) -> None:
         """curves.png: training error dashed, test error solid, against iterations (as in [R] Fig. 1, 4, 6)."""
@@ -149,9 +165,30 @@ class MetricsLog:
             if not quietly:
                 raise
         finally:
-            if self.tb is not None:
-                self.tb.close()
-                self.tb = None
+            tb, self.tb = self.tb, None
+            if tb is not None:
+                try:
+                    tb.close()
+                except OSError as exc:  # its last points: a full disk, say
+                    if not quietly:
+                        raise self._tb_error(exc) from None
+
+
+def _quiet_writer_threads() -> None:
+    """TensorBoard's writer thread re-raises its failure (a full disk) as it ends, and Python prints that as a
+    thread's traceback; the writer's next call raises it again, which the run says in one line (OutputError). So
+    a failing writer thread ends without a traceback; any other thread's exception is printed as before."""
+    if getattr(threading.excepthook, "resdsl_quiet", False):
+        return
+    previous = threading.excepthook
+
+    def hook(args):
+        if type(args.thread).__name__ == "_AsyncWriterThread" and isinstance(args.exc_value, OSError):
+            return
+        previous(args)
+
+    hook.resdsl_quiet = True
+    threading.excepthook = hook
 
 
 def _warn_dropped(path: str, dropped: list[int], lost: list[int], up_to_iter: int) -> None:
