@@ -94,6 +94,14 @@ def test_per_pixel_mean_and_stats_roundtrip():
         BatchPipeline(data, "none", [{"kind": "scale", "min": 256, "max": 480, "crop": 224}])
     with pytest.raises(DataError, match="unknown normalisation 'zca'"):
         BatchPipeline(data, "zca", [])
+    # test images of another size broadcast against the mean image (1x1) or fail at the first evaluation (5x5);
+    # an empty test set would read 0.00% error
+    for test in (torch.zeros(4, 3, 1, 1, dtype=torch.uint8), torch.zeros(4, 3, 5, 5, dtype=torch.uint8)):
+        with pytest.raises(DataError, match=r"t: the test images \(torch.uint8 3x\dx\d\) are not of the training "
+                                            r"images' kind and size \(uint8 3x8x8\)"):
+            BatchPipeline(InMemoryData("t", data.train_x, data.train_y, test, torch.arange(4), 10), "none", [])
+    with pytest.raises(DataError, match="t: the test set is empty"):
+        BatchPipeline(InMemoryData("t", data.train_x, data.train_y, data.test_x[:0], data.test_y[:0], 10), "none", [])
     # a padding as wide as the 8x8 images: some crops would be all padding (and a huge one fills the memory)
     BatchPipeline(data, "none", [{"kind": "pad-crop", "padding": 7}])
     with pytest.raises(DataError, match="pad-crop 8 is not smaller than t's 8x8 images"):

@@ -97,6 +97,12 @@ class BatchPipeline:
         if x.dtype != torch.uint8 or x.dim() != 4:
             raise DataError(f"{data.name}: the training images must be uint8 (N, C, H, W), not {x.dtype} "
                             f"{tuple(x.shape)}")
+        t = data.test_x
+        if t.dtype != torch.uint8 or t.dim() != 4 or t.shape[1:] != x.shape[1:]:  # else a meaningless test error
+            raise DataError(f"{data.name}: the test images ({t.dtype} {'x'.join(map(str, t.shape[1:]))}) are not of "
+                            f"the training images' kind and size (uint8 {'x'.join(map(str, x.shape[1:]))})")
+        if t.shape[0] == 0:  # its error would read 0.00%
+            raise DataError(f"{data.name}: the test set is empty")
         if self.pad and self.pad >= min(x.shape[2], x.shape[3]):  # a crop could then hold no pixel of the image
             raise DataError(f"pad-crop {self.pad} is not smaller than {data.name}'s {x.shape[2]}x{x.shape[3]} "
                             "images: a crop could hold nothing but padding")
