@@ -3,6 +3,8 @@ next command: its temporary files, a checkpoint older than its last metrics row,
 and a file that only looks like one (a pipe, weights that are not finite)."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from resdsl.train import rundir
@@ -32,6 +34,29 @@ def test_a_killed_writes_leftovers_do_not_block_the_folder(tmp_path):
     with pytest.raises(rundir.RunDirError, match="not a resdsl run's") as info:  # no hint at what will fail too
         rundir.start(str(run))
     assert "--resume" not in str(info.value) and "--overwrite" not in str(info.value)
+
+
+def test_overwrite_deletes_nothing_a_run_did_not_write_inside_its_folders(tmp_path):
+    """--overwrite removes a previous run's files: inside tensorboard/ only TensorBoard's event files, and a
+    folder where a run writes a file is not one of them (shutil.rmtree would take what the user put there)."""
+    from resdsl.train import rundir
+
+    run = tmp_path / "run"
+    (run / "tensorboard").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    (run / "tensorboard" / "events.out.tfevents.1.host.1.0").write_bytes(b"x")
+    for mine, named in ((run / "tensorboard" / "my-notes.txt", "tensorboard/my-notes.txt"),
+                        (run / "tensorboard" / "other-run" / "events.out.tfevents.2", "tensorboard/other-run"),
+                        (run / "curves.png" / "a-figure.png", "curves.png")):
+        mine.parent.mkdir(exist_ok=True)
+        mine.write_text("a user's")
+        with pytest.raises(rundir.RunDirError, match=f"not a resdsl run's \\({named}\\)"):
+            rundir.start(str(run), overwrite=True)
+        assert mine.read_text() == "a user's"
+        mine.unlink() if mine.parent.name == "tensorboard" else shutil.rmtree(mine.parent)
+    rundir.start(str(run), overwrite=True).release()  # the run's own files alone: replaced
+    rundir.clear_previous(str(run))
+    assert sorted(p.name for p in run.iterdir()) == [".lock"]
 
 
 def _checkpoint(path, iteration: int) -> None:

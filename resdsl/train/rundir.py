@@ -117,7 +117,7 @@ def start(path: str, overwrite: bool = False) -> FolderLock:
     try:
         _remove_leftovers(path)
         present = sorted(n for n in os.listdir(path) if n != LOCK_FILE)
-        foreign = [n for n in present if n not in RUN_FILES]
+        foreign = _not_a_runs(path, present)
         listed = f"{', '.join(present[:5])}{', ...' if len(present) > 5 else ''}"
         if present and not overwrite and not foreign:
             resume = f"continue it with --resume {shlex.quote(path)}, " if CONFIG in present else ""
@@ -136,6 +136,21 @@ def start(path: str, overwrite: bool = False) -> FolderLock:
         lock.release()
         raise
     return lock
+
+
+def _not_a_runs(path: str, present: list[str]) -> list[str]:
+    """What of ``present`` (the folder's entries) a run did not write, which --overwrite would delete: other names,
+    a folder where a run writes a file, and in tensorboard/ anything but TensorBoard's event files."""
+    foreign = []
+    for name in present:
+        target = os.path.join(path, name)
+        folder = os.path.isdir(target) and not os.path.islink(target)
+        if name not in RUN_FILES or (folder and name != "tensorboard"):
+            foreign.append(name)
+        elif folder:
+            foreign += [f"tensorboard/{n}" for n in sorted(os.listdir(target))
+                        if not (n.startswith("events.out.tfevents.") and os.path.isfile(os.path.join(target, n)))]
+    return foreign
 
 
 def clear_previous(path: str) -> None:
