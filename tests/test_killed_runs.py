@@ -204,3 +204,55 @@ def test_a_pipe_or_non_finite_weights_are_refused_as_checkpoints(tmp_path):
     weights["bias"][1] = float("nan")
     with pytest.raises(checkpoint.CheckpointError, match=r"not finite \(NaN or infinity\) in bias"):
         checkpoint.load_weights(model, weights, "w.pt")
+
+
+def _with(field: str, value):
+    """A change to a checkpoint: the value at a dotted path (``state.iter``) replaced."""
+    def change(saved: dict) -> None:
+        *parents, last = field.split(".")
+        target = saved
+        for key in parents:
+            target = target[key]
+        target[last] = value(target[last]) if callable(value) else value
+    return change
+
+
+def _first_momentum(saved: dict) -> None:
+    buffers = saved["optimizer"]["state"]
+    key = next(iter(buffers))
+    buffers[key]["momentum_buffer"] = torch.zeros(3)
+
+
+CRAFTED = {  # a checkpoint that loads (weights_only: tensors, numbers, texts) but holds other kinds
+    "rng.torch float": (_with("rng.torch", torch.zeros(3)), "random generators' states cannot be restored"),
+    "rng.python short": (_with("rng.python", (3, (1, 2), None)), "random generators' states cannot be restored"),
+    "state.iter text": (_with("state.iter", "x"), "state.iter is 'x', not a whole number"),
+    "state a list": (_with("state", [1]), "state is [1], not a table of fields"),
+    "state.recent_errors": (_with("state.recent_errors", ["a"]), "not a list of numbers"),
+    "schedule bogus": (_with("schedule", {"bogus": 1}), "schedule.warmup_done is missing"),
+    "schedule extra": (_with("schedule", lambda s: {**s, "bogus": 1}), "schedule holds bogus, which resdsl never"),
+    "model a list": (_with("model", [1, 2]), "its model is not a table of tensors"),
+    "momentum shape": (_first_momentum, "momentum_buffer of shape (3,) for a parameter of shape"),
+}
+
+
+def test_a_crafted_checkpoint_is_refused_naming_what_is_wrong(tmp_path):
+    """Each kind the loop would have failed on deep inside ('internal error', or at the first step) is refused
+    when the run resumes, naming the field; the run's files are left as they were."""
+    from test_train_trust import _in_process_run, _unfinished_run
+
+    base = _unfinished_run(tmp_path / "base")
+    resume = dict(iters=None, eval_every=None, checkpoint_every=None, data=None, train_subset=None, test_subset=None,
+                  batch_size=None)
+    for k, (change, words) in enumerate(CRAFTED.values()):
+        run = tmp_path / f"case{k}" / "run"
+        shutil.copytree(base, run)
+        saved = torch.load(run / "checkpoint.pt", weights_only=True)
+        change(saved)
+        torch.save(saved, run / "checkpoint.pt")
+        before = (run / "checkpoint.pt").read_bytes()
+        result, failure = _in_process_run(tmp_path / f"case{k}", resume=str(run), **resume)
+        assert result is None and failure[1] == 1 and words in failure[0], (words, failure)
+        assert (run / "checkpoint.pt").read_bytes() == before
+    result, failure = _in_process_run(tmp_path / "base", resume=str(base), **resume)  # the run itself resumes
+    assert failure is None and result["iterations"] == 12

@@ -17,10 +17,16 @@ import zipfile
 import torch
 
 from .fileio import OutputError, atomic_write, file_kind
+from .record import BOUND, FLAG, NUMBER, WHOLE, optional, problem
 
 FORMAT = "resdsl-checkpoint"
 VERSION = 2
 KEYS = ("model", "optimizer", "schedule", "state", "rng")
+# what a resumed run reads back (loop._restore) beside the weights, of the kinds the loop writes: a checkpoint
+# crafted or edited so that it loads (tensors, numbers, texts) but holds other kinds is refused, naming the field
+RESUMED = {"state": {"iter": WHOLE, "elapsed": NUMBER, "loss_sum": NUMBER, "wrong": WHOLE, "seen": WHOLE,
+                     "recent_errors": [NUMBER], "eval_missed": optional(FLAG)},
+           "schedule": {"warmup_done": FLAG, "plateau_scale": NUMBER, "plateau_best": BOUND, "plateau_bad": WHOLE}}
 
 
 class CheckpointError(Exception):
@@ -42,7 +48,20 @@ def rng_state() -> dict:
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, path: str | None = None) -> None:
+    """Every random generator as ``state`` (from :func:`rng_state`) says; ``path``: the checkpoint it came from, whose
+    states of other kinds (crafted, say) are a CheckpointError."""
+    try:
+        _set_rng_state(state)
+    except (TypeError, ValueError, RuntimeError, KeyError, IndexError, AttributeError) as exc:
+        if path is None:
+            raise
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path} is not a checkpoint a resdsl run wrote: its random generators' states "
+                              f"cannot be restored ({detail})") from None
+
+
+def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
@@ -170,9 +189,35 @@ def check_same_run(saved: dict, config: dict | None, path: str, then: str) -> No
                               f"from there, {then}")
 
 
+def check_resumable(saved: dict, path: str) -> None:
+    """A checkpoint's state and schedule are of the kinds the loop writes, and nothing more (see RESUMED)."""
+    for part, kind in RESUMED.items():
+        found = problem(saved[part], kind, part)
+        extra = sorted(set(saved[part]) - set(kind)) if isinstance(saved[part], dict) else []
+        if found or extra:
+            why = found or f"{part} holds {', '.join(map(str, extra[:3]))}, which resdsl never writes"
+            raise CheckpointError(f"{path} is not a checkpoint a resdsl run wrote: {why}")
+
+
+def load_optimizer(optimizer, saved, path: str) -> None:
+    """``optimizer.load_state_dict(saved)``; an optimizer state of another network (or crafted: a momentum buffer
+    of another shape would fail only at the first step) is a CheckpointError."""
+    try:
+        optimizer.load_state_dict(saved)
+    except (ValueError, KeyError, RuntimeError, TypeError, IndexError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: the optimizer state does not fit this network ({exc})") from None
+    for param, per_param in optimizer.state.items():
+        for name, value in per_param.items():
+            if isinstance(value, torch.Tensor) and value.dim() and value.shape != param.shape:
+                raise CheckpointError(f"{path}: the optimizer state does not fit this network ({name} of shape "
+                                      f"{tuple(value.shape)} for a parameter of shape {tuple(param.shape)})")
+
+
 def load_weights(model, weights: dict, path: str) -> None:
     """``model.load_state_dict(weights)``; a checkpoint of another network is named by its first differences."""
     own = model.state_dict()
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"{path} holds no weights: its model is not a table of tensors")
     missing = [k for k in own if k not in weights]
     unexpected = [k for k in weights if k not in own]
     reshaped = [f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in own

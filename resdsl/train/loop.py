@@ -218,14 +218,12 @@ def _restore(s: Session, state: dict, path: str, metrics: MetricsLog, test: dict
     refused unless its last evaluation or its final test in ``test``'s view is still to do)."""
     saved = ckpt.load(path)
     ckpt.check_same_run(saved, s.opts.extra_config, path, "it cannot continue this run. Resume the run it came from")
+    ckpt.check_resumable(saved, path)
     ckpt.load_weights(s.model, saved["model"], path)
-    try:
-        s.optimizer.load_state_dict(saved["optimizer"])
-    except (ValueError, KeyError, RuntimeError) as exc:
-        raise ckpt.CheckpointError(f"{path}: the optimizer state does not fit this network ({exc})") from None
+    ckpt.load_optimizer(s.optimizer, saved["optimizer"], path)
     s.schedule.load_state_dict(saved["schedule"])
     state.update(saved["state"])
-    ckpt.set_rng_state(saved["rng"])
+    ckpt.set_rng_state(saved["rng"], path)
     if s.rank != 0:  # rank 0's checkpoint holds the whole window's running sums
         state["loss_sum"], state["wrong"], state["seen"] = 0.0, 0, 0
     if state["iter"] >= s.total and not (test and not final.written(os.path.dirname(path))) and not pending(state):

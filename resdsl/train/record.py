@@ -7,9 +7,16 @@ from __future__ import annotations
 import math
 
 NUMBER, WHOLE, TEXT, FLAG = "a number", "a whole number", "a text", "true or false"
+BOUND = "a number or an infinity"  # a plateau schedule's best error before any evaluation: inf
 TEXTS = "a table of texts"  # {text: text, ...}
 VIEW = "a test view's name or table"  # views.view_of: "10-crop", {"view": "multi-scale", "scales": [...]}
 _OPTIONAL = object()  # marks a kind that may also be null
+
+
+def optional(kind):
+    """``kind``, or null."""
+    return (_OPTIONAL, kind)
+
 
 # the recipe as the trainer ran it (effective_recipe); its own rules (lr > 0, ...) were checked when it started.
 # What the trainer reads with a default (records of older resdsl versions may lack it) may be missing
@@ -67,8 +74,10 @@ def problem(record, kind=None, where: str = "") -> str | None:
         return None
     if isinstance(kind, list):
         if not isinstance(record, list) or not all(isinstance(item, kind[0]) and not isinstance(item, bool)
+                                                   if isinstance(kind[0], type) else _is(item, kind[0])
                                                    for item in record):
-            return f"{where} is {_shown(record)}, not a list of {'tables' if kind[0] is dict else 'whole numbers'}"
+            each = {dict: "tables", int: "whole numbers", NUMBER: "numbers"}[kind[0]]
+            return f"{where} is {_shown(record)}, not a list of {each}"
         return None
     return None if _is(record, kind) else f"{where} is {_shown(record)}, not {kind}"
 
@@ -86,6 +95,8 @@ def _is(value, kind: str) -> bool:
         return False
     if kind == WHOLE:
         return isinstance(value, int)
+    if kind == BOUND:
+        return isinstance(value, (int, float)) and not math.isnan(value)
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
