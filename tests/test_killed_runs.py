@@ -256,3 +256,38 @@ def test_a_crafted_checkpoint_is_refused_naming_what_is_wrong(tmp_path):
         assert (run / "checkpoint.pt").read_bytes() == before
     result, failure = _in_process_run(tmp_path / "base", resume=str(base), **resume)  # the run itself resumes
     assert failure is None and result["iterations"] == 12
+
+
+def test_files_that_cannot_be_read_are_said_so_in_resdsls_words(tmp_path, monkeypatch):
+    """A zero-filled checkpoint is damaged (torch's advice to load it unsafely is not passed on); a checkpoint or
+    an IDX file this user may not read is said to be that, not 'damaged' or 'corrupt: download it again'."""
+    from resdsl.train import checkpoint, idx
+    from resdsl.train.data import DataError
+
+    (tmp_path / "zero.pt").write_bytes(bytes(4096))
+    with pytest.raises(checkpoint.CheckpointError, match="damaged or cut short") as info:
+        checkpoint.load(str(tmp_path / "zero.pt"))
+    assert "weights_only" not in str(info.value)
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    (tmp_path / "c.pt").write_bytes(b"x")
+    monkeypatch.setattr(checkpoint.torch, "load", denied)
+    with pytest.raises(checkpoint.CheckpointError, match=r"cannot read checkpoint .*c.pt: Permission denied$"):
+        checkpoint.load(str(tmp_path / "c.pt"))
+    monkeypatch.setattr(idx, "open", denied, raising=False)  # the module's own open, as a locked file fails
+    with pytest.raises(DataError, match=r"cannot read .*i-ubyte \(Permission denied\): let this user read it"):
+        idx.read_idx(str(tmp_path / "i-ubyte"))
+
+
+def test_a_workers_data_error_keeps_its_whole_message():
+    """DataLoader folds a worker's traceback into the message; the DataError's own message comes out whole, also
+    where a file name in it holds a line break (only its last line was kept: the file's folder was lost)."""
+    from resdsl.train.folders import _message_of
+
+    folded = ("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+              '  File "folders.py", line 3, in load\n    raise DataError(f"cannot decode the image {path}")\n'
+              "resdsl.train.dataerror.DataError: cannot decode the image /d/a\nRED.jpg (not an image file)\n")
+    assert _message_of(folded) == "cannot decode the image /d/a\nRED.jpg (not an image file)"
+    assert _message_of("cannot decode the image x.jpg") == "cannot decode the image x.jpg"

@@ -105,6 +105,8 @@ def load(path: str, map_location="cpu", plain: bool = False) -> dict:
         raise CheckpointError(f"no checkpoint at {path}") from None
     except IsADirectoryError:
         raise CheckpointError(f"{path} is a folder, not a checkpoint") from None
+    except PermissionError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None
     except pickle.UnpicklingError:
         if not _looks_saved(path):
             raise CheckpointError(f"{path} is not a checkpoint: it is not a file torch.save writes (neither its "
@@ -116,6 +118,8 @@ def load(path: str, map_location="cpu", plain: bool = False) -> dict:
         raise CheckpointError(f"cannot read checkpoint {path}: the file is empty or cut short") from None
     except Exception as exc:  # noqa: BLE001 - a corrupt file must not become a traceback
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "weights_only" in detail:  # torch's advice to load it unsafely: never taken, so never passed on
+            detail = "it is no zip archive of torch.save's, and older formats are not read"
         raise CheckpointError(f"cannot read checkpoint {path}: the file is damaged or cut short ({detail})") \
             from None
     if plain and isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -222,10 +222,21 @@ def worker_errors_unwrapped(batches):
     try:
         yield from batches
     except DataError as exc:
-        text = str(exc)
-        if "Traceback" in text:
-            text = text.rstrip().splitlines()[-1].split("DataError: ", 1)[-1]
-        raise DataError(text) from None
+        raise DataError(_message_of(str(exc))) from None
+
+
+def _message_of(text: str) -> str:
+    """The DataError's own message in the text DataLoader folds a worker's traceback into: what follows
+    'DataError: ' on the traceback's last, unindented line, and any lines after it (a file name may hold a line
+    break)."""
+    head, found, tail = text.rpartition("Traceback (most recent call last):")
+    if not found:
+        return text
+    lines = tail.split("\n")
+    at = next((k for k, line in enumerate(lines) if line[:1] not in ("", " ") and "DataError: " in line), None)
+    if at is None:
+        return text
+    return "\n".join([lines[at].split("DataError: ", 1)[1], *lines[at + 1:]]).rstrip()
 
 
 def image_folder(root: str, split, train_subset, test_subset, seed) -> FolderData:

@@ -34,6 +34,9 @@ def read_idx(path: str) -> torch.Tensor:
             data, extra = _read_idx_bytes(fh, path)
     except FileNotFoundError:
         raise DataError(f"{path} does not exist; point --data-dir at the folder holding the IDX files") from None
+    except PermissionError as exc:  # the file is whole; only this user may not read it
+        raise DataError(f"cannot read {path} ({exc.strerror}): let this user read it, or point --data-dir at a "
+                        "copy it can read") from None
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"cannot read {path} ({one_line(exc)}): the file is truncated or corrupt. Delete it and "
                         "download it again, or point --data-dir at a good copy") from None
