@@ -170,8 +170,8 @@ def _launch_seeds(spec: str, values: dict, settings, seed_runs: str) -> int:
 
     for flag in ("seed", "resume", "nproc"):
         if values[flag] is not None:
-            hint = " (resume one seed's run with --resume OUT/seed-N)" if flag == "resume" else ""
-            raise click.UsageError(f"--seeds makes one run per seed; it does not go with --{flag}{hint}")
+            raise click.UsageError(f"--seeds makes one run per seed; it does not go with --{flag}"
+                                   + (" (resume one seed's run with --resume OUT/seed-N)" if flag == "resume" else ""))
     net = compile_arg(spec)  # a bad spec is one message here, not one per seed
     say_warnings(net)
     out = values["out"] or default_path(net.name)

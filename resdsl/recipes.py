@@ -101,19 +101,8 @@ def _validate_recipe(r: dict, fields: dict[str, ast.RecipeField], default_span: 
         bad("schedule", "gamma must be in (0, 1]")
     if sched["kind"] == "plateau" and sched["patience"] < 1:
         bad("schedule", "patience must be at least 1")
-    w = r["warmup"]
-    if w is not None:
-        if w["unit"] is None:
-            w["unit"] = r["length"]["unit"]
-        if not (w["lr"] > 0 and math.isfinite(w["lr"])):
-            bad("warmup", "warm-up learning rate must be a positive number")
-        if w["length"] is not None and w["length"] < 1:
-            bad("warmup", "a warm-up is at least 1 long", hint="'warmup none' trains without one")
-        total = r["length"]["value"] if w["unit"] == r["length"]["unit"] else None
-        if total is not None and w["length"] is not None and w["length"] >= total:
-            bad("warmup", "warm-up is not shorter than the whole run")
-        if w["until_error"] is not None and not 0 < w["until_error"] <= 100:
-            bad("warmup", "until-error is a percentage in (0, 100]")
+    if r["warmup"] is not None:
+        _validate_warmup(r["warmup"], r["length"], lambda msg, hint=None: bad("warmup", msg, hint))
     for aug in r["augment"]:
         _validate_augmentation(aug, lambda msg: bad("augment", msg))
         if aug["kind"] == "scale" and not 0 < aug["min"] <= aug["max"]:
@@ -130,6 +119,20 @@ def _validate_recipe(r: dict, fields: dict[str, ast.RecipeField], default_span: 
     for key in ("lr", "momentum", "weight_decay", "label_smoothing"):
         if not math.isfinite(r[key]):
             bad(key, f"{key} is not a finite number")
+
+
+def _validate_warmup(w: dict, length: dict, bad) -> None:
+    """A warm-up's lr, length (in the run's unit where it gives none) and until-error rule."""
+    if w["unit"] is None:
+        w["unit"] = length["unit"]
+    if not (w["lr"] > 0 and math.isfinite(w["lr"])):
+        bad("warm-up learning rate must be a positive number")
+    if w["length"] is not None and w["length"] < 1:
+        bad("a warm-up is at least 1 long", hint="'warmup none' trains without one")
+    if w["unit"] == length["unit"] and w["length"] is not None and w["length"] >= length["value"]:
+        bad("warm-up is not shorter than the whole run")
+    if w["until_error"] is not None and not 0 < w["until_error"] <= 100:
+        bad("until-error is a percentage in (0, 100]")
 
 
 def _validate_augmentation(aug: dict, bad) -> None:
