@@ -3,6 +3,7 @@ next command: its temporary files, a checkpoint older than its last metrics row,
 and a file that only looks like one (a pipe, weights that are not finite)."""
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -291,3 +292,26 @@ def test_a_workers_data_error_keeps_its_whole_message():
               "resdsl.train.dataerror.DataError: cannot decode the image /d/a\nRED.jpg (not an image file)\n")
     assert _message_of(folded) == "cannot decode the image /d/a\nRED.jpg (not an image file)"
     assert _message_of("cannot decode the image x.jpg") == "cannot decode the image x.jpg"
+
+
+class _DiesInTheWorker(torch.utils.data.Dataset):
+    """A picture whose reading ends the worker process outright, as a decoder's crash or the OOM killer does."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, k):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_worker_that_dies_is_a_data_error():
+    """DataLoader says a dead worker with a RuntimeError ('internal error' before): it is a DataError, so the run
+    writes a checkpoint of the iterations done and says how to resume."""
+    from resdsl.train.data import DataError
+    from resdsl.train.folders import worker_errors_unwrapped
+
+    loader = torch.utils.data.DataLoader(_DiesInTheWorker(), num_workers=1)
+    with pytest.raises(DataError, match=r"a process reading the pictures ended: DataLoader worker \(pid"):
+        list(worker_errors_unwrapped(loader))

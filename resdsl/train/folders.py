@@ -218,11 +218,17 @@ def _loose_images(folder: str) -> int:
 
 def worker_errors_unwrapped(batches):
     """Iterate a DataLoader; a DataError raised in a worker process comes out as its own message (DataLoader
-    re-raises it in this process with the worker's traceback folded into the message)."""
+    re-raises it in this process with the worker's traceback folded into the message), and a worker that died (a
+    decoder's crash, the system's out-of-memory killer) is a DataError too, so the run keeps its work."""
     try:
         yield from batches
     except DataError as exc:
         raise DataError(_message_of(str(exc))) from None
+    except RuntimeError as exc:
+        if "DataLoader worker (pid" not in str(exc):
+            raise
+        raise DataError(f"a process reading the pictures ended: {str(exc).splitlines()[0].rstrip('. ')} (a picture "
+                        "that crashed its decoder, or the system out of memory)") from None
 
 
 def _message_of(text: str) -> str:
