@@ -216,6 +216,8 @@ def _experiment(experiment: str, rows: str | None, data: str | None, dry_run: bo
     from resdsl.experiment.runner import ExperimentRunError
 
     exp = parse_experiment(catalog.locate(experiment))
+    if rows is not None and not rows.strip():  # not every row, quietly
+        raise click.UsageError("--rows needs row labels, not an empty text")
     if rows:
         try:
             exp = only_rows(exp, rows)

@@ -145,3 +145,22 @@ def test_metrics_rows_of_the_wrong_types_cost_only_their_run(hostile, tmp_path, 
     rows = {r["label"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
     assert rows[DOLLAR]["test_errors"] == errors and rows[DOLLAR]["train_errors"] == [None] * len(errors)
     assert len(rows[FORMULA]["test_errors"]) == 1  # the other row's run, as it was
+
+
+def test_another_experiments_folder_and_an_empty_rows_filter_are_said_plainly(tmp_path):
+    """An --out of another experiment names both experiments (not 'r-table6 started with experiment r-table6');
+    --rows '' is a usage error, not every row."""
+    import dataclasses
+
+    from resdsl.experiment.folder import check_record
+    from resdsl.experiment.parse import parse_experiment
+    from resdsl.experiment.runner import ExperimentRunError
+
+    exp = parse_experiment(str(ROOT / "tests" / "experiments" / "tiny.exp"))
+    out = str(tmp_path / "exp")
+    check_record(out, exp, {}, 1)
+    with pytest.raises(ExperimentRunError, match=r"exp holds experiment tiny; this command asks for experiment "
+                                                 r"other\. Restart"):
+        check_record(out, dataclasses.replace(exp, name="other"), {}, 1)
+    r = reproduce(str(ROOT / "tests" / "experiments" / "tiny.exp"), "--rows", "", "--dry-run", "--no-estimate")
+    assert r.returncode == 2 and "--rows needs row labels, not an empty text" in r.stderr, r.stderr

@@ -68,6 +68,7 @@ def test_tiny_experiment_end_to_end(tmp_path):
     died = reproduce(TINY, *FAST, "--out", str(out))  # started again over its records (--overwrite)
     assert died.returncode == 0 and "1 of 4 runs to do" in died.stdout, died.stderr
     assert (out / "plain-8" / "seed-0" / "checkpoint.pt").exists()
+    _a_run_whose_record_is_damaged_is_not_trained_anew(out)
     other = reproduce(TINY, *FAST[:1], "5", *FAST[2:], "--out", str(out))  # another experiment: refused
     assert other.returncode == 1 and "Traceback" not in other.stderr
     assert "started with options --iters 3" in other.stderr
@@ -78,6 +79,19 @@ def test_tiny_experiment_end_to_end(tmp_path):
     assert dry.returncode == 1 and "asks for no --iters." in dry.stderr, dry.stderr
     _a_stopped_run_is_not_counted(out)
     _a_figure_not_drawn_leaves_no_earlier_file(out)
+
+
+def _a_run_whose_record_is_damaged_is_not_trained_anew(out):
+    """A trained run whose config.json is damaged is resumed (which says what is wrong), never started again over
+    its checkpoint: at full length that threw hours of training away without a word."""
+    config, checkpoint = out / "plain-8" / "seed-1" / "config.json", out / "plain-8" / "seed-1" / "checkpoint.pt"
+    record, weights = config.read_text(), checkpoint.read_bytes()
+    config.write_text("{")
+    r = reproduce(TINY, *FAST, "--out", str(out))
+    assert r.returncode == 1 and "seed-1: config.json is damaged" in r.stderr, r.stdout + r.stderr
+    assert "its checkpoint is left as it is" in r.stderr and "1 run failed (plain-8/seed-1)" in r.stderr
+    assert checkpoint.read_bytes() == weights
+    config.write_text(record)
 
 
 def _a_figure_not_drawn_leaves_no_earlier_file(out):

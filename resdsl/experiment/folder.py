@@ -37,9 +37,11 @@ def check_record(out: str, exp: Experiment, options: dict, seeds: int, write: bo
             if key == "options" and isinstance(was, dict):  # name the flags that differ, not two dicts
                 names = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
                 was, now = (", ".join(_flag(k, given.get(k)) for k in names) for given in (was, now))
+            started = "" if key == "experiment" else f" started with {key} {was}"
             raise ExperimentRunError(
-                f"{out} holds experiment {old.get('experiment')} started with {key} {was}; this command asks "
-                f"for {now}. Restart it with the same options, or use another --out")
+                f"{out} holds experiment {was if key == 'experiment' else old.get('experiment')}{started}; this "
+                f"command asks for {'experiment ' if key == 'experiment' else ''}{now}. Restart it with the same "
+                "options, or use another --out")
         return
     if os.path.exists(out) and not os.path.isdir(out):
         raise ExperimentRunError(f"--out {out} is a file, not a folder; use another --out")

@@ -72,10 +72,10 @@ def run_state(run_dir: str) -> tuple[str, int]:
     checkpoint = os.path.join(run_dir, CHECKPOINT)
     config = record_of(run_dir)
     total = config.get("iterations") if config else None
-    if not isinstance(total, int):
+    if not os.path.lexists(checkpoint):
         return "new", 0
-    if not os.path.exists(checkpoint):
-        return "new", 0
+    if not isinstance(total, int):  # trained, its record damaged or gone: resuming it says so, the weights kept
+        return "stopped", 0
     done = iteration(checkpoint)
     if done is None:  # there but unreadable: resuming it says what is wrong with it
         return "stopped", 0
