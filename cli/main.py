@@ -85,18 +85,19 @@ def _write_trainer(net, trainer_dir: str, overwrite: bool, info) -> None:
 
 
 def _refuse_clashing_outputs(emit_py: str | None, trainer_dir: str | None, onnx_out: str | None) -> None:
-    """Outputs of one compile that are one file, or a file inside the trainer's folder, would overwrite each other
-    (the second written wins, or the trainer is left with model source for its train.py): refused before any is."""
-    files = [(flag, os.path.realpath(value)) for flag, value in (("--emit-python", emit_py), ("--onnx", onnx_out))
+    """Outputs of one compile that are one file, or a file of the trainer's, would overwrite each other (the second
+    written wins, or the trainer is left with model source for its train.py): refused before any is written."""
+    from resdsl.backends.trainer_folder import writes
+
+    files = [(flag, value) for flag, value in (("--emit-python", emit_py), ("--onnx", onnx_out))
              if value and value != "-"]
-    if len(files) == 2 and files[0][1] == files[1][1]:
+    if len(files) == 2 and os.path.realpath(files[0][1]) == os.path.realpath(files[1][1]):
         raise click.UsageError("--emit-python and --onnx name the same file; give each a file of its own")
-    if trainer_dir:
-        folder = os.path.realpath(trainer_dir)
-        for flag, path in files:
-            if os.path.commonpath([folder, path]) == folder:
-                raise click.UsageError(printable(f"{flag} {path} is inside the --emit-trainer folder {trainer_dir}, "
-                                                 "whose files resdsl writes; give it a path outside that folder"))
+    for flag, value in files if trainer_dir else []:
+        rel = os.path.relpath(os.path.realpath(value), os.path.realpath(trainer_dir))
+        if writes(rel):
+            raise click.UsageError(printable(f"{flag} {value} is the trainer's {rel} in the --emit-trainer folder "
+                                             f"{trainer_dir}; give it another name"))
 
 
 @main.command("compile", epilog=COMPILE_EXAMPLES)
@@ -136,6 +137,8 @@ def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, tr
     net = compile_arg(spec)
     refuse_sources_as_output([net], ("--emit-python", emit_py), ("--onnx", onnx_out))
     info = sys.stderr if as_json or dump_ir or source_out else sys.stdout
+    if trainer_dir:  # first: --emit-python or --onnx may write beside the trainer, in its folder
+        _write_trainer(net, trainer_dir, overwrite, info)
     if emit_py:
         from resdsl.backends.python_source import emit_python
 
@@ -144,8 +147,6 @@ def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, tr
         else:
             _write_output(emit_py, emit_python(net))
             click.echo(printable(f"wrote {emit_py}"), file=info)
-    if trainer_dir:
-        _write_trainer(net, trainer_dir, overwrite, info)
     if onnx_out:
         _write_onnx(net, onnx_out, info)
     if as_json:

@@ -26,8 +26,10 @@ RECIPE_REQUIRED = ("lr", "batch", "length")
 MAX_SIDE = 4096  # a side in pixels that an augmentation or a test view resizes to, crops or pads by
 
 
-def resolve_recipe(name: str, recipes: dict[str, ast.RecipeDef], span: Span) -> dict:
-    """Merge a recipe with its bases, fill defaults, validate ranges; returns a JSON-ready dict."""
+def resolve_recipe(name: str, recipes: dict[str, ast.RecipeDef], span: Span, recorded: bool = False) -> dict:
+    """Merge a recipe with its bases, fill defaults, validate ranges; returns a JSON-ready dict. ``recorded``: the
+    spec is a run's record of the one it trained from, which rules newer than resdsl's first runs do not refuse
+    (see _newer_rules)."""
     chain: list[ast.RecipeDef] = []
     seen: set[str] = set()
     current, where = name, span
@@ -60,12 +62,12 @@ def resolve_recipe(name: str, recipes: dict[str, ast.RecipeDef], span: Span) -> 
             raise SpecError(f"recipe '{name}' does not set '{key}'", chain[0].span,
                             hint={"lr": "e.g. 'lr 0.1'", "batch": "e.g. 'batch 128'",
                                   "length": "e.g. 'length 64000 iterations'"}[key])
-    _validate_recipe(out, fields, chain[0].span)
+    _validate_recipe(out, fields, chain[0].span, recorded)
     out["name"] = name
     return out
 
 
-def _validate_recipe(r: dict, fields: dict[str, ast.RecipeField], default_span: Span) -> None:
+def _validate_recipe(r: dict, fields: dict[str, ast.RecipeField], default_span: Span, recorded: bool) -> None:
     def at(key):
         return fields[key].span if key in fields else default_span
 
@@ -91,8 +93,6 @@ def _validate_recipe(r: dict, fields: dict[str, ast.RecipeField], default_span: 
         ms = sched["milestones"]
         if any(b <= a for a, b in zip(ms, ms[1:])):
             bad("schedule", "schedule milestones must increase")
-        if ms and ms[0] < 1:  # the trainer would move it to 1: the lr dropped twice in the first step
-            bad("schedule", "a milestone is at 1 or later", hint="to start at a lower lr, give that lr")
         if ms and ms[-1] >= r["length"]["value"]:
             bad("schedule", f"milestone {ms[-1]} is not before the end of training "
                             f"({r['length']['value']} {r['length']['unit']})",
@@ -103,8 +103,9 @@ def _validate_recipe(r: dict, fields: dict[str, ast.RecipeField], default_span: 
         bad("schedule", "patience must be at least 1")
     if r["warmup"] is not None:
         _validate_warmup(r["warmup"], r["length"], lambda msg, hint=None: bad("warmup", msg, hint))
+    if not recorded:
+        _newer_rules(r, bad)
     for aug in r["augment"]:
-        _validate_augmentation(aug, lambda msg: bad("augment", msg))
         if aug["kind"] == "scale" and not 0 < aug["min"] <= aug["max"]:
             bad("augment", "scale augmentation needs 0 < min <= max")
         if aug["kind"] == "scale" and aug["crop"] > aug["min"]:
@@ -127,21 +128,27 @@ def _validate_warmup(w: dict, length: dict, bad) -> None:
         w["unit"] = length["unit"]
     if not (w["lr"] > 0 and math.isfinite(w["lr"])):
         bad("warm-up learning rate must be a positive number")
-    if w["length"] is not None and w["length"] < 1:
-        bad("a warm-up is at least 1 long", hint="'warmup none' trains without one")
     if w["unit"] == length["unit"] and w["length"] is not None and w["length"] >= length["value"]:
         bad("warm-up is not shorter than the whole run")
     if w["until_error"] is not None and not 0 < w["until_error"] <= 100:
         bad("until-error is a percentage in (0, 100]")
 
 
-def _validate_augmentation(aug: dict, bad) -> None:
-    """An augmentation's sizes: at most MAX_SIDE pixels, as a test view's (a batch padded or resized beyond that
-    would not fit in memory)."""
-    sizes = {"pad-crop": [aug.get("padding")], "scale": [aug.get("max"), aug.get("crop")],
-             "random-resized-crop": [aug.get("size")]}.get(aug["kind"], [])
-    if any(n > MAX_SIDE for n in sizes):
-        bad(f"{aug['kind']} sizes are at most {MAX_SIDE} pixels")
+def _newer_rules(r: dict, bad) -> None:
+    """Rules added after resdsl had trained runs that they refuse: a run's record of its spec is not held to them, so
+    that the run is still resumed and evaluated. A milestone or a warm-up of 0, which the trainer moves to 1 (the run
+    is not the one written: 'step 0, 1' drops the lr twice at 1); an augmentation's sizes above MAX_SIDE, as a test
+    view's (a batch padded or resized beyond that does not fit in memory)."""
+    milestones = r["schedule"].get("milestones") or [1]
+    if r["schedule"]["kind"] == "step" and milestones[0] < 1:
+        bad("schedule", "a milestone is at 1 or later", hint="to start at a lower lr, give that lr")
+    if r["warmup"] is not None and r["warmup"]["length"] is not None and r["warmup"]["length"] < 1:
+        bad("warmup", "a warm-up is at least 1 long", hint="'warmup none' trains without one")
+    for aug in r["augment"]:
+        sizes = {"pad-crop": [aug.get("padding")], "scale": [aug.get("max"), aug.get("crop")],
+                 "random-resized-crop": [aug.get("size")]}.get(aug["kind"], [])
+        if any(n > MAX_SIDE for n in sizes):
+            bad("augment", f"{aug['kind']} sizes are at most {MAX_SIDE} pixels")
 
 
 def _validate_test(test, bad) -> None:

@@ -102,7 +102,7 @@ def _resolve(spec_file: ast.SpecFile, chain: tuple[str, ...], recorded=None, ali
         resolved.sources.update(reading.sources)
         resolved.reached.update(reading.reached)
         resolved.aliases.update(reading.aliases)
-        _settle(resolved)
+        _settle(resolved, recorded is not None)
     except SpecError as err:
         raise _located(err, reading.sources, reading.reached) from None
     return resolved
@@ -273,7 +273,7 @@ def _add_recipe(table: dict[str, ast.RecipeDef], name: str, rdef: ast.RecipeDef)
 # settling: required statements, value ranges, recipe
 
 
-def _settle(r: ResolvedSpec) -> None:
+def _settle(r: ResolvedSpec, recorded: bool = False) -> None:
     top = Span(r.path, 1, 1)
     for key in REQUIRED:
         if key not in r.settings:
@@ -290,7 +290,7 @@ def _settle(r: ResolvedSpec) -> None:
             raise SpecError(f"stage {idx} does not exist: the network has {n_stages} stage(s)", r.override_at[idx])
     if "recipe" in r.settings:
         use = r.settings["recipe"]
-        r.recipe = resolve_recipe(use.name, r.recipes, use.span)
+        r.recipe = resolve_recipe(use.name, r.recipes, use.span, recorded)
 
 
 _REQUIRED_HINTS = {

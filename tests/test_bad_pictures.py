@@ -189,3 +189,26 @@ def test_a_broken_png_and_an_animated_gif_are_no_crash(tmp_path):
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
     (img,) = decoding.decode([torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)], ["a.gif"], "cpu")
     assert img.shape == (3, 10, 12) and img[:, 0, 0].tolist() == [255, 0, 0]
+
+
+def test_pngs_past_pils_own_limits_are_decoded_by_torchvision(monkeypatch):
+    """A PNG PIL refuses only for its limits (pixels, here lowered to 100; a text chunk over 1 MB) is no broken
+    file: torchvision decodes it, as before PNGs went to PIL."""
+    import io
+
+    import numpy as np
+    from PIL import Image, PngImagePlugin
+
+    from resdsl.train import decoding
+
+    levels = np.random.default_rng(1).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("XML:com.adobe.xmp", "x" * (2 << 20), zip=True)
+    buf = io.BytesIO()
+    Image.fromarray(levels).save(buf, format="PNG", pnginfo=info)
+    (img,) = decoding.decode([torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)], ["xmp.png"], "cpu")
+    assert torch.equal(img, torch.from_numpy(levels).permute(2, 0, 1))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 1,200 pixels: past twice the limit, an error in PIL
+    png = torch.frombuffer(bytearray(_pngs()["RGB"]), dtype=torch.uint8)
+    (img,) = decoding.decode([png], ["large.png"], "cpu")
+    assert img.shape == (3, 30, 40)

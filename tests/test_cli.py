@@ -176,5 +176,9 @@ def test_outputs_that_would_overwrite_each_other_are_refused(tmp_path, monkeypat
     r = run("compile", spec, "--onnx", "x.onnx", "--emit-python", "./x.onnx")
     assert r.exit_code == 2 and "--emit-python and --onnx name the same file" in r.output, r.output
     r = run("compile", spec, "--emit-trainer", "tr", "--emit-python", "tr/train.py")
-    assert r.exit_code == 2 and "is inside the --emit-trainer folder tr" in r.output, r.output
+    assert r.exit_code == 2 and "tr/train.py is the trainer's train.py in the --emit-trainer folder" in r.output
+    r = run("compile", spec, "--emit-trainer", "tr", "--emit-python", "tr/resdsl_train/x.py")
+    assert r.exit_code == 2 and "is the trainer's resdsl_train/x.py" in r.output, r.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r20.res"]
+    r = run("compile", "resnet20", "--emit-trainer", "tr", "--emit-python", "tr/net.py")  # beside the trainer: fine
+    assert r.exit_code == 0 and (tmp_path / "tr" / "net.py").exists() and (tmp_path / "tr" / "train.py").exists()

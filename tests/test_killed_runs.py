@@ -315,3 +315,17 @@ def test_a_worker_that_dies_is_a_data_error():
     loader = torch.utils.data.DataLoader(_DiesInTheWorker(), num_workers=1)
     with pytest.raises(DataError, match=r"a process reading the pictures ended: DataLoader worker \(pid"):
         list(worker_errors_unwrapped(loader))
+
+
+def test_a_run_moved_to_a_machine_with_fewer_gpus_restores_the_generators_it_has(monkeypatch):
+    """A checkpoint holds the random state of every GPU of the machine it was written on; resumed where there are
+    fewer, those of the GPUs there are restored (torch's set_rng_state_all would fail on an index otherwise)."""
+    from resdsl.train import checkpoint
+
+    state, restored = checkpoint.rng_state(), []
+    state["cuda"] = [torch.zeros(16, dtype=torch.uint8), torch.ones(16, dtype=torch.uint8)]
+    monkeypatch.setattr(checkpoint.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(checkpoint.torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(checkpoint.torch.cuda, "set_rng_state_all", restored.extend)
+    checkpoint.set_rng_state(state, "run/checkpoint.pt")
+    assert len(restored) == 1 and torch.equal(restored[0], state["cuda"][0])

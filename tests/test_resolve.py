@@ -217,3 +217,17 @@ def test_a_long_recipe_cycle_is_said_in_one_short_line(write_spec):
     err = _err(write_spec(CIFAR20 + recipes + "recipe r0\n"))
     assert err.message.startswith("cyclic recipe extends: r5 -> r6 -> ") and err.message.endswith(f"r{n} -> r5")
     assert f"... ({n - 3} in all) ..." in err.message and len(err.message) < 300, err.message
+
+
+def test_a_runs_record_of_its_spec_is_not_held_to_newer_recipe_rules(tmp_path):
+    """A milestone or warm-up of 0 and augmentation sizes above 4096 are refused in a spec, but a run trained
+    before those rules (its config.json's copy of the spec) is still rebuilt, to be resumed and evaluated."""
+    from resdsl.pipeline import compile_run
+
+    path = str(tmp_path / "ms0.res")
+    text = CIFAR20 + ("recipe r {\n  lr 0.1\n  batch 8\n  length 6 iterations\n  schedule step 0, 3\n"
+                      "  warmup 0 lr 0.01\n  augment scale 256-5000 crop 224\n}\nrecipe r\n")
+    with pytest.raises(SpecError, match="a milestone is at 1 or later"):
+        resdsl.compile_spec(text=text, name=path)
+    _, net = compile_run({"spec": path, "spec_files": {"path": path, "files": {path: text}}}, str(tmp_path))
+    assert net.recipe["schedule"]["milestones"] == [0, 3] and net.recipe["warmup"]["length"] == 0

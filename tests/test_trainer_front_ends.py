@@ -49,7 +49,7 @@ def test_misuses_are_said_alike_by_both_front_ends(trainer, tmp_path):
     (tmp_path / "afile").write_text("x")
     for args, code, words in ((["--parallel", "2"], 2, "--parallel goes with --seeds"),
                               (["--iters", "5", "--epochs", "2"], 2, "give --iters or --epochs, not both"),
-                              (["--out", ""], 2, "--out needs a name, not an empty one"),  # not the default
+                              (["--out", "", "--iters", "2"], 2, "--out needs a name, not an empty one"),
                               (["--seeds", "0,1", "--out", str(tmp_path / "afile")], 1,
                                f"cannot use the folder of the seeds' runs {tmp_path / 'afile'}: it is a file")):
         r = CliRunner().invoke(main, ["train", TINY, *QUICK, *args])

@@ -265,6 +265,12 @@ def _written_before(out_dir: str) -> dict[str, str]:
     return {rel: d for rel, d in digests.items() if isinstance(rel, str) and isinstance(d, str) and _own_name(rel)}
 
 
+def writes(rel: str) -> bool:
+    """Whether emit_trainer writes (or may replace) the file at ``rel`` in its folder: its own names, its manifest
+    and anything in its package folder resdsl_train/."""
+    return rel == MANIFEST or _own_name(rel) or rel.split(os.sep, 1)[0] == "resdsl_train"
+
+
 def _own_name(rel: str) -> bool:
     """A name a trainer folder's file can have: model.py, train.py, recipe.json, spec.json or resdsl_train/NAME.py."""
     if rel in ("model.py", "train.py", "recipe.json", "spec.json"):

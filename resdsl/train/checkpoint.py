@@ -64,8 +64,8 @@ def set_rng_state(state: dict, path: str | None = None) -> None:
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and torch.cuda.is_available():  # those of the GPUs this machine has (a run may move)
+        torch.cuda.set_rng_state_all(state["cuda"][:torch.cuda.device_count()])
     if "numpy" in state:
         import numpy as np
 
@@ -119,7 +119,7 @@ def load(path: str, map_location="cpu", plain: bool = False) -> dict:
     except Exception as exc:  # noqa: BLE001 - a corrupt file must not become a traceback
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "weights_only" in detail:  # torch's advice to load it unsafely: never taken, so never passed on
-            detail = "it is no zip archive of torch.save's, and older formats are not read"
+            detail = "it is neither of the formats torch.save writes"
         raise CheckpointError(f"cannot read checkpoint {path}: the file is damaged or cut short ({detail})") \
             from None
     if plain and isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -1,9 +1,11 @@
-"""Image files' bytes to decoded pictures (issue 10): JPEGs by nvJPEG on a CUDA GPU in one batched call, everything
-else on the CPU by torchvision's decoders, then PIL for the formats they lack; a file nothing can decode is a
-DataError that names it. Imports nothing from the rest of resdsl but its data errors and file reading: it is shipped
+"""Image files' bytes to decoded pictures (issue 10): JPEGs by nvJPEG on a CUDA GPU in one batched call, PNGs by PIL
+(to the pixels torchvision gives), everything else on the CPU by torchvision's decoders, then PIL for the formats
+they lack; a file nothing can decode is a DataError that names it. Imports nothing from the rest of resdsl but its data errors and file reading: it is shipped
 beside emitted trainers.
 """
 from __future__ import annotations
+
+import warnings
 
 import torch
 
@@ -57,17 +59,26 @@ def decode(datas: list[torch.Tensor], paths: list[str], device) -> list[torch.Te
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# PIL's words on pictures torchvision decodes without a word: a large one (a decompression bomb only past the limit
+# PNGs are retried under, see _decode_png), a palette with transparency. Filters, not catch_warnings, which is not
+# safe in threads
+warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
+warnings.filterwarnings("ignore", message="Palette images with Transparency", category=UserWarning)
 
 
 def _decode_on_cpu(data: torch.Tensor, path: str) -> torch.Tensor:
     from torchvision.io import ImageReadMode, decode_image
 
-    if bytes(data[:8].tolist()) == PNG_SIGNATURE:  # torchvision's PNG decoder crashes the process (SIGSEGV, not an
-        return _decode_with_pil(data, path)       # error) on a broken file: libpng's error jumps out of C++ frames
+    if bytes(data[:8].tolist()) == PNG_SIGNATURE:
+        return _decode_png(data, path)
     try:
-        picture = decode_image(data, mode=ImageReadMode.RGB)
+        return _as_uint8(decode_image(data, mode=ImageReadMode.RGB))
     except (RuntimeError, ValueError):
         return _decode_with_pil(data, path)
+
+
+def _as_uint8(picture: torch.Tensor) -> torch.Tensor:
+    """torchvision's decoded picture as (3, h, w) uint8."""
     if picture.dim() == 4:  # the frames of an animated GIF: the first, as PIL shows it
         picture = picture[0]
     if picture.dtype != torch.uint8:  # a 16-bit PNG comes as uint16 (0-65535): its 8 high bits (PIL would clip)
@@ -77,7 +88,23 @@ def _decode_on_cpu(data: torch.Tensor, path: str) -> torch.Tensor:
     return picture
 
 
-def _decode_with_pil(data: torch.Tensor, path: str) -> torch.Tensor:
+def _decode_png(data: torch.Tensor, path: str) -> torch.Tensor:
+    """A PNG by PIL: torchvision's PNG decoder ends the process (SIGSEGV, not an error) on a broken file, libpng's
+    error jumping out of C++ frames. One PIL refuses only for its own limits (a picture of over 179M pixels, a text
+    chunk over 1 MB), not as broken, goes to torchvision, which decodes such files."""
+    try:
+        return _decode_with_pil(data, path, limits=True)
+    except _PilLimit:
+        from torchvision.io import ImageReadMode, decode_image
+
+        return _as_uint8(decode_image(data, mode=ImageReadMode.RGB))
+
+
+class _PilLimit(Exception):
+    """PIL refused a file for one of its own size limits, not as broken."""
+
+
+def _decode_with_pil(data: torch.Tensor, path: str, limits: bool = False) -> torch.Tensor:
     import io
 
     import numpy as np
@@ -92,5 +119,7 @@ def _decode_with_pil(data: torch.Tensor, path: str) -> torch.Tensor:
                 return high.expand(3, *high.shape).contiguous()
             return pil_to_tensor(img.convert("RGB"))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        if limits and (isinstance(exc, Image.DecompressionBombError) or "too large" in str(exc)):
+            raise _PilLimit() from None
         why = "not an image file, or a kind PIL does not know" if "cannot identify" in str(exc) else exc
         raise DataError(f"cannot decode the image {path} ({why}); remove or replace the file") from None

@@ -102,8 +102,9 @@ def _check_parents(path: str, what: str) -> None:
     prefix = ""
     for part in path.split(os.sep):
         if part == ".." and prefix and not os.path.isdir(prefix):
-            raise RunDirError(f"cannot use {what} {path}: {prefix} does not exist, so {prefix}{os.sep}.. is no "
-                              "folder; choose another --out")
+            state = "is a file" if os.path.lexists(prefix) else "does not exist"
+            raise RunDirError(f"cannot use {what} {path}: {prefix} {state}, so {prefix}{os.sep}.. is no folder; "
+                              "choose another --out")
         prefix = os.path.join(prefix, part) if prefix or part else os.sep
 
 
