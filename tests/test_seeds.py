@@ -193,3 +193,43 @@ def test_threads_refuse_a_network_with_dropout(tmp_path):
     r = resdsl(*args, "--seeds", "0,1", "--seed-runs", "threads")
     assert r.returncode == 2 and "this network has dropout" in r.stderr, r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_the_summary_says_what_each_seed_left(tmp_path, capsys):
+    """A seed killed outright (it could say nothing) is named with its signal and how to resume it, and the status
+    is a failure (not -9, which a shell reads as 247); a stop names the runs that checkpointed, those that stopped
+    before their first checkpoint (no folder to resume) and those that never started."""
+    from resdsl.train import seeds
+
+    out = tmp_path / "out"
+    for seed in (0, 1):
+        (out / f"seed-{seed}").mkdir(parents=True)
+        (out / f"seed-{seed}" / "checkpoint.pt").write_bytes(b"x")
+    assert seeds._summary([0, 1], str(out), {0: 0, 1: -9}) == 1
+    err = capsys.readouterr().err
+    assert f"[seed 1] was killed by SIGKILL; resume it with --resume {out / 'seed-1'}" in err
+    assert "seed 1 failed (their errors are above" in err and "the others finished" in err
+    (out / "seed-1" / "checkpoint.pt").unlink()
+    assert seeds._summary([0, 1, 2], str(out), {0: 130, 1: 130}, stopped=2) == 130
+    err = capsys.readouterr().err
+    assert err == (f"stopped by SIGINT: seed 0 checkpointed (resume one with --resume {out / 'seed-N'}); seed 1 "
+                   "stopped before its first checkpoint; seed 2 did not start\n"), err
+
+
+def test_a_runs_own_folder_is_no_folder_of_seeds(tmp_path):
+    from resdsl.train import seeds
+    from resdsl.train.rundir import RunDirError
+
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(RunDirError, match="it holds a run \\(config.json\\); the seeds' runs go in a folder of"):
+        seeds.run_seeds([0], str(tmp_path), lambda seed, folder: ["true"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+
+
+def test_resuming_the_folder_of_a_seeds_run_points_at_its_runs(tmp_path):
+    from resdsl.train.rundir import RunDirError, read_config
+
+    (tmp_path / "seed-3").mkdir()
+    (tmp_path / "seed-3" / "config.json").write_text("{}")
+    with pytest.raises(RunDirError, match=f"it holds a --seeds run's runs: give one, e.g. --resume {tmp_path}/seed-3"):
+        read_config(str(tmp_path))

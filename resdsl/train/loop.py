@@ -301,8 +301,9 @@ def _loop(s: Session, state: dict, metrics: MetricsLog, log: RunLog, run_dir: st
                 if s.world > 1:
                     stop.hold()
                 progress.close()
+                nproc = f" --nproc {s.world}" if s.world > 1 else ""  # as it ran: another count is refused
                 raise Interrupted(f"{stopping} received: stopped after iteration {it + 1} of {s.total}; "
-                                  f"checkpoint written. Resume with: --resume {shlex.quote(run_dir)}", stopping)
+                                  f"checkpoint written. Resume with: --resume {shlex.quote(run_dir)}{nproc}", stopping)
     progress.close()
     if s.world > 1:
         torch.distributed.barrier()

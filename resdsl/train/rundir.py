@@ -219,6 +219,16 @@ def _row(line: str) -> dict | None:
         return None
 
 
+def _seed_runs_in(path: str) -> list[str]:
+    """The runs of a --seeds run in ``path`` (its seed-N folders that hold a record)."""
+    try:
+        names = sorted(os.listdir(path))
+    except OSError:
+        return []
+    return [os.path.join(path, n) for n in names
+            if n.startswith("seed-") and os.path.isfile(os.path.join(path, n, CONFIG))]
+
+
 def read_config(path: str, flag: str = "--resume") -> dict:
     """The record of a run to resume (or, ``flag`` naming the command, to evaluate); every way it can be missing
     or damaged is a clear error."""
@@ -227,8 +237,10 @@ def read_config(path: str, flag: str = "--resume") -> dict:
     try:
         cfg = json.loads(read_regular(cfg_path))
     except FileNotFoundError:
+        seeds = _seed_runs_in(path)
+        hint = f"; it holds a --seeds run's runs: give one, e.g. {flag} {seeds[0]}" if seeds else ""
         raise RunDirError(f"{flag} {path}: not a run directory (no {CONFIG}, the record of how the run was "
-                          "started)") from None
+                          f"started){hint}") from None
     except OSError as exc:  # a named pipe or a folder in its place, unreadable
         raise RunDirError(f"{flag} {path}: {CONFIG} cannot be read ({exc.strerror or one_line(exc)}), so the run's "
                           "settings are unknown; its checkpoint is left as it is") from None

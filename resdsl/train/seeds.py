@@ -18,7 +18,7 @@ import sys
 import threading
 from typing import Callable
 
-from .rundir import make_folder
+from .rundir import CHECKPOINT, CONFIG, RunDirError, make_folder
 
 SEEDS_FOLDER = "the folder of the seeds' runs"
 
@@ -50,12 +50,21 @@ def seed_dir(out: str, seed: int) -> str:
     return os.path.join(out, f"seed-{seed}")
 
 
+def _make_seeds_folder(out: str) -> None:
+    """OUT, the folder of the seeds' runs, made where it is not one yet; a run's own folder is refused (its seed-N
+    folders would be files a run did not write, which its --overwrite refuses)."""
+    if os.path.isfile(os.path.join(out, CONFIG)):
+        raise RunDirError(f"cannot use {SEEDS_FOLDER} {out}: it holds a run ({CONFIG}); the seeds' runs go in a "
+                          "folder of their own, choose another --out")
+    make_folder(out, SEEDS_FOLDER)
+
+
 def run_seeds(seeds: list[int], out: str, command_for: Callable[[int, str], list[str]], gpus: int = 0,
               parallel: int | None = None) -> int:
     """Run ``command_for(seed, OUT/seed-N)`` for every seed, ``parallel`` at a time (default: all), echoing each
     run's lines with a ``[seed N]`` prefix; returns 0 when every run succeeded, else the first failure's status.
     A SIGINT or SIGTERM is passed on to the running runs (each checkpoints and stops) and no further run starts."""
-    make_folder(out, SEEDS_FOLDER)  # a RunDirError, which the front ends say
+    _make_seeds_folder(out)  # a RunDirError, which the front ends say
     parallel = max(1, min(parallel or len(seeds), len(seeds)))
     threads = str(max(1, (os.cpu_count() or 1) // parallel))
     codes: dict[int, int] = {}
@@ -150,20 +159,43 @@ def _summary(seeds: list[int], out: str, codes: dict[int, int], stopped: int | N
     """Say how the runs ended; the exit status: 0, the first failure's, or 128 + the number of a signal that
     stopped them."""
     if stopped is not None:
-        name = signal.Signals(stopped).name
-        left = [s for s in seeds if s not in codes]
-        unstarted = f"; seed{'s' * (len(left) > 1)} {', '.join(map(str, left))} did not start" if left else ""
-        print(f"stopped by {name}: each started run checkpointed (resume one with --resume "
-              f"{shlex.quote(seed_dir(out, 'N'))}){unstarted}", file=sys.stderr, flush=True)
+        print(f"stopped by {signal.Signals(stopped).name}: {_stopped_words(seeds, out, codes)}", file=sys.stderr,
+              flush=True)
         return 128 + stopped
+    killed = [s for s in seeds if codes[s] < 0]  # by a signal of its own (SIGKILL, the OOM killer): it said nothing
+    for s in killed:
+        kept = (f"resume it with --resume {shlex.quote(seed_dir(out, s))}" if _checkpointed(out, s) else
+                "it wrote no checkpoint")
+        print(f"[seed {s}] was killed by {signal_name(-codes[s])}; {kept}", file=sys.stderr, flush=True)
     failed = [s for s in seeds if codes[s] != 0]
     if failed:
         others = "the others finished" if len(failed) < len(seeds) else "no run finished"
-        print(f"seeds {', '.join(map(str, failed))} failed (their errors are above, prefixed [seed N]); {others}",
-              file=sys.stderr, flush=True)
-        return next(codes[s] for s in failed)
+        print(f"{_listed(failed)} failed (their errors are above, prefixed [seed N]); {others}", file=sys.stderr,
+              flush=True)
+        return 1 if killed else next(codes[s] for s in failed)
     print(f"done: {len(seeds)} runs (seeds {', '.join(map(str, seeds))}) in {out}", flush=True)
     return 0
+
+
+def _stopped_words(seeds: list[int], out: str, codes: dict[int, int]) -> str:
+    """What a stop left: the runs that checkpointed (to resume), those that stopped before their first checkpoint
+    (their folders removed) and those that never started."""
+    kept = [s for s in seeds if s in codes and _checkpointed(out, s)]
+    lost = [s for s in seeds if s in codes and s not in kept]
+    left = [s for s in seeds if s not in codes]
+    words = [f"{_listed(kept)} checkpointed (resume one with --resume {shlex.quote(seed_dir(out, 'N'))})"] if kept \
+        else []
+    words += [f"{_listed(lost)} stopped before {'its' if len(lost) == 1 else 'their'} first checkpoint"] if lost else []
+    words += [f"{_listed(left)} did not start"] if left else []
+    return "; ".join(words) or "no run started"
+
+
+def _checkpointed(out: str, seed: int) -> bool:
+    return os.path.isfile(os.path.join(seed_dir(out, seed), CHECKPOINT))
+
+
+def _listed(seeds: list[int]) -> str:
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
 def run_in_threads(seeds: list[int], out: str, train_one: Callable[[int, str], int], stop: Callable[[str], None],
@@ -171,7 +203,7 @@ def run_in_threads(seeds: list[int], out: str, train_one: Callable[[int, str], i
     """Run ``train_one(seed, OUT/seed-N)`` (returning an exit status) for every seed at once, each in a thread of
     this process (on its own CUDA stream with ``cuda``), their printed lines prefixed with ``[seed N]``; a SIGINT
     or SIGTERM is handed to ``stop`` (which tells every run to checkpoint and stop). Returns as :func:`run_seeds`."""
-    make_folder(out, SEEDS_FOLDER)
+    _make_seeds_folder(out)
     codes: dict[int, int] = {}
     out_stream, err_stream = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _Prefixed(out_stream), _Prefixed(err_stream)
