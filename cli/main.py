@@ -95,6 +95,8 @@ def _refuse_clashing_outputs(emit_py: str | None, trainer_dir: str | None, onnx_
         raise click.UsageError("--emit-python and --onnx name the same file; give each a file of its own")
     for flag, value in files if trainer_dir else []:
         rel = os.path.relpath(os.path.realpath(value), os.path.realpath(trainer_dir))
+        if rel == ".":
+            raise click.UsageError(printable(f"{flag} {value} is the --emit-trainer folder; give it a file name"))
         if writes(rel):
             raise click.UsageError(printable(f"{flag} {value} is the trainer's {rel} in the --emit-trainer folder "
                                              f"{trainer_dir}; give it another name"))

@@ -136,14 +136,8 @@ def _validate_warmup(w: dict, length: dict, bad) -> None:
 
 def _newer_rules(r: dict, bad) -> None:
     """Rules added after resdsl had trained runs that they refuse: a run's record of its spec is not held to them, so
-    that the run is still resumed and evaluated. A milestone or a warm-up of 0, which the trainer moves to 1 (the run
-    is not the one written: 'step 0, 1' drops the lr twice at 1); an augmentation's sizes above MAX_SIDE, as a test
-    view's (a batch padded or resized beyond that does not fit in memory)."""
-    milestones = r["schedule"].get("milestones") or [1]
-    if r["schedule"]["kind"] == "step" and milestones[0] < 1:
-        bad("schedule", "a milestone is at 1 or later", hint="to start at a lower lr, give that lr")
-    if r["warmup"] is not None and r["warmup"]["length"] is not None and r["warmup"]["length"] < 1:
-        bad("warmup", "a warm-up is at least 1 long", hint="'warmup none' trains without one")
+    that the run is still resumed and evaluated. An augmentation's sizes above MAX_SIDE, as a test view's (a batch
+    padded or resized beyond that does not fit in memory)."""
     for aug in r["augment"]:
         sizes = {"pad-crop": [aug.get("padding")], "scale": [aug.get("max"), aug.get("crop")],
                  "random-resized-crop": [aug.get("size")]}.get(aug["kind"], [])

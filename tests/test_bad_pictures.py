@@ -191,15 +191,17 @@ def test_a_broken_png_and_an_animated_gif_are_no_crash(tmp_path):
     assert img.shape == (3, 10, 12) and img[:, 0, 0].tolist() == [255, 0, 0]
 
 
-def test_pngs_past_pils_own_limits_are_decoded_by_torchvision(monkeypatch):
-    """A PNG PIL refuses only for its limits (pixels, here lowered to 100; a text chunk over 1 MB) is no broken
-    file: torchvision decodes it, as before PNGs went to PIL."""
+def test_pngs_past_pils_own_limits_decode_and_broken_ones_are_named(monkeypatch):
+    """A PNG past PIL's own limits (pixels, here lowered to 100; a text chunk over 1 MB) is no broken file: it is
+    decoded, as torchvision decoded it; a broken one past them is named, never handed to torchvision's decoder
+    (which ends the process)."""
     import io
 
     import numpy as np
     from PIL import Image, PngImagePlugin
 
     from resdsl.train import decoding
+    from resdsl.train.data import DataError
 
     levels = np.random.default_rng(1).integers(0, 256, (30, 40, 3), dtype=np.uint8)
     info = PngImagePlugin.PngInfo()
@@ -211,4 +213,8 @@ def test_pngs_past_pils_own_limits_are_decoded_by_torchvision(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 1,200 pixels: past twice the limit, an error in PIL
     png = torch.frombuffer(bytearray(_pngs()["RGB"]), dtype=torch.uint8)
     (img,) = decoding.decode([png], ["large.png"], "cpu")
-    assert img.shape == (3, 30, 40)
+    assert img.shape == (3, 30, 40) and Image.MAX_IMAGE_PIXELS == 100  # the limit lifted for the file alone
+    broken = bytearray(_pngs()["RGB"])
+    broken[broken.find(b"IDAT") + 20] ^= 0xFF
+    with pytest.raises(DataError, match="cannot decode the image large-broken.png"):
+        decoding.decode([torch.frombuffer(broken, dtype=torch.uint8)], ["large-broken.png"], "cpu")

@@ -177,6 +177,8 @@ def test_outputs_that_would_overwrite_each_other_are_refused(tmp_path, monkeypat
     assert r.exit_code == 2 and "--emit-python and --onnx name the same file" in r.output, r.output
     r = run("compile", spec, "--emit-trainer", "tr", "--emit-python", "tr/train.py")
     assert r.exit_code == 2 and "tr/train.py is the trainer's train.py in the --emit-trainer folder" in r.output
+    r = run("compile", spec, "--emit-trainer", "tr", "--emit-python", "./tr")
+    assert r.exit_code == 2 and "--emit-python ./tr is the --emit-trainer folder" in r.output, r.output
     r = run("compile", spec, "--emit-trainer", "tr", "--emit-python", "tr/resdsl_train/x.py")
     assert r.exit_code == 2 and "is the trainer's resdsl_train/x.py" in r.output, r.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r20.res"]

@@ -329,3 +329,15 @@ def test_a_run_moved_to_a_machine_with_fewer_gpus_restores_the_generators_it_has
     monkeypatch.setattr(checkpoint.torch.cuda, "set_rng_state_all", restored.extend)
     checkpoint.set_rng_state(state, "run/checkpoint.pt")
     assert len(restored) == 1 and torch.equal(restored[0], state["cuda"][0])
+
+
+def test_a_run_that_lost_its_record_is_said_to_keep_its_checkpoint(tmp_path):
+    """A run's folder with a checkpoint but no config.json is not 'not a run directory': its weights are kept, and
+    the message says the two ways on (reproduce resumes such a run rather than train it anew over them)."""
+    from resdsl.train.rundir import RunDirError, read_config
+
+    (tmp_path / "checkpoint.pt").write_bytes(b"x")
+    with pytest.raises(RunDirError, match=r"config.json is missing, so the run's settings are unknown; its checkpoint "
+                                          r"is left as it is \(put a good config.json back to go on, or remove the "
+                                          r"folder to train the run anew\)"):
+        read_config(str(tmp_path))

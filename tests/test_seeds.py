@@ -210,10 +210,12 @@ def test_the_summary_says_what_each_seed_left(tmp_path, capsys):
     assert f"[seed 1] was killed by SIGKILL; resume it with --resume {out / 'seed-1'}" in err
     assert "seed 1 failed (their errors are above" in err and "the others finished" in err
     (out / "seed-1" / "checkpoint.pt").unlink()
-    assert seeds._summary([0, 1, 2], str(out), {0: 130, 1: 130}, stopped=2) == 130
+    (out / "seed-3").mkdir()
+    (out / "seed-3" / "checkpoint.pt").write_bytes(b"x")
+    assert seeds._summary([0, 1, 2, 3], str(out), {0: 130, 1: 130, 3: 0}, stopped=2) == 130
     err = capsys.readouterr().err
-    assert err == (f"stopped by SIGINT: seed 0 checkpointed (resume one with --resume {out / 'seed-N'}); seed 1 "
-                   "stopped before its first checkpoint; seed 2 did not start\n"), err
+    assert err == (f"stopped by SIGINT: seed 3 finished; seed 0 checkpointed (resume one with --resume "
+                   f"{out / 'seed-N'}); seed 1 ended without a checkpoint; seed 2 did not start\n"), err
 
 
 def test_a_runs_own_folder_is_no_folder_of_seeds(tmp_path):

@@ -69,6 +69,20 @@ def test_length_override_scales_milestones_and_warmup():
     assert total == 200 and s.milestones == [100, 150]
 
 
+def test_a_milestone_and_a_warmup_written_as_0_are_0():
+    """`schedule step 0, 3` drops the lr at the start and at 3, `warmup 0` is no warm-up: the run written (they
+    were moved to 1: two drops at 1, one warm-up iteration); a milestone or warm-up scaled down stays at 1 or later."""
+    recipe = {"lr": 0.1, "length": {"value": 6, "unit": "iterations"},
+              "schedule": {"kind": "step", "milestones": [0, 3], "gamma": 0.1},
+              "warmup": {"length": 0, "unit": "iterations", "lr": 0.5, "until_error": None}}
+    s, _ = from_recipe(recipe, 10)
+    assert s.milestones == [0, 3] and s.warmup_iters == 0 and s.warmup_done
+    assert [s.lr_at(i) for i in (0, 2, 3)] == pytest.approx([0.01, 0.01, 0.001])
+    s, _ = from_recipe({**recipe, "schedule": {"kind": "step", "milestones": [1, 3], "gamma": 0.1},
+                        "warmup": {**recipe["warmup"], "length": 1}}, 10, length_override=(2, "iterations"))
+    assert s.milestones == [1, 1] and s.warmup_iters == 1
+
+
 def test_a_run_short_enough_to_merge_two_milestones_says_so():
     """--iters 3 puts [R]'s 32k and 48k at iteration 2: both decays happen there (x0.01), and the banner says so."""
     from resdsl.train.report import schedule_words

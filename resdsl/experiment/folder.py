@@ -40,8 +40,9 @@ def check_record(out: str, exp: Experiment, options: dict, seeds: int, write: bo
             started = "" if key == "experiment" else f" started with {key} {was}"
             raise ExperimentRunError(
                 f"{out} holds experiment {was if key == 'experiment' else old.get('experiment')}{started}; this "
-                f"command asks for {'experiment ' if key == 'experiment' else ''}{now}. Restart it with the same "
-                "options, or use another --out")
+                f"command asks for {'experiment ' if key == 'experiment' else ''}{now}. "
+                + ("Use another --out" if key == "experiment" else "Restart it with the same options, or use another "
+                   "--out"))
         return
     if os.path.exists(out) and not os.path.isdir(out):
         raise ExperimentRunError(f"--out {out} is a file, not a folder; use another --out")

@@ -5,7 +5,8 @@ beside emitted trainers.
 """
 from __future__ import annotations
 
-import warnings
+import contextlib
+import threading
 
 import torch
 
@@ -59,11 +60,7 @@ def decode(datas: list[torch.Tensor], paths: list[str], device) -> list[torch.Te
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# PIL's words on pictures torchvision decodes without a word: a large one (a decompression bomb only past the limit
-# PNGs are retried under, see _decode_png), a palette with transparency. Filters, not catch_warnings, which is not
-# safe in threads
-warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
-warnings.filterwarnings("ignore", message="Palette images with Transparency", category=UserWarning)
+_PIL_LIMITS = threading.Lock()  # held while PIL's module-wide limits are lifted for a PNG (see _decode_png)
 
 
 def _decode_on_cpu(data: torch.Tensor, path: str) -> torch.Tensor:
@@ -90,21 +87,29 @@ def _as_uint8(picture: torch.Tensor) -> torch.Tensor:
 
 def _decode_png(data: torch.Tensor, path: str) -> torch.Tensor:
     """A PNG by PIL: torchvision's PNG decoder ends the process (SIGSEGV, not an error) on a broken file, libpng's
-    error jumping out of C++ frames. One PIL refuses only for its own limits (a picture of over 179M pixels, a text
-    chunk over 1 MB), not as broken, goes to torchvision, which decodes such files."""
+    error jumping out of C++ frames. PIL's size limits (pictures over 89M pixels warned of, over 179M refused; text
+    chunks over 1 MB) are lifted for it, as torchvision has none: a file it decoded still decodes."""
+    from PIL import Image, PngImagePlugin
+
+    with _PIL_LIMITS, _lifted(Image, MAX_IMAGE_PIXELS=None), \
+            _lifted(PngImagePlugin, MAX_TEXT_CHUNK=1 << 62, MAX_TEXT_MEMORY=1 << 62):
+        return _decode_with_pil(data, path)
+
+
+@contextlib.contextmanager
+def _lifted(module, **values):
+    """``module``'s settings as ``values`` for the block, then as they were."""
+    saved = {name: getattr(module, name) for name in values}
+    for name, value in values.items():
+        setattr(module, name, value)
     try:
-        return _decode_with_pil(data, path, limits=True)
-    except _PilLimit:
-        from torchvision.io import ImageReadMode, decode_image
-
-        return _as_uint8(decode_image(data, mode=ImageReadMode.RGB))
-
-
-class _PilLimit(Exception):
-    """PIL refused a file for one of its own size limits, not as broken."""
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
 
 
-def _decode_with_pil(data: torch.Tensor, path: str, limits: bool = False) -> torch.Tensor:
+def _decode_with_pil(data: torch.Tensor, path: str) -> torch.Tensor:
     import io
 
     import numpy as np
@@ -117,9 +122,9 @@ def _decode_with_pil(data: torch.Tensor, path: str, limits: bool = False) -> tor
             if img.mode in ("I;16", "I;16B", "I"):  # 16-bit grey: its 8 high bits (convert("RGB") would clip)
                 high = torch.from_numpy(np.asarray(img, dtype=np.int64) >> 8).clamp(0, 255).to(torch.uint8)
                 return high.expand(3, *high.shape).contiguous()
+            if img.mode == "P" and "transparency" in img.info:  # as torchvision: the palette's colours (by
+                img = img.convert("RGBA")                        # RGBA, which PIL does without a warning)
             return pil_to_tensor(img.convert("RGB"))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        if limits and (isinstance(exc, Image.DecompressionBombError) or "too large" in str(exc)):
-            raise _PilLimit() from None
         why = "not an image file, or a kind PIL does not know" if "cannot identify" in str(exc) else exc
         raise DataError(f"cannot decode the image {path} ({why}); remove or replace the file") from None

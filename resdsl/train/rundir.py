@@ -229,6 +229,9 @@ def _seed_runs_in(path: str) -> list[str]:
             if n.startswith("seed-") and os.path.isfile(os.path.join(path, n, CONFIG))]
 
 
+KEPT = f" (put a good {CONFIG} back to go on, or remove the folder to train the run anew)"  # a run's record lost
+
+
 def read_config(path: str, flag: str = "--resume") -> dict:
     """The record of a run to resume (or, ``flag`` naming the command, to evaluate); every way it can be missing
     or damaged is a clear error."""
@@ -237,16 +240,19 @@ def read_config(path: str, flag: str = "--resume") -> dict:
     try:
         cfg = json.loads(read_regular(cfg_path))
     except FileNotFoundError:
+        if os.path.lexists(os.path.join(path, CHECKPOINT)):  # a run's folder that lost its record
+            raise RunDirError(f"{flag} {path}: {CONFIG} is missing, so the run's settings are unknown; its "
+                              f"checkpoint is left as it is{KEPT}") from None
         seeds = _seed_runs_in(path)
         hint = f"; it holds a --seeds run's runs: give one, e.g. {flag} {seeds[0]}" if seeds else ""
         raise RunDirError(f"{flag} {path}: not a run directory (no {CONFIG}, the record of how the run was "
                           f"started){hint}") from None
     except OSError as exc:  # a named pipe or a folder in its place, unreadable
         raise RunDirError(f"{flag} {path}: {CONFIG} cannot be read ({exc.strerror or one_line(exc)}), so the run's "
-                          "settings are unknown; its checkpoint is left as it is") from None
+                          f"settings are unknown; its checkpoint is left as it is{KEPT}") from None
     except ValueError as exc:
         raise RunDirError(f"{flag} {path}: {CONFIG} is damaged ({one_line(exc)}), so the run's settings are unknown; "
-                          "its checkpoint is left as it is") from None
+                          f"its checkpoint is left as it is{KEPT}") from None
     need = ("recipe", "options", "iterations")
     if not isinstance(cfg, dict) or any(k not in cfg for k in need) or not isinstance(cfg["options"], dict):
         raise RunDirError(f"{flag} {path}: {CONFIG} is not a resdsl run record (it lacks "
@@ -254,7 +260,7 @@ def read_config(path: str, flag: str = "--resume") -> dict:
     wrong = record.problem(cfg)
     if wrong:
         raise RunDirError(f"{flag} {path}: {CONFIG} is damaged ({wrong}), so the run's settings are unknown; its "
-                          "checkpoint is left as it is")
+                          f"checkpoint is left as it is{KEPT}")
     return cfg
 
 

@@ -78,7 +78,8 @@ def from_recipe(recipe: dict, iters_per_epoch: int,
     total = to_iters(*length_override) if length_override else base_total
     factor = total / base_total
     sched = recipe["schedule"]
-    milestones = [max(1, round(to_iters(m, length["unit"]) * factor)) for m in sched.get("milestones", [])]
+    # a milestone or warm-up scaled to a shorter run stays at 1 or later; one written as 0 is 0 (from the start)
+    milestones = [max(int(m > 0), round(to_iters(m, length["unit"]) * factor)) for m in sched.get("milestones", [])]
     w = recipe.get("warmup")
     warmup_iters, warmup_lr, until = 0, None, None
     if w:  # a warm-up without a length lasts until its error rule ends it, at most until the schedule's first drop
@@ -86,7 +87,7 @@ def from_recipe(recipe: dict, iters_per_epoch: int,
         if w["length"] is None:  # [R] 4.2: after it, "the rest of the learning schedule is as done previously"
             warmup_iters = milestones[0] if sched["kind"] == "step" and milestones else total
         else:
-            warmup_iters = max(1, round(to_iters(w["length"], w["unit"] or length["unit"]) * scale))
+            warmup_iters = max(int(w["length"] > 0), round(to_iters(w["length"], w["unit"] or length["unit"]) * scale))
         warmup_lr, until = w["lr"], w.get("until_error")
     s = LRSchedule(recipe["lr"], total, sched["kind"], milestones, sched.get("gamma", 0.1), sched.get("patience", 5),
                    warmup_iters, warmup_lr, until)

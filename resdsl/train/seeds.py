@@ -180,12 +180,14 @@ def _summary(seeds: list[int], out: str, codes: dict[int, int], stopped: int | N
 def _stopped_words(seeds: list[int], out: str, codes: dict[int, int]) -> str:
     """What a stop left: the runs that checkpointed (to resume), those that stopped before their first checkpoint
     (their folders removed) and those that never started."""
-    kept = [s for s in seeds if s in codes and _checkpointed(out, s)]
-    lost = [s for s in seeds if s in codes and s not in kept]
+    done = [s for s in seeds if codes.get(s) == 0]
+    kept = [s for s in seeds if s in codes and s not in done and _checkpointed(out, s)]
+    lost = [s for s in seeds if s in codes and s not in done + kept]
     left = [s for s in seeds if s not in codes]
-    words = [f"{_listed(kept)} checkpointed (resume one with --resume {shlex.quote(seed_dir(out, 'N'))})"] if kept \
-        else []
-    words += [f"{_listed(lost)} stopped before {'its' if len(lost) == 1 else 'their'} first checkpoint"] if lost else []
+    words = [f"{_listed(done)} finished"] if done else []
+    words += [f"{_listed(kept)} checkpointed (resume one with --resume {shlex.quote(seed_dir(out, 'N'))})"] \
+        if kept else []
+    words += [f"{_listed(lost)} ended without a checkpoint"] if lost else []
     words += [f"{_listed(left)} did not start"] if left else []
     return "; ".join(words) or "no run started"
 
