@@ -160,7 +160,7 @@ def test_another_experiments_folder_and_an_empty_rows_filter_are_said_plainly(tm
     out = str(tmp_path / "exp")
     check_record(out, exp, {}, 1)
     with pytest.raises(ExperimentRunError, match=r"exp holds experiment tiny; this command asks for experiment "
-                                                 r"other\. Restart"):
+                                                 r"other\. Use another --out"):
         check_record(out, dataclasses.replace(exp, name="other"), {}, 1)
     r = reproduce(str(ROOT / "tests" / "experiments" / "tiny.exp"), "--rows", "", "--dry-run", "--no-estimate")
     assert r.returncode == 2 and "--rows needs row labels, not an empty text" in r.stderr, r.stderr

@@ -1,7 +1,7 @@
 """Image files' bytes to decoded pictures (issue 10): JPEGs by nvJPEG on a CUDA GPU in one batched call, PNGs by PIL
 (to the pixels torchvision gives), everything else on the CPU by torchvision's decoders, then PIL for the formats
-they lack; a file nothing can decode is a DataError that names it. Imports nothing from the rest of resdsl but its data errors and file reading: it is shipped
-beside emitted trainers.
+they lack; a file nothing can decode is a DataError that names it. Imports nothing from the rest of resdsl but its
+data errors and file reading: it is shipped beside emitted trainers.
 """
 from __future__ import annotations
 
