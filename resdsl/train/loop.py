@@ -24,7 +24,8 @@ from .ctrl_c import CTRL_C, before_exit
 from .data import DataError
 from .fileio import OutputError
 from .metrics import MetricsLog
-from .options import MAX_SEED
+from .kept import torch_settings_kept
+from .options import MAX_SEED, bad_value
 from .report import Progress, RunLog, banner, device_words, effective_recipe, precision_words
 from .evaluation import evaluate, evaluator
 from .points import evaluate_and_log, missed, observe_warmup, pending
@@ -76,7 +77,15 @@ def train(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
     """Train ``model_fn(shape, num_classes)`` with ``recipe``; returns the last metrics row and the run dir.
 
     ``model_fn`` receives the dataset's image shape (C, H, W) and class count and returns an ``nn.Module``.
+    torch's process-wide settings the run changes are put back when it returns (resdsl.train.kept).
     """
+    if why := bad_value(vars(opts)):  # what the command line refuses, given in Python
+        raise TrainingError(why)
+    with torch_settings_kept():
+        return _train_in(model_fn, recipe, opts)
+
+
+def _train_in(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
     rank, world = distributed_env()
     pick_device(opts.device)  # an unavailable device is refused before a run directory is made
     resume_dir = opts.resume
@@ -196,7 +205,7 @@ def _train(model_fn, recipe, opts, run_dir, rank, world, log) -> dict:
         metrics.close()  # the last curves.png: a disk full now still says what of the run is kept
     except OutputError as exc:  # a full disk or a vanished folder while writing the run's records
         metrics.close(quietly=True)
-        raise OutputError(f"{exc}; {_kept(path)}") from None
+        raise OutputError(f"{exc}; {rundir.what_is_kept(path)}") from None
     except BaseException:
         metrics.close(quietly=True)  # curves.png shows every row written; TensorBoard's writer is closed
         raise
@@ -330,21 +339,12 @@ def _keeping_on_data_errors(s: Session, state: dict, window: Window, steps, star
                         f"the file replaced or removed, resume with --resume {shlex.quote(run_dir)}") from None
 
 
-def _kept(path: str) -> str:
-    if os.path.exists(path):
-        return f"the last good checkpoint is {path}"
-    if not os.path.isdir(os.path.dirname(path) or "."):  # moved or deleted while the run trained
-        return (f"the run directory {os.path.dirname(path)} is gone (moved or deleted while the run trained): its "
-                "last checkpoint, if it had one, went with it; resume it where it is now")
-    return "no checkpoint was written"
-
-
 def _loss_check(it: int, lr: float, path: str):
     """--sync-every-step: stop at the first non-finite loss, before its step (the plain loop's behaviour)."""
     def check(loss):
         if not torch.isfinite(loss):
             raise TrainingError(f"the loss became {loss.item()} at iteration {it + 1} (lr {lr:g}); training "
-                                f"stopped; {_kept(path)}. Try a lower --lr or a warm-up")
+                                f"stopped; {rundir.what_is_kept(path)}. Try a lower --lr or a warm-up")
     return check
 
 
@@ -353,7 +353,7 @@ def _check_finite(s: Session, window: Window, path: str) -> None:
     first = window.first_nonfinite()
     if first is not None:
         raise TrainingError(f"the loss became non-finite at iteration {first + 1} (lr {s.schedule.lr_at(first):g}); "
-                            f"training stopped; {_kept(path)}. Try a lower --lr or a warm-up")
+                            f"training stopped; {rundir.what_is_kept(path)}. Try a lower --lr or a warm-up")
 
 
 def save_checkpoint(s: Session, state: dict, path: str, optimizer_state: dict) -> None:
@@ -364,7 +364,7 @@ def save_checkpoint(s: Session, state: dict, path: str, optimizer_state: dict) -
     bad = _first_non_finite(model.state_dict())
     if bad is not None:
         raise TrainingError(f"the weights diverged ({bad} is not finite) by iteration {state['iter']}; training "
-                            f"stopped; {_kept(path)}. Try a lower --lr or a warm-up")
+                            f"stopped; {rundir.what_is_kept(path)}. Try a lower --lr or a warm-up")
     ckpt.save_atomic({"model": model.state_dict(), "optimizer": optimizer_state,
                       "schedule": s.schedule.state_dict(), "state": dict(state), "rng": ckpt.rng_state(),
                       "recipe": s.recipe, "normalization": s.pipeline.stats() if s.pipeline is not None else None,

@@ -165,6 +165,24 @@ def misuse(values: dict) -> str | None:
             return f"--{flag.replace('_', '-')} needs a name, not an empty one"
     return None
 
+def bad_value(values: dict) -> str | None:
+    """The first value of the table's options (by their names: ``iters``, ...) that its flag would refuse, said
+    as the flag would say it; None where all would pass. For values given in Python (``RunOptions``), which no
+    command line has checked: ``iters=0`` would otherwise train the recipe's whole length."""
+    for opt in OPTIONS:
+        value = values.get(opt.dest)
+        if value is None or opt.is_flag:
+            continue
+        if opt.choices and value not in opt.choices:
+            return f"{opt.flag} {value!r}: choose from {', '.join(map(str, opt.choices))}"
+        if opt.parse and isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                opt.parse(str(value))
+            except ValueError as exc:
+                return f"{opt.flag} {value}: {exc}"
+    return None
+
+
 # the examples at the end of an emitted trainer's `python train.py --help` (`resdsl train --help` has its own)
 EMITTED_EXAMPLES = """examples:
   python train.py --data fashion-mnist --epochs 1     # a quick run; milestones scale with the length

@@ -377,3 +377,13 @@ def check_world(resume: str, saved: dict, world: int) -> None:
         how = f"with --nproc {was}" if was > 1 else "without --nproc"
         raise RunDirError(f"--resume {resume}: the run was started in {was} process{'es' if was > 1 else ''} and "
                           f"continues exactly only in as many, not {world}: resume it {how}")
+
+
+def what_is_kept(checkpoint: str) -> str:
+    """What of a run that stops on an error is kept: its last good checkpoint, or none (or its folder is gone)."""
+    if os.path.exists(checkpoint):
+        return f"the last good checkpoint is {checkpoint}"
+    if not os.path.isdir(os.path.dirname(checkpoint) or "."):  # moved or deleted while the run trained
+        return (f"the run directory {os.path.dirname(checkpoint)} is gone (moved or deleted while the run trained): "
+                "its last checkpoint, if it had one, went with it; resume it where it is now")
+    return "no checkpoint was written"

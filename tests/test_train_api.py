@@ -1,0 +1,42 @@
+"""resdsl.train's Python entry, `train(model_fn, recipe, RunOptions(...))`, as a notebook calls it: values no
+command line checked are refused in the flags' words, and torch's process-wide settings come back as they were."""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from test_train_trust import _in_process_run  # noqa: E402
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("iters", 0, "--iters 0: must be at least 1"),  # trained the recipe's whole 64,000 iterations
+    ("iters", -3, "--iters -3: must be at least 1"),  # 'finished' without training
+    ("eval_every", 0, "--eval-every 0: must be at least 1"),
+    ("workers", -1, "--workers -1: must be 0 or more"),
+    ("decode", "bogus", "--decode 'bogus': choose from auto, workers, device"),
+])
+def test_values_the_command_line_refuses_are_refused_in_python_too(tmp_path, field, value, words):
+    result, failure = _in_process_run(tmp_path, **{field: value})
+    assert result is None and failure == (words + failure[0][len(words):], 1), failure
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unknown_device_is_a_training_error(tmp_path):
+    from resdsl.train.loop import RunOptions, TrainingError, train
+
+    with pytest.raises(TrainingError, match="--device 'gpu': choose from auto, cuda, mps, cpu"):  # torch's own error
+        train(lambda shape, k: torch.nn.Linear(1, k), {}, RunOptions(device="gpu", out=str(tmp_path / "run")))
+    assert not (tmp_path / "run").exists()
+
+
+def test_torchs_settings_come_back_after_a_run(tmp_path):
+    """A deterministic run on one thread left deterministic algorithms on (every later torch.empty NaN-filled on
+    the CPU), one thread, and torch's global generator reseeded."""
+    torch.manual_seed(1234)
+    threads, rng = torch.get_num_threads(), torch.get_rng_state()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    result, failure = _in_process_run(tmp_path, deterministic=True, threads=1, iters=2)
+    assert failure is None and result["iterations"] == 2
+    assert torch.get_num_threads() == threads and torch.are_deterministic_algorithms_enabled() == deterministic
+    assert torch.equal(torch.get_rng_state(), rng)
