@@ -168,7 +168,7 @@ def test_resume_checks_spec_flags_and_finished_runs(finished_run, tmp_path):
 
 
 @pytest.mark.parametrize("damage,fragment", [
-    (lambda run: (run / "config.json").unlink(), "not a run directory"),
+    (lambda run: (run / "config.json").unlink(), "config.json is missing, so the run's settings are unknown"),
     (lambda run: (run / "config.json").write_text('{"recipe": {"lr": 0.1'), "config.json is damaged"),
     (lambda run: (run / "config.json").write_text("[1, 2]"), "not a resdsl run record"),
     (lambda run: (run / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated"), "cannot read checkpoint"),
