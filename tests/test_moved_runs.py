@@ -145,7 +145,7 @@ def test_a_run_shared_without_its_metrics_resumes_and_says_its_rows_are_lost(tmp
 
 
 def test_a_run_folder_moved_while_it_trained_is_said_so():
-    from resdsl.train.loop import _kept
+    from resdsl.train.rundir import what_is_kept as _kept
 
     assert "is gone (moved or deleted while the run trained)" in _kept("/nonexistent/run/checkpoint.pt")
     assert _kept(os.path.join(os.getcwd(), "no-such-checkpoint.pt")) == "no checkpoint was written"

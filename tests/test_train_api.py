@@ -40,3 +40,16 @@ def test_torchs_settings_come_back_after_a_run(tmp_path):
     assert failure is None and result["iterations"] == 2
     assert torch.get_num_threads() == threads and torch.are_deterministic_algorithms_enabled() == deterministic
     assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_a_recipes_learning_rate_beyond_float32_is_refused(tmp_path):
+    """A spec's lr of 1e300 compiles (a finite number) but SGD keeps it in float32: refused before a folder."""
+    import resdsl as rd
+    from conftest import ROOT
+    from resdsl.train.loop import RunOptions, run_with_errors, train
+
+    net = rd.compile_spec(str(ROOT / "tests" / "specs" / "tiny.res"))
+    opts = RunOptions(device="cpu", quiet=True, out=str(tmp_path / "run"), data="synthetic", iters=2)
+    _, failure = run_with_errors(train, lambda shape, k: rd.build_model(net, num_classes=k),
+                                 dict(net.recipe, lr=1e300), opts)
+    assert failure[1] == 1 and "the largest float32" in failure[0] and not (tmp_path / "run").exists(), failure
