@@ -165,6 +165,7 @@ def misuse(values: dict) -> str | None:
             return f"--{flag.replace('_', '-')} needs a name, not an empty one"
     return None
 
+
 def bad_value(values: dict) -> str | None:
     """The first value of the table's options (by their names: ``iters``, ...) that its flag would refuse, said
     as the flag would say it; None where all would pass. For values given in Python (``RunOptions``), which no

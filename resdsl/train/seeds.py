@@ -156,8 +156,8 @@ def _death_signal(signum: int) -> bool:
 
 
 def _summary(seeds: list[int], out: str, codes: dict[int, int], stopped: int | None = None) -> int:
-    """Say how the runs ended; the exit status: 0, the first failure's, or 128 + the number of a signal that
-    stopped them."""
+    """Say how the runs ended; the exit status: 0, the first failure's (1 where a run was killed outright, which
+    has no status of its own), or 128 + the number of a signal that stopped them."""
     if stopped is not None:
         print(f"stopped by {signal.Signals(stopped).name}: {_stopped_words(seeds, out, codes)}", file=sys.stderr,
               flush=True)
