@@ -48,14 +48,12 @@ def rng_state() -> dict:
     return state
 
 
-def set_rng_state(state: dict, path: str | None = None) -> None:
+def set_rng_state(state: dict, path: str) -> None:
     """Every random generator as ``state`` (from :func:`rng_state`) says; ``path``: the checkpoint it came from, whose
     states of other kinds (crafted, say) are a CheckpointError."""
     try:
         _set_rng_state(state)
     except (TypeError, ValueError, RuntimeError, KeyError, IndexError, AttributeError) as exc:
-        if path is None:
-            raise
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{path} is not a checkpoint a resdsl run wrote: its random generators' states "
                               f"cannot be restored ({detail})") from None

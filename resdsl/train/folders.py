@@ -235,7 +235,7 @@ def _message_of(text: str) -> str:
     """The DataError's own message in the text DataLoader folds a worker's traceback into: what follows
     'DataError: ' on the traceback's last, unindented line, and any lines after it (a file name may hold a line
     break)."""
-    head, found, tail = text.rpartition("Traceback (most recent call last):")
+    _, found, tail = text.rpartition("Traceback (most recent call last):")
     if not found:
         return text
     lines = tail.split("\n")

@@ -22,31 +22,31 @@ def optional(kind):
 # What the trainer reads with a default (records of older resdsl versions may lack it) may be missing
 RECIPE = {
     "optimizer": TEXT, "momentum": NUMBER, "weight_decay": NUMBER, "batch": WHOLE, "lr": NUMBER,
-    "schedule": {"kind": TEXT, "milestones": (_OPTIONAL, [int]), "gamma": (_OPTIONAL, NUMBER),
-                 "patience": (_OPTIONAL, WHOLE)},
-    "warmup": (_OPTIONAL, {"lr": NUMBER, "length": (_OPTIONAL, WHOLE), "until_error": (_OPTIONAL, NUMBER)}),
-    "length": {"value": WHOLE, "unit": TEXT}, "nesterov": (_OPTIONAL, FLAG), "augment": (_OPTIONAL, [dict]),
-    "normalize": (_OPTIONAL, TEXT), "label_smoothing": (_OPTIONAL, NUMBER), "test": (_OPTIONAL, VIEW),
+    "schedule": {"kind": TEXT, "milestones": optional([int]), "gamma": optional(NUMBER),
+                 "patience": optional(WHOLE)},
+    "warmup": optional({"lr": NUMBER, "length": optional(WHOLE), "until_error": optional(NUMBER)}),
+    "length": {"value": WHOLE, "unit": TEXT}, "nesterov": optional(FLAG), "augment": optional([dict]),
+    "normalize": optional(TEXT), "label_smoothing": optional(NUMBER), "test": optional(VIEW),
 }
 # the options a resumed run takes from its record (loop.RESUMED_OPTIONS and data_dir)
 OPTIONS = {
-    "data": (_OPTIONAL, TEXT), "data_dir": (_OPTIONAL, TEXT), "seed": WHOLE, "amp": (_OPTIONAL, TEXT),
-    "channels_last": FLAG, "deterministic": FLAG, "decode": (_OPTIONAL, TEXT),
-    **{key: (_OPTIONAL, WHOLE) for key in ("train_subset", "test_subset", "iters", "epochs", "eval_every",
+    "data": optional(TEXT), "data_dir": optional(TEXT), "seed": WHOLE, "amp": optional(TEXT),
+    "channels_last": FLAG, "deterministic": FLAG, "decode": optional(TEXT),
+    **{key: optional(WHOLE) for key in ("train_subset", "test_subset", "iters", "epochs", "eval_every",
                                             "checkpoint_every")},
 }
 # the spec's files as the run compiled them (pipeline.CheckedNetwork.files): path -> text (a path it lacks is
 # said when the spec is compiled)
-SPEC_FILES = {"path": TEXT, "files": TEXTS, "aliases": (_OPTIONAL, TEXTS)}
-RECORD = {"recipe": RECIPE, "options": OPTIONS, "iterations": WHOLE, "spec_files": (_OPTIONAL, SPEC_FILES),
-          "final_test": (_OPTIONAL, VIEW), "network": (_OPTIONAL, TEXT)}
+SPEC_FILES = {"path": TEXT, "files": TEXTS, "aliases": optional(TEXTS)}
+RECORD = {"recipe": RECIPE, "options": OPTIONS, "iterations": WHOLE, "spec_files": optional(SPEC_FILES),
+          "final_test": optional(VIEW), "network": optional(TEXT)}
 
 # final-test.json (final.run writes it) as its readers take it: the figures and the view's words
-FINAL_FIGURES = {"test_error": NUMBER, "test_top5_error": (_OPTIONAL, NUMBER), "view": (_OPTIONAL, TEXT),
-              "iter": (_OPTIONAL, WHOLE)}
+FINAL_FIGURES = {"test_error": NUMBER, "test_top5_error": optional(NUMBER), "view": optional(TEXT),
+              "iter": optional(WHOLE)}
 # a row of metrics.jsonl (points.evaluate_and_log writes it): its figures, each null where it was not finite
 FIGURES = ("epoch", "lr", "train_loss", "train_error", "test_loss", "test_error", "test_top5_error", "seconds")
-METRICS_ROW = {"iter": WHOLE, **{key: (_OPTIONAL, NUMBER) for key in FIGURES}}
+METRICS_ROW = {"iter": WHOLE, **{key: optional(NUMBER) for key in FIGURES}}
 
 
 def metrics_row(value) -> dict | None:
@@ -60,7 +60,7 @@ def metrics_row(value) -> dict | None:
 def problem(record, kind=None, where: str = "") -> str | None:
     """The first field of ``record`` that is not of its kind, as 'FIELD is X, not KIND', else None."""
     kind = RECORD if kind is None else kind
-    if isinstance(kind, tuple):  # (_OPTIONAL, kind)
+    if isinstance(kind, tuple):  # optional(kind)
         return None if record is None else problem(record, kind[1], where)
     if isinstance(kind, dict):
         if not isinstance(record, dict):
