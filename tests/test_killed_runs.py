@@ -282,16 +282,46 @@ def test_files_that_cannot_be_read_are_said_so_in_resdsls_words(tmp_path, monkey
         idx.read_idx(str(tmp_path / "i-ubyte"))
 
 
-def test_a_workers_data_error_keeps_its_whole_message():
-    """DataLoader folds a worker's traceback into the message; the DataError's own message comes out whole, also
-    where a file name in it holds a line break (only its last line was kept: the file's folder was lost)."""
-    from resdsl.train.folders import _message_of
+class _BadNameInTheWorker(torch.utils.data.Dataset):
+    """A picture, named with a line break, that a worker process cannot decode."""
 
-    folded = ("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
-              '  File "folders.py", line 3, in load\n    raise DataError(f"cannot decode the image {path}")\n'
-              "resdsl.train.dataerror.DataError: cannot decode the image /d/a\nRED.jpg (not an image file)\n")
-    assert _message_of(folded) == "cannot decode the image /d/a\nRED.jpg (not an image file)"
-    assert _message_of("cannot decode the image x.jpg") == "cannot decode the image x.jpg"
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, k):
+        from resdsl.train.data import DataError
+
+        raise DataError("cannot decode the image /d/a\nRED.jpg (not an image file); remove or replace the file")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_workers_data_error_keeps_its_whole_message_on_one_line(workers):
+    """DataLoader folds a worker's traceback into the message; the DataError's own message comes out whole, and a
+    line break in a file name it names is written as its escape (it split the message over two lines, and, from a
+    worker, only its last line was kept: the file's folder was lost)."""
+    from resdsl.train.data import DataError
+    from resdsl.train.folders import worker_errors_unwrapped
+
+    loader = torch.utils.data.DataLoader(_BadNameInTheWorker(), num_workers=workers)
+    with pytest.raises(DataError) as caught:
+        list(worker_errors_unwrapped(loader))
+    assert str(caught.value) == ("cannot decode the image /d/a\\nRED.jpg (not an image file); remove or replace "
+                                 "the file")
+
+
+def test_every_error_for_the_user_names_a_file_on_one_line():
+    """A file name with a line break or a terminal's escape sequence cannot split an error's message or reach the
+    terminal raw, whichever of the trainer's errors names it."""
+    from resdsl.train.checkpoint import CheckpointError
+    from resdsl.train.data import DataError
+    from resdsl.train.fileio import OutputError
+    from resdsl.train.rundir import RunDirError
+    from resdsl.train.session import TrainingError
+
+    for kind in (CheckpointError, DataError, OutputError, RunDirError, TrainingError):
+        err = kind("cannot read /runs/a\n\x1b[2Jb/checkpoint.pt")
+        assert str(err) == "cannot read /runs/a\\n\\x1b[2Jb/checkpoint.pt", kind
+        assert str(kind(str(err))) == str(err)  # wrapped again, it is shown the same
 
 
 class _DiesInTheWorker(torch.utils.data.Dataset):

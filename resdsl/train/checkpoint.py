@@ -16,6 +16,7 @@ import zipfile
 
 import torch
 
+from .dataerror import Message
 from .fileio import OutputError, atomic_write, file_kind
 from .record import BOUND, FLAG, NUMBER, WHOLE, optional, problem
 
@@ -29,7 +30,7 @@ RESUMED = {"state": {"iter": WHOLE, "elapsed": NUMBER, "loss_sum": NUMBER, "wron
            "schedule": {"warmup_done": FLAG, "plateau_scale": NUMBER, "plateau_best": BOUND, "plateau_bad": WHOLE}}
 
 
-class CheckpointError(Exception):
+class CheckpointError(Message):
     """A checkpoint could not be written or read; the message says why and what was kept."""
 
 

@@ -1,14 +1,24 @@
-"""The data error: what every dataset module of the trainer raises when the user must fix something (a missing
-folder, no internet and no local copy, an unknown dataset, a corrupt file), :func:`one_line`, which turns a
-foreign exception into one short line for such a message, :func:`printable`, which shows any text on one line
-(resdsl.errors uses it too), and :func:`shown`, which shows a message line by line (the command line uses it for
-every message). Defined once here, below every other data module, so that all of them (and :mod:`.data`, which
-re-exports it) raise the same class; imports nothing from the rest of resdsl.
+"""The trainer's errors for the user and how they are shown. :class:`Message` is the one-paragraph message
+every such error carries; :class:`DataError` is what every dataset module raises when the user must fix
+something (a missing folder, no internet and no local copy, an unknown dataset, a corrupt file); :func:`one_line`
+turns a foreign exception into one short line for such a message; :func:`printable` shows any text on one line
+(resdsl.errors uses it too), and :func:`shown` shows a message line by line (the command line uses it for every
+message). Defined once here, below every other module of the trainer, so that all of them raise the same classes;
+imports nothing from the rest of resdsl.
 """
 from __future__ import annotations
 
 
-class DataError(Exception):
+class Message(Exception):
+    """An error whose message is one paragraph for the user: ``str(err)`` writes a line break or a terminal's
+    escape sequence in what it names (a file name, a run record's text) as its escape, wherever the message goes
+    (printed, logged, wrapped in another message). ``err.args`` keep the text as given."""
+
+    def __str__(self) -> str:
+        return printable(super().__str__())
+
+
+class DataError(Message):
     """A data problem the user must fix: a missing folder, no internet and no local copy, an unknown dataset,
     a corrupt file. ``str(err)`` is a complete, actionable one-paragraph message that names the ``--data`` /
     ``--data-dir`` flags where they are the fix."""

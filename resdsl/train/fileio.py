@@ -9,7 +9,7 @@ device or a pipe with a reader written through, and anything else is refused wit
 names itself in a folder it owns (:func:`write_owned`, :func:`atomic_write`, :func:`open_append`, the lock) is
 its own: a link in its place is replaced or refused, never followed, since it could point anywhere.
 
-This module imports nothing from the rest of resdsl (it ships beside emitted trainers) and not torch.
+This module imports from resdsl only :mod:`.dataerror` (both ship beside emitted trainers), and not torch.
 """
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ import stat
 import tempfile
 import weakref
 from typing import BinaryIO, Callable
+
+from .dataerror import Message
 
 try:  # POSIX; on Windows runs are not locked (there is no fcntl)
     import fcntl
@@ -34,7 +36,7 @@ def is_temporary(name: str) -> bool:
     return name.startswith(TEMPORARY[0]) and name.endswith(TEMPORARY[1])
 
 
-class OutputError(Exception):
+class OutputError(Message):
     """A file could not be written; the message names the file and the reason, and says what was kept."""
 
 

@@ -222,8 +222,8 @@ def worker_errors_unwrapped(batches):
     decoder's crash, the system's out-of-memory killer) is a DataError too, so the run keeps its work."""
     try:
         yield from batches
-    except DataError as exc:
-        raise DataError(_message_of(str(exc))) from None
+    except DataError as exc:  # its args hold DataLoader's text as made, the worker's traceback on its lines
+        raise DataError(_message_of(exc.args[0] if exc.args else "")) from None
     except RuntimeError as exc:
         if "DataLoader worker (pid" not in str(exc):
             raise
@@ -233,16 +233,13 @@ def worker_errors_unwrapped(batches):
 
 def _message_of(text: str) -> str:
     """The DataError's own message in the text DataLoader folds a worker's traceback into: what follows
-    'DataError: ' on the traceback's last, unindented line, and any lines after it (a file name may hold a line
-    break)."""
+    'DataError: ' on the traceback's last, unindented line (the message is one line: see :class:`.dataerror.Message`)."""
     _, found, tail = text.rpartition("Traceback (most recent call last):")
     if not found:
         return text
     lines = tail.split("\n")
     at = next((k for k, line in enumerate(lines) if line[:1] not in ("", " ") and "DataError: " in line), None)
-    if at is None:
-        return text
-    return "\n".join([lines[at].split("DataError: ", 1)[1], *lines[at + 1:]]).rstrip()
+    return text if at is None else lines[at].split("DataError: ", 1)[1].rstrip()
 
 
 def image_folder(root: str, split, train_subset, test_subset, seed) -> FolderData:

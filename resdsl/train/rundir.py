@@ -16,7 +16,7 @@ import time
 
 from . import record
 from .report import LOG
-from .dataerror import one_line
+from .dataerror import Message, one_line
 from .fileio import LOCK_FILE, TEMPORARY, FolderLock, OutputError, atomic_write, is_temporary, read_regular
 
 CONFIG = "config.json"
@@ -26,7 +26,7 @@ FINAL_TEST = "final-test.json"  # final.py: the last test in the recipe's view, 
 RUN_FILES = (CONFIG, CHECKPOINT, METRICS, FINAL_TEST, "curves.png", "tensorboard", LOG)
 
 
-class RunDirError(Exception):
+class RunDirError(Message):
     """A run directory cannot be used as asked; the message says why and what to do instead."""
 
 

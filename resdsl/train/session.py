@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 
+from .dataerror import Message
 from .data import (BatchPipeline, FolderData, InMemoryData, collate_encoded, crop_size, epoch_permutation,
                    load_dataset, worker_errors_unwrapped)
 from .ahead import Ahead
@@ -24,7 +25,7 @@ from .vocabulary import names_a_folder
 from .views import batch_pictures, collate_views, eval_view, named, view_of, words
 
 
-class TrainingError(Exception):
+class TrainingError(Message):
     """A run stopped for a reason the user must see (NaN loss, bad option, unwritable run directory)."""
 
 
