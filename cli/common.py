@@ -85,21 +85,13 @@ def say_warnings(net) -> None:
 
 
 def refuse_sources_as_output(nets, *outputs: tuple[str, str | None]) -> None:
-    """An output (flag, path) that is a file the networks were compiled from (the spec, a spec it extends, a
-    recipe file it includes) would replace the spec with what it compiles to: refused before anything is written."""
-    sources = [path for net in nets for path in net.spec.sources]
+    """An output (flag, path) that is a file the networks were compiled from would replace the spec with what it
+    compiles to (CheckedNetwork.source_at): refused before anything is written."""
     for flag, out in outputs:
-        if not out or out == "-":
-            continue
-        for source in sources:
-            try:
-                same = os.path.samefile(out, source)
-            except (OSError, ValueError):  # either is missing or not a file name: not the same file
-                continue
-            if same:
-                raise click.UsageError(printable(f"{flag} {out} is {source}, a file the network is compiled from: "
-                                                 "writing there would replace the spec; give the output another "
-                                                 "name"))
+        source = next((s for net in nets for s in [net.source_at(out)] if s), None) if out and out != "-" else None
+        if source:
+            raise click.UsageError(printable(f"{flag} {out} is {source}, a file the network is compiled from: "
+                                             "writing there would replace the spec; give the output another name"))
 
 
 def write_output(path: str, text: str | bytes) -> None:

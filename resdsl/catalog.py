@@ -94,7 +94,12 @@ def names() -> list[str]:
 
 
 def _declares_network(path: Path) -> bool:
-    return bool(_NETWORK.search(path.read_text(encoding="utf-8-sig")))
+    """Whether a packaged file declares a network (a recipe file does not); one damaged file (not UTF-8) leaves
+    the others' names working: it is said to be damaged where it is compiled."""
+    try:
+        return bool(_NETWORK.search(path.read_text(encoding="utf-8-sig", errors="replace")))
+    except OSError:
+        return False
 
 
 def entries() -> list[Entry]:

@@ -126,6 +126,17 @@ class CheckedNetwork:
         spec is edited, moved or replaced by a newer resdsl's (see compile_run)."""
         return {"path": self.spec.path, "files": dict(self.spec.sources), "aliases": dict(self.spec.aliases)}
 
+    def source_at(self, out) -> str | None:
+        """The file this network was compiled from (the spec, a spec it extends, a recipe file it includes) that
+        the output path ``out`` is, or None: writing there would replace the spec with what it compiles to."""
+        for source in self.spec.sources:
+            try:
+                if os.path.samefile(out, source):
+                    return source
+            except (OSError, ValueError, TypeError):  # either is missing or not a file name: not the same file
+                continue
+        return None
+
     def is_trained_from(self, config) -> bool | None:
         """Whether a run's config.json (``config``) records this spec's hash; None where it records none (a run
         of another program, or from before resdsl kept it)."""

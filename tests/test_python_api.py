@@ -179,3 +179,28 @@ def test_weights_past_an_onnx_files_limit_are_refused_before_exporting(tmp_path,
     with pytest.raises(RuntimeError, match=r"resnet20's weights take .* GiB, and an ONNX file holds at most 2 GiB"):
         resdsl.export_onnx("resnet20", str(tmp_path / "m.onnx"))
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_onnx_never_writes_over_a_file_the_network_is_compiled_from(tmp_path):
+    """`resdsl.export_onnx(spec, spec)` (two paths mixed up in a notebook) is refused before anything is written,
+    as `resdsl compile --onnx` refuses it: it replaced the user's spec with ONNX bytes."""
+    for name in ("resnet20.res", "recipes.res"):
+        (tmp_path / name).write_bytes((ROOT / "specs" / name).read_bytes())
+    spec, recipes = tmp_path / "resnet20.res", tmp_path / "recipes.res"
+    before = spec.read_bytes(), recipes.read_bytes()
+    for out in (str(spec), str(tmp_path / "." / "resnet20.res"), str(recipes)):
+        with pytest.raises(ValueError, match="a file the network is compiled from"):
+            resdsl.export_onnx(str(spec), out)
+    assert (spec.read_bytes(), recipes.read_bytes()) == before
+
+
+def test_one_damaged_packaged_spec_leaves_the_other_names_working(tmp_path, monkeypatch):
+    """A packaged file that is not UTF-8 made every lookup by name fail with UnicodeDecodeError."""
+    from resdsl import catalog
+
+    for name in ("resnet20.res", "recipes.res"):
+        (tmp_path / name).write_bytes((ROOT / "specs" / name).read_bytes())
+    (tmp_path / "broken.res").write_bytes(b"\x08\x08\x12\x07pytorch\xff\xfe")
+    monkeypatch.setattr(catalog, "specs_root", lambda: tmp_path)
+    assert "resnet20" in catalog.names()
+    assert resdsl.compile_spec("resnet20").params == 269722

@@ -20,6 +20,10 @@ def export_onnx(net, out_path: str, *, model=None, batch: int = 1, opset: int = 
         import onnx
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise RuntimeError("ONNX export needs the 'onnx' package: pip install onnx") from exc
+    source = net.source_at(out_path)
+    if source:
+        raise ValueError(f"{out_path} is {source}, a file the network is compiled from: writing the ONNX file there "
+                         "would replace the spec; give it another path")
     check_limits(net)  # the export runs the model once: refuse what would exhaust memory before allocating
     given = model is not None
     model = model if given else build_model(net)
