@@ -53,3 +53,43 @@ def test_a_recipes_learning_rate_beyond_float32_is_refused(tmp_path):
     _, failure = run_with_errors(train, lambda shape, k: rd.build_model(net, num_classes=k),
                                  dict(net.recipe, lr=1e300), opts)
     assert failure[1] == 1 and "the largest float32" in failure[0] and not (tmp_path / "run").exists(), failure
+
+
+def test_ctrl_c_stops_a_callers_loop_of_runs_that_skips_failed_ones(tmp_path):
+    """Ctrl-C in a run checkpoints and raises Interrupted, a KeyboardInterrupt: a sweep written `except Exception:
+    continue` stops (it went on to the next run), and a notebook's `except KeyboardInterrupt` catches it."""
+    import os
+    import signal
+
+    import resdsl as rd
+    from conftest import ROOT
+    from resdsl.train.loop import RunOptions, train
+    from resdsl.train.session import Interrupted
+
+    net = rd.compile_spec(str(ROOT / "tests" / "specs" / "tiny.res"))
+    calls = []
+
+    def ctrl_c_at_the_third_pass(module, inputs):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def model_fn(shape, k):
+        model = rd.build_model(net, num_classes=k)
+        model.register_forward_pre_hook(ctrl_c_at_the_third_pass)
+        return model
+
+    started = []
+    with pytest.raises(KeyboardInterrupt) as stop:
+        for lr in (0.1, 0.05):
+            try:
+                started.append(lr)
+                train(model_fn, net.recipe, RunOptions(device="cpu", quiet=True, out=str(tmp_path / str(lr)),
+                                                       data="synthetic", train_subset=64, test_subset=32,
+                                                       batch_size=16, iters=20, eval_every=10, lr=lr))
+            except Exception:  # noqa: BLE001 - the sweep a researcher writes
+                continue
+    assert started == [0.1] and isinstance(stop.value, Interrupted) and stop.value.status == 130
+    assert "SIGINT received: stopped after iteration" in str(stop.value)
+    assert (tmp_path / "0.1" / "checkpoint.pt").is_file()
+    assert "stopped: SIGINT received: stopped after iteration" in (tmp_path / "0.1" / "train.log").read_text()

@@ -123,8 +123,8 @@ def _train_in(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
     except BaseException as exc:
         if rank != 0 and isinstance(exc, DataError):  # its own share of the data: rank 0 cannot say it
             print(f"resdsl: error: process {rank} of {world}: {exc}", file=sys.stderr, flush=True)
-        cut_short(f"stopped: {CTRL_C}" if isinstance(exc, KeyboardInterrupt) else
-                  f"{'stopped' if isinstance(exc, Interrupted) else 'error'}: {exc}")
+        cut_short(f"stopped: {exc}" if isinstance(exc, Interrupted) else f"stopped: {CTRL_C}"
+                  if isinstance(exc, KeyboardInterrupt) else f"error: {exc}")
         raise
     finally:
         if lock is not None:

@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from .dataerror import Message
+from .dataerror import Message, printable
 from .data import (BatchPipeline, FolderData, InMemoryData, collate_encoded, crop_size, epoch_permutation,
                    load_dataset, worker_errors_unwrapped)
 from .ahead import Ahead
@@ -29,13 +29,17 @@ class TrainingError(Message):
     """A run stopped for a reason the user must see (NaN loss, bad option, unwritable run directory)."""
 
 
-class Interrupted(Exception):
+class Interrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM: a checkpoint was written; the run can be resumed. ``status`` is the shell's convention
-    for a process ended by that signal, 128 + its number (130 for SIGINT, 143 for SIGTERM)."""
+    for a process ended by that signal, 128 + its number (130 for SIGINT, 143 for SIGTERM). A KeyboardInterrupt,
+    not an Exception, so a caller's loop of runs that skips a failed one (``except Exception``) stops here too."""
 
     def __init__(self, message: str, signal_name: str):
         super().__init__(message)
         self.status = 128 + signal.Signals[signal_name].value
+
+    def __str__(self) -> str:  # one paragraph, as Message's (its resume line names the run's folder)
+        return printable(super().__str__())
 
 
 @dataclass
