@@ -93,3 +93,42 @@ def test_ctrl_c_stops_a_callers_loop_of_runs_that_skips_failed_ones(tmp_path):
     assert "SIGINT received: stopped after iteration" in str(stop.value)
     assert (tmp_path / "0.1" / "checkpoint.pt").is_file()
     assert "stopped: SIGINT received: stopped after iteration" in (tmp_path / "0.1" / "train.log").read_text()
+
+
+class _TakesThreeNumbers(torch.nn.Module):
+    """A model of the user's own that cannot take the data's images: it fails at the first step."""
+
+    def __init__(self, classes):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, classes)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def test_a_run_that_fails_at_its_first_step_can_be_started_again_as_it_was(tmp_path):
+    """The notebook's loop: the model fails at the first step, is fixed, and the cell runs again with the same
+    folder. The folder of the failed run (config.json, nothing trained) refused that run, telling it to --resume a
+    run that had no checkpoint to resume."""
+    import resdsl as rd
+    from conftest import ROOT
+    from resdsl.train.loop import RunOptions, train
+    from resdsl.train.rundir import RunDirError, start
+
+    net = rd.compile_spec(str(ROOT / "tests" / "specs" / "tiny.res"))
+
+    def opts():
+        return RunOptions(device="cpu", quiet=True, out=str(tmp_path / "run"), data="synthetic", train_subset=32,
+                          test_subset=16, batch_size=16, iters=2)
+
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        train(lambda shape, k: _TakesThreeNumbers(k), net.recipe, opts())
+    assert not (tmp_path / "run").exists()
+    result = train(lambda shape, k: rd.build_model(net, num_classes=k), net.recipe, opts())
+    assert result["iterations"] == 2 and (tmp_path / "run" / "checkpoint.pt").is_file()
+
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "config.json").write_text("{}")  # a run that stopped before its first checkpoint
+    with pytest.raises(RunDirError) as refused:
+        start(str(tmp_path / "kept")).release()
+    assert "--resume" not in str(refused.value) and "pass --overwrite" in str(refused.value)

@@ -121,7 +121,7 @@ def start(path: str, overwrite: bool = False) -> FolderLock:
         foreign = _not_a_runs(path, present)
         listed = f"{', '.join(present[:5])}{', ...' if len(present) > 5 else ''}"
         if present and not overwrite and not foreign:
-            resume = f"continue it with --resume {shlex.quote(path)}, " if CONFIG in present else ""
+            resume = f"continue it with --resume {shlex.quote(path)}, " if CHECKPOINT in present else ""
             raise RunDirError(f"run directory {path} already holds a run ({listed}); {resume}choose another --out, "
                               "or pass --overwrite to replace the previous run")
         if foreign and not overwrite:
@@ -166,10 +166,12 @@ def clear_previous(path: str) -> None:
 
 
 def remove_if_unused(path: str) -> None:
-    """Remove a run directory this process created if nothing but its lock, log and TensorBoard folder were written
-    into it (the log only repeats what was printed; TensorBoard's holds points only once metrics.jsonl does)."""
+    """Remove a run directory this process created if it trained nothing that was kept: no checkpoint and no
+    metrics, only its lock, log, config.json and TensorBoard folder (the log only repeats what was printed, and
+    TensorBoard's holds points only once metrics.jsonl does). A run that failed at its first step (a model that
+    cannot take the data) can so be started again as it was."""
     try:
-        if set(os.listdir(path)) <= {LOCK_FILE, LOG, "tensorboard"}:
+        if set(os.listdir(path)) <= {LOCK_FILE, LOG, CONFIG, "tensorboard"}:
             shutil.rmtree(path)
     except OSError:
         pass
