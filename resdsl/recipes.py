@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING
 
 from . import catalog
@@ -137,7 +138,11 @@ def _validate_warmup(w: dict, length: dict, bad) -> None:
 def _newer_rules(r: dict, bad) -> None:
     """Rules added after resdsl had trained runs that they refuse: a run's record of its spec is not held to them, so
     that the run is still resumed and evaluated. An augmentation's sizes above MAX_SIDE, as a test view's (a batch
-    padded or resized beyond that does not fit in memory)."""
+    padded or resized beyond that does not fit in memory). One crop step at most (the trainer cut by the last alone)."""
+    crops = [aug["kind"] for aug in r["augment"] if aug["kind"] in ("pad-crop", "scale", "random-resized-crop")]
+    if len(crops) > 1:
+        bad("augment", f"an augment list takes one crop step, not {len(crops)} ({', '.join(crops)}): the trainer "
+                       "would cut by the last alone")
     for aug in r["augment"]:
         sizes = {"pad-crop": [aug.get("padding")], "scale": [aug.get("max"), aug.get("crop")],
                  "random-resized-crop": [aug.get("size")]}.get(aug["kind"], [])
@@ -239,7 +244,8 @@ def _setting_error(err: SpecError, body: str) -> SpecError:
     span = err.span
     if span is None or span.path != SET_PATH or not 2 <= span.line <= body.count("\n") + 2:
         return SpecError(err.message, Span(SET_PATH, 1, 1), hint=err.hint)
-    return SpecError(err.message, Span(SET_PATH, span.line - 1, span.column, span.end_column), hint=err.hint,
+    message = re.sub(r"\(first at line (\d+)\)", lambda m: f"(first at line {int(m[1]) - 1})", err.message)
+    return SpecError(message, Span(SET_PATH, span.line - 1, span.column, span.end_column), hint=err.hint,
                      source=body)
 
 

@@ -141,6 +141,9 @@ def test_missing_required(write_spec):
     ("lr 0.1\nbatch 1\nlength 5 epochs\naugment pad-crop 100000, flip\n", "pad-crop sizes are at most 4096"),
     ("lr 0.1\nbatch 1\nlength 5 epochs\naugment scale 256-99999 crop 224\n", "scale sizes are at most 4096"),
     ("lr 0.1\nbatch 1\nlength 5 epochs\naugment random-resized-crop 5000\n", "crop sizes are at most 4096"),
+    # the trainer cut by the last crop step alone, silently
+    ("lr 0.1\nbatch 1\nlength 5 epochs\naugment scale 32-40 crop 32, random-resized-crop 32, lighting\n",
+     "one crop step, not 2 (scale, random-resized-crop)"),
 ])
 def test_recipe_validation(write_spec, body, fragment):
     err = _err(write_spec(CIFAR20 + "recipe r {\n" + body + "}\nrecipe r\n"))
@@ -228,3 +231,15 @@ def test_a_runs_record_of_its_spec_is_not_held_to_newer_recipe_rules(tmp_path):
         resdsl.compile_spec(text=text, name=path)
     _, net = compile_run({"spec": path, "spec_files": {"path": path, "files": {path: text}}}, str(tmp_path))
     assert net.recipe["schedule"]["milestones"] == [0, 3] and net.recipe["warmup"]["length"] == 0
+
+
+def test_a_setting_given_twice_names_the_first_by_its_set_number():
+    """`--set weight-decay=0 --set lr=0.2 --set weight-decay=0`: located at --set 3, the first one is --set 1 (it
+    said line 2, the line of the recipe the settings become)."""
+    from resdsl.recipes import recipe_with_settings
+
+    with pytest.raises(resdsl.SpecError) as refused:
+        recipe_with_settings(resdsl.compile_spec("resnet20").spec, ["weight-decay=0", "lr=0.2", "weight-decay=0"])
+    assert str(refused.value).startswith("--set:3:1: error: recipe field 'weight_decay' is given twice (first at "
+                                         "line 1)")
+
