@@ -112,7 +112,7 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
                                              training_images)
     from resdsl.experiment.folder import check_record, check_runs
 
-    from .train_cmd import git_commit
+    from resdsl.training import git_commit
 
     exp = _experiment(experiment, rows, data, dry_run)
     out = out or os.path.join("runs", exp.name + (f"-{os.path.basename(os.path.normpath(data))}" if data else ""))

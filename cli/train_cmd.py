@@ -3,7 +3,6 @@ resdsl/train/options.py, which an emitted trainer's argparse front end reads too
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 import click
@@ -117,14 +116,15 @@ def _run_record(run_dir: str, flag: str = "--resume") -> dict:
 def _compile(spec: str | None, values: dict):
     """The network to train and what config.json says of its spec: SPEC, or with --resume RUN alone the spec the
     run was trained from, compiled from the copy of its files the run keeps (see pipeline.compile_run)."""
-    from resdsl.pipeline import compile_run
+    from resdsl.training import run_network, spec_named
 
     if spec is not None:
         net = compile_arg(spec)
-        return net, {"spec": spec, "spec_path": os.path.abspath(spec) if os.path.isfile(spec) else spec}
-    cfg = _run_record(values["resume"])
-    spec, net = compile_run(cfg, values["resume"])
-    return net, {"spec": spec, "spec_path": cfg.get("spec_path", spec)}
+        return net, spec_named(spec, net)
+    try:
+        return run_network(values["resume"])
+    except RunDirError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _as_args(spec, values: dict, settings) -> list[str]:
@@ -221,56 +221,19 @@ def _is_random(net) -> bool:
     return any(OPS[d["op"]].random for _, d in net.graph.nodes(data=True))
 
 
-def git_commit() -> str | None:
-    """The commit of the resdsl source that runs, when it is a git checkout ("-dirty" with local changes)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        head = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        if head.returncode:
-            return None
-        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def _model_fn(net):
-    """Build a compiled spec's model for a dataset's shape, re-running the shape checks (located errors) on the
-    already resolved spec."""
-    from resdsl.backends.torch_module import build_model
-
-    def model_fn(shape, num_classes):
-        return build_model(net, num_classes=num_classes, in_channels=shape[0], input_size=tuple(shape[1:]))
-
-    return model_fn
-
-
 def _train_once(spec: str | None, values: dict, settings: list[str]) -> int:
     """One run of SPEC (None: the --resume run's own); its exit status (0, 1 for an error, 128 + the signal's
     number for a stop), the error said on stderr."""
-    from resdsl import __version__
-    from resdsl.errors import Span, SpecError
-    from resdsl.recipes import NO_RECIPE_HINT, recipe_with_settings
     from resdsl.train.cli import options_from
-    from resdsl.train.loop import run_with_errors, train
+    from resdsl.train.loop import run_with_errors
+    from resdsl.training import train_network
 
     net, named = _compile(spec, values)
     if not values.get("quiet") and os.environ.get("RANK", "0") == "0":  # --seeds and --nproc say it once
         say_warnings(net)
-    if net.recipe is None:
-        raise SpecError("the spec names no training recipe", Span(net.spec.path, 1, 1), source=net.spec.source,
-                        hint=NO_RECIPE_HINT)
-    length = (values["iters"], "iterations") if values.get("iters") else \
-        (values["epochs"], "epochs") if values.get("epochs") else None
-    scaled = values.get("scale_set")  # written for the recipe's length: scaled with it, as its own fields are
-    recipe = recipe_with_settings(net.spec, settings, None if scaled else length) if settings else net.recipe
     opts = options_from(values, net.name)
-    opts.extra_config = {**named, "spec_hash": net.spec_hash(), "spec_files": net.files(), "set": settings,
-                         "set_scaled": bool(scaled and settings and length),
-                         "network": net.name, "resdsl": __version__, "git_commit": git_commit(), "params": net.params,
-                         "macs": net.macs}
-    result, failure = run_with_errors(train, _model_fn(net), recipe, opts)
+    _, failure = run_with_errors(train_network, net, opts, settings=settings, scale_set=bool(values.get("scale_set")),
+                                 named=named)
     if not failure:
         return 0
     message, code = failure
@@ -313,35 +276,33 @@ def eval_cmd(target, checkpoint, data, data_dir, test_subset, test, old_view, de
         from resdsl.recipes import test_view_words
 
         test = test_view_words(test)
-    from resdsl.pipeline import compile_run
     from resdsl.train import checkpoint as ckpt
     from resdsl.train.data import DataError
     from resdsl.train.loop import TrainingError
+    from resdsl.training import eval_target, evaluate_weights, trained_elsewhere
 
-    if os.path.isdir(target):  # the run's own spec, as it recorded it
-        cfg = _run_record(target, "resdsl eval")
-        spec, net = compile_run(cfg, target)
-        run = cfg["options"]
-        checkpoint = checkpoint or target
-        data, data_dir = data or run.get("data"), data_dir or run.get("data_dir")
-        test_subset, the_runs = (test_subset, False) if test_subset else (run.get("test_subset"), True)
-    elif checkpoint is None:
+    if not os.path.isdir(target) and checkpoint is None:
         raise click.UsageError(printable(f"{target} is not a run directory: give a run directory, or a SPEC with "
                                          "--checkpoint"))
-    else:
-        spec, net, the_runs = target, compile_arg(target), False
-    test_subset = None if test_subset == "all" else test_subset
-    if os.path.isdir(checkpoint):
-        checkpoint = os.path.join(checkpoint, "checkpoint.pt")
-    _warn_if_trained_from_another_spec(net, spec, checkpoint)
     try:
-        name, views, res = _evaluate(net, checkpoint, data, data_dir, test_subset, test, device, batch_size,
-                                     not no_download)
+        what = eval_target(target if os.path.isdir(target) else compile_arg(target), checkpoint, data, data_dir,
+                           test_subset)
+    except RunDirError as exc:
+        raise click.ClickException(str(exc)) from None
+    net, said = what["net"], trained_elsewhere(what["net"], what["spec"] if os.path.isdir(target) else target,
+                                               what["checkpoint"])
+    if said:
+        click.echo(shown(f"resdsl: warning: {said}"), err=True)
+    try:
+        res = evaluate_weights(net, what["checkpoint"], data=what["data"], data_dir=what["data_dir"],
+                               test_subset=what["test_subset"], test=test, device=device, batch_size=batch_size,
+                               download=not no_download)
     except (ckpt.CheckpointError, DataError, TrainingError) as exc:
         click.echo(shown(f"resdsl: error: {exc}"), err=True)
         sys.exit(EXIT_SPEC)
-    which = " (the run's --test-subset; --test-subset all for every one)" if the_runs and test_subset else ""
-    click.echo(printable(f"{net.name} on {name} ({views}): top-1 error {res['error']:.2f}%, top-5 error "
+    which = (" (the run's --test-subset; --test-subset all for every one)" if what["runs_subset"] and
+             what["test_subset"] else "")
+    click.echo(printable(f"{net.name} on {res['data']} ({res['views']}): top-1 error {res['error']:.2f}%, top-5 error "
                          f"{res['top5_error']:.2f}%, loss {res['loss']:.4f}, on {res['images']:,} test images{which}"))
 
 
@@ -356,46 +317,3 @@ def _subset(value: str | None) -> int | str | None:
     if number < 1:
         raise click.BadParameter(f"{value!r} is neither a number of images (1 or more) nor 'all'")
     return number
-
-
-def _warn_if_trained_from_another_spec(net, spec: str, checkpoint: str) -> None:
-    """Weights whose names and shapes fit load into any network with those names (a plain net takes its residual
-    twin's): where the checkpoint's run recorded the hash of the spec it was trained from, a different one is said
-    (a changed recipe alone changes it too, so this is a warning)."""
-    from resdsl import __version__
-
-    from resdsl.train.rundir import record_of
-
-    cfg = record_of(os.path.dirname(checkpoint))
-    if cfg is None:
-        return
-    if net.is_trained_from(cfg) is False and cfg.get("spec_files") == net.files():
-        why = ("config.json's copy of the spec no longer gives the network its spec hash records (edited or "
-               "damaged)" if cfg.get("resdsl") == __version__ else f"this resdsl ({__version__}) compiles the spec "
-               f"{checkpoint} was trained from (its copy in config.json) to another network or recipe than resdsl "
-               f"{cfg.get('resdsl', '?')} did, which trained it")
-        click.echo(shown(f"resdsl: warning: {why}: evaluating the network as this version builds it"), err=True)
-    elif net.is_trained_from(cfg) is False:
-        click.echo(shown(f"resdsl: warning: {checkpoint} was trained from {cfg.get('spec', 'another spec')}; {spec} "
-                         "describes another network or recipe (config.json's spec hash differs): evaluating the "
-                         f"network {spec} describes with those weights"), err=True)
-
-
-def _evaluate(net, checkpoint, data, data_dir, test_subset, test, device, batch_size, download):
-    """The checkpoint's weights on its recipe's test set, through the trainer's front door."""
-    from resdsl.train import checkpoint as ckpt
-    from resdsl.train.session import RunOptions, evaluate_checkpoint
-
-    from resdsl.train.rundir import record_of
-
-    state = ckpt.load(checkpoint, plain=True)
-    ckpt.check_same_run(state, record_of(os.path.dirname(checkpoint)), checkpoint,
-                        "it holds that run's weights, not this one's; evaluate the run it came from")
-    recipe = state.get("recipe") or net.recipe or {}
-    name = data or recipe.get("dataset")
-    if not name:
-        raise click.UsageError("pass --data: neither the spec's recipe nor the checkpoint names a dataset")
-    opts = RunOptions(data=name, data_dir=data_dir, test_subset=test_subset, device=device, download=download)
-    views, result = evaluate_checkpoint(_model_fn(net), state, checkpoint, dict(recipe, dataset=name), opts, test,
-                                        batch_size)
-    return name, views, result

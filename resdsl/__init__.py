@@ -9,17 +9,18 @@ from __future__ import annotations
 
 from .errors import Span, SpecError, SpecWarning
 
-LAZY = ("CheckedNetwork", "compile_spec")  # from .pipeline, loaded when first asked for: see __getattr__
+# name -> the module that defines it, loaded when the name is first asked for: see __getattr__
+LAZY = {"CheckedNetwork": "pipeline", "compile_spec": "pipeline", "train_spec": "training", "evaluate": "training"}
 
 
 def __getattr__(name: str):
-    """``resdsl.compile_spec`` and ``resdsl.CheckedNetwork``, loaded (with lark and networkx) when first asked for:
+    """``resdsl.compile_spec`` and the rest of :data:`LAZY`, loaded (with lark and networkx) when first asked for:
     `import resdsl.train...` stays light, so the front ends take Ctrl-C before anything heavy loads
-    (resdsl.train.ctrl_c)."""
+    (resdsl.train.ctrl_c). ``train_spec`` and ``evaluate`` (resdsl.training) load torch when called."""
     if name in LAZY:
-        from . import pipeline
+        from importlib import import_module
 
-        return getattr(pipeline, name)
+        return getattr(import_module(f".{LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'resdsl' has no attribute {name!r}")
 
 
@@ -76,6 +77,6 @@ def draw(spec, view: str = "overview"):
         raise ValueError(f"{exc}: view='overview' or view='unit' draws it") from None  # too large for it
 
 
-__all__ = ["compile_spec", "build_model", "emit_python", "export_onnx", "draw", "CheckedNetwork", "SpecError",
-           "SpecWarning", "Span"]
+__all__ = ["compile_spec", "build_model", "emit_python", "export_onnx", "draw", "train_spec", "evaluate",
+           "CheckedNetwork", "SpecError", "SpecWarning", "Span"]
 __version__ = "0.1.0"

@@ -15,6 +15,8 @@ from test_train_trust import _in_process_run  # noqa: E402
     ("eval_every", 0, "--eval-every 0: must be at least 1"),
     ("workers", -1, "--workers -1: must be 0 or more"),
     ("decode", "bogus", "--decode 'bogus': choose from auto, workers, device"),
+    ("batch_size", "32", "--batch-size '32': give a number, not str"),  # failed inside torch's SGD
+    ("lr", True, "--lr True: give a number, not bool"),
 ])
 def test_values_the_command_line_refuses_are_refused_in_python_too(tmp_path, field, value, words):
     result, failure = _in_process_run(tmp_path, **{field: value})
@@ -132,3 +134,63 @@ def test_a_run_that_fails_at_its_first_step_can_be_started_again_as_it_was(tmp_p
     with pytest.raises(RunDirError) as refused:
         start(str(tmp_path / "kept")).release()
     assert "--resume" not in str(refused.value) and "pass --overwrite" in str(refused.value)
+
+
+def test_a_spec_trains_resumes_and_evaluates_from_python(tmp_path):
+    """resdsl.train_spec and resdsl.evaluate: what `resdsl train` and `resdsl eval` do, from Python, with the
+    values Python hands over (pathlib.Path, torch.device); the run records its spec as the command line's does,
+    so `resdsl eval RUN` rebuilds it; the result says how the model takes its input, which reproduces the run's
+    own test error outside the trainer."""
+    import json
+    import pathlib
+
+    import resdsl as rd
+    from conftest import ROOT
+    from resdsl.train.data import load_dataset
+    from test_train import resdsl
+
+    spec, run = ROOT / "tests" / "specs" / "tiny.res", pathlib.Path(tmp_path / "run")
+    settings = {"data": "synthetic", "train_subset": 64, "test_subset": 32, "batch_size": 16, "quiet": True,
+                "device": torch.device("cpu")}
+    result = rd.train_spec(spec, out=run, iters=3, settings=["momentum=0.95"], **settings)
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["spec"] == str(spec) and cfg["spec_hash"] == rd.compile_spec(spec).spec_hash()
+    assert cfg["set"] == ["momentum=0.95"] and cfg["recipe"]["momentum"] == 0.95 and result["iterations"] == 3
+
+    tested = rd.evaluate(run)
+    assert tested["error"] == result["last"]["test_error"] and tested["network"] == "tiny"
+    r = resdsl("eval", str(run))
+    assert r.returncode == 0 and f"top-1 error {tested['error']:.2f}%" in r.stdout, r.stderr
+
+    data = load_dataset("synthetic", test_subset=32)  # the model outside the trainer, its input as it says
+    norm, model = result["normalization"], result["model"].eval()
+    with torch.no_grad():
+        guesses = model((data.test_x.float() / 255 - norm["mean"]) / (norm["std"] if norm["std"] is not None else 1))
+    assert (guesses.argmax(1) != data.test_y).float().mean().item() * 100 == pytest.approx(tested["error"])
+
+    with pytest.warns(RuntimeWarning, match="describes another network or recipe"):
+        with pytest.raises(rd.train.CheckpointError, match="holds the weights of another network"):
+            rd.evaluate("resnet20", checkpoint=run, data="synthetic")
+    with pytest.raises(rd.train.TrainingError, match="already finished all 3 iterations"):  # its recorded spec
+        rd.train_spec(resume=run, quiet=True)
+    with pytest.raises(TypeError, match="a spec to train, or resume=RUN_DIR"):
+        rd.train_spec(iters=3)
+
+
+@pytest.mark.parametrize("change,words", [
+    ({"mometum": 0.5}, "the recipe has no field 'mometum' (its fields: optimizer, momentum,"),  # trained at 0.9
+    ({"momentum": "0.9"}, "recipe.momentum is '0.9', not a number"),  # failed inside torch's SGD
+    ({"schedule": {"kind": "step", "milestones": [2.5], "gamma": 0.1}}, "recipe.schedule.milestones is [2.5], not"),
+])
+def test_a_recipe_edited_in_python_is_checked_before_a_folder(tmp_path, change, words):
+    """A recipe changed as a dict (in Python, or in an emitted trainer's recipe.json) went unchecked: a misspelt
+    field was recorded and ignored, a value of the wrong kind failed inside torch."""
+    import resdsl as rd
+    from conftest import ROOT
+    from resdsl.train.loop import RunOptions, TrainingError, train
+
+    net = rd.compile_spec(str(ROOT / "tests" / "specs" / "tiny.res"))
+    with pytest.raises(TrainingError) as refused:
+        train(lambda shape, k: rd.build_model(net, num_classes=k), dict(net.recipe, **change),
+              RunOptions(device="cpu", quiet=True, out=str(tmp_path / "run"), data="synthetic", iters=2))
+    assert str(refused.value).startswith(words) and not (tmp_path / "run").exists()

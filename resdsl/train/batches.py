@@ -207,3 +207,13 @@ class BatchPipeline:
         n = self.data.test_x.shape[0]
         for i in range(0, n, batch_size):
             yield self._normalise(self.data.test_x[i:i + batch_size]), self.data.test_y[i:i + batch_size]
+
+
+def input_normalization(pipeline: BatchPipeline | None) -> dict:
+    """How a trained model takes its input, for using it outside the trainer: images scaled to [0, 1], minus
+    ``mean``, divided by ``std`` (float32 CPU tensors broadcasting over (C, H, W); None: not applied). An
+    in-memory dataset's are its pipeline's (the training set's own); an image folder's (no pipeline) ImageNet's."""
+    if pipeline is not None:
+        return pipeline.stats()
+    return {"mean": torch.tensor(IMAGENET_MEAN).view(3, 1, 1), "std": torch.tensor(IMAGENET_STD).view(3, 1, 1)}
+

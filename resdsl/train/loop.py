@@ -21,6 +21,7 @@ import torch
 from . import checkpoint as ckpt
 from . import final, rundir, views
 from .ctrl_c import CTRL_C, before_exit
+from .batches import input_normalization
 from .data import DataError
 from .fileio import OutputError
 from .metrics import MetricsLog
@@ -74,11 +75,11 @@ def _check_seed(seed: int) -> int:
 
 
 def train(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
-    """Train ``model_fn(shape, num_classes)`` with ``recipe``; returns the last metrics row and the run dir.
-
-    ``model_fn`` receives the dataset's image shape (C, H, W) and class count and returns an ``nn.Module``.
-    torch's process-wide settings the run changes are put back when it returns (resdsl.train.kept).
-    """
+    """Train ``model_fn(shape, num_classes)`` (an ``nn.Module`` for the data's (C, H, W) images and class count)
+    with ``recipe`` under ``opts``; returns ``{"run_dir", "iterations", "last" (the last metrics row), "model"
+    (trained, on its device), "normalization" (how it takes its input: batches.input_normalization), "final" (the
+    final test's figures, where the recipe names one)}``. torch's process-wide settings the run changes are put
+    back when it returns (resdsl.train.kept)."""
     if why := bad_value(vars(opts)):  # what the command line refuses, given in Python
         raise TrainingError(why)
     with torch_settings_kept():
@@ -200,6 +201,7 @@ def _train(model_fn, recipe, opts, run_dir, rank, world, log) -> dict:
             result = _loop(s, state, metrics, log, run_dir, path)
         else:  # a finished run resumed for its final test alone (_restore refuses it otherwise)
             result = {"run_dir": run_dir, "last": None, "iterations": s.total, "model": s.model}
+        result["normalization"] = input_normalization(s.pipeline)
         if rank == 0 and test:
             result["final"] = final.run(s, run_dir, test, s.total, lambda text: log.say(text))
         metrics.close()  # the last curves.png: a disk full now still says what of the run is kept

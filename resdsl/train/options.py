@@ -1,4 +1,4 @@
-"""The trainer's command-line options, described once as data.
+"""The trainer's command-line options, described once as data, and :class:`RunOptions`, which holds their values.
 
 `resdsl train` builds click options from this table and an emitted trainer's train.py builds argparse options from
 it (so that it needs only torch); neither describes an option itself. Imports nothing (not torch): reading the table
@@ -7,7 +7,7 @@ must not slow down `resdsl --help`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from .vocabulary import names_a_folder
@@ -150,6 +150,53 @@ OPTIONS = (
     Option("--nproc", "launch N processes with torchrun (DistributedDataParallel)", "device", positive_int, "N"),
 )
 
+
+@dataclass
+class RunOptions:
+    """Everything about a run that is not the model or the recipe: the table's options by their names (``iters``,
+    ``batch_size``, ...), as `resdsl train` and an emitted train.py fill it from their flags, and as a Python
+    caller gives it to resdsl.train's ``train``."""
+
+    data: str | None = None
+    data_dir: str | None = None
+    out: str | None = None
+    resume: str | None = None
+    device: str = "auto"
+    amp: str | None = "auto"  # auto: bf16 + channels_last on CUDA; None (configs before auto): fp32
+    channels_last: bool = False
+    compile: bool = False
+    seed: int | None = None  # None: 0 for a new run, the run's own seed on resume
+    deterministic: bool = False
+    sync_every_step: bool = False
+    no_graph: bool = False
+    overwrite: bool = False
+    iters: int | None = None
+    epochs: int | None = None
+    train_subset: int | None = None
+    test_subset: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    eval_every: int | None = None
+    checkpoint_every: int | None = None
+    quiet: bool = False
+    sync_bn: bool = False
+    workers: int | None = None  # DataLoader workers for image folders; None: loader_workers()'s default
+    decode: str | None = "auto"  # image folders: auto (device on CUDA), device, workers
+    # on a CPU, torch's threads (OMP_NUM_THREADS): sums split over threads round differently, so a resumed run
+    # takes its record's number (config.json) whatever its environment says
+    threads: int | None = None
+    download: bool = True
+    name: str = "run"
+    extra_config: dict = field(default_factory=dict)
+
+    def __post_init__(self):  # what Python hands over naturally: a pathlib.Path, a torch.device
+        for key in ("data", "data_dir", "out", "resume"):
+            if isinstance(getattr(self, key), os.PathLike):
+                setattr(self, key, os.fspath(getattr(self, key)))
+        if type(self.device).__name__ == "device":  # torch's, without importing torch
+            self.device = str(self.device)
+
+
 GROUPS = {"data": "data", "recipe": "recipe overrides", "run": "run", "device": "device and speed"}
 
 
@@ -176,7 +223,9 @@ def bad_value(values: dict) -> str | None:
             continue
         if opt.choices and value not in opt.choices:
             return f"{opt.flag} {value!r}: choose from {', '.join(map(str, opt.choices))}"
-        if opt.parse and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if opt.parse and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"{opt.flag} {value!r}: give a number, not {type(value).__name__}"
+        if opt.parse:
             try:
                 opt.parse(str(value))
             except ValueError as exc:

@@ -28,6 +28,9 @@ RECIPE = {
     "length": {"value": WHOLE, "unit": TEXT}, "nesterov": optional(FLAG), "augment": optional([dict]),
     "normalize": optional(TEXT), "label_smoothing": optional(NUMBER), "test": optional(VIEW),
 }
+# what else a recipe holds: the spec's name for it, its dataset and train/held-out split (a run records these
+# under options and dataset); a field outside these is a misspelling the trainer would not read
+RECIPE_FIELDS = (*RECIPE, "dataset", "split", "name")
 # the options a resumed run takes from its record (loop.RESUMED_OPTIONS and data_dir)
 OPTIONS = {
     "data": optional(TEXT), "data_dir": optional(TEXT), "seed": WHOLE, "amp": optional(TEXT),
@@ -55,6 +58,15 @@ def metrics_row(value) -> dict | None:
     if problem(value, METRICS_ROW) is not None:
         return None
     return {**dict.fromkeys(FIGURES), **value}
+
+
+def recipe_problem(recipe) -> str | None:
+    """What is wrong with a recipe given to the trainer as a plain dict (from Python, or an emitted trainer's
+    edited recipe.json), which no spec grammar checked: a field it does not know, or a value of the wrong kind."""
+    unknown = sorted(set(recipe) - set(RECIPE_FIELDS)) if isinstance(recipe, dict) else []
+    if unknown:
+        return f"the recipe has no field {unknown[0]!r} (its fields: {', '.join(RECIPE_FIELDS)})"
+    return problem(recipe, RECIPE, "recipe")
 
 
 def problem(record, kind=None, where: str = "") -> str | None:

@@ -6,7 +6,7 @@ import json
 import os
 import signal
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -17,7 +17,8 @@ from .data import (BatchPipeline, FolderData, InMemoryData, collate_encoded, cro
 from .ahead import Ahead
 from .evaluation import evaluate
 from .images import build_batch, check_normalize
-from .options import MAX_LR, recorded_paths
+from .options import MAX_LR, RunOptions, recorded_paths
+from .record import recipe_problem
 from .schedule import LRSchedule, from_recipe
 from .steps import seed_for
 from .streams import prepared, thread_stream, to_device
@@ -40,43 +41,6 @@ class Interrupted(KeyboardInterrupt):
 
     def __str__(self) -> str:  # one paragraph, as Message's (its resume line names the run's folder)
         return printable(super().__str__())
-
-
-@dataclass
-class RunOptions:
-    """Everything about a run that is not the model or the recipe (the CLI flags)."""
-
-    data: str | None = None
-    data_dir: str | None = None
-    out: str | None = None
-    resume: str | None = None
-    device: str = "auto"
-    amp: str | None = "auto"  # auto: bf16 + channels_last on CUDA; None (configs before auto): fp32
-    channels_last: bool = False
-    compile: bool = False
-    seed: int | None = None  # None: 0 for a new run, the run's own seed on resume
-    deterministic: bool = False
-    sync_every_step: bool = False
-    no_graph: bool = False
-    overwrite: bool = False
-    iters: int | None = None
-    epochs: int | None = None
-    train_subset: int | None = None
-    test_subset: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    eval_every: int | None = None
-    checkpoint_every: int | None = None
-    quiet: bool = False
-    sync_bn: bool = False
-    workers: int | None = None  # DataLoader workers for image folders; None: loader_workers()'s default
-    decode: str | None = "auto"  # image folders: auto (device on CUDA), device, workers
-    # on a CPU, torch's threads (OMP_NUM_THREADS): sums split over threads round differently, so a resumed run
-    # takes its record's number (config.json) whatever its environment says
-    threads: int | None = None
-    download: bool = True
-    name: str = "run"
-    extra_config: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -106,7 +70,11 @@ def distributed_env() -> tuple[int, int]:
 
 
 def apply_overrides(recipe: dict, opts: RunOptions) -> dict:
-    """The recipe as the options change it; its own folder (./imagenet) becomes ``opts.data``, to be recorded."""
+    """The recipe as the options change it; its own folder (./imagenet) becomes ``opts.data``, to be recorded. The
+    recipe is a plain dict that no spec grammar checked (given in Python, an emitted trainer's recipe.json): a field
+    the trainer does not know, or a value of the wrong kind, is refused first."""
+    if why := recipe_problem(recipe):
+        raise TrainingError(why)
     r = json.loads(json.dumps(recipe))
     if opts.batch_size is not None:
         if opts.batch_size < 1:
