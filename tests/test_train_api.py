@@ -194,3 +194,14 @@ def test_a_recipe_edited_in_python_is_checked_before_a_folder(tmp_path, change, 
         train(lambda shape, k: rd.build_model(net, num_classes=k), dict(net.recipe, **change),
               RunOptions(device="cpu", quiet=True, out=str(tmp_path / "run"), data="synthetic", iters=2))
     assert str(refused.value).startswith(words) and not (tmp_path / "run").exists()
+
+
+def test_evaluate_takes_a_devices_name():
+    """resdsl.train.evaluate(model, batches, "cpu"), as torch's own functions take a device (it needed a
+    torch.device)."""
+    from resdsl.train import evaluate
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    x, y = torch.randn(4, 3, 2, 2), torch.tensor([0, 1, 2, 0])
+    wrong = (model(x).argmax(1) != y).sum().item()
+    assert evaluate(model, [(x, y)], "cpu")["error"] == 25.0 * wrong

@@ -26,7 +26,9 @@ def evaluate(model, batches, device, amp_dtype=None, channels_last=False) -> dic
     """Mean loss, top-1 and top-5 error (%) over ``batches`` of (x, y); a (B, K, C, H, W) x averages the softmax
     scores of K crops, a :class:`views.Views` those of each picture's scales.
     The per-batch sums stay on the device and are read once at the end (a read per batch would make the host wait
-    for every batch's forward pass); they are added on the host in batch order, in double."""
+    for every batch's forward pass); they are added on the host in batch order, in double. ``device``: a
+    ``torch.device`` or its name ("cpu", "cuda:0")."""
+    device = torch.device(device)
     was_training = model.training
     model.eval()
     try:
