@@ -233,7 +233,7 @@ def worker_errors_unwrapped(batches):
 
 def _message_of(text: str) -> str:
     """The DataError's own message in the text DataLoader folds a worker's traceback into: what follows
-    'DataError: ' on the traceback's last, unindented line (the message is one line: see :class:`.dataerror.Message`)."""
+    'DataError: ' on the traceback's last, unindented line (the message is one line: dataerror.Message)."""
     _, found, tail = text.rpartition("Traceback (most recent call last):")
     if not found:
         return text
