@@ -209,7 +209,9 @@ def _conv_module(d: dict, num: Callable[[str], str]) -> str:
 
 def _pool_module(d: dict, num: Callable[[str], str]) -> str:
     cls = "nn.MaxPool2d" if d["op"] == "maxpool" else "nn.AvgPool2d"
-    ceil = ", ceil_mode=True, count_include_pad=False" if d.get("ceil_mode") else ""  # timm's ResNet-D pool
+    ceil = ", ceil_mode=True" if d.get("ceil_mode") else ""
+    if ceil and d["op"] == "avgpool":  # timm's ResNet-D pool (nn.MaxPool2d has no count_include_pad)
+        ceil += ", count_include_pad=False"
     return f"{cls}(kernel_size={num('kernel')}, stride={num('stride')}, padding={num('padding')}{ceil})"
 
 

@@ -96,6 +96,7 @@ class ShortcutPath:
     ops: tuple[tuple[str, str], ...]  # (name in the unit, op kind), in order
     words: dict[str, str]  # by the stage's option ("" for any other): what captions and docstrings call it
     module: str | None = None  # the nn.Sequential holding them (torchvision's `downsample`, for its weights)
+    class_word: str = ""  # what it adds to a unit's class name in emitted code and drawings ('Projection')
 
     @property
     def projects(self) -> bool:
@@ -108,18 +109,20 @@ class ShortcutPath:
 # `projection-bn no` says so). The names are torchvision's, so its state_dicts load (layer2.0.downsample.0).
 PATHS = {
     "identity": ShortcutPath((), {"": "identity shortcut"}),
-    "zero-pad": ShortcutPath((("shortcut_zero_pad", "zero_pad"),), {"": "zero-padding shortcut (option A)"}),
+    "zero-pad": ShortcutPath((("shortcut_zero_pad", "zero_pad"),), {"": "zero-padding shortcut (option A)"},
+                             class_word="ZeroPad"),
     # a projection is named by its stage's option: [R]'s B, or C, which [I] Fig. 2(e) calls a 1x1 conv shortcut
     "projection": ShortcutPath((("downsample.0", "conv"), ("downsample.1", "bn")),
                                {"": "1x1 projection shortcut", "B": "1x1 projection shortcut (option B)",
-                                "C": "1x1 conv shortcut (option C)"}, module="downsample"),
+                                "C": "1x1 conv shortcut (option C)"}, module="downsample", class_word="Projection"),
     # ResNet-D (He et al. 2019, "Bag of Tricks", Fig. 2c): a 2x2 average pool with stride 2 takes the stride off
     # the 1x1 conv, which then sees every pixel; timm's names (`avg_down`): the pool is downsample.0, nn.Identity
     # where the unit keeps its size
     "avg-projection": ShortcutPath((("downsample.0", "avgpool"), ("downsample.1", "conv"), ("downsample.2", "bn")),
                                    {"": "average pool + 1x1 projection shortcut (ResNet-D)",
                                     "B": "average pool + 1x1 projection shortcut (ResNet-D, option B)",
-                                    "C": "average pool + 1x1 conv shortcut (ResNet-D, option C)"}, module="downsample"),
+                                    "C": "average pool + 1x1 conv shortcut (ResNet-D, option C)"}, module="downsample",
+                                   class_word="AvgProjection"),
 }
 
 
@@ -281,8 +284,7 @@ def class_name(g, record: dict) -> str:
     ('PreactBasicUnitPreactShared', 'BottleneckUnitProjection', 'BasicUnitPadGated')."""
     nodes = [g.nodes[n] for n in record["nodes"]]
     ops = {d["op"] for d in nodes}
-    words = {"projection": ["Projection"], "avg-projection": ["AvgProjection"],
-             "zero-pad": ["ZeroPad"]}.get(record["shortcut"], [])
+    words = [PATHS[record["shortcut"]].class_word] if record["shortcut"] else []
     if any(d["path"] == "shared" for d in nodes) and not (record["shortcut"] and PATHS[record["shortcut"]].projects):
         words.append("PreactShared")
     words += [word for op, word in (("se", "SE"), ("sigmoid", "Gated"), ("dropout", "Dropout"), ("scale", "Scaled"),

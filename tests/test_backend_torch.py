@@ -397,3 +397,14 @@ def test_onnx_export_of_a_given_model_is_checked(at_root, monkeypatch, tmp_path)
     monkeypatch.setenv("RESDSL_MAX_ACTIVATION_BYTES", "1000")
     with pytest.raises(resdsl.SpecError, match="activations"):
         export_onnx(net, str(tmp_path / "m.onnx"), model=model)
+
+
+@pytest.mark.parametrize("op", ["maxpool", "avgpool"])
+def test_a_ceil_mode_pool_is_a_module_torch_builds(op):
+    """A pool with ceil mode (ResNet-D's shortcut pool) is written as a module torch builds, a max pool too
+    (it was given count_include_pad, which nn.MaxPool2d does not take)."""
+    from resdsl.ops import OPS
+
+    d = {"op": op, "kernel": (2, 2), "stride": 2, "padding": (0, 0), "ceil_mode": True}
+    pool = eval(OPS[op].module(d, lambda key: repr(d[key])), {"nn": torch.nn})  # noqa: S307 - our own source
+    assert pool.ceil_mode and pool(torch.ones(1, 1, 5, 5)).shape == (1, 1, 3, 3)

@@ -125,6 +125,29 @@ def test_grammar_words_are_the_tables_words():
     assert all(word in e.value.hint for word in ORDERS)
 
 
+def test_every_shortcut_path_is_built_named_and_drawn():
+    """Each path a shortcut kind builds is a PATHS entry, with a class word (every path but the identity) and a
+    line style in the drawings: a new path missing from either table failed only in `resdsl viz` (a KeyError)."""
+    from resdsl.backends.drawing_words import LINES
+    from resdsl.units import PATHS, SHORTCUT_KINDS
+
+    built = {p for k in SHORTCUT_KINDS.values() for p in (k.same, k.changes) if p is not None}
+    assert built <= set(PATHS) and set(LINES) == set(PATHS)
+    assert all(path.class_word for name, path in PATHS.items() if name != "identity")
+
+
+def test_every_op_is_drawn_and_emitted():
+    """Each op kind's colour group is one the drawings have, and each op the emitter writes has a Python form (a
+    module or a call): a new op missing either compiled and counted, then failed when drawn (a KeyError) or
+    emitted (an internal error)."""
+    from resdsl.backends.graphviz import COLOURS
+    from resdsl.ops import OPS
+
+    for op in OPS.values():
+        assert op.look is None or op.look[0] in COLOURS, op.kind
+        assert op.kind in ("input", "output") or op.module or op.call, op.kind
+
+
 def test_drop_path_words_in_either_order_each_once():
     """`drop-path P RULE PER` or `drop-path P PER RULE`; a second rule or a second per-word is named where it is
     (it was 'unexpected ...', with no word of what drop-path takes)."""
