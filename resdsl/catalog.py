@@ -109,7 +109,7 @@ def entries() -> list[Entry]:
 
 
 def _entry(name: str, path: Path) -> Entry:
-    paper, where = source_of(path.read_text(encoding="utf-8-sig"))
+    paper, where = source_of(path.read_text(encoding="utf-8-sig", errors="replace"))  # a damaged file is listed
     return Entry(name, path, paper, where)
 
 

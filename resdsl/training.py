@@ -100,6 +100,11 @@ def train_spec(spec=None, *, settings=(), scale_set: bool = False, **options) ->
     from .train.session import RunOptions
 
     opts = RunOptions(**options)  # an unknown option is a TypeError naming it
+    if opts.resume and settings:
+        raise ValueError("settings change the recipe, and a resumed run keeps its own: start a new run instead")
+    if scale_set and not (settings and (opts.iters or opts.epochs)):
+        raise ValueError("scale_set scales the settings with the run's length: it goes with settings and iters or "
+                         "epochs")
     if spec is None:
         if not opts.resume:
             raise TypeError("train_spec takes a spec to train, or resume=RUN_DIR")

@@ -154,15 +154,17 @@ def test_a_run_folder_moved_while_it_trained_is_said_so():
 def test_the_recipes_own_image_folder_is_recorded_from_the_root(tmp_path, monkeypatch):
     """`dataset imagenet` without --data reads ./imagenet: the run records that folder from the root, as it records
     --data's, so that resumed from another folder it reads the same pictures (or none)."""
+    import resdsl
     from resdsl.train.session import RunOptions, apply_overrides
 
+    whole = resdsl.compile_spec("resnet20").recipe
     monkeypatch.chdir(tmp_path)
     (tmp_path / "imagenet").mkdir()
     opts = RunOptions()
-    recipe = apply_overrides({"dataset": "imagenet", "lr": 0.1, "batch": 4}, opts)
+    recipe = apply_overrides(dict(whole, dataset="imagenet"), opts)
     assert recipe["dataset"] == opts.data == str(tmp_path / "imagenet")
     opts = RunOptions()
-    recipe = apply_overrides({"dataset": "mnist", "lr": 0.1, "batch": 4}, opts)
+    recipe = apply_overrides(dict(whole, dataset="mnist"), opts)
     assert recipe["dataset"] == "mnist" and opts.data is None
 
 

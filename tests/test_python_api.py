@@ -200,7 +200,8 @@ def test_one_damaged_packaged_spec_leaves_the_other_names_working(tmp_path, monk
 
     for name in ("resnet20.res", "recipes.res"):
         (tmp_path / name).write_bytes((ROOT / "specs" / name).read_bytes())
-    (tmp_path / "broken.res").write_bytes(b"\x08\x08\x12\x07pytorch\xff\xfe")
+    (tmp_path / "onnx.res").write_bytes(b"\x08\x08\x12\x07pytorch\xff\xfe")  # a spec written over by ONNX
+    (tmp_path / "broken.res").write_bytes(b"# caf\xe9\nnetwork broken\n")  # resdsl list showed an internal error
     monkeypatch.setattr(catalog, "specs_root", lambda: tmp_path)
-    assert "resnet20" in catalog.names()
+    assert "resnet20" in catalog.names() and "broken" in [e.name for e in catalog.entries()]  # resdsl list
     assert resdsl.compile_spec("resnet20").params == 269722

@@ -129,11 +129,12 @@ def test_a_run_that_fails_at_its_first_step_can_be_started_again_as_it_was(tmp_p
     result = train(lambda shape, k: rd.build_model(net, num_classes=k), net.recipe, opts())
     assert result["iterations"] == 2 and (tmp_path / "run" / "checkpoint.pt").is_file()
 
-    (tmp_path / "kept").mkdir()
-    (tmp_path / "kept" / "config.json").write_text("{}")  # a run that stopped before its first checkpoint
-    with pytest.raises(RunDirError) as refused:
-        start(str(tmp_path / "kept")).release()
-    assert "--resume" not in str(refused.value) and "pass --overwrite" in str(refused.value)
+    for name in ("config.json", "checkpoint.pt"):  # a run stopped before its first checkpoint; one that lost its
+        (tmp_path / name).mkdir()                    # record: neither can be resumed
+        (tmp_path / name / name).write_text("{}")
+        with pytest.raises(RunDirError) as refused:
+            start(str(tmp_path / name)).release()
+        assert "--resume" not in str(refused.value) and "pass --overwrite" in str(refused.value)
 
 
 def test_a_spec_trains_resumes_and_evaluates_from_python(tmp_path):
@@ -205,3 +206,36 @@ def test_evaluate_takes_a_devices_name():
     x, y = torch.randn(4, 3, 2, 2), torch.tensor([0, 1, 2, 0])
     wrong = (model(x).argmax(1) != y).sum().item()
     assert evaluate(model, [(x, y)], "cpu")["error"] == 25.0 * wrong
+
+
+def test_run_options_take_what_python_hands_over(tmp_path, monkeypatch):
+    """A pathlib.Path; a torch.device, cuda:N included (refused where that GPU is not there); a relative folder of
+    pictures recorded from the root, as `resdsl train --data` records it (a run made in Python was not evaluated or
+    resumed from another folder)."""
+    import pathlib
+
+    from resdsl.train.loop import RunOptions, TrainingError, train
+
+    (tmp_path / "pictures").mkdir()
+    monkeypatch.chdir(tmp_path)
+    opts = RunOptions(data="pictures", data_dir=pathlib.Path("cache"), out=pathlib.Path("run"),
+                      device=torch.device("cpu"))
+    assert (opts.data, opts.data_dir, opts.out, opts.device) == (str(tmp_path / "pictures"), str(tmp_path / "cache"),
+                                                                 "run", "cpu")
+    assert RunOptions(data="fashion-mnist").data == "fashion-mnist"
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(TrainingError, match=f"--device cuda:{count}: PyTorch sees {count} CUDA GPU"):
+        train(lambda shape, k: torch.nn.Linear(1, k), {}, RunOptions(device=torch.device("cuda", count), out="r"))
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_spec_refuses_settings_it_would_ignore(tmp_path):
+    """Settings for a resumed run (it keeps its recipe), scale_set without settings and a length: the command line
+    refuses them; train_spec trained on as if they were not given."""
+    import resdsl as rd
+
+    with pytest.raises(ValueError, match="a resumed run keeps its own"):
+        rd.train_spec(resume=str(tmp_path), settings=["momentum=0.5"])
+    with pytest.raises(ValueError, match="scale_set .* goes with settings and iters or epochs"):
+        rd.train_spec("resnet20", scale_set=True, iters=10)
+

@@ -9,7 +9,7 @@ import signal
 import sys
 
 from .loop import RunOptions
-from .options import EMITTED_EXAMPLES, GROUPS, OPTIONS, recorded_paths
+from .options import EMITTED_EXAMPLES, GROUPS, OPTIONS
 from .rundir import CHECKPOINT
 from .seeds import as_launcher, signal_name, without
 
@@ -46,8 +46,6 @@ def options_from(values: dict, name: str) -> RunOptions:
     """RunOptions from parsed option values (argparse's ``vars(ns)`` or click's keyword arguments)."""
     fields = set(RunOptions.__dataclass_fields__)
     kw = {k: v for k, v in values.items() if k in fields}
-    if "data" in kw or "data_dir" in kw:
-        kw["data"], kw["data_dir"] = recorded_paths(kw.get("data"), kw.get("data_dir"))
     return RunOptions(**kw, download=not values.get("no_download"), name=name)
 
 

@@ -7,6 +7,7 @@ must not slow down `resdsl --help`.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -189,15 +190,22 @@ class RunOptions:
     name: str = "run"
     extra_config: dict = field(default_factory=dict)
 
-    def __post_init__(self):  # what Python hands over naturally: a pathlib.Path, a torch.device
-        for key in ("data", "data_dir", "out", "resume"):
+    def __post_init__(self):
+        for key in ("data", "data_dir", "out", "resume"):  # what Python hands over: a pathlib.Path
             if isinstance(getattr(self, key), os.PathLike):
                 setattr(self, key, os.fspath(getattr(self, key)))
-        if type(self.device).__name__ == "device":  # torch's, without importing torch
+        if type(self.device).__name__ == "device":  # torch's (cuda:1 with its index), without importing torch
             self.device = str(self.device)
+        self.data, self.data_dir = recorded_paths(self.data, self.data_dir)  # as the run records them
 
 
 GROUPS = {"data": "data", "recipe": "recipe overrides", "run": "run", "device": "device and speed"}
+
+
+def is_gpu(device) -> bool:
+    """Whether a device's name picks one CUDA GPU by its index (``cuda:1``, as torch writes it), which Python
+    callers give (the flag's choices are the words of DEVICES)."""
+    return isinstance(device, str) and re.fullmatch(r"cuda:\d+", device) is not None
 
 
 def misuse(values: dict) -> str | None:
@@ -221,7 +229,7 @@ def bad_value(values: dict) -> str | None:
         value = values.get(opt.dest)
         if value is None or opt.is_flag:
             continue
-        if opt.choices and value not in opt.choices:
+        if opt.choices and value not in opt.choices and not (opt.dest == "device" and is_gpu(value)):
             return f"{opt.flag} {value!r}: choose from {', '.join(map(str, opt.choices))}"
         if opt.parse and (isinstance(value, bool) or not isinstance(value, (int, float))):
             return f"{opt.flag} {value!r}: give a number, not {type(value).__name__}"

@@ -121,7 +121,8 @@ def start(path: str, overwrite: bool = False) -> FolderLock:
         foreign = _not_a_runs(path, present)
         listed = f"{', '.join(present[:5])}{', ...' if len(present) > 5 else ''}"
         if present and not overwrite and not foreign:
-            resume = f"continue it with --resume {shlex.quote(path)}, " if CHECKPOINT in present else ""
+            resumable = CHECKPOINT in present and CONFIG in present
+            resume = f"continue it with --resume {shlex.quote(path)}, " if resumable else ""
             raise RunDirError(f"run directory {path} already holds a run ({listed}); {resume}choose another --out, "
                               "or pass --overwrite to replace the previous run")
         if foreign and not overwrite:

@@ -17,7 +17,7 @@ from .data import (BatchPipeline, FolderData, InMemoryData, collate_encoded, cro
 from .ahead import Ahead
 from .evaluation import evaluate
 from .images import build_batch, check_normalize
-from .options import MAX_LR, RunOptions, recorded_paths
+from .options import MAX_LR, RunOptions, is_gpu, recorded_paths
 from .record import recipe_problem
 from .schedule import LRSchedule, from_recipe
 from .steps import seed_for
@@ -61,6 +61,12 @@ def pick_device(choice: str) -> torch.device:
         raise TrainingError("--device mps was asked for, but Apple's MPS backend is not available")
     if choice == "cuda":
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if is_gpu(choice):  # cuda:N, given in Python: that GPU (each process of a torchrun run takes its own)
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if int(choice[5:]) >= count or distributed_env()[1] > 1:
+            raise TrainingError(f"--device {choice}: PyTorch sees {count} CUDA GPU{'' if count == 1 else 's'}"
+                                + (", and a run of several processes gives each its own: --device cuda"
+                                   if distributed_env()[1] > 1 else ""))
     return torch.device(choice)
 
 
