@@ -48,13 +48,13 @@ def analyze() -> None:
 @guard
 def responses_cmd(runs, out, test_subset, device, batch_size, at, data_dir, no_download) -> None:
     """[R] Fig. 7: the std of every 3x3 layer's response (after BN, before ReLU and the addition) on the test set,
-    for each RUN; writes OUT/responses.png (top: layers in network order, bottom: sorted descending) and
+    over all its values (every image, channel and position), for each RUN; writes OUT/responses.png (top: layers in network order, bottom: sorted descending) and
     OUT/responses.csv (run, layer, module, std, rank)."""
-    from resdsl.analysis import ResponsesError, images_words, labelled, measure_run, open_run
-    from resdsl.analysis.responses import csv_text, figure_png
+    from resdsl.analysis import ResponsesError, csv_text, figure_png, images_words, labelled, measure_run, open_run
     from resdsl.train.fileio import OutputError, write_owned
 
     png, csv = _check_out(out)  # before any run is measured (minutes, for a deep network on a CPU)
+    _refuse_a_run_twice(runs)
     try:
         opened = [open_run(path) for path in runs]  # every run is checked before the first is measured
         for run in opened:
@@ -73,6 +73,15 @@ def responses_cmd(runs, out, test_subset, device, batch_size, at, data_dir, no_d
         click.echo(printable(f"resdsl: error: {exc}"), err=True)
         sys.exit(EXIT_SPEC)
     click.echo(printable(f"wrote {png} and {csv}"))
+
+
+def _refuse_a_run_twice(runs) -> None:
+    """The same run named twice (under two spellings, say) would be measured twice and drawn as two runs."""
+    seen = {}
+    for run in runs:
+        first = seen.setdefault(os.path.realpath(run), run)
+        if first is not run:
+            raise click.UsageError(printable(f"{run} and {first} are the same run: name each run once"))
 
 
 def _check_out(out: str) -> tuple[str, str]:

@@ -294,7 +294,7 @@ def test_runs_of_one_network_in_folders_of_one_name_keep_their_own_curves(runs, 
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader(open(tmp_path / "out" / "responses.csv")))
     assert {row["run"] for row in rows} == {"tiny (a/seed-0)", "tiny (b/seed-0)"}
-    from resdsl.analysis.responses import RunResponses, labelled
+    from resdsl.analysis import RunResponses, labelled
 
     twice = [RunResponses("x", "n", "bn", 1, [("m", 1.0)])] * 2  # one run given twice: numbered, not dropped
     assert list(labelled(twice)) == ["n (x) #1", "n (x) #2"]
@@ -355,3 +355,29 @@ def resdsl_main():
     from resdsl_cli.main import main
 
     return main
+
+
+def test_runs_measured_on_other_data_or_images_say_which():
+    """Runs measured on different datasets or numbers of test images were drawn on one figure with nothing telling
+    which curve saw what (the title listed the counts, unattached): each label says its own; measured alike, the
+    title says it once."""
+    from resdsl.analysis import RunResponses, images_words, labelled
+
+    a = RunResponses("runs/a", "resnet20", "bn", 500, [("bn1", 0.5)], data="fashion-mnist")
+    b = RunResponses("runs/b", "plain20", "bn", 200, [("bn1", 0.6)], data="/data/pictures/")
+    assert list(labelled([a, b])) == ["resnet20 [500 test images of fashion-mnist]",
+                                      "plain20 [200 test images of pictures]"]
+    assert images_words([a, b]) == ""
+    b = RunResponses("runs/b", "plain20", "bn", 500, [("bn1", 0.6)], data="fashion-mnist")
+    assert list(labelled([a, b])) == ["resnet20", "plain20"] and images_words([a, b]) == (
+        "500 test images of fashion-mnist")
+
+
+def test_a_run_named_twice_is_refused_before_measuring(runs, tmp_path):
+    """The same run under two spellings was measured twice and drawn as two runs."""
+    from resdsl_cli.analyze_cmd import analyze
+
+    same = os.path.join(str(runs["tiny"]), ".")
+    r = CliRunner().invoke(analyze, ["responses", str(runs["tiny"]), same, "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2 and "are the same run: name each run once" in r.output
+    assert not (tmp_path / "out").exists()

@@ -364,7 +364,7 @@ def _code(text: str) -> str:
 def _responses(fig, by_row: dict, out: str, away: list[str]) -> list[str]:
     """[R] Fig. 7 for the figure's rows (seed 0 of each), through `resdsl analyze responses`'s functions; the
     title says how the runs depart from the paper's setup, as the curves' does."""
-    from resdsl.analysis import responses as resp
+    import resdsl.analysis as resp
     from resdsl.train.fileio import write_owned
 
     labels, measured = [], []
@@ -377,7 +377,7 @@ def _responses(fig, by_row: dict, out: str, away: list[str]) -> list[str]:
     if not measured:
         return []
     results = resp.labelled(measured, labels)
-    about = resp.images_words(measured) + ("\n" + textwrap.fill("; ".join(away), 90) if away else "")
+    about = "\n".join(filter(None, [resp.images_words(measured), textwrap.fill("; ".join(away), 90)]))
     write_owned(os.path.join(out, f"{fig.name}.png"), resp.figure_png(results, about))
     write_owned(os.path.join(out, f"{fig.name}.csv"), resp.csv_text(results))
     return [f"![{fig.name}]({fig.name}.png)"]
