@@ -100,6 +100,9 @@ def train_spec(spec=None, *, settings=(), scale_set: bool = False, **options) ->
     from .train.session import RunOptions
 
     opts = RunOptions(**options)  # an unknown option is a TypeError naming it
+    if settings is None or isinstance(settings, (str, bytes, dict)) or not all(isinstance(s, str) for s in settings):
+        raise TypeError(f"settings is a list of 'FIELD=VALUE' texts, as --set gives them (['momentum=0.95']), not "
+                        f"{settings!r}")
     if opts.resume and settings:
         raise ValueError("settings change the recipe, and a resumed run keeps its own: start a new run instead")
     if scale_set and not (settings and (opts.iters or opts.epochs)):
@@ -130,7 +133,8 @@ def eval_target(target, checkpoint=None, data=None, data_dir=None, test_subset=N
         run = cfg["options"]
         checkpoint = checkpoint or target
         data, data_dir = data or run.get("data"), data_dir or run.get("data_dir")
-        test_subset, runs_subset = (test_subset, False) if test_subset else (run.get("test_subset"), True)
+        given = test_subset is not None
+        test_subset, runs_subset = (test_subset, False) if given else (run.get("test_subset"), True)
     elif checkpoint is None:
         raise ValueError(f"{target} is not a run directory: give a run directory, or a spec with the checkpoint of "
                          "its weights")
@@ -141,7 +145,11 @@ def eval_target(target, checkpoint=None, data=None, data_dir=None, test_subset=N
     if os.path.isdir(checkpoint):
         checkpoint = os.path.join(checkpoint, CHECKPOINT)
     return {"net": net, "spec": spec, "checkpoint": checkpoint, "data": data, "data_dir": data_dir,
-            "test_subset": None if test_subset == "all" else test_subset, "runs_subset": runs_subset}
+            "test_subset": None if _all(test_subset) else test_subset, "runs_subset": runs_subset}
+
+
+def _all(test_subset) -> bool:
+    return isinstance(test_subset, str) and test_subset.lower() == "all"
 
 
 def trained_elsewhere(net: CheckedNetwork, spec: str, checkpoint: str) -> str | None:
@@ -201,7 +209,16 @@ def evaluate(target, *, checkpoint=None, data=None, data_dir=None, test_subset=N
     """
     import warnings
 
-    if test != "auto":  # a view in the recipe's words, checked before anything is loaded
+    from .train.options import bad_value
+    from .train.session import TrainingError
+
+    if why := bad_value({"device": device, "batch_size": batch_size,
+                         "test_subset": None if _all(test_subset) else test_subset}):
+        raise TrainingError(why)
+    if not isinstance(test, (str, dict)):
+        raise TypeError(f"test is a view's name or words ('10-crop', '10-crop scale 480 crop 448') or a view's "
+                        f"table, not {test!r}")
+    if isinstance(test, str) and test != "auto":  # a view in the recipe's words, checked before anything is loaded
         from .recipes import test_view_words
 
         test = test_view_words(test)

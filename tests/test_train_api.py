@@ -239,3 +239,75 @@ def test_train_spec_refuses_settings_it_would_ignore(tmp_path):
     with pytest.raises(ValueError, match="scale_set .* goes with settings and iters or epochs"):
         rd.train_spec("resnet20", scale_set=True, iters=10)
 
+
+
+def test_a_run_and_an_evaluation_work_under_a_callers_torch_settings(tmp_path):
+    """Inside torch.no_grad() a run failed at its first backward; with float64 as the default dtype, the model
+    met float32 images; an evaluation reseeded torch's generator (it builds the model); train() changed the
+    caller's RunOptions (amp, seed, threads)."""
+    import resdsl as rd
+    from conftest import ROOT
+    from resdsl.train.loop import RunOptions, train
+
+    spec, before = ROOT / "tests" / "specs" / "tiny.res", torch.get_default_dtype()
+    net = rd.compile_spec(spec)
+    opts = RunOptions(data="synthetic", train_subset=32, test_subset=16, batch_size=16, iters=2, device="cpu",
+                      quiet=True, out=str(tmp_path / "run"))
+    given = dict(vars(opts))
+    torch.set_default_dtype(torch.float64)
+    try:
+        with torch.no_grad():
+            result = train(lambda shape, k: rd.build_model(net, num_classes=k), net.recipe, opts)
+        torch.manual_seed(5)
+        drawn = torch.rand(3)
+        torch.manual_seed(5)
+        tested = rd.evaluate(spec, checkpoint=tmp_path / "run", data="synthetic", test_subset=16, device="cpu")
+        assert torch.equal(torch.rand(3), drawn) and torch.get_default_dtype() == torch.float64
+    finally:
+        torch.set_default_dtype(before)
+    assert tested["error"] == result["last"]["test_error"] and vars(opts) == given
+
+
+def test_a_run_that_fails_in_an_empty_folder_leaves_it_empty(tmp_path):
+    """A run given an empty folder that failed before it kept anything left train.log (and its lock) there, and
+    the same call was then refused: 'already holds a run (train.log)'."""
+    import resdsl as rd
+    from conftest import ROOT
+    from resdsl.train.data import DataError
+
+    spec, folder = ROOT / "tests" / "specs" / "tiny.res", tmp_path / "mine"
+    folder.mkdir()
+    settings = {"out": folder, "train_subset": 32, "test_subset": 16, "batch_size": 16, "iters": 2, "quiet": True}
+    with pytest.raises(DataError):
+        rd.train_spec(spec, data="no-such-data", **settings)
+    assert folder.is_dir() and not list(folder.iterdir())
+    assert rd.train_spec(spec, data="synthetic", device="cpu", **settings)["iterations"] == 2
+
+
+@pytest.mark.parametrize("call,words", [
+    (dict(settings="momentum=0.95"), "settings is a list of 'FIELD=VALUE' texts"),
+    (dict(settings=[1]), "settings is a list of 'FIELD=VALUE' texts"),
+    (dict(out=""), "--out needs a name, not an empty one"),  # trained into runs/ instead
+    (dict(quiet="no"), "--quiet 'no': give True or False"),  # ran quietly
+    (dict(threads=-2), "threads -2: a whole number of 1 or more"),  # torch's own error
+])
+def test_train_spec_refuses_values_of_the_wrong_kind(tmp_path, call, words):
+    import resdsl as rd
+    from resdsl.train import TrainingError
+
+    with pytest.raises((TypeError, TrainingError), match=words.replace("(", r"\(").replace("[", r"\[")):
+        rd.train_spec("resnet20", data="synthetic", iters=2, **call)
+
+
+@pytest.mark.parametrize("call,words", [
+    (dict(device="CPU"), "--device 'CPU': choose from"),  # torch's own error
+    (dict(batch_size=0), "--batch-size 0: must be at least 1"),  # evaluated at 1
+    (dict(test_subset=0), "--test-subset 0: must be at least 1"),  # evaluated the run's own subset
+    (dict(test=5), "test is a view's name or words"),  # AttributeError in the recipe reader
+])
+def test_evaluate_refuses_values_of_the_wrong_kind(tmp_path, call, words):
+    import resdsl as rd
+    from resdsl.train import TrainingError
+
+    with pytest.raises((TypeError, TrainingError), match=words):
+        rd.evaluate(tmp_path, **call)

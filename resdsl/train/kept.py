@@ -19,13 +19,16 @@ _RUNNING = [0]
 @contextlib.contextmanager
 def torch_settings_kept():
     """The block's changes to torch's threads, deterministic mode, cuDNN benchmark mode, CUBLAS_WORKSPACE_CONFIG and
-    global random state are undone once no run of this process is left in such a block."""
+    global random state are undone once no run of this process is left in such a block. Inside, gradients are on
+    and the default dtype is float32, whatever the caller's settings (its own is put back after)."""
     with _LOCK:
         if _RUNNING[0] == 0:
             _SAVED[:] = [_settings()]
+            torch.set_default_dtype(torch.float32)  # the networks and data are float32 whatever the caller set
         _RUNNING[0] += 1
     try:
-        yield
+        with torch.enable_grad():  # a caller's torch.no_grad() block (grad mode is each thread's own)
+            yield
     finally:
         with _LOCK:
             _RUNNING[0] -= 1
@@ -37,7 +40,7 @@ def _settings() -> dict:
     return {"threads": torch.get_num_threads(), "deterministic": torch.are_deterministic_algorithms_enabled(),
             "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
             "benchmark": torch.backends.cudnn.benchmark, "cublas": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
-            "rng": torch.get_rng_state(),
+            "rng": torch.get_rng_state(), "dtype": torch.get_default_dtype(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None}
 
 
@@ -51,5 +54,6 @@ def _restore(saved: dict) -> None:
     else:
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = saved["cublas"]
     torch.set_rng_state(saved["rng"])
+    torch.set_default_dtype(saved["dtype"])
     if saved["cuda_rng"] is not None:
         torch.cuda.set_rng_state_all(saved["cuda_rng"])

@@ -13,7 +13,7 @@ import shlex
 import sys
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Callable
 
 import torch
@@ -26,7 +26,7 @@ from .data import DataError
 from .fileio import OutputError
 from .metrics import MetricsLog
 from .kept import torch_settings_kept
-from .options import MAX_SEED, bad_value
+from .options import MAX_SEED, bad_value, misuse
 from .report import Progress, RunLog, banner, device_words, effective_recipe, precision_words
 from .evaluation import evaluate, evaluator
 from .points import evaluate_and_log, missed, observe_warmup, pending
@@ -80,8 +80,9 @@ def train(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
     (trained, on its device), "normalization" (how it takes its input: batches.input_normalization), "final" (the
     final test's figures, where the recipe names one)}``. torch's process-wide settings the run changes are put
     back when it returns (resdsl.train.kept)."""
-    if why := bad_value(vars(opts)):  # what the command line refuses, given in Python
+    if why := bad_value(vars(opts)) or misuse(vars(opts)):  # what the command line refuses, given in Python
         raise TrainingError(why)
+    opts = replace(opts)  # the run settles its options (amp, seed, threads): the caller's stay as given
     with torch_settings_kept():
         return _train_in(model_fn, recipe, opts)
 
@@ -106,7 +107,7 @@ def _train_in(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
         opts.seed = _check_seed(opts.seed or 0)
         opts.extra_config = dict(opts.extra_config, run_id=uuid.uuid4().hex)  # config.json and every checkpoint
         run_dir = opts.out or rundir.default_path(opts.name)
-        fresh = not os.path.exists(run_dir)
+        fresh = rundir.newness(run_dir)
         lock = rundir.start(run_dir, opts.overwrite) if rank == 0 else None
     # with --overwrite the previous run stays whole, its train.log untouched, until this one is prepared (_train)
     log = RunLog(run_dir, enabled=rank == 0 and not (opts.overwrite and resume_dir is None))
@@ -115,7 +116,7 @@ def _train_in(model_fn: Callable, recipe: dict, opts: RunOptions) -> dict:
     def cut_short(words: str) -> None:  # train.log says why; a run that ended before its first record leaves no folder
         log.say(words, err=True, show=False)
         if lock is not None and resume_dir is None and fresh:
-            rundir.remove_if_unused(run_dir)
+            rundir.remove_if_unused(run_dir, made=fresh == "made")
 
     try:
         with before_exit(lambda: cut_short(f"stopped: {CTRL_C}")):  # a Ctrl-C while torchvision & co. load

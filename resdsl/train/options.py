@@ -227,6 +227,8 @@ def bad_value(values: dict) -> str | None:
     command line has checked: ``iters=0`` would otherwise train the recipe's whole length."""
     for opt in OPTIONS:
         value = values.get(opt.dest)
+        if opt.is_flag and value is not None and not isinstance(value, bool):
+            return f"{opt.flag} {value!r}: give True or False"
         if value is None or opt.is_flag:
             continue
         if opt.choices and value not in opt.choices and not (opt.dest == "device" and is_gpu(value)):
@@ -238,6 +240,9 @@ def bad_value(values: dict) -> str | None:
                 opt.parse(str(value))
             except ValueError as exc:
                 return f"{opt.flag} {value}: {exc}"
+    threads = values.get("threads")  # no flag: OMP_NUM_THREADS's, recorded for the run
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        return f"threads {threads!r}: a whole number of 1 or more"
     return None
 
 

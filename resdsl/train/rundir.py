@@ -1,9 +1,8 @@
 """Run directories: one run per folder, locked while a process owns it, never overwritten by accident.
 
 A run directory holds ``config.json`` (what ran), ``checkpoint.pt``, ``metrics.jsonl``, ``curves.png``,
-``tensorboard/`` and, for a run with a final test in its recipe's view, ``final-test.json``. A new run refuses a
-folder that already holds files (unless asked to ``--overwrite`` a previous run's files), and a resumed run must
-find the folder's record intact and writable.
+``tensorboard/``, ``final-test.json`` (a final test in the recipe's view). A new run refuses a folder that holds
+files (unless it may ``--overwrite`` a previous run's); a resumed run must find its record intact and writable.
 """
 from __future__ import annotations
 
@@ -166,14 +165,23 @@ def clear_previous(path: str) -> None:
         raise RunDirError(f"--overwrite {path}: cannot remove the previous run: {exc.strerror or exc}") from None
 
 
-def remove_if_unused(path: str) -> None:
-    """Remove a run directory this process created if it trained nothing that was kept: no checkpoint and no
-    metrics, only its lock, log, config.json and TensorBoard folder (the log only repeats what was printed, and
-    TensorBoard's holds points only once metrics.jsonl does). A run that failed at its first step (a model that
-    cannot take the data) can so be started again as it was."""
+def newness(path: str) -> str | None:
+    """Of a new run's folder: "made" where the run makes it, "empty" where it is an empty folder, else None."""
     try:
-        if set(os.listdir(path)) <= {LOCK_FILE, LOG, CONFIG, "tensorboard"}:
-            shutil.rmtree(path)
+        return "empty" if os.path.isdir(path) and not os.listdir(path) else None if os.path.lexists(path) else "made"
+    except OSError:  # a folder it cannot read: start() says so
+        return None
+
+
+def remove_if_unused(path: str, made: bool = True) -> None:
+    """Undo a new run's folder (:func:`newness`: one it ``made`` goes, an empty one stays empty) if nothing was
+    kept: no checkpoint, no metrics; only its lock, log (what was printed), config.json and TensorBoard folder
+    (points come with metrics). A run that failed at its first step so starts again as it was."""
+    try:
+        names = set(os.listdir(path))
+        if names <= {LOCK_FILE, LOG, CONFIG, "tensorboard"}:
+            for inside in [path] if made else [os.path.join(path, name) for name in names]:
+                shutil.rmtree(inside) if os.path.isdir(inside) and not os.path.islink(inside) else os.unlink(inside)
     except OSError:
         pass
 

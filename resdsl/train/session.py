@@ -355,6 +355,13 @@ def evaluate_checkpoint(model_fn: Callable, state: dict, path: str, recipe: dict
                         test: str | dict, batch_size: int) -> tuple[str, dict]:
     """Top-1/top-5 error of a checkpoint's weights on the test set its recipe trained beside (``resdsl eval``);
     returns the views used in words (:func:`views.words`) and the result."""
+    from .kept import torch_settings_kept
+
+    with torch_settings_kept():  # the weights the model is built with are drawn from torch's generator
+        return _evaluated_checkpoint(model_fn, state, path, recipe, opts, test, batch_size)
+
+
+def _evaluated_checkpoint(model_fn, state, path, recipe, opts, test, batch_size) -> tuple[str, dict]:
     from . import checkpoint as ckpt
 
     device, _ = setup_device(opts, 1)
