@@ -48,8 +48,8 @@ def analyze() -> None:
 @guard
 def responses_cmd(runs, out, test_subset, device, batch_size, at, data_dir, no_download) -> None:
     """[R] Fig. 7: the std of every 3x3 layer's response (after BN, before ReLU and the addition) on the test set,
-    over all its values (every image, channel and position), for each RUN; writes OUT/responses.png (top: layers in network order, bottom: sorted descending) and
-    OUT/responses.csv (run, layer, module, std, rank)."""
+    over all its values (every image, channel and position), for each RUN; writes OUT/responses.png (top: layers
+    in network order, bottom: sorted descending) and OUT/responses.csv (run, layer, module, std, rank)."""
     from resdsl.analysis import ResponsesError, csv_text, figure_png, images_words, labelled, measure_run, open_run
     from resdsl.train.fileio import OutputError, write_owned
 
