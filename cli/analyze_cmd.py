@@ -79,9 +79,10 @@ def _refuse_a_run_twice(runs) -> None:
     """The same run named twice (under two spellings, say) would be measured twice and drawn as two runs."""
     seen = {}
     for run in runs:
-        first = seen.setdefault(os.path.realpath(run), run)
-        if first is not run:
+        first = seen.get(os.path.realpath(run))
+        if first is not None:
             raise click.UsageError(printable(f"{run} and {first} are the same run: name each run once"))
+        seen[os.path.realpath(run)] = run
 
 
 def _check_out(out: str) -> tuple[str, str]:

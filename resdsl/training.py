@@ -100,9 +100,11 @@ def train_spec(spec=None, *, settings=(), scale_set: bool = False, **options) ->
     from .train.session import RunOptions
 
     opts = RunOptions(**options)  # an unknown option is a TypeError naming it
-    if settings is None or isinstance(settings, (str, bytes, dict)) or not all(isinstance(s, str) for s in settings):
+    items = None if settings is None or isinstance(settings, (str, bytes, dict)) else list(settings)
+    if items is None or not all(isinstance(item, str) for item in items):
         raise TypeError(f"settings is a list of 'FIELD=VALUE' texts, as --set gives them (['momentum=0.95']), not "
                         f"{settings!r}")
+    settings = items
     if opts.resume and settings:
         raise ValueError("settings change the recipe, and a resumed run keeps its own: start a new run instead")
     if scale_set and not (settings and (opts.iters or opts.epochs)):
@@ -212,6 +214,7 @@ def evaluate(target, *, checkpoint=None, data=None, data_dir=None, test_subset=N
     from .train.options import bad_value
     from .train.session import TrainingError
 
+    device = str(device) if type(device).__name__ == "device" else device  # torch's, as RunOptions takes it
     if why := bad_value({"device": device, "batch_size": batch_size,
                          "test_subset": None if _all(test_subset) else test_subset}):
         raise TrainingError(why)

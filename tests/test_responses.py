@@ -373,11 +373,15 @@ def test_runs_measured_on_other_data_or_images_say_which():
         "500 test images of fashion-mnist")
 
 
-def test_a_run_named_twice_is_refused_before_measuring(runs, tmp_path):
+def test_a_run_named_twice_is_refused_before_measuring(runs, tmp_path, monkeypatch):
     """The same run under two spellings was measured twice and drawn as two runs."""
     from resdsl_cli.analyze_cmd import analyze
 
+    monkeypatch.chdir(tmp_path)
     same = os.path.join(str(runs["tiny"]), ".")
     r = CliRunner().invoke(analyze, ["responses", str(runs["tiny"]), same, "--out", str(tmp_path / "out")])
     assert r.exit_code == 2 and "are the same run: name each run once" in r.output
+    os.symlink(runs["tiny"], tmp_path / "q")
+    r = CliRunner().invoke(analyze, ["responses", "q", "q", "--out", "out"])  # one word, one object in argv
+    assert r.exit_code == 2 and "q and q are the same run" in r.output
     assert not (tmp_path / "out").exists()

@@ -153,7 +153,7 @@ def test_a_spec_trains_resumes_and_evaluates_from_python(tmp_path):
     spec, run = ROOT / "tests" / "specs" / "tiny.res", pathlib.Path(tmp_path / "run")
     settings = {"data": "synthetic", "train_subset": 64, "test_subset": 32, "batch_size": 16, "quiet": True,
                 "device": torch.device("cpu")}
-    result = rd.train_spec(spec, out=run, iters=3, settings=["momentum=0.95"], **settings)
+    result = rd.train_spec(spec, out=run, iters=3, settings=(s for s in ["momentum=0.95"]), **settings)
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["spec"] == str(spec) and cfg["spec_hash"] == rd.compile_spec(spec).spec_hash()
     assert cfg["set"] == ["momentum=0.95"] and cfg["recipe"]["momentum"] == 0.95 and result["iterations"] == 3
@@ -304,10 +304,11 @@ def test_train_spec_refuses_values_of_the_wrong_kind(tmp_path, call, words):
     (dict(batch_size=0), "--batch-size 0: must be at least 1"),  # evaluated at 1
     (dict(test_subset=0), "--test-subset 0: must be at least 1"),  # evaluated the run's own subset
     (dict(test=5), "test is a view's name or words"),  # AttributeError in the recipe reader
+    (dict(device=torch.device("cpu")), "none.pt"),  # a torch.device passes (it was refused), to the checkpoint
 ])
 def test_evaluate_refuses_values_of_the_wrong_kind(tmp_path, call, words):
     import resdsl as rd
-    from resdsl.train import TrainingError
+    from resdsl.train import CheckpointError, TrainingError
 
-    with pytest.raises((TypeError, TrainingError), match=words):
-        rd.evaluate(tmp_path, **call)
+    with pytest.raises((TypeError, TrainingError, CheckpointError), match=words):
+        rd.evaluate("resnet20", checkpoint=tmp_path / "none.pt", data="synthetic", **call)
