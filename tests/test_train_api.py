@@ -242,7 +242,7 @@ def test_train_spec_refuses_settings_it_would_ignore(tmp_path):
 
 
 def test_a_run_and_an_evaluation_work_under_a_callers_torch_settings(tmp_path):
-    """Inside torch.no_grad() a run failed at its first backward; with float64 as the default dtype, the model
+    """Inside torch.no_grad() or torch.inference_mode() a run failed at its first backward; with float64 as the default dtype, the model
     met float32 images; an evaluation reseeded torch's generator (it builds the model); train() changed the
     caller's RunOptions (amp, seed, threads)."""
     import resdsl as rd
@@ -256,12 +256,13 @@ def test_a_run_and_an_evaluation_work_under_a_callers_torch_settings(tmp_path):
     given = dict(vars(opts))
     torch.set_default_dtype(torch.float64)
     try:
-        with torch.no_grad():
+        with torch.inference_mode():
             result = train(lambda shape, k: rd.build_model(net, num_classes=k), net.recipe, opts)
         torch.manual_seed(5)
         drawn = torch.rand(3)
         torch.manual_seed(5)
-        tested = rd.evaluate(spec, checkpoint=tmp_path / "run", data="synthetic", test_subset=16, device="cpu")
+        with torch.no_grad():
+            tested = rd.evaluate(spec, checkpoint=tmp_path / "run", data="synthetic", test_subset=16, device="cpu")
         assert torch.equal(torch.rand(3), drawn) and torch.get_default_dtype() == torch.float64
     finally:
         torch.set_default_dtype(before)

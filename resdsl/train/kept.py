@@ -27,8 +27,8 @@ def torch_settings_kept():
             torch.set_default_dtype(torch.float32)  # the networks and data are float32 whatever the caller set
         _RUNNING[0] += 1
     try:
-        with torch.enable_grad():  # a caller's torch.no_grad() block (grad mode is each thread's own)
-            yield
+        with torch.inference_mode(False), torch.enable_grad():  # a caller's no_grad() or inference_mode() block
+            yield  # (each thread has its own grad mode)
     finally:
         with _LOCK:
             _RUNNING[0] -= 1
