@@ -9,7 +9,7 @@ import time
 import click
 
 from resdsl.errors import printable
-from resdsl.train.options import AMPS, DEVICES, positive_int, recorded_paths
+from resdsl.train.options import AMPS, DEVICES, misuse, positive_int, recorded_paths
 
 from .common import EXIT_SPEC, gpus, guard, shown
 
@@ -114,14 +114,14 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
 
     from resdsl.training import git_commit
 
+    if why := misuse({"iters": iters, "epochs": epochs, "out": out, "data": data, "data_dir": data_dir}):
+        raise click.UsageError(why)  # as `resdsl train` says it ('' is no folder: each run exited 2)
     exp = _experiment(experiment, rows, data, dry_run)
     out = out or os.path.join("runs", exp.name + (f"-{os.path.basename(os.path.normpath(data))}" if data else ""))
     data, data_dir = recorded_paths(data, data_dir)  # the runs and experiment.json name folders from the root
     options = {"data": data, "data_dir": data_dir, "iters": iters, "epochs": epochs, "train_subset": train_subset,
                "test_subset": test_subset, "device": device, "workers": workers, "amp": amp,
                "no_download": no_download, "deterministic": deterministic}
-    if iters and epochs:
-        raise click.UsageError("give --iters or --epochs, not both")
     cards = gpus(device)
     asked, parallel = parallel, parallel or max(1, cards)
     started = time.perf_counter()

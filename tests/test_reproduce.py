@@ -374,3 +374,10 @@ def test_a_rows_warmup_and_milestones_scale_with_a_shorter_run(tmp_path):
     rows = [json.loads(line) for line in (out / "warm" / "seed-0" / "metrics.jsonl").read_text().splitlines()]
     # the warm-up's 0.01 for 1 iteration, then the recipe's 0.1 divided by 10 at its milestones 32k, 48k -> 2, 3
     assert [row["lr"] for row in rows] == pytest.approx([0.01, 0.1, 0.01, 0.001]), rows
+
+
+@pytest.mark.parametrize("flag", ["--data-dir", "--out", "--data"])
+def test_an_empty_folder_name_is_a_usage_error_as_in_train(flag):
+    """`--data-dir ''` was taken, and each run then exited 2; `--out ''` quietly meant the default folder."""
+    r = reproduce("r-table6", flag, "", "--dry-run", "--no-estimate")
+    assert r.returncode == 2 and f"{flag} needs a name, not an empty one" in r.stderr, r.stderr
