@@ -30,9 +30,9 @@ def gpus(device: str | None) -> int:
 def compile_arg(spec: str):
     """The network a SPEC argument names: a file or a packaged spec's name, never spec text (which
     resdsl.compile_spec takes for a string with a line break that names no file)."""
-    from resdsl.pipeline import compile_spec
+    from resdsl.pipeline import compile_spec, is_spec_text
 
-    if "\n" in spec and not os.path.lexists(spec):
+    if is_spec_text(spec):
         raise SpecError(f"no spec file or packaged spec named '{spec}'", None)
     return compile_spec(spec)
 

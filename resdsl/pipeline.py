@@ -159,7 +159,7 @@ def compile_spec(path: str | os.PathLike | None = None, *, text: str | None = No
     spec. `expect` lines are evaluated, not raised: see ``CheckedNetwork.expects`` and ``.ok``. What compiles
     but is most likely not meant is a ``SpecWarning`` (see ``CheckedNetwork.warnings``).
     """
-    if isinstance(path, str) and "\n" in path and text is None and not os.path.lexists(path):
+    if is_spec_text(path) and text is None:
         path, text = None, path  # a file name may hold a line feed: one that exists is read
     if path is None and text is None:
         raise TypeError("compile_spec takes a spec file or packaged spec's name, or text=...")
@@ -170,6 +170,12 @@ def compile_spec(path: str | os.PathLike | None = None, *, text: str | None = No
     for text in net.said_warnings():
         warnings.warn(SpecWarning(text), stacklevel=_callers_level())
     return net
+
+
+def is_spec_text(value) -> bool:
+    """Whether a string given where a spec is taken is spec text: it holds a line break and names no file (a file
+    name may hold one: a file that exists is read)."""
+    return isinstance(value, str) and "\n" in value and not os.path.lexists(value)
 
 
 def _callers_level() -> int:

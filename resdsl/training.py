@@ -13,7 +13,7 @@ import os
 import subprocess
 
 from .errors import Span, SpecError
-from .pipeline import CheckedNetwork, compile_run, compile_spec
+from .pipeline import CheckedNetwork, compile_run, compile_spec, is_spec_text
 
 
 def model_fn(net: CheckedNetwork):
@@ -44,9 +44,7 @@ def git_commit() -> str | None:
 def spec_named(spec, net: CheckedNetwork) -> dict:
     """What config.json says of the spec a run trains: as it was given (a packaged spec's name, a path) and
     where it lies; spec text, or a network compiled already, is named by the path the compiler gave it."""
-    given = os.fspath(spec) if isinstance(spec, (str, os.PathLike)) else net.spec.path
-    if "\n" in given and not os.path.lexists(given):  # spec text
-        given = net.spec.path
+    given = os.fspath(spec) if isinstance(spec, (str, os.PathLike)) and not is_spec_text(spec) else net.spec.path
     return {"spec": given, "spec_path": os.path.abspath(given) if os.path.isfile(given) else given}
 
 
@@ -211,13 +209,13 @@ def evaluate(target, *, checkpoint=None, data=None, data_dir=None, test_subset=N
     """
     import warnings
 
-    from .train.options import bad_value
+    from .train.options import RunOptions, bad_value
     from .train.session import TrainingError
 
-    device = str(device) if type(device).__name__ == "device" else device  # torch's, as RunOptions takes it
-    if why := bad_value({"device": device, "batch_size": batch_size,
-                         "test_subset": None if _all(test_subset) else test_subset}):
+    given = RunOptions(device=device, batch_size=batch_size, test_subset=None if _all(test_subset) else test_subset)
+    if why := bad_value(vars(given)):  # as train() checks its options; a torch.device is taken by its name
         raise TrainingError(why)
+    device = given.device
     if not isinstance(test, (str, dict)):
         raise TypeError(f"test is a view's name or words ('10-crop', '10-crop scale 480 crop 448') or a view's "
                         f"table, not {test!r}")

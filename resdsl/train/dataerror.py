@@ -1,21 +1,26 @@
-"""The trainer's errors for the user and how they are shown. :class:`Message` is the one-paragraph message
-every such error carries; :class:`DataError` is what every dataset module raises when the user must fix
-something (a missing folder, no internet and no local copy, an unknown dataset, a corrupt file); :func:`one_line`
-turns a foreign exception into one short line for such a message; :func:`printable` shows any text on one line
-(resdsl.errors uses it too), and :func:`shown` shows a message line by line (the command line uses it for every
-message). Defined once here, below every other module of the trainer, so that all of them raise the same classes;
-imports nothing from the rest of resdsl.
+"""The trainer's errors for the user and how they are shown. :class:`OneParagraph` keeps an error's message one
+paragraph, and :class:`Message` is the trainer's error that has one; :class:`DataError` is what every dataset
+module raises when the user must fix something (a missing folder, no internet and no local copy, an unknown
+dataset, a corrupt file); :func:`one_line` turns a foreign exception into one short line for such a message;
+:func:`printable` shows any text on one line (resdsl.errors uses it too), and :func:`shown` shows a message line by
+line (the command line uses it for every message). Defined once here, below every other module of the trainer, so
+that all of them raise the same classes; imports nothing from the rest of resdsl.
 """
 from __future__ import annotations
 
 
-class Message(Exception):
-    """An error whose message is one paragraph for the user: ``str(err)`` writes a line break or a terminal's
+class OneParagraph:
+    """What makes an error's message one paragraph for the user: ``str(err)`` writes a line break or a terminal's
     escape sequence in what it names (a file name, a run record's text) as its escape, wherever the message goes
-    (printed, logged, wrapped in another message). ``err.args`` keep the text as given."""
+    (printed, logged, wrapped in another message). ``err.args`` keep the text as given. Mixed into
+    :class:`Message` and into the trainer's ``Interrupted``, a KeyboardInterrupt."""
 
     def __str__(self) -> str:
         return printable(super().__str__())
+
+
+class Message(OneParagraph, Exception):
+    """An error of the trainer for the user, its message one paragraph (:class:`OneParagraph`)."""
 
 
 class DataError(Message):

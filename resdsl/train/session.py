@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from .dataerror import Message, printable
+from .dataerror import Message, OneParagraph
 from .data import (BatchPipeline, FolderData, InMemoryData, collate_encoded, crop_size, epoch_permutation,
                    load_dataset, worker_errors_unwrapped)
 from .ahead import Ahead
@@ -30,7 +30,7 @@ class TrainingError(Message):
     """A run stopped for a reason the user must see (NaN loss, bad option, unwritable run directory)."""
 
 
-class Interrupted(KeyboardInterrupt):
+class Interrupted(OneParagraph, KeyboardInterrupt):
     """Ctrl-C or SIGTERM: a checkpoint was written; the run can be resumed. ``status`` is the shell's convention
     for a process ended by that signal, 128 + its number (130 for SIGINT, 143 for SIGTERM). A KeyboardInterrupt,
     not an Exception, so a caller's loop of runs that skips a failed one (``except Exception``) stops here too."""
@@ -38,9 +38,6 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, message: str, signal_name: str):
         super().__init__(message)
         self.status = 128 + signal.Signals[signal_name].value
-
-    def __str__(self) -> str:  # one paragraph, as Message's (its resume line names the run's folder)
-        return printable(super().__str__())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -62,11 +59,10 @@ def pick_device(choice: str) -> torch.device:
     if choice == "cuda":
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     if is_gpu(choice):  # cuda:N, given in Python: that GPU (each process of a torchrun run takes its own)
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if int(choice[5:]) >= count or distributed_env()[1] > 1:
+        count, several = torch.cuda.device_count() if torch.cuda.is_available() else 0, distributed_env()[1] > 1
+        if int(choice[5:]) >= count or several:
             raise TrainingError(f"--device {choice}: PyTorch sees {count} CUDA GPU{'' if count == 1 else 's'}"
-                                + (", and a run of several processes gives each its own: --device cuda"
-                                   if distributed_env()[1] > 1 else ""))
+                                + (", and a run of several processes gives each its own: --device cuda" * several))
     return torch.device(choice)
 
 
