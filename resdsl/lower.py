@@ -44,7 +44,8 @@ def lower(r: ResolvedSpec):
         name=s["network"].name,
         input=shape,
         order=s["order"].name,
-        init={"scheme": init.scheme, "fan": init.fan, "zero_last_bn": init.zero_last_bn},
+        init={"scheme": init.scheme, "fan": init.fan, "zero_last_bn": init.zero_last_bn,
+              "zero_last_conv": init.zero_last_conv},
         recipe=r.recipe,
         files=list(r.files),
         stages=[],
@@ -295,12 +296,11 @@ def _squeeze_excite(u: _Unit, x: str, channels: int, role: str, se: ast.SqueezeE
 
 def _residual(u: _Unit, x: str, in_ch: int, convs, order, skip_first: bool, dropout: ast.Value | None) -> str:
     """F: each convolution with the order's ops placed before and after it, and a Wide ResNet's dropout right before
-    each convolution but the first (after its activation); zero-init of F's last BN if asked."""
-    cin, cin_role, last_bn = in_ch, "in_channels", None
+    each convolution but the first (after its activation); F's last layer set to zero if asked."""
+    cin, cin_role = in_ch, "in_channels"
     for k, c in enumerate(convs, start=1):
         for op in () if k == 1 and skip_first else order.before:
             x = u.norm_act(op, f"{op}{k}", x, "residual", cin, cin_role)
-            last_bn = x if op == "bn" else last_bn
         if dropout is not None and k > 1:
             x = u.add(f"dropout{k}", "dropout", [x], span=dropout.span, path="residual", p=dropout.value)
         sym = {"in_channels": cin_role, "out_channels": c.out_role, **({"stride": "stride"} if c.stride_role else {})}
@@ -308,11 +308,34 @@ def _residual(u: _Unit, x: str, in_ch: int, convs, order, skip_first: bool, drop
                    **({"groups": c.groups} if c.groups > 1 else {}))
         for op in order.after_last if k == len(convs) else order.after:
             x = u.norm_act(op, f"{op}{k}", x, "residual", c.out_channels, c.out_role)
-            last_bn = x if op == "bn" else last_bn
         cin, cin_role = c.out_channels, c.out_role
-    if u.init.zero_last_bn and last_bn is not None:
-        u.b.g.nodes[last_bn]["zero_init"] = True
+    if u.init.zero_last_bn or u.init.zero_last_conv:
+        _zero_last_layer(u, x, order.word)
     return x
+
+
+def _zero_last_layer(u: _Unit, last: str, order: str) -> None:
+    """`init zero-last-bn` / `zero-last-conv`: F's last layer starts at zero, so each unit starts as its shortcut
+    alone (Goyal et al.'s zero gamma; timm's zero_init_last). Only a layer that ends F may be zeroed: a ReLU after
+    it would see 0, where its gradient is 0, and F would never train; a BN after a zeroed conv would normalise a
+    constant to its beta, and pass a gradient scaled by 1/sqrt(eps)."""
+    word, op = ("zero-last-bn", "bn") if u.init.zero_last_bn else ("zero-last-conv", "conv")
+    ends = u.b.g.nodes[last]["op"]
+    if ends == op:
+        u.b.g.nodes[last]["zero_init"] = True
+        return
+    where = f"under order {order}, F ends in {_LAYER_WORDS[ends]}"
+    if ends == "relu" or op == "bn":
+        after = "which" if ends == "relu" else "and the ReLU after its last BN"
+        raise SpecError(f"'{word}' would stop F from ever training: {where}, {after} would see 0, where its "
+                        "gradient is 0", u.init.span,
+                        hint="no layer of this F can start at zero; leave it out" if ends == "relu" else
+                        "'zero-last-conv' zeroes F's last convolution instead (timm's zero_init_last)")
+    raise SpecError(f"'{word}' does not start this F at zero: {where}, which normalises the zeroed convolution's "
+                    "constant output to its beta", u.init.span, hint="'zero-last-bn' zeroes F's last BN instead")
+
+
+_LAYER_WORDS = {"relu": "a ReLU", "bn": "a BN", "conv": "a convolution"}
 
 
 def _merge(u: _Unit, h: str, split: str, in_ch: int, out_ch: int, stride: int, path: str, order, sc) -> str:

@@ -172,6 +172,7 @@ def _drop_path_label(d: dict) -> str:
 def _conv_label(d: dict) -> str:
     k = d["kernel"][0]
     label = f"{k}x{k} conv, {d['out_channels']}{groups_words(d)}{_by_stride(d)}"
+    label += " (W=0)" if d.get("zero_init") else ""  # `init zero-last-conv`
     return f"gate: {label} + bias ({d['bias_init']:g})" if d.get("path") == "gate" else label
 
 
@@ -318,7 +319,7 @@ class Op:
 _OP_LIST = [  # in legend order: the legend names each colour group's ops in this order
     Op("conv", _conv_shape, _conv_label, cost=_conv_cost, look=("conv", "conv"), module=_conv_module,
        describe=lambda d: f"{_window(d)} {d['in_channels']}->{d['out_channels']}{groups_words(d)}"
-                          + (" +bias" if d.get("bias") else "")),
+                          + (" +bias" if d.get("bias") else "") + (" zero-init" if d.get("zero_init") else "")),
     Op("bn", _bn_shape, lambda d: "BN" + (" (γ=0)" if d.get("zero_init") else ""), look=("bn", "BN"),
        cost=lambda d: (2 * d["channels"], 0), module=lambda d, num: f"nn.BatchNorm2d({num('channels')})",
        describe=lambda d: f"{d['channels']}" + (" zero-init" if d.get("zero_init") else "")),

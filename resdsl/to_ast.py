@@ -202,9 +202,12 @@ class ToAst(Transformer):
         kw = {}
         for key, val, span in c:
             if key in kw:
-                word = "he" if key == "fan" else "zero-last-bn"
-                raise SpecError(f"'{word}' given twice in one init statement", span)
+                raise SpecError(f"'{INIT_WORDS[key]}' given twice in one init statement", span)
             kw[key] = val
+        if "zero_last_bn" in kw and "zero_last_conv" in kw:
+            raise SpecError("'zero-last-bn' and 'zero-last-conv' both start F at zero: give one of them", span,
+                            hint="zero-last-bn where F ends in BN (order post, relu-preact), zero-last-conv where "
+                                 "it ends in a conv (preact, bn-after-add)")
         return ast.Init(self._s(meta), **kw)
 
     def init_he(self, meta, c):
@@ -212,6 +215,9 @@ class ToAst(Transformer):
 
     def zero_last_bn(self, meta, c):
         return "zero_last_bn", True, self._s(meta)
+
+    def zero_last_conv(self, meta, c):
+        return "zero_last_conv", True, self._s(meta)
 
     def expect(self, meta, c):
         return ast.Expect(self._s(meta), tuple(c))
@@ -311,6 +317,7 @@ class ToAst(Transformer):
         return super().__default__(data, children, meta)
 
 
+INIT_WORDS = {"fan": "he", "zero_last_bn": "zero-last-bn", "zero_last_conv": "zero-last-conv"}  # Init field -> word
 _UNIT_NUMBERS = ("expansion", "cardinality", "base_width", "width_factor")  # unit options that are one integer
 
 
