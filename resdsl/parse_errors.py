@@ -3,13 +3,14 @@ there (its words, read from the grammar by resdsl.grammar), with a 'did you mean
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 
 from lark import UnexpectedInput
 from lark.exceptions import UnexpectedEOF, UnexpectedToken
 
 from .errors import Span, SpecError
-from .grammar import expected_terminals, parser, terminal_words
+from .grammar import alternatives, expected_terminals, parser, terminal_words
 
 # How the terminals that are not keywords are named in hints (the keyword terminals' words come from the grammar)
 TERMINAL_DESCRIPTIONS = {
@@ -32,6 +33,13 @@ NOT_IN_THE_LANGUAGE = {
     "activation": "resdsl builds ReLU only (the papers' activation); 'order' places it",
     "dilation": "resdsl builds no dilated convolutions; a stage's '/2' sets its stride",
 }
+
+# a Wide ResNet's width is written in its stages, not as a basic unit's width-factor (a bottleneck unit's word)
+WIDE_BASIC = ("a basic unit's width is its stage's width in 'stages', a Wide ResNet's too (WRN-28-10: 'stages 160x4, "
+              "320x4 /2, 640x4 /2', specs/family/wrn28_10.res)")
+# characters a spec copied from a paper or a word processor holds for the ASCII ones the language reads
+LOOKALIKES = {"×": "x", "–": "-", "—": "-", "−": "-", "“": '"', "”": '"', "‘": "'", "’": "'"}
+_UNIT_LINE = re.compile(r"^\s*(?:stage\s+\d+\s*:\s*)?unit\s+([a-z]+)\b")
 
 _WORD = re.compile(r"[A-Za-z0-9_.\-~%]+")
 
@@ -74,12 +82,48 @@ def syntax_error(exc: UnexpectedInput, text: str, path: str) -> SpecError:
         message = f"unknown statement '{word if len(word) <= 40 else word[:40] + '...'}'"
         if word.lower() in NOT_IN_THE_LANGUAGE:
             hint = f"{NOT_IN_THE_LANGUAGE[word.lower()]}; {hint}"
+    hint = _other_unit_hint(word, src_line, hint)
+    hint = _typed_hint(src_line, start, word, hint)
     if "\r" in src_line.removesuffix("\r"):  # a line ended by CR alone (old Mac files) runs on into the next
         cr = ("this line holds a carriage return (CR) that does not end it: lines end with LF or CR LF (convert "
               "the file, e.g. with 'dos2unix -c mac')")
         hint = f"{cr}; {hint}" if hint else cr
     span = Span(path, line, start + 1, start + 1 + max(1, len(word)))
     return SpecError(message, span, hint=hint, source=text)
+
+
+def _other_unit_hint(word: str, src_line: str, hint: str | None) -> str | None:
+    """A unit option written for a unit kind that does not take it says which kinds do ('unit basic cardinality 32'
+    says that cardinality is a bottleneck unit's)."""
+    m = _UNIT_LINE.match(src_line)
+    if m is None or not word:
+        return hint
+    kinds = [k for k in alternatives("unit").values() if k != m.group(1) and word in _unit_options(k)]
+    if not kinds:
+        return hint
+    said = f"'{word}' is an option of " + " and ".join(f"'unit {k}'" for k in kinds)
+    if word == "width-factor" and m.group(1) == "basic":
+        said += f"; {WIDE_BASIC}"
+    return f"{said}; {hint}" if hint else said
+
+
+def _typed_hint(src_line: str, start: int, word: str, hint: str | None) -> str | None:
+    """What a line copied from a paper may hold: a '×' for an 'x' (16×3), a decimal comma (0,27M)."""
+    said = [f"write '{ascii_}' for '{c}' (U+{ord(c):04X})" for c, ascii_ in LOOKALIKES.items() if c in src_line]
+    before = re.search(r"(\d+),\s*$", src_line[:start])
+    if before and re.fullmatch(r"\d+(\.\d+)?[KMGkmg]?", word):
+        grouped = next((m.group() for m in re.finditer(r"\d+(?:,\d{3})+\b", src_line)
+                        if m.start() < start < m.end()), None)  # 21,797,672: thousands; 0,27M: a decimal comma
+        said.append(f"',' separates items: write {grouped.replace(',', '')}, without thousands separators" if grouped
+                    else f"',' separates items: a decimal point is '.' ({before.group(1)}.{word})")
+    return "; ".join(said + ([hint] if hint else [])) or None
+
+
+@functools.lru_cache(maxsize=None)
+def _unit_options(kind: str) -> tuple[str, ...]:
+    """The words the grammar accepts right after `unit KIND`."""
+    text = f"unit {kind} "
+    return tuple(w for term in expected_terminals(parser(), text, len(text)) or () for w in _describe(term))
 
 
 def _offset(text: str, line: int, col: int) -> int:

@@ -84,6 +84,25 @@ def test_hints_quote_punctuation_and_suggest_a_word_in_another_case():
     assert _err("order Post\n").hint.startswith("did you mean 'post'?")
 
 
+@pytest.mark.parametrize("line, says", [
+    ("unit basic width-factor 10", "'width-factor' is an option of 'unit bottleneck'; a basic unit's width is its "
+                                   "stage's width in 'stages', a Wide ResNet's too (WRN-28-10: 'stages 160x4,"),
+    ("stage 2: unit single cardinality 4", "'cardinality' is an option of 'unit bottleneck'; expected one of:"),
+    ("unit basic se 4 expansion 2", "'expansion' is an option of 'unit bottleneck'; expected one of: at,"),
+])
+def test_a_bottleneck_option_on_another_unit_says_whose_it_is(line, says):
+    assert _err(f"network n\n{line}\n").hint.startswith(says)
+
+
+@pytest.mark.parametrize("line, says", [
+    ("stages 16×3, 32x3 /2", "write 'x' for '×' (U+00D7); expected a pair"),
+    ("expect params 0,27M", "',' separates items: a decimal point is '.' (0.27M); expected one of:"),
+    ("expect params 21,797,672, layers 34", "',' separates items: write 21797672, without thousands separators;"),
+])
+def test_what_a_line_copied_from_a_paper_holds_is_named(line, says):
+    assert _err(f"network n\n{line}\n").hint.startswith(says)
+
+
 def test_unknown_order_lists_choices():
     err = _err("order preactivation\n")
     assert (err.span.line, err.span.column) == (1, 7)
