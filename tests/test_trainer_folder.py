@@ -75,6 +75,19 @@ def test_a_folder_of_the_users_keeps_its_files(tmp_path):
     assert r.exit_code == 2 and "--overwrite goes with --emit-trainer" in r.output
 
 
+@pytest.mark.parametrize("name", ["model.py", "train.py", "resdsl_train/cli.py"])
+def test_not_even_overwrite_replaces_the_spec_with_its_trainer(tmp_path, name):
+    """A spec kept as DIR/model.py became generated Python with `--emit-trainer DIR --overwrite` (--emit-python and
+    --onnx refused to write over it)."""
+    spec = tmp_path / name
+    spec.parent.mkdir(exist_ok=True)
+    text = (ROOT / TINY).read_text().replace('"../../specs/resnet20.res"', f'"{ROOT}/specs/resnet20.res"')
+    spec.write_text(text)
+    r = CliRunner().invoke(main, ["compile", str(spec), "--emit-trainer", str(tmp_path), "--overwrite"])
+    assert r.exit_code == 1 and f"{name} is {spec}, a file the network is compiled from" in r.stderr, r.output
+    assert spec.read_text() == text and sorted(p.name for p in tmp_path.rglob("*")) == sorted(name.split("/"))
+
+
 def test_a_hand_made_manifest_reaches_nothing_outside_the_trainers_files(tmp_path):
     """Trainer folders are shipped to others: a manifest naming a user's file by its hash, or a resdsl_train that
     is a link to another folder, made resdsl delete that file or write the trainer's modules elsewhere."""

@@ -150,6 +150,12 @@ def emit_trainer(net, out_dir: str, overwrite: bool = False) -> list[str]:
     files = trainer_files(net)
     files[MANIFEST] = _manifest_text(files)
     if os.path.lexists(out_dir):
+        for rel in files:  # not even --overwrite replaces the spec with what it compiles to (a spec named train.py)
+            source = net.source_at(os.path.join(out_dir, rel))
+            if source:
+                raise FileExistsError(errno.EEXIST, f"{os.path.join(out_dir, rel)} is {source}, a file the network "
+                                                    "is compiled from: the trainer would replace the spec; give it "
+                                                    "another folder")
         _fill_existing(files, out_dir, overwrite)
     else:
         _fill_new(files, out_dir)
