@@ -265,8 +265,15 @@ class FolderLock:
             raise OutputError(f"cannot lock {what} {folder}: {self.path}: {_reason(exc)}") from None
         FolderLock.held.add(self)
 
-    def release(self) -> None:
+    def release(self, remove: bool = False) -> None:
+        """Unlock; ``remove`` also deletes the lock file, while still holding it (no process waits for a lock here:
+        one that opened the file meanwhile was refused at once, one that comes later makes a new one)."""
         if self.fd is not None:
+            if remove:
+                try:
+                    os.unlink(self.path)
+                except OSError:
+                    pass
             os.close(self.fd)
             self.fd = None
 

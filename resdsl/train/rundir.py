@@ -113,6 +113,7 @@ def start(path: str, overwrite: bool = False) -> FolderLock:
     has been prepared (so a run that cannot start leaves the previous one as it was)."""
     make_folder(path)
     _check_writable(path, "a run needs to write there")
+    made = not os.path.lexists(os.path.join(path, LOCK_FILE))
     lock = _lock(path)
     try:
         _remove_leftovers(path)
@@ -130,12 +131,11 @@ def start(path: str, overwrite: bool = False) -> FolderLock:
         if foreign:
             raise RunDirError(f"--overwrite {path}: the folder holds files that are not a resdsl run's "
                               f"({', '.join(foreign[:5])}); resdsl does not delete them. Choose another --out")
-    except OSError as exc:
-        lock.release()
+    except (OSError, RunDirError) as exc:
+        lock.release(remove=made)  # a refused folder is left as it was: the .lock it did not have goes
+        if isinstance(exc, RunDirError):
+            raise
         raise RunDirError(f"cannot use run directory {path}: {exc.strerror or exc}") from None
-    except RunDirError:
-        lock.release()
-        raise
     return lock
 
 
