@@ -108,8 +108,8 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     OUT/report.md, results.csv, results.json and the figures are written. Killed and restarted with the same
     command, finished runs are skipped and stopped ones resume exactly.
     """
-    from resdsl.experiment.reproduce import (check_folder_normalize, departures, plan, plan_text, setup_words, take,
-                                             training_images)
+    from resdsl.experiment.datasets import check_data, check_folder_normalize, training_images
+    from resdsl.experiment.reproduce import departures, plan, plan_text, setup_words, take
     from resdsl.experiment.folder import check_record, check_runs
 
     from resdsl.training import git_commit
@@ -129,6 +129,7 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     _refused(check_record, out, exp, options, seeds or exp.seeds, write=False)
     _refused(check_runs, exp, out, seeds, options)
     _refused(check_folder_normalize, exp, options)
+    _refused(check_data, exp, options, load=not dry_run)  # once, not by every run in turn
     lines = plan(exp, out, options, seeds, estimate=not no_estimate)
     away = departures(exp, options)
     click.echo(printable(f"{exp.heading} -> {out}") + "\n"  # the file's title: its control characters escaped
@@ -202,8 +203,8 @@ def _run_all(exp, out: str, options: dict, seeds, launcher: str, parallel: int, 
                        f"{os.path.join(out, 'submitit')}); the same command, once they are done, writes the report",
                        err=True)
         else:
-            click.echo(shown(f"resdsl: {str(exc) or 'stopped'}: the stopped runs checkpointed; the same command "
-                             "resumes them"), err=True)
+            click.echo(shown(f"resdsl: {str(exc) or 'stopped'}: the same command goes on, each stopped run from "
+                             "its checkpoint (one stopped before its first starts afresh)"), err=True)
         sys.exit(getattr(exc, "status", 130))  # 128 + the signal's number; a bare Ctrl-C is SIGINT's 130
 
 

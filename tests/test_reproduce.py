@@ -143,9 +143,10 @@ def test_killed_experiment_finishes_equal_to_an_uninterrupted_one(tmp_path):
     while not second.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=300)
+    said, err = proc.communicate(timeout=300)
     assert proc.returncode == 143, err  # 128 + SIGTERM
-    assert "same command resumes" in err
+    assert "the same command goes on, each stopped run from its checkpoint" in err
+    assert re.search(r"\n(stopped at iteration [1-8] \(checkpointed\)|done) resnet-8/seed-0\n", said), said
     r = reproduce(TINY, *args, "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert "start plain-8/seed-0" not in r.stdout  # finished before the kill: skipped
@@ -261,8 +262,27 @@ def test_an_imagenet_experiment_is_planned_without_data_and_for_a_folders_size(t
     r = reproduce("i-table5", "--rows", "ResNet-152*original*", "--data", str(tmp_path / "imgs"), "--dry-run",
                   "--no-estimate", "--out", str(tmp_path / "exp"))
     assert r.returncode == 0 and " 0/180 " in r.stdout, r.stdout + r.stderr
+    # any folder was taken for ImageNet, and its errors set against the paper's
+    assert f"not the paper's setup (on {tmp_path / 'imgs'}: 1 class, 600 training images, not ImageNet's 1,000 and " \
+        "1,281,167)" in r.stdout
     r = reproduce("i-table5", "--no-estimate", "--out", str(tmp_path / "exp"))
     assert r.returncode == 2 and "pass --data" in r.stderr
+
+
+def test_data_every_run_would_stop_at_is_refused_before_any_starts(tmp_path):
+    """A misspelt --data, data that is not there, and a recipe that in-memory images cannot have made each run
+    start and stop in turn (22 runs, 100 s), then an empty report."""
+    out = tmp_path / "exp"
+    for args, says in (
+            ((TINY, "--data", "fashion_mnist"), "unknown dataset 'fashion_mnist'"),
+            ((TINY, "--data", "cifar10", "--data-dir", str(tmp_path), "--no-download"), "cifar10 is not in"),
+            (("r-table2", "--data", "fashion-mnist", "--rows", "ResNet-18"),
+             "fashion-mnist is held in memory, where a recipe augments with pad-crop and flip alone; these rows' "
+             "recipes augment with 'scale' (ResNet-18) and 'lighting' (ResNet-18)")):
+        for dry in ((), ("--dry-run",)) if "fashion_mnist" in args else ((),):
+            r = reproduce(*args, *FAST, *dry, "--out", str(out))
+            assert r.returncode == 1 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
+            assert "runs to do" not in r.stdout and not out.exists()
 
 
 def test_broken_experiment_file_is_a_located_error(tmp_path):
@@ -356,6 +376,7 @@ def test_a_failed_run_is_an_error_after_the_report_of_the_others(tmp_path):
     r = reproduce(str(exp), *FAST, "--out", str(out))
     assert r.returncode == 1, (r.stdout, r.stderr)
     assert "1 run failed (diverges/seed-0)" in r.stderr and "internal error" not in r.stderr, r.stderr
+    assert "failed (exit 1) diverges/seed-0" in r.stdout  # it said "stopped", as a run stopped by a signal
     rows = {row["label"]: row for row in results(out)["rows"]}
     assert len(rows["ok"]["test_errors"]) == 1 and rows["diverges"]["test_errors"] == []
 

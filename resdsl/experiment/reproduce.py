@@ -3,7 +3,6 @@ run what is not finished, and write the report beside the paper's figures."""
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import os
 import statistics
@@ -15,15 +14,10 @@ from ..errors import printable
 from ..shown import md_text
 from ..train.rundir import record_of
 from . import report
+from .datasets import SHAPES, data_departure, dataset_of, training_images
 from .model import Experiment
 from .folder import check_record, check_runs
 from .runner import ExperimentRunError, Job, jobs, run_local, run_submitit, spec_path, status
-
-# (channels, size, classes, training images) of the datasets a recipe names, for the estimate before any data
-# is read; an image folder (--data DIR) is taken as ImageNet
-SHAPES = {"cifar10": (3, 32, 10, 50000), "cifar100": (3, 32, 100, 50000), "fashion-mnist": (1, 28, 10, 60000),
-          "mnist": (1, 28, 10, 60000), "synthetic": (3, 32, 10, 50000), "imagenet": (3, 224, 1000, 1281167)}
-
 
 def only_rows(exp: Experiment, text: str) -> Experiment:
     """The experiment with the rows ``--rows`` names, in file order: comma-separated labels or shell-style
@@ -60,43 +54,10 @@ def only_rows(exp: Experiment, text: str) -> Experiment:
     return dataclasses.replace(exp, rows=tuple(r for r in exp.rows if r.label in keep), figures=figures)
 
 
-def dataset_of(exp: Experiment, options: dict) -> str:
-    data = options.get("data") or exp.dataset
-    return data if data in SHAPES else "imagenet"
-
-
-def training_images(exp: Experiment, options: dict) -> int:
-    """How many training images a run reads: a named dataset's, an image folder's own count (the trainer's epochs
-    are the folder's, not ImageNet's), ImageNet's where no folder is given yet (a dry run)."""
-    data = options.get("data")
-    if dataset_of(exp, options) == "imagenet" and data and os.path.isdir(os.path.join(data, "train")):
-        return _folder_images(os.path.abspath(os.path.join(data, "train"))) or SHAPES["imagenet"][3]
-    return SHAPES[dataset_of(exp, options)][3]
-
-
-@functools.lru_cache(maxsize=8)
-def _folder_images(train: str) -> int:
-    """The images in ``train``'s class folders, counted as torchvision's ImageFolder finds them (every file with an
-    image extension under a class folder that is not hidden)."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS
-
-    count = 0
-    try:  # a folder that cannot be read is counted as none here: the trainer says what is wrong with it
-        for entry in os.scandir(train):
-            if entry.is_dir() and not entry.name.startswith("."):
-                for _, _, files in os.walk(entry.path, followlinks=True):
-                    count += sum(1 for f in files if f.lower().endswith(IMG_EXTENSIONS))
-    except OSError:
-        return 0
-    return count
-
-
 def departures(exp: Experiment, options: dict) -> list[str]:
     """How runs with these options depart from the paper's setup: another dataset, another length, a part of the
     data. Their figures are then not the paper's experiment, and the report does not set them against it."""
-    words = []
-    if options.get("data") and dataset_of(exp, options) != exp.dataset:
-        words.append(f"on {options['data']}, not {exp.dataset}")
+    words = [away] if (away := data_departure(exp, options)) else []
     for key, unit in (("iters", "iteration"), ("epochs", "epoch")):
         if options.get(key):
             words.append(f"{options[key]:,} {unit}{'' if options[key] == 1 else 's'} a run, not its recipe's length")
@@ -137,26 +98,6 @@ def recipe_of(exp: Experiment, row):
 
     net = compile_spec(spec_path(exp, row))
     return row_recipe(exp, row, net.spec) if row.overrides else net.recipe
-
-
-def check_folder_normalize(exp: Experiment, options: dict) -> None:
-    """Runs on an image folder are normalised by ImageNet's channel statistics only (the trainer refuses any other
-    recipe): rows whose recipe says another are refused before anything runs, with the fix an experiment has."""
-    from resdsl.train.vocabulary import FOLDER_NORMALIZE, names_a_folder
-
-    data = options.get("data") or exp.dataset
-    if not names_a_folder(data):
-        return
-    wrong = []
-    for row in exp.rows:
-        recipe = recipe_of(exp, row)
-        if recipe is not None and recipe.get("normalize", "none") != FOLDER_NORMALIZE:
-            wrong.append(f"{row.label!r} (normalize {recipe.get('normalize', 'none')})")
-    if wrong:
-        raise ExperimentRunError(f"{data} is an image folder, which is normalised by ImageNet's channel mean and std "
-                                 f"({FOLDER_NORMALIZE}), but these rows' recipes say otherwise: {', '.join(wrong)}. "
-                                 f"Give them set \"normalize={FOLDER_NORMALIZE}\" in a copy of the experiment file, or "
-                                 "train on the paper's dataset")
 
 
 def run_iterations(exp: Experiment, job: Job, options: dict) -> tuple[int, int]:

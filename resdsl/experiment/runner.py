@@ -177,7 +177,7 @@ def run_local(exp: Experiment, todo: list[Job], options: dict, parallel: int, gp
             code = proc.wait()
             running.pop(0)
             slots.append(slot)
-            say(f"{'done' if code == 0 else f'stopped (exit {code})'} {job.name}")
+            say(f"{_ended(job, code, stop['signal'] is not None)} {job.name}")
             if code != 0 and stop["signal"] is None:
                 failed.append(job.name)
     finally:
@@ -186,6 +186,17 @@ def run_local(exp: Experiment, todo: list[Job], options: dict, parallel: int, gp
     if stop["signal"] is not None:
         raise Stopped(stop["signal"])
     return failed
+
+
+def _ended(job: Job, code: int, stopping: bool) -> str:
+    """What became of a local run whose trainer ended with ``code``: done, failed, or stopped with the checkpoint
+    it resumes from (a trainer stopped in its first seconds has none yet, and starts afresh)."""
+    if code == 0:
+        return "done"
+    if not stopping:
+        return f"failed (exit {code})"
+    state, done = run_state(job.run_dir)
+    return f"stopped at iteration {done:,} (checkpointed)" if state != "new" else "stopped before its first checkpoint"
 
 
 # a job whose run stopped on a signal (a preemption: Slurm's SIGTERM) waits this long for submitit's SIGUSR2,
