@@ -135,6 +135,10 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     click.echo(printable(f"{exp.heading} -> {out}") + "\n"  # the file's title: its control characters escaped
                + (printable(setup_words(away)) + "\n" if away else "") + plan_text(lines, parallel))
     if dry_run:
+        from resdsl.train.fileio import is_locked
+
+        if is_locked(out):  # the command itself would be refused
+            click.echo(printable(f"(another command is running this experiment: it holds {out}/.lock)"))
         if exp.dataset == "imagenet" and not data:
             click.echo(f"(planned for ImageNet's {training_images(exp, options):,} training images; to run it, --data "
                        "with an ImageNet-layout folder)")

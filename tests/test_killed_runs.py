@@ -3,6 +3,8 @@ next command: its temporary files, a checkpoint older than its last metrics row,
 and a file that only looks like one (a pipe, weights that are not finite)."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 
@@ -175,8 +177,13 @@ def test_an_experiment_that_trained_nothing_takes_new_options(tmp_path):
     (out / "plain-8" / "seed-0" / "checkpoint.pt").write_bytes(b"")
     with pytest.raises(ExperimentRunError, match="started with options --data synthetic"):
         check_record(str(out), exp, {"data": "fashion-mnist"}, 2)
-    with pytest.raises(ExperimentRunError, match="started with seeds 2"):  # not an option: refused, as before
-        check_record(str(out), exp, {"data": "synthetic"}, 3)
+    # more seeds, fewer rows: another choice of runs, each checked on its own (check_runs), is recorded
+    check_record(str(out), exp, {"data": "synthetic"}, 3)
+    assert json.loads((out / "experiment.json").read_text())["seeds"] == 3
+    check_record(str(out), dataclasses.replace(exp, rows=exp.rows[:1]), {"data": "synthetic"}, 3)
+    assert json.loads((out / "experiment.json").read_text())["rows"] == [exp.rows[0].label]
+    with pytest.raises(ExperimentRunError, match="started with options --data synthetic"):  # still refused
+        check_record(str(out), exp, {"data": "fashion-mnist"}, 1)
 
 
 def test_a_forked_child_does_not_keep_the_run_locked(tmp_path):

@@ -49,6 +49,9 @@ def test_tiny_experiment_end_to_end(tmp_path):
     assert 0 < res["training_seconds"] < 600
     for run in ("plain-8/seed-0", "resnet-8/seed-1"):  # every run is a complete run directory
         assert json.loads((out / run / "config.json").read_text())["iterations"] == 3
+    line = (out / "results.csv").read_text().splitlines()[1]  # the file alone says the setup is not the paper's
+    assert line.endswith(",synthetic,\"3 iterations a run, not its recipe's length; only 128 of the training images; "
+                         "only 32 of the test images\""), line
     report = (out / "report.md").read_text()
     assert "| ResNet-8 | 0.02M | 2 of 2 |" in report and report.count("| 50 |") == 1 and "ours - paper" not in report
     assert "- not the paper's setup (3 iterations a run, not its recipe's length; only 128 of the" in report
@@ -156,6 +159,17 @@ def test_killed_experiment_finishes_equal_to_an_uninterrupted_one(tmp_path):
     _same_run(out / "resnet-8" / "seed-0", whole)
     final = json.loads((whole / "metrics.jsonl").read_text().splitlines()[-1])
     assert {row["label"]: row["test_errors"] for row in results(out)["rows"]}["ResNet-8"] == [final["test_error"]]
+
+
+def test_more_rows_or_seeds_in_the_same_folder_reuse_its_finished_runs(tmp_path):
+    """`--rows plain-8 --seeds 1`, then the whole table with two seeds into the same folder: it was refused
+    ("started with rows [...]"), though each run is checked on its own."""
+    out = tmp_path / "exp"
+    assert reproduce(TINY, *FAST, "--rows", "plain-8", "--seeds", "1", "--out", str(out)).returncode == 0
+    r = reproduce(TINY, *FAST, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "start plain-8/seed-0" not in r.stdout and "start plain-8/seed-1" in r.stdout, r.stdout
+    assert {row["label"]: row["seeds"] for row in results(out)["rows"]} == {"plain-8": [0, 1], "ResNet-8": [0, 1]}
 
 
 def test_submitit_local_launcher_runs_the_experiment(tmp_path):
@@ -343,10 +357,16 @@ def test_a_restart_refuses_runs_of_another_network_or_recipe_and_a_folder_in_use
     assert r.returncode == 1 and "r/seed-0 (trained with other `set` overrides)" in r.stderr, r.stderr
     exp.write_text(head + 'row "R" spec net.res\n')
     lock = FolderLock(str(out), "experiment folder")  # another reproduce at work in it
+    (out / "r" / "seed-1").mkdir()
+    run = FolderLock(str(out / "r" / "seed-1"), "run directory")  # training its seed 1
     try:
+        dry = reproduce(str(exp), *FAST, "--seeds", "2", "--out", str(out), "--dry-run")
         r = reproduce(str(exp), *FAST, "--out", str(out))
     finally:
         lock.release()
+        run.release()
+    assert dry.returncode == 0 and "another command is running this experiment" in dry.stdout, dry.stdout
+    assert re.search(r"r/seed-1 +training ", dry.stdout) and re.search(r"r/seed-0 +finished ", dry.stdout)
     assert r.returncode == 1 and "is in use by another process" in r.stderr and "report" not in r.stdout, r.stdout
     r = reproduce(str(exp), *FAST, "--out", str(out))
     assert r.returncode == 0 and "every run is finished" in r.stdout, r.stderr

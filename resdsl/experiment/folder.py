@@ -17,7 +17,8 @@ from .runner import FLAGS, PASSED, RECORD, UNRECORDED, ExperimentRunError, Job, 
 def check_record(out: str, exp: Experiment, options: dict, seeds: int, write: bool = True) -> None:
     """Write EXPDIR/experiment.json on the first start; on a restart, refuse other options than the first's once
     a run has checkpointed (before, nothing would be mixed: the new options replace a start that failed on a
-    typo). ``write=False`` (a dry run) refuses what the run would refuse and writes nothing."""
+    typo); other rows or seeds are recorded. ``write=False`` (a dry run) refuses what the run would refuse and
+    writes nothing."""
     path = os.path.join(out, RECORD)
     mine = {"experiment": exp.name, "file": exp.path, "seeds": seeds, "rows": [r.label for r in exp.rows],
             "options": {k: options.get(k) for k in PASSED + FLAGS if k not in UNRECORDED}}
@@ -29,10 +30,12 @@ def check_record(out: str, exp: Experiment, options: dict, seeds: int, write: bo
                                      "--out") from None
         if isinstance(old, dict) and isinstance(old.get("options"), dict):  # older records hold them (as null)
             old["options"] = _from_root({k: v for k, v in old["options"].items() if k not in UNRECORDED})
-        differ = [key for key in ("experiment", "seeds", "rows", "options") if old.get(key) != mine[key]]
-        if differ == ["options"] and not _any_checkpoint(out):  # no run trained to mix with: a start that
-            return _write_record(out, path, mine) if write else None  # failed on a typo (--data) is put right
-        for key in differ:
+        # rows and seeds choose the runs a command trains and reports, each run checked on its own (check_runs):
+        # another choice mixes nothing (more seeds, or the rest of a table, reuse the finished runs)
+        differ = [key for key in ("experiment", "options") if old.get(key) != mine[key]]
+        if not differ or differ == ["options"] and not _any_checkpoint(out):  # no run trained to mix with: a
+            return _write_record(out, path, mine) if write and old != mine else None  # start that failed on a
+        for key in differ:  # typo (--data) is put right
             was, now = old.get(key), mine[key]
             if key == "options" and isinstance(was, dict):  # name the flags that differ, not two dicts
                 names = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))

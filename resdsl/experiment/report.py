@@ -216,13 +216,14 @@ def _save_png(figure, path: str) -> None:
     write_owned(path, buf.getvalue())
 
 
-def csv_text(rows: list[dict]) -> str:
-    """results.csv: one line per row; a text cell a spreadsheet would take for a formula is neutralised
-    (:func:`csv_safe`), numbers stay numbers."""
+def csv_text(rows: list[dict], dataset: str = "", departures: tuple = ()) -> str:
+    """results.csv: one line per row, each with the data its runs trained on and how they depart from the paper's
+    setup (a file passed on without report.md must not pass off a scaled-down run beside the paper's figure); a
+    text cell a spreadsheet would take for a formula is neutralised (:func:`csv_safe`), numbers stay numbers."""
     buf = io.StringIO()
     cols = ["label", "spec", "params", "runs", "finished", "mean", "std", "median", "best", "paper_convention",
             "paper", "paper_median", "paper_mean", "paper_std", "paper_best", "paper_top5", "difference",
-            "train_error_mean", "top5_mean", "views"]
+            "train_error_mean", "top5_mean", "views", "dataset", "departures"]
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
     for r in rows:
@@ -232,5 +233,5 @@ def csv_text(rows: list[dict]) -> str:
             r["label"], r["spec"], number(r, "params"), r["runs"], len(r["test_errors"]), r.get("mean"),
             r.get("std"), r.get("median"), r.get("best"), paper.get("convention"), head,
             *(paper.get(k) for k in ("median", "mean", "std", "best", "top5")), r.get("difference"),
-            r.get("train_error_mean"), r.get("top5_mean"), "; ".join(r["views"])]))
+            r.get("train_error_mean"), r.get("top5_mean"), "; ".join(r["views"]), dataset, "; ".join(departures)]))
     return buf.getvalue()

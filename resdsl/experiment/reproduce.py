@@ -148,9 +148,12 @@ def step_seconds(exp: Experiment, spec: str, batch: int, options: dict) -> float
 
 def plan(exp: Experiment, out: str, options: dict, seeds: int | None, estimate: bool = True) -> list[dict]:
     """One line per run: its job, state, iterations done and to do, and estimated seconds left."""
+    from resdsl.train.fileio import is_locked
+
     lines, cost = [], {}
     for job in jobs(exp, out, seeds):
         state, done = status(job)
+        state = "training" if state != "finished" and is_locked(job.run_dir) else state  # by another command
         total, batch = run_iterations(exp, job, options)
         left = max(0, total - done)
         seconds = None
@@ -245,7 +248,7 @@ def write_report(exp: Experiment, out: str, options: dict, seeds: int | None, co
             "statements": report.degradation(exp, rows), "notes": list(exp.notes)}
     text = _report_text(exp, info, _figures(exp, by_row, out, away))
     write_owned(os.path.join(out, "report.md"), (text.rstrip() + "\n").encode())
-    write_owned(os.path.join(out, "results.csv"), report.csv_text(rows).encode())
+    write_owned(os.path.join(out, "results.csv"), report.csv_text(rows, info["dataset"], away).encode())
     write_owned(os.path.join(out, "results.json"), (json.dumps(info, indent=2) + "\n").encode())
     return text
 

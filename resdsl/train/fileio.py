@@ -289,6 +289,24 @@ class FolderLock:
         self.release()
 
 
+def is_locked(folder: str) -> bool:
+    """Whether another process holds ``folder``'s lock (a run training there), asked without making a lock file."""
+    path = os.path.join(folder, LOCK_FILE)
+    if fcntl is None or not os.path.isfile(path) or os.path.islink(path):
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | _NONBLOCK | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # refused where a process holds its exclusive lock
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def _open_lock_file(path: str, what: str, folder: str) -> int:
     """The lock file, opened for writing only if it is a regular file of its own: a symbolic link (to a file
     elsewhere, which the pid would overwrite), a named pipe (which would block) or anything else in its place is
