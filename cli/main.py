@@ -217,6 +217,12 @@ def viz_cmd(specs: tuple[str, ...], output: str | None, fmt: str | None, view: s
     elif ext in FORMATS and ext != fmt:
         raise click.UsageError(printable(f"-o {output} names a .{ext} file but --format is {fmt}: change one of "
                                          "them"))
+    if output == "-" and sys.stdout is None:  # Python's word for a standard output that was closed
+        raise click.UsageError("-o - writes to the standard output, and this command has none (it was closed): use "
+                               "-o FILE")
+    if len(specs) == 1 and all_units:  # one spec's unit view draws every distinct unit already
+        raise click.UsageError("--all-units goes with several specs and --view unit (one spec's --view unit draws "
+                               "every distinct unit of it)")
     if output == "-" and fmt in ("png", "pdf") and sys.stdout.isatty():
         raise click.UsageError(f"--format {fmt} -o - would write binary data to the terminal: redirect it to a "
                                "file or a program, or use -o FILE")

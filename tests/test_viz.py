@@ -2,7 +2,10 @@
 through graphviz, whose warnings come back; its words (line styles, captions, legends) are test_viz_words'."""
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -91,6 +94,12 @@ def test_usage_errors(at_root, tmp_path):
     assert run("viz", "specs/resnet20.res", "-o", str(tmp_path / "x.bmp")).exit_code == 2
     r = run("viz", "specs/nope.res")
     assert r.exit_code == 1 and "specs/nope.res:1:1: error:" in r.stderr
+    r = run("viz", "specs/resnet20.res", "--all-units", "-o", str(tmp_path / "x.svg"))  # was ignored
+    assert r.exit_code == 2 and "--all-units goes with several specs and --view unit" in r.output
+    closed = subprocess.run([sys.executable, "-m", "resdsl_cli.main", "viz", "resnet20", "-o", "-", "--format", "dot"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: os.close(1))  # no standard output: it was an internal error
+    assert closed.returncode == 2 and "this command has none (it was closed)" in closed.stderr, closed.stderr
 
 
 def test_missing_graphviz_program(at_root, tmp_path, monkeypatch):

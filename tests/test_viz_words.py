@@ -174,4 +174,35 @@ def test_a_drop_paths_panel_gives_the_range_of_its_rates(at_root):
     assert '"drop path 0.00926 to 0.5 per batch"' in dot
 
 
+def _run_labels(dot: str) -> list[str]:
+    """The overview's run labels, in order."""
+    return re.findall(r'layer\d+_\d+ \[label="([^"]*)"', dot)
+
+
+def test_the_overview_draws_what_f_holds_besides_its_convolutions(at_root):
+    """Stochastic depth, a Wide ResNet's dropout and [I]'s activation before the first split were drawn by the unit
+    view alone: the overviews of ResNet-110 with and without stochastic depth were the same but for the title."""
+    sd = _run_labels(gv.overview_dot(resdsl.compile_spec("family/resnet110_stochastic_depth")))
+    assert sd[0] == "[3x3, 16; 3x3, 16] x 18\\ndrop path 0.00926 to 0.167 per batch", sd
+    wrn = _run_labels(gv.overview_dot(resdsl.compile_spec("family/wrn28_10")))
+    assert wrn[:2] == ["[3x3, 160; dropout 0.3; 3x3, 160]\\nBN-ReLU before splitting into two paths",
+                       "[3x3, 160; dropout 0.3; 3x3, 160] x 3"], wrn
+    preact = _run_labels(gv.overview_dot(resdsl.compile_spec("resnet110_preact")))
+    assert preact[:2] == ["[3x3, 16; 3x3, 16]\\nBN-ReLU before splitting into two paths", "[3x3, 16; 3x3, 16] x 17"]
+
+
+@pytest.mark.parametrize("at, notation", [("pre", "[SE r=16; 1x1, 64; 3x3, 64; 1x1, 256]"),
+                                          ("post", "[1x1, 64; 3x3, 64; 1x1, 256; after +: SE r=16]"),
+                                          ("standard", "[1x1, 64; 3x3, 64; 1x1, 256; SE r=16]")])
+def test_the_notation_puts_a_squeeze_excitation_where_it_sits(at_root, at, notation):
+    net = resdsl.compile_spec(text=f'extends "timm/seresnet50"\nnetwork s\nunit bottleneck se 16 divisor 8 at {at}\n')
+    assert _run_labels(gv.overview_dot(net))[0] == notation
+    assert f"bottleneck {notation} x 2 (layer1)" in gv.unit_dot([(net, "s")], typical_only=False)
+
+
+def test_a_plain_nets_units_are_not_called_residual(at_root):
+    assert 'label="plain34: distinct units (plain: no shortcuts)"' in \
+        gv.unit_dot([(resdsl.compile_spec("plain34"), "p")], typical_only=False)
+
+
 # ---- shortcut lines, captions, legend, graphviz warnings ------------------------------------------------

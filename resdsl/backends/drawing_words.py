@@ -91,15 +91,31 @@ def variant_families(g, unit: dict) -> set[str]:
 # ---- unit captions -------------------------------------------------------------------------------------
 
 def unit_notation(g, unit: dict) -> str:
-    """[R] Table 1 notation of one unit's residual path: [3x3, 64; 3x3, 64] or [1x1, 64; 3x3, 64; 1x1, 256]; a
-    squeeze-excitation inside the brackets, as SENet's Table 1 lists it ([...; 1x1, 256; SE r=16] x 3)."""
-    convs = [g.nodes[n] for n in unit["nodes"] if g.nodes[n]["op"] == "conv" and g.nodes[n].get("path") == "residual"]
-    se = [g.nodes[n] for n in unit["nodes"] if g.nodes[n]["op"] == "se"]
-    return "[" + "; ".join([f"{d['kernel'][0]}x{d['kernel'][0]}, {d['out_channels']}{groups_words(d)}"
-                            for d in convs] + [f"SE r={d['ratio']}" for d in se]) + "]"
+    """[R] Table 1 notation of one unit's residual path, in its order: [3x3, 64; 3x3, 64] or [1x1, 64; 3x3, 64;
+    1x1, 256]; a squeeze-excitation where it sits, inside the brackets as SENet's Table 1 lists it ([...; 1x1, 256;
+    SE r=16]; [SE r=16; ...] at pre; [...; after +: SE r=16] after the addition); a Wide ResNet's dropout between
+    the convolutions ([3x3, 160; dropout 0.3; 3x3, 160])."""
+    inside, after = [], []
+    for d in (g.nodes[n] for n in unit["nodes"]):
+        if d["op"] == "conv" and d.get("path") == "residual":
+            inside.append(f"{d['kernel'][0]}x{d['kernel'][0]}, {d['out_channels']}{groups_words(d)}")
+        elif d["op"] == "dropout" and d.get("path") == "residual":
+            inside.append(f"dropout {d['p']:g}")
+        elif d["op"] == "se":
+            (after if d.get("path") == "merge" else inside).append(f"SE r={d['ratio']}")
+    return "[" + "; ".join(inside + [f"after +: {w}" for w in after]) + "]"
 
 
-def _shared_words(g, unit: dict) -> str | None:
+def drop_path_words(g, units: list[dict]) -> str | None:
+    """Stochastic depth over these units: 'drop path 0.00926 to 0.176 per batch' (their rates' range)."""
+    dropped = [g.nodes[n] for u in units for n in u["nodes"] if g.nodes[n]["op"] == "drop_path"]
+    if not dropped:
+        return None
+    rates = [d["drop_prob"] for d in dropped]
+    return op_label({**dropped[0], "drop_range": (min(rates), max(rates))})
+
+
+def shared_words(g, unit: dict) -> str | None:
     """[I]: a pre-activation unit's first unit (or projection unit) activates before splitting into two paths."""
     shared = [op_label(g.nodes[n]) for n in unit["nodes"] if g.nodes[n].get("path") == "shared"]
     return "-".join(shared) + " before splitting into two paths" if shared else None
@@ -135,7 +151,7 @@ def unit_caption(g, instances: list[dict]) -> list[str]:
     # [I] Fig. 4's orders are orders of residual units; a plain net's unit (no addition) is named as such
     lines = [f"{order}; {shortcut_words(first)}" if first["shortcut"] else shortcut_words(first)]
     changes = ", ".join(variants(g, first))
-    lines += [words for words in (changes, _shared_words(g, first)) if words]
+    lines += [words for words in (changes, shared_words(g, first)) if words]
     rows = _stage_rows(g, instances)
     rows[0] = f"{UNIT_KINDS[first['kind']].caption} {rows[0]}"
     return lines + rows

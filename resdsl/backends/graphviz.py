@@ -10,8 +10,8 @@ from ..errors import env_limit
 from ..ir import inputs_of
 from .. import units
 from ..ops import OPS, PORT_RESIDUAL, PORT_SHORTCUT, shape_text
-from .drawing_words import (LINES, VARIANT_LEGEND, is_shortcut_edge, op_label, unit_caption,
-                            unit_notation, variant_families, variants)
+from .drawing_words import (LINES, VARIANT_LEGEND, drop_path_words, is_shortcut_edge, op_label, shared_words,
+                            unit_caption, unit_notation, variant_families, variants)
 
 FONT = "Helvetica"
 COLOURS = OrderedDict([
@@ -105,22 +105,27 @@ def _title(net) -> str:
 
 # ---- overview --------------------------------------------------------------------------------------
 
-def _stage_runs(g, stage_units: list[dict]) -> list[list]:
-    """Consecutive units of a stage that draw the same, as [(notation, line, variants, stride), count, record]."""
-    runs: list[list] = []
+def _stage_runs(g, stage_units: list[dict]) -> list[tuple[tuple, list[dict]]]:
+    """Consecutive units of a stage that draw the same, as ((notation, line, variants, stride, shared, dropped),
+    units): a pre-activation network's first unit, which activates before splitting ([I]), is a run of its own;
+    units with stochastic depth are drawn with their rates' range."""
+    runs: list[tuple[tuple, list[dict]]] = []
     for unit in stage_units:
-        key = (unit_notation(g, unit), unit["shortcut"], tuple(variants(g, unit)), unit["args"]["stride"])
+        key = (unit_notation(g, unit), unit["shortcut"], tuple(variants(g, unit)), unit["args"]["stride"],
+               shared_words(g, unit), any(g.nodes[n]["op"] == "drop_path" for n in unit["nodes"]))
         if runs and runs[-1][0] == key:
-            runs[-1][1] += 1
+            runs[-1][1].append(unit)
         else:
-            runs.append([key, 1, unit])
+            runs.append((key, [unit]))
     return runs
 
 
-def _run_lines(name: str, prev: str, key: tuple, count: int) -> tuple[list[str], list[str], str]:
+def _run_lines(g, name: str, prev: str, key: tuple, run: list[dict]) -> tuple[list[str], list[str], str]:
     """DOT of one run of identical units: (nodes inside the stage cluster, edges, the node the next run follows)."""
-    notation, line, changes, stride = key
+    notation, line, changes, stride, shared, _ = key
+    count = len(run)
     label = [notation + (f" x {count}" if count > 1 else "")] + ([f"/{stride} (downsampling)"] if stride > 1 else [])
+    label += [words for words in (shared, drop_path_words(g, run)) if words]
     nodes = [f"    {name} [label={_q(label)}, fillcolor=\"#ffffff\"];"]
     edges = [f"  {prev} -> {name};"]
     if line is None:  # plain net: no shortcut, no addition
@@ -147,8 +152,8 @@ def _overview_stage(g, st: dict, row: dict, stage_units: list[dict], prev: str) 
            f"    label={_q(caption)}; fontsize=11; style=\"rounded,filled\"; "
            f"fillcolor={_q(COLOURS['stage'])}; color=\"#8aa4c8\";"]
     edges = []
-    for k, (key, count, _nodes) in enumerate(_stage_runs(g, stage_units)):
-        inside, run_edges, prev = _run_lines(f"layer{i}_{k}", prev, key, count)
+    for k, (key, run) in enumerate(_stage_runs(g, stage_units)):
+        inside, run_edges, prev = _run_lines(g, f"layer{i}_{k}", prev, key, run)
         out += inside
         edges += run_edges
     return out + ["  }"] + edges, prev
@@ -234,7 +239,9 @@ def _labels(g, instances: list[dict]) -> dict[str, str]:
 def unit_dot(nets_and_names: list[tuple[object, str]], typical_only: bool) -> str:
     """One cluster per distinct unit (or, with several specs, each spec's most common unit) side by side, each
     captioned in the papers' words (drawing_words.unit_caption)."""
-    title = "residual units" if len(nets_and_names) > 1 else f"{nets_and_names[0][0].name}: distinct residual units"
+    residual = any(u["shortcut"] for net, _ in nets_and_names for u in net.graph.graph["units"])
+    kind = "residual units" if residual else "units (plain: no shortcuts)"  # [R]'s plain nets have no residual unit
+    title = kind if len(nets_and_names) > 1 else f"{nets_and_names[0][0].name}: distinct {kind}"
     out = _header(title)
     out.insert(2, "  graph [newrank=true];")
     ops, lines, families = set(), set(), set()
