@@ -189,6 +189,9 @@ def test_the_overview_draws_what_f_holds_besides_its_convolutions(at_root):
                        "[3x3, 160; dropout 0.3; 3x3, 160] x 3"], wrn
     preact = _run_labels(gv.overview_dot(resdsl.compile_spec("resnet110_preact")))
     assert preact[:2] == ["[3x3, 16; 3x3, 16]\\nBN-ReLU before splitting into two paths", "[3x3, 16; 3x3, 16] x 17"]
+    frozen = gv.overview_dot(resdsl.compile_spec("resnet110_frozen_gate"))  # F's scale was on the shortcut line
+    assert _run_labels(frozen)[0] == "[3x3, 16; 3x3, 16] x 18\\nF scaled by 0.5\\nfrozen gating"
+    assert 'stem -> layer1_0_add [style=solid, label="identity x 18\\nconstant scaling 0.5"];' in frozen
 
 
 @pytest.mark.parametrize("at, notation", [("pre", "[SE r=16; 1x1, 64; 3x3, 64; 1x1, 256]"),

@@ -63,29 +63,31 @@ def is_shortcut_edge(g, v: str, port: int) -> bool:
     return d.get("path") == "shortcut" or (d["op"] == "add" and port == PORT_SHORTCUT)
 
 
-def _variant_hits(g, unit: dict) -> list[tuple[str, str]]:
-    """(family, words) of every VARIANTS record this unit matches, in VARIANTS order."""
+def _variant_hits(g, unit: dict) -> list[tuple[str, str, str]]:
+    """(family, path, words) of every VARIANTS record this unit matches, in VARIANTS order."""
     nodes, hits = unit["nodes"], []
     for op, path, family, say in VARIANTS:
         words = [say(g.nodes[n]) for n in nodes if g.nodes[n]["op"] == op and g.nodes[n].get("path") == path]
         if words and words[0]:
-            hits.append((family, words[0]))
+            hits.append((family, path, words[0]))
     return hits
 
 
-def variants(g, unit: dict) -> list[str]:
-    """[I] Fig. 2's words for what changes this unit's shortcut or scales its F ("constant scaling 0.5", ...)."""
-    words = [w for _, w in _variant_hits(g, unit)]
+def variants(g, unit: dict, on: str | None = None) -> list[str]:
+    """[I] Fig. 2's words for what changes this unit's shortcut or scales its F ("constant scaling 0.5", ...);
+    ``on="residual"``: those of F alone (a scaled F, and the frozen gating it makes with a scaled shortcut),
+    ``on="shortcut"``: the others (the overview writes them on the shortcut line)."""
     scales = [g.nodes[n]["factor"] for n in unit["nodes"] if g.nodes[n]["op"] == "scale"]
     gated = any(g.nodes[n].get("gate") for n in unit["nodes"])
-    if len(scales) == 2 and math.isclose(sum(scales), 1) and not gated:  # h x λ, F x (1-λ): [I]'s "frozen gating"
-        words.append("frozen gating")
-    return words
+    frozen = len(scales) == 2 and math.isclose(sum(scales), 1) and not gated  # h x λ, F x (1-λ): [I]'s frozen gating
+    words = [(path == "residual", w) for _, path, w in _variant_hits(g, unit)]
+    words += [(True, "frozen gating")] if frozen else []
+    return [w for of_f, w in words if on is None or of_f == (on == "residual")]
 
 
 def variant_families(g, unit: dict) -> set[str]:
     """Which of [I] Fig. 2's variant families (constant scaling, gating, dropout) this unit shows."""
-    return {family for family, _ in _variant_hits(g, unit)}
+    return {family for family, _, _ in _variant_hits(g, unit)}
 
 
 # ---- unit captions -------------------------------------------------------------------------------------

@@ -122,17 +122,17 @@ def _stage_runs(g, stage_units: list[dict]) -> list[tuple[tuple, list[dict]]]:
 
 def _run_lines(g, name: str, prev: str, key: tuple, run: list[dict]) -> tuple[list[str], list[str], str]:
     """DOT of one run of identical units: (nodes inside the stage cluster, edges, the node the next run follows)."""
-    notation, line, changes, stride, shared, _ = key
+    notation, line, _, stride, shared, _ = key
     count = len(run)
     label = [notation + (f" x {count}" if count > 1 else "")] + ([f"/{stride} (downsampling)"] if stride > 1 else [])
-    label += [words for words in (shared, drop_path_words(g, run)) if words]
+    label += [words for words in (shared, drop_path_words(g, run), *variants(g, run[0], on="residual")) if words]
     nodes = [f"    {name} [label={_q(label)}, fillcolor=\"#ffffff\"];"]
     edges = [f"  {prev} -> {name};"]
     if line is None:  # plain net: no shortcut, no addition
         return nodes, edges, name
     add = f"{name}_add"
     nodes.append(f"    {add} [label=\"+\", shape=circle, width=0.3, fixedsize=true, fillcolor=\"#ffffff\"];")
-    tag = [LINES[line].short + (f" x {count}" if count > 1 else ""), *changes]
+    tag = [LINES[line].short + (f" x {count}" if count > 1 else ""), *variants(g, run[0], on="shortcut")]
     edges += [f"  {name} -> {add};", f"  {prev} -> {add} [style={LINES[line].style}, label={_q(tag)}];"]
     return nodes, edges, add
 
