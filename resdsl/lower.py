@@ -45,7 +45,7 @@ def lower(r: ResolvedSpec):
         input=shape,
         order=s["order"].name,
         init={"scheme": init.scheme, "fan": init.fan, "zero_last_bn": init.zero_last_bn,
-              "zero_last_conv": init.zero_last_conv},
+              "zero_last": init.zero_last},
         recipe=r.recipe,
         files=list(r.files),
         stages=[],
@@ -309,33 +309,33 @@ def _residual(u: _Unit, x: str, in_ch: int, convs, order, skip_first: bool, drop
         for op in order.after_last if k == len(convs) else order.after:
             x = u.norm_act(op, f"{op}{k}", x, "residual", c.out_channels, c.out_role)
         cin, cin_role = c.out_channels, c.out_role
-    if u.init.zero_last_bn or u.init.zero_last_conv:
+    if u.init.zero_last_bn or u.init.zero_last:
         _zero_last_layer(u, x, order.word)
     return x
 
 
 def _zero_last_layer(u: _Unit, last: str, order: str) -> None:
-    """`init zero-last-bn` / `zero-last-conv`: F's last layer starts at zero, so each unit starts as its shortcut
-    alone (Goyal et al.'s zero gamma; timm's zero_init_last). Only a layer that ends F may be zeroed: a ReLU after
-    it would see 0, where its gradient is 0, and F would never train; a BN after a zeroed conv would normalise a
-    constant to its beta, and pass a gradient scaled by 1/sqrt(eps)."""
-    word, op = ("zero-last-bn", "bn") if u.init.zero_last_bn else ("zero-last-conv", "conv")
+    """`init zero-last`: F's last layer starts at zero, a BN's gamma (Goyal et al.) or a convolution's weights
+    (timm's zero_init_last of pre-activation units), so each unit starts as its shortcut alone; `zero-last-bn`: F's
+    last BN alone. Where a ReLU ends F (or follows that BN), it would see 0, where its gradient is 0, and F would
+    never train: refused."""
     ends = u.b.g.nodes[last]["op"]
-    if ends == op:
+    if ends == "bn" or ends == "conv" and u.init.zero_last:
         u.b.g.nodes[last]["zero_init"] = True
         return
-    where = f"under order {order}, F ends in {_LAYER_WORDS[ends]}"
-    if ends == "relu" or op == "bn":
-        after = "which" if ends == "relu" else "and the ReLU after its last BN"
-        raise SpecError(f"'{word}' would stop F from ever training: {where}, {after} would see 0, where its "
-                        "gradient is 0", u.init.span,
-                        hint="no layer of this F can start at zero; leave it out" if ends == "relu" else
-                        "'zero-last-conv' zeroes F's last convolution instead (timm's zero_init_last)")
-    raise SpecError(f"'{word}' does not start this F at zero: {where}, which normalises the zeroed convolution's "
-                    "constant output to its beta", u.init.span, hint="'zero-last-bn' zeroes F's last BN instead")
-
-
-_LAYER_WORDS = {"relu": "a ReLU", "bn": "a BN", "conv": "a convolution"}
+    word = "zero-last-bn" if u.init.zero_last_bn else "zero-last"
+    stage, overridden = u.record["stage"], order != u.b.g.graph["order"]  # `stage N: order ...`
+    where = f"under order {order}" + (f" (stage {stage}'s)" if overridden else "") + f", {u.record['prefix'][:-1]}'s F"
+    if ends == "relu":
+        raise SpecError(f"'{word}' would stop F from ever training: {where} ends in a ReLU, which would see 0, where "
+                        "its gradient is 0", u.init.span, hint="no layer of this F can start at zero; leave it out"
+                        + (f", or give stage {stage} another order" if overridden else ""))
+    bns = [n for n in u.record["nodes"] if u.b.g.nodes[n]["op"] == "bn" and u.b.g.nodes[n].get("path") == "residual"]
+    why = ("and the ReLU after its last BN would see 0, where its gradient is 0, so F would never train" if bns else
+           "and holds no BN")
+    raise SpecError(f"'zero-last-bn' does not fit this F: {where} ends in a convolution, {why}", u.init.span,
+                    hint="'zero-last' zeroes F's last layer, whichever it is: that convolution here (timm's "
+                         "zero_init_last)")
 
 
 def _merge(u: _Unit, h: str, split: str, in_ch: int, out_ch: int, stride: int, path: str, order, sc) -> str:

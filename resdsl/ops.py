@@ -172,7 +172,7 @@ def _drop_path_label(d: dict) -> str:
 def _conv_label(d: dict) -> str:
     k = d["kernel"][0]
     label = f"{k}x{k} conv, {d['out_channels']}{groups_words(d)}{_by_stride(d)}"
-    label += " (W=0)" if d.get("zero_init") else ""  # `init zero-last-conv`
+    label += " (W=0)" if d.get("zero_init") else ""  # `init zero-last` where F ends in it
     return f"gate: {label} + bias ({d['bias_init']:g})" if d.get("path") == "gate" else label
 
 

@@ -160,8 +160,8 @@ class Head(Statement):
 class Init(Statement):
     scheme: str = "he"
     fan: str = "fan-out"
-    zero_last_bn: bool = False  # each unit starts as its shortcut alone: F's last BN (a post-activation F) or
-    zero_last_conv: bool = False  # its last conv (a pre-activation F) starts at zero; lower._zero_last_layer
+    zero_last_bn: bool = False  # each unit starts as its shortcut alone: F's last BN starts at zero, or
+    zero_last: bool = False  # F's last layer, a BN or a convolution (lower._zero_last_layer)
 
 
 @dataclass(frozen=True)

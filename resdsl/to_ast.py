@@ -204,10 +204,10 @@ class ToAst(Transformer):
             if key in kw:
                 raise SpecError(f"'{INIT_WORDS[key]}' given twice in one init statement", span)
             kw[key] = val
-        if "zero_last_bn" in kw and "zero_last_conv" in kw:
-            raise SpecError("'zero-last-bn' and 'zero-last-conv' both start F at zero: give one of them", span,
-                            hint="zero-last-bn where F ends in BN (order post, relu-preact), zero-last-conv where "
-                                 "it ends in a conv (preact, bn-after-add)")
+        if "zero_last_bn" in kw and "zero_last" in kw:
+            raise SpecError("'zero-last-bn' and 'zero-last' both start F at zero: give one of them", span,
+                            hint="zero-last zeroes F's last layer, a BN or a convolution; zero-last-bn its last BN "
+                                 "alone")
         return ast.Init(self._s(meta), **kw)
 
     def init_he(self, meta, c):
@@ -216,8 +216,8 @@ class ToAst(Transformer):
     def zero_last_bn(self, meta, c):
         return "zero_last_bn", True, self._s(meta)
 
-    def zero_last_conv(self, meta, c):
-        return "zero_last_conv", True, self._s(meta)
+    def zero_last(self, meta, c):
+        return "zero_last", True, self._s(meta)
 
     def expect(self, meta, c):
         return ast.Expect(self._s(meta), tuple(c))
@@ -317,7 +317,7 @@ class ToAst(Transformer):
         return super().__default__(data, children, meta)
 
 
-INIT_WORDS = {"fan": "he", "zero_last_bn": "zero-last-bn", "zero_last_conv": "zero-last-conv"}  # Init field -> word
+INIT_WORDS = {"fan": "he", "zero_last_bn": "zero-last-bn", "zero_last": "zero-last"}  # Init field -> word
 _UNIT_NUMBERS = ("expansion", "cardinality", "base_width", "width_factor")  # unit options that are one integer
 
 

@@ -72,6 +72,3 @@ shortcut A
 stages 16x3, 32x3 /2, 64x3 /2
 head avgpool fc 10
 """
-# `init zero-last-bn|conv`: each order whose F ends in the layer zeroed (order, word, the unit's zeroed layer)
-ZERO_STARTS = [("post", "zero-last-bn", "bn2"), ("relu-preact", "zero-last-bn", "bn2"),
-               ("preact", "zero-last-conv", "conv2"), ("bn-after-add", "zero-last-conv", "conv2")]

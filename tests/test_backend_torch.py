@@ -15,7 +15,6 @@ import resdsl  # noqa: E402
 from resdsl.backends.python_source import emit_python  # noqa: E402
 from resdsl.backends.torch_module import load_source  # noqa: E402
 from regen_golden import spec_paths  # noqa: E402
-from conftest import ZERO_STARTS  # noqa: E402
 import reference  # noqa: E402
 
 TV = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
@@ -217,24 +216,6 @@ def test_initialisation():
     w = big.layer1[0].conv1.weight
     expected = (2 / (3 * 3 * 256)) ** 0.5  # He normal, fan-out = k*k*out_channels ([R], [13])
     assert abs(w.std().item() / expected - 1) < 0.02 and abs(w.mean().item()) < 1e-3
-
-
-@pytest.mark.parametrize("order, word, zeroed", ZERO_STARTS)
-def test_a_zeroed_last_layer_of_f_learns(order, word, zeroed):
-    """Each unit starts as its shortcut alone, and the zeroed layer gets a gradient: a zero BN before a ReLU (what
-    `zero-last-bn` once gave under `preact`) got none, and its F never trained."""
-    torch.manual_seed(0)
-    model = resdsl.build_model("network z\ninput 3x8x8\nstem cifar 8\nunit basic\nshortcut A\nstages 8x2, 16x1 /2\n"
-                               f"order {order}\ninit he {word}\nhead avgpool fc 3\n")
-    layers = [getattr(u, zeroed) for stage in (model.layer1, model.layer2) for u in stage]
-    assert all(torch.all(m.weight == 0) for m in layers)
-    out = {}
-    hook = model.layer1[1].register_forward_hook(lambda m, args, y: out.update(x=args[0], y=y))
-    model.train()(torch.randn(4, 3, 8, 8)).square().sum().backward()
-    hook.remove()
-    if order in ("post", "preact"):  # there the unit adds nothing else to its identity shortcut: F(x) = 0 shows
-        torch.testing.assert_close(out["y"], out["x"] if order == "preact" else out["x"].relu(), rtol=0, atol=0)
-    assert all(m.weight.grad.abs().sum() > 0 for m in layers)
 
 
 def test_overrides_rerun_shape_checks(at_root):
