@@ -62,28 +62,6 @@ def test_overwrite_deletes_nothing_a_run_did_not_write_inside_its_folders(tmp_pa
     assert sorted(p.name for p in run.iterdir()) == [".lock"]
 
 
-def test_a_refused_folder_is_left_as_it_was(tmp_path):
-    """A run refused a folder of the user's (notes.txt in it) and left its .lock file there; the lock file of a
-    folder that had one (a run's) stays, and one held by a running process still says so."""
-    mine = tmp_path / "mine"
-    mine.mkdir()
-    (mine / "notes.txt").write_text("mine")
-    for overwrite in (False, True):
-        with pytest.raises(rundir.RunDirError, match="not a resdsl run's"):
-            rundir.start(str(mine), overwrite=overwrite)
-        assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
-    run = tmp_path / "run"
-    rundir.start(str(run)).release()
-    (run / "config.json").write_text("{}")
-    with pytest.raises(rundir.RunDirError, match="already holds a run"):
-        rundir.start(str(run))
-    assert (run / ".lock").exists()
-    held = rundir.resume(str(run))
-    with pytest.raises(rundir.RunDirError, match="in use by another process"):
-        rundir.start(str(run), overwrite=True)
-    held.release()
-
-
 def _checkpoint(path, iteration: int) -> None:
     from resdsl.train import checkpoint
 

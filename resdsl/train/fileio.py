@@ -17,6 +17,7 @@ import errno
 import os
 import stat
 import tempfile
+import time
 import weakref
 from typing import BinaryIO, Callable
 
@@ -249,14 +250,16 @@ class FolderLock:
         self.fd = None
         if fcntl is None:  # pragma: no cover
             return
-        self.fd = _open_lock_file(self.path, what, folder)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        for attempt in range(LOCK_TRIES):
+            self.fd = _open_lock_file(self.path, what, folder)
+            if _locked_in_place(self.fd, self.path):
+                break
             os.close(self.fd)
             self.fd = None
-            raise OutputError(f"{what} {folder} is in use by another process (it holds {self.path}); wait for it to "
-                              "finish or stop it first") from None
+            if attempt == LOCK_TRIES - 1:
+                raise OutputError(f"{what} {folder} is in use by another process (it holds {self.path}); wait for it "
+                                  "to finish or stop it first")
+            time.sleep(LOCK_PAUSE)
         try:
             os.ftruncate(self.fd, 0)
             os.write(self.fd, f"{os.getpid()}\n".encode())
@@ -266,8 +269,8 @@ class FolderLock:
         FolderLock.held.add(self)
 
     def release(self, remove: bool = False) -> None:
-        """Unlock; ``remove`` also deletes the lock file, while still holding it (no process waits for a lock here:
-        one that opened the file meanwhile was refused at once, one that comes later makes a new one)."""
+        """Unlock; ``remove`` also deletes the lock file, while still holding it (a process that opened the file
+        meanwhile finds, once it has its lock, that the file is no longer in place, and opens the new one)."""
         if self.fd is not None:
             if remove:
                 try:
@@ -287,6 +290,25 @@ class FolderLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+# A lock is asked for a few times, LOCK_PAUSE apart, before a folder is called in use: is_locked's shared lock
+# holds it for an instant, and a lock file removed under a process that opened it is opened again
+LOCK_TRIES, LOCK_PAUSE = 5, 0.01
+
+
+def _locked_in_place(fd: int, path: str) -> bool:
+    """Take the exclusive lock on the open lock file; whether it is held and ``path`` still names that file (a
+    refused start removes the lock file it made: a lock on the removed file would lock nothing)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    try:
+        now, mine = os.stat(path, follow_symlinks=False), os.fstat(fd)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def is_locked(folder: str) -> bool:
