@@ -138,6 +138,10 @@ def compile_cmd(spec: str, as_json: bool, dump_ir: bool, emit_py: str | None, tr
     _refuse_clashing_outputs(emit_py, trainer_dir, onnx_out)
     net = compile_arg(spec)
     refuse_sources_as_output([net], ("--emit-python", emit_py), ("--onnx", onnx_out))
+    from resdsl.backends.trainer_folder import spec_in_the_way
+
+    if trainer_dir and (said := spec_in_the_way(net, trainer_dir)):
+        raise click.UsageError(printable(f"--emit-trainer {trainer_dir}: {said}"))
     info = sys.stderr if as_json or dump_ir or source_out else sys.stdout
     if trainer_dir:  # first: --emit-python or --onnx may write beside the trainer, in its folder
         _write_trainer(net, trainer_dir, overwrite, info)

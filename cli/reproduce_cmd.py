@@ -108,10 +108,8 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     OUT/report.md, results.csv, results.json and the figures are written. Killed and restarted with the same
     command, finished runs are skipped and stopped ones resume exactly.
     """
-    from resdsl.experiment.datasets import check_data, check_folder_normalize, training_images
+    from resdsl.experiment.datasets import training_images
     from resdsl.experiment.reproduce import departures, plan, plan_text, setup_words, take
-    from resdsl.experiment.folder import check_record, check_runs
-
     from resdsl.training import git_commit
 
     if why := misuse({"iters": iters, "epochs": epochs, "out": out, "data": data, "data_dir": data_dir}):
@@ -125,11 +123,7 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
     cards = gpus(device)
     asked, parallel = parallel, parallel or max(1, cards)
     started = time.perf_counter()
-    # a dry run refuses what the run would refuse (another experiment's folder, other options, runs of other specs)
-    _refused(check_record, out, exp, options, seeds or exp.seeds, write=False)
-    _refused(check_runs, exp, out, seeds, options)
-    _refused(check_folder_normalize, exp, options)
-    _refused(check_data, exp, options, load=not dry_run)  # once, not by every run in turn
+    _checked(exp, out, options, seeds, launcher, dry_run)
     lines = plan(exp, out, options, seeds, estimate=not no_estimate)
     away = departures(exp, options)
     click.echo(printable(f"{exp.heading} -> {out}") + "\n"  # the file's title: its control characters escaped
@@ -159,6 +153,24 @@ def reproduce_cmd(experiment, data, data_dir, no_download, seeds, out, rows, dry
                          f"({', '.join(failed)}); their errors are above (and in their train.log where they got that "
                          "far, or their job's log); the report holds the others"), err=True)
         sys.exit(EXIT_SPEC)
+
+
+def _checked(exp, out: str, options: dict, seeds, launcher: str, dry_run: bool) -> None:
+    """What the command would refuse, refused before anything runs, by a dry run too: another experiment's folder,
+    other options, runs of other specs; and the data, once, not by every run in turn, where a run is still to do
+    (finished runs need none: their data may have moved since); read here only for runs on this machine."""
+    from resdsl.experiment.datasets import check_augmentations, check_data, check_folder_normalize
+    from resdsl.experiment.folder import check_record, check_runs
+    from resdsl.experiment.runner import jobs, status
+
+    _refused(check_record, out, exp, options, seeds or exp.seeds, write=False)
+    _refused(check_runs, exp, out, seeds, options)
+    _refused(check_folder_normalize, exp, options)
+    if any(status(job)[0] != "finished" for job in jobs(exp, out, seeds)):
+        if launcher == "local":
+            _refused(check_data, exp, options, load=not dry_run)
+        else:  # a cluster's nodes read the data, not the machine that submits the jobs
+            _refused(check_augmentations, exp, options)
 
 
 def _refused(fn, *args, **kwargs):

@@ -109,8 +109,9 @@ def _other_unit_hint(word: str, src_line: str, hint: str | None) -> str | None:
 
 def _typed_hint(src_line: str, start: int, word: str, hint: str | None) -> str | None:
     """What a line copied from a paper may hold: a '×' for an 'x' (16×3), a decimal comma (0,27M)."""
-    said = [f"write '{ascii_}' for '{c}' (U+{ord(c):04X})" for c, ascii_ in LOOKALIKES.items() if c in src_line]
-    before = re.search(r"(\d+),\s*$", src_line[:start])
+    code = src_line.split("#", 1)[0]  # not a comment's text (a '#' inside a quoted path only shortens what is read)
+    said = [f"write '{ascii_}' for '{c}' (U+{ord(c):04X})" for c, ascii_ in LOOKALIKES.items() if c in code]
+    before = re.search(r"(\d+),$", src_line[:start])  # '0,27M': no space after a decimal comma ('64x3, 2' is a list)
     if before and re.fullmatch(r"\d+(\.\d+)?[KMGkmg]?", word):
         grouped = next((m.group() for m in re.finditer(r"\d+(?:,\d{3})+\b", src_line)
                         if m.start() < start < m.end()), None)  # 21,797,672: thousands; 0,27M: a decimal comma

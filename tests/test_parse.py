@@ -103,6 +103,12 @@ def test_what_a_line_copied_from_a_paper_holds_is_named(line, says):
     assert _err(f"network n\n{line}\n").hint.startswith(says)
 
 
+@pytest.mark.parametrize("line", ["unit basic sse 4  # 16×3 in the paper", "expect params 269722, 20"])
+def test_a_comment_or_a_list_is_not_taken_for_what_a_paper_holds(line):
+    hint = _err(f"network n\n{line}\n").hint
+    assert "U+00D7" not in hint and "decimal point" not in hint, hint
+
+
 def test_unknown_order_lists_choices():
     err = _err("order preactivation\n")
     assert (err.span.line, err.span.column) == (1, 7)

@@ -161,17 +161,6 @@ def test_killed_experiment_finishes_equal_to_an_uninterrupted_one(tmp_path):
     assert {row["label"]: row["test_errors"] for row in results(out)["rows"]}["ResNet-8"] == [final["test_error"]]
 
 
-def test_more_rows_or_seeds_in_the_same_folder_reuse_its_finished_runs(tmp_path):
-    """`--rows plain-8 --seeds 1`, then the whole table with two seeds into the same folder: it was refused
-    ("started with rows [...]"), though each run is checked on its own."""
-    out = tmp_path / "exp"
-    assert reproduce(TINY, *FAST, "--rows", "plain-8", "--seeds", "1", "--out", str(out)).returncode == 0
-    r = reproduce(TINY, *FAST, "--out", str(out))
-    assert r.returncode == 0, r.stderr
-    assert "start plain-8/seed-0" not in r.stdout and "start plain-8/seed-1" in r.stdout, r.stdout
-    assert {row["label"]: row["seeds"] for row in results(out)["rows"]} == {"plain-8": [0, 1], "ResNet-8": [0, 1]}
-
-
 def test_submitit_local_launcher_runs_the_experiment(tmp_path):
     pytest.importorskip("submitit")
     out = tmp_path / "exp"
@@ -281,22 +270,6 @@ def test_an_imagenet_experiment_is_planned_without_data_and_for_a_folders_size(t
         "1,281,167)" in r.stdout
     r = reproduce("i-table5", "--no-estimate", "--out", str(tmp_path / "exp"))
     assert r.returncode == 2 and "pass --data" in r.stderr
-
-
-def test_data_every_run_would_stop_at_is_refused_before_any_starts(tmp_path):
-    """A misspelt --data, data that is not there, and a recipe that in-memory images cannot have made each run
-    start and stop in turn (22 runs, 100 s), then an empty report."""
-    out = tmp_path / "exp"
-    for args, says in (
-            ((TINY, "--data", "fashion_mnist"), "unknown dataset 'fashion_mnist'"),
-            ((TINY, "--data", "cifar10", "--data-dir", str(tmp_path), "--no-download"), "cifar10 is not in"),
-            (("r-table2", "--data", "fashion-mnist", "--rows", "ResNet-18"),
-             "fashion-mnist is held in memory, where a recipe augments with pad-crop and flip alone; these rows' "
-             "recipes augment with 'scale' (ResNet-18) and 'lighting' (ResNet-18)")):
-        for dry in ((), ("--dry-run",)) if "fashion_mnist" in args else ((),):
-            r = reproduce(*args, *FAST, *dry, "--out", str(out))
-            assert r.returncode == 1 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
-            assert "runs to do" not in r.stdout and not out.exists()
 
 
 def test_broken_experiment_file_is_a_located_error(tmp_path):

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 pytest.importorskip("torch")
 
 from conftest import ROOT, within  # noqa: E402
+import resdsl  # noqa: E402
 from resdsl.backends.trainer_folder import MANIFEST  # noqa: E402
 from resdsl_cli.main import main  # noqa: E402
 
@@ -84,8 +85,13 @@ def test_not_even_overwrite_replaces_the_spec_with_its_trainer(tmp_path, name):
     text = (ROOT / TINY).read_text().replace('"../../specs/resnet20.res"', f'"{ROOT}/specs/resnet20.res"')
     spec.write_text(text)
     r = CliRunner().invoke(main, ["compile", str(spec), "--emit-trainer", str(tmp_path), "--overwrite"])
-    assert r.exit_code == 1 and f"{name} is {spec}, a file the network is compiled from" in r.stderr, r.output
+    assert r.exit_code == 2, r.output  # as --emit-python refuses it
+    assert f"the trainer would replace {spec}, a file the network is compiled from, with its {name}" in r.output
     assert spec.read_text() == text and sorted(p.name for p in tmp_path.rglob("*")) == sorted(name.split("/"))
+    from resdsl.backends.trainer_folder import emit_trainer
+    with pytest.raises(FileExistsError, match="the trainer would replace"):  # from Python too
+        emit_trainer(resdsl.compile_spec(str(spec)), str(tmp_path), overwrite=True)
+    assert spec.read_text() == text
 
 
 def test_a_hand_made_manifest_reaches_nothing_outside_the_trainers_files(tmp_path):

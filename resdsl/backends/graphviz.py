@@ -230,7 +230,8 @@ def _labels(g, instances: list[dict]) -> dict[str, str]:
         same = [g.nodes[u["nodes"][k]] for u in instances]  # units of one kind hold the same ops in the same order
         d = g.nodes[n]
         if d["op"] == "drop_path":
-            d = {**d, "drop_range": (min(s["drop_prob"] for s in same), max(s["drop_prob"] for s in same))}
+            labels[n] = drop_path_words(g, instances)
+            continue
         stride = max(s.get("stride", 1) for s in same)
         labels[n] = op_label(d) + (f" (/{stride} where the unit strides)" if stride > d.get("stride", 1) else "")
     return labels
@@ -239,8 +240,9 @@ def _labels(g, instances: list[dict]) -> dict[str, str]:
 def unit_dot(nets_and_names: list[tuple[object, str]], typical_only: bool) -> str:
     """One cluster per distinct unit (or, with several specs, each spec's most common unit) side by side, each
     captioned in the papers' words (drawing_words.unit_caption)."""
-    residual = any(u["shortcut"] for net, _ in nets_and_names for u in net.graph.graph["units"])
-    kind = "residual units" if residual else "units (plain: no shortcuts)"  # [R]'s plain nets have no residual unit
+    residual = {any(u["shortcut"] for u in net.graph.graph["units"]) for net, _ in nets_and_names}
+    kind = {frozenset({True}): "residual units",  # [R]'s plain nets have no residual unit
+            frozenset({False}): "units (plain: no shortcuts)"}.get(frozenset(residual), "units")
     title = kind if len(nets_and_names) > 1 else f"{nets_and_names[0][0].name}: distinct {kind}"
     out = _header(title)
     out.insert(2, "  graph [newrank=true];")

@@ -150,12 +150,8 @@ def emit_trainer(net, out_dir: str, overwrite: bool = False) -> list[str]:
     files = trainer_files(net)
     files[MANIFEST] = _manifest_text(files)
     if os.path.lexists(out_dir):
-        for rel in files:  # not even --overwrite replaces the spec with what it compiles to (a spec named train.py)
-            source = net.source_at(os.path.join(out_dir, rel))
-            if source:
-                raise FileExistsError(errno.EEXIST, f"{os.path.join(out_dir, rel)} is {source}, a file the network "
-                                                    "is compiled from: the trainer would replace the spec; give it "
-                                                    "another folder")
+        if said := spec_in_the_way(net, out_dir):  # not even --overwrite replaces the spec with what it compiles to
+            raise FileExistsError(errno.EEXIST, said)
         _fill_existing(files, out_dir, overwrite)
     else:
         _fill_new(files, out_dir)
@@ -269,6 +265,20 @@ def _written_before(out_dir: str) -> dict[str, str]:
         return {}
     # only names a trainer has: a hand-made manifest cannot point the cleanup at another file
     return {rel: d for rel, d in digests.items() if isinstance(rel, str) and isinstance(d, str) and _own_name(rel)}
+
+
+def spec_in_the_way(net, out_dir: str) -> str | None:
+    """Where a file the network is compiled from (its spec, a spec it extends, an included recipe file) is in the
+    trainer folder ``out_dir`` under a name the trainer writes (a spec kept as DIR/train.py), what to say."""
+    for source in net.spec.sources:
+        try:
+            rel = os.path.relpath(os.path.realpath(source), os.path.realpath(out_dir))
+        except ValueError:  # another drive (Windows): not in the folder
+            continue
+        if writes(rel):
+            return (f"the trainer would replace {source}, a file the network is compiled from, with its {rel}; "
+                    "give the trainer another folder")
+    return None
 
 
 def writes(rel: str) -> bool:

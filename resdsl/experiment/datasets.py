@@ -55,9 +55,11 @@ def data_departure(exp: Experiment, options: dict) -> str | None:
         return None
     if dataset_of(exp, options) != exp.dataset:
         return f"on {data}, not {exp.dataset}"
-    if exp.dataset == "imagenet" and os.path.isdir(os.path.join(data, "train")):
-        classes, images = _folder_images(os.path.abspath(os.path.join(data, "train")))
+    if exp.dataset == "imagenet":
         _, _, paper_classes, paper_images = SHAPES["imagenet"]
+        if not os.path.isdir(os.path.join(data, "train")):  # moved since its runs finished: not known to be ImageNet
+            return f"on {data}, whose train/ is not there now to tell that it is ImageNet's"
+        classes, images = _folder_images(os.path.abspath(os.path.join(data, "train")))
         if classes != paper_classes or abs(images - paper_images) > IMAGENET_SLACK * paper_images:
             return (f"on {data}: {classes:,} class{'' if classes == 1 else 'es'}, {images:,} training images, not "
                     f"ImageNet's {paper_classes:,} and {paper_images:,}")
@@ -67,30 +69,35 @@ def data_departure(exp: Experiment, options: dict) -> str | None:
 def check_data(exp: Experiment, options: dict, load: bool = True) -> None:
     """What each run would stop at, one after another, said once before any starts: a recipe's augmentation
     that images held in memory cannot have (a scale augmentation on Fashion-MNIST), a name that is no dataset, data
-    that is not there. With ``load``, the data is read (and downloaded, where allowed) here, once, not by every
-    run at the same time."""
+    that is not there, a subset larger than the data. With ``load``, the data is read (and downloaded, where
+    allowed) here, once, not by every run at the same time."""
     from resdsl.train.data import load_dataset
     from resdsl.train.dataerror import DataError
     from resdsl.train.vocabulary import IN_MEMORY_DATASETS, names_a_folder
 
     data = options.get("data") or exp.dataset
-    if data in IN_MEMORY_DATASETS:
-        _check_in_memory_augmentations(exp, data)
+    check_augmentations(exp, options)
     known = data in IN_MEMORY_DATASETS or names_a_folder(data)
     if data == "synthetic" or (known and not load) or (data == exp.dataset and not known):
         return  # synthetic data is made by each run; ImageNet with no folder is refused but for a dry run
     # (a name that is no dataset, a folder that is not there: said at once, without reading anything)
     try:
-        load_dataset(data, options.get("data_dir"), download=not options.get("no_download"))
+        load_dataset(data, options.get("data_dir"), download=not options.get("no_download"),
+                     train_subset=options.get("train_subset"), test_subset=options.get("test_subset"))
     except DataError as exc:
         raise ExperimentRunError(f"{exc} (found before any run started: each would stop there)") from None
 
 
-def _check_in_memory_augmentations(exp: Experiment, data: str) -> None:
+def check_augmentations(exp: Experiment, options: dict) -> None:
+    """Rows whose recipe augments in a way images held in memory cannot (the trainer refuses them at its start)."""
     from resdsl.train.batches import IN_MEMORY_AUGMENTATIONS
+    from resdsl.train.vocabulary import IN_MEMORY_DATASETS
 
     from .reproduce import recipe_of
 
+    data = options.get("data") or exp.dataset
+    if data not in IN_MEMORY_DATASETS:
+        return
     wrong = {}
     for row in exp.rows:
         kinds = [a.get("kind") for a in (recipe_of(exp, row) or {}).get("augment", [])]

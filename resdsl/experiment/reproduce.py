@@ -248,7 +248,8 @@ def write_report(exp: Experiment, out: str, options: dict, seeds: int | None, co
             "statements": report.degradation(exp, rows), "notes": list(exp.notes)}
     text = _report_text(exp, info, _figures(exp, by_row, out, away))
     write_owned(os.path.join(out, "report.md"), (text.rstrip() + "\n").encode())
-    write_owned(os.path.join(out, "results.csv"), report.csv_text(rows, info["dataset"], away).encode())
+    csv = report.csv_text(rows, options.get("data") or exp.dataset, away)  # the folder's path, not "imagenet"
+    write_owned(os.path.join(out, "results.csv"), csv.encode())
     write_owned(os.path.join(out, "results.json"), (json.dumps(info, indent=2) + "\n").encode())
     return text
 
