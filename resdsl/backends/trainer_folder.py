@@ -96,8 +96,11 @@ def _main(argv):
             parser.error("--seeds runs one process per seed; it does not go with --seed, --resume or --nproc")
         out = ns.out or default_path({name} + "-seeds")
         rest = without(argv, ("--seeds", "--out", "--parallel"))
+        import torch  # the runs are dealt out over the GPUs, as resdsl train deals them
+
+        cards = torch.cuda.device_count() if ns.device in (None, "auto", "cuda") else 0
         return run_seeds(ns.seeds, out, lambda seed, folder: [sys.executable, os.path.abspath(__file__), *rest,
-                         "--seed", str(seed), "--out", folder, "--quiet"], parallel=ns.parallel)
+                         "--seed", str(seed), "--out", folder, "--quiet"], gpus=cards, parallel=ns.parallel)
     if ns.nproc and "RANK" not in os.environ:
         if not ns.out and not ns.resume:  # every process must write to the same run directory
             ns.out = default_path({name})

@@ -56,10 +56,12 @@ def split_order(total: int, seed: int) -> torch.Tensor:
 
 
 def _channel_sums(x: torch.Tensor, fn, chunk: int):
-    """sum over images of fn(image chunk as float64 in [0, 1]), without a float64 copy of the whole set."""
+    """sum over images of fn(image chunk as float64 in [0, 1]), without a float64 copy of the whole set; on the CPU
+    for images on Apple's MPS, which has no float64 (the callers bring the float32 result to the images' device)."""
     total = None
     for i in range(0, x.shape[0], chunk):
-        s = fn(x[i:i + chunk].double() / 255)
+        c = x[i:i + chunk]
+        s = fn((c.cpu() if c.device.type == "mps" else c).double() / 255)
         total = s if total is None else total + s
     return total
 
@@ -110,15 +112,15 @@ class BatchPipeline:
             raise DataError(f"{data.name}: the training set is empty, so it has no mean to subtract")
         chunk = max(1, (1 << 22) // max(1, x[0].numel()))
         if normalize == "per-pixel-mean":  # [R] 4.2: "the per-pixel mean is subtracted"
-            self.mean = (_channel_sums(x, lambda c: c.sum(0), chunk) / x.shape[0]).float()
+            self.mean = (_channel_sums(x, lambda c: c.sum(0), chunk) / x.shape[0]).float().to(x.device)
             self.std = None
         elif normalize == "mean-std":
             per_channel = x.shape[0] * x.shape[2] * x.shape[3]
             mean = _channel_sums(x, lambda c: c.sum((0, 2, 3)), chunk) / per_channel
             m = mean.view(-1, 1, 1)
             var = _channel_sums(x, lambda c: ((c - m) ** 2).sum((0, 2, 3)), chunk) / max(1, per_channel - 1)
-            self.mean = mean.float().view(-1, 1, 1)
-            self.std = var.sqrt().float().view(-1, 1, 1).clamp_min(1e-6)
+            self.mean = mean.float().view(-1, 1, 1).to(x.device)
+            self.std = var.sqrt().float().view(-1, 1, 1).clamp_min(1e-6).to(x.device)
         elif normalize == "imagenet-mean-std":
             if x.shape[1] != 3:
                 raise DataError(f"normalize imagenet-mean-std is for RGB images; {data.name} has {x.shape[1]} "

@@ -34,11 +34,14 @@ class CheckpointError(Message):
     """A checkpoint could not be written or read; the message says why and what was kept."""
 
 
-def rng_state() -> dict:
-    """Every random generator the trainer draws from, as tensors and plain numbers."""
+def rng_state(device=None) -> dict:
+    """Every random generator the trainer draws from, as tensors and plain numbers; with the run's CUDA ``device``,
+    that GPU's own as "run_cuda" (in a process per GPU, the others' are generators this process never drew from)."""
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
+        if device is not None and torch.device(device).type == "cuda":
+            state["run_cuda"] = torch.cuda.get_rng_state(device)
     try:
         import numpy as np
     except ImportError:  # pragma: no cover
@@ -49,11 +52,15 @@ def rng_state() -> dict:
     return state
 
 
-def set_rng_state(state: dict, path: str) -> None:
-    """Every random generator as ``state`` (from :func:`rng_state`) says; ``path``: the checkpoint it came from, whose
-    states of other kinds (crafted, say) are a CheckpointError."""
+def set_rng_state(state: dict, path: str, device=None) -> None:
+    """Every random generator as ``state`` (from :func:`rng_state`) says, the run's GPU's as that of the GPU the
+    checkpoint's run drew from (every rank of a run draws alike on its own GPU, and rank 0 writes the checkpoint;
+    a run resumed on another GPU goes on drawing as it did); ``path``: the checkpoint it came from, whose states of
+    other kinds (crafted, say) are a CheckpointError."""
     try:
         _set_rng_state(state)
+        if "run_cuda" in state and device is not None and torch.device(device).type == "cuda":
+            torch.cuda.set_rng_state(state["run_cuda"], device)
     except (TypeError, ValueError, RuntimeError, KeyError, IndexError, AttributeError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{path} is not a checkpoint a resdsl run wrote: its random generators' states "

@@ -235,7 +235,7 @@ def _restore(s: Session, state: dict, path: str, metrics: MetricsLog, test: dict
     ckpt.load_optimizer(s.optimizer, saved["optimizer"], path)
     s.schedule.load_state_dict(saved["schedule"])
     state.update(saved["state"])
-    ckpt.set_rng_state(saved["rng"], path)
+    ckpt.set_rng_state(saved["rng"], path, s.device)
     if s.rank != 0:  # rank 0's checkpoint holds the whole window's running sums
         state["loss_sum"], state["wrong"], state["seen"] = 0.0, 0, 0
     if state["iter"] >= s.total and not (test and not final.written(os.path.dirname(path))) and not pending(state):
@@ -369,7 +369,7 @@ def save_checkpoint(s: Session, state: dict, path: str, optimizer_state: dict) -
         raise TrainingError(f"the weights diverged ({bad} is not finite) by iteration {state['iter']}; training "
                             f"stopped; {rundir.what_is_kept(path)}. Try a lower --lr or a warm-up")
     ckpt.save_atomic({"model": model.state_dict(), "optimizer": optimizer_state,
-                      "schedule": s.schedule.state_dict(), "state": dict(state), "rng": ckpt.rng_state(),
+                      "schedule": s.schedule.state_dict(), "state": dict(state), "rng": ckpt.rng_state(s.device),
                       "recipe": s.recipe, "normalization": s.pipeline.stats() if s.pipeline is not None else None,
                       "run_id": s.opts.extra_config.get("run_id")},
                      path)

@@ -22,7 +22,10 @@ class Window:
 
     def __init__(self, device, state: dict):
         self.device = device
-        self.loss_sum = torch.tensor(float(state["loss_sum"]), dtype=torch.float64, device=device)
+        # float64 on the device: the same arithmetic as a Python float summing loss.item() * n (float32 on Apple's
+        # MPS, which has no float64)
+        wide = torch.float32 if torch.device(device).type == "mps" else torch.float64
+        self.loss_sum = torch.tensor(float(state["loss_sum"]), dtype=wide, device=device)
         self.wrong = torch.tensor(int(state["wrong"]), dtype=torch.int64, device=device)
         self.seen = int(state["seen"])  # known on the host without a sync
         self.first_bad = torch.tensor(-1, dtype=torch.int64, device=device)
@@ -36,8 +39,7 @@ class Window:
         """The device half of :meth:`add`, in place and without a read, so that a CUDA graph can hold it; ``it``
         is the iteration, a number or a device tensor. Returns the batch's wrong predictions."""
         wrong = (logits.argmax(1) != y).sum()
-        # float64 on the device: the same arithmetic as a Python float summing loss.item() * n
-        self.loss_sum += loss.detach().double() * y.numel()
+        self.loss_sum += loss.detach().to(self.loss_sum.dtype) * y.numel()
         self.wrong += wrong
         bad = (self.first_bad < 0) & ~torch.isfinite(loss.detach())
         self.first_bad.copy_(torch.where(bad, it, self.first_bad))
