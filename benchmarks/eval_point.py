@@ -55,7 +55,8 @@ def _checkpoint(folder: str, n: int = 20) -> float:
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     model(torch.randn(8, 3, 32, 32)).sum().backward()
     opt.step()  # momentum buffers exist, as in a running loop
-    s = SimpleNamespace(rank=0, model=model, schedule=SimpleNamespace(state_dict=dict), recipe={}, pipeline=None,
+    s = SimpleNamespace(rank=0, model=model, device=torch.device("cpu"), schedule=SimpleNamespace(state_dict=dict),
+                        recipe={}, pipeline=None,
                         opts=SimpleNamespace(extra_config={"run_id": "bench"}))  # what save_checkpoint reads
     state = {"iter": 1, "elapsed": 0.0, "loss_sum": 0.0, "wrong": 0, "seen": 0, "recent_errors": []}
     path = str(Path(folder) / "checkpoint.pt")
