@@ -169,8 +169,14 @@ def _checked(exp, out: str, options: dict, seeds, launcher: str, dry_run: bool) 
     if any(status(job)[0] != "finished" for job in jobs(exp, out, seeds)):
         if launcher == "local":
             _refused(check_data, exp, options, load=not dry_run)
-        else:  # a cluster's nodes read the data, not the machine that submits the jobs
-            _refused(check_augmentations, exp, options)
+        else:  # a cluster's nodes read the data, not the machine that submits the jobs: a name is checked here,
+            _refused(check_augmentations, exp, options)  # a folder is not (it may be the nodes' alone)
+            if not _is_path(options.get("data")):
+                _refused(check_data, exp, options, load=False)
+
+
+def _is_path(data: str | None) -> bool:
+    return bool(data) and (os.sep in data or "/" in data or data.startswith((".", "~")))
 
 
 def _refused(fn, *args, **kwargs):

@@ -1,4 +1,5 @@
-"""What a CPU can check of the GPUs' random generators around a checkpoint (torch.cuda's calls stood in for)."""
+"""What a CPU can check of runs on GPUs: their random generators around a checkpoint (torch.cuda's calls stood in
+for), and which GPUs runs are dealt over."""
 from __future__ import annotations
 
 import pytest
@@ -25,3 +26,13 @@ def test_a_resumed_rank_takes_the_generator_state_of_the_gpu_the_run_drew_from(m
     checkpoint.set_rng_state(state, "ck.pt", torch.device("cuda:1"))  # rank 1 resumes on its GPU
     assert calls[-1][0] == "cuda:1" and torch.equal(calls[-1][1], drawn)
     assert "run_cuda" not in checkpoint.rng_state(torch.device("cpu"))
+
+
+def test_runs_dealt_over_gpus_stay_on_the_gpus_the_user_gave(monkeypatch):
+    """CUDA_VISIBLE_DEVICES=2,3 and --seeds 3: the runs went to physical GPUs 0 and 1, which the user had left out."""
+    from resdsl.train.seeds import gpu_of
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert [gpu_of(k, 2) for k in range(3)] == ["2", "3", "2"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert [gpu_of(k, 2) for k in range(3)] == ["0", "1", "0"]

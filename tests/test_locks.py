@@ -49,8 +49,11 @@ def test_a_lock_on_a_removed_lock_file_is_no_lock(tmp_path):
     c.release()
 
 
-def test_asking_whether_a_folder_is_locked_does_not_refuse_its_owner(tmp_path):
+def test_asking_whether_a_folder_is_locked_does_not_refuse_its_owner(tmp_path, monkeypatch):
     """is_locked holds a shared lock for an instant: a run starting in that instant was refused as 'in use'."""
+    from resdsl.train import fileio
+
+    monkeypatch.setattr(fileio, "LOCK_PAUSE", 0.25)  # a second of asking: the probe's end is late on a busy machine
     FolderLock(str(tmp_path)).release()
     probe = os.open(tmp_path / LOCK_FILE, os.O_RDONLY)
     fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)  # is_locked's probe, caught in its instant

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ..errors import printable
 from ..train.rundir import CHECKPOINT, metrics_rows, record_of
-from ..train.seeds import LAUNCHER_ENV, signal_name
+from ..train.seeds import LAUNCHER_ENV, gpu_of, signal_name
 from .model import Experiment, Row
 
 RECORD = "experiment.json"
@@ -169,7 +169,7 @@ def run_local(exp: Experiment, todo: list[Job], options: dict, parallel: int, gp
                 job, slot = pending.pop(0), slots.pop(0)
                 env = dict(os.environ, **{LAUNCHER_ENV: str(os.getpid())})  # a run stops if this is killed
                 if gpus:
-                    env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+                    env["CUDA_VISIBLE_DEVICES"] = gpu_of(slot, gpus)
                 say(f"start {job.name}")
                 proc = subprocess.Popen(train_command(exp, job, options), env=env, stdout=subprocess.DEVNULL)
                 running.append(((job, slot), proc))

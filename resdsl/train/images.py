@@ -363,7 +363,11 @@ def _named(path: str, fn, *args):
 
 
 def cut_views(pictures: list[torch.Tensor], views: list[tuple[int, Box]]) -> torch.Tensor:
-    """The crops of (picture index, box) views: one by one on the CPU, in one go elsewhere (:mod:`cuts`)."""
-    if pictures[0].device.type != "cpu":
+    """The crops of (picture index, box) views: one by one on the CPU, in one go on CUDA (:mod:`cuts`); on Apple's
+    MPS, which has no float64 for the batched cut's table, on the CPU and then moved there."""
+    device = pictures[0].device
+    if device.type == "cuda":
         return cut_batch(pictures, views)
+    if device.type != "cpu":
+        return torch.stack([cut(pictures[k].cpu(), box) for k, box in views]).to(device)
     return torch.stack([cut(pictures[k], box) for k, box in views])

@@ -59,6 +59,13 @@ def _make_seeds_folder(out: str) -> None:
     make_folder(out, SEEDS_FOLDER)
 
 
+def gpu_of(k: int, gpus: int) -> str:
+    """CUDA_VISIBLE_DEVICES of the k-th run dealt over ``gpus`` GPUs: one of the GPUs this process may use (a
+    CUDA_VISIBLE_DEVICES=2,3 of the user's: physical GPU 2 or 3, not 0 or 1)."""
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    return visible[k % len(visible)] if len(visible) >= gpus else str(k % gpus)
+
+
 def run_seeds(seeds: list[int], out: str, command_for: Callable[[int, str], list[str]], gpus: int = 0,
               parallel: int | None = None) -> int:
     """Run ``command_for(seed, OUT/seed-N)`` for every seed, ``parallel`` at a time (default: all), echoing each
@@ -88,7 +95,7 @@ def run_seeds(seeds: list[int], out: str, command_for: Callable[[int, str], list
                 env.setdefault("OMP_NUM_THREADS", threads)  # the CPU's cores shared among the runs
                 env[LAUNCHER_ENV] = str(os.getpid())
                 if gpus > 1:
-                    env["CUDA_VISIBLE_DEVICES"] = str(k % gpus)
+                    env["CUDA_VISIBLE_DEVICES"] = gpu_of(k, gpus)
                 proc = subprocess.Popen(command_for(seed, seed_dir(out, seed)), env=env, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True, errors="replace")
                 echo = threading.Thread(target=_echo, args=(proc, seed), daemon=True)
