@@ -162,6 +162,7 @@ def _checked(exp, out: str, options: dict, seeds, launcher: str, dry_run: bool) 
     from resdsl.experiment.datasets import check_augmentations, check_data, check_folder_normalize
     from resdsl.experiment.folder import check_record, check_runs
     from resdsl.experiment.runner import jobs, status
+    from resdsl.train.vocabulary import written_as_path
 
     _refused(check_record, out, exp, options, seeds or exp.seeds, write=False)
     _refused(check_runs, exp, out, seeds, options)
@@ -171,12 +172,8 @@ def _checked(exp, out: str, options: dict, seeds, launcher: str, dry_run: bool) 
             _refused(check_data, exp, options, load=not dry_run)
         else:  # a cluster's nodes read the data, not the machine that submits the jobs: a name is checked here,
             _refused(check_augmentations, exp, options)  # a folder is not (it may be the nodes' alone)
-            if not _is_path(options.get("data")):
+            if not written_as_path(options.get("data") or ""):
                 _refused(check_data, exp, options, load=False)
-
-
-def _is_path(data: str | None) -> bool:
-    return bool(data) and (os.sep in data or "/" in data or data.startswith((".", "~")))
 
 
 def _refused(fn, *args, **kwargs):

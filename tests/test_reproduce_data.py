@@ -18,6 +18,7 @@ def test_data_every_run_would_stop_at_is_refused_before_any_starts(tmp_path):
     out = tmp_path / "exp"
     for args, says in (
             ((TINY, "--data", "fashion_mnist"), "unknown dataset 'fashion_mnist'"),
+            ((TINY, "--data", "fashion_mnist", "--launcher", "slurm"), "unknown dataset 'fashion_mnist'"),
             ((TINY, "--data", "cifar10", "--data-dir", str(tmp_path), "--no-download"), "cifar10 is not in"),
             (("r-table2", "--data", "fashion-mnist", "--rows", "ResNet-18"),
              "fashion-mnist is held in memory, where a recipe augments with pad-crop and flip alone; these rows' "

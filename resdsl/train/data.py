@@ -31,7 +31,7 @@ from .folders import image_folder
 from .images import FOLDER_AUGMENTATIONS, IMAGENET_EIGVAL, IMAGENET_EIGVEC, IMAGENET_MEAN, IMAGENET_STD
 from .idx import MAX_IDX_BYTES, read_idx
 from .named import DEBIAN_FASHION_MNIST, DEFAULT_ROOT, CIFAR_FILES, load_cifar, load_mnist, synthetic_data
-from .vocabulary import FOLDER_DATASETS, IN_MEMORY_DATASETS, names_a_folder
+from .vocabulary import FOLDER_DATASETS, IN_MEMORY_DATASETS, names_a_folder, written_as_path
 
 __all__ = ["DEBIAN_FASHION_MNIST", "DEFAULT_ROOT", "FOLDER_AUGMENTATIONS", "FOLDER_DATASETS",
            "IMAGENET_EIGVAL", "IMAGENET_EIGVEC", "IMAGENET_MEAN", "IMAGENET_STD", "IN_MEMORY_AUGMENTATIONS",
@@ -72,7 +72,7 @@ def load_dataset(name_or_path: str, data_dir: str | None = None, *, download: bo
     elif os.path.exists(os.path.expanduser(name)):
         raise DataError(f"--data {name}: this is a file, not a folder; an image-folder dataset is a folder with "
                         "train/<class>/ and val/<class>/ inside")
-    elif "/" in name or os.sep in name or name.startswith((".", "~")):
+    elif written_as_path(name):
         raise DataError(f"--data {name}: no such folder. An image-folder dataset is a folder with train/<class>/ "
                         f"and val/<class>/ inside; or use one of the named datasets: {', '.join(IN_MEMORY_DATASETS)}")
     else:
